@@ -1,0 +1,288 @@
+package frame
+
+import (
+	"io"
+	"strconv"
+)
+
+// Mode selects how an Assembler ends a message.
+type Mode uint8
+
+// Assembler modes.
+const (
+	// SimpleIPC is git's simple-ipc reader: a message ends at the first
+	// zero-length packet, be it 0000, 0001, 0002 or 0004.
+	SimpleIPC Mode = iota
+	// Persistent is pktipc's multi-request connection: only 0000 ends a
+	// message; 0004 is an empty data packet that adds nothing; 0001 and 0002
+	// are protocol errors (ErrUnexpectedPacket).
+	Persistent
+)
+
+// String names the mode.
+func (m Mode) String() string {
+	switch m {
+	case SimpleIPC:
+		return "simple-ipc"
+	case Persistent:
+		return "persistent"
+	}
+	return "Mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+const (
+	// AbsorbThreshold is how many bytes of complete data packets an
+	// Assembler leaves in the caller's buffer before it copies them into its
+	// own (absorbs them). Two maximal packets: a message of one packet, or
+	// of a few small ones that arrive in pieces, stays zero-copy, while a
+	// caller never has to hold more than this plus one packet of a huge
+	// message.
+	AbsorbThreshold = 2 * MaxPacketSize
+
+	// MinReadBuffer is the smallest buffer with which Next always makes
+	// progress: AbsorbThreshold bytes of complete packets plus one whole
+	// packet that has not been validated yet.
+	MinReadBuffer = AbsorbThreshold + MaxPacketSize
+
+	// retainLimit bounds the buffer an Assembler keeps between messages: a
+	// connection that once carried a 16 MiB message should not pin 16 MiB
+	// for its lifetime. Steady traffic of messages below it reuses the
+	// buffer without allocating.
+	retainLimit = 4 << 20
+
+	// minGrow is the smallest allocation of the assembly buffer, so that a
+	// run of small multi-packet messages does not regrow it byte by byte.
+	minGrow = 4 << 10
+)
+
+// Assembler reassembles messages from pkt-lines held in a caller's buffer,
+// decoding in place. The caller owns the buffer: it passes its unconsumed
+// bytes to Next, discards the n bytes Next reports, appends newly read bytes
+// after the rest, and calls Next again.
+//
+// An Assembler is not safe for concurrent use: one goroutine (the
+// connection's reader or event loop) calls all its methods.
+type Assembler struct {
+	mode Mode
+	max  int
+
+	buf []byte // payload absorbed for the pending message (or the last one delivered)
+	off int64  // stream offset of the caller's b[0]: bytes consumed since NewAssembler or Reset
+
+	// Scan state over b, so that a call after "need more" resumes where the
+	// previous one stopped: b[:scanned] is complete, validated data packets.
+	scanned  int
+	total    int   // payload bytes of the pending message: len(buf) plus those in b[:scanned]
+	npkt     int   // non-empty data packets in b[:scanned]
+	first    int   // offset in b of the first such packet's payload
+	absorbed int64 // stream bytes absorbed for the pending message
+
+	// The incomplete packet at b[scanned:] when the last Next asked for more,
+	// for Truncated.
+	tail    [HeaderSize]byte
+	tailLen int // header bytes present, 0..4
+	tailVal int // declared length, or -1
+
+	delivered bool  // a message was returned; per-message state is stale
+	err       error // sticky: the stream is dead
+}
+
+// NewAssembler returns an Assembler for mode with a total-size cap of maxSize
+// payload bytes per message; maxSize <= 0 means DefaultMaxMessageSize.
+func NewAssembler(mode Mode, maxSize int) *Assembler {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxMessageSize
+	}
+	return &Assembler{mode: mode, max: maxSize, tailVal: -1}
+}
+
+// Reset forgets any partial message and any error, and restarts stream
+// offsets at 0 (for a new connection). The buffer is kept for reuse unless it
+// grew past a few MiB. A message returned earlier may alias the buffer and
+// stops being valid.
+func (a *Assembler) Reset() {
+	a.startMessage()
+	a.off = 0
+	a.err = nil
+}
+
+// startMessage clears the per-message state.
+func (a *Assembler) startMessage() {
+	if cap(a.buf) > retainLimit {
+		a.buf = nil
+	}
+	a.buf = a.buf[:0]
+	a.scanned, a.total, a.npkt, a.first, a.absorbed = 0, 0, 0, 0, 0
+	a.tailLen, a.tailVal = 0, -1
+	a.delivered = false
+}
+
+// Buffered returns how many payload bytes of the pending message the
+// Assembler has absorbed into its own buffer so far.
+func (a *Assembler) Buffered() int {
+	if a.delivered {
+		return 0
+	}
+	return len(a.buf)
+}
+
+// Next scans b, the caller's unconsumed input, for the end of the current
+// message. b must start where the previous call's consumed bytes ended, and
+// when the previous call asked for more input without consuming, b must begin
+// with the same bytes as before (the Assembler resumes its scan there, so
+// rescanning costs only the new bytes).
+//
+// done == true: msg is the whole message (length 0 for an empty message) and
+// n is the number of bytes to consume, through the terminating packet; bytes
+// after it are not examined. If the message's payload lies in at most one
+// data packet and nothing of it was absorbed before, msg aliases b (capacity
+// limited to its length) and is valid as long as those bytes are. Otherwise
+// msg aliases the Assembler's buffer and is valid until the next call to Next
+// or Reset. Copy it to keep it.
+//
+// done == false, err == nil: the message is not complete. If n > 0 the
+// Assembler absorbed n bytes of complete data packets (it copied their
+// payload into its buffer, which happens once more than AbsorbThreshold bytes
+// wait in b); the caller must discard them before calling again with the rest
+// and the new input. A caller whose buffer holds MinReadBuffer bytes always
+// makes progress.
+//
+// err != nil: an *Error with Offset counted in stream bytes since NewAssembler
+// or Reset; nothing of the message is delivered and the stream is dead:
+// every later call returns the same error until Reset. The size cap is
+// checked from each header, before the packet's payload is waited for or any
+// memory grown.
+func (a *Assembler) Next(b []byte) (msg []byte, n int, done bool, err error) {
+	if a.err != nil {
+		return nil, 0, false, a.err
+	}
+	if a.delivered {
+		a.startMessage()
+	}
+	pos := a.scanned
+	if pos > len(b) {
+		// The caller broke the contract and shortened its buffer; the scan
+		// state is meaningless, so start over on what it holds now.
+		pos, a.scanned, a.npkt, a.total = 0, 0, 0, len(a.buf)
+	}
+	for len(b)-pos >= HeaderSize {
+		v := headerValue(b[pos:])
+		switch {
+		case v > HeaderSize:
+			if v > MaxPacketSize {
+				return a.fail(ErrTooLong, b, pos, v)
+			}
+			plen := v - HeaderSize
+			if plen > a.max-a.total {
+				return a.fail(ErrTooLarge, b, pos, v)
+			}
+			if len(b)-pos < v {
+				return a.needMore(b, pos, v)
+			}
+			if a.npkt == 0 {
+				a.first = pos + HeaderSize
+			}
+			a.npkt++
+			a.total += plen
+			pos += v
+			continue
+		case v == HeaderSize && a.mode == Persistent:
+			pos += HeaderSize // an empty data packet: nothing to add
+			continue
+		case v == HeaderSize, v == flushValue:
+		case v == delimValue, v == responseEndValue:
+			if a.mode == Persistent {
+				return a.fail(ErrUnexpectedPacket, b, pos, v)
+			}
+		case v == badValue:
+			return a.fail(ErrBadLength, b, pos, v)
+		default:
+			return a.fail(ErrBadHeader, b, pos, -1)
+		}
+		// A terminator at pos.
+		n = pos + HeaderSize
+		switch {
+		case len(a.buf) > 0 || a.npkt > 1:
+			a.gather(b[:pos])
+			msg = a.buf[:len(a.buf):len(a.buf)]
+		case a.npkt == 1:
+			msg = b[a.first : a.first+a.total : a.first+a.total]
+		default:
+			msg = b[:0:0]
+		}
+		a.off += int64(n)
+		a.delivered = true
+		return msg, n, true, nil
+	}
+	return a.needMore(b, pos, -1)
+}
+
+// needMore records where the scan stopped and absorbs the complete packets
+// if enough of them wait in b.
+func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
+	a.scanned = pos
+	a.tailLen = copy(a.tail[:], b[pos:])
+	a.tailVal = v
+	if pos < AbsorbThreshold {
+		return nil, 0, false, nil
+	}
+	a.gather(b[:pos])
+	a.off += int64(pos)
+	a.absorbed += int64(pos)
+	a.scanned, a.npkt = 0, 0
+	return nil, pos, false, nil
+}
+
+// gather appends the payloads of the validated data packets in p to a.buf.
+// a.total already counts them and is within the cap, so the buffer grows at
+// most once, never past the cap.
+func (a *Assembler) gather(p []byte) {
+	if cap(a.buf) < a.total {
+		c := min(max(2*cap(a.buf), a.total, minGrow), a.max)
+		nb := make([]byte, len(a.buf), c)
+		copy(nb, a.buf)
+		a.buf = nb
+	}
+	for len(p) >= HeaderSize {
+		v := headerValue(p)
+		a.buf = append(a.buf, p[HeaderSize:v]...)
+		p = p[v:]
+	}
+}
+
+// fail makes the stream dead with an *Error for the packet at b[pos:].
+func (a *Assembler) fail(err error, b []byte, pos, v int) ([]byte, int, bool, error) {
+	e := newError(err, a.off+int64(pos), b[pos:], v)
+	a.err = e
+	return nil, 0, false, e
+}
+
+// Truncated returns the error to report when the input ends (EOF) while the
+// caller still holds buffered unconsumed bytes, after Next has seen them all
+// and asked for more:
+//
+//   - io.EOF when buffered == 0 and nothing of a pending message was
+//     absorbed: the stream ended cleanly between messages;
+//   - otherwise an *Error wrapping io.ErrUnexpectedEOF whose Offset is where
+//     the incomplete packet (or the missing terminator) starts, with the
+//     header bytes and declared length that Next saw there;
+//   - the stream's error if it already failed.
+//
+// Nothing of a truncated message is ever delivered.
+func (a *Assembler) Truncated(buffered int) error {
+	if a.err != nil {
+		return a.err
+	}
+	if a.delivered {
+		if buffered == 0 {
+			return io.EOF
+		}
+		return &Error{Err: io.ErrUnexpectedEOF, Offset: a.off, Length: -1}
+	}
+	if buffered == 0 && a.absorbed == 0 {
+		return io.EOF
+	}
+	e := &Error{Err: io.ErrUnexpectedEOF, Offset: a.off + int64(min(a.scanned, max(buffered, 0))), Length: a.tailVal}
+	copy(e.Header[:], a.tail[:a.tailLen])
+	return e
+}

@@ -1,0 +1,63 @@
+//go:build linux
+
+package uds
+
+import (
+	"fmt"
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// Seams: tests swap these to inject failures (faults.md E2).
+var (
+	getPeerCred = func(fd int) (*unix.Ucred, error) {
+		return unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}
+	setPassRights = func(fd int, on bool) error {
+		v := 0
+		if on {
+			v = 1
+		}
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS, v)
+	}
+)
+
+// PeerCred returns the credentials the kernel recorded for c's peer: for an
+// accepted connection, the client at connect(2) time; for a dialled one, the
+// server at listen(2) time. Safe for concurrent use.
+func PeerCred(c *net.UnixConn) (Cred, error) {
+	if c == nil {
+		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: %w", net.ErrClosed)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: %w", err)
+	}
+	var cred Cred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cred, cerr = fdCred(int(fd)) }); err != nil {
+		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: %w", err)
+	}
+	return cred, cerr
+}
+
+func fdCred(fd int) (Cred, error) {
+	uc, err := getPeerCred(fd)
+	if err != nil {
+		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: %w", err)
+	}
+	if uc == nil {
+		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: no credentials")
+	}
+	return Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}, nil
+}
+
+// refusePassRights turns SO_PASSRIGHTS off; kernels before 6.16 lack the
+// option (ENOPROTOOPT) and are left alone.
+func refusePassRights(fd int) error {
+	if err := setPassRights(fd, false); err != nil && err != unix.ENOPROTOOPT {
+		return fmt.Errorf("uds: SO_PASSRIGHTS: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,263 @@
+//go:build linux
+
+package uds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Seams: tests swap these to inject connect results and to hide /proc.
+var (
+	sysConnect = unix.Connect
+	// dialUnix connects a *net.UnixConn directly (no descriptor copy, unlike
+	// net.FileConn). For AF_UNIX the non-blocking connect completes or fails
+	// at once (EAGAIN when the backlog is full), so ctx only matters before it.
+	dialUnix = func(ctx context.Context, name string) (*net.UnixConn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", name)
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.UnixConn), nil
+	}
+	procAvailable = sync.OnceValue(func() bool {
+		var st unix.Stat_t
+		return unix.Stat("/proc/self/fd", &st) == nil
+	})
+)
+
+// procFD names descriptor fd through /proc. The kernel follows such a name
+// to the open file itself (a "magic link"), whatever its path is now.
+func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+func isSock(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFSOCK }
+
+// State reports what a client would find at path, as git's
+// ipc_get_active_state does (simple-ipc.md §7): lstat first (missing means
+// NotListening, not a socket means InvalidPath), then one non-blocking
+// connect, closed at once. Paths longer than MaxPathLen are connected
+// through an O_PATH handle, never with chdir. path is always a filesystem
+// path, as for git ("@x" is a file named "@x"). A live server whose backlog is
+// full counts as Listening (git's blocking connect would wait for it).
+// Safe for concurrent use.
+func State(path string) ActiveState {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		if err == unix.ENOENT || err == unix.ENOTDIR {
+			return NotListening
+		}
+		return InvalidPath
+	}
+	if !isSock(&st) {
+		return InvalidPath
+	}
+	fd, err := connectPath(path)
+	switch {
+	case err == nil:
+		unix.Close(fd)
+		return Listening
+	case errors.Is(err, unix.EAGAIN):
+		return Listening
+	case errors.Is(err, unix.ENOENT):
+		return PathNotFound
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ETIMEDOUT):
+		return NotListening
+	}
+	return OtherError
+}
+
+// Dial connects to the server at path the way git's ipc_client_try_connect
+// does (simple-ipc.md §4): ENOENT is PathNotFound unless WaitIfNotFound,
+// ECONNREFUSED/ETIMEDOUT (and EAGAIN from a full backlog) are NotListening
+// unless WaitIfBusy; waiting retries every 50 ms, at most 20 attempts, then
+// gives NotListening (git's answer too, even when the last error was
+// ENOENT); any other error is OtherError at once. ctx bounds the whole call.
+// Every failure is a *DialError. Long paths go through an O_PATH handle
+// (faults.md D1). The connection is close-on-exec. Safe for concurrent use.
+func Dial(ctx context.Context, path string, opts ...DialOption) (*net.UnixConn, error) {
+	o, err := newDialOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrInvalidOption)
+	}
+	name := path
+	if o.abstract {
+		name = "@" + strings.TrimPrefix(path, "@")
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	state, last := OtherError, error(nil)
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			if last != nil {
+				err = fmt.Errorf("%w (last attempt: %w)", err, last)
+			}
+			return nil, &DialError{Path: name, State: state, Attempts: attempt - 1, Err: err}
+		}
+		c, err := dialOnce(ctx, name, o.abstract)
+		if err == nil {
+			return finishDial(name, c, attempt, o)
+		}
+		var retry bool
+		state, retry = classifyConnect(err, o)
+		last = err
+		if !retry {
+			return nil, &DialError{Path: name, State: state, Attempts: attempt, Err: err}
+		}
+		if attempt >= connectAttempts {
+			return nil, &DialError{Path: name, State: NotListening, Attempts: attempt, Err: err}
+		}
+		if timer == nil {
+			timer = time.NewTimer(connectStep)
+		} else {
+			timer.Reset(connectStep)
+		}
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// dialOnce makes one connection attempt to a path or "@name".
+func dialOnce(ctx context.Context, name string, abstract bool) (*net.UnixConn, error) {
+	if abstract {
+		if err := checkAbstract(name); err != nil {
+			return nil, err
+		}
+		return dialUnix(ctx, name)
+	}
+	target, h, err := connectName(name)
+	if err != nil {
+		return nil, err
+	}
+	if h >= 0 {
+		defer unix.Close(h)
+	}
+	return dialUnix(ctx, target)
+}
+
+func classifyConnect(err error, o *dialOptions) (ActiveState, bool) {
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return PathNotFound, o.waitNotFound
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ETIMEDOUT), errors.Is(err, unix.EAGAIN):
+		return NotListening, o.waitBusy
+	}
+	return OtherError, false
+}
+
+func finishDial(path string, c *net.UnixConn, attempt int, o *dialOptions) (*net.UnixConn, error) {
+	if o.policy != nil {
+		cred, err := PeerCred(c)
+		if err == nil {
+			err = o.policy.Allow(cred)
+		} else {
+			err = fmt.Errorf("%w: %w", ErrDenied, err)
+		}
+		if err != nil {
+			c.Close()
+			return nil, &DialError{Path: path, State: OtherError, Attempts: attempt, Err: err}
+		}
+	}
+	return c, nil
+}
+
+// connectName returns the sockaddr name that reaches the filesystem socket
+// at path. A path longer than sun_path is opened O_PATH (no I/O, no
+// blocking even on a FIFO) and reached through /proc/self/fd/<h>; the
+// caller closes h (-1 when none) after connecting. A relative path starting
+// with '@' is prefixed with "./" so it is not taken for an abstract name.
+func connectName(path string) (name string, h int, err error) {
+	if path == "" || strings.IndexByte(path, 0) >= 0 {
+		return "", -1, fmt.Errorf("%w: %q", ErrInvalidPath, path)
+	}
+	if path[0] == '@' {
+		path = "./" + path
+	}
+	if len(path) <= MaxPathLen {
+		return path, -1, nil
+	}
+	if !procAvailable() {
+		return "", -1, &PathTooLongError{Path: path, Len: len(path), Max: MaxPathLen}
+	}
+	h, err = unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", -1, os.NewSyscallError("open", err)
+	}
+	return procFD(h), h, nil
+}
+
+// connectPath makes one non-blocking connect to the filesystem socket at
+// path and returns the connected descriptor: for AF_UNIX the connect
+// completes or fails at once (EAGAIN when the backlog is full), so no
+// goroutine or poller is needed.
+func connectPath(path string) (int, error) {
+	name, h, err := connectName(path)
+	if err != nil {
+		return -1, err
+	}
+	if h >= 0 {
+		defer unix.Close(h)
+	}
+	return connectAddr(name)
+}
+
+// checkAbstract validates "@name" (at most 107 bytes after the '@').
+func checkAbstract(name string) error {
+	if len(name) < 2 || name[0] != '@' || strings.IndexByte(name, 0) >= 0 {
+		return fmt.Errorf("%w: abstract name %q", ErrInvalidPath, name)
+	}
+	if len(name)-1 > MaxPathLen {
+		return &PathTooLongError{Path: name, Len: len(name) - 1, Max: MaxPathLen}
+	}
+	return nil
+}
+
+// connectAbstract connects to "@name". It uses the syscall package, which
+// (unlike x/sys/unix) accepts the full 107 bytes of an abstract name.
+func connectAbstract(name string) (int, error) {
+	if err := checkAbstract(name); err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := syscall.Connect(fd, &syscall.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("connect", err)
+	}
+	return fd, nil
+}
+
+// connectAddr makes one connect to a sockaddr name as x/sys spells it
+// ('@' prefix: abstract). The socket is close-on-exec and non-blocking.
+func connectAddr(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := sysConnect(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("connect", err)
+	}
+	return fd, nil
+}
