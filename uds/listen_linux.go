@@ -866,6 +866,12 @@ func (l *Listener) deny(c *net.UnixConn, cred Cred, why error) {
 		slog.Any("err", why), slog.Uint64("unlogged_before", l.denySilent.Swap(0)))
 }
 
+// SetDeadline sets the time after which a waiting AcceptUnix returns an
+// error matching os.ErrDeadlineExceeded; the zero time means no deadline.
+// The engine uses it to take one waiting client without blocking when the
+// descriptor table is full. Safe for concurrent use.
+func (l *Listener) SetDeadline(t time.Time) error { return l.ul.SetDeadline(t) }
+
 // Accept is AcceptUnix for the net.Listener interface; the connection is a
 // *net.UnixConn. Safe for concurrent use.
 func (l *Listener) Accept() (net.Conn, error) {

@@ -5,6 +5,7 @@ package uds
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // Listener is not supported on this platform.
@@ -22,6 +23,9 @@ func (l *Listener) AcceptUnix() (*net.UnixConn, Cred, error) {
 
 // Accept is not supported on this platform.
 func (l *Listener) Accept() (net.Conn, error) { return nil, errors.ErrUnsupported }
+
+// SetDeadline is not supported on this platform.
+func (l *Listener) SetDeadline(t time.Time) error { return errors.ErrUnsupported }
 
 // Addr is not supported on this platform; it returns nil.
 func (l *Listener) Addr() net.Addr { return nil }

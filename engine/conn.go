@@ -1,0 +1,506 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/pktipc/pktipc/frame"
+)
+
+// The persistent-connection handshake. A pktipc client opens with this
+// request; a pktipc server answers helloReply and from then on serves any
+// number of requests on the connection, in order. git's test daemon answers
+// "unhandled command: ..." and fsmonitor a trivial reply, and both close, so
+// the client falls back to one request per connection. The request starts
+// with a control byte no git command has, and has no NUL (fsmonitor's
+// daemon aborts on a NUL in a request).
+var (
+	helloRequest = []byte("\x01pktipc/persistent/1")
+	helloReply   = []byte("\x01pktipc/persistent/1 ok")
+	helloWire    = frame.AppendMessage(nil, helloReply)
+)
+
+// phase is where a connection stands. It is owned by the event loop; a copy
+// in conn.phaseA lets the reaper see it.
+type phase int32
+
+const (
+	phaseIdle     phase = iota // no byte of a request buffered
+	phaseReading               // part of a request buffered
+	phaseHandling              // a pooled handler owns the request
+	phaseDraining              // reply queued; waiting for the peer to read it
+)
+
+// why says which deadline a connection is under.
+type why int32
+
+const (
+	whyFirstByte why = iota
+	whyRequest
+	whyIdle
+	whyHandler
+	whyWrite
+)
+
+func (w why) String() string {
+	return [...]string{"first byte", "request", "idle", "handler", "write"}[w]
+}
+
+// conn is the server's state for one connection. Fields without a comment
+// belong to the event loop.
+type conn struct {
+	s    *Server
+	gc   gnet.Conn
+	loop *loopState
+	peer Peer // immutable
+
+	ctx    context.Context // immutable; carries peer
+	cancel context.CancelCauseFunc
+
+	asm        *frame.Assembler
+	persistent bool
+	served     uint64
+	phase      phase
+	closeAfter bool // close once the outbound buffer is empty (SI)
+	ackWaiting bool // a worker waits for the outbound buffer to fall below the high-water mark
+
+	reply ReplyWriter                // the loop's while inline; the worker's while handling
+	req   *bytebufferpool.ByteBuffer // the worker's copy of the request
+
+	phaseA   atomic.Int32 // copy of phase for the reaper
+	deadline atomic.Int64 // monotonic ns; 0 = none
+	why      atomic.Int32
+	closed   atomic.Bool   // set by OnClose
+	done     chan struct{} // closed by OnClose: wakes a worker waiting for an ack
+	ack      chan error    // loop -> worker: a handed-off chunk was written
+
+	mu     sync.Mutex
+	rescue *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
+
+	drain drainTask
+}
+
+type drainTask struct{ c *conn }
+
+// Run checks, on the connection's loop, whether its outbound buffer drained.
+func (d drainTask) Run(context.Context) error { d.c.checkDrain(); return nil }
+
+func (s *Server) newConn(p Peer) *conn {
+	c := &conn{
+		s:    s,
+		peer: p,
+		asm:  frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest),
+		done: make(chan struct{}),
+		ack:  make(chan error, 1),
+	}
+	c.drain = drainTask{c}
+	c.reply.c = c
+	ctx, cancel := context.WithCancelCause(s.baseCtx)
+	c.ctx = context.WithValue(ctx, peerKey{}, &c.peer)
+	c.cancel = cancel
+	return c
+}
+
+func (c *conn) setPhase(p phase) {
+	c.phase = p
+	c.phaseA.Store(int32(p))
+}
+
+func (c *conn) setDeadline(now int64, w why) {
+	var d int64
+	switch w {
+	case whyFirstByte:
+		d = int64(c.s.opts.firstByteTimeout)
+	case whyRequest:
+		d = int64(c.s.opts.requestTimeout)
+	case whyIdle:
+		d = int64(c.s.opts.idleTimeout)
+	case whyHandler:
+		d = int64(c.s.opts.handlerTimeout)
+	case whyWrite:
+		d = int64(c.s.opts.writeTimeout)
+	}
+	c.why.Store(int32(w))
+	if d == 0 {
+		c.deadline.Store(0)
+		return
+	}
+	c.deadline.Store(now + d)
+}
+
+func (c *conn) toIdle(now int64) {
+	c.setPhase(phaseIdle)
+	c.closeAfter = false
+	if c.persistent {
+		c.setDeadline(now, whyIdle)
+	} else {
+		c.setDeadline(now, whyFirstByte)
+	}
+}
+
+// events adapts the Server to gnet's callbacks.
+type events struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	c := gc.Context().(*conn)
+	c.gc = gc
+	e.s.register(c)
+	c.toIdle(e.s.now())
+	return nil, gnet.None
+}
+
+func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
+	c := gc.Context().(*conn)
+	now := e.s.now()
+	c.loop.enter(now)
+	var act gnet.Action
+	switch c.phase {
+	case phaseHandling, phaseDraining:
+		// A request is in progress; later bytes wait in gnet's buffer.
+		if gc.InboundBuffered() > c.s.opts.maxRequest+frame.MaxPacketSize {
+			c.s.stats.protocolErrors.Add(1)
+			act = gnet.Close
+		}
+	default:
+		act = c.process(now)
+	}
+	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && c.s.opts.inline
+	c.loop.exit(e.s, candidate)
+	return act
+}
+
+func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
+	gc.Context().(*conn).onClose(err)
+	return gnet.None
+}
+
+// process decodes and serves the requests buffered on the connection. It
+// runs on the event loop.
+func (c *conn) process(now int64) gnet.Action {
+	for !c.closed.Load() {
+		buf, _ := c.gc.Peek(-1)
+		if len(buf) == 0 {
+			return gnet.None
+		}
+		if c.phase == phaseIdle {
+			if c.s.stopping.Load() {
+				return gnet.Close // no new requests during shutdown
+			}
+			c.setPhase(phaseReading)
+			c.setDeadline(now, whyRequest)
+		}
+		msg, n, done, err := c.asm.Next(buf)
+		if err != nil {
+			c.s.protocolError(c, err)
+			return gnet.Close
+		}
+		if !done {
+			if n == 0 {
+				return gnet.None
+			}
+			_, _ = c.gc.Discard(n) // the assembler copied these packets
+			continue
+		}
+		if act, stop := c.dispatch(now, msg, n); stop {
+			return act
+		}
+	}
+	return gnet.None
+}
+
+// dispatch serves one complete request of n wire bytes whose payload is
+// msg. stop reports that process must return act instead of reading on.
+func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
+	s := c.s
+	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
+		_, _ = c.gc.Discard(n)
+		c.persistent = true
+		c.asm = frame.NewAssembler(frame.Persistent, s.opts.maxRequest)
+		if _, err := c.gc.Write(helloWire); err != nil {
+			return gnet.Close, true
+		}
+		c.toIdle(now)
+		return gnet.None, false
+	}
+	c.served++
+	s.stats.requests.Add(1)
+	if !s.opts.inline {
+		c.req = bufPool.Get()
+		c.req.B = append(c.req.B[:0], msg...) // msg dies with Discard
+		_, _ = c.gc.Discard(n)
+		c.setPhase(phaseHandling)
+		c.setDeadline(now, whyHandler)
+		select {
+		case s.jobs <- c:
+			return gnet.None, true
+		default:
+			// Like git when its queue is full: close without a reply.
+			bufPool.Put(c.req)
+			c.req = nil
+			s.stats.overloaded.Add(1)
+			return gnet.Close, true
+		}
+	}
+	c.reply.begin(true)
+	herr, panicked := s.call(c, msg)
+	_, _ = c.gc.Discard(n)
+	if c.closed.Load() {
+		c.reply.release()
+		return gnet.None, true
+	}
+	if panicked || c.reply.err != nil {
+		c.reply.release()
+		return gnet.Close, true
+	}
+	if errors.Is(herr, ErrQuit) {
+		s.requestQuit()
+	}
+	c.reply.buf.B = frame.AppendFlush(c.reply.buf.B)
+	err := c.reply.flushInline()
+	c.reply.release()
+	if c.closed.Load() {
+		return gnet.None, true
+	}
+	if err != nil && !errors.Is(err, ErrBackpressure) {
+		return gnet.Close, true
+	}
+	return c.afterReply(now)
+}
+
+// afterReply decides what follows a reply that is wholly queued: close (git
+// style), wait for the peer to read, or serve the next request.
+func (c *conn) afterReply(now int64) (gnet.Action, bool) {
+	out := c.gc.OutboundBuffered()
+	if !c.persistent || c.s.stopping.Load() {
+		if out == 0 {
+			return gnet.Close, true
+		}
+		c.closeAfter = true
+		c.startDrain(now)
+		return gnet.None, true
+	}
+	if out > c.s.opts.highWater {
+		c.startDrain(now)
+		return gnet.None, true
+	}
+	c.toIdle(now)
+	return gnet.None, false
+}
+
+func (c *conn) startDrain(now int64) {
+	c.setPhase(phaseDraining)
+	c.setDeadline(now, whyWrite)
+	c.s.watchDrain(c)
+}
+
+// checkDrain runs on the loop, polled by the reaper while the connection
+// waits for its peer to read: gnet has no "outbound drained" callback.
+func (c *conn) checkDrain() {
+	if c.closed.Load() {
+		c.s.unwatchDrain(c)
+		return
+	}
+	out := c.gc.OutboundBuffered()
+	if c.ackWaiting {
+		if out <= c.s.opts.highWater {
+			c.ackWaiting = false
+			c.s.unwatchDrain(c)
+			c.setDeadline(c.s.now(), whyHandler)
+			c.ack <- nil
+		}
+		return
+	}
+	if c.phase != phaseDraining {
+		c.s.unwatchDrain(c)
+		return
+	}
+	if c.closeAfter {
+		if out == 0 {
+			c.s.unwatchDrain(c)
+			_ = c.gc.Close()
+		}
+		return
+	}
+	if out <= c.s.opts.highWater/2 {
+		c.s.unwatchDrain(c)
+		now := c.s.now()
+		c.toIdle(now)
+		if c.process(now) == gnet.Close {
+			_ = c.gc.Close()
+		}
+	}
+}
+
+// handOff gives encoded reply bytes from a worker to the event loop and
+// waits until gnet has written or buffered them. final marks the reply's
+// last bytes: the loop then also decides what follows the reply.
+func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
+	c.mu.Lock()
+	rc := c.rescue
+	c.mu.Unlock()
+	if rc != nil {
+		return true, c.writeRescued(rc, b)
+	}
+	cb := c.onChunkWritten
+	if final {
+		cb = c.onFinalWritten
+	}
+	if err := c.gc.AsyncWrite(b, cb); err != nil {
+		return false, fmt.Errorf("engine: hand reply to event loop: %w", err)
+	}
+	select {
+	case err = <-c.ack:
+	case <-c.done:
+		select { // the callback may have raced OnClose
+		case err = <-c.ack:
+		default:
+			err = net.ErrClosed
+		}
+	}
+	if err != nil {
+		// The loop closed the connection before writing. If the peer only
+		// half-closed, OnClose left a duplicate of the socket to finish on.
+		c.mu.Lock()
+		rc = c.rescue
+		c.mu.Unlock()
+		if rc != nil {
+			return true, c.writeRescued(rc, b)
+		}
+		return false, net.ErrClosed
+	}
+	return false, nil
+}
+
+// onChunkWritten runs on the loop after gnet took a chunk of a pooled reply.
+// gnet copies what the kernel did not take, so the worker may reuse b; it
+// is told only once the outbound buffer is below the high-water mark.
+func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
+	if err != nil {
+		c.ack <- err
+		return nil
+	}
+	if gc.OutboundBuffered() > c.s.opts.highWater {
+		c.ackWaiting = true
+		c.setDeadline(c.s.now(), whyWrite)
+		c.s.watchDrain(c)
+		return nil
+	}
+	c.ack <- nil
+	return nil
+}
+
+// onFinalWritten runs on the loop after the last bytes of a pooled reply:
+// it serves what the peer pipelined meanwhile, or closes (git style).
+func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
+	if err == nil {
+		// The worker waits for the ack and touches nothing after it: the
+		// loop owns the connection again, and may dispatch the next request.
+		c.reply.release()
+	}
+	if err == nil && !c.closed.Load() {
+		now := c.s.now()
+		c.setPhase(phaseIdle) // the handler is done; nothing to rescue any more
+		act, stop := c.afterReply(now)
+		if !stop {
+			act = c.process(now)
+		}
+		if act == gnet.Close {
+			_ = c.gc.Close()
+		}
+	}
+	c.ack <- err
+	return nil
+}
+
+// onClose runs on the loop when gnet closes the connection, for whatever
+// reason.
+func (c *conn) onClose(err error) {
+	c.closed.Store(true)
+	s := c.s
+	if c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc) {
+		if rc, derr := dupConn(c.gc); derr == nil {
+			c.mu.Lock()
+			c.rescue = rc
+			c.mu.Unlock()
+			s.stats.rescued.Add(1)
+		}
+	}
+	c.mu.Lock()
+	rescued := c.rescue != nil
+	c.mu.Unlock()
+	if !rescued {
+		// The handler, if one runs, has nobody left to answer.
+		cause := err
+		if cause == nil {
+			cause = net.ErrClosed
+		}
+		c.cancel(cause)
+	}
+	close(c.done)
+	s.unregister(c)
+	// Buffers are not released here: the dispatching code (inline) or the
+	// worker (pooled) owns them and releases them when it returns.
+}
+
+// finishPooled ends a pooled request on the worker goroutine. After a
+// successful final hand-off the event loop owns the connection again (it
+// may already be serving the next request), so the worker touches nothing
+// of it; on every other path the worker still owns the reply and cleans up.
+func (c *conn) finishPooled(herr error, panicked bool) {
+	w := &c.reply
+	if !panicked && w.err == nil {
+		if errors.Is(herr, ErrQuit) {
+			c.s.requestQuit()
+		}
+		w.buf.B = frame.AppendFlush(w.buf.B)
+		rescued, err := c.handOff(w.buf.B, true)
+		if err == nil && !rescued {
+			return
+		}
+	}
+	w.release()
+	c.mu.Lock()
+	rc := c.rescue
+	c.rescue = nil
+	c.mu.Unlock()
+	if rc != nil {
+		_ = rc.Close()
+	}
+	if !c.closed.Load() {
+		_ = c.gc.Close() // no terminator: the client sees an incomplete reply
+	}
+	c.cancel(net.ErrClosed)
+}
+
+// dupConn duplicates the socket of a gnet connection as a *net.UnixConn,
+// which lives on after gnet closes its descriptor.
+func dupConn(gc gnet.Conn) (*net.UnixConn, error) {
+	fd, err := gc.Dup()
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "pktipc-rescue")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		_ = nc.Close()
+		return nil, fmt.Errorf("engine: duplicated socket is %T", nc)
+	}
+	return uc, nil
+}

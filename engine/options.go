@@ -1,0 +1,251 @@
+package engine
+
+import (
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Server defaults. Each has an option; none changes what a git client sees.
+const (
+	// DefaultWorkers is the size of the pool for blocking handlers: git's
+	// fsmonitor daemon runs 8 IPC threads.
+	DefaultWorkers = 8
+
+	// DefaultMaxRequestSize caps one request (faults.md A12). git has no cap;
+	// a 200 MB request grew its daemon by 200 MB.
+	DefaultMaxRequestSize = frame.DefaultMaxMessageSize
+
+	// DefaultFirstByteTimeout closes a connection that sends nothing
+	// (faults.md B1). git waits forever and holds a worker.
+	DefaultFirstByteTimeout = 5 * time.Second
+
+	// DefaultRequestTimeout bounds a whole request from its first byte
+	// (faults.md A10, B2). It is not an idle timer: trickling cannot extend it.
+	DefaultRequestTimeout = 5 * time.Second
+
+	// DefaultIdleTimeout closes a persistent connection idle between
+	// requests for this long.
+	DefaultIdleTimeout = 2 * time.Minute
+
+	// DefaultHandlerTimeout cancels a handler's context after this long and
+	// closes its connection (faults.md B14). git's slowest test command
+	// takes about 10 s.
+	DefaultHandlerTimeout = 2 * time.Minute
+
+	// DefaultWriteTimeout closes a connection whose reply has not drained
+	// into the kernel within this long (faults.md B5).
+	DefaultWriteTimeout = 10 * time.Second
+
+	// DefaultOutboundHighWater bounds the reply bytes buffered for one
+	// connection on top of the kernel's socket buffer (faults.md B5): gnet
+	// itself buffers without limit.
+	DefaultOutboundHighWater = 4 << 20
+
+	// DefaultMaxConns and DefaultMaxConnsPerUID cap connections (faults.md B9,
+	// the numbers systemd's varlink uses).
+	DefaultMaxConns       = 4096
+	DefaultMaxConnsPerUID = 1024
+
+	// DefaultBusyPoll is the longest an event loop spins after answering a
+	// request on a persistent connection, waiting for the next one instead of
+	// sleeping in epoll_wait. It adapts to the peer and turns itself off when
+	// spinning does not pay. Zero disables it.
+	DefaultBusyPoll = 50 * time.Microsecond
+
+	// DefaultShutdownTimeout bounds the graceful stop that follows a quit
+	// request, a stolen socket or the cancellation of Serve's context.
+	DefaultShutdownTimeout = 5 * time.Second
+
+	// readBufferCap is gnet's per-loop read buffer. 256 KiB keeps frames near
+	// the 65520-byte maximum from straddling reads (gnet.md: copies fall from
+	// 40-58% to under 10% of bytes).
+	readBufferCap = 256 << 10
+
+	// queuePerWorker sizes the queue of requests waiting for a worker, as git
+	// does (nr_threads x 100).
+	queuePerWorker = 100
+)
+
+// Option configures a Server.
+type Option func(*options) error
+
+type options struct {
+	loops            int
+	workers          int
+	inline           bool
+	maxRequest       int
+	firstByteTimeout time.Duration
+	requestTimeout   time.Duration
+	idleTimeout      time.Duration
+	handlerTimeout   time.Duration
+	writeTimeout     time.Duration
+	highWater        int
+	maxConns         int
+	maxConnsPerUID   int
+	busyPoll         time.Duration
+	shutdownTimeout  time.Duration
+	persistent       bool
+	logger           *slog.Logger
+	listen           []uds.Option
+	lockOSThread     bool
+}
+
+func defaultOptions() options {
+	return options{
+		loops:            runtime.GOMAXPROCS(0),
+		workers:          DefaultWorkers,
+		maxRequest:       DefaultMaxRequestSize,
+		firstByteTimeout: DefaultFirstByteTimeout,
+		requestTimeout:   DefaultRequestTimeout,
+		idleTimeout:      DefaultIdleTimeout,
+		handlerTimeout:   DefaultHandlerTimeout,
+		writeTimeout:     DefaultWriteTimeout,
+		highWater:        DefaultOutboundHighWater,
+		maxConns:         DefaultMaxConns,
+		maxConnsPerUID:   DefaultMaxConnsPerUID,
+		busyPoll:         DefaultBusyPoll,
+		shutdownTimeout:  DefaultShutdownTimeout,
+		persistent:       true,
+		logger:           slog.New(slog.DiscardHandler),
+	}
+}
+
+func positive(name string, v int) error {
+	if v < 1 {
+		return &OptionError{name, v, "must be at least 1"}
+	}
+	return nil
+}
+
+func nonNegative(name string, d time.Duration) error {
+	if d < 0 {
+		return &OptionError{name, d, "must not be negative"}
+	}
+	return nil
+}
+
+// WithEventLoops sets the number of gnet event loops (default GOMAXPROCS).
+func WithEventLoops(n int) Option {
+	return func(o *options) error { o.loops = n; return positive("EventLoops", n) }
+}
+
+// WithWorkers sets the size of the worker pool that runs handlers (git's
+// nr_threads; default DefaultWorkers). Values below 1 are an error.
+func WithWorkers(n int) Option {
+	return func(o *options) error { o.workers = n; return positive("Workers", n) }
+}
+
+// WithInlineHandlers runs handlers on the event loop instead of the worker
+// pool. Inline handlers must not block: while one runs, no other connection
+// on its loop is served. In exchange a request costs no goroutine hand-off,
+// no allocation and no futex, and its bytes are not copied.
+func WithInlineHandlers(inline bool) Option {
+	return func(o *options) error { o.inline = inline; return nil }
+}
+
+// WithMaxRequestSize caps the payload of one request.
+func WithMaxRequestSize(n int) Option {
+	return func(o *options) error { o.maxRequest = n; return positive("MaxRequestSize", n) }
+}
+
+// WithFirstByteTimeout sets how long a new connection may stay silent.
+// Zero disables the limit.
+func WithFirstByteTimeout(d time.Duration) Option {
+	return func(o *options) error { o.firstByteTimeout = d; return nonNegative("FirstByteTimeout", d) }
+}
+
+// WithRequestTimeout bounds a request from its first byte to its terminator.
+// Zero disables the limit.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(o *options) error { o.requestTimeout = d; return nonNegative("RequestTimeout", d) }
+}
+
+// WithIdleTimeout bounds the silence between requests on a persistent
+// connection. Zero disables the limit.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) error { o.idleTimeout = d; return nonNegative("IdleTimeout", d) }
+}
+
+// WithHandlerTimeout bounds a pooled handler: its context is cancelled and
+// its connection closed when the time is up. Zero disables the limit.
+// Inline handlers cannot be interrupted and are not bounded.
+func WithHandlerTimeout(d time.Duration) Option {
+	return func(o *options) error { o.handlerTimeout = d; return nonNegative("HandlerTimeout", d) }
+}
+
+// WithWriteTimeout bounds how long a reply may wait for the peer to read it.
+// Zero disables the limit.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(o *options) error { o.writeTimeout = d; return nonNegative("WriteTimeout", d) }
+}
+
+// WithOutboundHighWater sets how many reply bytes may wait in user space
+// for one connection before the handler is held back (pool) or told
+// (inline, ErrBackpressure).
+func WithOutboundHighWater(n int) Option {
+	return func(o *options) error { o.highWater = n; return positive("OutboundHighWater", n) }
+}
+
+// WithMaxConns caps open connections in total and per peer uid. A
+// connection over a cap is accepted and closed at once, before any read.
+func WithMaxConns(total, perUID int) Option {
+	return func(o *options) error {
+		o.maxConns, o.maxConnsPerUID = total, perUID
+		if err := positive("MaxConns", total); err != nil {
+			return err
+		}
+		return positive("MaxConnsPerUID", perUID)
+	}
+}
+
+// WithBusyPoll sets the longest spin of an event loop waiting for the next
+// request on a persistent connection (default DefaultBusyPoll, 0 disables).
+func WithBusyPoll(d time.Duration) Option {
+	return func(o *options) error {
+		o.busyPoll = d
+		if d > time.Millisecond {
+			return &OptionError{"BusyPoll", d, "must be at most 1ms: longer spins starve other connections of the loop"}
+		}
+		return nonNegative("BusyPoll", d)
+	}
+}
+
+// WithShutdownTimeout bounds the graceful stop after a quit request, a
+// stolen socket or the end of Serve's context.
+func WithShutdownTimeout(d time.Duration) Option {
+	return func(o *options) error { o.shutdownTimeout = d; return nonNegative("ShutdownTimeout", d) }
+}
+
+// WithPersistent allows (default) or refuses pktipc's persistent
+// connections. A refusing server behaves exactly like git's: one request,
+// one reply, close.
+func WithPersistent(allow bool) Option {
+	return func(o *options) error { o.persistent = allow; return nil }
+}
+
+// WithLogger sets the logger for the server and its gnet loops. The default
+// discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return &OptionError{"Logger", l, "must not be nil"}
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithListenOptions passes options to uds.Listen: socket mode, directory
+// checks, the peer-credential policy, abstract names.
+func WithListenOptions(opts ...uds.Option) Option {
+	return func(o *options) error { o.listen = append(o.listen, opts...); return nil }
+}
+
+// WithLockOSThread pins each event loop to an OS thread.
+func WithLockOSThread(lock bool) Option {
+	return func(o *options) error { o.lockOSThread = lock; return nil }
+}

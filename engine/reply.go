@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"net"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/pktipc/pktipc/frame"
+)
+
+// replyFlushSize is how many encoded reply bytes collect before they are
+// handed to the socket in the middle of a handler: large enough that a
+// streamed reply costs few system calls, small enough to bound the copy.
+const replyFlushSize = 256 << 10
+
+var bufPool bytebufferpool.Pool
+
+// A ReplyWriter sends a handler's reply. Each Write becomes its own
+// pkt-line packets (split at 65516 bytes), exactly as each call of git's
+// reply_cb does; the server appends the terminating flush after the handler
+// returns. Only the handler that received it may use it, and only until the
+// handler returns.
+type ReplyWriter struct {
+	c      *conn
+	buf    *bytebufferpool.ByteBuffer
+	err    error // sticky: once a write failed, the reply is abandoned
+	n      int64 // payload bytes written
+	inline bool
+}
+
+// Write sends p as the next part of the reply. It copies p, so the caller
+// may reuse p at once. On the event loop (WithInlineHandlers) it never
+// blocks and returns ErrBackpressure when the peer is not reading; on a
+// worker it blocks while the connection's outbound buffer is above its
+// high-water mark, until the write timeout. After an error the reply is
+// abandoned: the client gets no terminator and sees an incomplete reply.
+func (w *ReplyWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if len(p) == 0 {
+		return 0, nil // git writes nothing for an empty chunk, never 0004
+	}
+	w.buf.B = frame.AppendData(w.buf.B, p)
+	w.n += int64(len(p))
+	if len(w.buf.B) >= replyFlushSize {
+		if err := w.flush(); err != nil {
+			w.err = err
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// WriteString is Write for a string.
+func (w *ReplyWriter) WriteString(s string) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if len(s) == 0 {
+		return 0, nil
+	}
+	// Write only reads p and copies it, so viewing the string's bytes
+	// without a copy is safe and keeps WriteString free of allocations.
+	return w.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// Len returns how many payload bytes the reply holds so far.
+func (w *ReplyWriter) Len() int64 { return w.n }
+
+func (w *ReplyWriter) begin(inline bool) {
+	w.buf = bufPool.Get()
+	w.buf.B = w.buf.B[:0]
+	w.err, w.n, w.inline = nil, 0, inline
+}
+
+func (w *ReplyWriter) release() {
+	if w.buf != nil {
+		bufPool.Put(w.buf)
+		w.buf = nil
+	}
+}
+
+func (w *ReplyWriter) flush() error {
+	if len(w.buf.B) == 0 {
+		return nil
+	}
+	if w.inline {
+		return w.flushInline()
+	}
+	_, err := w.c.handOff(w.buf.B, false)
+	return err
+}
+
+// flushInline runs on the event loop: gnet writes what the kernel takes and
+// copies the rest into its outbound buffer.
+func (w *ReplyWriter) flushInline() error {
+	c := w.c
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	_, err := c.gc.Write(w.buf.B)
+	w.buf.B = w.buf.B[:0]
+	if err != nil || c.closed.Load() {
+		return net.ErrClosed
+	}
+	if c.gc.OutboundBuffered() > c.s.opts.highWater {
+		return ErrBackpressure
+	}
+	return nil
+}
+
+// writeRescued finishes a pooled reply on a connection that gnet closed
+// because the peer half-closed it (shutdown(SHUT_WR) after its request):
+// git still answers such a peer, so the reply goes out through a duplicate
+// of the socket, bounded by the write timeout.
+func (c *conn) writeRescued(rc *net.UnixConn, b []byte) error {
+	if d := c.s.opts.writeTimeout; d > 0 {
+		_ = rc.SetWriteDeadline(time.Now().Add(d))
+	}
+	_, err := rc.Write(b)
+	return err
+}

@@ -1,0 +1,529 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Accept back-off on EMFILE/ENFILE and other resource errors (faults.md B8,
+// the net/http pattern).
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// Reaper periods. Deadlines are checked every tick (a twentieth of the
+// shortest timeout, within these bounds, so a deadline fires within 5% of
+// its time); connections waiting for their peer to read are polled faster,
+// because gnet reports no "outbound drained" event.
+const (
+	reaperTickMin = 5 * time.Millisecond
+	reaperTickMax = 100 * time.Millisecond
+	drainPoll     = time.Millisecond
+)
+
+// Server is a git simple-ipc compatible server on gnet event loops.
+type Server struct {
+	opts  options
+	h     Handler
+	ln    *uds.Listener
+	epoch time.Time
+	log   *slog.Logger
+
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+
+	gcli *gnet.Client
+	jobs chan *conn
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	perUID   map[uint32]int
+	draining map[*conn]struct{}
+	loops    map[gnet.EventLoop]*loopState
+	pending  int // admitted, not yet open on a loop
+
+	serving    atomic.Bool
+	stopping   atomic.Bool // no new connections or requests
+	closing    atomic.Bool // connections are being closed by force
+	stopOnce   sync.Once
+	stopCh     chan struct{} // closed when stopping begins
+	quitOnce   sync.Once
+	quitCh     chan struct{} // closed when a handler asks to quit
+	closeOnce  sync.Once
+	closeErr   error
+	done       chan struct{} // closed when Close has finished
+	reaperStop chan struct{}
+	acceptExit chan struct{}
+	startMu    sync.Mutex     // orders Serve's start against Close
+	wg         sync.WaitGroup // accept loop and reaper
+	workers    sync.WaitGroup
+
+	stats    counters
+	logProto rateLimit
+	logAcc   rateLimit
+}
+
+// NewServer claims the socket at path with uds.Listen (refusing a live
+// server, replacing a dead socket) and returns a server that answers with
+// h once Serve runs.
+func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
+	if h == nil {
+		return nil, &OptionError{"Handler", nil, "must not be nil"}
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	lopts := append([]uds.Option{uds.WithLogger(o.logger)}, o.listen...)
+	ln, err := uds.Listen(path, lopts...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		opts:       o,
+		h:          h,
+		ln:         ln,
+		epoch:      time.Now(),
+		log:        o.logger,
+		baseCtx:    ctx,
+		baseCancel: cancel,
+		conns:      make(map[*conn]struct{}),
+		perUID:     make(map[uint32]int),
+		draining:   make(map[*conn]struct{}),
+		loops:      make(map[gnet.EventLoop]*loopState),
+		stopCh:     make(chan struct{}),
+		quitCh:     make(chan struct{}),
+		done:       make(chan struct{}),
+		reaperStop: make(chan struct{}),
+		acceptExit: make(chan struct{}),
+	}, nil
+}
+
+// Path returns the socket path the server owns.
+func (s *Server) Path() string { return s.ln.Path() }
+
+// Addr returns the listener's address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// now is monotonic time in nanoseconds since the server was made.
+func (s *Server) now() int64 { return int64(time.Since(s.epoch)) }
+
+// Serve runs the server until ctx ends, Shutdown or Close is called, a
+// handler returns ErrQuit, or the socket is stolen. It returns
+// ErrServerClosed after Shutdown, Close or a quit request, ctx.Err() when
+// ctx ended, and ErrSocketStolen when the path no longer reaches this
+// server; in the last three cases it first stops gracefully, bounded by
+// WithShutdownTimeout. Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("engine: Serve called twice")
+	}
+	s.startMu.Lock()
+	if s.stopping.Load() {
+		s.startMu.Unlock()
+		return ErrServerClosed
+	}
+	gcli, err := gnet.NewClient(&events{s: s},
+		gnet.WithNumEventLoop(s.opts.loops),
+		gnet.WithReadBufferCap(readBufferCap),
+		gnet.WithLockOSThread(s.opts.lockOSThread),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	if err == nil {
+		err = gcli.Start()
+	}
+	if err != nil {
+		s.startMu.Unlock()
+		_ = s.Close()
+		return fmt.Errorf("engine: start event loops: %w", err)
+	}
+	s.gcli = gcli
+	if !s.opts.inline {
+		s.jobs = make(chan *conn, s.opts.workers*queuePerWorker)
+		for range s.opts.workers {
+			s.workers.Add(1)
+			go s.worker()
+		}
+	}
+	s.wg.Add(2)
+	go s.acceptLoop()
+	go s.reaper()
+	s.startMu.Unlock()
+
+	result := ErrServerClosed
+	select {
+	case <-ctx.Done():
+		result = ctx.Err()
+		s.stopGracefully()
+	case <-s.quitCh:
+		s.stopGracefully()
+	case <-s.ln.Stolen():
+		s.log.Warn("engine: socket stolen or removed; stopping", "path", s.Path(), "err", s.ln.StolenErr())
+		result = ErrSocketStolen
+		s.stopGracefully()
+	case <-s.stopCh:
+	}
+	<-s.done
+	return result
+}
+
+func (s *Server) stopGracefully() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.shutdownTimeout)
+	defer cancel()
+	_ = s.Shutdown(ctx)
+}
+
+// beginStop stops accepting: the listener closes (and unlinks the socket
+// if it is still ours); idle connections are closed by the reaper, busy ones
+// when their request is done.
+func (s *Server) beginStop() {
+	s.stopOnce.Do(func() {
+		s.stopping.Store(true)
+		close(s.stopCh)
+		if err := s.ln.Close(); err != nil {
+			s.log.Warn("engine: close listener", "err", err)
+		}
+	})
+}
+
+// Shutdown stops the server gracefully: it stops accepting at once, lets
+// requests in progress finish, closes idle connections, and returns when
+// none is left or ctx ends; then it closes the server as Close does. It is
+// safe to call from any goroutine, also while Serve runs.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginStop()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.openConns() > 0 {
+		select {
+		case <-ctx.Done():
+			_ = s.Close()
+			return ctx.Err()
+		case <-s.done:
+			return s.closeErr
+		case <-t.C:
+		}
+	}
+	return s.Close()
+}
+
+// Close stops the server at once: the listener, every connection and the
+// event loops close; it waits for running handlers to return (their
+// contexts are cancelled). It is idempotent and safe for concurrent use.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.beginStop()
+		s.closing.Store(true)
+		s.startMu.Lock()
+		defer s.startMu.Unlock()
+		if s.gcli != nil {
+			// The accept loop must be gone before gnet stops: an Enroll
+			// during gnet's stop waits forever.
+			<-s.acceptExit
+			if err := s.gcli.Stop(); err != nil {
+				s.closeErr = fmt.Errorf("engine: stop event loops: %w", err)
+			}
+			if s.jobs != nil {
+				close(s.jobs) // no loop runs, so nothing sends any more
+			}
+			s.workers.Wait()
+			close(s.reaperStop)
+			s.wg.Wait()
+		}
+		s.baseCancel()
+		close(s.done)
+	})
+	<-s.done
+	return s.closeErr
+}
+
+func (s *Server) requestQuit() {
+	s.quitOnce.Do(func() { close(s.quitCh) })
+}
+
+func (s *Server) openConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// admit counts a new connection against the caps.
+func (s *Server) admit(cred uds.Cred) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns)+s.pending >= s.opts.maxConns || s.perUID[cred.UID] >= s.opts.maxConnsPerUID {
+		return false
+	}
+	s.perUID[cred.UID]++
+	s.pending++
+	return true
+}
+
+func (s *Server) unadmit(cred uds.Cred) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending--
+	if s.perUID[cred.UID]--; s.perUID[cred.UID] <= 0 {
+		delete(s.perUID, cred.UID)
+	}
+}
+
+// register runs in OnOpen on the connection's loop.
+func (s *Server) register(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending--
+	s.conns[c] = struct{}{}
+	el := c.gc.EventLoop()
+	ls := s.loops[el]
+	if ls == nil {
+		ls = &loopState{max: int64(s.opts.busyPoll), stats: &s.stats}
+		s.loops[el] = ls
+	}
+	c.loop = ls
+}
+
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	delete(s.draining, c)
+	uid := c.peer.Cred.UID
+	if s.perUID[uid]--; s.perUID[uid] <= 0 {
+		delete(s.perUID, uid)
+	}
+}
+
+func (s *Server) watchDrain(c *conn) {
+	s.mu.Lock()
+	s.draining[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) unwatchDrain(c *conn) {
+	s.mu.Lock()
+	delete(s.draining, c)
+	s.mu.Unlock()
+}
+
+// call runs the handler, containing a panic (faults.md B13).
+func (s *Server) call(c *conn, req []byte) (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			s.stats.panics.Add(1)
+			s.log.Error("engine: handler panic", "conn", c.peer.ID, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	err = s.h.ServeIPC(c.ctx, req, &c.reply)
+	if err != nil && !errors.Is(err, ErrQuit) {
+		s.log.Debug("engine: handler error", "conn", c.peer.ID, "err", err)
+	}
+	return err, false
+}
+
+func (s *Server) protocolError(c *conn, err error) {
+	s.stats.protocolErrors.Add(1)
+	if s.logProto.allow(s.now()) {
+		s.log.Warn("engine: bad request; closing connection", "conn", c.peer.ID, "uid", c.peer.Cred.UID, "err", err)
+	}
+}
+
+func (s *Server) worker() {
+	defer s.workers.Done()
+	for c := range s.jobs {
+		c.reply.begin(false)
+		herr, panicked := s.call(c, c.req.B)
+		bufPool.Put(c.req)
+		c.req = nil
+		c.finishPooled(herr, panicked)
+	}
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	defer close(s.acceptExit)
+	spare := openSpare()
+	defer func() {
+		if spare != nil {
+			_ = spare.Close()
+		}
+	}()
+	var delay time.Duration
+	for {
+		uc, cred, err := s.ln.AcceptUnix()
+		if err != nil {
+			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if fdExhausted(err) {
+				s.stats.acceptExhausted.Add(1)
+				spare = s.shed(spare)
+			}
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			if s.logAcc.allow(s.now()) {
+				s.log.Warn("engine: accept failed; backing off", "err", err, "delay", delay)
+			}
+			if !s.sleep(delay) {
+				return
+			}
+			continue
+		}
+		delay = 0
+		if !s.admit(cred) {
+			_ = uc.Close()
+			s.stats.overCap.Add(1)
+			continue
+		}
+		c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+		if _, err := s.gcli.EnrollContext(uc, c); err != nil {
+			// EnrollContext closed uc.
+			s.unadmit(cred)
+			c.cancel(err)
+			if fdExhausted(err) {
+				s.stats.acceptExhausted.Add(1)
+				delay = acceptBackoffMin
+				if !s.sleep(delay) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// shed implements the spare-descriptor trick (faults.md B8): with the
+// table full, free the spare, accept the waiting client and close it at
+// once so it gets a prompt EOF instead of hanging, then re-reserve.
+func (s *Server) shed(spare *os.File) *os.File {
+	if spare == nil {
+		return openSpare()
+	}
+	_ = spare.Close()
+	if s.ln.SetDeadline(time.Now().Add(time.Millisecond)) == nil {
+		if uc, _, err := s.ln.AcceptUnix(); err == nil {
+			_ = uc.Close()
+			s.stats.shed.Add(1)
+		}
+		_ = s.ln.SetDeadline(time.Time{})
+	}
+	return openSpare()
+}
+
+func openSpare() *os.File {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// sleep waits d unless the server stops first.
+func (s *Server) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.stopCh:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (s *Server) reaperTick() time.Duration {
+	tick := reaperTickMax
+	for _, d := range []time.Duration{s.opts.firstByteTimeout, s.opts.requestTimeout, s.opts.idleTimeout, s.opts.handlerTimeout, s.opts.writeTimeout} {
+		if d > 0 && d/20 < tick {
+			tick = d / 20
+		}
+	}
+	return max(tick, reaperTickMin)
+}
+
+// reaper enforces deadlines, closes idle connections while stopping and
+// polls connections waiting for their peer to read.
+func (s *Server) reaper() {
+	defer s.wg.Done()
+	tick := s.reaperTick()
+	t := time.NewTimer(tick)
+	defer t.Stop()
+	var expired, idle, drains []*conn
+	for {
+		select {
+		case <-s.reaperStop:
+			return
+		case <-t.C:
+		}
+		now := s.now()
+		stopping := s.stopping.Load()
+		expired, idle, drains = expired[:0], idle[:0], drains[:0]
+		s.mu.Lock()
+		for c := range s.conns {
+			if d := c.deadline.Load(); d != 0 && now >= d {
+				expired = append(expired, c)
+			} else if stopping && phase(c.phaseA.Load()) == phaseIdle {
+				idle = append(idle, c)
+			}
+		}
+		for c := range s.draining {
+			drains = append(drains, c)
+		}
+		s.mu.Unlock()
+		for _, c := range expired {
+			w := why(c.why.Load())
+			s.stats.timeouts[w].Add(1)
+			c.cancel(fmt.Errorf("engine: %s deadline exceeded: %w", w, os.ErrDeadlineExceeded))
+			_ = c.gc.Close()
+		}
+		for _, c := range idle {
+			_ = c.gc.Close()
+		}
+		for _, c := range drains {
+			_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
+		}
+		next := tick
+		if len(drains) > 0 {
+			next = drainPoll
+		}
+		t.Reset(next)
+	}
+}
+
+// rateLimit allows one event per second.
+type rateLimit struct{ last atomic.Int64 }
+
+func (r *rateLimit) allow(now int64) bool {
+	last := r.last.Load()
+	if last != 0 && now-last < int64(time.Second) {
+		return false
+	}
+	return r.last.CompareAndSwap(last, now)
+}
+
+// gnetLogger routes gnet's log lines to slog; gnet would otherwise print
+// INFO lines to stdout.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }

@@ -1,0 +1,28 @@
+package engine
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+)
+
+// peerHalfClosed reports whether the peer of a connection gnet is closing
+// only shut down its writing side (git clients may send a request and
+// shutdown(SHUT_WR)): the socket then still accepts our reply. A peer that
+// closed completely raises POLLHUP.
+func peerHalfClosed(gc gnet.Conn) bool {
+	fds := []unix.PollFd{{Fd: int32(gc.Fd()), Events: unix.POLLOUT}}
+	n, err := unix.Poll(fds, 0)
+	if err != nil || n == 0 {
+		return false
+	}
+	return fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0 && fds[0].Revents&unix.POLLOUT != 0
+}
+
+// fdExhausted reports errors that mean "no descriptor or memory for a new
+// connection": the server backs off instead of stopping (faults.md B8).
+func fdExhausted(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
+		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
+}

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package engine
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+func peerHalfClosed(gnet.Conn) bool { return false }
+
+func fdExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
