@@ -185,7 +185,10 @@ func WithWriteTimeout(d time.Duration) Option {
 
 // WithOutboundHighWater sets how many reply bytes may wait in user space
 // for one connection before the handler is held back (pool) or told
-// (inline, ErrBackpressure).
+// (inline, ErrBackpressure). An inline reply may queue up to the mark on top
+// of what earlier replies left queued, and no new request is served while
+// more than the mark is queued, so a connection holds at most twice the
+// mark.
 func WithOutboundHighWater(n int) Option {
 	return func(o *options) error { o.highWater = n; return positive("OutboundHighWater", n) }
 }

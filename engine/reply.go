@@ -28,6 +28,7 @@ type ReplyWriter struct {
 	err    error // sticky: once a write failed, the reply is abandoned
 	n      int64 // payload bytes written
 	inline bool
+	base   int // outbound bytes queued when an inline reply began
 }
 
 // Write sends p as the next part of the reply. It copies p, so the caller
@@ -73,7 +74,10 @@ func (w *ReplyWriter) Len() int64 { return w.n }
 func (w *ReplyWriter) begin(inline bool) {
 	w.buf = bufPool.Get()
 	w.buf.B = w.buf.B[:0]
-	w.err, w.n, w.inline = nil, 0, inline
+	w.err, w.n, w.inline, w.base = nil, 0, inline, 0
+	if inline {
+		w.base = w.c.gc.OutboundBuffered()
+	}
 }
 
 func (w *ReplyWriter) release() {
@@ -91,6 +95,7 @@ func (w *ReplyWriter) flush() error {
 		return w.flushInline()
 	}
 	_, err := w.c.handOff(w.buf.B, false)
+	w.buf.B = w.buf.B[:0] // gnet wrote or copied it
 	return err
 }
 
@@ -106,7 +111,10 @@ func (w *ReplyWriter) flushInline() error {
 	if err != nil || c.closed.Load() {
 		return net.ErrClosed
 	}
-	if c.gc.OutboundBuffered() > c.s.opts.highWater {
+	// A reply may queue up to the mark beyond what was queued when it
+	// began; no request is served while more than the mark is queued
+	// (afterReply). So one connection never holds more than twice the mark.
+	if c.gc.OutboundBuffered()-w.base > c.s.opts.highWater {
 		return ErrBackpressure
 	}
 	return nil

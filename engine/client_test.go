@@ -1,0 +1,295 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// scriptedServer answers every connection by reading one request (up to
+// its terminator) and writing reply, then closing unless keepOpen.
+type scriptedServer struct {
+	path string
+	ln   *net.UnixListener
+	wg   sync.WaitGroup
+}
+
+func startScripted(t *testing.T, reply string, keepOpen bool) *scriptedServer {
+	t.Helper()
+	path := socketPath(t)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scriptedServer{path: path, ln: ln}
+	done := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer c.Close()
+				r := frame.NewReader(c, frame.SimpleIPC, 1<<20)
+				if _, err := r.ReadMessage(); err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(reply))
+				if keepOpen {
+					select {
+					case <-done:
+					case <-time.After(10 * time.Second):
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// TestClientAgainstScriptedServers replays simple-ipc.md §4's table of
+// git's client against scripted servers, for Send and for Client.
+func TestClientAgainstScriptedServers(t *testing.T) {
+	cases := []struct {
+		reply    string
+		keepOpen bool
+		want     string
+		err      error
+	}{
+		{reply: "0008pong0000", want: "pong"},
+		{reply: "0000", want: ""},
+		{reply: "0008pong", err: ErrIncompleteReply},
+		{reply: "0008pong0001", want: "pong"},
+		{reply: "0008pong0002", want: "pong"},
+		{reply: "0008pong00040008more0000", want: "pong"},
+		{reply: "0005p0005o0005n0005g0000", want: "pong"},
+		{reply: "000Apong!!0000", want: "pong!!"},
+		{reply: "zzzz", err: frame.ErrBadHeader},
+		{reply: "0003", err: frame.ErrBadLength},
+		{reply: "fff1", err: frame.ErrTooLong},
+		{reply: "", err: ErrIncompleteReply},
+		{reply: "0008pong0000", keepOpen: true, want: "pong"},
+		{reply: "", keepOpen: true, err: os.ErrDeadlineExceeded},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%q/open=%v", tc.reply, tc.keepOpen), func(t *testing.T) {
+			leakcheck.Check(t)
+			s := startScripted(t, tc.reply, tc.keepOpen)
+			check := func(got []byte, err error) {
+				t.Helper()
+				if tc.err != nil {
+					if !errors.Is(err, tc.err) && !(tc.err == os.ErrDeadlineExceeded && errors.Is(err, context.DeadlineExceeded)) {
+						t.Fatalf("err = %v, want %v", err, tc.err)
+					}
+					if got != nil {
+						t.Fatalf("partial reply %q returned with the error", got)
+					}
+					return
+				}
+				if err != nil || string(got) != tc.want {
+					t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			check(Send(ctx, s.path, []byte("ping")))
+
+			c, err := Dial(context.Background(), s.path, WithGitStyle())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+			check(c.Call([]byte("ping")))
+		})
+	}
+}
+
+// TestClientHandshakeWithGitServer: against a server that answers the
+// handshake like git's daemon and closes, the Client falls back to one
+// connection per request and still pipelines, in order.
+func TestClientHandshakeWithGitServer(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echo), WithPersistent(false))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Persistent() {
+		t.Fatal("a server refusing persistence was taken as persistent")
+	}
+	for i := range 5 {
+		if err := c.Send([]byte(fmt.Sprint("req", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		got, err := c.Recv()
+		if want := fmt.Sprint("re:req", i); err != nil || string(got) != want {
+			t.Fatalf("reply %d = %q, %v; want %q", i, got, err, want)
+		}
+	}
+	if got := ts.Stats().Accepted; got != 6 {
+		t.Fatalf("accepted %d connections, want 6 (handshake + one per request)", got)
+	}
+}
+
+func echo(_ context.Context, req []byte, w *ReplyWriter) error {
+	if _, err := w.WriteString("re:"); err != nil {
+		return err
+	}
+	_, err := w.Write(req)
+	return err
+}
+
+// TestPersistentPipelining sends many requests of many sizes back to back
+// on one connection and checks every reply, in order, in both modes.
+func TestPersistentPipelining(t *testing.T) {
+	for _, mode := range []string{"pool", "inline"} {
+		t.Run(mode, func(t *testing.T) {
+			leakcheck.Check(t)
+			ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(mode == "inline"))
+			c, err := Dial(context.Background(), ts.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if !c.Persistent() {
+				t.Fatal("our server declined the handshake")
+			}
+			sizes := []int{0, 1, 64, 4096, 65515, 65516, 65517, 100_000, 1 << 20, 3<<20 + 7}
+			for round := range 2 {
+				for i, n := range sizes {
+					if err := c.Send(bytes.Repeat([]byte{byte('a' + i)}, n)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for i, n := range sizes {
+					got, err := c.Recv()
+					if err != nil {
+						t.Fatalf("round %d reply %d: %v", round, i, err)
+					}
+					want := append([]byte("re:"), bytes.Repeat([]byte{byte('a' + i)}, n)...)
+					if !bytes.Equal(got, want) {
+						t.Fatalf("round %d reply %d: %d bytes, want %d", round, i, len(got), len(want))
+					}
+				}
+			}
+			if st := ts.Stats(); st.Accepted != 1 || st.Requests != uint64(2*len(sizes)) {
+				t.Fatalf("stats %+v: want 1 connection and %d requests", st, 2*len(sizes))
+			}
+		})
+	}
+}
+
+// TestClientReconnectsAfterIdleClose: a persistent connection closed by the
+// server's idle timeout is re-opened on the next request.
+func TestClientReconnectsAfterIdleClose(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echo), WithIdleTimeout(100*time.Millisecond))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Call([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { st := ts.Stats(); return st.IdleTimeout == 1 && st.Open == 0 })
+	got, err := c.Call([]byte("two"))
+	if err != nil || string(got) != "re:two" {
+		t.Fatalf("after idle close: %q, %v", got, err)
+	}
+	if n := ts.Stats().Accepted; n != 2 {
+		t.Fatalf("accepted %d, want 2", n)
+	}
+}
+
+// TestConcurrentClients runs clients in parallel goroutines, each with its
+// own Client and with Send.
+func TestConcurrentClients(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echo), WithWorkers(3))
+	var wg sync.WaitGroup
+	errc := make(chan error, 16)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := Dial(context.Background(), ts.path)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			for i := range 200 {
+				req := fmt.Sprintf("g%d-%d", g, i)
+				got, err := c.Call([]byte(req))
+				if err != nil || string(got) != "re:"+req {
+					errc <- fmt.Errorf("%s: %q %v", req, got, err)
+					return
+				}
+				if i%50 == 0 {
+					got, err := Send(context.Background(), ts.path, []byte(req))
+					if err != nil || string(got) != "re:"+req {
+						errc <- fmt.Errorf("send %s: %q %v", req, got, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+}
+
+// TestStreamedReplies checks git's reply_cb shape: each Write is its own
+// packets, never merged (the test daemon's "chunk").
+func TestStreamedReplies(t *testing.T) {
+	leakcheck.Check(t)
+	line := strings.Repeat("x", 80) + "\n"
+	h := func(_ context.Context, req []byte, w *ReplyWriter) error {
+		for range 10_000 {
+			if _, err := w.WriteString(line); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, inline := range []bool{false, true} {
+		ts := startServer(t, HandlerFunc(h), WithInlineHandlers(inline))
+		c := dialRaw(t, ts.path)
+		if _, err := c.Write([]byte("0009chunk0000")); err != nil {
+			t.Fatal(err)
+		}
+		got, kind := readAll(t, c)
+		want := strings.Repeat("0055"+line, 10_000) + "0000"
+		if string(got) != want || kind != kindEOF {
+			t.Fatalf("inline=%v: %d bytes (%s), want %d bytes", inline, len(got), kind, len(want))
+		}
+	}
+}
