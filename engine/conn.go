@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -83,8 +84,9 @@ type conn struct {
 	done     chan struct{} // closed by OnClose: wakes a worker waiting for an ack
 	ack      chan error    // loop -> worker: a handed-off chunk was written
 
-	mu     sync.Mutex
-	rescue *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
+	mu         sync.Mutex
+	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
+	workerGone bool          // the worker gave up the reply; nothing to rescue for
 
 	drain drainTask
 }
@@ -429,13 +431,18 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 func (c *conn) onClose(err error) {
 	c.closed.Store(true)
 	s := c.s
-	if c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc) {
-		if rc, derr := dupConn(c.gc); derr == nil {
-			c.mu.Lock()
-			c.rescue = rc
-			c.mu.Unlock()
-			s.stats.rescued.Add(1)
+	// gnet closes on EOF even when the peer only shut down its writing
+	// side; a pooled handler still working for such a peer gets a
+	// duplicate of the socket to finish its reply on (faults.md B3).
+	if errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc) {
+		c.mu.Lock()
+		if !c.workerGone {
+			if rc, derr := dupConn(c.gc); derr == nil {
+				c.rescue = rc
+				s.stats.rescued.Add(1)
+			}
 		}
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	rescued := c.rescue != nil
@@ -460,7 +467,10 @@ func (c *conn) onClose(err error) {
 // of it; on every other path the worker still owns the reply and cleans up.
 func (c *conn) finishPooled(herr error, panicked bool) {
 	w := &c.reply
-	if !panicked && w.err == nil {
+	// A handler whose context ended (peer gone, handler timeout) gets no
+	// terminator: its reply may be cut short, and the client must not take
+	// it for a whole one.
+	if !panicked && w.err == nil && c.ctx.Err() == nil {
 		if errors.Is(herr, ErrQuit) {
 			c.s.requestQuit()
 		}
@@ -474,6 +484,7 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 	c.mu.Lock()
 	rc := c.rescue
 	c.rescue = nil
+	c.workerGone = true
 	c.mu.Unlock()
 	if rc != nil {
 		_ = rc.Close()

@@ -12,12 +12,13 @@ import (
 // shutdown(SHUT_WR)): the socket then still accepts our reply. A peer that
 // closed completely raises POLLHUP.
 func peerHalfClosed(gc gnet.Conn) bool {
-	fds := []unix.PollFd{{Fd: int32(gc.Fd()), Events: unix.POLLOUT}}
+	fds := []unix.PollFd{{Fd: int32(gc.Fd()), Events: unix.POLLOUT | unix.POLLRDHUP}}
 	n, err := unix.Poll(fds, 0)
 	if err != nil || n == 0 {
 		return false
 	}
-	return fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0 && fds[0].Revents&unix.POLLOUT != 0
+	ev := fds[0].Revents
+	return ev&unix.POLLRDHUP != 0 && ev&unix.POLLOUT != 0 && ev&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0
 }
 
 // fdExhausted reports errors that mean "no descriptor or memory for a new
