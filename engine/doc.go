@@ -1,0 +1,51 @@
+// Package engine is pktipc's public API: a server and clients that speak
+// git's simple-ipc protocol over Unix sockets, plus pktipc's persistent,
+// pipelined connections.
+//
+// # Server
+//
+// NewServer claims a socket path with uds.Listen (refusing a live server,
+// replacing a dead socket, never touching a non-socket) and Serve runs it on
+// gnet event loops. The server accepts connections itself, with back-off when
+// the descriptor table is full, applies the peer-credential policy before
+// reading a byte, and hands each connection to a loop, which decodes requests
+// in place from its read buffer with package frame. gnet never sees the path:
+// its own listener would delete whatever is there and stops on EMFILE.
+//
+// A git client cannot tell the server from git's: one request per
+// connection, the reply split into packets exactly as the handler wrote it,
+// a terminating flush, close. Requests with a bad header, a bad length or
+// over the size cap are dropped without a reply, as git does; silent,
+// partial and trickling clients, and clients that stop reading, are closed
+// at deadlines that git does not have. Every limit is an option with a named
+// default.
+//
+// Handlers run on a bounded worker pool (git's nr_threads), or inline on the
+// event loop for handlers that never block (WithInlineHandlers): then a
+// request is served without a goroutine hand-off, a copy or an allocation.
+//
+// # Clients
+//
+// Send is git's client: a connection per request, all-or-nothing replies.
+// Dial returns a Client that offers pktipc's persistent handshake; a pktipc
+// server keeps the connection and serves pipelined requests in order, and a
+// git server declines by closing after its reply, after which the Client
+// uses a connection per request. The Client waits for replies by spinning
+// briefly on its socket before parking in the netpoller, which saves the
+// wake-up that dominates a local round trip.
+//
+// # Wire extension
+//
+// The handshake is an ordinary simple-ipc request, "\x01pktipc/persistent/1",
+// answered with "\x01pktipc/persistent/1 ok". After it, requests end only at
+// a flush packet (0000), 0004 is an empty data packet, and 0001/0002 are
+// protocol errors; replies are unchanged. A git client never sends the
+// handshake, so it never sees the difference.
+//
+// # Goroutines and lifetimes
+//
+// Server and the package functions are safe for concurrent use; a Client is
+// used by one goroutine at a time. Request bytes passed to a handler are
+// valid until it returns; a reply from Client.Call or Client.Recv is valid
+// until the next call on that Client.
+package engine
