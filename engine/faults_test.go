@@ -498,4 +498,3 @@ func TestServerKilledMidReply(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
