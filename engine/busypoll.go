@@ -11,14 +11,17 @@ import "sync/atomic"
 // loop from the gaps it observes and switches itself off when the peer is
 // too slow for it to pay.
 const (
-	// spinHitGap: a next event that came within this long of the loop's
-	// return was already there, so the loop did not sleep.
+	// spinHitGap is the least gap taken as "the event was already there";
+	// the loop calibrates the real bound from the fastest gaps it sees
+	// (epoll_wait with a zero timeout plus a read costs 2-5 µs on a VM).
 	spinHitGap = 3_000 // ns
 	// spinMin is the floor a successful spin decays to.
 	spinMin = 1_000 // ns
-	// spinCooldown: after a spin that could not have caught the next request,
-	// spinning stays off for this long before the loop learns again.
-	spinCooldown = 100_000_000 // ns
+	// spinCooldown: after spinMaxMisses spins in a row that could not have
+	// caught the next request, spinning stays off for this long before the
+	// loop learns again. A single miss is often a scheduling hiccup.
+	spinCooldown  = 20_000_000 // ns
+	spinMaxMisses = 4
 )
 
 // loopState is per event loop and touched only by that loop's goroutine,
@@ -30,7 +33,16 @@ type loopState struct {
 	spun      int64 // how long the loop spun before lastExit
 	armed     bool  // lastExit followed a reply on a persistent connection
 	coolUntil int64
+	fastGap   int64 // running minimum of gaps after a spin, drifting up
+	misses    int   // consecutive spins too short to have caught anything
 	stats     *counters
+}
+
+// hitBound is the gap under which the next event is taken to have been
+// waiting when the loop came back: four times the fastest such gap seen,
+// since sleeping in epoll_wait adds a wake-up (tens of µs on a VM).
+func (l *loopState) hitBound() int64 {
+	return max(spinHitGap, 4*l.fastGap)
 }
 
 // enter learns from the gap between the loop's last return and this event.
@@ -42,15 +54,25 @@ func (l *loopState) enter(now int64) {
 	gap := now - l.lastExit
 	spun := l.spun
 	l.spun = 0
+	if spun > 0 {
+		if l.fastGap == 0 || gap < l.fastGap {
+			l.fastGap = gap
+		} else {
+			l.fastGap += l.fastGap/64 + 1 // forget a lucky minimum slowly
+		}
+	}
 	switch {
-	case spun > 0 && gap <= spinHitGap:
+	case spun > 0 && gap <= l.hitBound():
 		l.stats.spinHits.Add(1)
+		l.misses = 0
 		l.spin = max(l.spin-l.spin/16, spinMin) // creep down towards the peer's pace
 	case spun > 0:
 		l.stats.spinMisses.Add(1)
 		if need := spun + gap; need <= l.max {
+			l.misses = 0
 			l.spin = min(need+need/4, l.max)
-		} else {
+		} else if l.misses++; l.misses >= spinMaxMisses {
+			l.misses = 0
 			l.spin = 0
 			l.coolUntil = now + spinCooldown
 		}
