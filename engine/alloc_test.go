@@ -38,8 +38,3 @@ func TestZeroAllocsPerRequest(t *testing.T) {
 		}
 	}
 }
-
-func echoRaw(_ context.Context, req []byte, w *ReplyWriter) error {
-	_, err := w.Write(req)
-	return err
-}

@@ -140,3 +140,9 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// echoRaw replies with the request.
+func echoRaw(_ context.Context, req []byte, w *ReplyWriter) error {
+	_, err := w.Write(req)
+	return err
+}
