@@ -234,3 +234,32 @@ func BenchmarkConcurrentClients(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPipelined: a window of requests in flight on one persistent
+// connection (messages per second = window / ns/op).
+func BenchmarkPipelined(b *testing.B) {
+	const window = 64
+	for _, kind := range []string{"pktipc-inline", "pktipc-pool"} {
+		b.Run("size=4096/window=64/server="+kind, func(b *testing.B) {
+			newClient := benchServer(b, kind)
+			c := newClient().(*Client)
+			defer c.Close()
+			req := bytes.Repeat([]byte("a"), 4096)
+			b.SetBytes(int64(2 * 4096 * window))
+			b.ReportAllocs()
+			for b.Loop() {
+				for range window {
+					if err := c.Send(req); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range window {
+					if _, err := c.Recv(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(window*b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

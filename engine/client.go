@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -120,7 +122,7 @@ func Send(ctx context.Context, path string, req []byte, opts ...ClientOption) ([
 	}
 	uc, err := uds.Dial(ctx, path, o.dial...)
 	if err != nil {
-		return nil, err
+		return nil, &ClientError{"dial", path, err}
 	}
 	defer uc.Close()
 	if d, ok := ctx.Deadline(); ok {
@@ -129,22 +131,23 @@ func Send(ctx context.Context, path string, req []byte, opts ...ClientOption) ([
 	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	reply, err := roundTrip(uc, req, o.maxReply)
-	if err != nil && ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return reply, err
-}
-
-func roundTrip(uc *net.UnixConn, req []byte, maxReply int) ([]byte, error) {
 	if _, err := uc.Write(frame.AppendMessage(make([]byte, 0, frame.EncodedLen(len(req))), req)); err != nil {
-		return nil, fmt.Errorf("engine: send request: %w", replyError(err))
+		return nil, &ClientError{"send", path, ctxOr(ctx, replyError(err))}
 	}
-	msg, err := frame.NewReader(uc, frame.SimpleIPC, maxReply).ReadMessage()
+	msg, err := frame.NewReader(uc, frame.SimpleIPC, o.maxReply).ReadMessage()
 	if err != nil {
-		return nil, fmt.Errorf("engine: read reply: %w", replyError(err))
+		return nil, &ClientError{"read", path, ctxOr(ctx, replyError(err))}
 	}
 	return bytes.Clone(msg), nil
+}
+
+// ctxOr prefers the context's error: a deadline set from ctx shows up as
+// os.ErrDeadlineExceeded, but the caller asked in terms of ctx.
+func ctxOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 // Client is a connection to a server that keeps the connection between
@@ -152,22 +155,24 @@ func roundTrip(uc *net.UnixConn, req []byte, maxReply int) ([]byte, error) {
 // to one connection per request, reconnecting after every reply, when the
 // server is git's.
 //
-// A Client is not safe for concurrent use: one goroutine at a time may call
-// its methods (use one Client per goroutine). That goroutine may pipeline:
-// Send several requests, then Recv their replies in the same order.
+// One goroutine at a time may call Send, Recv and Call (use one Client per
+// goroutine); it may pipeline: Send several requests, then Recv their replies
+// in the same order. Close and SetDeadline may be called from any goroutine:
+// Close interrupts a call in progress, which returns ErrClientClosed.
 type Client struct {
 	path string
 	opts clientOptions
 
-	uc *net.UnixConn
-	rc syscall.RawConn
+	mu      sync.Mutex // guards uc against Close and SetDeadline from other goroutines
+	closedA atomic.Bool
+	uc      *net.UnixConn
+	rc      syscall.RawConn
 
-	persistent bool     // the server acknowledged the handshake
-	handshook  bool     // the handshake was tried
-	pending    int      // requests on the current connection still to be answered
-	queued     [][]byte // git server: requests waiting for their own connection
-	deadline   time.Time
-	closed     bool
+	persistent bool      // the server acknowledged the handshake
+	handshook  bool      // the handshake was tried
+	pending    int       // requests on the current connection still to be answered
+	queued     [][]byte  // git server: requests waiting for their own connection
+	deadline   time.Time // guarded by mu
 
 	wbuf []byte
 	woff int
@@ -179,8 +184,8 @@ type Client struct {
 	rerr       error
 	rn         int
 	asm        *frame.Assembler
-	spinUntil  int64 // monotonic ns; 0 = do not spin on this read
-	deadlineNS int64 // monotonic ns of deadline; 0 = none
+	spinUntil  int64        // monotonic ns; 0 = do not spin on this read
+	deadlineNS atomic.Int64 // monotonic ns of the deadline; 0 = none
 	epoch      time.Time
 	sentAt     int64 // when the only pending request was sent
 	avgWait    int64 // moving average of the reply wait, ns
@@ -223,14 +228,21 @@ func (c *Client) now() int64 { return int64(time.Since(c.epoch)) }
 func (c *Client) connect(ctx context.Context) error {
 	uc, err := uds.Dial(ctx, c.path, c.opts.dial...)
 	if err != nil {
-		return err
+		return &ClientError{"dial", c.path, err}
 	}
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		_ = uc.Close()
-		return err
+		return &ClientError{"dial", c.path, err}
+	}
+	c.mu.Lock()
+	if c.closedA.Load() {
+		c.mu.Unlock()
+		_ = uc.Close()
+		return ErrClientClosed
 	}
 	c.uc, c.rc = uc, rc
+	c.mu.Unlock()
 	c.rstart, c.rend, c.pending = 0, 0, 0
 	c.asm.Reset()
 	c.applyDeadline()
@@ -253,7 +265,7 @@ func (c *Client) connect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("engine: handshake: %w", replyError(err))
+		return &ClientError{"read", c.path, replyError(err)}
 	}
 	c.persistent = bytes.Equal(reply, helloReply)
 	if !c.persistent {
@@ -264,26 +276,38 @@ func (c *Client) connect(ctx context.Context) error {
 }
 
 func (c *Client) closeConn() {
+	c.mu.Lock()
 	if c.uc != nil {
 		_ = c.uc.Close()
 		c.uc, c.rc = nil, nil
 	}
+	c.mu.Unlock()
 	c.pending = 0
 }
 
-// SetDeadline sets the deadline for future Send, Recv and Call calls,
-// reconnections included; the zero time means none.
+// SetDeadline sets the deadline for Send, Recv and Call, reconnections
+// included; the zero time means none. It may be called from any goroutine,
+// also to cut a call in progress short.
 func (c *Client) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.deadline = t
-	c.applyDeadline()
+	c.applyDeadlineLocked()
 	return nil
 }
 
 func (c *Client) applyDeadline() {
-	c.deadlineNS = 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.applyDeadlineLocked()
+}
+
+func (c *Client) applyDeadlineLocked() {
+	var ns int64
 	if !c.deadline.IsZero() {
-		c.deadlineNS = max(int64(time.Until(c.deadline))+c.now(), 1)
+		ns = max(int64(time.Until(c.deadline))+c.now(), 1)
 	}
+	c.deadlineNS.Store(ns)
 	if c.uc != nil {
 		_ = c.uc.SetDeadline(c.deadline)
 	}
@@ -303,7 +327,7 @@ func (c *Client) Call(req []byte) ([]byte, error) {
 // answers one request per connection, a request sent while another is
 // unanswered is kept (copied) and sent on a new connection after that reply.
 func (c *Client) Send(req []byte) error {
-	if c.closed {
+	if c.closedA.Load() {
 		return ErrClientClosed
 	}
 	if !c.persistent && c.uc != nil && c.pending > 0 {
@@ -336,7 +360,7 @@ func (c *Client) sendNow(req []byte, retry bool) error {
 			return c.sendNow(req, false)
 		}
 		c.closeConn()
-		return fmt.Errorf("engine: send request: %w", replyError(err))
+		return c.fail("send", err)
 	}
 	c.pending++
 	if c.pending == 1 {
@@ -361,7 +385,7 @@ func (c *Client) reconnect() error {
 // ErrIncompleteReply; replies to later pipelined requests on it are lost
 // too, and each of their Recv calls reports it.
 func (c *Client) Recv() ([]byte, error) {
-	if c.closed {
+	if c.closedA.Load() {
 		return nil, ErrClientClosed
 	}
 	if c.pending == 0 {
@@ -376,7 +400,7 @@ func (c *Client) Recv() ([]byte, error) {
 	}
 	if c.uc == nil {
 		c.pending--
-		return nil, fmt.Errorf("%w: connection lost", ErrIncompleteReply)
+		return nil, &ClientError{"read", c.path, fmt.Errorf("%w: connection lost", ErrIncompleteReply)}
 	}
 	msg, err := c.readReply()
 	if err != nil {
@@ -384,7 +408,7 @@ func (c *Client) Recv() ([]byte, error) {
 		lost := c.pending
 		c.closeConn()
 		c.pending = lost // later Recv calls report the loss
-		return nil, fmt.Errorf("engine: read reply: %w", replyError(err))
+		return nil, c.fail("read", err)
 	}
 	c.pending--
 	if !c.persistent {
@@ -482,16 +506,16 @@ func (c *Client) learn() {
 // goroutine (return false).
 func (c *Client) readOnce(fd uintptr) bool {
 	for {
-		n, err := syscall.Read(int(fd), c.rbuf[c.rend:])
+		n, err := sysRead(fd, c.rbuf[c.rend:])
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			if c.spinUntil == 0 {
+			if c.spinUntil == 0 || c.closedA.Load() {
 				return false
 			}
 			now := c.now()
-			if c.deadlineNS != 0 && now >= c.deadlineNS {
+			if d := c.deadlineNS.Load(); d != 0 && now >= d {
 				c.rerr = os.ErrDeadlineExceeded
 				return true
 			}
@@ -513,7 +537,7 @@ func (c *Client) readOnce(fd uintptr) bool {
 // socket is full (then the netpoller waits for room).
 func (c *Client) writeOnce(fd uintptr) bool {
 	for c.woff < len(c.wbuf) {
-		n, err := syscall.Write(int(fd), c.wbuf[c.woff:])
+		n, err := sysWrite(fd, c.wbuf[c.woff:])
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -528,17 +552,25 @@ func (c *Client) writeOnce(fd uintptr) bool {
 	return true
 }
 
-// Close closes the connection. Unanswered requests are abandoned.
+// fail builds the error of a failed step; after Close it is
+// ErrClientClosed, whatever the socket said.
+func (c *Client) fail(op string, err error) error {
+	if c.closedA.Load() {
+		return ErrClientClosed
+	}
+	return &ClientError{op, c.path, replyError(err)}
+}
+
+// Close closes the connection; unanswered requests are abandoned. It may be
+// called from any goroutine: a call in progress returns ErrClientClosed.
+// Close is idempotent.
 func (c *Client) Close() error {
-	if c.closed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closedA.Swap(true) || c.uc == nil {
 		return nil
 	}
-	c.closed = true
-	c.queued = nil
-	if c.uc == nil {
-		return nil
-	}
-	err := c.uc.Close()
-	c.uc, c.rc = nil, nil
-	return err
+	// The owner goroutine may be using uc: close it, but leave the field;
+	// the owner sees closedA and stops.
+	return c.uc.Close()
 }

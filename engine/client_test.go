@@ -3,8 +3,10 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -290,6 +292,140 @@ func TestStreamedReplies(t *testing.T) {
 		want := strings.Repeat("0055"+line, 10_000) + "0000"
 		if string(got) != want || kind != kindEOF {
 			t.Fatalf("inline=%v: %d bytes (%s), want %d bytes", inline, len(got), kind, len(want))
+		}
+	}
+}
+
+// TestPooledRepliesStream: a pooled handler's write reaches the client
+// while the handler is still running, as each reply_cb call does in git.
+// The handler waits for the client to have seen its first packet, so the
+// test cannot pass by timing.
+func TestPooledRepliesStream(t *testing.T) {
+	leakcheck.Check(t)
+	seen := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if _, err := w.WriteString("first"); err != nil {
+			return err
+		}
+		select {
+		case <-seen:
+		case <-time.After(5 * time.Second):
+			return errors.New("the first packet never reached the client")
+		}
+		_, err := w.WriteString("second")
+		return err
+	})
+	ts := startServer(t, h)
+	c := dialRaw(t, ts.path)
+	if _, err := c.Write([]byte("0008slow0000")); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 9)
+	if _, err := io.ReadFull(c, first); err != nil || string(first) != "0009first" {
+		t.Fatalf("first packet %q, %v", first, err)
+	}
+	close(seen)
+	rest, kind := readAll(t, c)
+	if string(rest) != "000asecond0000" || kind != kindEOF {
+		t.Fatalf("rest %q (%s)", rest, kind)
+	}
+}
+
+// TestClientCloseInterrupts: Close from another goroutine ends a call that
+// waits for a reply.
+func TestClientCloseInterrupts(t *testing.T) {
+	leakcheck.Check(t)
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	ts := startServer(t, h)
+	defer close(release)
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := c.Call([]byte("wait")); errc <- err }()
+	time.Sleep(100 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClientClosed) {
+			t.Fatalf("interrupted call: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not interrupt the call")
+	}
+	if _, err := c.Call([]byte("again")); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+}
+
+// TestClientErrorSteps: errors say which step failed, as git's client does.
+func TestClientErrorSteps(t *testing.T) {
+	leakcheck.Check(t)
+	var ce *ClientError
+	_, err := Send(context.Background(), socketPath(t), []byte("ping"))
+	if !errors.As(err, &ce) || ce.Op != "dial" {
+		t.Fatalf("missing socket: %v", err)
+	}
+	s := startScripted(t, "", false)
+	_, err = Send(context.Background(), s.path, []byte("ping"))
+	if !errors.As(err, &ce) || ce.Op != "read" || !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("closed without reply: %v", err)
+	}
+}
+
+// TestPooledPipelineHandOver: many pipelined requests on one connection,
+// each answered by whichever worker is free, with a reply in two writes.
+// Workers hand the connection to each other after every final write; an
+// acknowledgement read from the wrong worker's channel stalls the stream
+// (a bug once seen in BenchmarkPipelined).
+func TestPooledPipelineHandOver(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if _, err := w.Write(req[:len(req)/2]); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		_, err := w.Write(req[len(req)/2:])
+		return err
+	})
+	ts := startServer(t, h, WithWorkers(8))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	const window, rounds = 64, 40
+	req := make([]byte, 4096)
+	for r := range rounds {
+		for i := range window {
+			binary.BigEndian.PutUint32(req, uint32(r*window+i))
+			if err := c.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range window {
+			got, err := c.Recv()
+			if err != nil {
+				t.Fatalf("round %d reply %d: %v", r, i, err)
+			}
+			if len(got) != len(req) || binary.BigEndian.Uint32(got) != uint32(r*window+i) {
+				t.Fatalf("round %d reply %d: %d bytes, tag %d", r, i, len(got), binary.BigEndian.Uint32(got))
+			}
 		}
 	}
 }

@@ -82,7 +82,7 @@ type conn struct {
 	why      atomic.Int32
 	closed   atomic.Bool   // set by OnClose
 	done     chan struct{} // closed by OnClose: wakes a worker waiting for an ack
-	ack      chan error    // loop -> worker: a handed-off chunk was written
+	ack      chan error    // loop -> worker: a handed-off chunk was written; the current worker's own channel
 
 	mu         sync.Mutex
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
@@ -102,7 +102,6 @@ func (s *Server) newConn(p Peer) *conn {
 		peer: p,
 		asm:  frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest),
 		done: make(chan struct{}),
-		ack:  make(chan error, 1),
 	}
 	c.drain = drainTask{c}
 	c.reply.c = c
@@ -188,12 +187,21 @@ func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
 	return gnet.None
 }
 
+// peekWindow is how much of the inbound buffer process looks at first.
+// gnet's Peek copies when the bytes are split between its ring and the read
+// buffer, so looking at everything a pipelining client has sent would copy
+// it all for every request; the window doubles only while one message needs
+// more (the assembler gathers large ones, so it stays near
+// frame.MinReadBuffer).
+const peekWindow = 16 << 10
+
 // process decodes and serves the requests buffered on the connection. It
 // runs on the event loop.
 func (c *conn) process(now int64) gnet.Action {
+	window := peekWindow
 	for !c.closed.Load() {
-		buf, _ := c.gc.Peek(-1)
-		if len(buf) == 0 {
+		total := c.gc.InboundBuffered()
+		if total == 0 {
 			return gnet.None
 		}
 		if c.phase == phaseIdle {
@@ -203,18 +211,24 @@ func (c *conn) process(now int64) gnet.Action {
 			c.setPhase(phaseReading)
 			c.setDeadline(now, whyRequest)
 		}
+		buf, _ := c.gc.Peek(min(total, window))
 		msg, n, done, err := c.asm.Next(buf)
 		if err != nil {
 			c.s.protocolError(c, err)
 			return gnet.Close
 		}
 		if !done {
-			if n == 0 {
+			switch {
+			case n > 0:
+				_, _ = c.gc.Discard(n) // the assembler copied these packets
+			case len(buf) < total:
+				window *= 2 // the message goes on beyond the window
+			default:
 				return gnet.None
 			}
-			_, _ = c.gc.Discard(n) // the assembler copied these packets
 			continue
 		}
+		window = peekWindow
 		if act, stop := c.dispatch(now, msg, n); stop {
 			return act
 		}
@@ -359,14 +373,18 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	if final {
 		cb = c.onFinalWritten
 	}
+	// Read the channel before the hand-off: once the final bytes are
+	// written, the loop may give the connection to another worker, which
+	// sets c.ack to its own channel.
+	ack := c.ack
 	if err := c.gc.AsyncWrite(b, cb); err != nil {
 		return false, fmt.Errorf("engine: hand reply to event loop: %w", err)
 	}
 	select {
-	case err = <-c.ack:
+	case err = <-ack:
 	case <-c.done:
 		select { // the callback may have raced OnClose
-		case err = <-c.ack:
+		case err = <-ack:
 		default:
 			err = net.ErrClosed
 		}
@@ -404,8 +422,11 @@ func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
 }
 
 // onFinalWritten runs on the loop after the last bytes of a pooled reply:
-// it serves what the peer pipelined meanwhile, or closes (git style).
+// it serves what the peer pipelined meanwhile, or closes (git style). The
+// ack goes to the channel of the worker that wrote the reply: serving the
+// next request may hand the connection to another worker at once.
 func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
+	ack := c.ack
 	if err == nil {
 		// The worker waits for the ack and touches nothing after it: the
 		// loop owns the connection again, and may dispatch the next request.
@@ -422,7 +443,7 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 			_ = c.gc.Close()
 		}
 	}
-	c.ack <- err
+	ack <- err
 	return nil
 }
 

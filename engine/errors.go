@@ -48,3 +48,20 @@ type OptionError struct {
 func (e *OptionError) Error() string {
 	return fmt.Sprintf("engine: option %s=%v: %s", e.Option, e.Value, e.Reason)
 }
+
+// ClientError is the error of a client call: which step failed (Op is
+// "dial", "send" or "read") for which socket path. Err says why; it wraps
+// ErrIncompleteReply when a reply was cut short, and the uds, frame or
+// context error underneath otherwise. git's client reports the steps apart
+// ("could not send IPC command", "could not read IPC response").
+type ClientError struct {
+	Op   string
+	Path string
+	Err  error
+}
+
+func (e *ClientError) Error() string {
+	return "engine: " + e.Op + " " + e.Path + ": " + e.Err.Error()
+}
+
+func (e *ClientError) Unwrap() error { return e.Err }

@@ -15,6 +15,12 @@ import (
 // streamed reply costs few system calls, small enough to bound the copy.
 const replyFlushSize = 256 << 10
 
+// streamFlushAfter: a pooled handler's Write is sent at once when the last
+// send was at least this long ago, so a handler that produces slowly (git's
+// "slow": a line every 10 ms) streams, while bursts of small writes (git's
+// "chunk") are coalesced into few hand-offs to the event loop.
+const streamFlushAfter = int64(time.Millisecond)
+
 var bufPool bytebufferpool.Pool
 
 // A ReplyWriter sends a handler's reply. Each Write becomes its own
@@ -28,15 +34,19 @@ type ReplyWriter struct {
 	err    error // sticky: once a write failed, the reply is abandoned
 	n      int64 // payload bytes written
 	inline bool
-	base   int // outbound bytes queued when an inline reply began
+	base   int   // outbound bytes queued when an inline reply began
+	sentAt int64 // when a pooled reply last went to the event loop
 }
 
 // Write sends p as the next part of the reply. It copies p, so the caller
 // may reuse p at once. On the event loop (WithInlineHandlers) it never
 // blocks and returns ErrBackpressure when the peer is not reading; on a
 // worker it blocks while the connection's outbound buffer is above its
-// high-water mark, until the write timeout. After an error the reply is
-// abandoned: the client gets no terminator and sees an incomplete reply.
+// high-water mark, until the write timeout. On a worker, writes that follow
+// the previous send within a millisecond are held and sent together (call
+// Flush to send at once); on the loop everything goes out when the handler
+// returns or 256 KiB have collected. After an error the reply is abandoned:
+// the client gets no terminator and sees an incomplete reply.
 func (w *ReplyWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
@@ -46,13 +56,26 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 	}
 	w.buf.B = frame.AppendData(w.buf.B, p)
 	w.n += int64(len(p))
-	if len(w.buf.B) >= replyFlushSize {
+	if len(w.buf.B) >= replyFlushSize || (!w.inline && w.c.s.now()-w.sentAt >= streamFlushAfter) {
 		if err := w.flush(); err != nil {
 			w.err = err
 			return 0, err
 		}
 	}
 	return len(p), nil
+}
+
+// Flush sends what the reply holds so far. On the event loop it only hands
+// the bytes to gnet, which sends what the socket takes at once.
+func (w *ReplyWriter) Flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.flush(); err != nil {
+		w.err = err
+		return err
+	}
+	return nil
 }
 
 // WriteString is Write for a string.
@@ -77,6 +100,8 @@ func (w *ReplyWriter) begin(inline bool) {
 	w.err, w.n, w.inline, w.base = nil, 0, inline, 0
 	if inline {
 		w.base = w.c.gc.OutboundBuffered()
+	} else {
+		w.sentAt = w.c.s.now() - streamFlushAfter // the first write goes out at once
 	}
 }
 
@@ -96,6 +121,7 @@ func (w *ReplyWriter) flush() error {
 	}
 	_, err := w.c.handOff(w.buf.B, false)
 	w.buf.B = w.buf.B[:0] // gnet wrote or copied it
+	w.sentAt = w.c.s.now()
 	return err
 }
 

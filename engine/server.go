@@ -350,7 +350,11 @@ func (s *Server) protocolError(c *conn, err error) {
 
 func (s *Server) worker() {
 	defer s.workers.Done()
+	// Each worker has its own ack channel, so that an ack meant for the
+	// previous worker of a connection can never reach this one.
+	ack := make(chan error, 1)
 	for c := range s.jobs {
+		c.ack = ack
 		c.reply.begin(false)
 		herr, panicked := s.call(c, c.req.B)
 		bufPool.Put(c.req)

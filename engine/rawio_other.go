@@ -1,0 +1,8 @@
+//go:build !unix
+
+package engine
+
+import "errors"
+
+func sysRead(uintptr, []byte) (int, error)  { return 0, errors.ErrUnsupported }
+func sysWrite(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
