@@ -7,6 +7,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
 
@@ -36,5 +37,57 @@ func TestZeroAllocsPerRequest(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("size %d: %v allocations per round trip, want 0", size, allocs)
 		}
+	}
+}
+
+// TestZeroAllocsPipelined: a window of pipelined requests, answered inline,
+// allocates nothing per request either.
+func TestZeroAllocsPipelined(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := bytes.Repeat([]byte("a"), 4096)
+	window := func() {
+		for range 32 {
+			if err := c.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 32 {
+			if _, err := c.Recv(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 20 {
+		window()
+	}
+	if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
+		t.Errorf("%v allocations per window of 32 requests, want 0", allocs)
+	}
+}
+
+// TestReplyBuffersSurviveCalibration: bytebufferpool recalibrates what it
+// keeps from the lengths it is given back; reply buffers must still be
+// reused after that, or every reply allocates (as it once did after 42,000
+// replies).
+func TestReplyBuffersSurviveCalibration(t *testing.T) {
+	w := &ReplyWriter{}
+	payload := make([]byte, 4096)
+	reply := func() {
+		w.buf = bufPool.Get()
+		w.buf.B = frame.AppendData(w.buf.B[:0], payload)
+		w.buf.B = w.buf.B[:0] // as after a flush
+		w.release()
+	}
+	for range 50_000 { // past the pool's calibration threshold (42,000)
+		reply()
+	}
+	if allocs := testing.AllocsPerRun(1000, reply); allocs != 0 {
+		t.Errorf("%v allocations per reply after calibration, want 0", allocs)
 	}
 }

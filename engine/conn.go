@@ -89,6 +89,9 @@ type conn struct {
 	workerGone bool          // the worker gave up the reply; nothing to rescue for
 
 	drain drainTask
+
+	// The hand-off callbacks, bound once: a method value allocates.
+	chunkCB, finalCB gnet.AsyncCallback
 }
 
 type drainTask struct{ c *conn }
@@ -104,6 +107,7 @@ func (s *Server) newConn(p Peer) *conn {
 		done: make(chan struct{}),
 	}
 	c.drain = drainTask{c}
+	c.chunkCB, c.finalCB = c.onChunkWritten, c.onFinalWritten
 	c.reply.c = c
 	ctx, cancel := context.WithCancelCause(s.baseCtx)
 	c.ctx = context.WithValue(ctx, peerKey{}, &c.peer)
@@ -369,9 +373,9 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	if rc != nil {
 		return true, c.writeRescued(rc, b)
 	}
-	cb := c.onChunkWritten
+	cb := c.chunkCB
 	if final {
-		cb = c.onFinalWritten
+		cb = c.finalCB
 	}
 	// Read the channel before the hand-off: once the final bytes are
 	// written, the loop may give the connection to another worker, which

@@ -107,6 +107,10 @@ func (w *ReplyWriter) begin(inline bool) {
 
 func (w *ReplyWriter) release() {
 	if w.buf != nil {
+		// bytebufferpool sizes what it keeps by len at Put; the reply was
+		// sent and truncated, so show it the capacity the reply needed, or
+		// it learns that replies are empty and drops every grown buffer.
+		w.buf.B = w.buf.B[:cap(w.buf.B)]
 		bufPool.Put(w.buf)
 		w.buf = nil
 	}
