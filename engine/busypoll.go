@@ -9,7 +9,9 @@ import "sync/atomic"
 // never sleeps: no wake-up latency, and a round trip costs three system
 // calls (epoll_wait, read, write) instead of four. The spin is learned per
 // loop from the gaps it observes and switches itself off when the peer is
-// too slow for it to pay.
+// too slow for it to pay. A loop spins only while it serves one connection:
+// with more, the next event is usually another connection's, which a spin
+// would only delay (and the gaps would teach it nothing about its peer).
 const (
 	// spinHitGap is the least gap taken as "the event was already there";
 	// the loop calibrates the real bound from the fastest gaps it sees
@@ -35,6 +37,7 @@ type loopState struct {
 	coolUntil int64
 	fastGap   int64 // running minimum of gaps after a spin, drifting up
 	misses    int   // consecutive spins too short to have caught anything
+	conns     int   // connections open on the loop
 	stats     *counters
 }
 
@@ -85,6 +88,7 @@ func (l *loopState) enter(now int64) {
 // pays, then records the time of return.
 func (l *loopState) exit(s *Server, candidate bool) {
 	now := s.now()
+	candidate = candidate && l.conns == 1
 	if candidate && l.spin > 0 {
 		end := now + l.spin
 		for now < end {

@@ -297,6 +297,7 @@ func (s *Server) register(c *conn) {
 		s.loops[el] = ls
 	}
 	c.loop = ls
+	ls.conns++
 }
 
 func (s *Server) unregister(c *conn) {
@@ -307,6 +308,7 @@ func (s *Server) unregister(c *conn) {
 	}
 	delete(s.conns, c)
 	delete(s.draining, c)
+	c.loop.conns--
 	uid := c.peer.Cred.UID
 	if s.perUID[uid]--; s.perUID[uid] <= 0 {
 		delete(s.perUID, uid)
