@@ -1,0 +1,88 @@
+// Package bench measures pktipc against what a user would pick instead: it
+// defines the scenarios, the peers that run them, the measurement of one run
+// and the reports (tables, JSON, BENCHMARKS.md). cmd/ipcbench is its thin
+// front end; the SVG charts live in bench/plot so that this package does not
+// pull in gonum.
+//
+// # Scenarios
+//
+// Every scenario moves pkt-line messages, or each peer's own framing of the
+// same payload, between a client and a server in another process:
+//
+//   - pingpong: one persistent connection per client, a request of Size
+//     payload bytes answered by a reply of the same size, closed loop.
+//   - connect: git's shape, one connection per request (dial, request,
+//     reply, close).
+//   - concurrency: Conns persistent clients at once, 64-byte ping-pong.
+//   - stream: one-way messages of Size bytes; the server only reads, and
+//     answers an empty message at the end so that the client knows all
+//     bytes arrived. Throughput is payload bytes per second.
+//   - fdpass: one-way messages each carrying Size descriptors (Size counts
+//     descriptors here, not bytes); the server closes what it receives.
+//     The "unix" peer uses WriteMsgUnix/ReadMsgUnix, the "fdpass" peer
+//     pktipc's fdpass package.
+//
+// A peer declares which scenarios it supports (PeerInfo.Scenarios).
+//
+// # Peers and the process model
+//
+// A peer is one implementation under test: a server and a client that do the
+// same work. Adding a peer is one file that calls Register from an init
+// function with a PeerInfo whose New returns a fresh Peer for each Runner.Run:
+//
+//	type Peer interface {
+//		Prepare(ctx context.Context, env *Env) error
+//		Server(env *Env, run Run) (*ServerCmd, error)
+//		Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error)
+//	}
+//
+// Prepare runs once per Runner.Run (compile a C file, check a binary) and
+// returns an *UnavailableError when the peer cannot run here; the runner then
+// skips it and says why. Server describes the child process that serves one
+// run on run.Socket. Client drives the load from the benchmark process (or
+// from a child of its own, as the C and git clients do), calls m.Start when
+// the warm-up is over and m.Stop when the measured window ends, and returns
+// the latencies it recorded.
+//
+// Servers always run in a child process, so that client and server CPU time,
+// memory and counters are measured apart. A Go server is a role registered
+// with RegisterServer and runs in a re-executed copy of the benchmark binary:
+// every main function and every TestMain that uses this package must call
+// RunChildIfRequested first. A child server prints "ready" on its standard
+// output once it accepts connections (or, for foreign servers such as git's
+// test-tool, the runner dials the socket until it answers), and stops on
+// SIGTERM or when its standard input reaches EOF, which happens when the
+// benchmark process dies. The runner kills each server's process group after
+// a timeout, keeps sockets in a private 0700 directory that it removes at the
+// end, and cleans up the same way when its context is cancelled (Ctrl-C).
+//
+// Go clients need not write the measuring loop: GoClient drives a dial
+// function (pingpong, connect, concurrency) or a stream opener (stream,
+// fdpass) with warm-up, closed-loop clients, HDR histograms and the measured
+// window. A peer file is then about a hundred lines: PeerInfo, a server role,
+// a RoundTripper. The peers here: c and unix (the baselines); pktipc (the
+// engine with inline handlers and a persistent engine.Client), pktipc-pool
+// (handlers on the worker pool) and pktipc-git (engine.Send, one connection
+// per request); fdpass, grpc, ttrpc; and, with a test-tool, git (git against
+// git), pktipc-vs-git (engine.Send against git's daemon) and git-vs-pktipc
+// (git's client against the daemon of `ipcbench serve`).
+//
+// # git's test tool
+//
+// GitTool is git's `test-tool simple-ipc` (t/helper/test-simple-ipc.c) on
+// the engine: RunDaemon answers ping, big, chunk, slow, sendbytes and quit
+// with git's bytes, and the client commands (Send, Sendbytes, Multiple,
+// IsActive, StartDaemon, StopDaemon) take git's options and print git's
+// lines, so git's client and this one can each drive either daemon.
+//
+// # Measurements
+//
+// Latencies go into HDR histograms (1 ns to 60 s, 3 significant digits);
+// records carry p50, p90, p99, p99.9 and max, operations and payload bytes
+// per second, CPU time per operation of the client and of the server process
+// (the server's read from its process CPU clock around the measured window),
+// context switches, cycles and instructions per operation where the kernel
+// allows perf_event_open ("n/a" otherwise), and the ratios to the "unix" and
+// "c" baselines measured in the same run, because absolute times drift on
+// shared machines.
+package bench

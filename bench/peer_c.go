@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// pingpongC is the C peer's source, compiled at run time so that the
+// numbers come from this machine's compiler and libc.
+//
+//go:embed cpeer/pingpong.c
+var pingpongC []byte
+
+const (
+	// compileTimeout bounds building the C peer.
+	compileTimeout = 2 * time.Minute
+	// ccEnv names the C compiler, as make does.
+	ccEnv = "CC"
+)
+
+// The "c" peer: a blocking C server (a fixed pool of threads, each accepting
+// and serving one connection at a time) and a blocking C client, both over
+// the same pkt-line messages. It is the floor a user compares against.
+func init() {
+	Register(PeerInfo{
+		Name:      BaselineC,
+		Doc:       "blocking C over a Unix socket, thread per connection, pkt-line messages (cpeer/pingpong.c, built with cc -O2)",
+		Order:     0,
+		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
+		Quick:     true,
+		New:       func() Peer { return &cPeer{} },
+	})
+}
+
+type cPeer struct {
+	bin string
+}
+
+// compiler returns the C compiler to use: $CC, else cc, else gcc, else
+// clang.
+func compiler() (string, error) {
+	if cc := os.Getenv(ccEnv); cc != "" {
+		return exec.LookPath(cc)
+	}
+	var firstErr error
+	for _, name := range []string{"cc", "gcc", "clang"} {
+		p, err := exec.LookPath(name)
+		if err == nil {
+			return p, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return "", firstErr
+}
+
+func (p *cPeer) Prepare(ctx context.Context, env *Env) error {
+	cc, err := compiler()
+	if err != nil {
+		return &UnavailableError{Peer: BaselineC, Reason: "no C compiler found (set CC or install cc)", Err: err}
+	}
+	src := filepath.Join(env.Dir, "pingpong.c")
+	if err := os.WriteFile(src, pingpongC, 0o600); err != nil {
+		return err
+	}
+	bin := filepath.Join(env.Dir, "pingpong")
+	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cc, "-O2", "-pthread", "-o", bin, src).CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return ctx.Err()
+		}
+		return &UnavailableError{Peer: BaselineC, Reason: fmt.Sprintf("%s failed: %s", cc, strings.TrimSpace(string(out))), Err: err}
+	}
+	p.bin = bin
+	return nil
+}
+
+func (p *cPeer) Server(env *Env, run Run) (*ServerCmd, error) {
+	mode := "echo"
+	if run.Scenario == Stream {
+		mode = "sink"
+	}
+	// Two spare threads: a connect-per-request client may open its next
+	// connection before the server has finished with the previous one.
+	threads := run.Conns + 2
+	cmd := exec.Command(p.bin, "server", run.Socket, mode, strconv.Itoa(threads))
+	return &ServerCmd{Cmd: cmd, Ready: ReadyLine}, nil
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)
+}
+
+func (p *cPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
+	var mode string
+	switch run.Scenario {
+	case PingPong, Concurrency:
+		mode = "persistent"
+	case Connect:
+		mode = "connect"
+	case Stream:
+		mode = "stream"
+	default:
+		return Load{}, fmt.Errorf("bench: c peer does not run %s", run.Scenario)
+	}
+	out := env.TempPath("lat")
+	defer os.Remove(out)
+	ctx, cancel := context.WithTimeout(ctx, run.Warmup+run.Duration+stallTimeout)
+	defer cancel()
+	cmd := env.Command(ctx, p.bin, "client", run.Socket, mode, strconv.Itoa(run.Size),
+		strconv.Itoa(run.Conns), ms(run.Warmup), ms(run.Duration), out, strconv.Itoa(m.ServerPID()))
+	stderr := &tailWriter{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return Load{}, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return Load{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return Load{}, err
+	}
+	m.SetClientProcess(cmd.Process.Pid)
+	// The client starts its threads only after this line, so the counters
+	// just opened see them all.
+	stdin.Write([]byte("go\n"))
+	var done string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "warm":
+			m.Start()
+		case strings.HasPrefix(line, "done "):
+			m.Stop()
+			done = line
+		}
+	}
+	werr := cmd.Wait()
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return Load{}, ErrStalled
+		}
+		return Load{}, ctx.Err()
+	}
+	if werr != nil || done == "" {
+		return Load{}, fmt.Errorf("bench: c client: %v: %s", werr, stderr.String())
+	}
+	var ops, errs, elapsed, bytes, cliCPU, srvCPU int64
+	if _, err := fmt.Sscanf(done, "done %d %d %d %d %d %d", &ops, &errs, &elapsed, &bytes, &cliCPU, &srvCPU); err != nil {
+		return Load{}, fmt.Errorf("bench: c client said %q: %w", done, err)
+	}
+	m.SetWindowCPU(time.Duration(cliCPU), time.Duration(srvCPU))
+	h, n, err := readLatencies(out)
+	if err != nil {
+		return Load{}, err
+	}
+	if n != ops {
+		return Load{}, fmt.Errorf("bench: c client reported %d operations and wrote %d latencies", ops, n)
+	}
+	load := Load{Hist: h, Bytes: bytes, Errors: errs, Elapsed: time.Duration(elapsed)}
+	if s := stderr.String(); s != "" {
+		load.Notes = append(load.Notes, s)
+	}
+	return load, nil
+}
+
+// readLatencies loads a file of native-endian int64 nanoseconds into a
+// histogram.
+func readLatencies(path string) (*Histogram, int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(b)%8 != 0 {
+		return nil, 0, fmt.Errorf("bench: latency file of %d bytes is not a multiple of 8", len(b))
+	}
+	h := NewHistogram()
+	for i := 0; i < len(b); i += 8 {
+		h.RecordValue(clampNS(int64(binary.NativeEndian.Uint64(b[i:]))))
+	}
+	return h, int64(len(b) / 8), nil
+}

@@ -1,0 +1,403 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+func TestSelectionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sel  Selection
+		want string
+	}{
+		{"suite", Selection{Suite: "huge"}, "unknown suite"},
+		{"scenario", Selection{Scenarios: []Kind{"pong"}}, "unknown scenario"},
+		{"peer", Selection{Peers: []string{"carrier-pigeon"}}, "unknown peer"},
+		{"size", Selection{Sizes: []int{0}}, "size 0"},
+		{"size too big", Selection{Sizes: []int{MaxSize + 1}}, "out of range"},
+		{"conns", Selection{Conns: []int{MaxConns + 1}}, "conns"},
+		{"duration", Selection{Duration: -time.Second}, "duration"},
+		{"git without test-tool", Selection{Peers: []string{"git"}}, "needs --test-tool"},
+		{"nothing runs", Selection{Peers: []string{"git"}, TestTool: "/x", Scenarios: []Kind{PingPong}}, "no peer supports"},
+	} {
+		_, err := tc.sel.Plan()
+		if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Plan() = %v, want ErrUsage mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestSelectionPlan(t *testing.T) {
+	quick, err := Selection{}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range quick.Peers {
+		if info, _ := Lookup(name); !info.Quick {
+			t.Errorf("quick suite runs non-quick peer %s", name)
+		}
+	}
+	if !slices.Contains(quick.Peers, BaselineUnix) || slices.Contains(quick.Peers, "git") {
+		t.Errorf("quick peers %v", quick.Peers)
+	}
+	if quick.Duration != QuickSuite().Duration || len(quick.Cases) != len(QuickSuite().Cases) {
+		t.Errorf("quick plan %v, %d cases", quick.Duration, len(quick.Cases))
+	}
+
+	p, err := Selection{Peers: []string{"unix", "c"}, Scenarios: []Kind{PingPong, Stream}, Sizes: []int{100, 200},
+		Conns: []int{2}, Duration: time.Second}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stream is not in the quick suite: it comes from the full suite.
+	var got []string
+	for _, r := range p.Runs {
+		got = append(got, r.Peer+" "+r.Case.String())
+	}
+	want := []string{
+		"c pingpong size=100 conns=2", "unix pingpong size=100 conns=2",
+		"c pingpong size=200 conns=2", "unix pingpong size=200 conns=2",
+		"c stream size=100 conns=2", "unix stream size=100 conns=2",
+		"c stream size=200 conns=2", "unix stream size=200 conns=2",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("runs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(p.Peers, []string{"c", "unix"}) {
+		t.Errorf("peers %v, want baselines in registry order", p.Peers)
+	}
+
+	full, err := Selection{Suite: "full", TestTool: "/bin/true"}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(full.Peers, "git") || !slices.Contains(full.Peers, "grpc") {
+		t.Errorf("full suite with a test-tool runs %v", full.Peers)
+	}
+	for _, r := range full.Runs {
+		if r.Peer == "ttrpc" && r.Size > ttrpcMaxSize {
+			t.Errorf("ttrpc planned with %d bytes", r.Size)
+		}
+	}
+}
+
+func TestParseLists(t *testing.T) {
+	sizes, err := ParseSizes("64, 4K,1MiB,2KiB,10B")
+	if err != nil || !slices.Equal(sizes, []int{64, 4096, 1 << 20, 2048, 10}) {
+		t.Errorf("ParseSizes = %v, %v", sizes, err)
+	}
+	for _, bad := range []string{"x", "0", "-1", "17M", "4Q", "1.5K"} {
+		if _, err := ParseSizes(bad); !errors.Is(err, ErrUsage) {
+			t.Errorf("ParseSizes(%q) = %v, want ErrUsage", bad, err)
+		}
+	}
+	if _, err := ParseInts("1,x"); !errors.Is(err, ErrUsage) {
+		t.Errorf("ParseInts accepted x: %v", err)
+	}
+	if ks, err := ParseKinds("pingpong,stream"); err != nil || !slices.Equal(ks, []Kind{PingPong, Stream}) {
+		t.Errorf("ParseKinds = %v, %v", ks, err)
+	}
+}
+
+func TestRecorderMergesShards(t *testing.T) {
+	r := NewRecorder(20)
+	var total int64
+	for i := range 20 {
+		s := r.Sampler(i)
+		for v := range 300 + i {
+			s.Record(int64(v*1000 + 1))
+		}
+		s.Record(-5)                 // clamped up to 1 ns
+		s.Record(int64(2 * histMax)) // clamped down to 60 s
+		total += s.Count()
+		s.Flush()
+	}
+	h := r.Merged()
+	if h.TotalCount() != total {
+		t.Fatalf("merged %d samples, recorded %d", h.TotalCount(), total)
+	}
+	if h.Min() != 1 || h.Max() < histMax {
+		t.Fatalf("clamping: min %d max %d", h.Min(), h.Max())
+	}
+}
+
+func TestCheckTestTool(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, []byte("x"), 0o644)
+	exe := filepath.Join(dir, "exe")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	for path, want := range map[string]string{
+		"":                         "empty",
+		filepath.Join(dir, "none"): "no such file",
+		dir:                        "not a regular file",
+		plain:                      "not executable",
+	} {
+		err := CheckTestTool(path)
+		var te *TestToolError
+		if !errors.As(err, &te) || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckTestTool(%q) = %v, want a usage error saying %q", path, err, want)
+		}
+	}
+	if err := CheckTestTool(exe); err != nil {
+		t.Errorf("CheckTestTool(executable) = %v", err)
+	}
+}
+
+func TestGitPeerUnsupportedTool(t *testing.T) {
+	leakcheck.Check(t)
+	tool := filepath.Join(t.TempDir(), "test-tool")
+	os.WriteFile(tool, []byte("#!/bin/sh\necho 'simple-ipc not compiled in' >&2\nexit 1\n"), 0o755)
+	err := (&gitPeer{}).Prepare(context.Background(), &Env{TestTool: tool})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "not compiled in") {
+		t.Fatalf("Prepare with a test-tool lacking simple-ipc: %v", err)
+	}
+}
+
+func init() {
+	RegisterServer("test-fail", func(ctx context.Context, cfg ServerConfig, ready func()) error {
+		return errors.New("boom: cannot serve")
+	})
+	RegisterServer("test-hang", func(ctx context.Context, cfg ServerConfig, ready func()) error {
+		ready()
+		<-ctx.Done()
+		return nil
+	})
+}
+
+func testEnv(t *testing.T) *Env {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Env{Dir: dir, exe: exe}
+}
+
+func TestServerFailures(t *testing.T) {
+	leakcheck.Check(t)
+	env := testEnv(t)
+	ctx := context.Background()
+
+	run := Run{Case: Case{PingPong, 64, 1}, Socket: env.TempPath("s")}
+	sc, err := env.GoServer("test-fail", run, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = startServer(ctx, "test", sc, run.Socket)
+	var se *ServerError
+	if !errors.As(err, &se) || !errors.Is(err, ErrServer) || !strings.Contains(se.Stderr, "boom") {
+		t.Fatalf("failing server: %v", err)
+	}
+
+	// An occupied socket path gives a clear error from the unix server.
+	l, err := net.Listen("unix", run.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sc, _ = env.GoServer(BaselineUnix, run, nil)
+	_, err = startServer(ctx, "unix", sc, run.Socket)
+	if !errors.As(err, &se) || !strings.Contains(se.Stderr, "already in use") {
+		t.Fatalf("server on an occupied path: %v", err)
+	}
+
+	if _, err := env.GoServer("no-such-role", run, nil); err == nil {
+		t.Fatal("GoServer accepted an unregistered role")
+	}
+
+	// A server that dies during the run is reported by stop.
+	run.Socket = env.TempPath("s")
+	sc, _ = env.GoServer("test-hang", run, nil)
+	srv, err := startServer(ctx, "test", sc, run.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.cmd.Process.Kill()
+	<-srv.exited
+	if err := srv.stop(); !errors.As(err, &se) || se.Stage != "run" {
+		t.Fatalf("stop after the server died: %v", err)
+	}
+}
+
+func TestServerReadyDialTimeoutOnCancel(t *testing.T) {
+	leakcheck.Check(t)
+	env := testEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	// A process that never listens: readiness by dialing waits until ctx ends.
+	sc := &ServerCmd{Cmd: env.Command(context.Background(), "sleep", "30"), Ready: ReadyDial}
+	sc.Cmd.Cancel = nil
+	start := time.Now()
+	_, err := startServer(ctx, "sleeper", sc, env.TempPath("s"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("startServer = %v, want the context's deadline", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("startServer took %v to give up", time.Since(start))
+	}
+}
+
+func sampleResults() *Results {
+	mk := func(peer string, c Case, p50 int64, ops float64) Record {
+		return Record{Case: c, Peer: peer, DurationNS: int64(time.Second), Ops: int64(ops),
+			Latency:   Latency{Min: p50 / 2, P50: p50, P90: 2 * p50, P99: 3 * p50, P999: 4 * p50, Max: 5 * p50},
+			OpsPerSec: ops, BytesPerSec: ops * 128, ClientCPUPerOp: 1000, ServerCPUPerOp: 2000,
+			CDF: []CDFPoint{{0, p50 / 2}, {0.5, p50}, {1, 5 * p50}}}
+	}
+	pp := Case{PingPong, 64, 1}
+	cc := Case{Concurrency, 64, 8}
+	res := &Results{
+		Suite: "full", Machine: Machine{CPU: "Test CPU", Cores: 2, Kernel: "6.18", OS: "linux", Arch: "amd64", GoVersion: "go1.26"},
+		Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), WallNS: int64(90 * time.Second),
+		DurationNS: int64(2 * time.Second), WarmupNS: int64(400 * time.Millisecond),
+		Peers: []PeerStatus{{Name: "c", Doc: "C"}, {Name: "unix", Doc: "Go"}, {Name: "git", Doc: "git", Unavailable: "no test-tool"}},
+		Cases: []Case{pp, cc, {FDPass, 1, 1}},
+		Records: []Record{
+			mk("c", pp, 20000, 40000), mk("unix", pp, 40000, 25000),
+			mk("c", cc, 90000, 80000), mk("unix", cc, 60000, 100000),
+		},
+		Failures: []Failure{{Case: cc, Peer: "grpc", Error: "server: exited"}},
+	}
+	computeRatios(res)
+	return res
+}
+
+func TestRatios(t *testing.T) {
+	res := sampleResults()
+	if x := res.Find(Case{PingPong, 64, 1}, "unix").XC; x == nil || *x != 2 {
+		t.Errorf("unix against c on p50: %v", FormatRatio(x))
+	}
+	// Throughput-bound: the baseline's throughput over this one's.
+	if x := res.Find(Case{Concurrency, 64, 8}, "unix").XC; x == nil || *x != 0.8 {
+		t.Errorf("unix against c on throughput: %v", FormatRatio(x))
+	}
+}
+
+func TestReportAndTables(t *testing.T) {
+	res := sampleResults()
+	res.Records[1].Notes = []string{"first error:\nEOF"}
+	var tables bytes.Buffer
+	if err := WriteTables(&tables, res, "###"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"### pingpong, 64 B, 1 client", "| peer |", "x unix", "| c    |", "2.00x", "0.80x",
+		"fdpass, 1 fd per message, 1 client: no peer here runs this scenario",
+		"peer git not run: no test-tool", "FAILED grpc concurrency size=64 conns=8", "- unix: first error: EOF\n",
+	} {
+		if !strings.Contains(tables.String(), want) {
+			t.Errorf("tables lack %q:\n%s", want, tables.String())
+		}
+	}
+	// Every table line of a block has the same width: aligned columns.
+	for _, block := range strings.Split(tables.String(), "\n\n") {
+		var width int
+		for _, line := range strings.Split(block, "\n") {
+			if !strings.HasPrefix(line, "|") {
+				continue
+			}
+			n := len([]rune(line))
+			if width == 0 {
+				width = n
+			} else if n != width {
+				t.Errorf("ragged table line %q", line)
+			}
+		}
+	}
+
+	var rep bytes.Buffer
+	opt := ReportOptions{Command: "ipcbench report", Charts: []Chart{{"Latency CDF", "docs/bench/cdf.svg"}}, Reading: "pktipc loses at 1 MiB."}
+	if err := WriteReport(&rep, res, opt); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"# pktipc benchmarks", "Command: `ipcbench report`", "Date: 2026-01-02", "Test CPU, 2 cores, kernel 6.18",
+		"Go: go1.26", "![Latency CDF](docs/bench/cdf.svg)", "## Facts", "c 1.00x, unix 2.00x", "## Reading",
+	} {
+		if !strings.Contains(rep.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if got := ExtractReading(rep.Bytes()); got != opt.Reading {
+		t.Errorf("reading kept across regeneration: %q", got)
+	}
+	if ExtractReading([]byte("# no markers")) != "" {
+		t.Error("reading found in a report without markers")
+	}
+
+	var js bytes.Buffer
+	if err := WriteJSON(&js, res); err != nil {
+		t.Fatal(err)
+	}
+	var back Results
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Records) != 4 || back.Records[1].XC == nil || back.Records[0].Scenario != PingPong || back.Records[0].Latency.P999 != 80000 {
+		t.Errorf("JSON round trip: %+v", back.Records)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{FormatNS(850), "850ns"}, {FormatNS(21300), "21.3µs"}, {FormatNS(1250000), "1.25ms"}, {FormatNS(2.1e9), "2.10s"},
+		{FormatNS(-1), "n/a"}, {FormatRate(950), "950"}, {FormatRate(40500), "40.5k"}, {FormatRate(1.2e6), "1.20M"},
+		{FormatBytesRate(5.19e6), "5.19 MB/s"}, {FormatBytesRate(3.8e9), "3.80 GB/s"}, {FormatRatio(nil), "—"},
+		{FormatSize(64), "64 B"}, {FormatSize(4096), "4 KiB"}, {FormatSize(1 << 20), "1 MiB"}, {FormatSize(70000), "70000 B"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
+func TestCPUModel(t *testing.T) {
+	x86 := "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+	arm := "processor\t: 0\nBogoMIPS\t: 50.00\nModel\t: Raspberry Pi 4\n"
+	if got := cpuModel([]byte(x86)); got != "AMD EPYC 7B13" {
+		t.Errorf("x86: %q", got)
+	}
+	if got := cpuModel([]byte(arm)); got != "Raspberry Pi 4" {
+		t.Errorf("arm: %q", got)
+	}
+	if m := DescribeMachine(); m.Cores < 1 || m.GoVersion == "" {
+		t.Errorf("DescribeMachine = %+v", m)
+	}
+}
+
+func TestRegistryRejectsBadPeers(t *testing.T) {
+	for _, info := range []PeerInfo{
+		{Name: "", Scenarios: []Kind{PingPong}, New: func() Peer { return unixPeer{} }},
+		{Name: "x", New: func() Peer { return unixPeer{} }},
+		{Name: BaselineUnix, Scenarios: []Kind{PingPong}, New: func() Peer { return unixPeer{} }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Register(%q) did not panic", info.Name)
+				}
+			}()
+			Register(info)
+		}()
+	}
+}
