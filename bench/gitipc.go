@@ -80,7 +80,8 @@ var gitBig = sync.OnceValue(func() []byte {
 // partly as a C string; cString reproduces that.
 type gitDaemon struct{}
 
-// ServeIPC answers one request. It runs on a worker: slow sleeps.
+// ServeIPC answers one request. "slow" sleeps and runs on a worker; the
+// others run on the event loop (gitDaemonOptions).
 func (gitDaemon) ServeIPC(ctx context.Context, req []byte, w *engine.ReplyWriter) error {
 	switch {
 	case string(req) == "quit":
@@ -182,10 +183,12 @@ func cString(b []byte) []byte {
 // gitDaemonOptions are the engine options of the test daemon. Like git's
 // daemon it checks nothing about the socket's directory (git's tests run in
 // an ordinary 0755 directory); the socket itself stays private to its user,
-// which git's clients of the same user never notice.
+// which git's clients of the same user never notice. Only "slow" blocks, so
+// only it goes to the worker pool; the rest is answered on the event loop.
 func gitDaemonOptions(threads int) []engine.Option {
 	return []engine.Option{
 		engine.WithWorkers(max(threads, 1)),
+		engine.WithInlineFilter(func(req []byte) bool { return string(req) != "slow" }),
 		engine.WithListenOptions(uds.WithInsecureDir()),
 	}
 }

@@ -181,7 +181,7 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	default:
 		act = c.process(now)
 	}
-	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && c.s.opts.inline
+	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
 	c.loop.exit(e.s, candidate)
 	return act
 }
@@ -256,7 +256,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	}
 	c.served++
 	s.stats.requests.Add(1)
-	if !s.opts.inline {
+	if !s.opts.inline && !s.filterInline(msg) {
 		c.req = bufPool.Get()
 		c.req.B = append(c.req.B[:0], msg...) // msg dies with Discard
 		_, _ = c.gc.Discard(n)
@@ -266,7 +266,9 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 		case s.jobs <- c:
 			return gnet.None, true
 		default:
-			// Like git when its queue is full: close without a reply.
+			// Unreachable while the queue holds a request per admitted
+			// connection; if it were full, do as git does: close without
+			// a reply.
 			bufPool.Put(c.req)
 			c.req = nil
 			s.stats.overloaded.Add(1)

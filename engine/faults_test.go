@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -496,5 +497,43 @@ func TestServerKilledMidReply(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBurstBeyondWorkerQueue: far more clients than git's queue of
+// workers x 100 arrive at once at one slow worker; each waits its turn and
+// is answered, none is closed unanswered.
+func TestBurstBeyondWorkerQueue(t *testing.T) {
+	leakcheck.Check(t)
+	const clients = 250
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		time.Sleep(time.Millisecond)
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h, WithWorkers(1), WithMaxConns(clients, clients))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Go(func() {
+			req := fmt.Appendf(nil, "client %d", i)
+			got, err := Send(ctx, ts.path, req)
+			if err == nil && !bytes.Equal(got, req) {
+				err = fmt.Errorf("reply %q to %q", got, req)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := ts.Stats(); st.Overloaded != 0 || st.Requests != clients {
+		t.Fatalf("stats %+v: want %d requests, none overloaded", st, clients)
 	}
 }

@@ -66,7 +66,10 @@ const (
 	readBufferCap = 256 << 10
 
 	// queuePerWorker sizes the queue of requests waiting for a worker, as git
-	// does (nr_threads x 100).
+	// does (nr_threads x 100), but never below the connection cap: a
+	// connection has at most one request queued or in a handler, so a burst
+	// of clients waits for a worker instead of being closed unanswered as
+	// git's are when its queue is full.
 	queuePerWorker = 100
 )
 
@@ -77,6 +80,7 @@ type options struct {
 	loops            int
 	workers          int
 	inline           bool
+	inlineFilter     func(req []byte) bool // nil: inline decides for every request
 	maxRequest       int
 	firstByteTimeout time.Duration
 	requestTimeout   time.Duration
@@ -144,7 +148,23 @@ func WithWorkers(n int) Option {
 // on its loop is served. In exchange a request costs no goroutine hand-off,
 // no allocation and no futex, and its bytes are not copied.
 func WithInlineHandlers(inline bool) Option {
-	return func(o *options) error { o.inline = inline; return nil }
+	return func(o *options) error { o.inline, o.inlineFilter = inline, nil; return nil }
+}
+
+// WithInlineFilter chooses per request: requests for which inline reports
+// true are handled on the event loop, as with WithInlineHandlers, and the
+// others on the worker pool. It suits a server whose quick requests must not
+// pay a hand-off while a few block (git's test daemon: "slow" sleeps, "ping"
+// does not). inline runs on the event loop, must be fast, and may read req
+// only during the call. It replaces WithInlineHandlers.
+func WithInlineFilter(inline func(req []byte) bool) Option {
+	return func(o *options) error {
+		if inline == nil {
+			return &OptionError{"InlineFilter", nil, "must not be nil"}
+		}
+		o.inline, o.inlineFilter = false, inline
+		return nil
+	}
 }
 
 // WithMaxRequestSize caps the payload of one request.

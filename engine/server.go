@@ -155,7 +155,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.gcli = gcli
 	if !s.opts.inline {
-		s.jobs = make(chan *conn, s.opts.workers*queuePerWorker)
+		s.jobs = make(chan *conn, max(s.opts.workers*queuePerWorker, s.opts.maxConns))
 		for range s.opts.workers {
 			s.workers.Add(1)
 			go s.worker()
@@ -348,6 +348,23 @@ func (s *Server) protocolError(c *conn, err error) {
 	if s.logProto.allow(s.now()) {
 		s.log.Warn("engine: bad request; closing connection", "conn", c.peer.ID, "uid", c.peer.Cred.UID, "err", err)
 	}
+}
+
+// filterInline asks WithInlineFilter's function whether msg runs on the
+// loop. A panic there is contained like a handler's, and the request goes
+// to the pool.
+func (s *Server) filterInline(msg []byte) (inline bool) {
+	if s.opts.inlineFilter == nil {
+		return false
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.stats.panics.Add(1)
+			s.log.Error("engine: inline filter panicked", "panic", v)
+			inline = false
+		}
+	}()
+	return s.opts.inlineFilter(msg)
 }
 
 func (s *Server) worker() {
