@@ -52,9 +52,13 @@ const (
 
 	// DefaultBusyPoll is the longest an event loop spins after answering a
 	// request on a persistent connection, waiting for the next one instead of
-	// sleeping in epoll_wait. It adapts to the peer and turns itself off when
-	// spinning does not pay. Zero disables it.
-	DefaultBusyPoll = 50 * time.Microsecond
+	// sleeping in epoll_wait: off. On the 2-core machine of BENCHMARKS.md a
+	// spinning loop competes for a core with the client it waits for (whose
+	// own spin, DefaultClientSpin, pays), so round trips were no faster and
+	// the server spent more CPU per request. With cores to spare, try
+	// WithBusyPoll(50 * time.Microsecond); the spin adapts to its peer and
+	// switches itself off when it does not pay.
+	DefaultBusyPoll = 0
 
 	// DefaultShutdownTimeout bounds the graceful stop that follows a quit
 	// request, a stolen socket or the cancellation of Serve's context.
