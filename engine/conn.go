@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
@@ -82,19 +83,55 @@ type conn struct {
 	why      atomic.Int32
 	closed   atomic.Bool   // set by OnClose
 	done     chan struct{} // closed by OnClose: wakes a worker waiting for an ack
-	ack      chan error    // loop -> worker: a handed-off chunk was written; the current worker's own channel
+	ack      chan ackMsg   // loop -> worker: a hand-off was done; the current worker's own channel
+	ackSeq   uint64        // the worker's current hand-off, echoed in its ackMsg
 
 	mu         sync.Mutex
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
 	workerGone bool          // the worker gave up the reply; nothing to rescue for
 
+	// wfd is a duplicate of the socket on which a worker writes a pooled
+	// reply itself (no hand-off to the loop), made at the first pooled
+	// request; -1 when there is none. A duplicate, because gnet may close
+	// its descriptor (peer gone) while the worker writes, and the number
+	// could then name another client's socket. direct is set by the loop
+	// when it dispatches (nothing is queued in gnet, so the worker's bytes
+	// cannot overtake any) and cleared by the worker at the first short
+	// write, after which the reply goes through gnet to keep its order.
+	// Closed by whichever of onClose and the worker comes last (mu).
+	wfd    int
+	direct bool
+
 	drain drainTask
+	final finalTask
 
 	// The hand-off callbacks, bound once: a method value allocates.
 	chunkCB, finalCB gnet.AsyncCallback
 }
 
+// An ackMsg answers the hand-off numbered seq. gnet runs a hand-off's
+// callback even after the connection closed, when the worker may have
+// stopped waiting (it saw done) and moved on to another connection; the
+// number lets it tell such a late answer from its own.
+type ackMsg struct {
+	seq uint64
+	err error
+}
+
 type drainTask struct{ c *conn }
+
+// finalTask tells the loop that a worker wrote a whole reply directly.
+type finalTask struct{ c *conn }
+
+// Run takes the connection back on its loop, as onFinalWritten does after a
+// handed-off final write.
+func (f finalTask) Run(context.Context) error {
+	var err error
+	if f.c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return f.c.onFinalWritten(f.c.gc, err)
+}
 
 // Run checks, on the connection's loop, whether its outbound buffer drained.
 func (d drainTask) Run(context.Context) error { d.c.checkDrain(); return nil }
@@ -107,6 +144,8 @@ func (s *Server) newConn(p Peer) *conn {
 		done: make(chan struct{}),
 	}
 	c.drain = drainTask{c}
+	c.final = finalTask{c}
+	c.wfd = -1
 	c.chunkCB, c.finalCB = c.onChunkWritten, c.onFinalWritten
 	c.reply.c = c
 	ctx, cancel := context.WithCancelCause(s.baseCtx)
@@ -260,6 +299,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 		c.req = bufPool.Get()
 		c.req.B = append(c.req.B[:0], msg...) // msg dies with Discard
 		_, _ = c.gc.Discard(n)
+		c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
 		c.setPhase(phaseHandling)
 		c.setDeadline(now, whyHandler)
 		select {
@@ -340,7 +380,7 @@ func (c *conn) checkDrain() {
 			c.ackWaiting = false
 			c.s.unwatchDrain(c)
 			c.setDeadline(c.s.now(), whyHandler)
-			c.ack <- nil
+			c.ack <- ackMsg{c.ackSeq, nil}
 		}
 		return
 	}
@@ -375,6 +415,20 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	if rc != nil {
 		return true, c.writeRescued(rc, b)
 	}
+	if c.direct {
+		n, werr := c.writeDirect(b)
+		switch {
+		case werr != nil:
+			return false, werr
+		case n < len(b):
+			c.direct = false // the socket is full: gnet sends the rest, in order
+			b = b[n:]
+		case !final:
+			return false, nil
+		default:
+			return false, c.finishDirect()
+		}
+	}
 	cb := c.chunkCB
 	if final {
 		cb = c.finalCB
@@ -382,20 +436,12 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	// Read the channel before the hand-off: once the final bytes are
 	// written, the loop may give the connection to another worker, which
 	// sets c.ack to its own channel.
-	ack := c.ack
+	ack, seq := c.ack, c.s.ackSeq.Add(1)
+	c.ackSeq = seq
 	if err := c.gc.AsyncWrite(b, cb); err != nil {
 		return false, fmt.Errorf("engine: hand reply to event loop: %w", err)
 	}
-	select {
-	case err = <-ack:
-	case <-c.done:
-		select { // the callback may have raced OnClose
-		case err = <-ack:
-		default:
-			err = net.ErrClosed
-		}
-	}
-	if err != nil {
+	if err = c.waitAck(ack, seq); err != nil {
 		// The loop closed the connection before writing. If the peer only
 		// half-closed, OnClose left a duplicate of the socket to finish on.
 		c.mu.Lock()
@@ -409,12 +455,90 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	return false, nil
 }
 
+// waitAck waits for the answer to hand-off seq, dropping late answers to
+// earlier hand-offs of this worker. Once the connection is closed it takes
+// the answer only if it is already there: the loop may be gone for good.
+func (c *conn) waitAck(ack chan ackMsg, seq uint64) error {
+	for {
+		select {
+		case m := <-ack:
+			if m.seq == seq {
+				return m.err
+			}
+		case <-c.done:
+			for {
+				select {
+				case m := <-ack:
+					if m.seq == seq {
+						return m.err
+					}
+				default:
+					return net.ErrClosed
+				}
+			}
+		}
+	}
+}
+
+// writeDirect writes b on the worker's duplicate of the socket, without
+// blocking: it returns how much the kernel took, and an error only when the
+// peer is gone.
+func (c *conn) writeDirect(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := sysWrite(uintptr(c.wfd), b[n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, net.ErrClosed
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// finishDirect hands the connection back to the loop after the worker wrote
+// a whole reply itself, and waits until the loop has taken it.
+func (c *conn) finishDirect() error {
+	ack, seq := c.ack, c.s.ackSeq.Add(1)
+	c.ackSeq = seq
+	if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {
+		return net.ErrClosed
+	}
+	return c.waitAck(ack, seq)
+}
+
+// openWriteFD makes the worker's duplicate of the socket if there is none.
+// It runs on the loop. Without one (descriptor table full) replies go
+// through the loop.
+func (c *conn) openWriteFD() bool {
+	if c.wfd < 0 {
+		fd, err := c.gc.Dup()
+		if err != nil {
+			return false
+		}
+		c.wfd = fd
+	}
+	return true
+}
+
+// closeWriteFD closes the duplicate; the caller holds mu.
+func (c *conn) closeWriteFD() {
+	if c.wfd >= 0 {
+		_ = sysClose(c.wfd)
+		c.wfd = -1
+	}
+}
+
 // onChunkWritten runs on the loop after gnet took a chunk of a pooled reply.
 // gnet copies what the kernel did not take, so the worker may reuse b; it
 // is told only once the outbound buffer is below the high-water mark.
 func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
 	if err != nil {
-		c.ack <- err
+		c.ack <- ackMsg{c.ackSeq, err}
 		return nil
 	}
 	if gc.OutboundBuffered() > c.s.opts.highWater {
@@ -423,7 +547,7 @@ func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
 		c.s.watchDrain(c)
 		return nil
 	}
-	c.ack <- nil
+	c.ack <- ackMsg{c.ackSeq, nil}
 	return nil
 }
 
@@ -432,7 +556,7 @@ func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
 // ack goes to the channel of the worker that wrote the reply: serving the
 // next request may hand the connection to another worker at once.
 func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
-	ack := c.ack
+	ack, seq := c.ack, c.ackSeq
 	if err == nil {
 		// The worker waits for the ack and touches nothing after it: the
 		// loop owns the connection again, and may dispatch the next request.
@@ -449,7 +573,7 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 			_ = c.gc.Close()
 		}
 	}
-	ack <- err
+	ack <- ackMsg{seq, err}
 	return nil
 }
 
@@ -473,6 +597,9 @@ func (c *conn) onClose(err error) {
 	}
 	c.mu.Lock()
 	rescued := c.rescue != nil
+	if c.phase != phaseHandling || c.workerGone {
+		c.closeWriteFD() // else the worker closes it when it is done
+	}
 	c.mu.Unlock()
 	if !rescued {
 		// The handler, if one runs, has nobody left to answer.
@@ -512,6 +639,9 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 	rc := c.rescue
 	c.rescue = nil
 	c.workerGone = true
+	if c.closed.Load() {
+		c.closeWriteFD() // onClose left it to us
+	}
 	c.mu.Unlock()
 	if rc != nil {
 		_ = rc.Close()

@@ -537,3 +537,45 @@ func TestBurstBeyondWorkerQueue(t *testing.T) {
 		t.Fatalf("stats %+v: want %d requests, none overloaded", st, clients)
 	}
 }
+
+// TestWorkerSurvivesDepartures: with a single worker, clients that leave
+// while it hands a reply to the loop must not disturb the replies it writes
+// afterwards for others. (gnet runs a hand-off's callback even after the
+// connection closed; an acknowledgement meant for a departed client once
+// reached the worker's next hand-off and failed an innocent reply.)
+func TestWorkerSurvivesDepartures(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		n := 8
+		if string(req) == "flood" {
+			n = 1 << 20
+		}
+		chunk := make([]byte, 4096)
+		for range n {
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	ts := startServer(t, h, WithWorkers(1))
+	for round := range 30 {
+		c := dialRaw(t, ts.path)
+		if _, err := c.Write([]byte("0009flood0000")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		for i := range 3 {
+			got, err := Send(context.Background(), ts.path, []byte("eight"))
+			if err != nil || len(got) != 8*4096 {
+				t.Fatalf("round %d request %d after a departure: %d bytes, %v", round, i, len(got), err)
+			}
+		}
+	}
+}

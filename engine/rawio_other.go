@@ -6,3 +6,4 @@ import "errors"
 
 func sysRead(uintptr, []byte) (int, error)  { return 0, errors.ErrUnsupported }
 func sysWrite(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
+func sysClose(int) error                    { return errors.ErrUnsupported }

@@ -6,6 +6,8 @@ import "syscall"
 
 // The persistent client reads and writes its socket with raw non-blocking
 // system calls inside RawConn callbacks, so it can spin briefly before it
-// parks in the netpoller.
+// parks in the netpoller; pooled handlers write replies on the server's own
+// duplicate of a connection's socket.
 func sysRead(fd uintptr, p []byte) (int, error)  { return syscall.Read(int(fd), p) }
 func sysWrite(fd uintptr, p []byte) (int, error) { return syscall.Write(int(fd), p) }
+func sysClose(fd int) error                      { return syscall.Close(fd) }

@@ -72,6 +72,7 @@ type Server struct {
 	workers    sync.WaitGroup
 
 	stats    counters
+	ackSeq   atomic.Uint64 // numbers workers' hand-offs to the loops
 	logProto rateLimit
 	logAcc   rateLimit
 }
@@ -371,7 +372,7 @@ func (s *Server) worker() {
 	defer s.workers.Done()
 	// Each worker has its own ack channel, so that an ack meant for the
 	// previous worker of a connection can never reach this one.
-	ack := make(chan error, 1)
+	ack := make(chan ackMsg, 4)
 	for c := range s.jobs {
 		c.ack = ack
 		c.reply.begin(false)

@@ -49,40 +49,88 @@ func highestFD() int {
 	return hi
 }
 
-// fillTable lowers RLIMIT_NOFILE to the highest open descriptor + 32,
-// fills every free slot with /dev/null and then closes free of them. It
-// returns the fillers and a function that undoes everything.
-func fillTable(free int) ([]int, func(), error) {
+// fillTable lowers RLIMIT_NOFILE near the highest descriptor and opens
+// /dev/null until the table is full, then frees free slots; undo closes the
+// fillers and restores the limit. The passer p must still hold its spare
+// slots afterwards: its reader releases them around every receive,
+// including the first one it tries when it starts, and a filler opened in
+// that window would take them for good. So fillTable checks the reserve
+// (the dups of p's reserve pipe, found with fstat: nothing can be opened
+// once the table is full) and, while it is short, gives a slot back, waits
+// for the reader to re-take it and fills again.
+func fillTable(p *Passer, free int) (undo func(), err error) {
 	var old unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	lim := unix.Rlimit{Cur: uint64(highestFD() + 32), Max: old.Max}
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var fillers []int
-	for {
-		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == unix.EMFILE {
-			break
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		fillers = append(fillers, fd)
-	}
-	for i := 0; i < free; i++ {
-		unix.Close(fillers[len(fillers)-1])
-		fillers = fillers[:len(fillers)-1]
-	}
-	undo := func() {
+	undo = func() {
 		for _, fd := range fillers {
 			unix.Close(fd)
 		}
 		unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
 	}
-	return fillers, undo, nil
+	fill := func() error {
+		for {
+			fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err == unix.EMFILE {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			fillers = append(fillers, fd)
+		}
+	}
+	giveBack := func() {
+		unix.Close(fillers[len(fillers)-1])
+		fillers = fillers[:len(fillers)-1]
+	}
+	if err := fill(); err != nil {
+		undo()
+		return nil, err
+	}
+	for end := time.Now().Add(10 * time.Second); sparesHeld(p, int(lim.Cur)) < p.opts.reserveFDs; {
+		if time.Now().After(end) {
+			undo()
+			return nil, errors.New("the passer never re-took its spare slots")
+		}
+		giveBack()
+		// The reader retries after 50 ms, then every 500 ms.
+		for sparesHeld(p, int(lim.Cur)) < p.opts.reserveFDs && time.Now().Before(end) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := fill(); err != nil {
+			undo()
+			return nil, err
+		}
+	}
+	for range free {
+		giveBack()
+	}
+	return undo, nil
+}
+
+// sparesHeld counts the descriptors below limit that are p's spare slots:
+// dups of its reserve pipe other than the pipe itself.
+func sparesHeld(p *Passer, limit int) int {
+	orig := p.r.res.orig // set before the reader starts, then never changed
+	var o unix.Stat_t
+	if unix.Fstat(orig, &o) != nil {
+		return 0
+	}
+	n := 0
+	for fd := 0; fd < limit; fd++ {
+		var st unix.Stat_t
+		if fd != orig && unix.Fstat(fd, &st) == nil && st.Ino == o.Ino && st.Dev == o.Dev {
+			n++
+		}
+	}
+	return n
 }
 
 func init() {
@@ -94,7 +142,7 @@ func init() {
 		if err != nil {
 			return err
 		}
-		_, undo, err := fillTable(2)
+		undo, err := fillTable(p, 2)
 		if err != nil {
 			return err
 		}
@@ -133,7 +181,7 @@ func init() {
 		if err != nil {
 			return err
 		}
-		_, undo, err := fillTable(0)
+		undo, err := fillTable(p, 0)
 		if err != nil {
 			return err
 		}
@@ -143,7 +191,7 @@ func init() {
 		for i := 0; i < n; i++ {
 			if err := p.RecvInto(deadline(), &m); err != nil {
 				undo()
-				return fmt.Errorf("message %d: %v", i, err)
+				return fmt.Errorf("message %d: %v (%+v)", i, err, p.Stats())
 			}
 			content, _ := readFD(m.FDs[0])
 			m.Close()
