@@ -29,6 +29,12 @@ const (
 	// slower than this.
 	DefaultClientSpin = 50 * time.Microsecond
 
+	// spinMinHitRate (of 1024) is the share of replies that must come
+	// within the spin limit for the client to keep spinning; spinFloor is
+	// the shortest spin it plans.
+	spinMinHitRate = 256
+	spinFloor      = 5 * time.Microsecond
+
 	// clientBufferMin is the first size of a client's read buffer; it grows
 	// to frame.MinReadBuffer, beyond which the assembler gathers large
 	// replies itself.
@@ -188,7 +194,9 @@ type Client struct {
 	deadlineNS atomic.Int64 // monotonic ns of the deadline; 0 = none
 	epoch      time.Time
 	sentAt     int64 // when the only pending request was sent
-	avgWait    int64 // moving average of the reply wait, ns
+	hitWait    int64 // moving average of the waits a spin would catch, ns
+	hitRate    int32 // moving fraction (of 1024) of waits within the spin limit
+	probe      uint8 // counts skipped spins; every 16th wait spins anyway
 
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
@@ -204,11 +212,12 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 		return nil, err
 	}
 	c := &Client{
-		path:  path,
-		opts:  o,
-		rbuf:  make([]byte, clientBufferMin),
-		asm:   frame.NewAssembler(frame.SimpleIPC, o.maxReply),
-		epoch: time.Now(),
+		path:    path,
+		opts:    o,
+		rbuf:    make([]byte, clientBufferMin),
+		asm:     frame.NewAssembler(frame.SimpleIPC, o.maxReply),
+		epoch:   time.Now(),
+		hitRate: 1024, // spin until replies prove slow
 	}
 	c.readFn = c.readOnce
 	c.writeFn = c.writeOnce
@@ -474,31 +483,44 @@ func (c *Client) fill() error {
 	return nil
 }
 
-// planSpin decides how long the next reply wait may spin: up to twice the
-// recent reply time, if that is within the limit.
+// planSpin decides how long the next reply wait may spin. Reply times on a
+// busy machine are often bimodal (the server was running, or it had to be
+// woken), so the plan follows how often a spin catches the reply rather than
+// the mean wait: it spins while at least a quarter of the replies come
+// within the limit, for four times their usual wait (capped at the limit),
+// and otherwise tries once in 16 waits, to notice when replies speed up.
 func (c *Client) planSpin() {
 	c.spinUntil = 0
-	if c.opts.spin <= 0 || c.pending != 1 || c.avgWait > int64(c.opts.spin) {
+	if c.opts.spin <= 0 || c.pending != 1 {
 		return
 	}
+	if c.hitRate < spinMinHitRate {
+		if c.probe++; c.probe%16 != 0 {
+			return
+		}
+	}
 	budget := int64(c.opts.spin)
-	if c.avgWait > 0 {
-		budget = min(2*c.avgWait, budget)
+	if c.hitWait > 0 {
+		budget = min(max(4*c.hitWait, int64(spinFloor)), budget)
 	}
 	c.spinUntil = c.now() + budget
 }
 
-// learn folds the wait for this reply into the moving average.
+// learn folds the wait for this reply into the statistics planSpin uses.
 func (c *Client) learn() {
 	if c.pending != 1 || c.sentAt <= 0 {
 		return
 	}
 	wait := c.now() - c.sentAt
-	if c.avgWait == 0 {
-		c.avgWait = wait
-		return
+	hit := int32(0)
+	if wait <= int64(c.opts.spin) {
+		hit = 1024
+		if c.hitWait == 0 {
+			c.hitWait = wait
+		}
+		c.hitWait += (wait - c.hitWait) / 8
 	}
-	c.avgWait += (wait - c.avgWait) / 8
+	c.hitRate += (hit - c.hitRate) / 8
 }
 
 // readOnce is the RawConn.Read callback: it reads what is there, spins
