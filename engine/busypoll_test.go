@@ -2,6 +2,7 @@ package engine
 
 import (
 	"testing"
+	"time"
 
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
@@ -52,5 +53,49 @@ func TestBusyPollLearns(t *testing.T) {
 	l.exit(s, true)
 	if l.armed || l.spun != 0 {
 		t.Fatalf("exit with two connections: armed %v, spun %d", l.armed, l.spun)
+	}
+}
+
+// TestClientSpinPlan: the client keeps spinning while enough replies come
+// within the limit, however slow the others are; stops when few do; and
+// still tries once in 16 waits.
+func TestClientSpinPlan(t *testing.T) {
+	const us = int64(time.Microsecond)
+	c := &Client{opts: clientOptions{spin: 50 * time.Microsecond}, hitRate: 1024, epoch: time.Now()}
+	c.pending = 1
+	reply := func(wait int64) {
+		c.sentAt = c.now() - wait
+		c.learn()
+	}
+	// Bimodal: half the replies in 15 µs, half in 90 µs (a mean of 52 µs
+	// is above the limit, but spinning catches half of them).
+	for i := range 64 {
+		reply([]int64{15 * us, 90 * us}[i%2])
+	}
+	c.planSpin()
+	if c.spinUntil == 0 {
+		t.Fatalf("half the replies within the limit, yet no spin (hit rate %d/1024)", c.hitRate)
+	}
+	if budget := c.spinUntil - c.now(); budget > 50*us || budget < 45*us {
+		t.Fatalf("budget %d ns, want about 4 x 15 µs capped at 50 µs", budget)
+	}
+	// Slow replies only: spinning stops, but one wait in 16 still tries.
+	for range 64 {
+		reply(200 * us)
+	}
+	spins := 0
+	for range 64 {
+		if c.planSpin(); c.spinUntil != 0 {
+			spins++
+		}
+	}
+	if spins != 4 {
+		t.Fatalf("%d spins in 64 waits with slow replies, want 4 probes", spins)
+	}
+	// Several requests in flight: never spin.
+	c.pending = 2
+	c.hitRate = 1024
+	if c.planSpin(); c.spinUntil != 0 {
+		t.Fatal("spinning with two requests in flight")
 	}
 }
