@@ -61,7 +61,7 @@ func TestBusyPollLearns(t *testing.T) {
 // still tries once in 16 waits.
 func TestClientSpinPlan(t *testing.T) {
 	const us = int64(time.Microsecond)
-	c := &Client{opts: clientOptions{spin: 50 * time.Microsecond}, hitRate: 1024, epoch: time.Now()}
+	c := &Client{opts: clientOptions{spin: 50 * time.Microsecond}, hitRate: 1024, epoch: time.Now().Add(-time.Second)}
 	c.pending = 1
 	reply := func(wait int64) {
 		c.sentAt = c.now() - wait
