@@ -23,6 +23,10 @@
 // Handlers run on a bounded worker pool (git's nr_threads), or inline on the
 // event loop for handlers that never block (WithInlineHandlers): then a
 // request is served without a goroutine hand-off, a copy or an allocation.
+// WithInlineFilter chooses per request. A pooled handler writes its reply
+// itself, on the server's duplicate of the connection's socket, while the
+// socket takes it; only what the kernel does not take, and the end of the
+// reply, go back through the event loop.
 //
 // # Clients
 //
@@ -45,7 +49,7 @@
 // # Goroutines and lifetimes
 //
 // Server and the package functions are safe for concurrent use; a Client is
-// used by one goroutine at a time. Request bytes passed to a handler are
+// used by one goroutine at a time (Close and SetDeadline excepted). Request bytes passed to a handler are
 // valid until it returns; a reply from Client.Call or Client.Recv is valid
 // until the next call on that Client.
 package engine

@@ -18,7 +18,7 @@ const replyFlushSize = 256 << 10
 // streamFlushAfter: a pooled handler's Write is sent at once when the last
 // send was at least this long ago, so a handler that produces slowly (git's
 // "slow": a line every 10 ms) streams, while bursts of small writes (git's
-// "chunk") are coalesced into few hand-offs to the event loop.
+// "chunk") are coalesced into few writes.
 const streamFlushAfter = int64(time.Millisecond)
 
 var bufPool bytebufferpool.Pool
