@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -79,6 +80,25 @@ func TestClientSpinPlan(t *testing.T) {
 	if budget := c.spinUntil - c.now(); budget > 50*us || budget < 45*us {
 		t.Fatalf("budget %d ns, want about 4 x 15 µs capped at 50 µs", budget)
 	}
+	// Spinning clients are limited to half of GOMAXPROCS (at least one).
+	others := make([]*Client, runtime.GOMAXPROCS(0))
+	spun := 1
+	for i := range others {
+		others[i] = &Client{opts: c.opts, hitRate: 1024, epoch: c.epoch, pending: 1}
+		if others[i].planSpin(); others[i].spinUntil != 0 {
+			spun++
+		}
+	}
+	if want := max(1, runtime.GOMAXPROCS(0)/2); spun != want {
+		t.Fatalf("%d clients spin at once, want %d", spun, want)
+	}
+	for _, o := range others {
+		o.endSpin()
+	}
+	c.endSpin()
+	if n := spinners.Load(); n != 0 {
+		t.Fatalf("%d spin slots still taken", n)
+	}
 	// Slow replies only: spinning stops, but one wait in 16 still tries.
 	for range 64 {
 		reply(200 * us)
@@ -88,6 +108,7 @@ func TestClientSpinPlan(t *testing.T) {
 		if c.planSpin(); c.spinUntil != 0 {
 			spins++
 		}
+		c.endSpin()
 	}
 	if spins != 4 {
 		t.Fatalf("%d spins in 64 waits with slow replies, want 4 probes", spins)

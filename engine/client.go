@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -197,6 +198,7 @@ type Client struct {
 	hitWait    int64 // moving average of the waits a spin would catch, ns
 	hitRate    int32 // moving fraction (of 1024) of waits within the spin limit
 	probe      uint8 // counts skipped spins; every 16th wait spins anyway
+	spinSlot   bool  // this wait holds one of the spinners slots
 
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
@@ -427,7 +429,15 @@ func (c *Client) Recv() ([]byte, error) {
 }
 
 func (c *Client) readReply() ([]byte, error) {
+	waiting.Add(1)
 	c.planSpin()
+	msg, err := c.readReplySpinning()
+	c.endSpin()
+	waiting.Add(-1)
+	return msg, err
+}
+
+func (c *Client) readReplySpinning() ([]byte, error) {
 	for {
 		if c.rend > c.rstart {
 			msg, n, done, err := c.asm.Next(c.rbuf[c.rstart:c.rend])
@@ -499,11 +509,37 @@ func (c *Client) planSpin() {
 			return
 		}
 	}
+	// Spinning clients share the CPUs with the servers they wait for: no
+	// client spins while more clients of the process wait than half of
+	// GOMAXPROCS (they keep the CPUs busy anyway), and at most that many
+	// spin at once.
+	limit := int32(max(1, runtime.GOMAXPROCS(0)/2))
+	if waiting.Load() > limit {
+		return
+	}
+	if spinners.Add(1) > limit {
+		spinners.Add(-1)
+		return
+	}
+	c.spinSlot = true
 	budget := int64(c.opts.spin)
 	if c.hitWait > 0 {
 		budget = min(max(4*c.hitWait, int64(spinFloor)), budget)
 	}
 	c.spinUntil = c.now() + budget
+}
+
+// spinners counts the clients of the process that are spinning now,
+// waiting those that wait for a reply.
+var spinners, waiting atomic.Int32
+
+// endSpin ends the spin of the current wait and gives back its slot.
+func (c *Client) endSpin() {
+	c.spinUntil = 0
+	if c.spinSlot {
+		c.spinSlot = false
+		spinners.Add(-1)
+	}
 }
 
 // learn folds the wait for this reply into the statistics planSpin uses.
@@ -542,7 +578,7 @@ func (c *Client) readOnce(fd uintptr) bool {
 				return true
 			}
 			if now >= c.spinUntil {
-				c.spinUntil = 0 // parked once; do not spin again for this reply
+				c.endSpin() // parked once; do not spin again for this reply
 				return false
 			}
 			continue
