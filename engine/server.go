@@ -414,8 +414,8 @@ func (s *Server) acceptLoop() {
 		}
 		delay = 0
 		if !s.admit(cred) {
+			s.stats.overCap.Add(1) // counted before the client can see the close
 			_ = uc.Close()
-			s.stats.overCap.Add(1)
 			continue
 		}
 		c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
@@ -444,8 +444,8 @@ func (s *Server) shed(spare *os.File) *os.File {
 	_ = spare.Close()
 	if s.ln.SetDeadline(time.Now().Add(time.Millisecond)) == nil {
 		if uc, _, err := s.ln.AcceptUnix(); err == nil {
-			_ = uc.Close()
 			s.stats.shed.Add(1)
+			_ = uc.Close()
 		}
 		_ = s.ln.SetDeadline(time.Time{})
 	}
