@@ -12,12 +12,17 @@ import (
 )
 
 // TestZeroAllocsPerRequest: in steady state a persistent round trip
-// allocates nothing, on the client and (inline handlers) on the server.
+// allocates nothing, on the client and on the server, with inline handlers
+// and with pooled ones (whose replies end through the loop's doorbell).
 // testing.AllocsPerRun counts the whole process, so both sides are covered.
 func TestZeroAllocsPerRequest(t *testing.T) {
 	leakcheck.Check(t)
-	for _, size := range []int{64, 4096, 100_000} {
-		ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true))
+	for _, tc := range []struct {
+		size   int
+		inline bool
+	}{{64, true}, {4096, true}, {100_000, true}, {64, false}, {4096, false}} {
+		size := tc.size
+		ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(tc.inline))
 		c, err := Dial(context.Background(), ts.path)
 		if err != nil {
 			t.Fatal(err)
@@ -35,7 +40,7 @@ func TestZeroAllocsPerRequest(t *testing.T) {
 		})
 		c.Close()
 		if allocs != 0 {
-			t.Errorf("size %d: %v allocations per round trip, want 0", size, allocs)
+			t.Errorf("size %d, inline %v: %v allocations per round trip, want 0", size, tc.inline, allocs)
 		}
 	}
 }

@@ -38,6 +38,7 @@ type loopState struct {
 	fastGap   int64 // running minimum of gaps after a spin, drifting up
 	misses    int   // consecutive spins too short to have caught anything
 	conns     int   // connections open on the loop
+	bell      *doorbell
 	stats     *counters
 }
 

@@ -198,6 +198,10 @@ type events struct {
 }
 
 func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if b, ok := gc.Context().(*doorbell); ok {
+		e.s.registerBell(gc.EventLoop(), b)
+		return nil, gnet.None
+	}
 	c := gc.Context().(*conn)
 	c.gc = gc
 	e.s.register(c)
@@ -206,7 +210,11 @@ func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 }
 
 func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
-	c := gc.Context().(*conn)
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		gc.Context().(*doorbell).answer(gc)
+		return gnet.None
+	}
 	now := e.s.now()
 	c.loop.enter(now)
 	var act gnet.Action
@@ -226,7 +234,9 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 }
 
 func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
-	gc.Context().(*conn).onClose(err)
+	if c, ok := gc.Context().(*conn); ok {
+		c.onClose(err)
+	}
 	return gnet.None
 }
 
@@ -505,7 +515,9 @@ func (c *conn) writeDirect(b []byte) (int, error) {
 func (c *conn) finishDirect() error {
 	ack, seq := c.ack, c.s.ackSeq.Add(1)
 	c.ackSeq = seq
-	if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {
+	if b := c.loop.bell; b != nil {
+		b.ring(c)
+	} else if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {
 		return net.ErrClosed
 	}
 	return c.waitAck(ack, seq)

@@ -45,8 +45,9 @@ type Server struct {
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
 
-	gcli *gnet.Client
-	jobs chan *conn
+	gcli  *gnet.Client
+	jobs  chan *conn
+	bells []*doorbell
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -156,6 +157,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.gcli = gcli
 	if !s.opts.inline {
+		// One doorbell per loop (gnet enrolls round-robin); a loop without
+		// one is told through gnet's task queue instead.
+		for range s.opts.loops {
+			b, err := newDoorbell(gcli)
+			if err != nil {
+				s.log.Warn("engine: no doorbell for a loop; pooled replies finish through gnet's task queue", "err", err)
+				break
+			}
+			s.bells = append(s.bells, b)
+		}
 		s.jobs = make(chan *conn, max(s.opts.workers*queuePerWorker, s.opts.maxConns))
 		for range s.opts.workers {
 			s.workers.Add(1)
@@ -244,6 +255,9 @@ func (s *Server) Close() error {
 				close(s.jobs) // no loop runs, so nothing sends any more
 			}
 			s.workers.Wait()
+			for _, b := range s.bells {
+				b.close() // no worker rings any more
+			}
 			close(s.reaperStop)
 			s.wg.Wait()
 		}
@@ -291,14 +305,27 @@ func (s *Server) register(c *conn) {
 	defer s.mu.Unlock()
 	s.pending--
 	s.conns[c] = struct{}{}
-	el := c.gc.EventLoop()
+	ls := s.loopStateLocked(c.gc.EventLoop())
+	c.loop = ls
+	ls.conns++
+}
+
+func (s *Server) loopStateLocked(el gnet.EventLoop) *loopState {
 	ls := s.loops[el]
 	if ls == nil {
 		ls = &loopState{max: int64(s.opts.busyPoll), stats: &s.stats}
 		s.loops[el] = ls
 	}
-	c.loop = ls
-	ls.conns++
+	return ls
+}
+
+// registerBell runs in OnOpen of a loop's doorbell.
+func (s *Server) registerBell(el gnet.EventLoop, b *doorbell) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ls := s.loopStateLocked(el); ls.bell == nil {
+		ls.bell = b
+	}
 }
 
 func (s *Server) unregister(c *conn) {

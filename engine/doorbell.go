@@ -1,0 +1,96 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// A doorbell tells one event loop that workers finished replies they wrote
+// themselves, without gnet's task queue, which allocates per task. It is a
+// socket pair: the loop's end is enrolled in the loop like a connection, and
+// a worker queues the connection and writes a byte to the other end when
+// the queue was empty. The loop drains the queue when the byte arrives.
+type doorbell struct {
+	wfd int // the workers' end; closed by the Server after the workers
+
+	mu    sync.Mutex
+	queue []*conn
+	spare []*conn // the loop's; swapped with queue
+}
+
+// newDoorbell makes a socket pair and enrolls one end in a loop of cli.
+func newDoorbell(cli *gnet.Client) (*doorbell, error) {
+	// Portable flags: ForkLock keeps the pair from leaking into a child
+	// started before CloseOnExec, as the standard library does.
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	if err := syscall.SetNonblock(fds[1], true); err != nil {
+		_ = syscall.Close(fds[0])
+		_ = syscall.Close(fds[1])
+		return nil, os.NewSyscallError("setnonblock", err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "pktipc-doorbell")
+	nc, err := net.FileConn(f) // dups fds[0]
+	_ = f.Close()
+	if err != nil {
+		_ = syscall.Close(fds[1])
+		return nil, err
+	}
+	b := &doorbell{wfd: fds[1]}
+	if _, err := cli.EnrollContext(nc, b); err != nil { // closes nc
+		_ = syscall.Close(fds[1])
+		return nil, err
+	}
+	return b, nil
+}
+
+// ring queues c for its loop. Any goroutine.
+func (b *doorbell) ring(c *conn) {
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	first := len(b.queue) == 1
+	b.mu.Unlock()
+	if first {
+		// A full socket means wake-ups are pending already; a closed one,
+		// that the server is stopping and the connections are closed.
+		for {
+			if _, err := sysWrite(uintptr(b.wfd), bellByte); err != syscall.EINTR {
+				break
+			}
+		}
+	}
+}
+
+// answer runs on the loop when the bell rang: it finishes every queued
+// reply.
+func (b *doorbell) answer(gc gnet.Conn) {
+	_, _ = gc.Discard(-1)
+	b.mu.Lock()
+	q := b.queue
+	b.queue, b.spare = b.spare[:0], nil
+	b.mu.Unlock()
+	for i, c := range q {
+		_ = c.final.Run(context.Background())
+		q[i] = nil
+	}
+	b.mu.Lock()
+	b.spare = q[:0]
+	b.mu.Unlock()
+}
+
+func (b *doorbell) close() { _ = syscall.Close(b.wfd) }
+
+var bellByte = []byte{1}
