@@ -208,8 +208,7 @@ func (g GoClient) drive(ctx context.Context, run Run, m *Meter, connect bool) (L
 
 	rec := NewRecorder(run.Conns)
 	var phase atomic.Int32
-	var errCount, byteCount atomic.Int64
-	var firstErr atomic.Pointer[error]
+	var t tally
 	var wg sync.WaitGroup
 	for i := range slots {
 		wg.Go(func() {
@@ -217,12 +216,7 @@ func (g GoClient) drive(ctx context.Context, run Run, m *Meter, connect bool) (L
 			defer s.Flush()
 			req := reqFn(run.Size)
 			opBytes := int64(len(req))
-			fail := func(err error) {
-				if runCtx.Err() == nil {
-					errCount.Add(1)
-					firstErr.CompareAndSwap(nil, &err)
-				}
-			}
+			fail := func(err error) { t.fail(runCtx, err) }
 			for {
 				p := phase.Load()
 				if p == phaseStop {
@@ -261,17 +255,41 @@ func (g GoClient) drive(ctx context.Context, run Run, m *Meter, connect bool) (L
 				}
 				if p == phaseMeasure {
 					s.Record(t1 - t0)
-					byteCount.Add(opBytes + int64(n))
+					t.bytes.Add(opBytes + int64(n))
 				}
 			}
 		})
 	}
-	return finish(runCtx, cancel, run, m, rec, &wg, &phase, &errCount, &byteCount, &firstErr)
+	return finish(runCtx, cancel, run, m, rec, &wg, &phase, &t)
+}
+
+// tally counts a run's client errors and measured bytes. Any goroutine.
+type tally struct {
+	errors, bytes atomic.Int64
+	first         atomic.Pointer[error]
+}
+
+// fail records a client's error unless the run is over (ctx done), when
+// closed connections are expected.
+func (t *tally) fail(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		t.errors.Add(1)
+		t.first.CompareAndSwap(nil, &err)
+	}
+}
+
+// load builds the run's Load from the merged samples and the counts.
+func (t *tally) load(rec *Recorder) Load {
+	load := Load{Hist: rec.Merged(), Bytes: t.bytes.Load(), Errors: t.errors.Load()}
+	if e := t.first.Load(); e != nil {
+		load.Notes = append(load.Notes, fmt.Sprintf("first error: %v", *e))
+	}
+	return load
 }
 
 // finish runs the timeline, waits for the clients and builds the Load.
 func finish(ctx context.Context, cancel context.CancelFunc, run Run, m *Meter, rec *Recorder,
-	wg *sync.WaitGroup, phase *atomic.Int32, errCount, byteCount *atomic.Int64, firstErr *atomic.Pointer[error]) (Load, error) {
+	wg *sync.WaitGroup, phase *atomic.Int32, t *tally) (Load, error) {
 	clientsDone := make(chan struct{})
 	go func() {
 		wg.Wait()
@@ -291,11 +309,7 @@ func finish(ctx context.Context, cancel context.CancelFunc, run Run, m *Meter, r
 	if err != nil {
 		return Load{}, err
 	}
-	load := Load{Hist: rec.Merged(), Bytes: byteCount.Load(), Errors: errCount.Load()}
-	if e := firstErr.Load(); e != nil {
-		load.Notes = append(load.Notes, fmt.Sprintf("first error: %v", *e))
-	}
-	return load, nil
+	return t.load(rec), nil
 }
 
 // stream runs one-way streams: each client sends messages back to back and
@@ -330,20 +344,14 @@ func (g GoClient) stream(ctx context.Context, run Run, m *Meter) (Load, error) {
 	}
 	rec := NewRecorder(run.Conns)
 	var phase atomic.Int32
-	var errCount, byteCount atomic.Int64
-	var firstErr atomic.Pointer[error]
+	var t tally
 	var wg sync.WaitGroup
 	for i, st := range streams {
 		wg.Go(func() {
 			s := rec.Sampler(i)
 			defer s.Flush()
 			msg := reqFn(run.Size)
-			fail := func(err error) {
-				if runCtx.Err() == nil {
-					errCount.Add(1)
-					firstErr.CompareAndSwap(nil, &err)
-				}
-			}
+			fail := func(err error) { t.fail(runCtx, err) }
 			for {
 				p := phase.Load()
 				if p == phaseStop {
@@ -356,7 +364,7 @@ func (g GoClient) stream(ctx context.Context, run Run, m *Meter) (Load, error) {
 				}
 				if p == phaseMeasure {
 					s.Record(perf.Now() - t0)
-					byteCount.Add(int64(len(msg)))
+					t.bytes.Add(int64(len(msg)))
 				}
 			}
 			if err := st.Finish(runCtx); err != nil {
@@ -385,9 +393,5 @@ func (g GoClient) stream(ctx context.Context, run Run, m *Meter) (Load, error) {
 	if err != nil {
 		return Load{}, err
 	}
-	load := Load{Hist: rec.Merged(), Bytes: byteCount.Load(), Errors: errCount.Load()}
-	if e := firstErr.Load(); e != nil {
-		load.Notes = append(load.Notes, fmt.Sprintf("first error: %v", *e))
-	}
-	return load, nil
+	return t.load(rec), nil
 }

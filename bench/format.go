@@ -34,29 +34,25 @@ func sig3(v float64) string {
 }
 
 // FormatRate writes a per-second rate: 950, 40.5k, 1.20M.
-func FormatRate(v float64) string {
-	switch {
-	case v < 1e3:
-		return fmt.Sprintf("%.0f", v)
-	case v < 1e6:
-		return sig3(v/1e3) + "k"
-	case v < 1e9:
-		return sig3(v/1e6) + "M"
-	}
-	return sig3(v/1e9) + "G"
-}
+func FormatRate(v float64) string { return decimal(v, "", "k", "M", "G") }
 
 // FormatBytesRate writes bytes per second in decimal units: 5.19 MB/s.
 func FormatBytesRate(v float64) string {
+	return decimal(v, " B/s", " kB/s", " MB/s", " GB/s")
+}
+
+// decimal writes v with three significant digits and the unit of its
+// power of 1000 (units for 1, 1e3, 1e6 and 1e9).
+func decimal(v float64, one, k, m, g string) string {
 	switch {
 	case v < 1e3:
-		return fmt.Sprintf("%.0f B/s", v)
+		return fmt.Sprintf("%.0f", v) + one
 	case v < 1e6:
-		return sig3(v/1e3) + " kB/s"
+		return sig3(v/1e3) + k
 	case v < 1e9:
-		return sig3(v/1e6) + " MB/s"
+		return sig3(v/1e6) + m
 	}
-	return sig3(v/1e9) + " GB/s"
+	return sig3(v/1e9) + g
 }
 
 // FormatRatio writes a ratio as "1.82x", or "—" when absent.

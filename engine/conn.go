@@ -446,8 +446,7 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	// Read the channel before the hand-off: once the final bytes are
 	// written, the loop may give the connection to another worker, which
 	// sets c.ack to its own channel.
-	ack, seq := c.ack, c.s.ackSeq.Add(1)
-	c.ackSeq = seq
+	ack, seq := c.nextAck()
 	if err := c.gc.AsyncWrite(b, cb); err != nil {
 		return false, fmt.Errorf("engine: hand reply to event loop: %w", err)
 	}
@@ -463,6 +462,13 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 		return false, net.ErrClosed
 	}
 	return false, nil
+}
+
+// nextAck numbers the worker's next hand-off and returns the channel its
+// answer comes on.
+func (c *conn) nextAck() (chan ackMsg, uint64) {
+	c.ackSeq = c.s.ackSeq.Add(1)
+	return c.ack, c.ackSeq
 }
 
 // waitAck waits for the answer to hand-off seq, dropping late answers to
@@ -513,8 +519,7 @@ func (c *conn) writeDirect(b []byte) (int, error) {
 // finishDirect hands the connection back to the loop after the worker wrote
 // a whole reply itself, and waits until the loop has taken it.
 func (c *conn) finishDirect() error {
-	ack, seq := c.ack, c.s.ackSeq.Add(1)
-	c.ackSeq = seq
+	ack, seq := c.nextAck()
 	if b := c.loop.bell; b != nil {
 		b.ring(c)
 	} else if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {

@@ -51,18 +51,7 @@ func runIpcbench(t *testing.T, env []string, args ...string) (stdout, stderr str
 	t.Helper()
 	cmd, _ := ipcbench(t, args...)
 	cmd.Env = append(cmd.Env, env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return runCmd(t, cmd)
 }
 
 func TestUsageErrors(t *testing.T) {
