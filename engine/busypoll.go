@@ -40,6 +40,13 @@ type loopState struct {
 	conns     int   // connections open on the loop
 	bell      *doorbell
 	stats     *counters
+
+	// Solo waits (solo.go).
+	solo   bool        // solo waits allowed
+	parked atomic.Bool // in a solo wait; any goroutine reads it
+	bellFD int         // the loop's end of its doorbell
+	pfds   pollSet
+	rbuf   []byte
 }
 
 // hitBound is the gap under which the next event is taken to have been
@@ -115,6 +122,7 @@ type counters struct {
 	timeouts        [whyWrite + 1]atomic.Uint64
 	spinHits        atomic.Uint64
 	spinMisses      atomic.Uint64
+	soloReads       atomic.Uint64
 }
 
 // Stats is a snapshot of a server's counters.
@@ -137,6 +145,7 @@ type Stats struct {
 	WriteTimeout     uint64
 	BusyPollHits     uint64 // spins that caught the next request
 	BusyPollMisses   uint64 // spins that did not
+	SoloReads        uint64 // requests read by a loop waiting on their connection alone (WithSoloWait)
 }
 
 // Stats returns the server's counters. Safe for concurrent use.
@@ -161,5 +170,6 @@ func (s *Server) Stats() Stats {
 		WriteTimeout:     c.timeouts[whyWrite].Load(),
 		BusyPollHits:     c.spinHits.Load(),
 		BusyPollMisses:   c.spinMisses.Load(),
+		SoloReads:        c.soloReads.Load(),
 	}
 }

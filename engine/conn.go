@@ -102,6 +102,13 @@ type conn struct {
 	wfd    int
 	direct bool
 
+	// pend holds request bytes the loop read itself (soloWait) and has not
+	// consumed; they come before anything in gnet's inbound buffer. It
+	// points into the loop's read buffer while soloWait serves them, into
+	// pendBuf once they outlive that.
+	pend    []byte
+	pendBuf *bytebufferpool.ByteBuffer
+
 	drain drainTask
 	final finalTask
 
@@ -199,7 +206,7 @@ type events struct {
 
 func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if b, ok := gc.Context().(*doorbell); ok {
-		e.s.registerBell(gc.EventLoop(), b)
+		e.s.registerBell(gc.EventLoop(), b, gc.Fd())
 		return nil, gnet.None
 	}
 	c := gc.Context().(*conn)
@@ -221,7 +228,7 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	switch c.phase {
 	case phaseHandling, phaseDraining:
 		// A request is in progress; later bytes wait in gnet's buffer.
-		if gc.InboundBuffered() > c.s.opts.maxRequest+frame.MaxPacketSize {
+		if c.buffered() > c.s.opts.maxRequest+frame.MaxPacketSize {
 			c.s.stats.protocolErrors.Add(1)
 			act = gnet.Close
 		}
@@ -230,6 +237,9 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
 	c.loop.exit(e.s, candidate)
+	if candidate {
+		act = c.soloWait()
+	}
 	return act
 }
 
@@ -253,7 +263,7 @@ const peekWindow = 16 << 10
 func (c *conn) process(now int64) gnet.Action {
 	window := peekWindow
 	for !c.closed.Load() {
-		total := c.gc.InboundBuffered()
+		total := c.buffered()
 		if total == 0 {
 			return gnet.None
 		}
@@ -264,7 +274,7 @@ func (c *conn) process(now int64) gnet.Action {
 			c.setPhase(phaseReading)
 			c.setDeadline(now, whyRequest)
 		}
-		buf, _ := c.gc.Peek(min(total, window))
+		buf := c.peek(min(total, window))
 		msg, n, done, err := c.asm.Next(buf)
 		if err != nil {
 			c.s.protocolError(c, err)
@@ -273,7 +283,7 @@ func (c *conn) process(now int64) gnet.Action {
 		if !done {
 			switch {
 			case n > 0:
-				_, _ = c.gc.Discard(n) // the assembler copied these packets
+				c.discard(n) // the assembler copied these packets
 			case len(buf) < total:
 				window *= 2 // the message goes on beyond the window
 			default:
@@ -294,7 +304,7 @@ func (c *conn) process(now int64) gnet.Action {
 func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
 	s := c.s
 	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
-		_, _ = c.gc.Discard(n)
+		c.discard(n)
 		c.persistent = true
 		c.asm = frame.NewAssembler(frame.Persistent, s.opts.maxRequest)
 		if _, err := c.gc.Write(helloWire); err != nil {
@@ -307,8 +317,8 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	s.stats.requests.Add(1)
 	if !s.opts.inline && !s.filterInline(msg) {
 		c.req = bufPool.Get()
-		c.req.B = append(c.req.B[:0], msg...) // msg dies with Discard
-		_, _ = c.gc.Discard(n)
+		c.req.B = append(c.req.B[:0], msg...) // msg dies with discard
+		c.discard(n)
 		c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
 		c.setPhase(phaseHandling)
 		c.setDeadline(now, whyHandler)
@@ -327,7 +337,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	}
 	c.reply.begin(true)
 	herr, panicked := s.call(c, msg)
-	_, _ = c.gc.Discard(n)
+	c.discard(n)
 	if c.closed.Load() {
 		c.reply.release()
 		return gnet.None, true
@@ -598,6 +608,7 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 // reason.
 func (c *conn) onClose(err error) {
 	c.closed.Store(true)
+	c.dropPend()
 	s := c.s
 	// gnet closes on EOF even when the peer only shut down its writing
 	// side; a pooled handler still working for such a peer gets a

@@ -28,6 +28,12 @@
 // socket takes it; only what the kernel does not take, and the end of the
 // reply, go back through the event loop.
 //
+// A loop that serves a single persistent connection waits on that socket
+// itself after a reply (WithSoloWait, on by default) and serves the next
+// request without going back to gnet's poller, whose idle path costs a
+// futex and two more system calls per round trip: ppoll, read and write
+// remain, as in a blocking C server.
+//
 // # Clients
 //
 // Send is git's client: a connection per request, all-or-nothing replies.
@@ -49,7 +55,7 @@
 // # Goroutines and lifetimes
 //
 // Server and the package functions are safe for concurrent use; a Client is
-// used by one goroutine at a time (Close and SetDeadline excepted). Request bytes passed to a handler are
-// valid until it returns; a reply from Client.Call or Client.Recv is valid
+// used by one goroutine at a time (Close and SetDeadline excepted). Request
+// bytes passed to a handler are valid until it returns; a reply from Client.Call or Client.Recv is valid
 // until the next call on that Client.
 package engine

@@ -91,6 +91,21 @@ func (b *doorbell) answer(gc gnet.Conn) {
 	b.mu.Unlock()
 }
 
-func (b *doorbell) close() { _ = syscall.Close(b.wfd) }
+// wake makes the loop return from a solo wait; answer finds an empty queue.
+// Any goroutine.
+func (b *doorbell) wake() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.wfd >= 0 {
+		_, _ = sysWrite(uintptr(b.wfd), bellByte) // full: a wake-up is pending
+	}
+}
+
+func (b *doorbell) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_ = syscall.Close(b.wfd)
+	b.wfd = -1
+}
 
 var bellByte = []byte{1}

@@ -49,6 +49,10 @@ type Server struct {
 	jobs  chan *conn
 	bells []*doorbell
 
+	// reaperQuiet keeps the reaper from ringing loops in solo waits, so
+	// that tests see the other wake-ups do their job. Set before Serve.
+	reaperQuiet bool
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	perUID   map[uint32]int
@@ -57,8 +61,9 @@ type Server struct {
 	pending  int // admitted, not yet open on a loop
 
 	serving    atomic.Bool
-	stopping   atomic.Bool // no new connections or requests
-	closing    atomic.Bool // connections are being closed by force
+	stopping   atomic.Bool  // no new connections or requests
+	enrolling  atomic.Int32 // connections being enrolled: no loop may start a solo wait
+	closing    atomic.Bool  // connections are being closed by force
 	stopOnce   sync.Once
 	stopCh     chan struct{} // closed when stopping begins
 	quitOnce   sync.Once
@@ -156,9 +161,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("engine: start event loops: %w", err)
 	}
 	s.gcli = gcli
-	if !s.opts.inline {
+	if !s.opts.inline || s.opts.soloWait {
 		// One doorbell per loop (gnet enrolls round-robin); a loop without
-		// one is told through gnet's task queue instead.
+		// one is told through gnet's task queue instead, and never waits
+		// on a connection alone.
 		for range s.opts.loops {
 			b, err := newDoorbell(gcli)
 			if err != nil {
@@ -167,6 +173,8 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			s.bells = append(s.bells, b)
 		}
+	}
+	if !s.opts.inline {
 		s.jobs = make(chan *conn, max(s.opts.workers*queuePerWorker, s.opts.maxConns))
 		for range s.opts.workers {
 			s.workers.Add(1)
@@ -207,6 +215,7 @@ func (s *Server) stopGracefully() {
 func (s *Server) beginStop() {
 	s.stopOnce.Do(func() {
 		s.stopping.Store(true)
+		s.wakeParked()
 		close(s.stopCh)
 		if err := s.ln.Close(); err != nil {
 			s.log.Warn("engine: close listener", "err", err)
@@ -313,18 +322,18 @@ func (s *Server) register(c *conn) {
 func (s *Server) loopStateLocked(el gnet.EventLoop) *loopState {
 	ls := s.loops[el]
 	if ls == nil {
-		ls = &loopState{max: int64(s.opts.busyPoll), stats: &s.stats}
+		ls = &loopState{max: int64(s.opts.busyPoll), solo: s.opts.soloWait, stats: &s.stats}
 		s.loops[el] = ls
 	}
 	return ls
 }
 
 // registerBell runs in OnOpen of a loop's doorbell.
-func (s *Server) registerBell(el gnet.EventLoop, b *doorbell) {
+func (s *Server) registerBell(el gnet.EventLoop, b *doorbell, fd int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ls := s.loopStateLocked(el); ls.bell == nil {
-		ls.bell = b
+		ls.bell, ls.bellFD = b, fd
 	}
 }
 
@@ -446,7 +455,12 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-		if _, err := s.gcli.EnrollContext(uc, c); err != nil {
+		// gnet picks the loop; any of them may be in a solo wait.
+		s.enrolling.Add(1)
+		s.wakeParked()
+		_, err = s.gcli.EnrollContext(uc, c)
+		s.enrolling.Add(-1)
+		if err != nil {
 			// EnrollContext closed uc.
 			s.unadmit(cred)
 			c.cancel(err)
@@ -549,6 +563,11 @@ func (s *Server) reaper() {
 		}
 		for _, c := range drains {
 			_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
+		}
+		// Closes and tasks queued above may be for a loop in a solo wait;
+		// and whatever else gnet queued for one waits at most a tick.
+		if !s.reaperQuiet {
+			s.wakeParked()
 		}
 		next := tick
 		if len(drains) > 0 {

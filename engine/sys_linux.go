@@ -27,3 +27,20 @@ func fdExhausted(err error) bool {
 	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
 		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
+
+// pollSet is the loop's ppoll array for solo waits: the connection and the
+// loop's doorbell.
+type pollSet [2]unix.PollFd
+
+// waitReadable waits, without a timeout (arming a timer per wait cost a
+// quarter of a round trip's CPU on a VM), until fd or bell is readable, and
+// reports whether fd is (readable, closed or in error: a read will tell).
+func waitReadable(p *pollSet, fd, bell int) (bool, error) {
+	p[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	p[1] = unix.PollFd{Fd: int32(bell), Events: unix.POLLIN}
+	n, err := unix.Ppoll(p[:], nil, nil)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	return p[0].Revents != 0, nil
+}

@@ -14,3 +14,7 @@ func peerHalfClosed(gnet.Conn) bool { return false }
 func fdExhausted(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
+
+type pollSet struct{}
+
+func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUnsupported }

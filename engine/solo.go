@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Solo waiting. An event loop that serves a single persistent connection
+// and has just answered it would go back to gnet's poller, which calls
+// epoll_wait with a zero timeout, then runtime.Gosched (waking an idle
+// thread of the runtime through a futex, only for it to find nothing and
+// sleep again), then a blocking epoll_wait, and then read: five system calls
+// and two context switches per round trip. Instead the loop waits on the
+// connection itself with ppoll (and on its doorbell), reads the next request
+// into its own buffer and serves it there: ppoll, read, write per round trip,
+// no futex, as a blocking C server does. Whatever else may need the loop
+// rings its doorbell: the accept loop before it enrolls a connection (the
+// loop may be the one gnet picks), a stopping server, and the reaper at every
+// tick, after it closed connections or queued tasks, so that anything gnet
+// queued for the loop that nobody announced waits at most a tick. Bytes read this way that are not consumed at once
+// (a partial request, requests pipelined behind a pooled one or behind
+// back-pressure) stay in conn.pend, ahead of anything gnet reads later.
+
+// soloReadBuffer is the loop's own read buffer for solo waits: requests
+// larger than it are read in several steps, as from gnet's buffer.
+const soloReadBuffer = 64 << 10
+
+// canSoloWait reports whether the loop may wait on c alone: a persistent
+// connection at rest, nothing buffered anywhere, and no other connection
+// on the loop.
+func (c *conn) canSoloWait() bool {
+	return c.loop.solo && c.persistent && c.phase == phaseIdle && c.loop.conns == 1 &&
+		c.loop.bell != nil && len(c.pend) == 0 && c.gc.InboundBuffered() == 0 &&
+		!c.closed.Load() && c.gc.OutboundBuffered() == 0
+}
+
+// soloWait serves c's next requests from the loop while the loop may wait on
+// it alone. It returns when a wait ends without a request (the doorbell
+// rang) or when the connection must close. It runs on the event loop,
+// inside OnTraffic.
+func (c *conn) soloWait() gnet.Action {
+	l, s := c.loop, c.s
+	fd := c.gc.Fd()
+	for c.canSoloWait() {
+		// Dekker with wakeParked: either a waker sees parked, or the loop
+		// sees what the waker announced first.
+		l.parked.Store(true)
+		if s.enrolling.Load() > 0 || s.stopping.Load() {
+			l.parked.Store(false)
+			return gnet.None
+		}
+		ready, err := waitReadable(&l.pfds, fd, l.bellFD)
+		l.parked.Store(false)
+		if err != nil || !ready {
+			return gnet.None // rang or interrupted: gnet takes over
+		}
+		if l.rbuf == nil {
+			l.rbuf = make([]byte, soloReadBuffer)
+		}
+		n, err := sysRead(uintptr(fd), l.rbuf)
+		switch {
+		case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR):
+			return gnet.None
+		case err != nil || n == 0:
+			return gnet.Close // the peer left; gnet would close too
+		}
+		s.stats.soloReads.Add(1)
+		l.armed = false // the busy-poll learner must not see this gap
+		c.pend = l.rbuf[:n]
+		act := c.process(s.now())
+		if act != gnet.None {
+			c.dropPend()
+			return act
+		}
+		c.keepPend()
+	}
+	return gnet.None
+}
+
+// buffered is how many request bytes wait: those the loop read itself, then
+// gnet's.
+func (c *conn) buffered() int { return len(c.pend) + c.gc.InboundBuffered() }
+
+// peek returns up to n of the waiting bytes. The slice is valid until the
+// next discard or until the loop returns to gnet.
+func (c *conn) peek(n int) []byte {
+	if len(c.pend) == 0 {
+		b, _ := c.gc.Peek(n)
+		return b
+	}
+	if n > len(c.pend) && c.gc.InboundBuffered() > 0 {
+		// Rare: a message goes on from pend into gnet's buffer. Join them.
+		c.ownPend()
+		b, _ := c.gc.Peek(-1)
+		c.pendBuf.B = append(c.pendBuf.B, b...)
+		c.pend = c.pendBuf.B
+		_, _ = c.gc.Discard(-1)
+	}
+	return c.pend[:min(n, len(c.pend))]
+}
+
+// discard consumes n waiting bytes; n never exceeds what peek returned.
+func (c *conn) discard(n int) {
+	if len(c.pend) == 0 {
+		_, _ = c.gc.Discard(n)
+		return
+	}
+	c.pend = c.pend[n:]
+	if len(c.pend) == 0 {
+		c.dropPend()
+	}
+}
+
+// ownPend leaves pend at the start of a buffer of its own: out of the loop's
+// read buffer, or moved down over consumed bytes.
+func (c *conn) ownPend() {
+	if c.pendBuf == nil {
+		c.pendBuf = bufPool.Get()
+		c.pendBuf.B = append(c.pendBuf.B[:0], c.pend...)
+	} else {
+		c.pendBuf.B = c.pendBuf.B[:copy(c.pendBuf.B, c.pend)]
+	}
+	c.pend = c.pendBuf.B
+}
+
+// keepPend makes unconsumed bytes outlive the loop's read buffer.
+func (c *conn) keepPend() {
+	if len(c.pend) > 0 && c.pendBuf == nil {
+		c.ownPend()
+	}
+}
+
+func (c *conn) dropPend() {
+	c.pend = nil
+	if c.pendBuf != nil {
+		c.pendBuf.B = c.pendBuf.B[:cap(c.pendBuf.B)] // see ReplyWriter.release
+		bufPool.Put(c.pendBuf)
+		c.pendBuf = nil
+	}
+}
+
+// wakeParked rings the doorbell of every loop in a solo wait, so that it
+// returns to gnet and runs what was queued for it. Any goroutine.
+func (s *Server) wakeParked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.loops {
+		if l.parked.Load() && l.bell != nil {
+			l.bell.wake()
+		}
+	}
+}
