@@ -23,17 +23,28 @@ import (
 // (a partial request, requests pipelined behind a pooled one or behind
 // back-pressure) stay in conn.pend, ahead of anything gnet reads later.
 
-// soloReadBuffer is the loop's own read buffer for solo waits: requests
-// larger than it are read in several steps, as from gnet's buffer.
-const soloReadBuffer = 64 << 10
+// soloReadBuffer is the loop's own read buffer for solo waits, as large as
+// gnet's: a message of up to three maximal packets fits whole, and larger
+// ones make progress (frame.MinReadBuffer).
+const soloReadBuffer = readBufferCap
 
 // canSoloWait reports whether the loop may wait on c alone: a persistent
-// connection at rest, nothing buffered anywhere, and no other connection
-// on the loop.
+// connection with no reply queued and no other connection on the loop,
+// either at rest or in the middle of a request whose bytes so far the loop
+// read itself.
 func (c *conn) canSoloWait() bool {
-	return c.loop.solo && c.persistent && c.phase == phaseIdle && c.loop.conns == 1 &&
-		c.loop.bell != nil && len(c.pend) == 0 && c.gc.InboundBuffered() == 0 &&
-		!c.closed.Load() && c.gc.OutboundBuffered() == 0
+	l := c.loop
+	if !l.solo || !c.persistent || l.conns != 1 || l.bell == nil || c.closed.Load() ||
+		c.gc.InboundBuffered() != 0 || c.gc.OutboundBuffered() != 0 {
+		return false
+	}
+	switch c.phase {
+	case phaseIdle:
+		return len(c.pend) == 0
+	case phaseReading:
+		return c.pendBuf == nil
+	}
+	return false
 }
 
 // soloWait serves c's next requests from the loop while the loop may wait on
@@ -44,38 +55,49 @@ func (c *conn) soloWait() gnet.Action {
 	l, s := c.loop, c.s
 	fd := c.gc.Fd()
 	for c.canSoloWait() {
+		// A busy poll (WithBusyPoll) spins first: a request that comes
+		// meanwhile finds the thread awake, and ppoll returns at once.
+		l.exit(s, c.phase == phaseIdle)
 		// Dekker with wakeParked: either a waker sees parked, or the loop
 		// sees what the waker announced first.
 		l.parked.Store(true)
 		if s.enrolling.Load() > 0 || s.stopping.Load() {
 			l.parked.Store(false)
-			return gnet.None
+			break
 		}
 		ready, err := waitReadable(&l.pfds, fd, l.bellFD)
 		l.parked.Store(false)
 		if err != nil || !ready {
-			return gnet.None // rang or interrupted: gnet takes over
+			break // rang or interrupted: gnet takes over
 		}
 		if l.rbuf == nil {
 			l.rbuf = make([]byte, soloReadBuffer)
 		}
-		n, err := sysRead(uintptr(fd), l.rbuf)
+		k := copy(l.rbuf, c.pend) // the start of a request read before, if any
+		if k == len(l.rbuf) {
+			break // cannot happen: the assembler absorbs before that
+		}
+		n, err := sysRead(uintptr(fd), l.rbuf[k:])
 		switch {
 		case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR):
-			return gnet.None
+			n = 0
 		case err != nil || n == 0:
+			c.dropPend()
 			return gnet.Close // the peer left; gnet would close too
 		}
+		c.pend = l.rbuf[:k+n]
+		if n == 0 {
+			break
+		}
 		s.stats.soloReads.Add(1)
-		l.armed = false // the busy-poll learner must not see this gap
-		c.pend = l.rbuf[:n]
-		act := c.process(s.now())
-		if act != gnet.None {
+		now := s.now()
+		l.enter(now)
+		if act := c.process(now); act != gnet.None {
 			c.dropPend()
 			return act
 		}
-		c.keepPend()
 	}
+	c.keepPend()
 	return gnet.None
 }
 

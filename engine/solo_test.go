@@ -27,6 +27,20 @@ func parked(s *Server) int {
 	return n
 }
 
+// parkOn makes round trips until the server's loop waits on its connection
+// alone. One round trip is not always enough: a loop does not start a solo
+// wait while the accept loop is still between its enroll and the return.
+func parkOn(t *testing.T, s *Server, roundTrip func()) {
+	t.Helper()
+	waitFor(t, func() bool {
+		if parked(s) == 1 {
+			return true
+		}
+		roundTrip()
+		return false
+	})
+}
+
 // TestSoloWaitServes: a loop with one persistent connection serves it from
 // solo waits, for requests larger than the loop's own read buffer too; with
 // WithSoloWait(false) it never waits.
@@ -110,8 +124,8 @@ func TestSoloWaitPartialAndPipelined(t *testing.T) {
 		}
 		readExactly(t, c, want)
 	}
-	roundTrip("first") // the loop now waits on c alone
-	waitFor(t, func() bool { return parked(ts.Server) == 1 })
+	park := func() { roundTrip("park") }
+	parkOn(t, ts.Server, park)
 
 	// One request, a byte at a time: the solo wait reads its first byte.
 	msg := frame.AppendMessage(nil, []byte("trickled"))
@@ -125,8 +139,7 @@ func TestSoloWaitPartialAndPipelined(t *testing.T) {
 
 	// A request of several packets, in chunks: the assembler absorbs the
 	// first packets from the pending bytes while the rest still comes in.
-	roundTrip("park")
-	waitFor(t, func() bool { return parked(ts.Server) == 1 })
+	parkOn(t, ts.Server, park)
 	big := make([]byte, 300_000)
 	for i := range big {
 		big[i] = byte(i % 251)
@@ -142,11 +155,9 @@ func TestSoloWaitPartialAndPipelined(t *testing.T) {
 
 	// Three requests in one write, the middle one pooled: the third waits
 	// in the loop's pending bytes while a worker answers the second.
-	roundTrip("park") // that reply outgrew the socket buffer: gnet sent its rest
-	waitFor(t, func() bool { return parked(ts.Server) == 1 })
+	parkOn(t, ts.Server, park) // that reply outgrew the socket buffer: gnet sent its rest
 	roundTrip("a", "slow b", "c")
-	roundTrip("d") // a pooled reply's end does not start a solo wait; this does
-	waitFor(t, func() bool { return parked(ts.Server) == 1 })
+	parkOn(t, ts.Server, park) // a pooled reply's end does not start a solo wait
 	roundTrip(strings.Repeat("x", 60_000), "slow", strings.Repeat("y", 60_000), "z")
 	if ts.Stats().SoloReads == 0 {
 		t.Error("no request was read in a solo wait")
@@ -177,10 +188,12 @@ func TestSoloWaitWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if _, err := a.Call([]byte("a")); err != nil {
-		t.Fatal(err)
+	park := func() {
+		if _, err := a.Call([]byte("a")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitFor(t, func() bool { return parked(s) == 1 })
+	parkOn(t, s, park)
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		b, err := Dial(ctx, path)
@@ -197,10 +210,7 @@ func TestSoloWaitWakes(t *testing.T) {
 		}
 		b.Close()
 		waitFor(t, func() bool { return s.openConns() == 1 })
-		if _, err := a.Call([]byte("a")); err != nil { // park again
-			t.Fatal(err)
-		}
-		waitFor(t, func() bool { return parked(s) == 1 })
+		parkOn(t, s, park)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -219,10 +229,11 @@ func TestSoloWaitPeerLeaves(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Call([]byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, func() bool { return parked(ts.Server) == 1 })
+		parkOn(t, ts.Server, func() {
+			if _, err := c.Call([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		})
 		c.Close()
 		waitFor(t, func() bool { return ts.openConns() == 0 && parked(ts.Server) == 0 })
 	}
