@@ -236,10 +236,10 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 		act = c.process(now)
 	}
 	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
-	c.loop.exit(e.s, candidate)
-	if candidate {
-		act = c.soloWait()
+	if candidate && c.canSoloWait() {
+		return c.soloWait() // it spins first if busy polling is on
 	}
+	c.loop.exit(e.s, candidate)
 	return act
 }
 
