@@ -28,6 +28,9 @@ func fdExhausted(err error) bool {
 		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
 
+// soloSupported: solo waits need ppoll.
+const soloSupported = true
+
 // pollSet is the loop's ppoll array for solo waits: the connection and the
 // loop's doorbell.
 type pollSet [2]unix.PollFd

@@ -15,6 +15,8 @@ func fdExhausted(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
+const soloSupported = false
+
 type pollSet struct{}
 
 func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUnsupported }
