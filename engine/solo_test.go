@@ -42,12 +42,17 @@ func parkOn(t *testing.T, s *Server, roundTrip func()) {
 }
 
 // TestSoloWaitServes: a loop with one persistent connection serves it from
-// solo waits, for requests larger than the loop's own read buffer too; with
-// WithSoloWait(false) it never waits.
+// solo waits, for requests larger than the loop's own read buffer too, also
+// when it busy-polls first; with WithSoloWait(false) it never waits.
 func TestSoloWaitServes(t *testing.T) {
 	leakcheck.Check(t)
-	for _, on := range []bool{true, false} {
-		ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true), WithEventLoops(1), WithSoloWait(on))
+	for _, tc := range []struct {
+		on   bool
+		spin time.Duration
+	}{{true, 0}, {false, 0}, {true, time.Millisecond}} {
+		on := tc.on
+		ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true), WithEventLoops(1),
+			WithSoloWait(on), WithBusyPoll(tc.spin))
 		c, err := Dial(context.Background(), ts.path)
 		if err != nil {
 			t.Fatal(err)
