@@ -96,3 +96,34 @@ func TestReplyBuffersSurviveCalibration(t *testing.T) {
 		t.Errorf("%v allocations per reply after calibration, want 0", allocs)
 	}
 }
+
+// TestInlineRepliesAfterSizeChange: inline replies use the loop's own
+// buffer, so a switch from many small replies to larger ones allocates
+// nothing (through bytebufferpool, calibrated on the small ones, every
+// larger reply allocated until the next calibration).
+func TestInlineRepliesAfterSizeChange(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	small, large := make([]byte, 64), make([]byte, 64<<10)
+	for range 43_000 { // past bytebufferpool's calibration threshold (42,000)
+		if _, err := c.Call(small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Call(large); err != nil { // the client's buffers grow once
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.Call(large); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per 64 KiB round trip after 43,000 small ones, want 0", allocs)
+	}
+}

@@ -1,6 +1,10 @@
 package engine
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/valyala/bytebufferpool"
+)
 
 // Busy polling: after a loop answers a request on a persistent connection
 // it may spin for a short while before going back to gnet's poller. The
@@ -47,6 +51,8 @@ type loopState struct {
 	bellFD int         // the loop's end of its doorbell
 	pfds   pollSet
 	rbuf   []byte
+
+	reply *bytebufferpool.ByteBuffer // inline replies' buffer (ReplyWriter.begin)
 }
 
 // hitBound is the gap under which the next event is taken to have been

@@ -95,7 +95,19 @@ func (w *ReplyWriter) WriteString(s string) (int, error) {
 func (w *ReplyWriter) Len() int64 { return w.n }
 
 func (w *ReplyWriter) begin(inline bool) {
-	w.buf = bufPool.Get()
+	if inline {
+		// The loop writes or copies an inline reply before it serves
+		// anything else, so one buffer per loop serves them all: no pool,
+		// whose calibration drops buffers of the sizes it sees least.
+		// Inline replies flush at replyFlushSize, which bounds it.
+		l := w.c.loop
+		if l.reply == nil {
+			l.reply = new(bytebufferpool.ByteBuffer)
+		}
+		w.buf = l.reply
+	} else {
+		w.buf = bufPool.Get()
+	}
 	w.buf.B = w.buf.B[:0]
 	w.err, w.n, w.inline, w.base = nil, 0, inline, 0
 	if inline {
@@ -106,6 +118,10 @@ func (w *ReplyWriter) begin(inline bool) {
 }
 
 func (w *ReplyWriter) release() {
+	if w.inline {
+		w.buf = nil // the loop's
+		return
+	}
 	if w.buf != nil {
 		// bytebufferpool sizes what it keeps by len at Put; the reply was
 		// sent and truncated, so show it the capacity the reply needed, or
