@@ -46,9 +46,7 @@ type loopState struct {
 	stats     *counters
 
 	// Solo waits (solo.go).
-	solo   bool        // solo waits allowed
 	parked atomic.Bool // in a solo wait; any goroutine reads it
-	bellFD int         // the loop's end of its doorbell
 	pfds   pollSet
 	rbuf   []byte
 
@@ -101,6 +99,9 @@ func (l *loopState) enter(now int64) {
 // exit spins if the loop just answered a persistent request and spinning
 // pays, then records the time of return.
 func (l *loopState) exit(s *Server, candidate bool) {
+	if l.max == 0 {
+		return // never armed, so enter never reads lastExit
+	}
 	now := s.now()
 	candidate = candidate && l.conns == 1
 	if candidate && l.spin > 0 {

@@ -206,7 +206,8 @@ type events struct {
 
 func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if b, ok := gc.Context().(*doorbell); ok {
-		e.s.registerBell(gc.EventLoop(), b, gc.Fd())
+		b.lfd = gc.Fd()
+		e.s.registerBell(gc.EventLoop(), b)
 		return nil, gnet.None
 	}
 	c := gc.Context().(*conn)

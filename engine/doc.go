@@ -56,6 +56,6 @@
 //
 // Server and the package functions are safe for concurrent use; a Client is
 // used by one goroutine at a time (Close and SetDeadline excepted). Request
-// bytes passed to a handler are valid until it returns; a reply from Client.Call or Client.Recv is valid
-// until the next call on that Client.
+// bytes passed to a handler are valid until it returns; a reply from
+// Client.Call or Client.Recv is valid until the next call on that Client.
 package engine

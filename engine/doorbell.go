@@ -17,6 +17,7 @@ import (
 // the queue was empty. The loop drains the queue when the byte arrives.
 type doorbell struct {
 	wfd int // the workers' end; closed by the Server after the workers
+	lfd int // the loop's end as gnet holds it; set in OnOpen, read by the loop
 
 	mu    sync.Mutex
 	queue []*conn

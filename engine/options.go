@@ -105,7 +105,7 @@ type options struct {
 	maxConns         int
 	maxConnsPerUID   int
 	busyPoll         time.Duration
-	soloWait         bool
+	soloWait         bool // and supported here
 	shutdownTimeout  time.Duration
 	persistent       bool
 	logger           *slog.Logger
@@ -127,7 +127,7 @@ func defaultOptions() options {
 		maxConns:         DefaultMaxConns,
 		maxConnsPerUID:   DefaultMaxConnsPerUID,
 		busyPoll:         DefaultBusyPoll,
-		soloWait:         DefaultSoloWait,
+		soloWait:         DefaultSoloWait && soloSupported,
 		shutdownTimeout:  DefaultShutdownTimeout,
 		persistent:       true,
 		logger:           slog.New(slog.DiscardHandler),
@@ -256,7 +256,7 @@ func WithBusyPoll(d time.Duration) Option {
 // WithSoloWait turns solo waits on or off (default DefaultSoloWait). They
 // need Linux; elsewhere the loop always returns to gnet's poller.
 func WithSoloWait(on bool) Option {
-	return func(o *options) error { o.soloWait = on; return nil }
+	return func(o *options) error { o.soloWait = on && soloSupported; return nil }
 }
 
 // WithShutdownTimeout bounds the graceful stop after a quit request, a

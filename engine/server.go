@@ -161,7 +161,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("engine: start event loops: %w", err)
 	}
 	s.gcli = gcli
-	if !s.opts.inline || (s.opts.soloWait && soloSupported) {
+	if !s.opts.inline || s.opts.soloWait {
 		// One doorbell per loop (gnet enrolls round-robin); a loop without
 		// one is told through gnet's task queue instead, and never waits
 		// on a connection alone.
@@ -322,18 +322,18 @@ func (s *Server) register(c *conn) {
 func (s *Server) loopStateLocked(el gnet.EventLoop) *loopState {
 	ls := s.loops[el]
 	if ls == nil {
-		ls = &loopState{max: int64(s.opts.busyPoll), solo: s.opts.soloWait && soloSupported, stats: &s.stats}
+		ls = &loopState{max: int64(s.opts.busyPoll), stats: &s.stats}
 		s.loops[el] = ls
 	}
 	return ls
 }
 
 // registerBell runs in OnOpen of a loop's doorbell.
-func (s *Server) registerBell(el gnet.EventLoop, b *doorbell, fd int) {
+func (s *Server) registerBell(el gnet.EventLoop, b *doorbell) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ls := s.loopStateLocked(el); ls.bell == nil {
-		ls.bell, ls.bellFD = b, fd
+		ls.bell = b
 	}
 }
 

@@ -34,7 +34,7 @@ const soloReadBuffer = readBufferCap
 // read itself.
 func (c *conn) canSoloWait() bool {
 	l := c.loop
-	if !l.solo || !c.persistent || l.conns != 1 || l.bell == nil || c.closed.Load() ||
+	if !c.s.opts.soloWait || !c.persistent || l.conns != 1 || l.bell == nil || c.closed.Load() ||
 		c.gc.InboundBuffered() != 0 || c.gc.OutboundBuffered() != 0 {
 		return false
 	}
@@ -65,7 +65,7 @@ func (c *conn) soloWait() gnet.Action {
 			l.parked.Store(false)
 			break
 		}
-		ready, err := waitReadable(&l.pfds, fd, l.bellFD)
+		ready, err := waitReadable(&l.pfds, fd, l.bell.lfd)
 		l.parked.Store(false)
 		if err != nil || !ready {
 			break // rang or interrupted: gnet takes over
