@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
@@ -54,69 +52,5 @@ func TestBusyPollLearns(t *testing.T) {
 	l.exit(s, true)
 	if l.armed || l.spun != 0 {
 		t.Fatalf("exit with two connections: armed %v, spun %d", l.armed, l.spun)
-	}
-}
-
-// TestClientSpinPlan: the client keeps spinning while enough replies come
-// within the limit, however slow the others are; stops when few do; and
-// still tries once in 16 waits.
-func TestClientSpinPlan(t *testing.T) {
-	const us = int64(time.Microsecond)
-	c := &Client{opts: clientOptions{spin: 50 * time.Microsecond}, hitRate: 1024, epoch: time.Now().Add(-time.Second)}
-	c.pending = 1
-	reply := func(wait int64) {
-		c.sentAt = c.now() - wait
-		c.learn()
-	}
-	// Bimodal: half the replies in 15 µs, half in 90 µs (a mean of 52 µs
-	// is above the limit, but spinning catches half of them).
-	for i := range 64 {
-		reply([]int64{15 * us, 90 * us}[i%2])
-	}
-	c.planSpin()
-	if c.spinUntil == 0 {
-		t.Fatalf("half the replies within the limit, yet no spin (hit rate %d/1024)", c.hitRate)
-	}
-	if budget := c.spinUntil - c.now(); budget > 50*us || budget < 45*us {
-		t.Fatalf("budget %d ns, want about 4 x 15 µs capped at 50 µs", budget)
-	}
-	// Spinning clients are limited to half of GOMAXPROCS (at least one).
-	others := make([]*Client, runtime.GOMAXPROCS(0))
-	spun := 1
-	for i := range others {
-		others[i] = &Client{opts: c.opts, hitRate: 1024, epoch: c.epoch, pending: 1}
-		if others[i].planSpin(); others[i].spinUntil != 0 {
-			spun++
-		}
-	}
-	if want := max(1, runtime.GOMAXPROCS(0)/2); spun != want {
-		t.Fatalf("%d clients spin at once, want %d", spun, want)
-	}
-	for _, o := range others {
-		o.endSpin()
-	}
-	c.endSpin()
-	if n := spinners.Load(); n != 0 {
-		t.Fatalf("%d spin slots still taken", n)
-	}
-	// Slow replies only: spinning stops, but one wait in 16 still tries.
-	for range 64 {
-		reply(200 * us)
-	}
-	spins := 0
-	for range 64 {
-		if c.planSpin(); c.spinUntil != 0 {
-			spins++
-		}
-		c.endSpin()
-	}
-	if spins != 4 {
-		t.Fatalf("%d spins in 64 waits with slow replies, want 4 probes", spins)
-	}
-	// Several requests in flight: never spin.
-	c.pending = 2
-	c.hitRate = 1024
-	if c.planSpin(); c.spinUntil != 0 {
-		t.Fatal("spinning with two requests in flight")
 	}
 }

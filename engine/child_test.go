@@ -48,7 +48,7 @@ func childServer() int {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		return gitDaemon(ctx, req, w)
+		return verifiedEcho(ctx, req, w)
 	})
 	s, err := NewServer(os.Getenv("PKTIPC_PATH"), h, WithWorkers(2))
 	if err != nil {
@@ -77,27 +77,37 @@ type child struct {
 // startChild starts a server process at path and waits until it serves.
 func startChild(t *testing.T, path string, env ...string) *child {
 	t.Helper()
+	c, err := spawnChild(path, env...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		c.wait()
+	})
+	return c
+}
+
+// spawnChild starts a server process at path and waits until it serves;
+// the caller ends it.
+func spawnChild(path string, env ...string) (*child, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{childEnv + "=server", "PKTIPC_PATH=" + path}, env...)...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), waitc: make(chan error, 1)}
 	if !c.out.Scan() || c.out.Text() != "ready" {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		t.Fatalf("child server did not start: %q", c.out.Text())
+		return nil, fmt.Errorf("child server did not start: %q", c.out.Text())
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		c.wait()
-	})
-	return c
+	return c, nil
 }
 
 func (c *child) wait() error {

@@ -24,18 +24,34 @@ var (
 	// is not reading. The reply is abandoned and the connection closed.
 	ErrBackpressure = errors.New("engine: peer not reading (outbound above high-water mark)")
 
-	// ErrIncompleteReply is returned by clients when the connection ended
-	// before the reply's terminator. Nothing of the partial reply is
-	// returned. It wraps io.ErrUnexpectedEOF.
+	// ErrIncompleteReply is returned by clients for a request that was sent
+	// when no whole reply came for it: the connection ended, the reply was
+	// malformed, or the deadline passed before the reply's terminator. The
+	// server may have processed the request. Nothing of a partial reply is
+	// returned. The error wraps the cause: ErrPeerClosed, ErrPeerReset,
+	// os.ErrDeadlineExceeded or a frame error.
 	ErrIncompleteReply = errors.New("engine: incomplete reply")
+
+	// ErrNotProcessed is returned by clients for a request that never
+	// reached the server whole (the dial or the write failed): the server
+	// acts only on whole requests, so it cannot have processed it, and
+	// sending it again is safe. The error wraps the cause.
+	ErrNotProcessed = errors.New("engine: request not processed")
+
+	// ErrPeerClosed says the server closed the connection (end of file).
+	ErrPeerClosed = errors.New("engine: connection closed by peer")
+
+	// ErrPeerReset says the connection was reset (ECONNRESET, EPIPE): the
+	// server closed it with bytes of ours unread, or went away while we
+	// wrote. It wraps the system call's error.
+	ErrPeerReset = errors.New("engine: connection reset by peer")
 
 	// ErrClientClosed is returned by Client methods after Close.
 	ErrClientClosed = errors.New("engine: client closed")
 
-	// ErrNotPersistent is returned by Client.Send when a second request is
-	// pipelined to a server that serves one request per connection (git's
-	// simple-ipc server). Wait for the reply before sending the next request.
-	ErrNotPersistent = errors.New("engine: server does not keep connections; request not pipelined")
+	// ErrNoRequest is returned by Client.Recv when every request sent was
+	// answered already.
+	ErrNoRequest = errors.New("engine: Recv without a request")
 )
 
 // OptionError reports an invalid option value.
@@ -50,10 +66,11 @@ func (e *OptionError) Error() string {
 }
 
 // ClientError is the error of a client call: which step failed (Op is
-// "dial", "send" or "read") for which socket path. Err says why; it wraps
-// ErrIncompleteReply when a reply was cut short, and the uds, frame or
-// context error underneath otherwise. git's client reports the steps apart
-// ("could not send IPC command", "could not read IPC response").
+// "dial", "send" or "read") for which socket path. Err says why: for a
+// request, it wraps ErrNotProcessed (dial or send) or ErrIncompleteReply
+// (read), then the uds, frame, context or system error underneath. git's
+// client reports the steps apart ("could not send IPC command", "could not
+// read IPC response").
 type ClientError struct {
 	Op   string
 	Path string

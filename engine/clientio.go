@@ -1,0 +1,141 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/pktipc/pktipc/frame"
+)
+
+// The Client's socket I/O: raw non-blocking system calls inside RawConn
+// callbacks, so that a wait for a reply can spin on the socket before the
+// netpoller parks the goroutine. Only the owner goroutine runs these.
+
+// write writes the whole message of req on the open connection.
+func (c *Client) write(req []byte) error {
+	c.wbuf = frame.AppendMessage(c.wbuf[:0], req)
+	c.woff, c.werr = 0, nil
+	if err := c.rc.Write(c.writeFn); err != nil && c.werr == nil {
+		c.werr = err
+	}
+	return c.werr
+}
+
+// readReply reads the reply at the head of the open connection.
+func (c *Client) readReply() ([]byte, error) {
+	waiting.Add(1)
+	c.spin.plan(c.now(), c.inflight)
+	msg, err := c.readReplySpinning()
+	c.spin.end()
+	waiting.Add(-1)
+	return msg, err
+}
+
+func (c *Client) readReplySpinning() ([]byte, error) {
+	for {
+		if c.rend > c.rstart {
+			msg, n, done, err := c.asm.Next(c.rbuf[c.rstart:c.rend])
+			if err != nil {
+				return nil, err
+			}
+			c.rstart += n
+			if done {
+				c.spin.learn(c.now(), c.inflight)
+				if c.rstart == c.rend {
+					c.rstart, c.rend = 0, 0
+				}
+				return msg, nil
+			}
+			if n > 0 {
+				continue
+			}
+		}
+		if err := c.fill(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, c.asm.Truncated(c.rend - c.rstart)
+			}
+			return nil, err
+		}
+	}
+}
+
+// fill reads more bytes into the buffer, compacting or growing it first.
+func (c *Client) fill() error {
+	if c.rstart > 0 {
+		c.rend = copy(c.rbuf, c.rbuf[c.rstart:c.rend])
+		c.rstart = 0
+	}
+	if c.rend == len(c.rbuf) {
+		if len(c.rbuf) >= frame.MinReadBuffer {
+			return errors.New("engine: reply buffer full") // cannot happen: the assembler gathers
+		}
+		nb := make([]byte, min(2*len(c.rbuf), frame.MinReadBuffer))
+		copy(nb, c.rbuf[:c.rend])
+		c.rbuf = nb
+	}
+	c.rn, c.rerr = 0, nil
+	if err := c.rc.Read(c.readFn); err != nil && c.rerr == nil {
+		c.rerr = err
+	}
+	if c.rerr != nil {
+		return c.rerr
+	}
+	if c.rn == 0 {
+		return io.EOF
+	}
+	c.rend += c.rn
+	return nil
+}
+
+// readOnce is the RawConn.Read callback: it reads what is there, spins
+// while the plan allows, and otherwise lets the netpoller park the
+// goroutine (return false).
+func (c *Client) readOnce(fd uintptr) bool {
+	for {
+		n, err := sysRead(fd, c.rbuf[c.rend:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if c.spin.until == 0 || c.closed.Load() {
+				return false
+			}
+			now := c.now()
+			if d := c.deadlineNS.Load(); d != 0 && now >= d {
+				c.rerr = os.ErrDeadlineExceeded
+				return true
+			}
+			if now >= c.spin.until {
+				c.spin.end() // parked once; do not spin again for this reply
+				return false
+			}
+			continue
+		case err != nil:
+			c.rerr = err
+			return true
+		}
+		c.rn = n
+		return true
+	}
+}
+
+// writeOnce is the RawConn.Write callback: it writes until done or the
+// socket is full (then the netpoller waits for room).
+func (c *Client) writeOnce(fd uintptr) bool {
+	for c.woff < len(c.wbuf) {
+		n, err := sysWrite(fd, c.wbuf[c.woff:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			c.werr = err
+			return true
+		}
+		c.woff += n
+	}
+	return true
+}

@@ -1,0 +1,425 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Client is a connection to a server that keeps the connection between
+// requests and pipelines them when the server is pktipc's, and falls back
+// to one connection per request when the server is git's.
+//
+// One goroutine at a time may call Send, Recv and Call (use one Client per
+// goroutine); it may pipeline: Send several requests, then Recv their replies
+// in the same order. Close and SetDeadline may be called from any goroutine:
+// Close interrupts a call in progress, which returns ErrClientClosed.
+//
+// Replies are matched to requests by construction. Every request sent and
+// not yet received has an entry in queue, in order; an entry written on a
+// connection carries that connection's number (gen). A server answers a
+// connection's requests in order, so Recv reads a reply only for the entry at
+// the head of the queue, and only from the connection that entry went out
+// on. When a connection ends, every entry still waiting on it gets its
+// error at once (endConn), so no reply that comes later, on any connection,
+// can be taken for its answer; Recv reports those errors in turn. inflight
+// counts the entries of the open connection that have no error yet.
+type Client struct {
+	path  string
+	opts  clientOptions
+	epoch time.Time
+
+	// Shared with Close and SetDeadline. uc and rc change under mu (the
+	// owner reads them without it: only the owner changes them); closed
+	// and deadlineNS are read by the owner without mu.
+	mu         sync.Mutex
+	closed     atomic.Bool
+	uc         *net.UnixConn
+	rc         syscall.RawConn
+	deadline   time.Time
+	deadlineNS atomic.Int64 // monotonic ns of the deadline; 0 = none
+
+	// The owner goroutine's.
+	gen        uint64 // numbers the connections; the open one's, or the last one's
+	persistent bool   // the open connection accepted the handshake
+	declined   bool   // the server declined the handshake (git's): connect without offering it
+	inflight   int    // requests written on the open connection and not yet answered
+	held       int    // entries held for a git server, not yet written
+	queue      requestQueue
+	spin       spinPlan
+
+	wbuf []byte
+	woff int
+	werr error
+
+	rbuf   []byte
+	rstart int
+	rend   int
+	rerr   error
+	rn     int
+	asm    *frame.Assembler
+
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
+}
+
+// clientBufferMin is the first size of a client's read buffer; it grows to
+// frame.MinReadBuffer, beyond which the assembler gathers large replies
+// itself.
+const clientBufferMin = 16 << 10
+
+// Dial connects to the server at path and, unless WithGitStyle, offers
+// pktipc's persistent handshake. A git server declines it by closing after
+// its reply; the Client then serves each request on its own connection.
+// ctx bounds the connection and the handshake.
+func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, error) {
+	o := defaultClientOptions()
+	if err := o.apply(opts); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		path:  path,
+		opts:  o,
+		epoch: time.Now(),
+		rbuf:  make([]byte, clientBufferMin),
+		asm:   frame.NewAssembler(frame.SimpleIPC, o.maxReply),
+		spin:  newSpinPlan(o.spin),
+	}
+	c.readFn = c.readOnce
+	c.writeFn = c.writeOnce
+	if err := c.connect(ctx); err != nil {
+		return nil, c.fail("dial", err)
+	}
+	return c, nil
+}
+
+// Persistent reports whether the Client holds a connection that the server
+// keeps between requests (it accepted the handshake). It is false while no
+// connection is open, and with git's server, which closes after every reply.
+// Only the owner goroutine may call it.
+func (c *Client) Persistent() bool { return c.uc != nil && c.persistent }
+
+func (c *Client) now() int64 { return int64(time.Since(c.epoch)) }
+
+// connect opens a connection and offers the handshake on it, unless the
+// server declined it before: a server that restarts may come back as
+// another kind, so the offer is renewed after a connection fails.
+func (c *Client) connect(ctx context.Context) error {
+	for {
+		uc, err := uds.Dial(ctx, c.path, c.opts.dial...)
+		if err != nil {
+			return err
+		}
+		rc, err := uc.SyscallConn()
+		if err != nil {
+			_ = uc.Close()
+			return err
+		}
+		c.mu.Lock()
+		if c.closed.Load() {
+			c.mu.Unlock()
+			_ = uc.Close()
+			return ErrClientClosed
+		}
+		c.uc, c.rc = uc, rc
+		c.gen++
+		c.applyDeadlineLocked()
+		c.mu.Unlock()
+		c.rstart, c.rend, c.inflight, c.persistent = 0, 0, 0, false
+		c.asm.Reset()
+		if !c.opts.persistent || c.declined {
+			return nil
+		}
+		ok, err := c.handshake(ctx)
+		if err != nil {
+			c.dropConn()
+			return err
+		}
+		if ok {
+			c.persistent = true
+			return nil
+		}
+		// git's server answered "unhandled command" and closes: the
+		// request needs a connection of its own.
+		c.declined = true
+		c.dropConn()
+	}
+}
+
+// handshake offers the persistent handshake on the new connection and
+// reports whether the server accepted it. ctx bounds it.
+func (c *Client) handshake(ctx context.Context) (bool, error) {
+	uc := c.uc
+	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
+		_ = uc.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := c.write(helloRequest); err != nil {
+		return false, ctxOr(ctx, err)
+	}
+	c.inflight = 1
+	reply, err := c.readReply()
+	c.inflight = 0
+	if err != nil {
+		return false, ctxOr(ctx, err)
+	}
+	c.applyDeadline()
+	return bytes.Equal(reply, helloReply), nil
+}
+
+// dropConn closes the open connection; nothing may be in flight on it.
+func (c *Client) dropConn() {
+	c.mu.Lock()
+	if c.uc != nil {
+		_ = c.uc.Close()
+		c.uc, c.rc = nil, nil
+	}
+	c.mu.Unlock()
+	c.inflight, c.persistent = 0, false
+}
+
+// endConn closes the open connection after cause ended it. Requests still
+// in flight on it get their errors now: each may have been processed.
+func (c *Client) endConn(cause error) {
+	if c.inflight > 0 {
+		lost := c.fail("read", fmt.Errorf("%w: the connection ended before this reply: %w", ErrIncompleteReply, peerCause(cause)))
+		c.queue.fail(c.gen, lost)
+	}
+	c.dropConn()
+	c.declined = false // the server may come back as another kind: offer again
+}
+
+// SetDeadline sets the deadline for Send, Recv and Call, reconnections
+// included; the zero time means none. It may be called from any goroutine,
+// also to cut a call in progress short.
+func (c *Client) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	c.applyDeadlineLocked()
+	return nil
+}
+
+func (c *Client) applyDeadline() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.applyDeadlineLocked()
+}
+
+func (c *Client) applyDeadlineLocked() {
+	var ns int64
+	if !c.deadline.IsZero() {
+		ns = max(int64(time.Until(c.deadline))+c.now(), 1)
+	}
+	c.deadlineNS.Store(ns)
+	if c.uc != nil {
+		_ = c.uc.SetDeadline(c.deadline)
+	}
+}
+
+// Call sends req and returns its reply. The reply aliases the Client's
+// buffer and is valid until the next call of Recv, Call or Close; copy it
+// to keep it.
+func (c *Client) Call(req []byte) ([]byte, error) {
+	if err := c.Send(req); err != nil {
+		return nil, err
+	}
+	return c.Recv()
+}
+
+// Send sends req without waiting for its reply. To a git server, which
+// answers one request per connection, a request sent while another is
+// unanswered is kept (copied) and sent on a new connection when Recv comes
+// to it. An error means the request was not sent (it wraps ErrNotProcessed,
+// or is ErrClientClosed) and has no reply to Recv.
+func (c *Client) Send(req []byte) error {
+	if c.closed.Load() {
+		return ErrClientClosed
+	}
+	if c.held > 0 || (c.uc != nil && !c.persistent && c.inflight > 0) {
+		c.queue.push(pending{held: bytes.Clone(req)})
+		c.held++
+		return nil
+	}
+	if err := c.transmit(req); err != nil {
+		return err
+	}
+	c.queue.push(pending{gen: c.gen})
+	return nil
+}
+
+// transmit writes req on the open connection, opening one if there is
+// none.
+func (c *Client) transmit(req []byte) error {
+	for retried := false; ; retried = true {
+		if c.uc == nil {
+			if err := c.reconnect(); err != nil {
+				return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
+			}
+		}
+		err := c.write(req)
+		if err == nil {
+			c.inflight++
+			c.spin.sent(c.now(), c.inflight)
+			return nil
+		}
+		// The server acts only on whole requests: nothing of req was
+		// processed, whatever part of it was written.
+		if !retried && c.inflight == 0 && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+			// The server closed the idle connection (idle timeout,
+			// restart): once more, on a new one.
+			c.endConn(err)
+			continue
+		}
+		c.endConn(err)
+		return c.fail("send", sendFailure(err))
+	}
+}
+
+func (c *Client) reconnect() error {
+	ctx := context.Background()
+	if !c.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, c.deadline)
+		defer cancel()
+	}
+	return c.connect(ctx)
+}
+
+// Recv returns the reply to the oldest request not yet answered. The reply
+// aliases the Client's buffer and is valid until the next call of Recv,
+// Call or Close. A request whose connection ended before its reply gives
+// ErrIncompleteReply (it may have been processed), and so does every later
+// request that was in flight on that connection, each in its own call.
+// With no request outstanding it returns ErrNoRequest.
+func (c *Client) Recv() ([]byte, error) {
+	if c.closed.Load() {
+		return nil, ErrClientClosed
+	}
+	p := c.queue.front()
+	if p == nil {
+		return nil, ErrNoRequest
+	}
+	if p.err != nil {
+		err := p.err
+		c.queue.pop()
+		return nil, err
+	}
+	if p.held != nil {
+		// Its turn on a git server. Nothing is in flight (no request is
+		// written while one is held), so the request goes out on a fresh
+		// connection of its own.
+		req := p.held
+		p.held = nil
+		c.held--
+		if err := c.transmit(req); err != nil {
+			c.queue.pop()
+			return nil, err
+		}
+		p.gen = c.gen
+	}
+	if c.uc == nil || p.gen != c.gen {
+		// Unreachable while endConn fails every request of a connection
+		// it ends; never read another request's reply for it.
+		c.queue.pop()
+		return nil, c.fail("read", fmt.Errorf("%w: its connection is gone", ErrIncompleteReply))
+	}
+	msg, err := c.readReply()
+	c.queue.pop()
+	if err != nil {
+		c.inflight--
+		e := c.fail("read", readFailure(err))
+		c.endConn(err)
+		return nil, e
+	}
+	c.inflight--
+	if !c.persistent {
+		c.dropConn() // git closes after every reply
+	}
+	return msg, nil
+}
+
+// fail builds the error of a failed step; after Close it is
+// ErrClientClosed, whatever the socket said.
+func (c *Client) fail(op string, err error) error {
+	if c.closed.Load() || errors.Is(err, ErrClientClosed) {
+		return ErrClientClosed
+	}
+	return &ClientError{op, c.path, err}
+}
+
+// Close closes the connection; unanswered requests are abandoned. It may be
+// called from any goroutine: a call in progress returns ErrClientClosed.
+// Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Swap(true) || c.uc == nil {
+		return nil
+	}
+	// The owner goroutine may be using uc: close it, but leave the field;
+	// the owner sees closed and stops.
+	return c.uc.Close()
+}
+
+// pending is a request sent (or held) and not yet received.
+type pending struct {
+	gen  uint64 // the connection it was written on; 0 while held
+	held []byte // a git server's request waiting for its own connection
+	err  error  // set when its connection ended before its reply
+}
+
+// requestQueue is a FIFO of pending requests in a ring that grows to the
+// deepest pipeline seen and is then reused without allocating.
+type requestQueue struct {
+	ring []pending
+	head int
+	n    int
+}
+
+func (q *requestQueue) push(p pending) {
+	if q.n == len(q.ring) {
+		ring := make([]pending, max(2*len(q.ring), 8))
+		for i := range q.n {
+			ring[i] = q.ring[(q.head+i)%len(q.ring)]
+		}
+		q.ring, q.head = ring, 0
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = p
+	q.n++
+}
+
+// front returns the oldest entry, or nil. The pointer is valid until the
+// next push or pop.
+func (q *requestQueue) front() *pending {
+	if q.n == 0 {
+		return nil
+	}
+	return &q.ring[q.head]
+}
+
+func (q *requestQueue) pop() {
+	q.ring[q.head] = pending{}
+	q.head = (q.head + 1) % len(q.ring)
+	q.n--
+}
+
+// fail gives err to every entry written on connection gen that has none.
+func (q *requestQueue) fail(gen uint64, err error) {
+	for i := range q.n {
+		p := &q.ring[(q.head+i)%len(q.ring)]
+		if p.gen == gen && p.held == nil && p.err == nil {
+			p.err = err
+		}
+	}
+}
