@@ -111,7 +111,8 @@
 // Errors match the sentinels of errors.go with errors.Is: ErrClosed (also
 // net.ErrClosed), ErrQueueFull, ErrProtocol (*ProtocolError),
 // ErrTruncated (*TruncatedError), ErrTooLarge, ErrBackpressure,
-// ErrSelfPass, ErrUnclaimed, ErrRawData, ErrInvalid; deadlines give
+// ErrSelfPass, ErrUnclaimed, ErrRawData, ErrInvalid, ErrPeerClosed (a
+// send to a peer that closed its end), ErrPeerReset; deadlines give
 // os.ErrDeadlineExceeded, the peer's orderly close io.EOF and a close
 // inside a message io.ErrUnexpectedEOF. Platforms other than Linux return
 // errors.ErrUnsupported from every constructor.

@@ -51,6 +51,15 @@ var (
 	// an empty raw send, a bad option value.
 	ErrInvalid = errors.New("fdpass: invalid argument")
 
+	// ErrPeerClosed means the peer closed its end: a send found nobody to
+	// take the message (EPIPE). Items not in the kernel yet fail with it.
+	// An orderly close seen by the receiver is io.EOF instead.
+	ErrPeerClosed = errors.New("fdpass: peer closed the connection")
+
+	// ErrPeerReset means the connection was reset (ECONNRESET): the peer
+	// closed with bytes of ours unread, or died.
+	ErrPeerReset = errors.New("fdpass: connection reset by peer")
+
 	// ErrNoEnv means FromEnv found no usable descriptor in the environment.
 	ErrNoEnv = errors.New("fdpass: no passer socket in the environment")
 )

@@ -225,7 +225,7 @@ func (p *Passer) readFn(fd uintptr) bool {
 			return r.res.full
 		}
 		if err != nil {
-			r.err = &net.OpError{Op: "recvmsg", Net: "unix", Err: err}
+			r.err = opError("recvmsg", err)
 			return true
 		}
 		if p.process(n) || r.res.full || r.budgetFDs <= 0 || r.budgetBytes <= 0 {
@@ -643,7 +643,7 @@ func (p *Passer) sendBatch() error {
 			}
 			backoff = min(2*backoff, backpressureMaxRetry)
 		default:
-			return &net.OpError{Op: "sendmsg", Net: "unix", Err: w.err}
+			return opError("sendmsg", w.err)
 		}
 	}
 	return nil
@@ -726,4 +726,17 @@ func (w *writerState) trim(e, sent int) {
 	h.Control = nil
 	h.SetControllen(0)
 	ent.ctrlLen = 0
+}
+
+// opError wraps a failed socket call, naming what the peer did where the
+// error says it: closed its end (EPIPE) or reset the connection.
+func opError(op string, err error) error {
+	oe := &net.OpError{Op: op, Net: "unix", Err: err}
+	switch {
+	case errors.Is(err, unix.EPIPE):
+		return fmt.Errorf("%w: %w", ErrPeerClosed, oe)
+	case errors.Is(err, unix.ECONNRESET):
+		return fmt.Errorf("%w: %w", ErrPeerReset, oe)
+	}
+	return oe
 }

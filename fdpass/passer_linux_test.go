@@ -725,3 +725,35 @@ func TestBundles(t *testing.T) {
 		t.Errorf("%d receives for %d messages: not bundled", st.RecvCalls, n+1)
 	}
 }
+
+// TestSendToClosedPeer: a send after the peer closed fails with
+// ErrPeerClosed, an error a caller can branch on, not only the system
+// call's.
+func TestSendToClosedPeer(t *testing.T) {
+	leakcheck.Check(t)
+	a, b := pair(t)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Recv(deadline()); err != io.EOF {
+		t.Fatalf("after the peer closed: %v, want io.EOF", err)
+	}
+	ch, err := a.SendChan([]int{pipeWith(t, "x")}, []byte("late"))
+	if err != nil {
+		if !errors.Is(err, ErrPeerClosed) {
+			t.Fatalf("SendChan: %v, want ErrPeerClosed", err)
+		}
+		return
+	}
+	select {
+	case err := <-ch:
+		if !errors.Is(err, ErrPeerClosed) || !errors.Is(err, unix.EPIPE) {
+			t.Fatalf("send to a closed peer: %v, want ErrPeerClosed wrapping EPIPE", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the send never finished")
+	}
+	if _, err := a.SendChan(nil, []byte("later")); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("a send after the failure: %v, want ErrPeerClosed", err)
+	}
+}
