@@ -130,6 +130,8 @@ type counters struct {
 	spinHits        atomic.Uint64
 	spinMisses      atomic.Uint64
 	soloReads       atomic.Uint64
+	drainFallbacks  atomic.Uint64
+	drainChecks     atomic.Uint64
 }
 
 // Stats is a snapshot of a server's counters.
@@ -153,6 +155,8 @@ type Stats struct {
 	BusyPollHits     uint64 // spins that caught the next request
 	BusyPollMisses   uint64 // spins that did not
 	SoloReads        uint64 // requests read by a loop waiting on their connection alone (WithSoloWait)
+	DrainChecks      uint64 // looks at a connection's outbound buffer after its peer read
+	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
 }
 
 // Stats returns the server's counters. Safe for concurrent use.
@@ -178,5 +182,7 @@ func (s *Server) Stats() Stats {
 		BusyPollHits:     c.spinHits.Load(),
 		BusyPollMisses:   c.spinMisses.Load(),
 		SoloReads:        c.soloReads.Load(),
+		DrainChecks:      c.drainChecks.Load(),
+		DrainFallbacks:   c.drainFallbacks.Load(),
 	}
 }

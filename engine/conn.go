@@ -112,6 +112,11 @@ type conn struct {
 	drain drainTask
 	final finalTask
 
+	// The loop's: the watch for the peer's reads while replies wait for
+	// it (drain.go); pollDrain when there is none and the reaper looks.
+	watch     *writeWatch
+	pollDrain bool
+
 	// The hand-off callbacks, bound once: a method value allocates.
 	chunkCB, finalCB gnet.AsyncCallback
 }
@@ -385,39 +390,41 @@ func (c *conn) afterReply(now int64) (gnet.Action, bool) {
 func (c *conn) startDrain(now int64) {
 	c.setPhase(phaseDraining)
 	c.setDeadline(now, whyWrite)
-	c.s.watchDrain(c)
+	c.watchWrite()
 }
 
-// checkDrain runs on the loop, polled by the reaper while the connection
-// waits for its peer to read: gnet has no "outbound drained" callback.
+// checkDrain runs on the loop when the connection's peer has read some of
+// what waits for it (its writeWatch woke): gnet has no "outbound drained"
+// callback.
 func (c *conn) checkDrain() {
+	c.s.stats.drainChecks.Add(1)
 	if c.closed.Load() {
-		c.s.unwatchDrain(c)
+		c.unwatchWrite()
 		return
 	}
 	out := c.gc.OutboundBuffered()
 	if c.ackWaiting {
 		if out <= c.s.opts.highWater {
 			c.ackWaiting = false
-			c.s.unwatchDrain(c)
+			c.unwatchWrite()
 			c.setDeadline(c.s.now(), whyHandler)
 			c.ack <- ackMsg{c.ackSeq, nil}
 		}
 		return
 	}
 	if c.phase != phaseDraining {
-		c.s.unwatchDrain(c)
+		c.unwatchWrite()
 		return
 	}
 	if c.closeAfter {
 		if out == 0 {
-			c.s.unwatchDrain(c)
+			c.unwatchWrite()
 			_ = c.gc.Close()
 		}
 		return
 	}
 	if out <= c.s.opts.highWater/2 {
-		c.s.unwatchDrain(c)
+		c.unwatchWrite()
 		now := c.s.now()
 		c.toIdle(now)
 		if c.process(now) == gnet.Close {
@@ -532,7 +539,7 @@ func (c *conn) writeDirect(b []byte) (int, error) {
 func (c *conn) finishDirect() error {
 	ack, seq := c.nextAck()
 	if b := c.loop.bell; b != nil {
-		b.ring(c)
+		b.ring(bellJob{c: c})
 	} else if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {
 		return net.ErrClosed
 	}
@@ -572,7 +579,7 @@ func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
 	if gc.OutboundBuffered() > c.s.opts.highWater {
 		c.ackWaiting = true
 		c.setDeadline(c.s.now(), whyWrite)
-		c.s.watchDrain(c)
+		c.watchWrite()
 		return nil
 	}
 	c.ack <- ackMsg{c.ackSeq, nil}
@@ -609,6 +616,7 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 // reason.
 func (c *conn) onClose(err error) {
 	c.closed.Store(true)
+	c.unwatchWrite()
 	c.dropPend()
 	s := c.s
 	// gnet closes on EOF even when the peer only shut down its writing

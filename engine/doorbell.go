@@ -10,18 +10,27 @@ import (
 	"github.com/panjf2000/gnet/v2"
 )
 
-// A doorbell tells one event loop that workers finished replies they wrote
-// themselves, without gnet's task queue, which allocates per task. It is a
-// socket pair: the loop's end is enrolled in the loop like a connection, and
-// a worker queues the connection and writes a byte to the other end when
-// the queue was empty. The loop drains the queue when the byte arrives.
+// A doorbell tells one event loop about work for its connections that other
+// goroutines finished, without gnet's task queue, which allocates per task:
+// workers that wrote whole replies themselves, and write watches whose peer
+// read. It is a socket pair: the loop's end is enrolled in the loop like a
+// connection, and a goroutine queues a job and writes a byte to the other
+// end when the queue was empty. The loop runs the queue when the byte
+// arrives.
 type doorbell struct {
 	wfd int // the workers' end; closed by the Server after the workers
 	lfd int // the loop's end as gnet holds it; set in OnOpen, read by the loop
 
 	mu    sync.Mutex
-	queue []*conn
-	spare []*conn // the loop's; swapped with queue
+	queue []bellJob
+	spare []bellJob // the loop's; swapped with queue
+}
+
+// A bellJob is a connection's work for the loop: take back a reply a
+// worker finished (finalTask), or look at its outbound buffer (check).
+type bellJob struct {
+	c     *conn
+	check bool
 }
 
 // newDoorbell makes a socket pair and enrolls one end in a loop of cli.
@@ -58,10 +67,10 @@ func newDoorbell(cli *gnet.Client) (*doorbell, error) {
 	return b, nil
 }
 
-// ring queues c for its loop. Any goroutine.
-func (b *doorbell) ring(c *conn) {
+// ring queues j for the loop. Any goroutine.
+func (b *doorbell) ring(j bellJob) {
 	b.mu.Lock()
-	b.queue = append(b.queue, c)
+	b.queue = append(b.queue, j)
 	first := len(b.queue) == 1
 	b.mu.Unlock()
 	if first {
@@ -75,17 +84,20 @@ func (b *doorbell) ring(c *conn) {
 	}
 }
 
-// answer runs on the loop when the bell rang: it finishes every queued
-// reply.
+// answer runs on the loop when the bell rang: it runs every queued job.
 func (b *doorbell) answer(gc gnet.Conn) {
 	_, _ = gc.Discard(-1)
 	b.mu.Lock()
 	q := b.queue
 	b.queue, b.spare = b.spare[:0], nil
 	b.mu.Unlock()
-	for i, c := range q {
-		_ = c.final.Run(context.Background())
-		q[i] = nil
+	for i, j := range q {
+		if j.check {
+			j.c.checkDrain()
+		} else {
+			_ = j.c.final.Run(context.Background())
+		}
+		q[i] = bellJob{}
 	}
 	b.mu.Lock()
 	b.spare = q[:0]

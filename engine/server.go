@@ -76,6 +76,7 @@ type Server struct {
 	startMu    sync.Mutex     // orders Serve's start against Close
 	wg         sync.WaitGroup // accept loop and reaper
 	workers    sync.WaitGroup
+	watchers   sync.WaitGroup // write watches (drain.go)
 
 	stats    counters
 	ackSeq   atomic.Uint64 // numbers workers' hand-offs to the loops
@@ -161,7 +162,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("engine: start event loops: %w", err)
 	}
 	s.gcli = gcli
-	if !s.opts.inline || s.opts.soloWait {
+	{
 		// One doorbell per loop (gnet enrolls round-robin); a loop without
 		// one is told through gnet's task queue instead, and never waits
 		// on a connection alone.
@@ -264,8 +265,9 @@ func (s *Server) Close() error {
 				close(s.jobs) // no loop runs, so nothing sends any more
 			}
 			s.workers.Wait()
+			s.watchers.Wait() // every connection closed, so every watch stopped
 			for _, b := range s.bells {
-				b.close() // no worker rings any more
+				b.close() // nobody rings any more
 			}
 			close(s.reaperStop)
 			s.wg.Wait()
