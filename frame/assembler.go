@@ -53,7 +53,25 @@ const (
 	// minGrow is the smallest allocation of the assembly buffer, so that a
 	// run of small multi-packet messages does not regrow it byte by byte.
 	minGrow = 4 << 10
+
+	// sourceKeep is the largest buffer from a BufferSource an Assembler keeps
+	// between messages; larger ones go back to the source, where other
+	// connections can use them.
+	sourceKeep = 64 << 10
 )
+
+// A BufferSource lends an Assembler the buffers in which it gathers
+// messages that span packets, so that their owner (a server) can bound the
+// bytes all its connections buffer and reuse large buffers between them.
+// An Assembler without a source allocates with make.
+type BufferSource interface {
+	// Get returns a buffer of length 0 and capacity at least n, or nil to
+	// refuse it: the message then fails with ErrNoBuffer.
+	Get(n int) []byte
+	// Put takes back a buffer that Get returned, when the Assembler has no
+	// more use for it.
+	Put(b []byte)
+}
 
 // Assembler reassembles messages from pkt-lines held in a caller's buffer,
 // decoding in place. The caller owns the buffer: it passes its unconsumed
@@ -65,6 +83,7 @@ const (
 type Assembler struct {
 	mode Mode
 	max  int
+	src  BufferSource // nil: make
 
 	buf []byte // payload absorbed for the pending message (or the last one delivered)
 	off int64  // stream offset of the caller's b[0]: bytes consumed since NewAssembler or Reset
@@ -96,6 +115,28 @@ func NewAssembler(mode Mode, maxSize int) *Assembler {
 	return &Assembler{mode: mode, max: maxSize, tailVal: -1}
 }
 
+// SetBufferSource makes the Assembler take its gathering buffers from src
+// (nil: make). Call it before the first Next.
+func (a *Assembler) SetBufferSource(src BufferSource) { a.src = src }
+
+// Held returns the capacity of the gathering buffer the Assembler holds.
+func (a *Assembler) Held() int { return cap(a.buf) }
+
+// Release gives the gathering buffer back to the BufferSource (or to the
+// garbage collector), with any partial message; a message returned earlier
+// that aliases it stops being valid. The Assembler stays usable.
+func (a *Assembler) Release() {
+	a.putBuf()
+	a.startMessage()
+}
+
+func (a *Assembler) putBuf() {
+	if a.src != nil && cap(a.buf) > 0 {
+		a.src.Put(a.buf[:0])
+	}
+	a.buf = nil
+}
+
 // Reset forgets any partial message and any error, and restarts stream
 // offsets at 0 (for a new connection). The buffer is kept for reuse unless it
 // grew past a few MiB. A message returned earlier may alias the buffer and
@@ -108,8 +149,8 @@ func (a *Assembler) Reset() {
 
 // startMessage clears the per-message state.
 func (a *Assembler) startMessage() {
-	if cap(a.buf) > retainLimit {
-		a.buf = nil
+	if cap(a.buf) > retainLimit || (a.src != nil && cap(a.buf) > sourceKeep) {
+		a.putBuf()
 	}
 	a.buf = a.buf[:0]
 	a.scanned, a.total, a.npkt, a.first, a.absorbed = 0, 0, 0, 0, 0
@@ -143,8 +184,9 @@ func (a *Assembler) Buffered() int {
 // done == false, err == nil: the message is not complete. If n > 0 the
 // Assembler absorbed n bytes of complete data packets (it copied their
 // payload into its buffer, which happens once more than AbsorbThreshold bytes
-// wait in b); the caller must discard them before calling again with the rest
-// and the new input. A caller whose buffer holds MinReadBuffer bytes always
+// wait in b, and then for every complete packet of the same message); the
+// caller must discard them before calling again with the rest and the new
+// input. A caller whose buffer holds MinReadBuffer bytes always
 // makes progress.
 //
 // err != nil: an *Error with Offset counted in stream bytes since NewAssembler
@@ -203,7 +245,9 @@ func (a *Assembler) Next(b []byte) (msg []byte, n int, done bool, err error) {
 		n = pos + HeaderSize
 		switch {
 		case len(a.buf) > 0 || a.npkt > 1:
-			a.gather(b[:pos])
+			if !a.gather(b[:pos]) {
+				return a.fail(ErrNoBuffer, b, pos, v)
+			}
 			msg = a.buf[:len(a.buf):len(a.buf)]
 		case a.npkt == 1:
 			msg = b[a.first : a.first+a.total : a.first+a.total]
@@ -218,15 +262,18 @@ func (a *Assembler) Next(b []byte) (msg []byte, n int, done bool, err error) {
 }
 
 // needMore records where the scan stopped and absorbs the complete packets
-// if enough of them wait in b.
+// if enough of them wait in b, or any once the message is being gathered
+// (leaving them in b would save no copy).
 func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
 	a.scanned = pos
 	a.tailLen = copy(a.tail[:], b[pos:])
 	a.tailVal = v
-	if pos < AbsorbThreshold {
+	if pos < AbsorbThreshold && (a.absorbed == 0 || a.npkt == 0) {
 		return nil, 0, false, nil
 	}
-	a.gather(b[:pos])
+	if !a.gather(b[:pos]) {
+		return a.fail(ErrNoBuffer, b, pos, v)
+	}
 	a.off += int64(pos)
 	a.absorbed += int64(pos)
 	a.scanned, a.npkt = 0, 0
@@ -235,12 +282,19 @@ func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
 
 // gather appends the payloads of the validated data packets in p to a.buf.
 // a.total already counts them and is within the cap, so the buffer grows at
-// most once, never past the cap.
-func (a *Assembler) gather(p []byte) {
+// most once, never past the cap. It reports false when the BufferSource
+// refused a larger buffer.
+func (a *Assembler) gather(p []byte) bool {
 	if cap(a.buf) < a.total {
 		c := min(max(2*cap(a.buf), a.total, minGrow), a.max)
-		nb := make([]byte, len(a.buf), c)
-		copy(nb, a.buf)
+		var nb []byte
+		if a.src == nil {
+			nb = make([]byte, 0, c)
+		} else if nb = a.src.Get(c); nb == nil {
+			return false
+		}
+		nb = append(nb[:0], a.buf...)
+		a.putBuf()
 		a.buf = nb
 	}
 	for len(p) >= HeaderSize {
@@ -248,6 +302,7 @@ func (a *Assembler) gather(p []byte) {
 		a.buf = append(a.buf, p[HeaderSize:v]...)
 		p = p[v:]
 	}
+	return true
 }
 
 // fail makes the stream dead with an *Error for the packet at b[pos:].

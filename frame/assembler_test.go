@@ -172,9 +172,10 @@ func TestAssemblerZeroCopy(t *testing.T) {
 	}
 }
 
-// A message larger than AbsorbThreshold that arrives in pieces is absorbed:
-// the caller never has to hold more than MinReadBuffer bytes, and the scan
-// resumes where it stopped.
+// A message larger than AbsorbThreshold that arrives in pieces is absorbed,
+// first once the threshold is reached, then packet by packet: the caller
+// never has to hold more than MinReadBuffer bytes, and the scan resumes
+// where it stopped.
 func TestAssemblerAbsorb(t *testing.T) {
 	msg := bytes.Repeat([]byte("0123456789"), 50000) // 500,000 bytes, 8 packets
 	in := AppendMessage(nil, msg)
@@ -192,8 +193,8 @@ func TestAssemblerAbsorb(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !done && n > 0 {
-			if n < AbsorbThreshold {
-				t.Fatalf("absorbed %d bytes, below the threshold", n)
+			if n < AbsorbThreshold && absorbed == 0 {
+				t.Fatalf("first absorbed %d bytes, below the threshold", n)
 			}
 			absorbed += n
 			if a.Buffered() == 0 {
@@ -426,5 +427,62 @@ func TestAssemblerM12Cap(t *testing.T) {
 		if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 2*capSize+2*MinReadBuffer+1<<20 {
 			t.Fatalf("%v: allocated %d bytes", mode, alloc)
 		}
+	}
+}
+
+// budgetSource lends at most limit bytes in all.
+type budgetSource struct {
+	poisonSource
+	limit, lent int
+}
+
+func (b *budgetSource) Get(n int) []byte {
+	if b.lent+n > b.limit {
+		return nil
+	}
+	b.lent += n
+	return b.poisonSource.Get(n)
+}
+
+func (b *budgetSource) Put(p []byte) {
+	b.lent -= cap(p)
+	b.poisonSource.Put(p)
+}
+
+// TestAssemblerBufferSource: large messages are gathered in buffers from the
+// source, which get them back between messages and on Release; a refusal
+// fails the message with ErrNoBuffer, and nothing stays lent.
+func TestAssemblerBufferSource(t *testing.T) {
+	src := &budgetSource{limit: 1 << 20}
+	a := NewAssembler(Persistent, 0)
+	a.SetBufferSource(src)
+	big := bytes.Repeat([]byte("x"), 300_000)
+	for range 3 {
+		in := AppendMessage(nil, big)
+		r := feed(t, a, in, 4096)
+		if len(r.msgs) != 1 || !bytes.Equal(r.msgs[0], big) || r.err != nil && r.err != io.EOF {
+			t.Fatalf("got %d messages, %v", len(r.msgs), r.err)
+		}
+	}
+	// A small message after a large one: the large buffer goes back.
+	if _, _, done, err := a.Next(AppendMessage(nil, []byte("small"))); !done || err != nil {
+		t.Fatalf("small: %v %v", done, err)
+	}
+	if a.Held() > sourceKeep || src.out > 1 {
+		t.Fatalf("holds %d bytes, %d buffers lent, after a small message", a.Held(), src.out)
+	}
+	a.Release()
+	if src.out != 0 || src.lent != 0 || a.Held() != 0 {
+		t.Fatalf("after Release: %d buffers, %d bytes lent", src.out, src.lent)
+	}
+	// Over the budget: refused with ErrNoBuffer, where the packet starts.
+	r := feed(t, a, AppendMessage(nil, bytes.Repeat([]byte("y"), 2<<20)), 65536)
+	var e *Error
+	if !errors.As(r.err, &e) || !errors.Is(r.err, ErrNoBuffer) {
+		t.Fatalf("over budget: %v", r.err)
+	}
+	a.Release()
+	if src.out != 0 || src.lent != 0 {
+		t.Fatalf("after a refusal: %d buffers, %d bytes lent", src.out, src.lent)
 	}
 }

@@ -21,6 +21,9 @@ var (
 	// ErrUnexpectedPacket: a delim (0001) or response-end (0002) packet in
 	// Persistent mode, where only a flush may end a message.
 	ErrUnexpectedPacket = errors.New("frame: unexpected control packet")
+	// ErrNoBuffer: the Assembler's BufferSource refused a buffer for the
+	// message (its owner's memory budget is spent).
+	ErrNoBuffer = errors.New("frame: no buffer for the message")
 	// ErrUnknownType: an old-LibIPC frame whose type byte is not one of the
 	// four known types.
 	ErrUnknownType = errors.New("frame: unknown LibIPC message type")
@@ -40,7 +43,8 @@ var (
 // bad header.
 type Error struct {
 	// Err is one of ErrBadHeader, ErrBadLength, ErrTooLong, ErrTooLarge,
-	// ErrUnexpectedPacket, or io.ErrUnexpectedEOF for a truncated stream.
+	// ErrUnexpectedPacket, ErrNoBuffer, or io.ErrUnexpectedEOF for a
+	// truncated stream.
 	Err error
 	// Offset is the offset of the offending packet's header: relative to the
 	// start of the buffer for Decode, counted from the start of the stream

@@ -195,8 +195,18 @@ func FuzzAssembler(f *testing.F) {
 		}
 		whole := feed(t, NewAssembler(mode, limit), in, 0)
 		split := feed(t, NewAssembler(mode, limit), in, int(chunk))
+		// With a BufferSource that poisons what it takes back: a buffer
+		// still used after Put would corrupt a message.
+		src := &poisonSource{}
+		pa := NewAssembler(mode, limit)
+		pa.SetBufferSource(src)
+		pooled := feed(t, pa, in, int(chunk))
+		pa.Release()
+		if src.out != 0 {
+			t.Fatalf("%d buffers still lent after Release", src.out)
+		}
 		msgs, ends, rerr, roff := refAssemble(in, mode, limit)
-		for _, r := range []result{whole, split} {
+		for _, r := range []result{whole, split, pooled} {
 			if len(r.msgs) != len(msgs) {
 				t.Fatalf("%d messages, reference %d", len(r.msgs), len(msgs))
 			}
@@ -317,4 +327,21 @@ func FuzzLibIPCC(f *testing.F) {
 			t.Fatalf("prefix: %d %v", m, err)
 		}
 	})
+}
+
+// poisonSource is a BufferSource that counts its loans and overwrites every
+// buffer it takes back.
+type poisonSource struct{ out int }
+
+func (p *poisonSource) Get(n int) []byte {
+	p.out++
+	return make([]byte, 0, n)
+}
+
+func (p *poisonSource) Put(b []byte) {
+	p.out--
+	b = b[:cap(b)]
+	for i := range b {
+		b[i] = 0xa5
+	}
 }
