@@ -132,6 +132,9 @@ type counters struct {
 	soloReads       atomic.Uint64
 	drainFallbacks  atomic.Uint64
 	drainChecks     atomic.Uint64
+	evicted         atomic.Uint64
+	budgetClosed    atomic.Uint64
+	budgetRefused   atomic.Uint64
 }
 
 // Stats is a snapshot of a server's counters.
@@ -157,6 +160,10 @@ type Stats struct {
 	SoloReads        uint64 // requests read by a loop waiting on their connection alone (WithSoloWait)
 	DrainChecks      uint64 // looks at a connection's outbound buffer after its peer read
 	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
+	Evicted          uint64 // connections without a whole request closed to make room at a cap
+	BudgetClosed     uint64 // connections closed, or refused a buffer, for the memory budget
+	Buffered         int64  // bytes buffered for connections now (the memory budget's use)
+	BufferCache      int64  // large buffers kept for reuse now
 }
 
 // Stats returns the server's counters. Safe for concurrent use.
@@ -184,5 +191,9 @@ func (s *Server) Stats() Stats {
 		SoloReads:        c.soloReads.Load(),
 		DrainChecks:      c.drainChecks.Load(),
 		DrainFallbacks:   c.drainFallbacks.Load(),
+		Evicted:          c.evicted.Load(),
+		BudgetClosed:     c.budgetClosed.Load(),
+		Buffered:         s.budget.used.Load(),
+		BufferCache:      s.budget.cachedBytes(),
 	}
 }

@@ -75,12 +75,21 @@ type conn struct {
 	closeAfter bool // close once the outbound buffer is empty (SI)
 	ackWaiting bool // a worker waits for the outbound buffer to fall below the high-water mark
 
-	reply ReplyWriter                // the loop's while inline; the worker's while handling
-	req   *bytebufferpool.ByteBuffer // the worker's copy of the request
+	reply   ReplyWriter                // the loop's while inline; the worker's while handling
+	req     *bytebufferpool.ByteBuffer // the worker's copy of a request that lay in gnet's buffer
+	reqBig  []byte                     // the worker's: the assembler's buffer holding a gathered request
+	reqMsg  []byte                     // the worker's request: in req or reqBig
+	reqHeld int                        // the loop's: cap(reqBig) while a worker has it, for the budget
 
-	phaseA   atomic.Int32 // copy of phase for the reaper
-	deadline atomic.Int64 // monotonic ns; 0 = none
-	why      atomic.Int32
+	phaseA atomic.Int32 // copy of phase for the reaper
+	since  atomic.Int64 // monotonic ns when the current deadline started
+	why    atomic.Int32 // which deadline; the reaper compares since with its timeout
+	held   atomic.Int64 // bytes charged to the memory budget; -1 once evicted or closed (budget.go)
+
+	// admission's, under its mu (admission.go).
+	counted, inList bool
+	prev, next      *conn
+	provenLoop      bool // the loop's: admission.prove ran
 	closed   atomic.Bool   // set by OnClose
 	done     chan struct{} // closed by OnClose: wakes a worker waiting for an ack
 	ack      chan ackMsg   // loop -> worker: a hand-off was done; the current worker's own channel
@@ -158,6 +167,7 @@ func (s *Server) newConn(p Peer) *conn {
 	c.drain = drainTask{c}
 	c.final = finalTask{c}
 	c.wfd = -1
+	c.asm.SetBufferSource(c)
 	c.chunkCB, c.finalCB = c.onChunkWritten, c.onFinalWritten
 	c.reply.c = c
 	ctx, cancel := context.WithCancelCause(s.baseCtx)
@@ -171,26 +181,10 @@ func (c *conn) setPhase(p phase) {
 	c.phaseA.Store(int32(p))
 }
 
+// setDeadline puts c under deadline w from now; the reaper enforces it.
 func (c *conn) setDeadline(now int64, w why) {
-	var d int64
-	switch w {
-	case whyFirstByte:
-		d = int64(c.s.opts.firstByteTimeout)
-	case whyRequest:
-		d = int64(c.s.opts.requestTimeout)
-	case whyIdle:
-		d = int64(c.s.opts.idleTimeout)
-	case whyHandler:
-		d = int64(c.s.opts.handlerTimeout)
-	case whyWrite:
-		d = int64(c.s.opts.writeTimeout)
-	}
 	c.why.Store(int32(w))
-	if d == 0 {
-		c.deadline.Store(0)
-		return
-	}
-	c.deadline.Store(now + d)
+	c.since.Store(now)
 }
 
 func (c *conn) toIdle(now int64) {
@@ -241,6 +235,9 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	default:
 		act = c.process(now)
 	}
+	if act == gnet.None && !c.account() {
+		act = gnet.Close
+	}
 	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
 	if candidate && c.canSoloWait() {
 		return c.soloWait() // it spins first if busy polling is on
@@ -283,7 +280,9 @@ func (c *conn) process(now int64) gnet.Action {
 		buf := c.peek(min(total, window))
 		msg, n, done, err := c.asm.Next(buf)
 		if err != nil {
-			c.s.protocolError(c, err)
+			if !errors.Is(err, frame.ErrNoBuffer) { // the budget counted it
+				c.s.protocolError(c, err)
+			}
 			return gnet.Close
 		}
 		if !done {
@@ -309,6 +308,7 @@ func (c *conn) process(now int64) gnet.Action {
 // msg. stop reports that process must return act instead of reading on.
 func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
 	s := c.s
+	s.adm.prove(c)
 	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
 		c.discard(n)
 		c.persistent = true
@@ -322,8 +322,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	c.served++
 	s.stats.requests.Add(1)
 	if !s.opts.inline && !s.filterInline(msg) {
-		c.req = bufPool.Get()
-		c.req.B = append(c.req.B[:0], msg...) // msg dies with discard
+		c.takeRequest(msg)
 		c.discard(n)
 		c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
 		c.setPhase(phaseHandling)
@@ -335,8 +334,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 			// Unreachable while the queue holds a request per admitted
 			// connection; if it were full, do as git does: close without
 			// a reply.
-			bufPool.Put(c.req)
-			c.req = nil
+			c.dropRequest()
 			s.stats.overloaded.Add(1)
 			return gnet.Close, true
 		}
@@ -366,6 +364,44 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	}
 	return c.afterReply(now)
 }
+
+// takeRequest gives msg a home for the worker: the assembler's buffer, if
+// msg lies there (no copy), or a pooled copy, since msg in gnet's buffer
+// dies with discard.
+func (c *conn) takeRequest(msg []byte) {
+	if big := c.asm.Detach(); big != nil {
+		c.reqBig, c.reqMsg, c.reqHeld = big, msg, cap(big)
+		return
+	}
+	c.req = bufPool.Get()
+	c.req.B = append(c.req.B[:0], msg...)
+	c.reqMsg = c.req.B
+}
+
+// dropRequest releases the request's buffer; its owner (the loop before
+// dispatch, the worker after) calls it.
+func (c *conn) dropRequest() {
+	if c.reqBig != nil {
+		c.s.budget.put(c.reqBig)
+		c.reqBig = nil
+	}
+	if c.req != nil {
+		bufPool.Put(c.req)
+		c.req = nil
+	}
+	c.reqMsg = nil
+}
+
+// Get and Put lend the assembler its gathering buffers from the memory
+// budget (frame.BufferSource); they run on the loop.
+func (c *conn) Get(n int) []byte {
+	if n < 1<<arenaMinClass {
+		return make([]byte, 0, n)
+	}
+	return c.s.budget.get(c.s, c, n)
+}
+
+func (c *conn) Put(b []byte) { c.s.budget.put(b) }
 
 // afterReply decides what follows a reply that is wholly queued: close (git
 // style), wait for the peer to read, or serve the next request.
@@ -427,9 +463,13 @@ func (c *conn) checkDrain() {
 		c.unwatchWrite()
 		now := c.s.now()
 		c.toIdle(now)
-		if c.process(now) == gnet.Close {
+		if c.process(now) == gnet.Close || !c.account() {
 			_ = c.gc.Close()
 		}
+		return
+	}
+	if !c.account() {
+		_ = c.gc.Close()
 	}
 }
 
@@ -599,12 +639,13 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 	}
 	if err == nil && !c.closed.Load() {
 		now := c.s.now()
+		c.reqHeld = 0
 		c.setPhase(phaseIdle) // the handler is done; nothing to rescue any more
 		act, stop := c.afterReply(now)
 		if !stop {
 			act = c.process(now)
 		}
-		if act == gnet.Close {
+		if act == gnet.Close || !c.account() {
 			_ = c.gc.Close()
 		}
 	}
@@ -617,6 +658,8 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 func (c *conn) onClose(err error) {
 	c.closed.Store(true)
 	c.unwatchWrite()
+	c.unaccount()
+	c.asm.Release()
 	c.dropPend()
 	s := c.s
 	// gnet closes on EOF even when the peer only shut down its writing

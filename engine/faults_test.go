@@ -342,25 +342,108 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
-// TestConnectionCaps: connections over the caps are closed at once
-// (faults.md B9).
+// TestConnectionCaps: at a cap held by connections that completed a
+// request, a new connection is closed at once (faults.md B9).
 func TestConnectionCaps(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(3, 2))
-	a, b := dialRaw(t, ts.path), dialRaw(t, ts.path)
+	var held []*Client
+	for range 2 {
+		c, err := Dial(context.Background(), ts.path) // the handshake is a whole request
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
 	waitFor(t, func() bool { return ts.Stats().Open == 2 })
 	over := dialRaw(t, ts.path) // same uid: over the per-uid cap of 2
 	if d := closedWithin(t, over, time.Now()); d > 2*time.Second {
 		t.Fatalf("over-cap connection closed after %v", d)
 	}
-	if st := ts.Stats(); st.OverCap != 1 {
-		t.Fatalf("OverCap = %d", st.OverCap)
+	if st := ts.Stats(); st.OverCap != 1 || st.Evicted != 0 {
+		t.Fatalf("OverCap = %d, Evicted = %d", st.OverCap, st.Evicted)
 	}
-	a.Close()
-	b.Close()
+	for _, c := range held {
+		c.Close()
+	}
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	if got, err := Send(context.Background(), ts.path, []byte("ping")); err != nil || string(got) != "pong" {
 		t.Fatalf("after the cap cleared: %q, %v", got, err)
+	}
+}
+
+// TestCapEvictsUnproven: at a cap, a new connection makes room by closing
+// the oldest connection that has not completed a request, of the same uid
+// at the uid's cap, so a client with a whole request is never refused
+// while silent or partial ones hold the slots.
+func TestCapEvictsUnproven(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(4, 3))
+	persistent, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer persistent.Close()
+	silent := dialRaw(t, ts.path)
+	waitFor(t, func() bool { return ts.Stats().Open == 2 })
+	partial := dialRaw(t, ts.path)
+	if _, err := partial.Write([]byte("0008pi")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 3 })
+	// Two clients with whole requests (the handshake) take their slots.
+	for i := range 2 {
+		c, err := Dial(context.Background(), ts.path)
+		if err != nil {
+			t.Fatalf("client %d at the cap: %v", i, err)
+		}
+		defer c.Close()
+		if got, err := c.Call([]byte("ping")); err != nil || string(got) != "pong" {
+			t.Fatalf("client %d at the cap: %q, %v", i, got, err)
+		}
+	}
+	if d := closedWithin(t, silent, time.Now()); d > 2*time.Second {
+		t.Fatalf("the oldest unproven connection was closed after %v", d)
+	}
+	if d := closedWithin(t, partial, time.Now()); d > 2*time.Second {
+		t.Fatalf("the partial connection was closed after %v", d)
+	}
+	if got, err := persistent.Call([]byte("ping")); err != nil || string(got) != "pong" {
+		t.Fatalf("the persistent client was disturbed: %q, %v", got, err)
+	}
+	// Every slot of the uid is held by a proven client now: refused.
+	if _, err := Send(context.Background(), ts.path, []byte("ping")); !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("a client over a cap of proven ones: %v", err)
+	}
+	if st := ts.Stats(); st.Evicted != 2 || st.OverCap != 1 {
+		t.Fatalf("Evicted = %d, OverCap = %d, want 2 and 1", st.Evicted, st.OverCap)
+	}
+}
+
+// TestPressureTightensDeadlines: near a cap, a silent connection is closed
+// at the tighter first-byte deadline, not the configured one.
+func TestPressureTightensDeadlines(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(100, 4), WithFirstByteTimeout(time.Minute))
+	var conns []net.Conn
+	for range 3 { // 3 of 4: under pressure
+		conns = append(conns, dialRaw(t, ts.path))
+	}
+	start := time.Now()
+	for _, c := range conns {
+		if d := closedWithin(t, c, start); d > 5*time.Second {
+			t.Fatalf("closed after %v under pressure", d)
+		}
+	}
+	if st := ts.Stats(); st.FirstByteTimeout != 3 {
+		t.Fatalf("FirstByteTimeout = %d", st.FirstByteTimeout)
+	}
+	// Without pressure the configured deadline holds.
+	calm := dialRaw(t, ts.path)
+	_ = calm.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := calm.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a lone silent connection was closed early: %v", err)
 	}
 }
 

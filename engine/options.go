@@ -104,6 +104,7 @@ type options struct {
 	highWater        int
 	maxConns         int
 	maxConnsPerUID   int
+	memoryBudget     int64
 	busyPoll         time.Duration
 	soloWait         bool // and supported here
 	shutdownTimeout  time.Duration
@@ -126,6 +127,7 @@ func defaultOptions() options {
 		highWater:        DefaultOutboundHighWater,
 		maxConns:         DefaultMaxConns,
 		maxConnsPerUID:   DefaultMaxConnsPerUID,
+		memoryBudget:     DefaultMemoryBudget,
 		busyPoll:         DefaultBusyPoll,
 		soloWait:         DefaultSoloWait && soloSupported,
 		shutdownTimeout:  DefaultShutdownTimeout,
@@ -229,8 +231,12 @@ func WithOutboundHighWater(n int) Option {
 	return func(o *options) error { o.highWater = n; return positive("OutboundHighWater", n) }
 }
 
-// WithMaxConns caps open connections in total and per peer uid. A
-// connection over a cap is accepted and closed at once, before any read.
+// WithMaxConns caps open connections in total and per peer uid. At a cap,
+// a new connection makes room by evicting the oldest connection (of the
+// same uid, at the uid's cap) that has not completed a request; when every
+// connection has, the new one is accepted and closed at once, before any
+// read. From three quarters of a cap on, the first-byte and request
+// deadlines tighten to at most 250 ms and 1 s.
 func WithMaxConns(total, perUID int) Option {
 	return func(o *options) error {
 		o.maxConns, o.maxConnsPerUID = total, perUID
@@ -238,6 +244,23 @@ func WithMaxConns(total, perUID int) Option {
 			return err
 		}
 		return positive("MaxConnsPerUID", perUID)
+	}
+}
+
+// WithMemoryBudget bounds the bytes the server buffers for all its
+// connections together: requests being read, requests waiting for a
+// worker, replies waiting for their peers, and large buffers kept for
+// reuse (default DefaultMemoryBudget). Past it, the connection holding the
+// most is closed, or refused the larger buffer it asks for. It must be at
+// least the request size cap. The Go runtime holds garbage on top of it
+// between collections (GOGC); set GOMEMLIMIT to bound the process itself.
+func WithMemoryBudget(n int64) Option {
+	return func(o *options) error {
+		o.memoryBudget = n
+		if n < 1<<20 {
+			return &OptionError{"MemoryBudget", n, "must be at least 1 MiB"}
+		}
+		return nil
 	}
 }
 

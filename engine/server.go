@@ -24,15 +24,6 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-// Reaper periods. Deadlines are checked every tick (a twentieth of the
-// shortest timeout, within these bounds, so a deadline fires within 5% of
-// its time); connections waiting for their peer to read are polled faster,
-// because gnet reports no "outbound drained" event.
-const (
-	reaperTickMin = 5 * time.Millisecond
-	reaperTickMax = 100 * time.Millisecond
-	drainPoll     = time.Millisecond
-)
 
 // Server is a git simple-ipc compatible server on gnet event loops.
 type Server struct {
@@ -53,12 +44,11 @@ type Server struct {
 	// that tests see the other wake-ups do their job. Set before Serve.
 	reaperQuiet bool
 
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	perUID   map[uint32]int
-	draining map[*conn]struct{}
-	loops    map[gnet.EventLoop]*loopState
-	pending  int // admitted, not yet open on a loop
+	adm    *admission
+	budget memBudget
+
+	mu    sync.Mutex // guards loops
+	loops map[gnet.EventLoop]*loopState
 
 	serving    atomic.Bool
 	stopping   atomic.Bool  // no new connections or requests
@@ -111,9 +101,8 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 		log:        o.logger,
 		baseCtx:    ctx,
 		baseCancel: cancel,
-		conns:      make(map[*conn]struct{}),
-		perUID:     make(map[uint32]int),
-		draining:   make(map[*conn]struct{}),
+		adm:        newAdmission(o.maxConns, o.maxConnsPerUID),
+		budget:     memBudget{limit: o.memoryBudget},
 		loops:      make(map[gnet.EventLoop]*loopState),
 		stopCh:     make(chan struct{}),
 		quitCh:     make(chan struct{}),
@@ -283,39 +272,13 @@ func (s *Server) requestQuit() {
 	s.quitOnce.Do(func() { close(s.quitCh) })
 }
 
-func (s *Server) openConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-// admit counts a new connection against the caps.
-func (s *Server) admit(cred uds.Cred) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.conns)+s.pending >= s.opts.maxConns || s.perUID[cred.UID] >= s.opts.maxConnsPerUID {
-		return false
-	}
-	s.perUID[cred.UID]++
-	s.pending++
-	return true
-}
-
-func (s *Server) unadmit(cred uds.Cred) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pending--
-	if s.perUID[cred.UID]--; s.perUID[cred.UID] <= 0 {
-		delete(s.perUID, cred.UID)
-	}
-}
+func (s *Server) openConns() int { return s.adm.openCount() }
 
 // register runs in OnOpen on the connection's loop.
 func (s *Server) register(c *conn) {
+	s.adm.register(c)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending--
-	s.conns[c] = struct{}{}
 	ls := s.loopStateLocked(c.gc.EventLoop())
 	c.loop = ls
 	ls.conns++
@@ -339,32 +302,16 @@ func (s *Server) registerBell(el gnet.EventLoop, b *doorbell) {
 	}
 }
 
+// unregister runs in OnClose on the connection's loop.
 func (s *Server) unregister(c *conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.conns[c]; !ok {
-		return
-	}
-	delete(s.conns, c)
-	delete(s.draining, c)
-	c.loop.conns--
-	uid := c.peer.Cred.UID
-	if s.perUID[uid]--; s.perUID[uid] <= 0 {
-		delete(s.perUID, uid)
+	s.adm.release(c)
+	if c.loop != nil {
+		c.loop.conns-- // the loop's own
 	}
 }
 
-func (s *Server) watchDrain(c *conn) {
-	s.mu.Lock()
-	s.draining[c] = struct{}{}
-	s.mu.Unlock()
-}
-
-func (s *Server) unwatchDrain(c *conn) {
-	s.mu.Lock()
-	delete(s.draining, c)
-	s.mu.Unlock()
-}
+func (s *Server) watchDrain(c *conn)   { s.adm.watchDrain(c) }
+func (s *Server) unwatchDrain(c *conn) { s.adm.unwatchDrain(c) }
 
 // call runs the handler, containing a panic (faults.md B13).
 func (s *Server) call(c *conn, req []byte) (err error, panicked bool) {
@@ -414,9 +361,8 @@ func (s *Server) worker() {
 	for c := range s.jobs {
 		c.ack = ack
 		c.reply.begin(false)
-		herr, panicked := s.call(c, c.req.B)
-		bufPool.Put(c.req)
-		c.req = nil
+		herr, panicked := s.call(c, c.reqMsg)
+		c.dropRequest()
 		c.finishPooled(herr, panicked)
 	}
 }
@@ -451,7 +397,12 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if !s.admit(cred) {
+		ok, victim := s.adm.admit(cred)
+		if victim != nil {
+			s.stats.evicted.Add(1)
+			_ = victim.gc.Close()
+		}
+		if !ok {
 			s.stats.overCap.Add(1) // counted before the client can see the close
 			_ = uc.Close()
 			continue
@@ -464,7 +415,7 @@ func (s *Server) acceptLoop() {
 		s.enrolling.Add(-1)
 		if err != nil {
 			// EnrollContext closed uc.
-			s.unadmit(cred)
+			s.adm.unadmit(cred)
 			c.cancel(err)
 			if fdExhausted(err) {
 				s.stats.acceptExhausted.Add(1)
@@ -512,70 +463,6 @@ func (s *Server) sleep(d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
-	}
-}
-
-func (s *Server) reaperTick() time.Duration {
-	tick := reaperTickMax
-	for _, d := range []time.Duration{s.opts.firstByteTimeout, s.opts.requestTimeout, s.opts.idleTimeout, s.opts.handlerTimeout, s.opts.writeTimeout} {
-		if d > 0 && d/20 < tick {
-			tick = d / 20
-		}
-	}
-	return max(tick, reaperTickMin)
-}
-
-// reaper enforces deadlines, closes idle connections while stopping and
-// polls connections waiting for their peer to read.
-func (s *Server) reaper() {
-	defer s.wg.Done()
-	tick := s.reaperTick()
-	t := time.NewTimer(tick)
-	defer t.Stop()
-	var expired, idle, drains []*conn
-	for {
-		select {
-		case <-s.reaperStop:
-			return
-		case <-t.C:
-		}
-		now := s.now()
-		stopping := s.stopping.Load()
-		expired, idle, drains = expired[:0], idle[:0], drains[:0]
-		s.mu.Lock()
-		for c := range s.conns {
-			if d := c.deadline.Load(); d != 0 && now >= d {
-				expired = append(expired, c)
-			} else if stopping && phase(c.phaseA.Load()) == phaseIdle {
-				idle = append(idle, c)
-			}
-		}
-		for c := range s.draining {
-			drains = append(drains, c)
-		}
-		s.mu.Unlock()
-		for _, c := range expired {
-			w := why(c.why.Load())
-			s.stats.timeouts[w].Add(1)
-			c.cancel(fmt.Errorf("engine: %s deadline exceeded: %w", w, os.ErrDeadlineExceeded))
-			_ = c.gc.Close()
-		}
-		for _, c := range idle {
-			_ = c.gc.Close()
-		}
-		for _, c := range drains {
-			_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
-		}
-		// Closes and tasks queued above may be for a loop in a solo wait;
-		// and whatever else gnet queued for one waits at most a tick.
-		if !s.reaperQuiet {
-			s.wakeParked()
-		}
-		next := tick
-		if len(drains) > 0 {
-			next = drainPoll
-		}
-		t.Reset(next)
 	}
 }
 

@@ -137,6 +137,21 @@ func (a *Assembler) putBuf() {
 	a.buf = nil
 }
 
+// Detach hands the caller the gathering buffer when the message Next just
+// delivered lies in it (the message spanned packets): the message then
+// stays valid for as long as the caller keeps the buffer, and the next
+// message is gathered in a new one. It returns nil when the message does
+// not lie in the buffer. A buffer from a BufferSource is the caller's to
+// give back.
+func (a *Assembler) Detach() []byte {
+	if !a.delivered || len(a.buf) == 0 {
+		return nil
+	}
+	b := a.buf
+	a.buf = nil
+	return b
+}
+
 // Reset forgets any partial message and any error, and restarts stream
 // offsets at 0 (for a new connection). The buffer is kept for reuse unless it
 // grew past a few MiB. A message returned earlier may alias the buffer and

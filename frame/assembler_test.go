@@ -486,3 +486,44 @@ func TestAssemblerBufferSource(t *testing.T) {
 		t.Fatalf("after a refusal: %d buffers, %d bytes lent", src.out, src.lent)
 	}
 }
+
+// TestAssemblerDetach: a gathered message can be kept past the next one by
+// detaching its buffer; a message that aliases the input has nothing to
+// detach.
+func TestAssemblerDetach(t *testing.T) {
+	src := &poisonSource{}
+	a := NewAssembler(Persistent, 0)
+	a.SetBufferSource(src)
+	big := bytes.Repeat([]byte("z"), 200_000)
+	in := AppendMessage(nil, big)
+	var msg []byte
+	for len(in) > 0 {
+		m, n, done, err := a.Next(in[:min(len(in), MinReadBuffer)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = in[n:]
+		if done {
+			msg = m
+			break
+		}
+	}
+	kept := a.Detach()
+	if kept == nil || &kept[0] != &msg[0] || a.Held() != 0 {
+		t.Fatalf("Detach returned %d bytes, assembler holds %d", len(kept), a.Held())
+	}
+	if m, _, done, err := a.Next(AppendMessage(nil, bytes.Repeat([]byte("q"), 100_000))); !done || err != nil || len(m) != 100_000 {
+		t.Fatalf("next message: %d bytes, %v", len(m), err)
+	}
+	if !bytes.Equal(msg, big) {
+		t.Fatal("the detached message changed")
+	}
+	if a.Detach() == nil {
+		t.Fatal("the second gathered message had nothing to detach")
+	}
+	if m, _, done, _ := a.Next(AppendMessage(nil, []byte("one packet"))); !done || string(m) != "one packet" || a.Detach() != nil {
+		t.Fatal("a single-packet message lies in the input: nothing to detach")
+	}
+	src.Put(kept)
+	a.Release()
+}

@@ -1,0 +1,242 @@
+package engine
+
+import (
+	"math/bits"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+)
+
+// The memory budget. Every connection may buffer up to the request cap and
+// twice the outbound high-water mark, so a crowd of connections could hold
+// far more than the machine has. The budget bounds the sum: request bytes
+// (gnet's inbound buffer, the assembler's gathering buffer, a pooled
+// handler's request) and reply bytes queued for peers (gnet's outbound
+// buffer), plus the large buffers kept for reuse. When the sum would pass
+// the limit, the connection holding the most is closed (or refused a larger
+// buffer, if it is the one asking); a smaller one is never closed for a
+// larger one's sake.
+//
+// Large gathering buffers come from the budget's arena, by powers of two:
+// a buffer given back is reused by the next large request of any
+// connection, instead of becoming garbage, which the garbage collector
+// would let grow to as much again as the live buffers before collecting.
+// Buffers dropped from the arena are counted, and the reaper collects them
+// once they add up. After load, the arena keeps only arenaKeep bytes, and
+// the memory is returned to the operating system.
+const (
+	// DefaultMemoryBudget bounds the bytes the server buffers for all its
+	// connections (WithMemoryBudget): sixteen requests at the default size
+	// cap.
+	DefaultMemoryBudget = 16 * DefaultMaxRequestSize
+
+	// arenaMinClass is the smallest arena buffer (64 KiB); smaller
+	// gathering buffers are allocated as usual.
+	arenaMinClass = 16
+	arenaClasses  = 48 - arenaMinClass
+
+	// arenaKeep bounds the bytes the arena keeps once the load is over.
+	arenaKeep = 16 << 20
+
+	// gcAfterDropped: the reaper runs the garbage collector once this share
+	// of the limit was dropped from the arena since the last collection.
+	gcAfterDroppedDen = 8
+)
+
+// memBudget owns the server's buffered-byte count and the arena.
+//
+// Invariant: used is the sum of every open connection's conn.held, each
+// added and removed by atomic deltas by the connection's loop (account,
+// onClose) or by the evictor, which swaps a victim's held to -1 and
+// subtracts what it held; a connection whose held is -1 never adds again.
+// Under mu: cached is the bytes in free, and used + cached stays within
+// limit except for the transient overshoot of one buffer while an evicted
+// connection closes. lastUse is the reaper tick of the last arena Get.
+type memBudget struct {
+	limit int64
+	used  atomic.Int64
+
+	mu      sync.Mutex
+	free    [arenaClasses][][]byte
+	cached  int64
+	dropped int64 // bytes dropped from the arena since the last collection
+	busy    bool  // a Get since the reaper last looked
+
+	cachedApprox atomic.Int64 // cached, for readers without mu
+}
+
+func arenaClass(n int) int {
+	k := bits.Len(uint(max(n, 1) - 1))
+	return max(k, arenaMinClass) - arenaMinClass
+}
+
+// get lends c a buffer of at least n bytes for its assembler, or returns
+// nil when the budget cannot hold it and c is the largest holder. It runs
+// on c's loop.
+func (b *memBudget) get(s *Server, c *conn, n int) []byte {
+	k := arenaClass(n)
+	if k >= arenaClasses {
+		return nil
+	}
+	size := int64(1) << (k + arenaMinClass)
+	b.mu.Lock()
+	b.busy = true
+	if l := b.free[k]; len(l) > 0 {
+		buf := l[len(l)-1]
+		l[len(l)-1] = nil
+		b.free[k] = l[:len(l)-1]
+		b.setCached(b.cached - size)
+		b.mu.Unlock()
+		return buf[:0]
+	}
+	fits := b.makeRoomLocked(size)
+	b.mu.Unlock()
+	if !fits && !s.relieve(c, size) {
+		return nil
+	}
+	return make([]byte, 0, size)
+}
+
+// makeRoom is makeRoomLocked for callers without mu.
+func (b *memBudget) makeRoom(size int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.makeRoomLocked(size)
+}
+
+// makeRoomLocked drops cached buffers, largest first, until size more bytes
+// fit in the limit, and reports whether they do.
+func (b *memBudget) makeRoomLocked(size int64) bool {
+	for k := arenaClasses - 1; k >= 0 && b.used.Load()+b.cached+size > b.limit; k-- {
+		for len(b.free[k]) > 0 && b.used.Load()+b.cached+size > b.limit {
+			b.dropLocked(k)
+		}
+	}
+	return b.used.Load()+b.cached+size <= b.limit
+}
+
+func (b *memBudget) dropLocked(k int) {
+	l := b.free[k]
+	l[len(l)-1] = nil
+	b.free[k] = l[:len(l)-1]
+	size := int64(1) << (k + arenaMinClass)
+	b.setCached(b.cached - size)
+	b.dropped += size
+}
+
+func (b *memBudget) setCached(n int64) {
+	b.cached = n
+	b.cachedApprox.Store(n)
+}
+
+// put takes back a buffer from get. Any goroutine.
+func (b *memBudget) put(buf []byte) {
+	size := int64(cap(buf))
+	k := arenaClass(cap(buf))
+	if k >= arenaClasses || size != int64(1)<<(k+arenaMinClass) {
+		return // not the arena's
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used.Load()+b.cached+size > b.limit {
+		b.dropped += size
+		return
+	}
+	b.free[k] = append(b.free[k], buf[:0])
+	b.setCached(b.cached + size)
+}
+
+// tidy runs on the reaper at every tick: it collects the garbage of dropped
+// buffers once they add up, and after a tick without load trims the arena
+// to arenaKeep and returns the memory to the operating system.
+func (b *memBudget) tidy() {
+	b.mu.Lock()
+	idle := !b.busy
+	b.busy = false
+	trimmed := false
+	if idle && b.cached > arenaKeep {
+		for k := arenaClasses - 1; k >= 0 && b.cached > arenaKeep; k-- {
+			for len(b.free[k]) > 0 && b.cached > arenaKeep {
+				b.dropLocked(k)
+				trimmed = true
+			}
+		}
+	}
+	collect := b.dropped >= b.limit/gcAfterDroppedDen || (trimmed && b.dropped > 0)
+	if collect {
+		b.dropped = 0
+	}
+	b.mu.Unlock()
+	switch {
+	case trimmed:
+		debug.FreeOSMemory() // collects, then returns the pages
+	case collect:
+		runtime.GC()
+	}
+}
+
+func (b *memBudget) cachedBytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cached
+}
+
+// account brings c's share of the budget up to date with what it buffers
+// now, and reports false when c must close: it passed the limit and holds
+// more than any other connection. It runs on c's loop.
+func (c *conn) account() bool {
+	h := int64(c.asm.Held() + c.reqHeld + c.gc.InboundBuffered() + c.gc.OutboundBuffered())
+	if c.pendBuf != nil {
+		h += int64(cap(c.pendBuf.B))
+	}
+	old := c.held.Load()
+	if old < 0 {
+		return false // evicted
+	}
+	if h == old {
+		return true
+	}
+	if !c.held.CompareAndSwap(old, h) {
+		return false // evicted meanwhile
+	}
+	b := &c.s.budget
+	if used := b.used.Add(h - old); h > old && used > b.limit-b.cachedApprox.Load() && !b.makeRoom(0) {
+		return c.s.relieve(c, 0)
+	}
+	return true
+}
+
+// unaccount takes c out of the budget; it runs in OnClose.
+func (c *conn) unaccount() {
+	if old := c.held.Swap(-1); old > 0 {
+		c.s.budget.used.Add(-old)
+	}
+}
+
+// relieve makes room in the budget by closing the connection that holds
+// the most, unless that is c, which then gets false (it must close, or do
+// without the need more bytes it asked for). Any goroutine.
+func (s *Server) relieve(c *conn, need int64) bool {
+	var victim *conn
+	var most int64
+	s.adm.mu.Lock()
+	for o := range s.adm.open {
+		if h := o.held.Load(); h > most {
+			victim, most = o, h
+		}
+	}
+	s.adm.mu.Unlock()
+	mine := c.held.Load()
+	if victim == nil || victim == c || most <= mine+need {
+		s.stats.budgetClosed.Add(1)
+		return false
+	}
+	if !victim.held.CompareAndSwap(most, -1) {
+		return true // it changed: its loop will look again
+	}
+	s.budget.used.Add(-most)
+	s.stats.budgetClosed.Add(1)
+	_ = victim.gc.Close()
+	return true
+}

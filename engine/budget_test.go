@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// TestMemoryBudget: connections that send large requests without ever
+// ending them are closed, largest first, once together they would pass the
+// budget; what the server buffers stays within it; a client with an
+// ordinary request is served throughout; the arena keeps little after.
+func TestMemoryBudget(t *testing.T) {
+	leakcheck.Check(t)
+	const budget = 8 << 20
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20))
+	const attackers = 12
+	chunk := frame.AppendData(nil, make([]byte, 65516))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var peak int64
+	var peakMu sync.Mutex
+	sample := func() {
+		peakMu.Lock()
+		defer peakMu.Unlock()
+		if st := ts.Stats(); st.Buffered+st.BufferCache > peak {
+			peak = st.Buffered + st.BufferCache
+		}
+	}
+	for range attackers {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: ts.path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			for range 15 << 20 / 65516 { // 15 MiB, never terminated
+				if _, err := c.Write(chunk); err != nil {
+					return // closed by the server
+				}
+			}
+			<-stop
+		}()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		sample()
+		if got, err := Send(context.Background(), ts.path, []byte("ping")); err != nil || string(got) != "pong" {
+			t.Fatalf("an ordinary client during the attack: %q, %v", got, err)
+		}
+		if ts.Stats().BudgetClosed >= attackers-budget/(15<<20)-1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sample()
+	close(stop)
+	wg.Wait()
+	st := ts.Stats()
+	t.Logf("peak %d KiB buffered (budget %d KiB); %+v", peak>>10, budget>>10, st)
+	if st.BudgetClosed == 0 {
+		t.Fatal("no connection was closed for the budget")
+	}
+	// A connection may overshoot by what one loop reads at once while an
+	// evicted one closes.
+	if slack := int64(2 * readBufferCap); peak > budget+slack {
+		t.Fatalf("buffered %d bytes at peak, budget %d", peak, budget)
+	}
+	waitFor(t, func() bool { st := ts.Stats(); return st.Open == 0 && st.Buffered == 0 })
+	waitFor(t, func() bool { return ts.Stats().BufferCache <= arenaKeep })
+}
+
+// TestBudgetSparesSmaller: a connection is never closed for a larger one's
+// sake: when the largest holder asks for more, it is the one refused.
+func TestBudgetSparesSmaller(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(4<<20), WithMaxRequestSize(16<<20))
+	small := dialRaw(t, ts.path)
+	if _, err := small.Write(frame.AppendData(nil, make([]byte, 300_000))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Buffered >= 300_000 })
+	big := dialRaw(t, ts.path)
+	go func() {
+		chunk := frame.AppendData(nil, make([]byte, 65516))
+		for range 200 {
+			if _, err := big.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	if d := closedWithin(t, big, time.Now()); d > 5*time.Second {
+		t.Fatalf("the largest holder was closed after %v", d)
+	}
+	if _, err := small.Write([]byte("0000")); err != nil {
+		t.Fatal(err)
+	}
+	got, kind := readAll(t, small)
+	if len(got) == 0 || kind != kindEOF {
+		t.Fatalf("the smaller connection got %d bytes (%s)", len(got), kind)
+	}
+	if st := ts.Stats(); st.BudgetClosed != 1 {
+		t.Fatalf("BudgetClosed = %d", st.BudgetClosed)
+	}
+}

@@ -1,0 +1,144 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Reaper periods. Deadlines are checked every tick (a twentieth of the
+// shortest timeout in force, within these bounds, so a deadline fires
+// within 5% of its time); drains without a write watch are looked at every
+// drainPoll.
+const (
+	reaperTickMin = 5 * time.Millisecond
+	reaperTickMax = 100 * time.Millisecond
+	drainPoll     = time.Millisecond
+)
+
+// The reaper is one goroutine with five duties, each done at every tick:
+//
+//  1. deadlines: close the connections whose current deadline passed,
+//     with tighter first-byte and request deadlines under pressure;
+//  2. stopping: close idle connections while the server stops;
+//  3. drains that have no write watch (no descriptor to watch with): ask
+//     their loops to look at them;
+//  4. the memory budget: collect the buffers it dropped, trim it after load;
+//  5. solo waits: ring parked loops, so that whatever gnet queued for one
+//     without ringing waits at most a tick.
+func (s *Server) reaper() {
+	defer s.wg.Done()
+	t := time.NewTimer(s.reaperTick(false))
+	defer t.Stop()
+	var r reapScratch
+	for {
+		select {
+		case <-s.reaperStop:
+			return
+		case <-t.C:
+		}
+		pressured := s.reapConns(&r)
+		drains := s.pollDrains(&r)
+		s.budget.tidy()
+		if !s.reaperQuiet {
+			s.wakeParked()
+		}
+		next := s.reaperTick(pressured)
+		if drains {
+			next = drainPoll
+		}
+		t.Reset(next)
+	}
+}
+
+// reapScratch keeps the reaper's lists between ticks.
+type reapScratch struct {
+	expired, idle, drains []*conn
+}
+
+// timeout is the length of deadline w, tightened under pressure; 0 means
+// none.
+func (s *Server) timeout(w why, pressured bool) int64 {
+	var d int64
+	switch w {
+	case whyFirstByte:
+		d = int64(s.opts.firstByteTimeout)
+		if pressured && d > pressureFirstByteTimeout {
+			d = pressureFirstByteTimeout
+		}
+	case whyRequest:
+		d = int64(s.opts.requestTimeout)
+		if pressured && d > pressureRequestTimeout {
+			d = pressureRequestTimeout
+		}
+	case whyIdle:
+		d = int64(s.opts.idleTimeout)
+	case whyHandler:
+		d = int64(s.opts.handlerTimeout)
+	case whyWrite:
+		d = int64(s.opts.writeTimeout)
+	}
+	return d
+}
+
+// reaperTick is the reaper's period: a twentieth of the shortest timeout
+// in force.
+func (s *Server) reaperTick(pressured bool) time.Duration {
+	tick := reaperTickMax
+	for w := whyFirstByte; w <= whyWrite; w++ {
+		if d := time.Duration(s.timeout(w, pressured)); d > 0 && d/20 < tick {
+			tick = d / 20
+		}
+	}
+	return max(tick, reaperTickMin)
+}
+
+// reapConns closes the connections whose deadline passed, and the idle
+// ones while the server stops. It reports whether any connection was under
+// pressure.
+func (s *Server) reapConns(r *reapScratch) (pressured bool) {
+	now := s.now()
+	stopping := s.stopping.Load()
+	r.expired, r.idle = r.expired[:0], r.idle[:0]
+	a := s.adm
+	a.mu.Lock()
+	for c := range a.open {
+		p := a.pressuredLocked(c.peer.Cred.UID)
+		pressured = pressured || p
+		if d := s.timeout(why(c.why.Load()), p); d > 0 && now-c.since.Load() >= d {
+			r.expired = append(r.expired, c)
+		} else if stopping && phase(c.phaseA.Load()) == phaseIdle {
+			r.idle = append(r.idle, c)
+		}
+	}
+	a.mu.Unlock()
+	for _, c := range r.expired {
+		w := why(c.why.Load())
+		s.stats.timeouts[w].Add(1)
+		c.cancel(fmt.Errorf("engine: %s deadline exceeded: %w", w, os.ErrDeadlineExceeded))
+		_ = c.gc.Close()
+	}
+	for _, c := range r.idle {
+		_ = c.gc.Close()
+	}
+	clear(r.expired)
+	clear(r.idle)
+	return pressured
+}
+
+// pollDrains asks the loops of drains without a write watch to look at
+// them, and reports whether there were any.
+func (s *Server) pollDrains(r *reapScratch) bool {
+	r.drains = r.drains[:0]
+	s.adm.mu.Lock()
+	for c := range s.adm.draining {
+		r.drains = append(r.drains, c)
+	}
+	s.adm.mu.Unlock()
+	for _, c := range r.drains {
+		_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
+	}
+	n := len(r.drains)
+	clear(r.drains)
+	return n > 0
+}
