@@ -89,11 +89,11 @@ type conn struct {
 	// admission's, under its mu (admission.go).
 	counted, inList bool
 	prev, next      *conn
-	provenLoop      bool // the loop's: admission.prove ran
-	closed   atomic.Bool   // set by OnClose
-	done     chan struct{} // closed by OnClose: wakes a worker waiting for an ack
-	ack      chan ackMsg   // loop -> worker: a hand-off was done; the current worker's own channel
-	ackSeq   uint64        // the worker's current hand-off, echoed in its ackMsg
+	provenLoop      bool          // the loop's: admission.prove ran
+	closed          atomic.Bool   // set by OnClose
+	done            chan struct{} // closed by OnClose: wakes a worker waiting for an ack
+	ack             chan ackMsg   // loop -> worker: a hand-off was done; the current worker's own channel
+	ackSeq          uint64        // the worker's current hand-off, echoed in its ackMsg
 
 	mu         sync.Mutex
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply

@@ -24,7 +24,6 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-
 // Server is a git simple-ipc compatible server on gnet event loops.
 type Server struct {
 	opts  options
