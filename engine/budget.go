@@ -18,13 +18,14 @@ import (
 // buffer, if it is the one asking); a smaller one is never closed for a
 // larger one's sake.
 //
-// Large gathering buffers come from the budget's arena, by powers of two:
-// a buffer given back is reused by the next large request of any
-// connection, instead of becoming garbage, which the garbage collector
-// would let grow to as much again as the live buffers before collecting.
-// Buffers dropped from the arena are counted, and the reaper collects them
-// once they add up. After load, the arena keeps only arenaKeep bytes, and
-// the memory is returned to the operating system.
+// Large gathering buffers come from the budget's arena, by powers of two,
+// mapped outside the Go heap where the platform allows (arenaAlloc): a
+// buffer given back is reused by the next large request of any connection,
+// and one the arena drops is unmapped at once. Garbage-collected buffers
+// would linger after use until the next collection, and the collector lets
+// garbage grow to as much again as the live heap: under a crowd of large
+// requests the process would hold about twice its budget. After load, the
+// arena keeps only arenaKeep bytes.
 const (
 	// DefaultMemoryBudget bounds the bytes the server buffers for all its
 	// connections (WithMemoryBudget): sixteen requests at the default size
@@ -39,9 +40,14 @@ const (
 	// arenaKeep bounds the bytes the arena keeps once the load is over.
 	arenaKeep = 16 << 20
 
-	// gcAfterDropped: the reaper runs the garbage collector once this share
-	// of the limit was dropped from the arena since the last collection.
-	gcAfterDroppedDen = 8
+	// arenaStretch: a request for a buffer may be met with a cached one up
+	// to this many classes larger (4x), rather than with new memory.
+	arenaStretch = 2
+
+	// collectAfterClosed: the reaper runs the garbage collector after this
+	// many connections were closed for the budget since it last did.
+	collectAfterClosed = 64
+
 )
 
 // memBudget owns the server's buffered-byte count and the arena.
@@ -52,18 +58,20 @@ const (
 // subtracts what it held; a connection whose held is -1 never adds again.
 // Under mu: cached is the bytes in free, and used + cached stays within
 // limit except for the transient overshoot of one buffer while an evicted
-// connection closes. lastUse is the reaper tick of the last arena Get.
+// connection closes. Every buffer in free came from arenaAlloc and is
+// released with arenaFree when dropped.
 type memBudget struct {
 	limit int64
 	used  atomic.Int64
 
-	mu      sync.Mutex
-	free    [arenaClasses][][]byte
-	cached  int64
-	dropped int64 // bytes dropped from the arena since the last collection
-	busy    bool  // a Get since the reaper last looked
+	mu     sync.Mutex
+	free   [arenaClasses][][]byte
+	cached int64
+	busy   bool // a Get since the reaper last looked
 
 	cachedApprox atomic.Int64 // cached, for readers without mu
+
+	lastClosed uint64 // the reaper's: BudgetClosed at its last collection
 }
 
 func arenaClass(n int) int {
@@ -72,30 +80,33 @@ func arenaClass(n int) int {
 }
 
 // get lends c a buffer of at least n bytes for its assembler, or returns
-// nil when the budget cannot hold it and c is the largest holder. It runs
-// on c's loop.
+// nil when the budget cannot hold it and c is the largest holder. A cached
+// buffer of the class, or of a class up to arenaStretch larger, is taken
+// before new memory. It runs on c's loop.
 func (b *memBudget) get(s *Server, c *conn, n int) []byte {
 	k := arenaClass(n)
 	if k >= arenaClasses {
 		return nil
 	}
-	size := int64(1) << (k + arenaMinClass)
 	b.mu.Lock()
 	b.busy = true
-	if l := b.free[k]; len(l) > 0 {
-		buf := l[len(l)-1]
-		l[len(l)-1] = nil
-		b.free[k] = l[:len(l)-1]
-		b.setCached(b.cached - size)
-		b.mu.Unlock()
-		return buf[:0]
+	for j := k; j < min(k+arenaStretch+1, arenaClasses); j++ {
+		if l := b.free[j]; len(l) > 0 {
+			buf := l[len(l)-1]
+			l[len(l)-1] = nil
+			b.free[j] = l[:len(l)-1]
+			b.setCached(b.cached - int64(cap(buf)))
+			b.mu.Unlock()
+			return buf[:0]
+		}
 	}
+	size := int64(1) << (k + arenaMinClass)
 	fits := b.makeRoomLocked(size)
 	b.mu.Unlock()
 	if !fits && !s.relieve(c, size) {
 		return nil
 	}
-	return make([]byte, 0, size)
+	return arenaAlloc(int(size))
 }
 
 // makeRoom is makeRoomLocked for callers without mu.
@@ -118,11 +129,11 @@ func (b *memBudget) makeRoomLocked(size int64) bool {
 
 func (b *memBudget) dropLocked(k int) {
 	l := b.free[k]
+	buf := l[len(l)-1]
 	l[len(l)-1] = nil
 	b.free[k] = l[:len(l)-1]
-	size := int64(1) << (k + arenaMinClass)
-	b.setCached(b.cached - size)
-	b.dropped += size
+	b.setCached(b.cached - int64(cap(buf)))
+	arenaFree(buf)
 }
 
 func (b *memBudget) setCached(n int64) {
@@ -140,17 +151,24 @@ func (b *memBudget) put(buf []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.used.Load()+b.cached+size > b.limit {
-		b.dropped += size
+		arenaFree(buf)
 		return
 	}
 	b.free[k] = append(b.free[k], buf[:0])
 	b.setCached(b.cached + size)
 }
 
-// tidy runs on the reaper at every tick: it collects the garbage of dropped
-// buffers once they add up, and after a tick without load trims the arena
-// to arenaKeep and returns the memory to the operating system.
-func (b *memBudget) tidy() {
+// tidy runs on the reaper at every tick: after a tick without load it
+// trims the arena to arenaKeep, and has the runtime return what the load
+// left behind elsewhere (gnet's and the pools' buffers) to the system.
+func (b *memBudget) tidy(closed uint64) {
+	if closed >= b.lastClosed+collectAfterClosed {
+		// Connections closed for the budget leave gnet's buffers behind
+		// as garbage, which the collector would let grow to as much again
+		// as the live heap before collecting.
+		b.lastClosed = closed
+		runtime.GC()
+	}
 	b.mu.Lock()
 	idle := !b.busy
 	b.busy = false
@@ -163,16 +181,9 @@ func (b *memBudget) tidy() {
 			}
 		}
 	}
-	collect := b.dropped >= b.limit/gcAfterDroppedDen || (trimmed && b.dropped > 0)
-	if collect {
-		b.dropped = 0
-	}
 	b.mu.Unlock()
-	switch {
-	case trimmed:
-		debug.FreeOSMemory() // collects, then returns the pages
-	case collect:
-		runtime.GC()
+	if trimmed {
+		debug.FreeOSMemory()
 	}
 }
 

@@ -393,13 +393,9 @@ func (c *conn) dropRequest() {
 }
 
 // Get and Put lend the assembler its gathering buffers from the memory
-// budget (frame.BufferSource); they run on the loop.
-func (c *conn) Get(n int) []byte {
-	if n < 1<<arenaMinClass {
-		return make([]byte, 0, n)
-	}
-	return c.s.budget.get(c.s, c, n)
-}
+// budget (frame.BufferSource), all of them: the small first steps of a
+// large message would otherwise be garbage. They run on the loop.
+func (c *conn) Get(n int) []byte { return c.s.budget.get(c.s, c, n) }
 
 func (c *conn) Put(b []byte) { c.s.budget.put(b) }
 

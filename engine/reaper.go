@@ -23,7 +23,7 @@ const (
 //  2. stopping: close idle connections while the server stops;
 //  3. drains that have no write watch (no descriptor to watch with): ask
 //     their loops to look at them;
-//  4. the memory budget: collect the buffers it dropped, trim it after load;
+//  4. the memory budget: trim its arena after load;
 //  5. solo waits: ring parked loops, so that whatever gnet queued for one
 //     without ringing waits at most a tick.
 func (s *Server) reaper() {
@@ -39,7 +39,7 @@ func (s *Server) reaper() {
 		}
 		pressured := s.reapConns(&r)
 		drains := s.pollDrains(&r)
-		s.budget.tidy()
+		s.budget.tidy(s.stats.budgetClosed.Load())
 		if !s.reaperQuiet {
 			s.wakeParked()
 		}

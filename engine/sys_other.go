@@ -20,3 +20,7 @@ const soloSupported = false
 type pollSet struct{}
 
 func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUnsupported }
+
+func arenaAlloc(size int) []byte { return make([]byte, 0, size) }
+
+func arenaFree([]byte) {}
