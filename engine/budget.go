@@ -47,7 +47,6 @@ const (
 	// collectAfterClosed: the reaper runs the garbage collector after this
 	// many connections were closed for the budget since it last did.
 	collectAfterClosed = 64
-
 )
 
 // memBudget owns the server's buffered-byte count and the arena.
