@@ -57,8 +57,8 @@ func (l *legit) run(ctx context.Context, socket string) {
 				reply, err = c.Call([]byte("ping"))
 			}
 		}
-		if ctx.Err() != nil {
-			return
+		if d, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(d) {
+			return // the phase ended during the call
 		}
 		if err == nil && string(reply) != "pong" {
 			err = fmt.Errorf("reply %q", reply)
@@ -144,6 +144,35 @@ func attack(ctx context.Context, socket string, kind int, conns *atomic.Int64) {
 	}
 }
 
+const attackRole = "torture-attack"
+
+func init() { RegisterServer(attackRole, serveAttack) }
+
+// serveAttack is not a server: it is the storm's crowd, in a process of its
+// own, as an attacker would be. Settings name how many connections of each
+// kind (silent, partial, trickle, nonreading) to hold; each reconnects when
+// the server closes it. It is ready once every connection was opened once.
+func serveAttack(ctx context.Context, cfg ServerConfig, ready func()) error {
+	var wg sync.WaitGroup
+	var opened atomic.Int64
+	total := 0
+	for kind, name := range []string{"silent", "partial", "trickle", "nonreading"} {
+		n, err := strconv.Atoi(cfg.Options[name])
+		if err != nil && cfg.Options[name] != "" {
+			return err
+		}
+		total += n
+		for range n {
+			wg.Go(func() { attack(ctx, cfg.Socket, kind, &opened) })
+		}
+	}
+	for opened.Load() < int64(total) && sleepCtx(ctx, 10*time.Millisecond) {
+	}
+	ready()
+	wg.Wait()
+	return nil
+}
+
 // storm: legitimate clients measured alone, then beside a crowd of
 // attackers that reconnect whenever they are closed.
 func (t *torture) storm(ctx context.Context, r *TortureReport) error {
@@ -155,23 +184,24 @@ func (t *torture) storm(ctx context.Context, r *TortureReport) error {
 	t.progress("quiet phase (%v)", t.o.Phase)
 	q1, qp := measureLegit(ctx, socket, t.o.Phase)
 
-	t.progress("storm phase (%v): 1,700 attacking connections", t.o.Phase)
-	actx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var attacks atomic.Int64
-	for kind, n := range []int{1000, 500, 100, 100} {
-		for range n {
-			wg.Go(func() { attack(actx, socket, kind, &attacks) })
-		}
+	t.progress("storm phase (%v): 1,700 attacking connections from another process", t.o.Phase)
+	sc, err := t.env.GoServer(attackRole, Run{Socket: socket}, map[string]string{"silent": "1000", "partial": "500", "trickle": "100", "nonreading": "100"})
+	if err != nil {
+		return err
+	}
+	attackers, err := startServer(ctx, attackRole, sc, socket)
+	if err != nil {
+		return err
 	}
 	time.Sleep(time.Second) // the crowd gathers
-	cpu0, at0 := serverCPU(srv.pid()), time.Now()
+	cpu0, acpu0, at0 := serverCPU(srv.pid()), serverCPU(attackers.pid()), time.Now()
 	s1, sp := measureLegit(ctx, socket, t.o.Phase)
-	cpu := serverCPU(srv.pid()) - cpu0
+	cpu, acpu := serverCPU(srv.pid())-cpu0, serverCPU(attackers.pid())-acpu0
 	wall := time.Since(at0)
 	peak := rss(srv.pid())
-	cancel()
-	wg.Wait()
+	if err := attackers.stop(); err != nil {
+		return err
+	}
 
 	for _, c := range []struct {
 		name          string
@@ -193,8 +223,8 @@ func (t *torture) storm(ctx context.Context, r *TortureReport) error {
 			FormatNS(float64(c.stormy.hist.ValueAtQuantile(50))), FormatNS(float64(c.quiet.hist.ValueAtQuantile(50))),
 			c.stormy.hist.TotalCount())
 	}
-	r.info("attacking connections opened", "%d", attacks.Load())
 	r.info("server CPU during the storm", "%.1f%% of a core", 100*cpu.Seconds()/wall.Seconds())
+	r.info("attacking process's CPU", "%.1f%% of a core", 100*acpu.Seconds()/wall.Seconds())
 	r.info("server resident memory after the storm", "%s", mib(peak))
 	return nil
 }

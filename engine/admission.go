@@ -20,8 +20,8 @@ const (
 	// first-byte and request timeouts under pressure. A local client sends
 	// its request within microseconds of connecting, and a request at the
 	// default size cap crosses a Unix socket in tens of milliseconds.
-	pressureFirstByteTimeout = 250_000_000   // ns
-	pressureRequestTimeout   = 1_000_000_000 // ns
+	pressureFirstByteTimeout = 1_000_000_000 // ns
+	pressureRequestTimeout   = 2_000_000_000 // ns
 )
 
 // admission owns the connection counts behind the caps, the set of open
@@ -68,13 +68,7 @@ func (a *admission) admit(cred uds.Cred) (ok bool, victim *conn) {
 	defer a.mu.Unlock()
 	uidFull := a.perUID[cred.UID] >= a.maxPerUID
 	if uidFull || a.total >= a.maxTotal {
-		for c := a.head; c != nil; c = c.next {
-			if !uidFull || c.peer.Cred.UID == cred.UID {
-				victim = c
-				break
-			}
-		}
-		if victim == nil {
+		if victim = a.victimLocked(cred.UID, uidFull); victim == nil {
 			return false, nil
 		}
 		a.unlink(victim)
@@ -169,6 +163,30 @@ func (a *admission) dec(uid uint32) {
 func (a *admission) pressuredLocked(uid uint32) bool {
 	return a.total*pressureDen >= a.maxTotal*pressureNum ||
 		a.perUID[uid]*pressureDen >= a.maxPerUID*pressureNum
+}
+
+// crowded reports whether connections of uid are near a cap, where a new
+// one waits in the lobby, and whether they are at a cap with no connection
+// to evict, where a new one is refused at once.
+func (a *admission) crowded(uid uint32) (pressured, full bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	uidFull := a.perUID[uid] >= a.maxPerUID
+	if uidFull || a.total >= a.maxTotal {
+		full = a.victimLocked(uid, uidFull) == nil
+	}
+	return a.pressuredLocked(uid), full
+}
+
+// victimLocked is the connection admit would evict for a newcomer of uid:
+// the oldest unproven one, of uid when uidFull.
+func (a *admission) victimLocked(uid uint32, uidFull bool) *conn {
+	for c := a.head; c != nil; c = c.next {
+		if !uidFull || c.peer.Cred.UID == uid {
+			return c
+		}
+	}
+	return nil
 }
 
 func (a *admission) openCount() int {

@@ -134,7 +134,9 @@ type counters struct {
 	drainChecks     atomic.Uint64
 	evicted         atomic.Uint64
 	budgetClosed    atomic.Uint64
-	budgetRefused   atomic.Uint64
+	lobbied         atomic.Uint64
+	lobbyAdmitted   atomic.Uint64
+	lobbyClosed     atomic.Uint64
 }
 
 // Stats is a snapshot of a server's counters.
@@ -162,6 +164,9 @@ type Stats struct {
 	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
 	Evicted          uint64 // connections without a whole request closed to make room at a cap
 	BudgetClosed     uint64 // connections closed, or refused a buffer, for the memory budget
+	Lobbied          uint64 // connections that waited in the lobby (near a cap)
+	LobbyAdmitted    uint64 // ... and showed a whole request in time
+	LobbyClosed      uint64 // ... and were closed: no request in time, or their place taken
 	Buffered         int64  // bytes buffered for connections now (the memory budget's use)
 	BufferCache      int64  // large buffers kept for reuse now
 }
@@ -193,6 +198,9 @@ func (s *Server) Stats() Stats {
 		DrainFallbacks:   c.drainFallbacks.Load(),
 		Evicted:          c.evicted.Load(),
 		BudgetClosed:     c.budgetClosed.Load(),
+		Lobbied:          c.lobbied.Load(),
+		LobbyAdmitted:    c.lobbyAdmitted.Load(),
+		LobbyClosed:      c.lobbyClosed.Load(),
 		Buffered:         s.budget.used.Load(),
 		BufferCache:      s.budget.cachedBytes(),
 	}

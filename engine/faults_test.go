@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/internal/leakcheck"
+	"github.com/pktipc/pktipc/uds"
 )
 
 // closedWithin reads from c until the server closes it and returns how
@@ -412,8 +413,9 @@ func TestCapEvictsUnproven(t *testing.T) {
 	if got, err := persistent.Call([]byte("ping")); err != nil || string(got) != "pong" {
 		t.Fatalf("the persistent client was disturbed: %q, %v", got, err)
 	}
-	// Every slot of the uid is held by a proven client now: refused.
-	if _, err := Send(context.Background(), ts.path, []byte("ping")); !errors.Is(err, ErrIncompleteReply) {
+	// Every slot of the uid is held by a proven client now: refused at
+	// once, before or after its request is written.
+	if _, err := Send(context.Background(), ts.path, []byte("ping")); !errors.Is(err, ErrIncompleteReply) && !errors.Is(err, ErrNotProcessed) {
 		t.Fatalf("a client over a cap of proven ones: %v", err)
 	}
 	if st := ts.Stats(); st.Evicted != 2 || st.OverCap != 1 {
@@ -425,21 +427,37 @@ func TestCapEvictsUnproven(t *testing.T) {
 // at the tighter first-byte deadline, not the configured one.
 func TestPressureTightensDeadlines(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(100, 4), WithFirstByteTimeout(time.Minute))
-	var conns []net.Conn
-	for range 3 { // 3 of 4: under pressure
-		conns = append(conns, dialRaw(t, ts.path))
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(100, 8), WithFirstByteTimeout(time.Minute))
+	silent := []net.Conn{dialRaw(t, ts.path), dialRaw(t, ts.path)}
+	waitFor(t, func() bool { return ts.Stats().Open == 2 })
+	// Five clients with whole requests bring the uid to three quarters of
+	// its cap, and keep it there while the silent ones go.
+	var proven []*Client
+	for range 5 {
+		c, err := Dial(context.Background(), ts.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		proven = append(proven, c)
 	}
 	start := time.Now()
-	for _, c := range conns {
+	for _, c := range silent {
 		if d := closedWithin(t, c, start); d > 5*time.Second {
 			t.Fatalf("closed after %v under pressure", d)
 		}
 	}
-	if st := ts.Stats(); st.FirstByteTimeout != 3 {
+	if st := ts.Stats(); st.FirstByteTimeout != 2 {
 		t.Fatalf("FirstByteTimeout = %d", st.FirstByteTimeout)
 	}
+	for _, c := range proven {
+		if got, err := c.Call([]byte("ping")); err != nil || string(got) != "pong" {
+			t.Fatalf("a client with whole requests: %q, %v", got, err)
+		}
+		c.Close()
+	}
 	// Without pressure the configured deadline holds.
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	calm := dialRaw(t, ts.path)
 	_ = calm.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := calm.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -660,5 +678,59 @@ func TestWorkerSurvivesDepartures(t *testing.T) {
 				t.Fatalf("round %d request %d after a departure: %d bytes, %v", round, i, len(got), err)
 			}
 		}
+	}
+}
+
+// TestLobby: near a cap, silent newcomers wait in the lobby and are closed
+// there, never costing an event loop, while clients with whole requests
+// pass through it at once; attackers that reconnect at once do not starve
+// them.
+func TestLobby(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(100, 8))
+	for range 6 { // three quarters of the uid's cap, proven
+		c, err := Dial(context.Background(), ts.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	before := ts.Stats()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range 20 {
+		wg.Go(func() {
+			buf := make([]byte, 16)
+			for ctx.Err() == nil {
+				c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: ts.path, Net: "unix"})
+				if err != nil {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				stop := context.AfterFunc(ctx, func() { c.Close() })
+				_, _ = c.Read(buf) // until the server closes it
+				stop()
+				c.Close()
+			}
+		})
+	}
+	for i := range 50 {
+		got, err := Send(context.Background(), ts.path, []byte("ping"), WithDialOptions(uds.WaitIfBusy()))
+		if err != nil || string(got) != "pong" {
+			t.Fatalf("client %d beside the attackers: %q, %v", i, got, err)
+		}
+	}
+	time.Sleep(2 * lobbyWait)
+	cancel()
+	wg.Wait()
+	st := ts.Stats()
+	if st.Lobbied == 0 || st.LobbyClosed == 0 {
+		t.Fatalf("nobody waited in the lobby: %+v", st)
+	}
+	// Only the clients with requests reached a loop.
+	if n := st.Accepted - before.Accepted; n != 50 {
+		t.Fatalf("%d connections enrolled for 50 clients: %+v", n, st)
 	}
 }

@@ -79,6 +79,13 @@ const (
 	// 40-58% to under 10% of bytes).
 	readBufferCap = 256 << 10
 
+	// listenBacklog is the socket's listen backlog unless WithListenOptions
+	// sets one: a crowd that reconnects whenever it is closed comes back in
+	// bursts, and a client that finds the backlog full fails at once
+	// (EAGAIN) unless it waits as git's does. The kernel caps it at
+	// net.core.somaxconn; each queued connection costs about 1 KiB there.
+	listenBacklog = 4096
+
 	// queuePerWorker sizes the queue of requests waiting for a worker, as git
 	// does (nr_threads x 100), but never below the connection cap: a
 	// connection has at most one request queued or in a handler, so a burst
@@ -236,7 +243,9 @@ func WithOutboundHighWater(n int) Option {
 // same uid, at the uid's cap) that has not completed a request; when every
 // connection has, the new one is accepted and closed at once, before any
 // read. From three quarters of a cap on, the first-byte and request
-// deadlines tighten to at most 250 ms and 1 s.
+// deadlines tighten to at most 1 s and 2 s, and a new connection joins an
+// event loop only once its request is there: until then, for at most a
+// second, it waits in a lobby that costs the loops nothing.
 func WithMaxConns(total, perUID int) Option {
 	return func(o *options) error {
 		o.maxConns, o.maxConnsPerUID = total, perUID

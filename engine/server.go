@@ -44,6 +44,7 @@ type Server struct {
 	reaperQuiet bool
 
 	adm    *admission
+	lobby  *lobby
 	budget memBudget
 
 	mu    sync.Mutex // guards loops
@@ -86,7 +87,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 			return nil, err
 		}
 	}
-	lopts := append([]uds.Option{uds.WithLogger(o.logger)}, o.listen...)
+	lopts := append([]uds.Option{uds.WithLogger(o.logger), uds.WithBacklog(listenBacklog)}, o.listen...)
 	ln, err := uds.Listen(path, lopts...)
 	if err != nil {
 		return nil, err
@@ -101,6 +102,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 		baseCtx:    ctx,
 		baseCancel: cancel,
 		adm:        newAdmission(o.maxConns, o.maxConnsPerUID),
+		lobby:      newLobby(o.maxConns, o.maxConnsPerUID),
 		budget:     memBudget{limit: o.memoryBudget},
 		loops:      make(map[gnet.EventLoop]*loopState),
 		stopCh:     make(chan struct{}),
@@ -209,6 +211,7 @@ func (s *Server) beginStop() {
 		if err := s.ln.Close(); err != nil {
 			s.log.Warn("engine: close listener", "err", err)
 		}
+		s.lobby.close() // waiters are closed, none is admitted any more
 	})
 }
 
@@ -396,35 +399,67 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		ok, victim := s.adm.admit(cred)
-		if victim != nil {
-			s.stats.evicted.Add(1)
-			_ = victim.gc.Close()
-		}
-		if !ok {
-			s.stats.overCap.Add(1) // counted before the client can see the close
+		pressured, full := s.adm.crowded(cred.UID)
+		pressured = pressured || s.lobby.waiting(cred.UID)
+		switch {
+		case full: // nothing to evict: whatever it sends, it cannot come in
+			s.stats.overCap.Add(1)
 			_ = uc.Close()
 			continue
-		}
-		c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-		// gnet picks the loop; any of them may be in a solo wait.
-		s.enrolling.Add(1)
-		s.wakeParked()
-		_, err = s.gcli.EnrollContext(uc, c)
-		s.enrolling.Add(-1)
-		if err != nil {
-			// EnrollContext closed uc.
-			s.adm.unadmit(cred)
-			c.cancel(err)
-			if fdExhausted(err) {
-				s.stats.acceptExhausted.Add(1)
-				delay = acceptBackoffMin
-				if !s.sleep(delay) {
-					return
+		case pressured:
+			switch peekRequest(uc) {
+			case peekReady: // its request is here: straight in
+			case peekBad:
+				s.stats.lobbyClosed.Add(1)
+				_ = uc.Close()
+				continue
+			default:
+				if !s.enterLobby(uc, cred) {
+					_ = uc.Close()
 				}
+				continue
+			}
+		}
+		if fdErr := s.admitAndEnroll(uc, cred); fdErr {
+			delay = acceptBackoffMin
+			if !s.sleep(delay) {
+				return
 			}
 		}
 	}
+}
+
+// admitAndEnroll counts uc against the caps (evicting a connection without
+// a whole request at a cap) and hands it to an event loop, or closes it.
+// It reports whether enrolling failed for lack of descriptors. It runs on
+// the accept loop and on lobby goroutines.
+func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
+	ok, victim := s.adm.admit(cred)
+	if victim != nil {
+		s.stats.evicted.Add(1)
+		_ = victim.gc.Close()
+	}
+	if !ok {
+		s.stats.overCap.Add(1) // counted before the client can see the close
+		_ = uc.Close()
+		return false
+	}
+	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	// gnet picks the loop; any of them may be in a solo wait.
+	s.enrolling.Add(1)
+	s.wakeParked()
+	_, err := s.gcli.EnrollContext(uc, c)
+	s.enrolling.Add(-1)
+	if err != nil {
+		// EnrollContext closed uc.
+		s.adm.unadmit(cred)
+		c.cancel(err)
+		if fdExhausted(err) {
+			s.stats.acceptExhausted.Add(1)
+			return true
+		}
+	}
+	return false
 }
 
 // shed implements the spare-descriptor trick (faults.md B8): with the
