@@ -361,6 +361,7 @@ func (t *torture) idle(ctx context.Context, r *TortureReport) error {
 	}
 	defer srv.stop()
 	alone := pingLatency(ctx, socket, 2000)
+	before := rss(srv.pid())
 	cs := make([]*net.UnixConn, 0, conns)
 	defer func() {
 		for _, c := range cs {
@@ -377,7 +378,7 @@ func (t *torture) idle(ctx context.Context, r *TortureReport) error {
 	time.Sleep(2 * time.Second)
 	m := rss(srv.pid())
 	beside := pingLatency(ctx, socket, 2000)
-	r.check("server resident memory", m < 32<<20, "< 32 MiB", "%s with %d idle connections", mib(m), conns)
+	r.check("server resident memory", m < 32<<20, "< 32 MiB", "%s with %d idle connections (%s before them)", mib(m), conns, mib(before))
 	a99, b99 := alone.ValueAtQuantile(99), beside.ValueAtQuantile(99)
 	r.check("ping p99 beside them / alone", float64(b99) <= 2*float64(a99), "<= 2x", "%.2fx (%s / %s)",
 		float64(b99)/float64(max(a99, 1)), FormatNS(float64(b99)), FormatNS(float64(a99)))

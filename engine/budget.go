@@ -196,7 +196,10 @@ func (b *memBudget) cachedBytes() int64 {
 // now, and reports false when c must close: it passed the limit and holds
 // more than any other connection. It runs on c's loop.
 func (c *conn) account() bool {
-	h := int64(c.asm.Held() + c.reqHeld + c.gc.InboundBuffered() + c.gc.OutboundBuffered())
+	h := int64(c.reqHeld + c.gc.InboundBuffered() + c.gc.OutboundBuffered())
+	if c.asm != nil {
+		h += int64(c.asm.Held())
+	}
 	if c.pendBuf != nil {
 		h += int64(cap(c.pendBuf.B))
 	}

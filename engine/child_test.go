@@ -11,12 +11,13 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Child roles run a server in a separate process, so that descriptor limits
 // and SIGKILL affect only it (faults.md harness notes).
 //
-//	PKTIPC_ENGINE_CHILD=server PKTIPC_PATH=... [PKTIPC_NOFILE=n]
+//	PKTIPC_ENGINE_CHILD=server PKTIPC_PATH=... [PKTIPC_NOFILE=n] [PKTIPC_MAXCONNS=n]
 //
 // The child prints "ready" once serving, serves until SIGTERM, then prints
 // its Stats as JSON.
@@ -50,7 +51,11 @@ func childServer() int {
 		}
 		return verifiedEcho(ctx, req, w)
 	})
-	s, err := NewServer(os.Getenv("PKTIPC_PATH"), h, WithWorkers(2))
+	opts := []Option{WithWorkers(2)}
+	if n, err := strconv.Atoi(os.Getenv("PKTIPC_MAXCONNS")); err == nil {
+		opts = append(opts, WithMaxConns(n, n), WithFirstByteTimeout(time.Hour))
+	}
+	s, err := NewServer(os.Getenv("PKTIPC_PATH"), h, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)
 		return 1

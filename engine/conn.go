@@ -81,10 +81,11 @@ type conn struct {
 	reqMsg  []byte                     // the worker's request: in req or reqBig
 	reqHeld int                        // the loop's: cap(reqBig) while a worker has it, for the budget
 
-	phaseA atomic.Int32 // copy of phase for the reaper
-	since  atomic.Int64 // monotonic ns when the current deadline started
-	why    atomic.Int32 // which deadline; the reaper compares since with its timeout
-	held   atomic.Int64 // bytes charged to the memory budget; -1 once evicted or closed (budget.go)
+	phaseA  atomic.Int32 // copy of phase for the reaper
+	since   atomic.Int64 // monotonic ns when the current deadline started
+	why     atomic.Int32 // which deadline; the reaper compares since with its timeout
+	held    atomic.Int64 // bytes charged to the memory budget; -1 once evicted or closed (budget.go)
+	expired atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
 
 	// admission's, under its mu (admission.go).
 	counted, inList bool
@@ -157,23 +158,51 @@ func (f finalTask) Run(context.Context) error {
 // Run checks, on the connection's loop, whether its outbound buffer drained.
 func (d drainTask) Run(context.Context) error { d.c.checkDrain(); return nil }
 
+// newConn makes the state of an accepted connection. What only a
+// connection that sends requests needs (the assembler, the handler's
+// context, the pooled path's channel and callbacks) is made when it first
+// does, so that an idle connection costs little.
 func (s *Server) newConn(p Peer) *conn {
-	c := &conn{
-		s:    s,
-		peer: p,
-		asm:  frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest),
-		done: make(chan struct{}),
-	}
+	c := &conn{s: s, peer: p, wfd: -1}
 	c.drain = drainTask{c}
 	c.final = finalTask{c}
-	c.wfd = -1
-	c.asm.SetBufferSource(c)
-	c.chunkCB, c.finalCB = c.onChunkWritten, c.onFinalWritten
 	c.reply.c = c
-	ctx, cancel := context.WithCancelCause(s.baseCtx)
-	c.ctx = context.WithValue(ctx, peerKey{}, &c.peer)
-	c.cancel = cancel
 	return c
+}
+
+// assembler returns c's assembler, made at the first request. On the loop.
+func (c *conn) assembler() *frame.Assembler {
+	if c.asm == nil {
+		mode := frame.SimpleIPC
+		if c.persistent {
+			mode = frame.Persistent
+		}
+		c.asm = frame.NewAssembler(mode, c.s.opts.maxRequest)
+		c.asm.SetBufferSource(c)
+	}
+	return c.asm
+}
+
+// prepareHandler makes what a handler of c needs: its context, and for the
+// pool the channel that tells a waiting worker of the close and the
+// hand-off callbacks. On the loop, before the first dispatch of each kind.
+func (c *conn) prepareHandler(pooled bool) {
+	if c.ctx == nil {
+		ctx, cancel := context.WithCancelCause(c.s.baseCtx)
+		c.ctx = context.WithValue(ctx, peerKey{}, &c.peer)
+		c.cancel = cancel
+	}
+	if pooled && c.done == nil {
+		c.done = make(chan struct{})
+		c.chunkCB, c.finalCB = c.onChunkWritten, c.onFinalWritten
+	}
+}
+
+// cancelHandler cancels the handler's context, if there is one.
+func (c *conn) cancelHandler(cause error) {
+	if c.cancel != nil {
+		c.cancel(cause)
+	}
 }
 
 func (c *conn) setPhase(p phase) {
@@ -278,7 +307,7 @@ func (c *conn) process(now int64) gnet.Action {
 			c.setDeadline(now, whyRequest)
 		}
 		buf := c.peek(min(total, window))
-		msg, n, done, err := c.asm.Next(buf)
+		msg, n, done, err := c.assembler().Next(buf)
 		if err != nil {
 			if !errors.Is(err, frame.ErrNoBuffer) { // the budget counted it
 				c.s.protocolError(c, err)
@@ -312,7 +341,8 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
 		c.discard(n)
 		c.persistent = true
-		c.asm = frame.NewAssembler(frame.Persistent, s.opts.maxRequest)
+		c.asm.Release()
+		c.asm = nil // the next is made for the persistent mode
 		if _, err := c.gc.Write(helloWire); err != nil {
 			return gnet.Close, true
 		}
@@ -321,7 +351,9 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	}
 	c.served++
 	s.stats.requests.Add(1)
-	if !s.opts.inline && !s.filterInline(msg) {
+	pooled := !s.opts.inline && !s.filterInline(msg)
+	c.prepareHandler(pooled)
+	if pooled {
 		c.takeRequest(msg)
 		c.discard(n)
 		c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
@@ -655,7 +687,9 @@ func (c *conn) onClose(err error) {
 	c.closed.Store(true)
 	c.unwatchWrite()
 	c.unaccount()
-	c.asm.Release()
+	if c.asm != nil {
+		c.asm.Release()
+	}
 	c.dropPend()
 	s := c.s
 	// gnet closes on EOF even when the peer only shut down its writing
@@ -680,12 +714,16 @@ func (c *conn) onClose(err error) {
 	if !rescued {
 		// The handler, if one runs, has nobody left to answer.
 		cause := err
-		if cause == nil {
+		if w := c.expired.Load(); w != 0 {
+			cause = fmt.Errorf("engine: %s deadline exceeded: %w", why(w-1), os.ErrDeadlineExceeded)
+		} else if cause == nil {
 			cause = net.ErrClosed
 		}
-		c.cancel(cause)
+		c.cancelHandler(cause)
 	}
-	close(c.done)
+	if c.done != nil {
+		close(c.done)
+	}
 	s.unregister(c)
 	// Buffers are not released here: the dispatching code (inline) or the
 	// worker (pooled) owns them and releases them when it returns.
@@ -725,7 +763,7 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 	if !c.closed.Load() {
 		_ = c.gc.Close() // no terminator: the client sees an incomplete reply
 	}
-	c.cancel(net.ErrClosed)
+	c.cancelHandler(net.ErrClosed)
 }
 
 // dupConn duplicates the socket of a gnet connection as a *net.UnixConn,

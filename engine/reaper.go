@@ -1,10 +1,6 @@
 package engine
 
-import (
-	"fmt"
-	"os"
-	"time"
-)
+import "time"
 
 // Reaper periods. Deadlines are checked every tick (a twentieth of the
 // shortest timeout in force, within these bounds, so a deadline fires
@@ -115,7 +111,7 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 	for _, c := range r.expired {
 		w := why(c.why.Load())
 		s.stats.timeouts[w].Add(1)
-		c.cancel(fmt.Errorf("engine: %s deadline exceeded: %w", w, os.ErrDeadlineExceeded))
+		c.expired.Store(int32(w) + 1) // the handler's cause, given at close
 		_ = c.gc.Close()
 	}
 	for _, c := range r.idle {

@@ -453,7 +453,6 @@ func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
 	if err != nil {
 		// EnrollContext closed uc.
 		s.adm.unadmit(cred)
-		c.cancel(err)
 		if fdExhausted(err) {
 			s.stats.acceptExhausted.Add(1)
 			return true

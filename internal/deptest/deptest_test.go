@@ -34,7 +34,7 @@ var rules = map[string]rule{
 		external: []string{"github.com/panjf2000/gnet/v2", "github.com/valyala/bytebufferpool", "golang.org/x/sys/unix"},
 	},
 	"bench":              {internal: []string{"bench", "engine", "frame", "uds", "fdpass", "ring", "perf"}, anyExt: true},
-	"cmd/ipcbench":       {internal: []string{"bench", "perf"}, anyExt: true},
+	"cmd/ipcbench":       {internal: []string{"bench", "engine", "perf"}, anyExt: true},
 	"internal/leakcheck": {external: []string{"go.uber.org/goleak"}},
 	"internal/deptest":   {},
 }
