@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
@@ -100,17 +101,25 @@ type conn struct {
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
 	workerGone bool          // the worker gave up the reply; nothing to rescue for
 
-	// wfd is a duplicate of the socket on which a worker writes a pooled
+	// wf is a duplicate of the socket on which a worker writes a pooled
 	// reply itself (no hand-off to the loop), made at the first pooled
-	// request; -1 when there is none. A duplicate, because gnet may close
+	// request; nil when there is none. A duplicate, because gnet may close
 	// its descriptor (peer gone) while the worker writes, and the number
-	// could then name another client's socket. direct is set by the loop
-	// when it dispatches (nothing is queued in gnet, so the worker's bytes
-	// cannot overtake any) and cleared by the worker at the first short
-	// write, after which the reply goes through gnet to keep its order.
-	// Closed by whichever of onClose and the worker comes last (mu).
-	wfd    int
-	direct bool
+	// could then name another client's socket. The worker waits for room
+	// in Go's netpoller, until the write deadline; onClose wakes it with a
+	// past deadline. direct is set by the loop when it dispatches (nothing
+	// is queued in gnet, so the worker's bytes cannot overtake any); with
+	// it clear the reply goes through gnet. wf is closed by whichever of
+	// onClose and the worker comes last (mu). wb, wn, werr and writeCB are
+	// the worker's, for writes through wf's RawConn.
+	wf      *os.File
+	wfd     int
+	wrc     syscall.RawConn
+	direct  bool
+	wb      []byte
+	wn      int
+	werr    error
+	writeCB func(fd uintptr) bool
 
 	// pend holds request bytes the loop read itself (soloWait) and has not
 	// consumed; they come before anything in gnet's inbound buffer. It
@@ -512,18 +521,13 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 		return true, c.writeRescued(rc, b)
 	}
 	if c.direct {
-		n, werr := c.writeDirect(b)
-		switch {
-		case werr != nil:
-			return false, werr
-		case n < len(b):
-			c.direct = false // the socket is full: gnet sends the rest, in order
-			b = b[n:]
-		case !final:
-			return false, nil
-		default:
-			return false, c.finishDirect()
+		if err := c.writeDirect(b); err != nil {
+			return false, err
 		}
+		if !final {
+			return false, nil
+		}
+		return false, c.finishDirect()
 	}
 	cb := c.chunkCB
 	if final {
@@ -582,24 +586,52 @@ func (c *conn) waitAck(ack chan ackMsg, seq uint64) error {
 	}
 }
 
-// writeDirect writes b on the worker's duplicate of the socket, without
-// blocking: it returns how much the kernel took, and an error only when the
-// peer is gone.
-func (c *conn) writeDirect(b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := sysWrite(uintptr(c.wfd), b[n:])
+// writeDirect writes all of b on the worker's duplicate of the socket. A
+// full socket makes the worker wait in the netpoller for the peer to read,
+// until the write deadline; it fails when the deadline passes, the peer is
+// gone, or the loop closed the connection.
+func (c *conn) writeDirect(b []byte) error {
+	for len(b) > 0 { // at once, while the socket takes it
+		n, err := sysWrite(uintptr(c.wfd), b)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			return n, nil
+			c.wb, c.wn, c.werr = b, 0, nil
+			if d := c.s.opts.writeTimeout; d > 0 {
+				_ = c.wf.SetWriteDeadline(time.Now().Add(d))
+			}
+			if err := c.wrc.Write(c.writeCB); err != nil || c.werr != nil {
+				c.wb = nil
+				return net.ErrClosed
+			}
+			c.wb = nil
+			return nil
 		case err != nil:
-			return n, net.ErrClosed
+			return net.ErrClosed
 		}
-		n += m
+		b = b[n:]
 	}
-	return n, nil
+	return nil
+}
+
+// writeSome is the RawConn.Write callback of writeDirect: it writes what
+// the socket takes, and asks the netpoller to wait when it takes no more.
+func (c *conn) writeSome(fd uintptr) bool {
+	for c.wn < len(c.wb) {
+		n, err := sysWrite(fd, c.wb[c.wn:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			c.werr = err
+			return true
+		}
+		c.wn += n
+	}
+	return true
 }
 
 // finishDirect hands the connection back to the loop after the worker wrote
@@ -618,21 +650,30 @@ func (c *conn) finishDirect() error {
 // It runs on the loop. Without one (descriptor table full) replies go
 // through the loop.
 func (c *conn) openWriteFD() bool {
-	if c.wfd < 0 {
+	if c.wf == nil {
 		fd, err := c.gc.Dup()
 		if err != nil {
 			return false
 		}
-		c.wfd = fd
+		// Non-blocking like gnet's (the flag is the socket's), so the
+		// file is pollable.
+		f := os.NewFile(uintptr(fd), "pktipc-reply")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			_ = f.Close()
+			return false
+		}
+		c.wf, c.wfd, c.wrc = f, fd, rc
+		c.writeCB = c.writeSome
 	}
 	return true
 }
 
 // closeWriteFD closes the duplicate; the caller holds mu.
 func (c *conn) closeWriteFD() {
-	if c.wfd >= 0 {
-		_ = sysClose(c.wfd)
-		c.wfd = -1
+	if c.wf != nil {
+		_ = c.wf.Close()
+		c.wf, c.wfd, c.wrc = nil, -1, nil
 	}
 }
 
@@ -709,6 +750,8 @@ func (c *conn) onClose(err error) {
 	rescued := c.rescue != nil
 	if c.phase != phaseHandling || c.workerGone {
 		c.closeWriteFD() // else the worker closes it when it is done
+	} else if c.wf != nil && !rescued {
+		_ = c.wf.SetWriteDeadline(time.Unix(1, 0)) // a worker waiting for room gives up
 	}
 	c.mu.Unlock()
 	if !rescued {

@@ -20,6 +20,22 @@
 // at deadlines that git does not have. Every limit is an option with a named
 // default.
 //
+// # Crowds and memory
+//
+// Connections are capped in total and per peer uid (WithMaxConns). At a
+// cap, a new connection that brings a whole request evicts the oldest
+// connection that has not completed one, so silent, partial and trickling
+// clients never keep a real client out. From three quarters of a cap on,
+// first-byte and request deadlines tighten, and a new connection waits for
+// its request in a lobby, parked in Go's netpoller, before it may join an
+// event loop. A memory budget (WithMemoryBudget) bounds the bytes buffered
+// for all connections together; past it the connection holding the most is
+// closed. Large request buffers are mapped outside the Go heap and reused
+// across connections, and returned to the system after load. A connection
+// whose replies wait for its peer to read costs nothing while it waits: a
+// goroutine parked on the socket's writability tells its loop when the peer
+// reads.
+//
 // Handlers run on a bounded worker pool (git's nr_threads), or inline on the
 // event loop for handlers that never block (WithInlineHandlers): then a
 // request is served without a goroutine hand-off, a copy or an allocation.
@@ -43,6 +59,16 @@
 // uses a connection per request. The Client waits for replies by spinning
 // briefly on its socket before parking in the netpoller, which saves the
 // wake-up that dominates a local round trip.
+//
+// A Client matches replies to requests by construction: each request
+// records the connection it went out on, and when a connection ends every
+// request still waiting on it fails at once, so a reply that comes later,
+// on a new connection, can only be its own request's. Every failed request
+// says what may have happened to it: ErrNotProcessed (it never reached the
+// server whole; sending it again is safe) or ErrIncompleteReply (it was
+// sent, and the server may have processed it), wrapping the cause
+// (ErrPeerClosed, ErrPeerReset, a deadline, a malformed reply). The
+// persistent handshake is offered on every new connection.
 //
 // # Wire extension
 //

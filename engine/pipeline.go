@@ -67,15 +67,42 @@ type Client struct {
 	rerr   error
 	rn     int
 	asm    *frame.Assembler
+	kept   replyBuffers
 
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
 }
 
-// clientBufferMin is the first size of a client's read buffer; it grows to
-// frame.MinReadBuffer, beyond which the assembler gathers large replies
-// itself.
-const clientBufferMin = 16 << 10
+const (
+	// clientBufferMin is the first size of a client's read buffer; it
+	// grows to frame.MinReadBuffer, beyond which the assembler gathers
+	// large replies itself.
+	clientBufferMin = 16 << 10
+
+	// clientKeep bounds the reply buffer a Client keeps between replies.
+	clientKeep = 16 << 20
+)
+
+// replyBuffers is a Client's frame.BufferSource: it keeps the largest
+// buffer a reply needed, up to clientKeep, so that a run of large replies
+// reuses one instead of allocating each time. The assembler gives a
+// buffer back only when the reply in it is no longer valid (the next Recv).
+type replyBuffers struct{ kept []byte }
+
+func (r *replyBuffers) Get(n int) []byte {
+	if cap(r.kept) >= n {
+		b := r.kept
+		r.kept = nil
+		return b[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+func (r *replyBuffers) Put(b []byte) {
+	if cap(b) <= clientKeep && cap(b) > cap(r.kept) {
+		r.kept = b[:0]
+	}
+}
 
 // Dial connects to the server at path and, unless WithGitStyle, offers
 // pktipc's persistent handshake. A git server declines it by closing after
@@ -94,6 +121,7 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 		asm:   frame.NewAssembler(frame.SimpleIPC, o.maxReply),
 		spin:  newSpinPlan(o.spin),
 	}
+	c.asm.SetBufferSource(&c.kept)
 	c.readFn = c.readOnce
 	c.writeFn = c.writeOnce
 	if err := c.connect(ctx); err != nil {

@@ -2,6 +2,7 @@ package frame
 
 import (
 	"io"
+	"math/bits"
 	"strconv"
 )
 
@@ -301,7 +302,9 @@ func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
 // refused a larger buffer.
 func (a *Assembler) gather(p []byte) bool {
 	if cap(a.buf) < a.total {
-		c := min(max(2*cap(a.buf), a.total, minGrow), a.max)
+		// Powers of two: a run of equal messages settles on one size, the
+		// one a BufferSource's classes hand out anyway.
+		c := min(1<<bits.Len(uint(max(2*cap(a.buf), a.total, minGrow)-1)), a.max)
 		var nb []byte
 		if a.src == nil {
 			nb = make([]byte, 0, c)
