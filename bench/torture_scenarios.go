@@ -182,7 +182,8 @@ func (t *torture) storm(ctx context.Context, r *TortureReport) error {
 		return err
 	}
 	defer srv.stop()
-	t.progress("quiet phase (%v)", t.o.Phase)
+	t.progress("quiet phase (%v, after a second of warm-up)", t.o.Phase)
+	measureLegit(ctx, socket, time.Second)
 	q1, qp := measureLegit(ctx, socket, t.o.Phase)
 
 	t.progress("storm phase (%v): 1,700 attacking connections from another process", t.o.Phase)
@@ -219,9 +220,10 @@ func (t *torture) storm(ctx context.Context, r *TortureReport) error {
 		qp99, sp99 := c.quiet.hist.ValueAtQuantile(99), c.stormy.hist.ValueAtQuantile(99)
 		ratio := float64(sp99) / float64(max(qp99, 1))
 		r.check(c.name+" p99 storm / quiet", c.stormy.hist.TotalCount() > 0 && ratio <= 3, "<= 3x",
-			"%.2fx (%s / %s; p50 %s / %s; %d requests in the storm)", ratio,
+			"%.2fx (%s / %s; p50 %s / %s, p90 %s / %s; %d requests in the storm)", ratio,
 			FormatNS(float64(sp99)), FormatNS(float64(qp99)),
 			FormatNS(float64(c.stormy.hist.ValueAtQuantile(50))), FormatNS(float64(c.quiet.hist.ValueAtQuantile(50))),
+			FormatNS(float64(c.stormy.hist.ValueAtQuantile(90))), FormatNS(float64(c.quiet.hist.ValueAtQuantile(90))),
 			c.stormy.hist.TotalCount())
 	}
 	r.info("server CPU during the storm", "%.1f%% of a core", 100*cpu.Seconds()/wall.Seconds())

@@ -196,7 +196,7 @@ func (b *memBudget) cachedBytes() int64 {
 // now, and reports false when c must close: it passed the limit and holds
 // more than any other connection. It runs on c's loop.
 func (c *conn) account() bool {
-	h := int64(c.reqHeld + c.gc.InboundBuffered() + c.gc.OutboundBuffered())
+	h := int64(c.reqHeld + gnetHeld(c.gc.InboundBuffered()) + gnetHeld(c.gc.OutboundBuffered()))
 	if c.asm != nil {
 		h += int64(c.asm.Held())
 	}
@@ -218,6 +218,16 @@ func (c *conn) account() bool {
 		return c.s.relieve(c, 0)
 	}
 	return true
+}
+
+// gnetHeld estimates the memory behind n bytes buffered by gnet, whose
+// buffers grow by doubling and come from pools by powers of two: the next
+// power of two.
+func gnetHeld(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return 1 << bits.Len(uint(n-1))
 }
 
 // unaccount takes c out of the budget; it runs in OnClose.

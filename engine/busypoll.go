@@ -134,6 +134,7 @@ type counters struct {
 	drainChecks     atomic.Uint64
 	evicted         atomic.Uint64
 	budgetClosed    atomic.Uint64
+	oneShot         atomic.Uint64
 	lobbied         atomic.Uint64
 	lobbyAdmitted   atomic.Uint64
 	lobbyClosed     atomic.Uint64
@@ -146,7 +147,8 @@ type Stats struct {
 	OverCap          uint64 // closed at once for exceeding a connection cap
 	AcceptExhausted  uint64 // accept or enroll failed for lack of descriptors
 	Shed             uint64 // clients closed by the spare-descriptor trick
-	Open             int    // connections open now
+	Open             int    // connections open now on the event loops
+	Lingering        int    // one-shot connections whose reply waits for the peer to read
 	Requests         uint64 // requests handed to the handler
 	ProtocolErrors   uint64 // malformed or oversized requests
 	Overloaded       uint64 // closed because the worker queue was full
@@ -164,6 +166,7 @@ type Stats struct {
 	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
 	Evicted          uint64 // connections without a whole request closed to make room at a cap
 	BudgetClosed     uint64 // connections closed, or refused a buffer, for the memory budget
+	OneShot          uint64 // requests served where they were accepted (git-style, whole on arrival)
 	Lobbied          uint64 // connections that waited in the lobby (near a cap)
 	LobbyAdmitted    uint64 // ... and showed a whole request in time
 	LobbyClosed      uint64 // ... and were closed: no request in time, or their place taken
@@ -181,6 +184,7 @@ func (s *Server) Stats() Stats {
 		AcceptExhausted:  c.acceptExhausted.Load(),
 		Shed:             c.shed.Load(),
 		Open:             s.openConns(),
+		Lingering:        s.lingering.count(),
 		Requests:         c.requests.Load(),
 		ProtocolErrors:   c.protocolErrors.Load(),
 		Overloaded:       c.overloaded.Load(),
@@ -198,6 +202,7 @@ func (s *Server) Stats() Stats {
 		DrainFallbacks:   c.drainFallbacks.Load(),
 		Evicted:          c.evicted.Load(),
 		BudgetClosed:     c.budgetClosed.Load(),
+		OneShot:          c.oneShot.Load(),
 		Lobbied:          c.lobbied.Load(),
 		LobbyAdmitted:    c.lobbyAdmitted.Load(),
 		LobbyClosed:      c.lobbyClosed.Load(),

@@ -69,12 +69,13 @@ type conn struct {
 	ctx    context.Context // immutable; carries peer
 	cancel context.CancelCauseFunc
 
-	asm        *frame.Assembler
-	persistent bool
-	served     uint64
-	phase      phase
-	closeAfter bool // close once the outbound buffer is empty (SI)
-	ackWaiting bool // a worker waits for the outbound buffer to fall below the high-water mark
+	asm         *frame.Assembler
+	persistent  bool
+	firstPooled bool // the accept loop's one-shot path asked WithInlineFilter already: pool
+	served      uint64
+	phase       phase
+	closeAfter  bool // close once the outbound buffer is empty (SI)
+	ackWaiting  bool // a worker waits for the outbound buffer to fall below the high-water mark
 
 	reply   ReplyWriter                // the loop's while inline; the worker's while handling
 	req     *bytebufferpool.ByteBuffer // the worker's copy of a request that lay in gnet's buffer
@@ -360,7 +361,8 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 	}
 	c.served++
 	s.stats.requests.Add(1)
-	pooled := !s.opts.inline && !s.filterInline(msg)
+	pooled := !s.opts.inline && (c.firstPooled || !s.filterInline(msg))
+	c.firstPooled = false
 	c.prepareHandler(pooled)
 	if pooled {
 		c.takeRequest(msg)

@@ -35,8 +35,9 @@ const (
 	lobbyWait = time.Duration(pressureFirstByteTimeout)
 	// lobbyPeek is how much of a waiting connection's input is looked at:
 	// a request that fills it with well-formed packets is taken as a
-	// large request on its way, and admitted.
-	lobbyPeek = 4 << 10
+	// large request on its way, and admitted. Small, because every waiter
+	// holds one on its stack.
+	lobbyPeek = 512
 	// lobbyShare: the lobby holds twice as many connections as the caps
 	// allow on the loops. A waiter costs a descriptor and a parked
 	// goroutine (about 10 KiB); a crowd larger than the lobby churns,
@@ -146,7 +147,7 @@ func (s *Server) wait(w *waiter) {
 		return
 	}
 	s.stats.lobbyAdmitted.Add(1)
-	s.admitAndEnroll(w.uc, w.cred)
+	s.admitAndEnroll(w.uc, w.cred, false)
 }
 
 func (l *lobby) unlinkLocked(w *waiter) {
@@ -196,11 +197,11 @@ func peekRequest(uc *net.UnixConn) peekVerdict {
 	var buf [lobbyPeek]byte
 	verdict := peekWait
 	_ = rc.Control(func(fd uintptr) {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, err := recvPeek(int(fd), buf[:])
 		switch {
 		case err == syscall.EAGAIN || err == syscall.EINTR:
 		case err != nil || n == 0:
-			verdict = peekBad
+			verdict = peekGone
 		default:
 			verdict = judgeRequest(buf[:n], n == len(buf))
 		}
@@ -221,14 +222,14 @@ func waitForRequest(uc *net.UnixConn, deadline time.Time) bool {
 	verdict := peekWait
 	err = rc.Read(func(fd uintptr) bool {
 		for {
-			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			n, err := recvPeek(int(fd), buf[:])
 			switch {
 			case err == syscall.EINTR:
 				continue
 			case err == syscall.EAGAIN:
 				return false // the netpoller waits for more
 			case err != nil || n == 0:
-				verdict = peekBad // gone
+				verdict = peekGone
 				return true
 			}
 			verdict = judgeRequest(buf[:n], n == len(buf))
@@ -244,7 +245,8 @@ type peekVerdict int
 const (
 	peekWait  peekVerdict = iota // well-formed so far; more is needed
 	peekReady                    // a whole request, or a large one on its way
-	peekBad                      // malformed, or the peer is gone
+	peekBad                      // malformed
+	peekGone                     // the peer hung up (git's probe), or the socket failed
 )
 
 // judgeRequest looks at the start of a connection's input, b; full says

@@ -7,3 +7,4 @@ import "errors"
 func sysRead(uintptr, []byte) (int, error)  { return 0, errors.ErrUnsupported }
 func sysWrite(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
 func sysClose(int) error                    { return errors.ErrUnsupported }
+func recvPeek(int, []byte) (int, error)     { return 0, errors.ErrUnsupported }

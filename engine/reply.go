@@ -34,8 +34,9 @@ type ReplyWriter struct {
 	err    error // sticky: once a write failed, the reply is abandoned
 	n      int64 // payload bytes written
 	inline bool
-	base   int   // outbound bytes queued when an inline reply began
-	sentAt int64 // when a pooled reply last went to the event loop
+	sock   *net.UnixConn // a one-shot reply's socket (oneshot.go); nil otherwise
+	base   int           // outbound bytes queued when an inline reply began
+	sentAt int64         // when a pooled reply last went to the event loop
 }
 
 // Write sends p as the next part of the reply. It copies p, so the caller
@@ -109,7 +110,7 @@ func (w *ReplyWriter) begin(inline bool) {
 		w.buf = bufPool.Get()
 	}
 	w.buf.B = w.buf.B[:0]
-	w.err, w.n, w.inline, w.base = nil, 0, inline, 0
+	w.err, w.n, w.inline, w.base, w.sock = nil, 0, inline, 0, nil
 	if inline {
 		w.base = w.c.gc.OutboundBuffered()
 	} else {
@@ -119,7 +120,7 @@ func (w *ReplyWriter) begin(inline bool) {
 
 func (w *ReplyWriter) release() {
 	if w.inline {
-		w.buf = nil // the loop's
+		w.buf, w.sock = nil, nil // the loop's, or the accept loop's
 		return
 	}
 	if w.buf != nil {
@@ -136,7 +137,10 @@ func (w *ReplyWriter) flush() error {
 	if len(w.buf.B) == 0 {
 		return nil
 	}
-	if w.inline {
+	switch {
+	case w.sock != nil:
+		return w.flushOneShot()
+	case w.inline:
 		return w.flushInline()
 	}
 	_, err := w.c.handOff(w.buf.B, false)

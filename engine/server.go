@@ -43,9 +43,11 @@ type Server struct {
 	// that tests see the other wake-ups do their job. Set before Serve.
 	reaperQuiet bool
 
-	adm    *admission
-	lobby  *lobby
-	budget memBudget
+	adm       *admission
+	lobby     *lobby
+	budget    memBudget
+	oneshot   oneShot // the accept loop's
+	lingering lingerers
 
 	mu    sync.Mutex // guards loops
 	loops map[gnet.EventLoop]*loopState
@@ -249,6 +251,7 @@ func (s *Server) Close() error {
 			// The accept loop must be gone before gnet stops: an Enroll
 			// during gnet's stop waits forever.
 			<-s.acceptExit
+			s.lingering.close()
 			if err := s.gcli.Stop(); err != nil {
 				s.closeErr = fmt.Errorf("engine: stop event loops: %w", err)
 			}
@@ -401,26 +404,30 @@ func (s *Server) acceptLoop() {
 		delay = 0
 		pressured, full := s.adm.crowded(cred.UID)
 		pressured = pressured || s.lobby.waiting(cred.UID)
-		switch {
-		case full: // nothing to evict: whatever it sends, it cannot come in
+		if full { // nothing to evict: whatever it sends, it cannot come in
 			s.stats.overCap.Add(1)
 			_ = uc.Close()
 			continue
-		case pressured:
-			switch peekRequest(uc) {
-			case peekReady: // its request is here: straight in
-			case peekBad:
-				s.stats.lobbyClosed.Add(1)
-				_ = uc.Close()
-				continue
-			default:
-				if !s.enterLobby(uc, cred) {
-					_ = uc.Close()
-				}
+		}
+		verdict, end := s.peekNew(uc)
+		pooled := false
+		switch {
+		case verdict == peekGone: // git's probe: dropped silently
+			s.stats.accepted.Add(1)
+			_ = uc.Close()
+			continue
+		case verdict == peekReady && end > 0:
+			var served bool
+			if served, pooled = s.serveOneShot(uc, cred, end); served {
 				continue
 			}
+		case verdict == peekWait && pressured:
+			if !s.enterLobby(uc, cred) {
+				_ = uc.Close()
+			}
+			continue
 		}
-		if fdErr := s.admitAndEnroll(uc, cred); fdErr {
+		if fdErr := s.admitAndEnroll(uc, cred, pooled); fdErr {
 			delay = acceptBackoffMin
 			if !s.sleep(delay) {
 				return
@@ -433,7 +440,9 @@ func (s *Server) acceptLoop() {
 // a whole request at a cap) and hands it to an event loop, or closes it.
 // It reports whether enrolling failed for lack of descriptors. It runs on
 // the accept loop and on lobby goroutines.
-func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
+// pooled says that WithInlineFilter sent its first request to the pool
+// already.
+func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (fdErr bool) {
 	ok, victim := s.adm.admit(cred)
 	if victim != nil {
 		s.stats.evicted.Add(1)
@@ -445,6 +454,7 @@ func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
 		return false
 	}
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	c.firstPooled = pooled
 	// gnet picks the loop; any of them may be in a solo wait.
 	s.enrolling.Add(1)
 	s.wakeParked()

@@ -1,0 +1,286 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/uds"
+)
+
+// The git-style path. A git client connects, writes its request and waits;
+// by the time the accept loop takes the connection, the request is usually
+// in the socket already. Such a connection is served where it was
+// accepted, as a blocking C server serves it: read, handle, write, close,
+// without a hand-off to an event loop (a descriptor duplicate, an epoll
+// registration and two wake-ups, whose scheduling made the tail of a
+// connection's latency). Only requests whose handler runs inline qualify
+// (WithInlineHandlers or WithInlineFilter), since the accept loop must not
+// block; the rest, the persistent handshake, and connections whose request
+// is not whole yet go to the loops as before. A reply the socket does not
+// take at once is finished by a goroutine of its own, bounded by the write
+// deadline, so one slow reader never stalls the accept loop.
+
+// oneShotPeek is how much of a new connection's input the accept loop
+// looks at for a whole request: git's ordinary requests fit.
+const oneShotPeek = 64 << 10
+
+// oneShot is the accept loop's state for the git-style path; only the
+// accept loop uses it.
+type oneShot struct {
+	peek  []byte
+	asm   *frame.Assembler
+	reply bytebufferpool.ByteBuffer
+	sink  []byte // what a served request's bytes are read into and dropped
+}
+
+// lingerers owns the goroutines that finish one-shot replies.
+//
+// Invariant (mu): every such goroutine's connection is in conns until the
+// goroutine ends; closed is set once, when the server closes, after which
+// none starts; close sets past deadlines on all conns, so each goroutine
+// ends at once.
+type lingerers struct {
+	mu     sync.Mutex
+	conns  map[*net.UnixConn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// peekNew judges what a new connection has sent so far, with the accept
+// loop's buffer: the verdict, and for peekReady the wire length of the
+// whole request when it lies within the buffer (0 otherwise).
+func (s *Server) peekNew(uc *net.UnixConn) (peekVerdict, int) {
+	o := &s.oneshot
+	if o.peek == nil {
+		o.peek = make([]byte, oneShotPeek)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return peekBad, 0
+	}
+	verdict, end := peekWait, 0
+	_ = rc.Control(func(fd uintptr) {
+		n, err := recvPeek(int(fd), o.peek)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EINTR:
+		case err != nil || n == 0:
+			verdict = peekGone
+		default:
+			verdict, end = judgeWhole(o.peek[:n], n == len(o.peek))
+		}
+	})
+	return verdict, end
+}
+
+// judgeWhole is judgeRequest that also gives the end of a whole request.
+func judgeWhole(b []byte, full bool) (peekVerdict, int) {
+	off := 0
+	for {
+		kind, _, n, err := frame.Decode(b[off:])
+		switch {
+		case err != nil:
+			return peekBad, 0
+		case kind == frame.NeedMore && full:
+			return peekReady, 0
+		case kind == frame.NeedMore:
+			return peekWait, 0
+		case kind != frame.Data || n == frame.HeaderSize:
+			return peekReady, off + n
+		}
+		off += n
+	}
+}
+
+// serveOneShot serves the whole request in the first end bytes of the
+// accept loop's peek buffer on the accept loop, and reports served; it
+// reports false, touching nothing, when the request must go to a loop, and
+// then pooled says that WithInlineFilter already sent it to the pool.
+func (s *Server) serveOneShot(uc *net.UnixConn, cred uds.Cred, end int) (served, pooled bool) {
+	o := &s.oneshot
+	if o.asm == nil {
+		o.asm = frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest)
+	}
+	o.asm.Reset()
+	msg, _, done, err := o.asm.Next(o.peek[:end])
+	if err != nil || !done || (s.opts.persistent && bytes.Equal(msg, helloRequest)) {
+		return false, false
+	}
+	if !s.opts.inline && !s.filterInline(msg) {
+		return false, true
+	}
+	ok, victim := s.adm.admit(cred)
+	if victim != nil {
+		s.stats.evicted.Add(1)
+		_ = victim.gc.Close()
+	}
+	if !ok {
+		s.stats.overCap.Add(1)
+		_ = uc.Close()
+		return true, false
+	}
+	defer s.adm.unadmit(cred)
+	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	if s.stopping.Load() || !consume(uc, end, &o.sink) {
+		_ = uc.Close()
+		return true, false
+	}
+	s.stats.requests.Add(1)
+	s.stats.oneShot.Add(1)
+	c.prepareHandler(false)
+	c.reply.beginOneShot(&o.reply, uc)
+	herr, panicked := s.call(c, msg)
+	c.cancelHandler(net.ErrClosed)
+	w := &c.reply
+	if panicked || w.err != nil {
+		w.release()
+		_ = uc.Close() // no terminator: the client sees an incomplete reply
+		return true, false
+	}
+	if errors.Is(herr, ErrQuit) {
+		s.requestQuit()
+	}
+	w.buf.B = frame.AppendFlush(w.buf.B)
+	n, _ := writeNow(uc, w.buf.B)
+	if n < len(w.buf.B) {
+		s.linger(uc, w.buf.B[n:])
+	} else {
+		_ = uc.Close()
+	}
+	w.release()
+	return true, false
+}
+
+// consume reads and drops the first n bytes of uc's input, which are
+// there already.
+func consume(uc *net.UnixConn, n int, sink *[]byte) bool {
+	if cap(*sink) < n {
+		*sink = make([]byte, n)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	got := 0
+	_ = rc.Control(func(fd uintptr) {
+		for got < n {
+			m, err := syscall.Read(int(fd), (*sink)[got:n])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				return
+			}
+			got += m
+		}
+	})
+	return got == n
+}
+
+// writeNow writes what the socket takes of b without waiting.
+func writeNow(uc *net.UnixConn, b []byte) (int, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var werr error
+	_ = rc.Control(func(fd uintptr) {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				return
+			}
+			n += m
+		}
+	})
+	return n, werr
+}
+
+// linger finishes a one-shot reply the socket did not take at once, on a
+// goroutine of its own, then closes the connection. It copies rest.
+func (s *Server) linger(uc *net.UnixConn, rest []byte) {
+	l := &s.lingering
+	// The deadline before the registration: close sets a past one on
+	// every registered connection, and must not be overtaken.
+	if d := s.opts.writeTimeout; d > 0 {
+		_ = uc.SetWriteDeadline(time.Now().Add(d))
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		_ = uc.Close()
+		return
+	}
+	if l.conns == nil {
+		l.conns = make(map[*net.UnixConn]struct{})
+	}
+	l.conns[uc] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	b := bytes.Clone(rest)
+	s.budget.used.Add(int64(len(b)))
+	go func() {
+		defer l.wg.Done()
+		if _, err := uc.Write(b); errors.Is(err, os.ErrDeadlineExceeded) {
+			s.stats.timeouts[whyWrite].Add(1)
+		}
+		s.budget.used.Add(-int64(len(b)))
+		l.mu.Lock()
+		delete(l.conns, uc)
+		l.mu.Unlock()
+		_ = uc.Close()
+	}()
+}
+
+func (l *lingerers) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// close ends every lingering reply at once and waits for their goroutines.
+func (l *lingerers) close() {
+	l.mu.Lock()
+	l.closed = true
+	for uc := range l.conns {
+		_ = uc.SetWriteDeadline(time.Unix(1, 0))
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
+
+// beginOneShot starts a reply written on uc by the accept loop, in buf,
+// its own buffer.
+func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, uc *net.UnixConn) {
+	w.buf = buf
+	w.buf.B = w.buf.B[:0]
+	w.err, w.n, w.inline, w.base, w.sock = nil, 0, true, 0, uc
+}
+
+// flushOneShot writes what the socket takes of the reply so far and keeps
+// the rest; past the high-water mark the peer is not reading.
+func (w *ReplyWriter) flushOneShot() error {
+	n, err := writeNow(w.sock, w.buf.B)
+	if err != nil {
+		return net.ErrClosed
+	}
+	w.buf.B = w.buf.B[:copy(w.buf.B, w.buf.B[n:])]
+	if len(w.buf.B) > w.c.s.opts.highWater {
+		return ErrBackpressure
+	}
+	return nil
+}

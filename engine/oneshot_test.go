@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// TestOneShotPath: a git-style request that comes whole with its
+// connection is served by the accept loop, replies of any size included;
+// a slow reader does not hold up the next client; the persistent handshake
+// and pooled requests still go to the loops.
+func TestOneShotPath(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		switch {
+		case strings.HasPrefix(string(req), "big:"):
+			_, err := w.Write(bytes.Repeat([]byte("b"), 3<<20))
+			return err
+		case string(req) == "boom":
+			panic("boom")
+		case string(req) == "slow":
+			time.Sleep(10 * time.Millisecond)
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, WithInlineFilter(func(req []byte) bool { return string(req) != "slow" }))
+	for i := range 20 {
+		req := []byte(strings.Repeat("x", i*100))
+		if got, err := Send(context.Background(), ts.path, req); err != nil || !bytes.Equal(got, req) {
+			t.Fatalf("request %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if st := ts.Stats(); st.OneShot == 0 || st.Open != 0 {
+		t.Fatalf("no request took the git-style path: %+v", st)
+	}
+	// A reader that does not read yet: its reply waits in a goroutine of
+	// its own, and the accept loop serves the next client meanwhile.
+	slow := dialRaw(t, ts.path)
+	if _, err := slow.Write(frame.AppendMessage(nil, []byte("big:"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Lingering == 1 })
+	if got, err := Send(context.Background(), ts.path, []byte("next")); err != nil || string(got) != "next" {
+		t.Fatalf("beside a slow reader: %q, %v", got, err)
+	}
+	got, kind := readAll(t, slow)
+	if want := 3<<20 + 4*(3<<20/65516+1) + 4; len(got) != want || kind != kindEOF {
+		t.Fatalf("the slow reader got %d bytes (%s), want %d", len(got), kind, want)
+	}
+	// A panic: no terminator; a pooled request and the handshake: loops.
+	before := ts.Stats().OneShot
+	if _, err := Send(context.Background(), ts.path, []byte("boom")); !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("panicking handler: %v", err)
+	}
+	if got, err := Send(context.Background(), ts.path, []byte("slow")); err != nil || string(got) != "slow" {
+		t.Fatalf("pooled request: %q, %v", got, err)
+	}
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil || !c.Persistent() {
+		t.Fatalf("handshake: %v", err)
+	}
+	c.Close()
+	// boom may have come after its connection (then a loop served it).
+	if st := ts.Stats(); st.OneShot > before+1 || st.Panics != 1 {
+		t.Fatalf("after boom, slow and a handshake: %+v", st)
+	}
+}
+
+// TestOneShotLingerEndsAtClose: Close does not wait for a reader that never
+// reads a one-shot reply.
+func TestOneShotLingerEndsAtClose(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		_, err := w.Write(make([]byte, 2<<20))
+		return err
+	})
+	s, err := NewServer(socketPath(t), h, WithInlineHandlers(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	c := dialRaw(t, s.Path())
+	if _, err := c.Write(frame.AppendMessage(nil, []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return s.Stats().Lingering == 1 })
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v with a lingering reply", d)
+	}
+	if err := <-done; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+}
