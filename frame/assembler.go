@@ -103,6 +103,12 @@ type Assembler struct {
 	tailLen int // header bytes present, 0..4
 	tailVal int // declared length, or -1
 
+	// A data packet whose header and first payload bytes were absorbed:
+	// rest payload bytes of it come first in the caller's next b; its
+	// header is in tail, at stream offset restOff.
+	rest    int
+	restOff int64
+
 	delivered bool  // a message was returned; per-message state is stale
 	err       error // sticky: the stream is dead
 }
@@ -170,7 +176,7 @@ func (a *Assembler) startMessage() {
 	}
 	a.buf = a.buf[:0]
 	a.scanned, a.total, a.npkt, a.first, a.absorbed = 0, 0, 0, 0, 0
-	a.tailLen, a.tailVal = 0, -1
+	a.tailLen, a.tailVal, a.rest = 0, -1, 0
 	a.delivered = false
 }
 
@@ -216,6 +222,22 @@ func (a *Assembler) Next(b []byte) (msg []byte, n int, done bool, err error) {
 	}
 	if a.delivered {
 		a.startMessage()
+	}
+	if a.rest > 0 {
+		// The payload of a packet absorbed in part goes on here.
+		k := min(a.rest, len(b))
+		a.buf = append(a.buf, b[:k]...)
+		a.rest -= k
+		a.off += int64(k)
+		a.absorbed += int64(k)
+		if a.rest > 0 || k == len(b) {
+			return nil, k, false, nil
+		}
+		msg, n, done, err := a.Next(b[k:]) // packets follow
+		if err != nil {
+			return nil, 0, false, err
+		}
+		return msg, k + n, done, nil
 	}
 	pos := a.scanned
 	if pos > len(b) {
@@ -278,14 +300,33 @@ func (a *Assembler) Next(b []byte) (msg []byte, n int, done bool, err error) {
 }
 
 // needMore records where the scan stopped and absorbs the complete packets
-// if enough of them wait in b, or any once the message is being gathered
-// (leaving them in b would save no copy).
+// if enough of them wait in b. Once the message is being gathered it
+// absorbs everything it can, the payload of an incomplete data packet
+// included (leaving bytes in b would save no copy, and would hold the
+// caller's memory): the caller then holds at most an incomplete header.
 func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
 	a.scanned = pos
 	a.tailLen = copy(a.tail[:], b[pos:])
 	a.tailVal = v
-	if pos < AbsorbThreshold && (a.absorbed == 0 || a.npkt == 0) {
+	gathering := a.absorbed > 0 || pos >= AbsorbThreshold
+	part := gathering && v > HeaderSize // the header of an incomplete data packet
+	if !gathering || (a.npkt == 0 && !part) {
 		return nil, 0, false, nil
+	}
+	if part {
+		plen := v - HeaderSize
+		a.total += plen // within the cap: checked at its header
+		if !a.gather(b[:pos]) {
+			return a.fail(ErrNoBuffer, b, pos, v)
+		}
+		a.buf = append(a.buf, b[pos+HeaderSize:]...)
+		a.rest = plen - (len(b) - pos - HeaderSize)
+		a.restOff = a.off + int64(pos)
+		n := len(b)
+		a.off += int64(n)
+		a.absorbed += int64(n)
+		a.scanned, a.npkt = 0, 0
+		return nil, n, false, nil
 	}
 	if !a.gather(b[:pos]) {
 		return a.fail(ErrNoBuffer, b, pos, v)
@@ -354,6 +395,11 @@ func (a *Assembler) Truncated(buffered int) error {
 	}
 	if buffered == 0 && a.absorbed == 0 {
 		return io.EOF
+	}
+	if a.rest > 0 {
+		e := &Error{Err: io.ErrUnexpectedEOF, Offset: a.restOff, Length: a.tailVal}
+		copy(e.Header[:], a.tail[:a.tailLen])
+		return e
 	}
 	e := &Error{Err: io.ErrUnexpectedEOF, Offset: a.off + int64(min(a.scanned, max(buffered, 0))), Length: a.tailVal}
 	copy(e.Header[:], a.tail[:a.tailLen])
