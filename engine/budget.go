@@ -14,9 +14,10 @@ import (
 // (gnet's inbound buffer, the assembler's gathering buffer, a pooled
 // handler's request) and reply bytes queued for peers (gnet's outbound
 // buffer), plus the large buffers kept for reuse. When the sum would pass
-// the limit, the connection holding the most is closed (or refused a larger
-// buffer, if it is the one asking); a smaller one is never closed for a
-// larger one's sake.
+// seven eighths of the limit, the connection holding the most is closed (or
+// refused a larger buffer, if it is the one asking); a smaller one is never
+// closed for a larger one's sake. The last eighth holds the buffers of
+// connections already closed, until their loops release them.
 //
 // Large gathering buffers come from the budget's arena, by powers of two,
 // mapped outside the Go heap where the platform allows (arenaAlloc): a
@@ -43,6 +44,11 @@ const (
 	// arenaStretch: a request for a buffer may be met with a cached one up
 	// to this many classes larger (4x), rather than with new memory.
 	arenaStretch = 2
+
+	// closingShare: connections are closed for the budget from 7/8 of it
+	// on; the last eighth is for the buffers of connections already chosen
+	// to close, which their loops release a moment later.
+	closingShare = 8
 
 	// collectAfterClosed: the reaper runs the garbage collector after this
 	// many connections were closed for the budget since it last did.
@@ -118,13 +124,18 @@ func (b *memBudget) makeRoom(size int64) bool {
 // makeRoomLocked drops cached buffers, largest first, until size more bytes
 // fit in the limit, and reports whether they do.
 func (b *memBudget) makeRoomLocked(size int64) bool {
-	for k := arenaClasses - 1; k >= 0 && b.used.Load()+b.cached+size > b.limit; k-- {
-		for len(b.free[k]) > 0 && b.used.Load()+b.cached+size > b.limit {
+	for k := arenaClasses - 1; k >= 0 && b.used.Load()+b.cached+size > b.evictAt(); k-- {
+		for len(b.free[k]) > 0 && b.used.Load()+b.cached+size > b.evictAt() {
 			b.dropLocked(k)
 		}
 	}
-	return b.used.Load()+b.cached+size <= b.limit
+	return b.used.Load()+b.cached+size <= b.evictAt()
 }
+
+// evictAt is where connections start to be closed: below the limit by the
+// share that the buffers of connections already closed, whose loops have
+// not released them yet, may take meanwhile.
+func (b *memBudget) evictAt() int64 { return b.limit - b.limit/closingShare }
 
 func (b *memBudget) dropLocked(k int) {
 	l := b.free[k]
@@ -149,7 +160,7 @@ func (b *memBudget) put(buf []byte) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used.Load()+b.cached+size > b.limit {
+	if b.used.Load()+b.cached+size > b.evictAt() {
 		arenaFree(buf)
 		return
 	}
@@ -214,7 +225,7 @@ func (c *conn) account() bool {
 		return false // evicted meanwhile
 	}
 	b := &c.s.budget
-	if used := b.used.Add(h - old); h > old && used > b.limit-b.cachedApprox.Load() && !b.makeRoom(0) {
+	if used := b.used.Add(h - old); h > old && used > b.evictAt()-b.cachedApprox.Load() && !b.makeRoom(0) {
 		return c.s.relieve(c, 0)
 	}
 	return true
