@@ -142,7 +142,7 @@ var tortureScenarios = []struct {
 	{"storm", "1,000 silent, 500 partial, 100 trickling and 100 non-reading connections of the clients' own uid, reconnecting when closed, while a one-shot (engine.Send) and a persistent (engine.Client) client ping", (*torture).storm},
 	{"nonreading", "300 connections that ask for git's 810 KB \"big\" reply and never read it: the server's CPU while they wait", (*torture).nonReading},
 	{"memory", "1,024 connections that each send a 15 MiB request and never end it: the server's resident memory during and after", (*torture).memory},
-	{"idle", "10,000 idle connections (caps raised): the server's resident memory, and a ping's latency beside them", (*torture).idle},
+	{"idle", "10,000 idle connections (caps raised): what they add to the server's resident memory, and a ping's latency beside them", (*torture).idle},
 	{"pipelined", "sixteen pipelined 4 MiB replies on one connection against one alone", (*torture).pipelined},
 	{"chaos", "pipelined, verified requests (windows of 1-64, replies up to 1 MiB) while the server is killed (SIGKILL) or stopped (SIGTERM) at random and restarted", (*torture).chaos},
 }

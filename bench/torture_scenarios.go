@@ -381,7 +381,11 @@ func (t *torture) idle(ctx context.Context, r *TortureReport) error {
 	time.Sleep(2 * time.Second)
 	m := rss(srv.pid())
 	beside := pingLatency(ctx, socket, 2000)
-	r.check("server resident memory", m < 32<<20, "< 32 MiB", "%s with %d idle connections (%s before them)", mib(m), conns, mib(before))
+	// This binary carries every benchmark peer (gRPC, plots...), about
+	// 17 MiB before the first connection; the engine's own share is the
+	// growth. engine's TestIdleConnectionsMemory holds a server that is
+	// only the engine to 32 MiB in all.
+	r.check("server resident memory growth", m-before < 16<<20, "< 16 MiB", "%s with %d idle connections (%s, %s before them)", mib(m-before), conns, mib(m), mib(before))
 	a99, b99 := alone.ValueAtQuantile(99), beside.ValueAtQuantile(99)
 	r.check("ping p99 beside them / alone", float64(b99) <= 2*float64(a99), "<= 2x", "%.2fx (%s / %s)",
 		float64(b99)/float64(max(a99, 1)), FormatNS(float64(b99)), FormatNS(float64(a99)))
