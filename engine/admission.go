@@ -19,9 +19,11 @@ const (
 	// pressureFirstByteTimeout and pressureRequestTimeout replace longer
 	// first-byte and request timeouts under pressure. A local client sends
 	// its request within microseconds of connecting, and a request at the
-	// default size cap crosses a Unix socket in tens of milliseconds.
-	pressureFirstByteTimeout = 1_000_000_000 // ns
-	pressureRequestTimeout   = 2_000_000_000 // ns
+	// default size cap crosses a Unix socket in tens of milliseconds; a
+	// crowd that reconnects whenever it is closed comes back less often
+	// the longer they are.
+	pressureFirstByteTimeout = 2_000_000_000 // ns
+	pressureRequestTimeout   = 3_000_000_000 // ns
 )
 
 // admission owns the connection counts behind the caps, the set of open

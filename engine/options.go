@@ -123,7 +123,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		loops:            runtime.GOMAXPROCS(0),
+		loops:            defaultLoops(),
 		workers:          DefaultWorkers,
 		maxRequest:       DefaultMaxRequestSize,
 		firstByteTimeout: DefaultFirstByteTimeout,
@@ -157,7 +157,18 @@ func nonNegative(name string, d time.Duration) error {
 	return nil
 }
 
-// WithEventLoops sets the number of gnet event loops (default GOMAXPROCS).
+// defaultLoops leaves one of the runtime's processors (GOMAXPROCS) to
+// everything that is not an event loop. A loop waits for its connections
+// in a system call that keeps its processor; when every processor is held
+// so, a goroutine that becomes ready (the accept loop with a git-style
+// client, a worker, a lobby waiter) waits until the runtime's monitor takes
+// a processor back, which takes up to 10 ms when the process is otherwise
+// idle. With one processor there is nothing to leave.
+func defaultLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
+
+// WithEventLoops sets the number of gnet event loops (default GOMAXPROCS
+// less one, at least one). More loops than that leave goroutines outside
+// the loops waiting for a processor now and then.
 func WithEventLoops(n int) Option {
 	return func(o *options) error { o.loops = n; return positive("EventLoops", n) }
 }
@@ -243,9 +254,9 @@ func WithOutboundHighWater(n int) Option {
 // same uid, at the uid's cap) that has not completed a request; when every
 // connection has, the new one is accepted and closed at once, before any
 // read. From three quarters of a cap on, the first-byte and request
-// deadlines tighten to at most 1 s and 2 s, and a new connection joins an
-// event loop only once its request is there: until then, for at most a
-// second, it waits in a lobby that costs the loops nothing.
+// deadlines tighten to at most 2 s and 3 s, and a new connection joins an
+// event loop only once its request is there: until then, for about two
+// seconds at most, it waits in a lobby that costs the loops nothing.
 func WithMaxConns(total, perUID int) Option {
 	return func(o *options) error {
 		o.maxConns, o.maxConnsPerUID = total, perUID
