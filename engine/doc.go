@@ -12,6 +12,13 @@
 // in place from its read buffer with package frame. gnet never sees the path:
 // its own listener would delete whatever is there and stops on EMFILE.
 //
+// A connection whose whole request came with it (git's client writes its
+// request as soon as it connects) and whose handler runs inline is served
+// by the accept loop itself, as a blocking C server would: read, handle,
+// write, close. Other connections join an event loop. The loops number one
+// less than GOMAXPROCS by default, so that a processor stays free for the
+// accept loop and the workers.
+//
 // A git client cannot tell the server from git's: one request per
 // connection, the reply split into packets exactly as the handler wrote it,
 // a terminating flush, close. Requests with a bad header, a bad length or
