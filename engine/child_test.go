@@ -33,8 +33,7 @@ func runChild(role string) int {
 
 func childServer() int {
 	if n, err := strconv.Atoi(os.Getenv("PKTIPC_NOFILE")); err == nil {
-		lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		if err := setNofile(n); err != nil {
 			fmt.Fprintln(os.Stderr, "setrlimit:", err)
 			return 2
 		}

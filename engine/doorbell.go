@@ -35,33 +35,20 @@ type bellJob struct {
 
 // newDoorbell makes a socket pair and enrolls one end in a loop of cli.
 func newDoorbell(cli *gnet.Client) (*doorbell, error) {
-	// Portable flags: ForkLock keeps the pair from leaking into a child
-	// started before CloseOnExec, as the standard library does.
-	syscall.ForkLock.RLock()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err == nil {
-		syscall.CloseOnExec(fds[0])
-		syscall.CloseOnExec(fds[1])
-	}
-	syscall.ForkLock.RUnlock()
+	fds, err := socketPair()
 	if err != nil {
-		return nil, os.NewSyscallError("socketpair", err)
-	}
-	if err := syscall.SetNonblock(fds[1], true); err != nil {
-		_ = syscall.Close(fds[0])
-		_ = syscall.Close(fds[1])
-		return nil, os.NewSyscallError("setnonblock", err)
+		return nil, err
 	}
 	f := os.NewFile(uintptr(fds[0]), "pktipc-doorbell")
 	nc, err := net.FileConn(f) // dups fds[0]
 	_ = f.Close()
 	if err != nil {
-		_ = syscall.Close(fds[1])
+		_ = sysClose(fds[1])
 		return nil, err
 	}
 	b := &doorbell{wfd: fds[1]}
 	if _, err := cli.EnrollContext(nc, b); err != nil { // closes nc
-		_ = syscall.Close(fds[1])
+		_ = sysClose(fds[1])
 		return nil, err
 	}
 	return b, nil
@@ -117,7 +104,7 @@ func (b *doorbell) wake() {
 func (b *doorbell) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_ = syscall.Close(b.wfd)
+	_ = sysClose(b.wfd)
 	b.wfd = -1
 }
 

@@ -24,9 +24,8 @@ func TestIdleConnectionsMemory(t *testing.T) {
 		t.Skip("10,000 connections are not short")
 	}
 	const conns = 10_000
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < conns+500 {
-		t.Skipf("needs %d descriptors, RLIMIT_NOFILE is %d", conns+500, lim.Cur)
+	if lim, err := nofile(); err != nil || lim < conns+500 {
+		t.Skipf("needs %d descriptors, RLIMIT_NOFILE is %d", conns+500, lim)
 	}
 	path := socketPath(t)
 	ch := startChild(t, path, "PKTIPC_MAXCONNS="+strconv.Itoa(2*conns))

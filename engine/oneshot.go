@@ -171,7 +171,7 @@ func consume(uc *net.UnixConn, n int, sink *[]byte) bool {
 	got := 0
 	_ = rc.Control(func(fd uintptr) {
 		for got < n {
-			m, err := syscall.Read(int(fd), (*sink)[got:n])
+			m, err := sysRead(fd, (*sink)[got:n])
 			if err == syscall.EINTR {
 				continue
 			}
@@ -194,7 +194,7 @@ func writeNow(uc *net.UnixConn, b []byte) (int, error) {
 	var werr error
 	_ = rc.Control(func(fd uintptr) {
 		for n < len(b) {
-			m, err := syscall.Write(int(fd), b[n:])
+			m, err := sysWrite(fd, b[n:])
 			if err == syscall.EINTR {
 				continue
 			}

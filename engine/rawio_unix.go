@@ -2,7 +2,10 @@
 
 package engine
 
-import "syscall"
+import (
+	"os"
+	"syscall"
+)
 
 // The persistent client reads and writes its socket with raw non-blocking
 // system calls inside RawConn callbacks, so it can spin briefly before it
@@ -17,4 +20,27 @@ func sysClose(fd int) error                      { return syscall.Close(fd) }
 func recvPeek(fd int, p []byte) (int, error) {
 	n, _, err := syscall.Recvfrom(fd, p, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	return n, err
+}
+
+// socketPair makes a connected pair of stream sockets, close-on-exec, the
+// second end non-blocking (a doorbell's: ringing never waits).
+func socketPair() ([2]int, error) {
+	// ForkLock keeps the pair from leaking into a child started before
+	// CloseOnExec, as the standard library does.
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return fds, os.NewSyscallError("socketpair", err)
+	}
+	if err := syscall.SetNonblock(fds[1], true); err != nil {
+		_ = syscall.Close(fds[0])
+		_ = syscall.Close(fds[1])
+		return fds, os.NewSyscallError("setnonblock", err)
+	}
+	return fds, nil
 }
