@@ -28,18 +28,7 @@ func BenchmarkDial(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte{1})
-				c.Close()
-			}
-		}()
+		done := serveOneByte(l)
 		name := "path=short"
 		if long {
 			name = "path=190"
@@ -83,6 +72,24 @@ func BenchmarkDial(b *testing.B) {
 		l.Close()
 		<-done
 	}
+}
+
+// serveOneByte accepts on l until it closes, writing one byte to each
+// connection and closing it; the channel is closed when it stops.
+func serveOneByte(l *Listener) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte{1})
+			c.Close()
+		}
+	}()
+	return done
 }
 
 // BenchmarkListenClose measures a whole start-up and shutdown: directory

@@ -9,7 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Seams: tests swap these to inject failures (faults.md E2).
+// Seams: tests swap these to inject failures; a failure to read
+// credentials or to refuse descriptors must deny the peer.
 var (
 	getPeerCred = func(fd int) (*unix.Ucred, error) {
 		return unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
@@ -23,10 +24,7 @@ var (
 	}
 )
 
-// PeerCred returns the credentials the kernel recorded for c's peer: for an
-// accepted connection, the client at connect(2) time; for a dialled one, the
-// server at listen(2) time. Safe for concurrent use.
-func PeerCred(c *net.UnixConn) (Cred, error) {
+func peerCred(c *net.UnixConn) (Cred, error) {
 	if c == nil {
 		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: %w", net.ErrClosed)
 	}

@@ -7,5 +7,4 @@ import (
 	"net"
 )
 
-// PeerCred is not supported on this platform.
-func PeerCred(c *net.UnixConn) (Cred, error) { return Cred{}, errors.ErrUnsupported }
+func peerCred(*net.UnixConn) (Cred, error) { return Cred{}, errors.ErrUnsupported }

@@ -8,16 +8,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Seams: tests swap these to inject connect results and to hide /proc.
+// Seams: tests swap these to inject connect results.
 var (
 	sysConnect = unix.Connect
 	// dialUnix connects a *net.UnixConn directly (no descriptor copy, unlike
@@ -31,27 +29,10 @@ var (
 		}
 		return c.(*net.UnixConn), nil
 	}
-	procAvailable = sync.OnceValue(func() bool {
-		var st unix.Stat_t
-		return unix.Stat("/proc/self/fd", &st) == nil
-	})
 )
 
-// procFD names descriptor fd through /proc. The kernel follows such a name
-// to the open file itself (a "magic link"), whatever its path is now.
-func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
-
-func isSock(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFSOCK }
-
-// State reports what a client would find at path, as git's
-// ipc_get_active_state does (simple-ipc.md §7): lstat first (missing means
-// NotListening, not a socket means InvalidPath), then one non-blocking
-// connect, closed at once. Paths longer than MaxPathLen are connected
-// through an O_PATH handle, never with chdir. path is always a filesystem
-// path, as for git ("@x" is a file named "@x"). A live server whose backlog is
-// full counts as Listening (git's blocking connect would wait for it).
-// Safe for concurrent use.
-func State(path string) ActiveState {
+// state is State: git's lstat, then one non-blocking connect.
+func state(path string) ActiveState {
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		if err == unix.ENOENT || err == unix.ENOTDIR {
@@ -77,15 +58,8 @@ func State(path string) ActiveState {
 	return OtherError
 }
 
-// Dial connects to the server at path the way git's ipc_client_try_connect
-// does (simple-ipc.md §4): ENOENT is PathNotFound unless WaitIfNotFound,
-// ECONNREFUSED/ETIMEDOUT (and EAGAIN from a full backlog) are NotListening
-// unless WaitIfBusy; waiting retries every 50 ms, at most 20 attempts, then
-// gives NotListening (git's answer too, even when the last error was
-// ENOENT); any other error is OtherError at once. ctx bounds the whole call.
-// Every failure is a *DialError. Long paths go through an O_PATH handle
-// (faults.md D1). The connection is close-on-exec. Safe for concurrent use.
-func Dial(ctx context.Context, path string, opts ...DialOption) (*net.UnixConn, error) {
+// dial is Dial, with the retry loop of git's client.
+func dial(ctx context.Context, path string, opts []DialOption) (*net.UnixConn, error) {
 	o, err := newDialOptions(opts)
 	if err != nil {
 		return nil, err
@@ -103,23 +77,23 @@ func Dial(ctx context.Context, path string, opts ...DialOption) (*net.UnixConn, 
 			timer.Stop()
 		}
 	}()
-	state, last := OtherError, error(nil)
+	class, last := OtherError, error(nil)
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			if last != nil {
 				err = fmt.Errorf("%w (last attempt: %w)", err, last)
 			}
-			return nil, &DialError{Path: name, State: state, Attempts: attempt - 1, Err: err}
+			return nil, &DialError{Path: name, State: class, Attempts: attempt - 1, Err: err}
 		}
 		c, err := dialOnce(ctx, name, o.abstract)
 		if err == nil {
 			return finishDial(name, c, attempt, o)
 		}
 		var retry bool
-		state, retry = classifyConnect(err, o)
+		class, retry = classifyConnect(err, o)
 		last = err
 		if !retry {
-			return nil, &DialError{Path: name, State: state, Attempts: attempt, Err: err}
+			return nil, &DialError{Path: name, State: class, Attempts: attempt, Err: err}
 		}
 		if attempt >= connectAttempts {
 			return nil, &DialError{Path: name, State: NotListening, Attempts: attempt, Err: err}

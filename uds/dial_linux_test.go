@@ -18,50 +18,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// State and Dial (without wait options) on the situations of
-// simple-ipc.md §4 and §7, with git's answers.
+// State and Dial (without wait options) in each situation git's client and
+// its is-active probe tell apart, with git's answers.
 func TestStateAndDialLikeGit(t *testing.T) {
 	leakcheck.Check(t)
-	dir := tempDir(t)
-	live := filepath.Join(dir, "live")
-	serve(t, listen(t, live))
-	longLive := longPath(t, dir, "long", 190)
-	serve(t, listen(t, longLive))
-	dead := filepath.Join(dir, "dead")
-	deadSocket(t, dead)
-	longDead := longPath(t, dir, "longdead", 150)
-	deadSocket(t, longDead)
-	file := filepath.Join(dir, "file")
-	os.WriteFile(file, []byte("x"), 0o600)
-	sub := filepath.Join(dir, "sub")
-	os.Mkdir(sub, 0o700)
-	toLive := filepath.Join(dir, "to-live")
-	os.Symlink(live, toLive)
-	dangling := filepath.Join(dir, "dangling")
-	os.Symlink(filepath.Join(dir, "nowhere"), dangling)
-	loop := filepath.Join(dir, "loop")
-	os.Symlink(loop, loop)
-
-	cases := []struct {
-		name  string
-		path  string
-		state ActiveState // State
-		dial  ActiveState // Dial without waiting (Listening: success)
-		errno error       // Dial's cause, when it fails
-	}{
-		{"missing", filepath.Join(dir, "missing"), NotListening, PathNotFound, syscall.ENOENT},
-		{"missing parent", filepath.Join(file, "x"), NotListening, OtherError, syscall.ENOTDIR},
-		{"regular file", file, InvalidPath, NotListening, syscall.ECONNREFUSED},
-		{"directory", sub, InvalidPath, NotListening, syscall.ECONNREFUSED},
-		{"symlink to live socket", toLive, InvalidPath, Listening, nil},
-		{"dangling symlink", dangling, InvalidPath, PathNotFound, syscall.ENOENT},
-		{"symlink loop inside the path", filepath.Join(loop, "x"), InvalidPath, OtherError, syscall.ELOOP},
-		{"component too long", filepath.Join(dir, strings.Repeat("n", 300)), InvalidPath, OtherError, syscall.ENAMETOOLONG},
-		{"dead socket", dead, NotListening, NotListening, syscall.ECONNREFUSED},
-		{"dead socket, 150 bytes", longDead, NotListening, NotListening, syscall.ECONNREFUSED},
-		{"live socket", live, Listening, Listening, nil},
-		{"live socket, 190 bytes", longLive, Listening, Listening, nil},
-	}
+	cases := gitCases(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := State(tc.path); got != tc.state {
@@ -93,6 +54,54 @@ func TestStateAndDialLikeGit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// gitCase is one situation at a path and git's answers to it.
+type gitCase struct {
+	name  string
+	path  string
+	state ActiveState // State
+	dial  ActiveState // Dial without waiting (Listening: success)
+	errno error       // Dial's cause, when it fails
+}
+
+// gitCases makes the paths of TestStateAndDialLikeGit and returns its cases.
+func gitCases(t *testing.T) []gitCase {
+	t.Helper()
+	dir := tempDir(t)
+	live := filepath.Join(dir, "live")
+	serve(t, listen(t, live))
+	longLive := longPath(t, dir, "long", 190)
+	serve(t, listen(t, longLive))
+	dead := filepath.Join(dir, "dead")
+	deadSocket(t, dead)
+	longDead := longPath(t, dir, "longdead", 150)
+	deadSocket(t, longDead)
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o600)
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o700)
+	toLive := filepath.Join(dir, "to-live")
+	os.Symlink(live, toLive)
+	dangling := filepath.Join(dir, "dangling")
+	os.Symlink(filepath.Join(dir, "nowhere"), dangling)
+	loop := filepath.Join(dir, "loop")
+	os.Symlink(loop, loop)
+
+	return []gitCase{
+		{"missing", filepath.Join(dir, "missing"), NotListening, PathNotFound, syscall.ENOENT},
+		{"missing parent", filepath.Join(file, "x"), NotListening, OtherError, syscall.ENOTDIR},
+		{"regular file", file, InvalidPath, NotListening, syscall.ECONNREFUSED},
+		{"directory", sub, InvalidPath, NotListening, syscall.ECONNREFUSED},
+		{"symlink to live socket", toLive, InvalidPath, Listening, nil},
+		{"dangling symlink", dangling, InvalidPath, PathNotFound, syscall.ENOENT},
+		{"symlink loop inside the path", filepath.Join(loop, "x"), InvalidPath, OtherError, syscall.ELOOP},
+		{"component too long", filepath.Join(dir, strings.Repeat("n", 300)), InvalidPath, OtherError, syscall.ENAMETOOLONG},
+		{"dead socket", dead, NotListening, NotListening, syscall.ECONNREFUSED},
+		{"dead socket, 150 bytes", longDead, NotListening, NotListening, syscall.ECONNREFUSED},
+		{"live socket", live, Listening, Listening, nil},
+		{"live socket, 190 bytes", longLive, Listening, Listening, nil},
 	}
 }
 
@@ -217,9 +226,9 @@ func TestDialWaitLimits(t *testing.T) {
 	}
 }
 
-// A full backlog gives EAGAIN on a non-blocking connect (faults.md B7):
-// NotListening without waiting, Listening for State, and success with
-// WaitIfBusy once the server accepts.
+// A full backlog gives EAGAIN on a non-blocking connect: NotListening
+// without waiting, Listening for State, and success with WaitIfBusy once
+// the server accepts.
 func TestDialBacklogFull(t *testing.T) {
 	leakcheck.Check(t)
 	path := filepath.Join(tempDir(t), "s")
@@ -275,8 +284,8 @@ func TestDialServerPolicy(t *testing.T) {
 
 }
 
-// The client side of faults.md E2: a server whose credentials cannot be
-// read is refused.
+// The client side of unreadable credentials: a server whose credentials
+// cannot be read is refused.
 func TestDialServerCredFailure(t *testing.T) {
 	leakcheck.Check(t)
 	path := filepath.Join(tempDir(t), "s")

@@ -53,6 +53,7 @@ type PathTooLongError struct {
 	Basename bool
 }
 
+// Error says which part is too long and by how much. Safe for concurrent use.
 func (e *PathTooLongError) Error() string {
 	if e.Basename {
 		return fmt.Sprintf("uds: socket name too long in %q: basename is %d bytes, at most %d fit behind /proc/self/fd", e.Path, e.Len, e.Max)
@@ -60,7 +61,8 @@ func (e *PathTooLongError) Error() string {
 	return fmt.Sprintf("uds: socket path too long: %q is %d bytes, at most %d", e.Path, e.Len, e.Max)
 }
 
-// Unwrap makes errors.Is(err, syscall.ENAMETOOLONG) true.
+// Unwrap makes errors.Is(err, syscall.ENAMETOOLONG) true. Safe for
+// concurrent use.
 func (e *PathTooLongError) Unwrap() error { return syscall.ENAMETOOLONG }
 
 // InUseError says who holds a path. errors.Is(err, ErrInUse) holds.
@@ -72,6 +74,7 @@ type InUseError struct {
 	Owner *Cred
 }
 
+// Error names the path and, when known, its owner. Safe for concurrent use.
 func (e *InUseError) Error() string {
 	if e.Owner == nil {
 		return fmt.Sprintf("uds: socket in use by a live server: %s", e.Path)
@@ -80,7 +83,7 @@ func (e *InUseError) Error() string {
 		e.Path, e.Owner.UID, e.Owner.GID, e.Owner.PID)
 }
 
-// Is makes errors.Is(err, ErrInUse) true.
+// Is makes errors.Is(err, ErrInUse) true. Safe for concurrent use.
 func (e *InUseError) Is(target error) bool { return target == ErrInUse }
 
 // InsecureDirError says why a socket directory was refused.
@@ -93,6 +96,7 @@ type InsecureDirError struct {
 	Reason  string      // what is wrong, in words
 }
 
+// Error says what is wrong and how to fix it. Safe for concurrent use.
 func (e *InsecureDirError) Error() string {
 	return fmt.Sprintf("uds: insecure socket directory %s (owner uid %d, mode %04o): %s; "+
 		"use a private directory (mkdir -m 0700, owned by uid %d) such as $XDG_RUNTIME_DIR/<app>, "+
@@ -100,7 +104,7 @@ func (e *InsecureDirError) Error() string {
 		e.Dir, e.UID, uint32(e.Mode), e.Reason, e.WantUID)
 }
 
-// Is makes errors.Is(err, ErrInsecureDir) true.
+// Is makes errors.Is(err, ErrInsecureDir) true. Safe for concurrent use.
 func (e *InsecureDirError) Is(target error) bool { return target == ErrInsecureDir }
 
 // DialError is every error Dial returns. State is git's classification of
@@ -114,11 +118,14 @@ type DialError struct {
 	Err      error // the last cause
 }
 
+// Error names the path, the state, the attempts and the last cause. Safe
+// for concurrent use.
 func (e *DialError) Error() string {
 	return fmt.Sprintf("uds: dial %s: %s after %d attempt(s): %v", e.Path, e.State, e.Attempts, e.Err)
 }
 
-// Unwrap returns the sentinel matching State (if any) and the cause.
+// Unwrap returns the sentinel matching State (if any) and the cause. Safe
+// for concurrent use.
 func (e *DialError) Unwrap() []error {
 	switch e.State {
 	case NotListening:

@@ -3,6 +3,7 @@
 package uds
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -40,22 +41,50 @@ func listen(t *testing.T, path string, opts ...Option) *Listener {
 // goroutine is joined at cleanup (after the listener's own cleanup Close).
 func serve(t *testing.T, l *Listener) {
 	t.Helper()
+	wait := acceptLoop(l)
+	t.Cleanup(func() {
+		l.Close()
+		wait()
+	})
+}
+
+// acceptLoop accepts and closes connections on ln until it closes; wait
+// joins its goroutine.
+func acceptLoop(ln net.Listener) (wait func()) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
-			c, err := l.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			c.Close()
 		}
 	}()
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
+	return wg.Wait
+}
+
+// connectPair dials path and returns the client's end with the connection
+// l accepted for it.
+func connectPair(t *testing.T, l *Listener, path string) (c, s *net.UnixConn) {
+	t.Helper()
+	ch := make(chan *net.UnixConn, 1)
+	go func() {
+		c, _, _ := l.AcceptUnix()
+		ch <- c
+	}()
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = <-ch
+	if s == nil {
+		c.Close()
+		t.Fatal("accept failed")
+	}
+	return c, s
 }
 
 // deadSocket leaves a socket file nobody listens on, as a killed server does.

@@ -28,8 +28,8 @@ const (
 	// DefaultWatchInterval is how often the theft watcher lstats the path.
 	// A quarter of MaxWatchInterval leaves room for scheduling delays.
 	DefaultWatchInterval = 250 * time.Millisecond
-	// MaxWatchInterval bounds the watch interval: faults.md D8 requires a
-	// stolen socket to be noticed within one second.
+	// MaxWatchInterval bounds the watch interval: a stolen socket must be
+	// noticed within one second.
 	MaxWatchInterval = time.Second
 	// MinWatchInterval keeps the watcher from turning into a busy loop of
 	// lstat calls.
@@ -43,7 +43,7 @@ const (
 	// be ".lock": git creates "<path>.lock" with O_EXCL during its own
 	// start-up and treats an existing one as "another server is starting",
 	// so a lock file of ours held (or left) there would block every git
-	// server on the same path forever (faults.md D6, D7).
+	// server on the same path forever.
 	LockSuffix = ".pktipc-lock"
 	// maxBacklog is the largest backlog accepted. The kernel stores it in a
 	// 32-bit field but caps it at somaxconn; anything above 65535 is a typo.
@@ -230,9 +230,10 @@ func WithWatchInterval(d time.Duration) Option {
 
 // WithPassRights controls SO_PASSRIGHTS (Linux 6.16+). By default (false)
 // the listener and every accepted connection refuse SCM_RIGHTS, so a peer
-// cannot push descriptors into a socket whose reader would drop them
-// (fdpass.md K8). Pass true for sockets that carry descriptors. Older
-// kernels, which lack the option, are left as they are.
+// cannot push descriptors into a socket whose reader would drop them: its
+// sendmsg fails with EPERM, where a reader using read(2) would have the
+// kernel close them silently. Pass true for sockets that carry
+// descriptors. Older kernels, which lack the option, are left as they are.
 func WithPassRights(pass bool) Option {
 	return func(o *options) error {
 		o.passRights = pass
@@ -253,7 +254,7 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// Dialing follows git's ipc_client_try_connect (simple-ipc.md §4).
+// Dialing follows git's ipc_client_try_connect.
 const (
 	// connectAttempts and connectStep are git's CONNECTION_WAIT_MS (1000)
 	// divided into WAIT_STEP_MS (50) steps: up to 20 attempts, 50 ms apart.

@@ -6,17 +6,6 @@ import (
 	"slices"
 )
 
-// Cred is a peer's identity as the kernel recorded it when the peer called
-// connect(2) (SO_PEERCRED): a peer that later changes uid keeps the identity
-// it connected with (faults.md E3). UID and GID are the peer's effective ids
-// as seen from our user namespace; an id unmapped there reads as the
-// overflow id (65534) and is treated like any other foreign id (E6). PID is
-// for logging only: a PID can be reused, so never authorise by it (E4).
-type Cred struct {
-	PID      int32
-	UID, GID uint32
-}
-
 // Policy decides whether a peer may use a connection. A non-nil error
 // denies; the error should wrap ErrDenied. Allow is called once per
 // accepted connection, before any byte is read, from the goroutine that
@@ -29,7 +18,7 @@ type Policy interface {
 // PolicyFunc adapts a function to Policy. A nil PolicyFunc denies everyone.
 type PolicyFunc func(Cred) error
 
-// Allow calls f.
+// Allow calls f. Safe for concurrent use if f is.
 func (f PolicyFunc) Allow(c Cred) error {
 	if f == nil {
 		return fmt.Errorf("%w: nil policy function", ErrDenied)

@@ -52,7 +52,7 @@ func TestPolicies(t *testing.T) {
 	}
 }
 
-// SEC-2: credentials are typed numbers, never strings.
+// Credentials are typed numbers, never strings.
 func TestCredIsTyped(t *testing.T) {
 	ct := reflect.TypeFor[Cred]()
 	for i := range ct.NumField() {

@@ -3,7 +3,7 @@ package uds
 import "strconv"
 
 // ActiveState is git's enum ipc_active_state, in git's order, with git's
-// meanings (simple-ipc.md §4 and §7).
+// meanings.
 type ActiveState int
 
 const (
@@ -23,7 +23,7 @@ const (
 	OtherError
 )
 
-// String returns git's meaning in a few words.
+// String returns git's meaning in a few words. Safe for concurrent use.
 func (s ActiveState) String() string {
 	switch s {
 	case Listening:
