@@ -20,7 +20,7 @@ const (
 
 	// DefaultClientSpin is the longest a client spins on its socket waiting
 	// for a reply before it parks in Go's netpoller. Parking and waking
-	// through the netpoller adds 8-13 µs to a round trip (gnet.md); spinning
+	// through the netpoller costs a wake-up, most of a local round trip; spinning
 	// adapts to the observed reply time and is skipped when replies are
 	// slower than this.
 	DefaultClientSpin = 50 * time.Microsecond

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"context"
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 )
 
 // Waiting for a peer to read, without polling. gnet has no "outbound
@@ -96,4 +99,59 @@ func (s *Server) askDrainCheck(c *conn) {
 		return
 	}
 	_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
+}
+
+type drainTask struct{ c *conn }
+
+// Run checks, on the connection's loop, whether its outbound buffer drained.
+func (d drainTask) Run(context.Context) error { d.c.checkDrain(); return nil }
+
+func (c *conn) startDrain(now int64) {
+	c.setPhase(phaseDraining)
+	c.setDeadline(now, whyWrite)
+	c.watchWrite()
+}
+
+// checkDrain runs on the loop when the connection's peer has read some of
+// what waits for it (its writeWatch woke): gnet has no "outbound drained"
+// callback.
+func (c *conn) checkDrain() {
+	c.s.stats.drainChecks.Add(1)
+	if c.closed.Load() {
+		c.unwatchWrite()
+		return
+	}
+	out := c.gc.OutboundBuffered()
+	if c.ackWaiting {
+		if out <= c.s.opts.highWater {
+			c.ackWaiting = false
+			c.unwatchWrite()
+			c.setDeadline(c.s.now(), whyHandler)
+			c.ack <- ackMsg{c.ackSeq, nil}
+		}
+		return
+	}
+	if c.phase != phaseDraining {
+		c.unwatchWrite()
+		return
+	}
+	if c.closeAfter {
+		if out == 0 {
+			c.unwatchWrite()
+			_ = c.gc.Close()
+		}
+		return
+	}
+	if out <= c.s.opts.highWater/2 {
+		c.unwatchWrite()
+		now := c.s.now()
+		c.toIdle(now)
+		if c.process(now) == gnet.Close || !c.account() {
+			_ = c.gc.Close()
+		}
+		return
+	}
+	if !c.account() {
+		_ = c.gc.Close()
+	}
 }

@@ -15,16 +15,16 @@ const (
 	// fsmonitor daemon runs 8 IPC threads.
 	DefaultWorkers = 8
 
-	// DefaultMaxRequestSize caps one request (faults.md A12). git has no cap;
+	// DefaultMaxRequestSize caps one request. git has no cap;
 	// a 200 MB request grew its daemon by 200 MB.
 	DefaultMaxRequestSize = frame.DefaultMaxMessageSize
 
-	// DefaultFirstByteTimeout closes a connection that sends nothing
-	// (faults.md B1). git waits forever and holds a worker.
+	// DefaultFirstByteTimeout closes a connection that sends nothing.
+	// git waits forever and holds a worker.
 	DefaultFirstByteTimeout = 5 * time.Second
 
-	// DefaultRequestTimeout bounds a whole request from its first byte
-	// (faults.md A10, B2). It is not an idle timer: trickling cannot extend it.
+	// DefaultRequestTimeout bounds a whole request from its first byte,
+	// so a partial or trickling request cannot hold a connection. It is not an idle timer: trickling cannot extend it.
 	DefaultRequestTimeout = 5 * time.Second
 
 	// DefaultIdleTimeout closes a persistent connection idle between
@@ -32,27 +32,29 @@ const (
 	DefaultIdleTimeout = 2 * time.Minute
 
 	// DefaultHandlerTimeout cancels a handler's context after this long and
-	// closes its connection (faults.md B14). git's slowest test command
+	// closes its connection: a handler stuck for good frees its worker.
+	// git's slowest test command
 	// takes about 10 s.
 	DefaultHandlerTimeout = 2 * time.Minute
 
 	// DefaultWriteTimeout closes a connection whose reply has not drained
-	// into the kernel within this long (faults.md B5).
+	// into the kernel within this long: a client that stops reading
+	// cannot hold its reply's memory.
 	DefaultWriteTimeout = 10 * time.Second
 
 	// DefaultOutboundHighWater bounds the reply bytes buffered for one
-	// connection on top of the kernel's socket buffer (faults.md B5): gnet
+	// connection on top of the kernel's socket buffer: gnet
 	// itself buffers without limit.
 	DefaultOutboundHighWater = 4 << 20
 
-	// DefaultMaxConns and DefaultMaxConnsPerUID cap connections (faults.md B9,
-	// the numbers systemd's varlink uses).
+	// DefaultMaxConns and DefaultMaxConnsPerUID cap connections, so a
+	// crowd cannot take every descriptor (the numbers systemd's varlink uses).
 	DefaultMaxConns       = 4096
 	DefaultMaxConnsPerUID = 1024
 
 	// DefaultBusyPoll is the longest an event loop spins after answering a
 	// request on a persistent connection, waiting for the next one instead of
-	// sleeping in epoll_wait: off. On the 2-core machine of BENCHMARKS.md a
+	// sleeping in epoll_wait: off. On a 2-core machine a
 	// spinning loop competes for a core with the client it waits for (whose
 	// own spin, DefaultClientSpin, pays), so round trips were no faster and
 	// the server spent more CPU per request. With cores to spare, try
@@ -75,8 +77,8 @@ const (
 	DefaultShutdownTimeout = 5 * time.Second
 
 	// readBufferCap is gnet's per-loop read buffer. 256 KiB keeps frames near
-	// the 65520-byte maximum from straddling reads (gnet.md: copies fall from
-	// 40-58% to under 10% of bytes).
+	// the 65520-byte maximum from straddling reads, which gnet
+	// would copy to join them.
 	readBufferCap = 256 << 10
 
 	// listenBacklog is the socket's listen backlog unless WithListenOptions

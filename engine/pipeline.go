@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
-	"github.com/pktipc/pktipc/uds"
 )
 
 // Client is a connection to a server that keeps the connection between
@@ -83,27 +82,6 @@ const (
 	clientKeep = 16 << 20
 )
 
-// replyBuffers is a Client's frame.BufferSource: it keeps the largest
-// buffer a reply needed, up to clientKeep, so that a run of large replies
-// reuses one instead of allocating each time. The assembler gives a
-// buffer back only when the reply in it is no longer valid (the next Recv).
-type replyBuffers struct{ kept []byte }
-
-func (r *replyBuffers) Get(n int) []byte {
-	if cap(r.kept) >= n {
-		b := r.kept
-		r.kept = nil
-		return b[:0]
-	}
-	return make([]byte, 0, n)
-}
-
-func (r *replyBuffers) Put(b []byte) {
-	if cap(b) <= clientKeep && cap(b) > cap(r.kept) {
-		r.kept = b[:0]
-	}
-}
-
 // Dial connects to the server at path and, unless WithGitStyle, offers
 // pktipc's persistent handshake. A git server declines it by closing after
 // its reply; the Client then serves each request on its own connection.
@@ -137,95 +115,6 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 func (c *Client) Persistent() bool { return c.uc != nil && c.persistent }
 
 func (c *Client) now() int64 { return int64(time.Since(c.epoch)) }
-
-// connect opens a connection and offers the handshake on it, unless the
-// server declined it before: a server that restarts may come back as
-// another kind, so the offer is renewed after a connection fails.
-func (c *Client) connect(ctx context.Context) error {
-	for {
-		uc, err := uds.Dial(ctx, c.path, c.opts.dial...)
-		if err != nil {
-			return err
-		}
-		rc, err := uc.SyscallConn()
-		if err != nil {
-			_ = uc.Close()
-			return err
-		}
-		c.mu.Lock()
-		if c.closed.Load() {
-			c.mu.Unlock()
-			_ = uc.Close()
-			return ErrClientClosed
-		}
-		c.uc, c.rc = uc, rc
-		c.gen++
-		c.applyDeadlineLocked()
-		c.mu.Unlock()
-		c.rstart, c.rend, c.inflight, c.persistent = 0, 0, 0, false
-		c.asm.Reset()
-		if !c.opts.persistent || c.declined {
-			return nil
-		}
-		ok, err := c.handshake(ctx)
-		if err != nil {
-			c.dropConn()
-			return err
-		}
-		if ok {
-			c.persistent = true
-			return nil
-		}
-		// git's server answered "unhandled command" and closes: the
-		// request needs a connection of its own.
-		c.declined = true
-		c.dropConn()
-	}
-}
-
-// handshake offers the persistent handshake on the new connection and
-// reports whether the server accepted it. ctx bounds it.
-func (c *Client) handshake(ctx context.Context) (bool, error) {
-	uc := c.uc
-	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
-		_ = uc.SetDeadline(d)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if err := c.write(helloRequest); err != nil {
-		return false, ctxOr(ctx, err)
-	}
-	c.inflight = 1
-	reply, err := c.readReply()
-	c.inflight = 0
-	if err != nil {
-		return false, ctxOr(ctx, err)
-	}
-	c.applyDeadline()
-	return bytes.Equal(reply, helloReply), nil
-}
-
-// dropConn closes the open connection; nothing may be in flight on it.
-func (c *Client) dropConn() {
-	c.mu.Lock()
-	if c.uc != nil {
-		_ = c.uc.Close()
-		c.uc, c.rc = nil, nil
-	}
-	c.mu.Unlock()
-	c.inflight, c.persistent = 0, false
-}
-
-// endConn closes the open connection after cause ended it. Requests still
-// in flight on it get their errors now: each may have been processed.
-func (c *Client) endConn(cause error) {
-	if c.inflight > 0 {
-		lost := c.fail("read", fmt.Errorf("%w: the connection ended before this reply: %w", ErrIncompleteReply, peerCause(cause)))
-		c.queue.fail(c.gen, lost)
-	}
-	c.dropConn()
-	c.declined = false // the server may come back as another kind: offer again
-}
 
 // SetDeadline sets the deadline for Send, Recv and Call, reconnections
 // included; the zero time means none. It may be called from any goroutine,
@@ -314,16 +203,6 @@ func (c *Client) transmit(req []byte) error {
 	}
 }
 
-func (c *Client) reconnect() error {
-	ctx := context.Background()
-	if !c.deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, c.deadline)
-		defer cancel()
-	}
-	return c.connect(ctx)
-}
-
 // Recv returns the reply to the oldest request not yet answered. The reply
 // aliases the Client's buffer and is valid until the next call of Recv,
 // Call or Close. A request whose connection ended before its reply gives
@@ -398,56 +277,4 @@ func (c *Client) Close() error {
 	// The owner goroutine may be using uc: close it, but leave the field;
 	// the owner sees closed and stops.
 	return c.uc.Close()
-}
-
-// pending is a request sent (or held) and not yet received.
-type pending struct {
-	gen  uint64 // the connection it was written on; 0 while held
-	held []byte // a git server's request waiting for its own connection
-	err  error  // set when its connection ended before its reply
-}
-
-// requestQueue is a FIFO of pending requests in a ring that grows to the
-// deepest pipeline seen and is then reused without allocating.
-type requestQueue struct {
-	ring []pending
-	head int
-	n    int
-}
-
-func (q *requestQueue) push(p pending) {
-	if q.n == len(q.ring) {
-		ring := make([]pending, max(2*len(q.ring), 8))
-		for i := range q.n {
-			ring[i] = q.ring[(q.head+i)%len(q.ring)]
-		}
-		q.ring, q.head = ring, 0
-	}
-	q.ring[(q.head+q.n)%len(q.ring)] = p
-	q.n++
-}
-
-// front returns the oldest entry, or nil. The pointer is valid until the
-// next push or pop.
-func (q *requestQueue) front() *pending {
-	if q.n == 0 {
-		return nil
-	}
-	return &q.ring[q.head]
-}
-
-func (q *requestQueue) pop() {
-	q.ring[q.head] = pending{}
-	q.head = (q.head + 1) % len(q.ring)
-	q.n--
-}
-
-// fail gives err to every entry written on connection gen that has none.
-func (q *requestQueue) fail(gen uint64, err error) {
-	for i := range q.n {
-		p := &q.ring[(q.head+i)%len(q.ring)]
-		if p.gen == gen && p.held == nil && p.err == nil {
-			p.err = err
-		}
-	}
 }

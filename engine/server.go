@@ -6,25 +6,33 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"github.com/pktipc/pktipc/uds"
 )
 
-// Accept back-off on EMFILE/ENFILE and other resource errors (faults.md B8,
-// the net/http pattern).
-const (
-	acceptBackoffMin = 5 * time.Millisecond
-	acceptBackoffMax = time.Second
-)
-
 // Server is a git simple-ipc compatible server on gnet event loops.
+//
+// Its life, in order. Serve: (1) start the event loops and a doorbell per
+// loop, (2) start the workers, (3) start the accept loop and the reaper;
+// then wait for one of: ctx done, a quit request (a handler returned
+// ErrQuit), the socket stolen (each a graceful stop), or Shutdown or Close
+// from another goroutine. A graceful stop is Shutdown bounded by
+// WithShutdownTimeout. Shutdown: (4) beginStop: stopping set (no new
+// requests), parked loops rung, the listener closed and its path unlinked
+// if still ours, lobby waiters closed; (5) wait until no connection is
+// open (the reaper closes idle ones, busy ones close after their reply),
+// then Close. Close: (6) closing set (a closed connection no longer gets a
+// rescue socket), (7) wait for the accept loop to exit (an enrolment during
+// gnet's stop would wait forever), close lingering one-shot replies,
+// (8) stop the loops (OnClose runs for every connection: handlers'
+// contexts are cancelled), (9) close the job queue and wait for the
+// workers, then for the write watches, (10) close the doorbells, stop the
+// reaper, cancel the base context, and close done. Each step runs once
+// (stopOnce, closeOnce); startMu keeps Close from running between Serve's
+// steps 1 and 3.
 type Server struct {
 	opts  options
 	h     Handler
@@ -35,12 +43,12 @@ type Server struct {
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
 
-	gcli  *gnet.Client
-	jobs  chan *conn
-	bells []*doorbell
+	reactor // the event loops (reactor.go)
 
-	// reaperQuiet keeps the reaper from ringing loops in solo waits, so
-	// that tests see the other wake-ups do their job. Set before Serve.
+	jobs chan *conn
+
+	// reaperQuiet: the reaper does not ring parked loops (a test hook,
+	// export_test.go).
 	reaperQuiet bool
 
 	adm       *admission
@@ -49,13 +57,9 @@ type Server struct {
 	oneshot   oneShot // the accept loop's
 	lingering lingerers
 
-	mu    sync.Mutex // guards loops
-	loops map[gnet.EventLoop]*loopState
-
 	serving    atomic.Bool
-	stopping   atomic.Bool  // no new connections or requests
-	enrolling  atomic.Int32 // connections being enrolled: no loop may start a solo wait
-	closing    atomic.Bool  // connections are being closed by force
+	stopping   atomic.Bool // no new connections or requests
+	closing    atomic.Bool // connections are being closed by force
 	stopOnce   sync.Once
 	stopCh     chan struct{} // closed when stopping begins
 	quitOnce   sync.Once
@@ -95,7 +99,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		opts:       o,
 		h:          h,
 		ln:         ln,
@@ -106,13 +110,15 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 		adm:        newAdmission(o.maxConns, o.maxConnsPerUID),
 		lobby:      newLobby(o.maxConns, o.maxConnsPerUID),
 		budget:     memBudget{limit: o.memoryBudget},
-		loops:      make(map[gnet.EventLoop]*loopState),
+		reactor:    newReactor(o.busyPoll),
 		stopCh:     make(chan struct{}),
 		quitCh:     make(chan struct{}),
 		done:       make(chan struct{}),
 		reaperStop: make(chan struct{}),
 		acceptExit: make(chan struct{}),
-	}, nil
+	}
+	s.reactor.stats = &s.stats
+	return s, nil
 }
 
 // Path returns the socket path the server owns.
@@ -139,33 +145,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.startMu.Unlock()
 		return ErrServerClosed
 	}
-	gcli, err := gnet.NewClient(&events{s: s},
-		gnet.WithNumEventLoop(s.opts.loops),
-		gnet.WithReadBufferCap(readBufferCap),
-		gnet.WithLockOSThread(s.opts.lockOSThread),
-		gnet.WithLogger(gnetLogger{s.log}),
-	)
-	if err == nil {
-		err = gcli.Start()
-	}
-	if err != nil {
+	if err := s.startLoops(&events{s: s}, s.opts.loops, s.opts.lockOSThread, s.log); err != nil {
 		s.startMu.Unlock()
 		_ = s.Close()
 		return fmt.Errorf("engine: start event loops: %w", err)
-	}
-	s.gcli = gcli
-	{
-		// One doorbell per loop (gnet enrolls round-robin); a loop without
-		// one is told through gnet's task queue instead, and never waits
-		// on a connection alone.
-		for range s.opts.loops {
-			b, err := newDoorbell(gcli)
-			if err != nil {
-				s.log.Warn("engine: no doorbell for a loop; pooled replies finish through gnet's task queue", "err", err)
-				break
-			}
-			s.bells = append(s.bells, b)
-		}
 	}
 	if !s.opts.inline {
 		s.jobs = make(chan *conn, max(s.opts.workers*queuePerWorker, s.opts.maxConns))
@@ -252,7 +235,7 @@ func (s *Server) Close() error {
 			// during gnet's stop waits forever.
 			<-s.acceptExit
 			s.lingering.close()
-			if err := s.gcli.Stop(); err != nil {
+			if err := s.stopLoops(); err != nil {
 				s.closeErr = fmt.Errorf("engine: stop event loops: %w", err)
 			}
 			if s.jobs != nil {
@@ -260,9 +243,7 @@ func (s *Server) Close() error {
 			}
 			s.workers.Wait()
 			s.watchers.Wait() // every connection closed, so every watch stopped
-			for _, b := range s.bells {
-				b.close() // nobody rings any more
-			}
+			s.closeBells()    // nobody rings any more
 			close(s.reaperStop)
 			s.wg.Wait()
 		}
@@ -279,253 +260,5 @@ func (s *Server) requestQuit() {
 
 func (s *Server) openConns() int { return s.adm.openCount() }
 
-// register runs in OnOpen on the connection's loop.
-func (s *Server) register(c *conn) {
-	s.adm.register(c)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ls := s.loopStateLocked(c.gc.EventLoop())
-	c.loop = ls
-	ls.conns++
-}
-
-func (s *Server) loopStateLocked(el gnet.EventLoop) *loopState {
-	ls := s.loops[el]
-	if ls == nil {
-		ls = &loopState{max: int64(s.opts.busyPoll), stats: &s.stats}
-		s.loops[el] = ls
-	}
-	return ls
-}
-
-// registerBell runs in OnOpen of a loop's doorbell.
-func (s *Server) registerBell(el gnet.EventLoop, b *doorbell) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ls := s.loopStateLocked(el); ls.bell == nil {
-		ls.bell = b
-	}
-}
-
-// unregister runs in OnClose on the connection's loop.
-func (s *Server) unregister(c *conn) {
-	s.adm.release(c)
-	if c.loop != nil {
-		c.loop.conns-- // the loop's own
-	}
-}
-
 func (s *Server) watchDrain(c *conn)   { s.adm.watchDrain(c) }
 func (s *Server) unwatchDrain(c *conn) { s.adm.unwatchDrain(c) }
-
-// call runs the handler, containing a panic (faults.md B13).
-func (s *Server) call(c *conn, req []byte) (err error, panicked bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			panicked = true
-			s.stats.panics.Add(1)
-			s.log.Error("engine: handler panic", "conn", c.peer.ID, "panic", r, "stack", string(debug.Stack()))
-		}
-	}()
-	err = s.h.ServeIPC(c.ctx, req, &c.reply)
-	if err != nil && !errors.Is(err, ErrQuit) {
-		s.log.Debug("engine: handler error", "conn", c.peer.ID, "err", err)
-	}
-	return err, false
-}
-
-func (s *Server) protocolError(c *conn, err error) {
-	s.stats.protocolErrors.Add(1)
-	if s.logProto.allow(s.now()) {
-		s.log.Warn("engine: bad request; closing connection", "conn", c.peer.ID, "uid", c.peer.Cred.UID, "err", err)
-	}
-}
-
-// filterInline asks WithInlineFilter's function whether msg runs on the
-// loop. A panic there is contained like a handler's, and the request goes
-// to the pool.
-func (s *Server) filterInline(msg []byte) (inline bool) {
-	if s.opts.inlineFilter == nil {
-		return false
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			s.stats.panics.Add(1)
-			s.log.Error("engine: inline filter panicked", "panic", v)
-			inline = false
-		}
-	}()
-	return s.opts.inlineFilter(msg)
-}
-
-func (s *Server) worker() {
-	defer s.workers.Done()
-	// Each worker has its own ack channel, so that an ack meant for the
-	// previous worker of a connection can never reach this one.
-	ack := make(chan ackMsg, 4)
-	for c := range s.jobs {
-		c.ack = ack
-		c.reply.begin(false)
-		herr, panicked := s.call(c, c.reqMsg)
-		c.dropRequest()
-		c.finishPooled(herr, panicked)
-	}
-}
-
-func (s *Server) acceptLoop() {
-	defer s.wg.Done()
-	defer close(s.acceptExit)
-	spare := openSpare()
-	defer func() {
-		if spare != nil {
-			_ = spare.Close()
-		}
-	}()
-	var delay time.Duration
-	for {
-		uc, cred, err := s.ln.AcceptUnix()
-		if err != nil {
-			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if fdExhausted(err) {
-				s.stats.acceptExhausted.Add(1)
-				spare = s.shed(spare)
-			}
-			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
-			if s.logAcc.allow(s.now()) {
-				s.log.Warn("engine: accept failed; backing off", "err", err, "delay", delay)
-			}
-			if !s.sleep(delay) {
-				return
-			}
-			continue
-		}
-		delay = 0
-		pressured, full := s.adm.crowded(cred.UID)
-		pressured = pressured || s.lobby.waiting(cred.UID)
-		if full { // nothing to evict: whatever it sends, it cannot come in
-			s.stats.overCap.Add(1)
-			_ = uc.Close()
-			continue
-		}
-		verdict, end := s.peekNew(uc)
-		pooled := false
-		switch {
-		case verdict == peekGone: // git's probe: dropped silently
-			s.stats.accepted.Add(1)
-			_ = uc.Close()
-			continue
-		case verdict == peekReady && end > 0:
-			var served bool
-			if served, pooled = s.serveOneShot(uc, cred, end); served {
-				continue
-			}
-		case verdict == peekWait && pressured:
-			if !s.enterLobby(uc, cred) {
-				_ = uc.Close()
-			}
-			continue
-		}
-		if fdErr := s.admitAndEnroll(uc, cred, pooled); fdErr {
-			delay = acceptBackoffMin
-			if !s.sleep(delay) {
-				return
-			}
-		}
-	}
-}
-
-// admitAndEnroll counts uc against the caps (evicting a connection without
-// a whole request at a cap) and hands it to an event loop, or closes it.
-// It reports whether enrolling failed for lack of descriptors. It runs on
-// the accept loop and on lobby goroutines.
-// pooled says that WithInlineFilter sent its first request to the pool
-// already.
-func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (fdErr bool) {
-	ok, victim := s.adm.admit(cred)
-	if victim != nil {
-		s.stats.evicted.Add(1)
-		_ = victim.gc.Close()
-	}
-	if !ok {
-		s.stats.overCap.Add(1) // counted before the client can see the close
-		_ = uc.Close()
-		return false
-	}
-	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-	c.firstPooled = pooled
-	// gnet picks the loop; any of them may be in a solo wait.
-	s.enrolling.Add(1)
-	s.wakeParked()
-	_, err := s.gcli.EnrollContext(uc, c)
-	s.enrolling.Add(-1)
-	if err != nil {
-		// EnrollContext closed uc.
-		s.adm.unadmit(cred)
-		if fdExhausted(err) {
-			s.stats.acceptExhausted.Add(1)
-			return true
-		}
-	}
-	return false
-}
-
-// shed implements the spare-descriptor trick (faults.md B8): with the
-// table full, free the spare, accept the waiting client and close it at
-// once so it gets a prompt EOF instead of hanging, then re-reserve.
-func (s *Server) shed(spare *os.File) *os.File {
-	if spare == nil {
-		return openSpare()
-	}
-	_ = spare.Close()
-	if s.ln.SetDeadline(time.Now().Add(time.Millisecond)) == nil {
-		if uc, _, err := s.ln.AcceptUnix(); err == nil {
-			s.stats.shed.Add(1)
-			_ = uc.Close()
-		}
-		_ = s.ln.SetDeadline(time.Time{})
-	}
-	return openSpare()
-}
-
-func openSpare() *os.File {
-	f, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil
-	}
-	return f
-}
-
-// sleep waits d unless the server stops first.
-func (s *Server) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-s.stopCh:
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// rateLimit allows one event per second.
-type rateLimit struct{ last atomic.Int64 }
-
-func (r *rateLimit) allow(now int64) bool {
-	last := r.last.Load()
-	if last != 0 && now-last < int64(time.Second) {
-		return false
-	}
-	return r.last.CompareAndSwap(last, now)
-}
-
-// gnetLogger routes gnet's log lines to slog; gnet would otherwise print
-// INFO lines to stdout.
-type gnetLogger struct{ l *slog.Logger }
-
-func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }

@@ -60,13 +60,11 @@ func (c *conn) soloWait() gnet.Action {
 		l.exit(s, c.phase == phaseIdle)
 		// Dekker with wakeParked: either a waker sees parked, or the loop
 		// sees what the waker announced first.
-		l.parked.Store(true)
-		if s.enrolling.Load() > 0 || s.stopping.Load() {
-			l.parked.Store(false)
+		if !s.park(l, &s.stopping) {
 			break
 		}
 		ready, err := waitReadable(&l.pfds, fd, l.bell.lfd)
-		l.parked.Store(false)
+		s.unpark(l)
 		if err != nil || !ready {
 			break // rang or interrupted: gnet takes over
 		}
@@ -160,17 +158,5 @@ func (c *conn) dropPend() {
 		c.pendBuf.B = c.pendBuf.B[:cap(c.pendBuf.B)] // see ReplyWriter.release
 		bufPool.Put(c.pendBuf)
 		c.pendBuf = nil
-	}
-}
-
-// wakeParked rings the doorbell of every loop in a solo wait, so that it
-// returns to gnet and runs what was queued for it. Any goroutine.
-func (s *Server) wakeParked() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, l := range s.loops {
-		if l.parked.Load() && l.bell != nil {
-			l.bell.wake()
-		}
 	}
 }

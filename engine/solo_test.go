@@ -179,7 +179,7 @@ func TestSoloWaitWakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.reaperQuiet = true
+	quietReaper(s)
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(context.Background()) }()
 	defer func() {

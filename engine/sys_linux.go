@@ -22,7 +22,7 @@ func peerHalfClosed(gc gnet.Conn) bool {
 }
 
 // fdExhausted reports errors that mean "no descriptor or memory for a new
-// connection": the server backs off instead of stopping (faults.md B8).
+// connection": the server backs off instead of stopping.
 func fdExhausted(err error) bool {
 	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
 		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)

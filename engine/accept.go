@@ -1,0 +1,174 @@
+package engine
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Accept back-off on EMFILE/ENFILE and other resource errors (as net/http
+// does: a full descriptor table clears as other connections close).
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// acceptLoop accepts connections until the server stops, backing off
+// while accepting or enrolling fails, and passes each to route. It is the
+// accept goroutine, started by Serve.
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	defer close(s.acceptExit)
+	spare := openSpare()
+	defer func() {
+		if spare != nil {
+			_ = spare.Close()
+		}
+	}()
+	var delay time.Duration
+	for {
+		uc, cred, err := s.ln.AcceptUnix()
+		if err != nil {
+			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if fdExhausted(err) {
+				s.stats.acceptExhausted.Add(1)
+				spare = s.shed(spare)
+			}
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			if s.logAcc.allow(s.now()) {
+				s.log.Warn("engine: accept failed; backing off", "err", err, "delay", delay)
+			}
+			if !s.sleep(delay) {
+				return
+			}
+			continue
+		}
+		delay = 0
+		if fdErr := s.route(uc, cred); fdErr {
+			delay = acceptBackoffMin
+			if !s.sleep(delay) {
+				return
+			}
+		}
+	}
+}
+
+// route decides where a new connection goes: closed at once (over a cap
+// with nothing to evict, or gone already), served here (its whole request
+// came with it: oneshot.go), into the lobby (no request yet, near a cap:
+// lobby.go), or to an event loop. It reports whether enrolling failed for
+// lack of descriptors. On the accept loop.
+func (s *Server) route(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
+	pressured, full := s.adm.crowded(cred.UID)
+	pressured = pressured || s.lobby.waiting(cred.UID)
+	if full { // nothing to evict: whatever it sends, it cannot come in
+		s.stats.overCap.Add(1)
+		_ = uc.Close()
+		return false
+	}
+	verdict, end := s.peekNew(uc)
+	pooled := false
+	switch {
+	case verdict == peekGone: // git's probe: dropped silently
+		s.stats.accepted.Add(1)
+		_ = uc.Close()
+		return false
+	case verdict == peekReady && end > 0:
+		var served bool
+		if served, pooled = s.serveOneShot(uc, cred, end); served {
+			return false
+		}
+	case verdict == peekWait && pressured:
+		if !s.enterLobby(uc, cred) {
+			_ = uc.Close()
+		}
+		return false
+	}
+	return s.admitAndEnroll(uc, cred, pooled)
+}
+
+// admitAndEnroll counts uc against the caps (evicting a connection without
+// a whole request at a cap) and hands it to an event loop, or closes it.
+// It reports whether enrolling failed for lack of descriptors. It runs on
+// the accept loop and on lobby goroutines.
+// pooled says that WithInlineFilter sent its first request to the pool
+// already.
+func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (fdErr bool) {
+	ok, victim := s.adm.admit(cred)
+	if victim != nil {
+		s.stats.evicted.Add(1)
+		_ = victim.gc.Close()
+	}
+	if !ok {
+		s.stats.overCap.Add(1) // counted before the client can see the close
+		_ = uc.Close()
+		return false
+	}
+	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	c.firstPooled = pooled
+	// gnet picks the loop; any of them may be in a solo wait.
+	if err := s.enroll(uc, c); err != nil {
+		// EnrollContext closed uc.
+		s.adm.unadmit(cred)
+		if fdExhausted(err) {
+			s.stats.acceptExhausted.Add(1)
+			return true
+		}
+	}
+	return false
+}
+
+// shed implements the spare-descriptor trick: with the
+// table full, free the spare, accept the waiting client and close it at
+// once so it gets a prompt EOF instead of hanging, then re-reserve.
+func (s *Server) shed(spare *os.File) *os.File {
+	if spare == nil {
+		return openSpare()
+	}
+	_ = spare.Close()
+	if s.ln.SetDeadline(time.Now().Add(time.Millisecond)) == nil {
+		if uc, _, err := s.ln.AcceptUnix(); err == nil {
+			s.stats.shed.Add(1)
+			_ = uc.Close()
+		}
+		_ = s.ln.SetDeadline(time.Time{})
+	}
+	return openSpare()
+}
+
+func openSpare() *os.File {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// sleep waits d unless the server stops first.
+func (s *Server) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.stopCh:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// rateLimit allows one event per second.
+type rateLimit struct{ last atomic.Int64 }
+
+func (r *rateLimit) allow(now int64) bool {
+	last := r.last.Load()
+	if last != 0 && now-last < int64(time.Second) {
+		return false
+	}
+	return r.last.CompareAndSwap(last, now)
+}

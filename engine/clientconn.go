@@ -1,0 +1,109 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/pktipc/pktipc/uds"
+)
+
+// connect opens a connection and offers the handshake on it, unless the
+// server declined it before: a server that restarts may come back as
+// another kind, so the offer is renewed after a connection fails.
+func (c *Client) connect(ctx context.Context) error {
+	for {
+		uc, err := uds.Dial(ctx, c.path, c.opts.dial...)
+		if err != nil {
+			return err
+		}
+		rc, err := uc.SyscallConn()
+		if err != nil {
+			_ = uc.Close()
+			return err
+		}
+		c.mu.Lock()
+		if c.closed.Load() {
+			c.mu.Unlock()
+			_ = uc.Close()
+			return ErrClientClosed
+		}
+		c.uc, c.rc = uc, rc
+		c.gen++
+		c.applyDeadlineLocked()
+		c.mu.Unlock()
+		c.rstart, c.rend, c.inflight, c.persistent = 0, 0, 0, false
+		c.asm.Reset()
+		if !c.opts.persistent || c.declined {
+			return nil
+		}
+		ok, err := c.handshake(ctx)
+		if err != nil {
+			c.dropConn()
+			return err
+		}
+		if ok {
+			c.persistent = true
+			return nil
+		}
+		// git's server answered "unhandled command" and closes: the
+		// request needs a connection of its own.
+		c.declined = true
+		c.dropConn()
+	}
+}
+
+// handshake offers the persistent handshake on the new connection and
+// reports whether the server accepted it. ctx bounds it.
+func (c *Client) handshake(ctx context.Context) (bool, error) {
+	uc := c.uc
+	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
+		_ = uc.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := c.write(helloRequest); err != nil {
+		return false, ctxOr(ctx, err)
+	}
+	c.inflight = 1
+	reply, err := c.readReply()
+	c.inflight = 0
+	if err != nil {
+		return false, ctxOr(ctx, err)
+	}
+	c.applyDeadline()
+	return bytes.Equal(reply, helloReply), nil
+}
+
+// dropConn closes the open connection; nothing may be in flight on it.
+func (c *Client) dropConn() {
+	c.mu.Lock()
+	if c.uc != nil {
+		_ = c.uc.Close()
+		c.uc, c.rc = nil, nil
+	}
+	c.mu.Unlock()
+	c.inflight, c.persistent = 0, false
+}
+
+// endConn closes the open connection after cause ended it. Requests still
+// in flight on it get their errors now: each may have been processed.
+func (c *Client) endConn(cause error) {
+	if c.inflight > 0 {
+		lost := c.fail("read", fmt.Errorf("%w: the connection ended before this reply: %w", ErrIncompleteReply, peerCause(cause)))
+		c.queue.fail(c.gen, lost)
+	}
+	c.dropConn()
+	c.declined = false // the server may come back as another kind: offer again
+}
+
+func (c *Client) reconnect() error {
+	ctx := context.Background()
+	if !c.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, c.deadline)
+		defer cancel()
+	}
+	return c.connect(ctx)
+}

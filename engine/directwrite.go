@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// writeDirect writes all of b on the worker's duplicate of the socket. A
+// full socket makes the worker wait in the netpoller for the peer to read,
+// until the write deadline; it fails when the deadline passes, the peer is
+// gone, or the loop closed the connection.
+func (c *conn) writeDirect(b []byte) error {
+	for len(b) > 0 { // at once, while the socket takes it
+		n, err := sysWrite(uintptr(c.wfd), b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			c.wb, c.wn, c.werr = b, 0, nil
+			if d := c.s.opts.writeTimeout; d > 0 {
+				_ = c.wf.SetWriteDeadline(time.Now().Add(d))
+			}
+			if err := c.wrc.Write(c.writeCB); err != nil || c.werr != nil {
+				c.wb = nil
+				return net.ErrClosed
+			}
+			c.wb = nil
+			return nil
+		case err != nil:
+			return net.ErrClosed
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// writeSome is the RawConn.Write callback of writeDirect: it writes what
+// the socket takes, and asks the netpoller to wait when it takes no more.
+func (c *conn) writeSome(fd uintptr) bool {
+	for c.wn < len(c.wb) {
+		n, err := sysWrite(fd, c.wb[c.wn:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			c.werr = err
+			return true
+		}
+		c.wn += n
+	}
+	return true
+}
+
+// openWriteFD makes the worker's duplicate of the socket if there is none.
+// It runs on the loop. Without one (descriptor table full) replies go
+// through the loop.
+func (c *conn) openWriteFD() bool {
+	if c.wf == nil {
+		fd, err := c.gc.Dup()
+		if err != nil {
+			return false
+		}
+		// Non-blocking like gnet's (the flag is the socket's), so the
+		// file is pollable.
+		f := os.NewFile(uintptr(fd), "pktipc-reply")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			_ = f.Close()
+			return false
+		}
+		c.wf, c.wfd, c.wrc = f, fd, rc
+		c.writeCB = c.writeSome
+	}
+	return true
+}
+
+// closeWriteFD closes the duplicate; the caller holds mu.
+func (c *conn) closeWriteFD() {
+	if c.wf != nil {
+		_ = c.wf.Close()
+		c.wf, c.wfd, c.wrc = nil, -1, nil
+	}
+}
+
+// dupConn duplicates the socket of a gnet connection as a *net.UnixConn,
+// which lives on after gnet closes its descriptor.
+func dupConn(gc gnet.Conn) (*net.UnixConn, error) {
+	fd, err := gc.Dup()
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "pktipc-rescue")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		_ = nc.Close()
+		return nil, fmt.Errorf("engine: duplicated socket is %T", nc)
+	}
+	return uc, nil
+}

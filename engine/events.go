@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pktipc/pktipc/frame"
+)
+
+// events adapts the Server to gnet's callbacks.
+type events struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if b, ok := gc.Context().(*doorbell); ok {
+		b.lfd = gc.Fd()
+		e.s.registerBell(gc.EventLoop(), b)
+		return nil, gnet.None
+	}
+	c := gc.Context().(*conn)
+	c.gc = gc
+	e.s.adm.register(c)
+	e.s.attach(c)
+	c.toIdle(e.s.now())
+	return nil, gnet.None
+}
+
+func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		gc.Context().(*doorbell).answer(gc)
+		return gnet.None
+	}
+	now := e.s.now()
+	c.loop.enter(now)
+	var act gnet.Action
+	switch c.phase {
+	case phaseHandling, phaseDraining:
+		// A request is in progress; later bytes wait in gnet's buffer.
+		if c.buffered() > c.s.opts.maxRequest+frame.MaxPacketSize {
+			c.s.stats.protocolErrors.Add(1)
+			act = gnet.Close
+		}
+	default:
+		act = c.process(now)
+	}
+	if act == gnet.None && !c.account() {
+		act = gnet.Close
+	}
+	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
+	if candidate && c.canSoloWait() {
+		return c.soloWait() // it spins first if busy polling is on
+	}
+	c.loop.exit(e.s, candidate)
+	return act
+}
+
+func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
+	if c, ok := gc.Context().(*conn); ok {
+		c.onClose(err)
+	}
+	return gnet.None
+}
+
+// onClose runs on the loop when gnet closes the connection, for whatever
+// reason.
+func (c *conn) onClose(err error) {
+	c.closed.Store(true)
+	c.unwatchWrite()
+	c.unaccount()
+	if c.asm != nil {
+		c.asm.Release()
+	}
+	c.dropPend()
+	s := c.s
+	// gnet closes on EOF even when the peer only shut down its writing
+	// side; a pooled handler still working for such a peer gets a
+	// duplicate of the socket to finish its reply on.
+	if errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc) {
+		c.mu.Lock()
+		if !c.workerGone {
+			if rc, derr := dupConn(c.gc); derr == nil {
+				c.rescue = rc
+				s.stats.rescued.Add(1)
+			}
+		}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	rescued := c.rescue != nil
+	if c.phase != phaseHandling || c.workerGone {
+		c.closeWriteFD() // else the worker closes it when it is done
+	} else if c.wf != nil && !rescued {
+		_ = c.wf.SetWriteDeadline(time.Unix(1, 0)) // a worker waiting for room gives up
+	}
+	c.mu.Unlock()
+	if !rescued {
+		// The handler, if one runs, has nobody left to answer.
+		cause := err
+		if w := c.expired.Load(); w != 0 {
+			cause = fmt.Errorf("engine: %s deadline exceeded: %w", why(w-1), os.ErrDeadlineExceeded)
+		} else if cause == nil {
+			cause = net.ErrClosed
+		}
+		c.cancelHandler(cause)
+	}
+	if c.done != nil {
+		close(c.done)
+	}
+	s.adm.release(c)
+	s.detach(c)
+	// Buffers are not released here: the dispatching code (inline) or the
+	// worker (pooled) owns them and releases them when it returns.
+}

@@ -1,0 +1,247 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pktipc/pktipc/frame"
+)
+
+// A pooled request: the loop hands a request to a worker goroutine, the
+// worker runs the handler and writes the reply, and the loop takes the
+// connection back. Who owns what, in each state (phase is the loop's
+// view; rescue, workerGone and wf's closing are under c.mu):
+//
+//	state      request bytes      reply (c.reply)    socket duplicate (wf)     next step, by whom
+//	dispatched worker's (req or   -                  loop made it; direct set  worker takes c from jobs
+//	           reqBig), queued                       if gnet holds no bytes
+//	handling   worker's, dropped  worker's           worker writes on it;      worker: a chunk or the
+//	           once the handler                      onClose may set a past    final bytes (handOff)
+//	           returns                               deadline to stop it
+//	chunk      -                  worker's; bytes    -                         loop acks (onChunkWritten,
+//	handed off                    with gnet, copied                            or checkDrain once gnet's
+//	                                                                           buffer fell below the mark)
+//	final      -                  loop's from the    kept for the next         loop: onFinalWritten (or
+//	handed off                    final callback on  pooled request            finalTask after a direct
+//	                                                                           write) acks; the worker
+//	                                                                           touches nothing after it
+//	failed     -                  worker releases    worker closes it if the   worker closes the socket
+//	                                                 loop already closed c     and cancels the handler
+//
+// Every hand-off is numbered (ackSeq) and answered once on the channel of
+// the worker that made it: gnet runs a callback even after the connection
+// closed, when its worker may have moved on, so a worker drops answers
+// with another number. A worker waiting for an answer also watches done,
+// which onClose closes. When the peer only half-closed, onClose leaves a
+// duplicate of the socket in rescue, and the worker finishes the reply on
+// it.
+
+// An ackMsg answers the hand-off numbered seq. gnet runs a hand-off's
+// callback even after the connection closed, when the worker may have
+// stopped waiting (it saw done) and moved on to another connection; the
+// number lets it tell such a late answer from its own.
+type ackMsg struct {
+	seq uint64
+	err error
+}
+
+// finalTask tells the loop that a worker wrote a whole reply directly.
+type finalTask struct{ c *conn }
+
+// Run takes the connection back on its loop, as onFinalWritten does after a
+// handed-off final write.
+func (f finalTask) Run(context.Context) error {
+	var err error
+	if f.c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return f.c.onFinalWritten(f.c.gc, err)
+}
+
+// handOff gives encoded reply bytes from a worker to the event loop and
+// waits until gnet has written or buffered them. final marks the reply's
+// last bytes: the loop then also decides what follows the reply.
+func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
+	c.mu.Lock()
+	rc := c.rescue
+	c.mu.Unlock()
+	if rc != nil {
+		return true, c.writeRescued(rc, b)
+	}
+	if c.direct {
+		if err := c.writeDirect(b); err != nil {
+			return false, err
+		}
+		if !final {
+			return false, nil
+		}
+		return false, c.finishDirect()
+	}
+	cb := c.chunkCB
+	if final {
+		cb = c.finalCB
+	}
+	// Read the channel before the hand-off: once the final bytes are
+	// written, the loop may give the connection to another worker, which
+	// sets c.ack to its own channel.
+	ack, seq := c.nextAck()
+	if err := c.gc.AsyncWrite(b, cb); err != nil {
+		return false, fmt.Errorf("engine: hand reply to event loop: %w", err)
+	}
+	if err = c.waitAck(ack, seq); err != nil {
+		// The loop closed the connection before writing. If the peer only
+		// half-closed, OnClose left a duplicate of the socket to finish on.
+		c.mu.Lock()
+		rc = c.rescue
+		c.mu.Unlock()
+		if rc != nil {
+			return true, c.writeRescued(rc, b)
+		}
+		return false, net.ErrClosed
+	}
+	return false, nil
+}
+
+// nextAck numbers the worker's next hand-off and returns the channel its
+// answer comes on.
+func (c *conn) nextAck() (chan ackMsg, uint64) {
+	c.ackSeq = c.s.ackSeq.Add(1)
+	return c.ack, c.ackSeq
+}
+
+// waitAck waits for the answer to hand-off seq, dropping late answers to
+// earlier hand-offs of this worker. Once the connection is closed it takes
+// the answer only if it is already there: the loop may be gone for good.
+func (c *conn) waitAck(ack chan ackMsg, seq uint64) error {
+	for {
+		select {
+		case m := <-ack:
+			if m.seq == seq {
+				return m.err
+			}
+		case <-c.done:
+			for {
+				select {
+				case m := <-ack:
+					if m.seq == seq {
+						return m.err
+					}
+				default:
+					return net.ErrClosed
+				}
+			}
+		}
+	}
+}
+
+// finishDirect hands the connection back to the loop after the worker wrote
+// a whole reply itself, and waits until the loop has taken it.
+func (c *conn) finishDirect() error {
+	ack, seq := c.nextAck()
+	if b := c.loop.bell; b != nil {
+		b.ring(bellJob{c: c})
+	} else if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {
+		return net.ErrClosed
+	}
+	return c.waitAck(ack, seq)
+}
+
+// onChunkWritten runs on the loop after gnet took a chunk of a pooled reply.
+// gnet copies what the kernel did not take, so the worker may reuse b; it
+// is told only once the outbound buffer is below the high-water mark.
+func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
+	if err != nil {
+		c.ack <- ackMsg{c.ackSeq, err}
+		return nil
+	}
+	if gc.OutboundBuffered() > c.s.opts.highWater {
+		c.ackWaiting = true
+		c.setDeadline(c.s.now(), whyWrite)
+		c.watchWrite()
+		return nil
+	}
+	c.ack <- ackMsg{c.ackSeq, nil}
+	return nil
+}
+
+// onFinalWritten runs on the loop after the last bytes of a pooled reply:
+// it serves what the peer pipelined meanwhile, or closes (git style). The
+// ack goes to the channel of the worker that wrote the reply: serving the
+// next request may hand the connection to another worker at once.
+func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
+	ack, seq := c.ack, c.ackSeq
+	if err == nil {
+		// The worker waits for the ack and touches nothing after it: the
+		// loop owns the connection again, and may dispatch the next request.
+		c.reply.release()
+	}
+	if err == nil && !c.closed.Load() {
+		now := c.s.now()
+		c.reqHeld = 0
+		c.setPhase(phaseIdle) // the handler is done; nothing to rescue any more
+		act, stop := c.afterReply(now)
+		if !stop {
+			act = c.process(now)
+		}
+		if act == gnet.Close || !c.account() {
+			_ = c.gc.Close()
+		}
+	}
+	ack <- ackMsg{seq, err}
+	return nil
+}
+
+// finishPooled ends a pooled request on the worker goroutine. After a
+// successful final hand-off the event loop owns the connection again (it
+// may already be serving the next request), so the worker touches nothing
+// of it; on every other path the worker still owns the reply and cleans up.
+func (c *conn) finishPooled(herr error, panicked bool) {
+	w := &c.reply
+	// A handler whose context ended (peer gone, handler timeout) gets no
+	// terminator: its reply may be cut short, and the client must not take
+	// it for a whole one.
+	if !panicked && w.err == nil && c.ctx.Err() == nil {
+		if errors.Is(herr, ErrQuit) {
+			c.s.requestQuit()
+		}
+		w.buf.B = frame.AppendFlush(w.buf.B)
+		rescued, err := c.handOff(w.buf.B, true)
+		if err == nil && !rescued {
+			return
+		}
+	}
+	w.release()
+	c.mu.Lock()
+	rc := c.rescue
+	c.rescue = nil
+	c.workerGone = true
+	if c.closed.Load() {
+		c.closeWriteFD() // onClose left it to us
+	}
+	c.mu.Unlock()
+	if rc != nil {
+		_ = rc.Close()
+	}
+	if !c.closed.Load() {
+		_ = c.gc.Close() // no terminator: the client sees an incomplete reply
+	}
+	c.cancelHandler(net.ErrClosed)
+}
+
+func (s *Server) worker() {
+	defer s.workers.Done()
+	// Each worker has its own ack channel, so that an ack meant for the
+	// previous worker of a connection can never reach this one.
+	ack := make(chan ackMsg, 4)
+	for c := range s.jobs {
+		c.ack = ack
+		c.reply.begin(false)
+		herr, panicked := s.call(c, c.reqMsg)
+		c.dropRequest()
+		c.finishPooled(herr, panicked)
+	}
+}

@@ -1,0 +1,236 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"runtime/debug"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pktipc/pktipc/frame"
+)
+
+// peekWindow is how much of the inbound buffer process looks at first.
+// gnet's Peek copies when the bytes are split between its ring and the read
+// buffer, so looking at everything a pipelining client has sent would copy
+// it all for every request; the window doubles only while one message needs
+// more (the assembler gathers large ones, so it stays near
+// frame.MinReadBuffer).
+const peekWindow = 16 << 10
+
+// process decodes and serves the requests buffered on the connection. It
+// runs on the event loop.
+func (c *conn) process(now int64) gnet.Action {
+	window := peekWindow
+	for !c.closed.Load() {
+		total := c.buffered()
+		if total == 0 {
+			return gnet.None
+		}
+		if c.phase == phaseIdle {
+			if c.s.stopping.Load() {
+				return gnet.Close // no new requests during shutdown
+			}
+			c.setPhase(phaseReading)
+			c.setDeadline(now, whyRequest)
+		}
+		buf := c.peek(min(total, window))
+		msg, n, done, err := c.assembler().Next(buf)
+		if err != nil {
+			if !errors.Is(err, frame.ErrNoBuffer) { // the budget counted it
+				c.s.protocolError(c, err)
+			}
+			return gnet.Close
+		}
+		if !done {
+			switch {
+			case n > 0:
+				c.discard(n) // the assembler copied these packets
+			case len(buf) < total:
+				window *= 2 // the message goes on beyond the window
+			default:
+				return gnet.None
+			}
+			continue
+		}
+		window = peekWindow
+		if act, stop := c.dispatch(now, msg, n); stop {
+			return act
+		}
+	}
+	return gnet.None
+}
+
+// dispatch serves one complete request of n wire bytes whose payload is
+// msg: the persistent handshake, or a request for the handler, inline or
+// on the pool. stop reports that process must return act instead of
+// reading on.
+func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
+	s := c.s
+	s.adm.prove(c)
+	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
+		return c.acceptHello(now, n)
+	}
+	c.served++
+	s.stats.requests.Add(1)
+	pooled := !s.opts.inline && (c.firstPooled || !s.filterInline(msg))
+	c.firstPooled = false
+	c.prepareHandler(pooled)
+	if pooled {
+		return c.dispatchPooled(now, msg, n), true
+	}
+	return c.serveInline(now, msg, n)
+}
+
+// acceptHello answers the persistent handshake, whose n wire bytes are
+// still buffered, and switches c to the persistent mode.
+func (c *conn) acceptHello(now int64, n int) (act gnet.Action, stop bool) {
+	c.discard(n)
+	c.persistent = true
+	c.asm.Release()
+	c.asm = nil // the next is made for the persistent mode
+	if _, err := c.gc.Write(helloWire); err != nil {
+		return gnet.Close, true
+	}
+	c.toIdle(now)
+	return gnet.None, false
+}
+
+// dispatchPooled gives the request to a worker (handoff.go); the loop
+// reads no further request of c until the worker hands c back.
+func (c *conn) dispatchPooled(now int64, msg []byte, n int) gnet.Action {
+	c.takeRequest(msg)
+	c.discard(n)
+	c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
+	c.setPhase(phaseHandling)
+	c.setDeadline(now, whyHandler)
+	select {
+	case c.s.jobs <- c:
+		return gnet.None
+	default:
+		// Unreachable while the queue holds a request per admitted
+		// connection; if it were full, do as git does: close without a
+		// reply.
+		c.dropRequest()
+		c.s.stats.overloaded.Add(1)
+		return gnet.Close
+	}
+}
+
+// serveInline runs the handler on the loop and queues its reply; msg lies
+// in the loop's buffers until the n wire bytes are discarded.
+func (c *conn) serveInline(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
+	s := c.s
+	c.reply.begin(true)
+	herr, panicked := s.call(c, msg)
+	c.discard(n)
+	if c.closed.Load() {
+		c.reply.release()
+		return gnet.None, true
+	}
+	if panicked || c.reply.err != nil {
+		c.reply.release()
+		return gnet.Close, true
+	}
+	if errors.Is(herr, ErrQuit) {
+		s.requestQuit()
+	}
+	c.reply.buf.B = frame.AppendFlush(c.reply.buf.B)
+	err := c.reply.flushInline()
+	c.reply.release()
+	if c.closed.Load() {
+		return gnet.None, true
+	}
+	if err != nil && !errors.Is(err, ErrBackpressure) {
+		return gnet.Close, true
+	}
+	return c.afterReply(now)
+}
+
+// takeRequest gives msg a home for the worker: the assembler's buffer, if
+// msg lies there (no copy), or a pooled copy, since msg in gnet's buffer
+// dies with discard.
+func (c *conn) takeRequest(msg []byte) {
+	if big := c.asm.Detach(); big != nil {
+		c.reqBig, c.reqMsg, c.reqHeld = big, msg, cap(big)
+		return
+	}
+	c.req = bufPool.Get()
+	c.req.B = append(c.req.B[:0], msg...)
+	c.reqMsg = c.req.B
+}
+
+// dropRequest releases the request's buffer; its owner (the loop before
+// dispatch, the worker after) calls it.
+func (c *conn) dropRequest() {
+	if c.reqBig != nil {
+		c.s.budget.put(c.reqBig)
+		c.reqBig = nil
+	}
+	if c.req != nil {
+		bufPool.Put(c.req)
+		c.req = nil
+	}
+	c.reqMsg = nil
+}
+
+// afterReply decides what follows a reply that is wholly queued: close (git
+// style), wait for the peer to read, or serve the next request.
+func (c *conn) afterReply(now int64) (gnet.Action, bool) {
+	out := c.gc.OutboundBuffered()
+	if !c.persistent || c.s.stopping.Load() {
+		if out == 0 {
+			return gnet.Close, true
+		}
+		c.closeAfter = true
+		c.startDrain(now)
+		return gnet.None, true
+	}
+	if out > c.s.opts.highWater {
+		c.startDrain(now)
+		return gnet.None, true
+	}
+	c.toIdle(now)
+	return gnet.None, false
+}
+
+// call runs the handler, containing a panic: one bad
+// request must not take the server down.
+func (s *Server) call(c *conn, req []byte) (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			s.stats.panics.Add(1)
+			s.log.Error("engine: handler panic", "conn", c.peer.ID, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	err = s.h.ServeIPC(c.ctx, req, &c.reply)
+	if err != nil && !errors.Is(err, ErrQuit) {
+		s.log.Debug("engine: handler error", "conn", c.peer.ID, "err", err)
+	}
+	return err, false
+}
+
+func (s *Server) protocolError(c *conn, err error) {
+	s.stats.protocolErrors.Add(1)
+	if s.logProto.allow(s.now()) {
+		s.log.Warn("engine: bad request; closing connection", "conn", c.peer.ID, "uid", c.peer.Cred.UID, "err", err)
+	}
+}
+
+// filterInline asks WithInlineFilter's function whether msg runs on the
+// loop. A panic there is contained like a handler's, and the request goes
+// to the pool.
+func (s *Server) filterInline(msg []byte) (inline bool) {
+	if s.opts.inlineFilter == nil {
+		return false
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.stats.panics.Add(1)
+			s.log.Error("engine: inline filter panicked", "panic", v)
+			inline = false
+		}
+	}()
+	return s.opts.inlineFilter(msg)
+}
