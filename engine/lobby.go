@@ -188,27 +188,6 @@ func (l *lobby) close() {
 	l.wg.Wait()
 }
 
-// peekRequest judges what uc's input holds now, without waiting.
-func peekRequest(uc *net.UnixConn) peekVerdict {
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return peekBad
-	}
-	var buf [lobbyPeek]byte
-	verdict := peekWait
-	_ = rc.Control(func(fd uintptr) {
-		n, err := recvPeek(int(fd), buf[:])
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EINTR:
-		case err != nil || n == 0:
-			verdict = peekGone
-		default:
-			verdict = judgeRequest(buf[:n], n == len(buf))
-		}
-	})
-	return verdict
-}
-
 // waitForRequest waits until uc's input holds a whole request, or
 // lobbyPeek bytes of well-formed packets (a large request on its way); it
 // reports false at the deadline, at a malformed packet, and when the peer

@@ -132,10 +132,17 @@ func readAll(t testing.TB, c net.Conn) ([]byte, closeKind) {
 // waitFor polls cond for up to 10 s.
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	waitWithin(t, 10*time.Second, cond)
+}
+
+// waitWithin is waitFor with a limit of d, for conditions that take a
+// while on a loaded machine under the race detector.
+func waitWithin(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
+			t.Fatalf("condition not reached within %v", d)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

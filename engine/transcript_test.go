@@ -14,12 +14,11 @@ import (
 // transcript is one row of pkt-line.md §2 and simple-ipc.md §5: raw request
 // bytes, the reply bytes git's daemon sends, and how the connection ends.
 type transcript struct {
-	name    string
-	send    []string // written one after the other, 20 ms apart
-	halfCl  bool     // shutdown(SHUT_WR) after sending
-	reply   string
-	unread  bool // git leaves request bytes unread, so its peer sees RST
-	handler string
+	name   string
+	send   []string // written one after the other, 20 ms apart
+	halfCl bool     // shutdown(SHUT_WR) after sending
+	reply  string
+	unread bool // git leaves request bytes unread, so its peer sees RST
 }
 
 func a(n int) string { return strings.Repeat("a", n) }
