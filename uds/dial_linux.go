@@ -89,6 +89,12 @@ func dial(ctx context.Context, path string, opts []DialOption) (*net.UnixConn, e
 		if err == nil {
 			return finishDial(name, c, attempt, o)
 		}
+		if ctx.Err() != nil {
+			// ctx ended inside the attempt, which then fails with a
+			// timeout of its own: report the context's end, as above.
+			last = err
+			continue
+		}
 		var retry bool
 		class, retry = classifyConnect(err, o)
 		last = err
