@@ -561,7 +561,7 @@ func TestAssemblerLargeAgainstReference(t *testing.T) {
 			a.SetBufferSource(src)
 		}
 		got := feed(t, a, in, 1+rng.IntN(100_000))
-		msgs, ends, rerr, roff := refAssemble(in, mode, DefaultMaxMessageSize)
+		msgs, ends, roff, rerr := refAssemble(in, mode, DefaultMaxMessageSize)
 		if len(got.msgs) != len(msgs) {
 			t.Fatalf("round %d: %d messages, reference %d", round, len(got.msgs), len(msgs))
 		}

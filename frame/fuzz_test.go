@@ -121,18 +121,18 @@ func gitHeader(b []byte) int {
 // refAssemble is a straightforward reference for the Assembler in both modes,
 // over the whole stream: it returns the messages, their end offsets, and the
 // final error (sentinel, offset) or io.EOF.
-func refAssemble(in []byte, mode Mode, maxSize int) (msgs [][]byte, ends []int64, err error, off int64) {
+func refAssemble(in []byte, mode Mode, maxSize int) (msgs [][]byte, ends []int64, off int64, err error) {
 	pos, start := 0, 0
 	var cur []byte
 	for {
 		if len(in)-pos < 4 {
 			if pos == len(in) && pos == start {
-				return msgs, ends, io.EOF, 0
+				return msgs, ends, 0, io.EOF
 			}
-			return msgs, ends, io.ErrUnexpectedEOF, int64(pos)
+			return msgs, ends, int64(pos), io.ErrUnexpectedEOF
 		}
 		v := gitHeader(in[pos:])
-		fail := func(e error) ([][]byte, []int64, error, int64) { return msgs, ends, e, int64(pos) }
+		fail := func(e error) ([][]byte, []int64, int64, error) { return msgs, ends, int64(pos), e }
 		end := false
 		switch {
 		case v < 0:
@@ -155,7 +155,7 @@ func refAssemble(in []byte, mode Mode, maxSize int) (msgs [][]byte, ends []int64
 				return fail(ErrTooLarge)
 			}
 			if len(in)-pos < v {
-				return msgs, ends, io.ErrUnexpectedEOF, int64(pos)
+				return msgs, ends, int64(pos), io.ErrUnexpectedEOF
 			}
 			cur = append(cur, in[pos+4:pos+v]...)
 		}
@@ -205,7 +205,7 @@ func FuzzAssembler(f *testing.F) {
 		if src.out != 0 {
 			t.Fatalf("%d buffers still lent after Release", src.out)
 		}
-		msgs, ends, rerr, roff := refAssemble(in, mode, limit)
+		msgs, ends, roff, rerr := refAssemble(in, mode, limit)
 		for _, r := range []result{whole, split, pooled} {
 			if len(r.msgs) != len(msgs) {
 				t.Fatalf("%d messages, reference %d", len(r.msgs), len(msgs))

@@ -100,10 +100,7 @@ func TestGitInterop(t *testing.T) {
 	leakcheck.Check(t)
 	dir, env := gitRepo(t)
 	// The expected refs: "<oid> <name>" from show-ref, with peeled tags.
-	var refs []string
-	for _, l := range strings.Split(strings.TrimSpace(string(gitOut(t, dir, env, nil, "show-ref", "--head", "-d"))), "\n") {
-		refs = append(refs, l)
-	}
+	refs := strings.Split(strings.TrimSpace(string(gitOut(t, dir, env, nil, "show-ref", "--head", "-d"))), "\n")
 	if len(refs) < 7 { // HEAD, 3 branches, 2 tags, 1 peeled tag
 		t.Fatalf("show-ref gave %d refs: %q", len(refs), refs)
 	}

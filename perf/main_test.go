@@ -28,13 +28,16 @@ func TestMain(m *testing.M) {
 	leakcheck.VerifyTestMain(m)
 }
 
+// burnSink keeps burn's arithmetic from being optimised away.
+var burnSink uint64
+
 // burn spins on the CPU for about d of wall time.
-func burn(d time.Duration) uint64 {
+func burn(d time.Duration) {
 	var x uint64
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		for i := 0; i < 10000; i++ {
 			x = x*6364136223846793005 + 1442695040888963407
 		}
 	}
-	return x
+	burnSink = x
 }
