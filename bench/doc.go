@@ -27,8 +27,9 @@
 // # Peers and the process model
 //
 // A peer is one implementation under test: a server and a client that do the
-// same work. Adding a peer is one file that calls Register from an init
-// function with a PeerInfo whose New returns a fresh Peer for each Runner.Run:
+// same work. The peers are one ordered list, in peers.go, which is also the
+// order of every table; adding a peer is a file with its implementation and
+// a line there whose New returns a fresh Peer for each Runner.Run:
 //
 //	type Peer interface {
 //		Prepare(ctx context.Context, env *Env) error
@@ -42,38 +43,43 @@
 // run on run.Socket. Client drives the load from the benchmark process (or
 // from a child of its own, as the C and git clients do), calls m.Start when
 // the warm-up is over and m.Stop when the measured window ends, and returns
-// the latencies it recorded.
+// the latencies it recorded. A client that times the window itself (a child
+// process with its own clock, processes whose start-up does not count)
+// returns its account in Load.Window, which replaces the Meter's readings
+// it gives.
 //
 // Servers always run in a child process, so that client and server CPU time,
-// memory and counters are measured apart. A Go server is a role registered
-// with RegisterServer and runs in a re-executed copy of the benchmark binary:
-// every main function and every TestMain that uses this package must call
-// RunChildIfRequested first. A child server prints "ready" on its standard
-// output once it accepts connections (or, for foreign servers such as git's
-// test-tool, the runner dials the socket until it answers), and stops on
-// SIGTERM or when its standard input reaches EOF, which happens when the
-// benchmark process dies. The runner kills each server's process group after
-// a timeout, keeps sockets in a private 0700 directory that it removes at the
-// end, and cleans up the same way when its context is cancelled (Ctrl-C).
+// memory and counters are measured apart. A Go server is a server role of
+// this binary, run in a re-executed copy of it: every main function and
+// every TestMain that uses this package must call RunChildIfRequested first.
+// The child learns its role by name, so the roles are a table from names to
+// functions (roles.go), and each role has a settings type that its peer
+// fills and its function receives, sent as JSON. A child server prints
+// "ready" on its standard output once it accepts connections (or, for
+// foreign servers such as git's test-tool, the runner dials the socket until
+// it answers), and stops on SIGTERM or when its standard input reaches EOF,
+// which happens when the benchmark process dies. The runner kills each
+// server's process group after a timeout, keeps sockets in a private 0700
+// directory that it removes at the end, and cleans up the same way when its
+// context is cancelled (Ctrl-C).
 //
 // Go clients need not write the measuring loop: GoClient drives a dial
 // function (pingpong, connect, concurrency) or a stream opener (stream,
 // fdpass) with warm-up, closed-loop clients, HDR histograms and the measured
-// window. A peer file is then about a hundred lines: PeerInfo, a server role,
-// a RoundTripper. The peers here: c and unix (the baselines); pktipc (the
-// engine with inline handlers and a persistent engine.Client), pktipc-pool
-// (handlers on the worker pool) and pktipc-git (engine.Send, one connection
-// per request); fdpass, grpc, ttrpc; and, with a test-tool, git (git against
-// git), pktipc-vs-git (engine.Send against git's daemon) and git-vs-pktipc
-// (git's client against the daemon of `ipcbench serve`).
+// window. A peer file is then about a hundred lines: a server role, its
+// settings, a RoundTripper. The peers here: c and unix (the baselines);
+// pktipc (the engine with inline handlers and a persistent engine.Client),
+// pktipc-pool (handlers on the worker pool) and pktipc-git (engine.Send, one
+// connection per request); fdpass, grpc, ttrpc; and, with a test-tool, git
+// (git against git), pktipc-vs-git (engine.Send against git's daemon) and
+// git-vs-pktipc (git's client against the daemon of `ipcbench serve`, which
+// is internal/gitipc).
 //
-// # git's test tool
+// # Torture
 //
-// GitTool is git's `test-tool simple-ipc` (t/helper/test-simple-ipc.c) on
-// the engine: RunDaemon answers ping, big, chunk, slow, sendbytes and quit
-// with git's bytes, and the client commands (Send, Sendbytes, Multiple,
-// IsActive, StartDaemon, StopDaemon) take git's options and print git's
-// lines, so git's client and this one can each drive either daemon.
+// Torture runs pktipc's server in a child process and abuses it from this
+// one and from an attacking child, each scenario reporting measurements
+// beside the targets they must meet; `ipcbench torture` prints them.
 //
 // # Measurements
 //

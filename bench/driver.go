@@ -31,9 +31,9 @@ type Load struct {
 	Bytes int64
 	// Errors counts failed operations, warm-up included.
 	Errors int64
-	// Elapsed, when set, is the client's own measurement of the window
-	// (a child client's clock); otherwise the Meter's is used.
-	Elapsed time.Duration
+	// Window, when not nil, is the client's own account of the measured
+	// window; what it gives replaces the Meter's readings.
+	Window *Window
 	// Notes are remarks for the record.
 	Notes []string
 }
@@ -88,7 +88,8 @@ func patternPayload(size int) []byte {
 	return b
 }
 
-// Run drives run's scenario and marks the window on m.
+// Run drives run's scenario and marks the window on m. Call it from the
+// peer's Client, on the runner's goroutine; it starts the clients' own.
 func (g GoClient) Run(ctx context.Context, run Run, m *Meter) (Load, error) {
 	switch run.Scenario {
 	case PingPong, Concurrency:
@@ -171,16 +172,29 @@ func (s *slot) close() {
 	s.mu.Unlock()
 }
 
+// clients are the client goroutines of one GoClient run and what they share.
+type clients struct {
+	g     GoClient // with Request and ReplySize set
+	ctx   context.Context
+	run   Run
+	rec   *Recorder
+	phase atomic.Int32
+	tally tally
+	wg    sync.WaitGroup
+}
+
+func (g GoClient) newClients(ctx context.Context, run Run) *clients {
+	if g.Request == nil {
+		g.Request = patternPayload
+	}
+	if g.ReplySize == nil {
+		g.ReplySize = func(size int) int { return size }
+	}
+	return &clients{g: g, ctx: ctx, run: run, rec: NewRecorder(run.Conns)}
+}
+
 // drive runs persistent (connect == false) or connect-per-request clients.
 func (g GoClient) drive(ctx context.Context, run Run, m *Meter, connect bool) (Load, error) {
-	reqFn, replyFn := g.Request, g.ReplySize
-	if reqFn == nil {
-		reqFn = patternPayload
-	}
-	want := run.Size
-	if replyFn != nil {
-		want = replyFn(run.Size)
-	}
 	slots := make([]slot, run.Conns)
 	closeAll := func() {
 		for i := range slots {
@@ -205,62 +219,77 @@ func (g GoClient) drive(ctx context.Context, run Run, m *Meter, connect bool) (L
 		cancel()
 		waitClosed()
 	}()
-
-	rec := NewRecorder(run.Conns)
-	var phase atomic.Int32
-	var t tally
-	var wg sync.WaitGroup
+	l := g.newClients(runCtx, run)
 	for i := range slots {
-		wg.Go(func() {
-			s := rec.Sampler(i)
-			defer s.Flush()
-			req := reqFn(run.Size)
-			opBytes := int64(len(req))
-			fail := func(err error) { t.fail(runCtx, err) }
-			for {
-				p := phase.Load()
-				if p == phaseStop {
-					return
-				}
-				t0 := perf.Now()
-				var rt RoundTripper
-				if connect {
-					var err error
-					rt, err = g.Dial(runCtx, run.Socket)
-					if err != nil {
-						fail(fmt.Errorf("dial: %w", err))
-						return
-					}
-					slots[i].set(rt)
-					if runCtx.Err() != nil {
-						// Cancelled between the dial and set: the
-						// abort may have missed this connection.
-						rt.Close()
-						return
-					}
-				} else {
-					rt = slots[i].rt
-				}
-				n, err := rt.RoundTrip(runCtx, req)
-				if connect {
-					rt.Close()
-				}
-				t1 := perf.Now()
-				if err == nil && want >= 0 && n != want {
-					err = fmt.Errorf("reply of %d bytes, want %d", n, want)
-				}
-				if err != nil {
-					fail(err)
-					return // the connection is in an unknown state
-				}
-				if p == phaseMeasure {
-					s.Record(t1 - t0)
-					t.bytes.Add(opBytes + int64(n))
-				}
-			}
-		})
+		l.wg.Go(func() { l.roundTrips(i, &slots[i], connect) })
 	}
-	return finish(runCtx, cancel, run, m, rec, &wg, &phase, &t)
+	return l.finish(cancel, m, false)
+}
+
+// roundTrips is client i: one round trip after another on its slot's
+// connection, or with connect each on a connection of its own, until the
+// run stops or one fails.
+func (l *clients) roundTrips(i int, sl *slot, connect bool) {
+	req := l.g.Request(l.run.Size)
+	want := l.g.ReplySize(l.run.Size)
+	l.ops(i, func() (int, error) {
+		var n int
+		var err error
+		if connect {
+			n, err = l.connectRoundTrip(sl, req)
+		} else {
+			n, err = sl.rt.RoundTrip(l.ctx, req)
+		}
+		if err == nil && want >= 0 && n != want {
+			err = fmt.Errorf("reply of %d bytes, want %d", n, want)
+		}
+		return len(req) + n, err
+	})
+}
+
+// ops runs op again and again as client i until the run stops, timing
+// and counting the bytes of those in the measured phase. op returns the
+// payload bytes it moved. After a failure, recorded in the tally, the
+// client's connection is in an unknown state: ops returns false.
+func (l *clients) ops(i int, op func() (int, error)) bool {
+	s := l.rec.Sampler(i)
+	defer s.Flush()
+	for {
+		p := l.phase.Load()
+		if p == phaseStop {
+			return true
+		}
+		t0 := perf.Now()
+		n, err := op()
+		t1 := perf.Now()
+		if err != nil {
+			l.tally.fail(l.ctx, err)
+			return false
+		}
+		if p == phaseMeasure {
+			s.Record(t1 - t0)
+			l.tally.bytes.Add(int64(n))
+		}
+	}
+}
+
+// connectRoundTrip dials, makes one round trip and closes; the slot holds
+// the connection meanwhile, for an abort to close.
+func (l *clients) connectRoundTrip(sl *slot, req []byte) (int, error) {
+	rt, err := l.g.Dial(l.ctx, l.run.Socket)
+	if err != nil {
+		return 0, fmt.Errorf("dial: %w", err)
+	}
+	sl.set(rt)
+	if err := l.ctx.Err(); err != nil {
+		// Cancelled between the dial and set: the abort may have missed
+		// this connection.
+		rt.Close()
+		return 0, err
+	}
+	n, err := rt.RoundTrip(l.ctx, req)
+	rt.Close()
+	return n, err
 }
 
 // tally counts a run's client errors and measured bytes. Any goroutine.
@@ -287,16 +316,19 @@ func (t *tally) load(rec *Recorder) Load {
 	return load
 }
 
-// finish runs the timeline, waits for the clients and builds the Load.
-func finish(ctx context.Context, cancel context.CancelFunc, run Run, m *Meter, rec *Recorder,
-	wg *sync.WaitGroup, phase *atomic.Int32, t *tally) (Load, error) {
+// finish runs the timeline, waits for the clients and builds the Load. The
+// window closes at the timeline's end, or with drained once every client
+// has ended (a stream's window lasts until the server has read it all).
+func (l *clients) finish(cancel context.CancelFunc, m *Meter, drained bool) (Load, error) {
 	clientsDone := make(chan struct{})
 	go func() {
-		wg.Wait()
+		l.wg.Wait()
 		close(clientsDone)
 	}()
-	err := timeline(ctx, run, m, phase, clientsDone)
-	m.Stop()
+	err := timeline(l.ctx, l.run, m, &l.phase, clientsDone)
+	if !drained {
+		m.Stop()
+	}
 	select {
 	case <-clientsDone:
 	case <-time.After(stallTimeout):
@@ -306,10 +338,11 @@ func finish(ctx context.Context, cancel context.CancelFunc, run Run, m *Meter, r
 			err = ErrStalled
 		}
 	}
+	m.Stop()
 	if err != nil {
 		return Load{}, err
 	}
-	return t.load(rec), nil
+	return l.tally.load(l.rec), nil
 }
 
 // stream runs one-way streams: each client sends messages back to back and
@@ -337,61 +370,22 @@ func (g GoClient) stream(ctx context.Context, run Run, m *Meter) (Load, error) {
 		cancel()
 		waitClosed()
 	}()
-
-	reqFn := g.Request
-	if reqFn == nil {
-		reqFn = patternPayload
-	}
-	rec := NewRecorder(run.Conns)
-	var phase atomic.Int32
-	var t tally
-	var wg sync.WaitGroup
+	l := g.newClients(runCtx, run)
 	for i, st := range streams {
-		wg.Go(func() {
-			s := rec.Sampler(i)
-			defer s.Flush()
-			msg := reqFn(run.Size)
-			fail := func(err error) { t.fail(runCtx, err) }
-			for {
-				p := phase.Load()
-				if p == phaseStop {
-					break
-				}
-				t0 := perf.Now()
-				if err := st.Send(msg); err != nil {
-					fail(err)
-					return
-				}
-				if p == phaseMeasure {
-					s.Record(perf.Now() - t0)
-					t.bytes.Add(int64(len(msg)))
-				}
-			}
-			if err := st.Finish(runCtx); err != nil {
-				fail(fmt.Errorf("finish: %w", err))
-			}
-		})
+		l.wg.Go(func() { l.sends(i, st) })
 	}
-	// The window ends when the server has drained every stream, so Stop
-	// waits for the clients (finish would stop at the timeline's end).
-	clientsDone := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(clientsDone)
-	}()
-	err := timeline(runCtx, run, m, &phase, clientsDone)
-	select {
-	case <-clientsDone:
-	case <-time.After(stallTimeout):
-		cancel()
-		<-clientsDone
-		if err == nil {
-			err = ErrStalled
-		}
+	return l.finish(cancel, m, true)
+}
+
+// sends is stream i's client: one message after another until the run
+// stops or a send fails, then Finish.
+func (l *clients) sends(i int, st Streamer) {
+	msg := l.g.Request(l.run.Size)
+	send := func() (int, error) { return len(msg), st.Send(msg) }
+	if !l.ops(i, send) {
+		return
 	}
-	m.Stop()
-	if err != nil {
-		return Load{}, err
+	if err := st.Finish(l.ctx); err != nil {
+		l.tally.fail(l.ctx, fmt.Errorf("finish: %w", err))
 	}
-	return t.load(rec), nil
 }

@@ -2,10 +2,7 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -24,12 +21,13 @@ type Env struct {
 	// Logger receives diagnostics; never nil.
 	Logger *slog.Logger
 
-	exe string // this binary, re-executed for Go server roles
+	exe string // this binary, re-executed for server roles
 	seq int    // names files in Dir
 }
 
 // TempPath returns a fresh path in Dir whose name starts with prefix.
 // Names are short, so that socket paths stay far below sun_path's 108 bytes.
+// Call it from the runner's goroutine.
 func (e *Env) TempPath(prefix string) string {
 	e.seq++
 	return filepath.Join(e.Dir, prefix+strconv.Itoa(e.seq))
@@ -54,27 +52,10 @@ type ServerCmd struct {
 	Ready ReadyMode
 }
 
-// GoServer returns a ServerCmd that re-executes this binary in the given
-// server role (see RegisterServer) with run's parameters and the given
-// peer-specific options.
-func (e *Env) GoServer(role string, run Run, options map[string]string) (*ServerCmd, error) {
-	if _, ok := lookupRole(role); !ok {
-		return nil, fmt.Errorf("bench: server role %q is not registered", role)
-	}
-	cfg, err := json.Marshal(ServerConfig{
-		Socket: run.Socket, Scenario: run.Scenario, Size: run.Size, Conns: run.Conns, Options: options,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(e.exe)
-	cmd.Env = append(os.Environ(), childRoleEnv+"="+role, childConfigEnv+"="+string(cfg))
-	return &ServerCmd{Cmd: cmd, Ready: ReadyLine}, nil
-}
-
 // Command returns a command for a client child process (the C client,
 // git's test-tool): it runs in its own process group, which is killed when
 // ctx is cancelled or when this process dies, so no client outlives a run.
+// Call it from the runner's goroutine.
 func (e *Env) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	setChildAttrs(cmd)

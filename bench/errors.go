@@ -19,9 +19,6 @@ var (
 	ErrNoWindow = errors.New("bench: client did not mark the measured window")
 	// ErrNoOps is returned when a run measured no operation at all.
 	ErrNoOps = errors.New("bench: no operation completed in the measured window")
-	// ErrUnknownGitSubcommand is returned by GitTool.RunGitSubcommand for a
-	// name that is not in GitSubcommands.
-	ErrUnknownGitSubcommand = errors.New("bench: unknown simple-ipc subcommand")
 )
 
 // UnavailableError says why a peer cannot run here.
@@ -31,6 +28,7 @@ type UnavailableError struct {
 	Err    error // the underlying failure, if any
 }
 
+// Error says which peer cannot run and why. Any goroutine may call it.
 func (e *UnavailableError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("bench: peer %s unavailable: %s: %v", e.Peer, e.Reason, e.Err)
@@ -38,10 +36,10 @@ func (e *UnavailableError) Error() string {
 	return fmt.Sprintf("bench: peer %s unavailable: %s", e.Peer, e.Reason)
 }
 
-// Unwrap returns the underlying failure.
+// Unwrap returns the underlying failure. Any goroutine may call it.
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
-// Is reports whether target is ErrUnavailable.
+// Is reports whether target is ErrUnavailable. Any goroutine may call it.
 func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
 
 // ServerError reports a server child that failed to start or died, with the
@@ -53,6 +51,8 @@ type ServerError struct {
 	Err    error
 }
 
+// Error says which server failed at which stage, with the end of its
+// standard error. Any goroutine may call it.
 func (e *ServerError) Error() string {
 	s := fmt.Sprintf("bench: %s server: %s: %v", e.Peer, e.Stage, e.Err)
 	if e.Stderr != "" {
@@ -61,10 +61,10 @@ func (e *ServerError) Error() string {
 	return s
 }
 
-// Unwrap returns the underlying failure.
+// Unwrap returns the underlying failure. Any goroutine may call it.
 func (e *ServerError) Unwrap() error { return e.Err }
 
-// Is reports whether target is ErrServer.
+// Is reports whether target is ErrServer. Any goroutine may call it.
 func (e *ServerError) Is(target error) bool { return target == ErrServer }
 
 // TestToolError reports a --test-tool path that cannot be used.
@@ -74,6 +74,8 @@ type TestToolError struct {
 	Err    error
 }
 
+// Error says what is wrong with the test-tool path. Any goroutine may call
+// it.
 func (e *TestToolError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("bench: test-tool %q %s: %v", e.Path, e.Reason, e.Err)
@@ -81,10 +83,11 @@ func (e *TestToolError) Error() string {
 	return fmt.Sprintf("bench: test-tool %q %s", e.Path, e.Reason)
 }
 
-// Unwrap returns the underlying failure.
+// Unwrap returns the underlying failure. Any goroutine may call it.
 func (e *TestToolError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrUsage: a bad test-tool is a usage error.
+// Any goroutine may call it.
 func (e *TestToolError) Is(target error) bool { return target == ErrUsage }
 
 func usageErrorf(format string, args ...any) error {

@@ -73,7 +73,8 @@ func (r *Recorder) Sampler(i int) *Sampler {
 	return &Sampler{shard: &r.shards[i%len(r.shards)], buf: make([]int64, 0, flushEvery)}
 }
 
-// Record adds one latency in nanoseconds.
+// Record adds one latency in nanoseconds. Call it from the sampler's
+// goroutine.
 func (s *Sampler) Record(ns int64) {
 	s.buf = append(s.buf, ns)
 	s.n++
@@ -82,10 +83,12 @@ func (s *Sampler) Record(ns int64) {
 	}
 }
 
-// Count returns how many samples were recorded.
+// Count returns how many samples were recorded. Call it from the sampler's
+// goroutine.
 func (s *Sampler) Count() int64 { return s.n }
 
-// Flush moves buffered samples into the shared histogram.
+// Flush moves buffered samples into the shared histogram. Call it from the
+// sampler's goroutine.
 func (s *Sampler) Flush() {
 	if len(s.buf) == 0 {
 		return
@@ -99,7 +102,7 @@ func (s *Sampler) Flush() {
 }
 
 // Merged returns one histogram holding every flushed sample. Call it after
-// every Sampler was flushed.
+// every Sampler was flushed; any goroutine may.
 func (r *Recorder) Merged() *hdrhistogram.Histogram {
 	h := NewHistogram()
 	for i := range r.shards {

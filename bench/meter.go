@@ -12,7 +12,9 @@ import (
 // Meter measures the window in which a run's operations count: wall time,
 // CPU time of the client and server processes, and their perf counters. A
 // peer's client calls Start when the warm-up ends and Stop when the window
-// ends. Its methods are called from the client's driving goroutine only.
+// ends; a client that measures the window itself also returns a Window in
+// its Load. Its methods are called from the client's driving goroutine
+// only.
 type Meter struct {
 	serverPID int
 	clientPID int // 0: this process
@@ -26,12 +28,25 @@ type Meter struct {
 	cliCPU0, cliCPU1 time.Duration
 	srvS0, srvS1     perf.Sample
 	cliS0, cliS1     perf.Sample
-	extraCPU         time.Duration
-	extraCPUSet      bool
-	winCli, winSrv   time.Duration // CPU of the window as the client measured it; < 0 unknown
-	winSet           bool
 	notes            []string
 	cpuErr           error
+}
+
+// Window is a client's own account of the measured window, for a client
+// whose work the Meter cannot time or read at the window's edges: a child
+// process with a clock of its own, or short-lived processes whose start-up
+// does not count. What it gives replaces the Meter's readings.
+type Window struct {
+	// Elapsed replaces the Meter's wall time of the window; 0 keeps it.
+	Elapsed time.Duration
+	// ClientCPU and ServerCPU replace the Meter's CPU times of the client
+	// and of the server over the window; negative keeps the Meter's.
+	ClientCPU, ServerCPU time.Duration
+	// OwnEdges says that the client timed the window between edges of its
+	// own, which the Meter hears of late on a loaded machine: when the two
+	// lengths disagree, the perf counters, which only the Meter reads at
+	// its edges, are dropped.
+	OwnEdges bool
 }
 
 func newMeter(serverPID int, counters bool) *Meter {
@@ -46,7 +61,7 @@ func (m *Meter) openCounters(pid int, who string) *perf.Counters {
 	c, err := perf.OpenCounters(pid)
 	if err != nil {
 		if !errors.Is(err, perf.ErrUnavailable) && !errors.Is(err, errors.ErrUnsupported) {
-			m.Note(fmt.Sprintf("%s counters: %v", who, err))
+			m.notes = append(m.notes, fmt.Sprintf("%s counters: %v", who, err))
 		}
 		return nil
 	}
@@ -55,7 +70,8 @@ func (m *Meter) openCounters(pid int, who string) *perf.Counters {
 
 // SetClientProcess says that the client's work runs in process pid (a child
 // the peer started) rather than in this process. Call it before Start, as
-// soon as the child exists, so that counters see all its threads.
+// soon as the child exists, so that counters see all its threads, from the
+// client's driving goroutine.
 func (m *Meter) SetClientProcess(pid int) {
 	m.clientPID = pid
 	if m.counters {
@@ -66,29 +82,9 @@ func (m *Meter) SetClientProcess(pid int) {
 	}
 }
 
-// AddClientCPU adds CPU time of client processes that ended during the
-// window (git's test-tool clients, read from their rusage after wait). When
-// used, it replaces the CPU time read from the client process.
-func (m *Meter) AddClientCPU(d time.Duration) {
-	m.extraCPU += d
-	m.extraCPUSet = true
-}
-
-// ServerPID returns the process id of the run's server.
+// ServerPID returns the process id of the run's server. Any goroutine may
+// call it.
 func (m *Meter) ServerPID() int { return m.serverPID }
-
-// SetWindowCPU supplies the CPU time of the client and server processes
-// over the window, measured by a child client at the window's own edges
-// (negative: unknown, use the Meter's reading). A heavily loaded machine
-// can schedule this process too late to read them at the right moments;
-// when the client's window and the Meter's disagree, the record also drops
-// the perf counters, which only the Meter reads.
-func (m *Meter) SetWindowCPU(client, server time.Duration) {
-	m.winCli, m.winSrv, m.winSet = client, server, true
-}
-
-// Note attaches a remark to the run's record.
-func (m *Meter) Note(s string) { m.notes = append(m.notes, s) }
 
 func (m *Meter) clientCPU() (time.Duration, error) {
 	if m.clientPID != 0 && m.clientPID != os.Getpid() {
@@ -98,7 +94,8 @@ func (m *Meter) clientCPU() (time.Duration, error) {
 	return c.Total(), err
 }
 
-// Start opens the measured window. Calls after the first are ignored.
+// Start opens the measured window. Calls after the first are ignored. Call
+// it from the client's driving goroutine.
 func (m *Meter) Start() {
 	if m.started {
 		return
@@ -117,7 +114,7 @@ func (m *Meter) Start() {
 }
 
 // Stop closes the measured window. Calls before Start or after the first
-// are ignored.
+// are ignored. Call it from the client's driving goroutine.
 func (m *Meter) Stop() {
 	if !m.started || m.stopped {
 		return
@@ -132,12 +129,65 @@ func (m *Meter) Stop() {
 	m.cliS1 = readCounters(m.cliCounters)
 }
 
-// Elapsed returns the measured window's wall time (0 before Stop).
+// Elapsed returns the measured window's wall time as the Meter saw it (0
+// before Stop). Call it from the goroutine that called Stop.
 func (m *Meter) Elapsed() time.Duration {
 	if !m.stopped {
 		return 0
 	}
 	return time.Duration(m.t1 - m.t0)
+}
+
+// windowSkew is how far the Meter's view of a window may stray from the
+// client's own before readings taken at the Meter's edges are distrusted.
+const windowSkew = 0.1
+
+func skewed(client, meter time.Duration) bool {
+	d := client - meter
+	return float64(max(d, -d)) > windowSkew*float64(client)
+}
+
+// windowReadings are what a record takes from the window: the Meter's
+// readings, with what the client's Window replaces.
+type windowReadings struct {
+	elapsed                  time.Duration
+	cliCPU, srvCPU           time.Duration
+	cliCPUOK, srvCPUOK       bool
+	cliCounters, srvCounters bool // the perf counters describe the window
+	notes                    []string
+}
+
+// window combines the Meter's readings with the client's Window w (nil:
+// none).
+func (m *Meter) window(w *Window) windowReadings {
+	r := windowReadings{
+		elapsed: m.Elapsed(), cliCPU: m.cliCPU1 - m.cliCPU0, srvCPU: m.srvCPU1 - m.srvCPU0,
+		cliCPUOK: m.cpuErr == nil, srvCPUOK: m.cpuErr == nil, cliCounters: true, srvCounters: true,
+	}
+	if w == nil {
+		w = &Window{ClientCPU: -1, ServerCPU: -1}
+	}
+	if w.Elapsed > 0 {
+		r.elapsed = w.Elapsed
+	}
+	if w.ClientCPU >= 0 {
+		r.cliCPU, r.cliCPUOK = w.ClientCPU, true
+		// Without a client process named, the Meter's client counters
+		// watched this process, and the client's work ran elsewhere.
+		r.cliCounters = m.clientPID != 0
+	}
+	if w.ServerCPU >= 0 {
+		r.srvCPU, r.srvCPUOK = w.ServerCPU, true
+	}
+	if (!r.cliCPUOK || !r.srvCPUOK) && m.cpuErr != nil {
+		r.notes = append(r.notes, "cpu time: "+m.cpuErr.Error())
+	}
+	if w.OwnEdges && skewed(r.elapsed, m.Elapsed()) {
+		r.cliCounters, r.srvCounters = false, false
+		r.notes = append(r.notes, fmt.Sprintf("perf counters dropped: the harness saw a %v window for the client's %v (scheduling delay)",
+			m.Elapsed().Round(time.Millisecond), r.elapsed.Round(time.Millisecond)))
+	}
+	return r
 }
 
 func readCounters(c *perf.Counters) perf.Sample {

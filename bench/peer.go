@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"slices"
-	"sync"
 )
 
 // Peer is one implementation under test, created fresh for each Runner.Run
@@ -14,8 +12,8 @@ type Peer interface {
 	// that a tool exists. It returns an *UnavailableError when the peer
 	// cannot run here; the runner then skips the peer and reports why.
 	Prepare(ctx context.Context, env *Env) error
-	// Server describes the child process that serves run on run.Socket.
-	// Use Env.GoServer for a role registered with RegisterServer.
+	// Server describes the child process that serves run on run.Socket:
+	// a server role of this binary (role.command), or a foreign server.
 	Server(env *Env, run Run) (*ServerCmd, error)
 	// Client drives run's load against the ready server. It calls m.Start
 	// when the warm-up is over and m.Stop when the measured window ends, and
@@ -24,11 +22,10 @@ type Peer interface {
 	Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error)
 }
 
-// PeerInfo registers a peer.
+// PeerInfo describes a peer of the list in peers.go.
 type PeerInfo struct {
 	Name      string // short name for tables and --peer; unique
 	Doc       string // one line: what the server and client are
-	Order     int    // position in tables; baselines first (c 0, unix 10)
 	Scenarios []Kind // the scenarios the peer supports
 	// MaxSize is the largest message the peer can carry (0: MaxSize).
 	MaxSize int
@@ -54,69 +51,32 @@ const (
 	BaselineUnix = "unix"
 )
 
-var registry struct {
-	sync.Mutex
-	peers []PeerInfo
-}
+// Peers returns every peer in table order. Any goroutine may call it.
+func Peers() []PeerInfo { return slices.Clone(peers) }
 
-// Register adds a peer to the registry. Call it from an init function of
-// the file that defines the peer. It panics on a duplicate or incomplete
-// registration, which is a programming error found at start-up.
-func Register(info PeerInfo) {
-	if info.Name == "" || info.New == nil || len(info.Scenarios) == 0 {
-		panic(fmt.Sprintf("bench: incomplete registration of peer %q", info.Name))
-	}
-	registry.Lock()
-	defer registry.Unlock()
-	for _, p := range registry.peers {
-		if p.Name == info.Name {
-			panic("bench: peer " + info.Name + " registered twice")
-		}
-	}
-	registry.peers = append(registry.peers, info)
-	slices.SortStableFunc(registry.peers, func(a, b PeerInfo) int {
-		if a.Order != b.Order {
-			return a.Order - b.Order
-		}
-		if a.Name < b.Name {
-			return -1
-		}
-		return 1
-	})
-}
-
-// Peers returns every registered peer in table order. Safe for concurrent
-// use.
-func Peers() []PeerInfo {
-	registry.Lock()
-	defer registry.Unlock()
-	return slices.Clone(registry.peers)
-}
-
-// PeerNames returns the names of every registered peer in table order.
+// PeerNames returns the names of every peer in table order. Any goroutine
+// may call it.
 func PeerNames() []string {
-	var names []string
-	for _, p := range Peers() {
-		names = append(names, p.Name)
+	names := make([]string, len(peers))
+	for i, p := range peers {
+		names[i] = p.Name
 	}
 	return names
 }
 
-// Lookup finds a registered peer by name. Safe for concurrent use.
+// Lookup finds a peer by name. Any goroutine may call it.
 func Lookup(name string) (PeerInfo, bool) {
-	registry.Lock()
-	defer registry.Unlock()
-	for _, p := range registry.peers {
-		if p.Name == name {
-			return p, true
-		}
+	if i := peerOrder(name); i < len(peers) {
+		return peers[i], true
 	}
 	return PeerInfo{}, false
 }
 
+// peerOrder is name's position in tables: its index in peers, or past the
+// end for a name that is not there.
 func peerOrder(name string) int {
-	if p, ok := Lookup(name); ok {
-		return p.Order
+	if i := slices.IndexFunc(peers, func(p PeerInfo) bool { return p.Name == name }); i >= 0 {
+		return i
 	}
-	return 1 << 30
+	return len(peers)
 }

@@ -28,20 +28,10 @@ const (
 	ccEnv = "CC"
 )
 
-// The "c" peer: a blocking C server (a fixed pool of threads, each accepting
-// and serving one connection at a time) and a blocking C client, both over
-// the same pkt-line messages. It is the floor a user compares against.
-func init() {
-	Register(PeerInfo{
-		Name:      BaselineC,
-		Doc:       "blocking C over a Unix socket, thread per connection, pkt-line messages (cpeer/pingpong.c, built with cc -O2)",
-		Order:     0,
-		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
-		Quick:     true,
-		New:       func() Peer { return &cPeer{} },
-	})
-}
-
+// cPeer is the "c" peer: a blocking C server (a fixed pool of threads, each
+// accepting and serving one connection at a time) and a blocking C client,
+// both over the same pkt-line messages. It is the floor a user compares
+// against.
 type cPeer struct {
 	bin string
 }
@@ -104,16 +94,12 @@ func ms(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)
 }
 
+// cClientModes maps scenarios to the C client's modes.
+var cClientModes = map[Kind]string{PingPong: "persistent", Concurrency: "persistent", Connect: "connect", Stream: "stream"}
+
 func (p *cPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
-	var mode string
-	switch run.Scenario {
-	case PingPong, Concurrency:
-		mode = "persistent"
-	case Connect:
-		mode = "connect"
-	case Stream:
-		mode = "stream"
-	default:
+	mode, ok := cClientModes[run.Scenario]
+	if !ok {
 		return Load{}, fmt.Errorf("bench: c peer does not run %s", run.Scenario)
 	}
 	out := env.TempPath("lat")
@@ -124,16 +110,39 @@ func (p *cPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, 
 		strconv.Itoa(run.Conns), ms(run.Warmup), ms(run.Duration), out, strconv.Itoa(m.ServerPID()))
 	stderr := &tailWriter{}
 	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
+	done, err := runCClient(cmd, m)
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return Load{}, ErrStalled
+		}
+		return Load{}, ctx.Err()
+	}
+	if err != nil || done == "" {
+		return Load{}, fmt.Errorf("bench: c client: %v: %s", err, stderr.String())
+	}
+	load, err := cClientLoad(done, out)
 	if err != nil {
 		return Load{}, err
+	}
+	if s := stderr.String(); s != "" {
+		load.Notes = append(load.Notes, s)
+	}
+	return load, nil
+}
+
+// runCClient runs the C client to its end, marking the window on m as the
+// client announces it, and returns its "done" line.
+func runCClient(cmd *exec.Cmd, m *Meter) (string, error) {
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return Load{}, err
+		return "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return Load{}, err
+		return "", err
 	}
 	m.SetClientProcess(cmd.Process.Pid)
 	// The client starts its threads only after this line, so the counters
@@ -151,33 +160,26 @@ func (p *cPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, 
 			done = line
 		}
 	}
-	werr := cmd.Wait()
-	if ctx.Err() != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return Load{}, ErrStalled
-		}
-		return Load{}, ctx.Err()
-	}
-	if werr != nil || done == "" {
-		return Load{}, fmt.Errorf("bench: c client: %v: %s", werr, stderr.String())
-	}
+	return done, cmd.Wait()
+}
+
+// cClientLoad reads the C client's "done" line and latency file. The
+// client timed its window and read both processes' CPU clocks at its own
+// edges, which this process hears of only through a pipe.
+func cClientLoad(done, latencies string) (Load, error) {
 	var ops, errs, elapsed, bytes, cliCPU, srvCPU int64
 	if _, err := fmt.Sscanf(done, "done %d %d %d %d %d %d", &ops, &errs, &elapsed, &bytes, &cliCPU, &srvCPU); err != nil {
 		return Load{}, fmt.Errorf("bench: c client said %q: %w", done, err)
 	}
-	m.SetWindowCPU(time.Duration(cliCPU), time.Duration(srvCPU))
-	h, n, err := readLatencies(out)
+	h, n, err := readLatencies(latencies)
 	if err != nil {
 		return Load{}, err
 	}
 	if n != ops {
 		return Load{}, fmt.Errorf("bench: c client reported %d operations and wrote %d latencies", ops, n)
 	}
-	load := Load{Hist: h, Bytes: bytes, Errors: errs, Elapsed: time.Duration(elapsed)}
-	if s := stderr.String(); s != "" {
-		load.Notes = append(load.Notes, s)
-	}
-	return load, nil
+	w := &Window{Elapsed: time.Duration(elapsed), ClientCPU: time.Duration(cliCPU), ServerCPU: time.Duration(srvCPU), OwnEdges: true}
+	return Load{Hist: h, Bytes: bytes, Errors: errs, Window: w}, nil
 }
 
 // readLatencies loads a file of native-endian int64 nanoseconds into a

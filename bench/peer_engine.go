@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/pktipc/pktipc/engine"
+	"github.com/pktipc/pktipc/internal/gitipc"
 	"github.com/pktipc/pktipc/perf"
 )
 
@@ -25,59 +23,8 @@ import (
 // With a git test-tool (--test-tool) two more mix the implementations:
 // pktipc-vs-git (engine.Send against git's daemon) and git-vs-pktipc (git's
 // client against the test daemon of `ipcbench serve`).
-func init() {
-	Register(PeerInfo{
-		Name:      "pktipc",
-		Doc:       "pktipc engine: gnet loops, echo handler inline on the loop; persistent engine.Client (stream: pipelined, every message answered by an empty reply)",
-		Order:     20,
-		Scenarios: []Kind{PingPong, Concurrency, Stream},
-		Quick:     true,
-		New:       func() Peer { return enginePeer{handlers: engineInline} },
-	})
-	Register(PeerInfo{
-		Name:      "pktipc-pool",
-		Doc:       "pktipc engine with the echo handler on the worker pool (engine.DefaultWorkers); persistent engine.Client",
-		Order:     21,
-		Scenarios: []Kind{PingPong, Concurrency, Stream},
-		Quick:     true,
-		New:       func() Peer { return enginePeer{handlers: enginePool} },
-	})
-	Register(PeerInfo{
-		Name:      "pktipc-git",
-		Doc:       "pktipc engine (inline echo) with git's client shape: engine.Send, one connection per request",
-		Order:     22,
-		Scenarios: []Kind{Connect},
-		Quick:     true,
-		New:       func() Peer { return enginePeer{handlers: engineInline, oneShot: true} },
-	})
-	Register(PeerInfo{
-		Name:          "pktipc-vs-git",
-		Doc:           "engine.Send (one connection per request, \"sendbytes\" requests) against git's test-tool simple-ipc run-daemon (8 threads)",
-		Order:         91,
-		Scenarios:     []Kind{Connect},
-		NeedsTestTool: true,
-		New:           func() Peer { return &pktipcVsGitPeer{} },
-	})
-	Register(PeerInfo{
-		Name:          "git-vs-pktipc",
-		Doc:           "git's test-tool simple-ipc multiple against the test daemon of ipcbench serve (pktipc engine, 8 workers)",
-		Order:         92,
-		Scenarios:     []Kind{Connect},
-		NeedsTestTool: true,
-		New:           func() Peer { return &gitVsPktipcPeer{} },
-	})
-	RegisterServer(engineRole, serveEngine)
-	RegisterServer(gitDaemonRole, serveGitDaemonRole)
-}
 
-// Server roles and their options.
 const (
-	engineRole    = "pktipc"
-	gitDaemonRole = "pktipc-gitd"
-	optHandlers   = "handlers"
-	optThreads    = "threads"
-	engineInline  = "inline"
-	enginePool    = "pool"
 	// engineStreamWin is how many replies a stream leaves unread before it
 	// collects half of them: a pipelining client's bounded window, which
 	// bounds what either side buffers to 16 messages.
@@ -92,9 +39,16 @@ const (
 	engineDeadlineRefresh = int64(time.Second)
 )
 
+// engineSettings configure the pktipc server role.
+type engineSettings struct {
+	// Pool runs the echo handler on the engine's worker pool instead of
+	// inline on the event loops.
+	Pool bool `json:"pool,omitempty"`
+}
+
 // serveEngine is the pktipc server role: echo every request, or in the
 // stream scenario answer each message with an empty reply.
-func serveEngine(ctx context.Context, cfg ServerConfig, ready func()) error {
+func serveEngine(ctx context.Context, cfg serverConfig, settings engineSettings, ready func()) error {
 	sink := cfg.Scenario == Stream
 	h := engine.HandlerFunc(func(_ context.Context, req []byte, w *engine.ReplyWriter) error {
 		if sink {
@@ -104,12 +58,8 @@ func serveEngine(ctx context.Context, cfg ServerConfig, ready func()) error {
 		return err
 	})
 	var opts []engine.Option
-	switch cfg.Options[optHandlers] {
-	case engineInline:
+	if !settings.Pool {
 		opts = append(opts, engine.WithInlineHandlers(true))
-	case enginePool:
-	default:
-		return fmt.Errorf("bench: pktipc server: bad %s option %q", optHandlers, cfg.Options[optHandlers])
 	}
 	s, err := engine.NewServer(cfg.Socket, h, opts...)
 	if err != nil {
@@ -122,25 +72,28 @@ func serveEngine(ctx context.Context, cfg ServerConfig, ready func()) error {
 	return nil
 }
 
-// serveGitDaemonRole runs the test daemon of `ipcbench serve` for
-// git-vs-pktipc.
-func serveGitDaemonRole(ctx context.Context, cfg ServerConfig, ready func()) error {
-	threads, err := strconv.Atoi(cfg.Options[optThreads])
-	if err != nil || threads < 1 {
-		return fmt.Errorf("bench: git daemon: bad %s option %q", optThreads, cfg.Options[optThreads])
+// gitDaemonSettings configure the test daemon of `ipcbench serve` as the
+// server of git-vs-pktipc.
+type gitDaemonSettings struct {
+	Threads int `json:"threads"`
+}
+
+func serveGitDaemon(ctx context.Context, cfg serverConfig, settings gitDaemonSettings, ready func()) error {
+	if settings.Threads < 1 {
+		return fmt.Errorf("bench: git daemon: %d threads", settings.Threads)
 	}
-	return serveGitDaemon(ctx, cfg.Socket, threads, ready)
+	return gitipc.Serve(ctx, cfg.Socket, settings.Threads, ready)
 }
 
 type enginePeer struct {
-	handlers string
-	oneShot  bool
+	server  engineSettings
+	oneShot bool
 }
 
 func (enginePeer) Prepare(context.Context, *Env) error { return nil }
 
 func (p enginePeer) Server(env *Env, run Run) (*ServerCmd, error) {
-	return env.GoServer(engineRole, run, map[string]string{optHandlers: p.handlers})
+	return engineRole.command(env, run, p.server)
 }
 
 func (p enginePeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
@@ -150,23 +103,13 @@ func (p enginePeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Lo
 	return GoClient{Dial: dialEngine, OpenStream: openEngineStream}.Run(ctx, run, m)
 }
 
-// States of an engineClient. engine.Client belongs to one goroutine, but
-// the driver may close a client from another to abort it: the closer then
-// only marks a busy client, and its owner closes it when its call returns
-// (at the latest when the call's deadline passes).
-const (
-	ecIdle int32 = iota
-	ecBusy
-	ecCloseAsked
-	ecClosed
-)
-
 // engineClient is a persistent engine.Client shared by the RoundTripper
-// and Streamer of the pktipc peers.
+// and Streamer of the pktipc peers. Its calls come from one goroutine; the
+// driver closes it from another to abort a call, which engine.Client
+// allows: the call returns engine.ErrClientClosed.
 type engineClient struct {
 	c          *engine.Client
-	state      atomic.Int32
-	deadlineAt int64 // perf.Now of the last deadline refresh; owner only
+	deadlineAt int64 // perf.Now of the last deadline refresh
 }
 
 func newEngineClient(ctx context.Context, socket string) (*engineClient, error) {
@@ -183,47 +126,17 @@ func newEngineClient(ctx context.Context, socket string) (*engineClient, error) 
 	return e, nil
 }
 
-// enter marks the client busy before a call; it fails once Close ran.
-func (e *engineClient) enter() error {
-	if !e.state.CompareAndSwap(ecIdle, ecBusy) {
-		return net.ErrClosed
-	}
+// refresh moves the deadline forward when the last move is a while ago.
+func (e *engineClient) refresh() {
 	if now := perf.Now(); now-e.deadlineAt >= engineDeadlineRefresh {
 		e.deadlineAt = now
 		_ = e.c.SetDeadline(time.Now().Add(engineCallBound))
 	}
-	return nil
 }
 
-// exit marks the client idle after a call, or closes it if Close was asked
-// meanwhile, in which case the call's outcome no longer matters.
-func (e *engineClient) exit(err error) error {
-	if e.state.CompareAndSwap(ecBusy, ecIdle) {
-		return err
-	}
-	e.c.Close()
-	e.state.Store(ecClosed)
-	return net.ErrClosed
-}
-
-// Close closes the client, or asks its owner to when a call is running.
-// Safe to call from any goroutine, more than once.
-func (e *engineClient) Close() error {
-	for {
-		switch e.state.Load() {
-		case ecIdle:
-			if e.state.CompareAndSwap(ecIdle, ecClosed) {
-				return e.c.Close()
-			}
-		case ecBusy:
-			if e.state.CompareAndSwap(ecBusy, ecCloseAsked) {
-				return nil
-			}
-		default:
-			return nil
-		}
-	}
-}
+// Close closes the client, interrupting a call in progress. Any goroutine
+// may call it, more than once.
+func (e *engineClient) Close() error { return e.c.Close() }
 
 // engineConn is the RoundTripper of the persistent pktipc peers.
 type engineConn struct{ *engineClient }
@@ -237,12 +150,11 @@ func dialEngine(ctx context.Context, socket string) (RoundTripper, error) {
 }
 
 // RoundTrip sends req and reads its reply on the persistent connection.
+// Call it from the client's goroutine.
 func (e engineConn) RoundTrip(_ context.Context, req []byte) (int, error) {
-	if err := e.enter(); err != nil {
-		return 0, err
-	}
+	e.refresh()
 	reply, err := e.c.Call(req)
-	return len(reply), e.exit(err)
+	return len(reply), err
 }
 
 // engineStream pipelines one-way messages: it sends without waiting and
@@ -262,21 +174,19 @@ func openEngineStream(ctx context.Context, socket string, _ int) (Streamer, erro
 }
 
 // Send sends msg, first collecting half the window's replies when it is
-// full.
+// full. Call it from the stream's goroutine.
 func (s *engineStream) Send(msg []byte) error {
-	if err := s.enter(); err != nil {
-		return err
-	}
-	var err error
+	s.refresh()
 	if s.unread >= engineStreamWin {
-		err = s.collect(engineStreamWin / 2)
-	}
-	if err == nil {
-		if err = s.c.Send(msg); err == nil {
-			s.unread++
+		if err := s.collect(engineStreamWin / 2); err != nil {
+			return err
 		}
 	}
-	return s.exit(err)
+	if err := s.c.Send(msg); err != nil {
+		return err
+	}
+	s.unread++
+	return nil
 }
 
 // collect reads n replies, each of which must be empty.
@@ -295,17 +205,15 @@ func (s *engineStream) collect(n int) error {
 }
 
 // Finish sends the closing empty message and collects every reply: the
-// last one proves that the server read everything before it.
+// last one proves that the server read everything before it. Call it from
+// the stream's goroutine.
 func (s *engineStream) Finish(context.Context) error {
-	if err := s.enter(); err != nil {
+	s.refresh()
+	if err := s.c.Send(nil); err != nil {
 		return err
 	}
-	err := s.c.Send(nil)
-	if err == nil {
-		s.unread++
-		err = s.collect(s.unread)
-	}
-	return s.exit(err)
+	s.unread++
+	return s.collect(s.unread)
 }
 
 // oneShot is git's client shape: each RoundTrip is its own connection
@@ -320,7 +228,7 @@ func dialOneShot(_ context.Context, socket string) (RoundTripper, error) {
 }
 
 // RoundTrip connects, sends req, reads the reply and closes. ctx (the
-// run's) aborts it.
+// run's) aborts it. Any goroutine may call it.
 func (o oneShot) RoundTrip(ctx context.Context, req []byte) (int, error) {
 	reply, err := engine.Send(ctx, o.socket, req)
 	if err == nil && o.check != nil {
@@ -329,6 +237,8 @@ func (o oneShot) RoundTrip(ctx context.Context, req []byte) (int, error) {
 	return len(reply), err
 }
 
+// Close does nothing: a RoundTrip's connection ends with it. Any goroutine
+// may call it.
 func (oneShot) Close() error { return nil }
 
 // pktipcVsGitPeer: engine.Send against git's daemon, which does not echo:
@@ -339,19 +249,13 @@ type pktipcVsGitPeer struct{ gitPeer }
 // gitBallastRequest builds a sendbytes request of size bytes in all (at
 // least one ballast byte).
 func gitBallastRequest(size int) []byte {
-	n := max(size-len(gitSendbytesCmd), 1)
-	req := make([]byte, len(gitSendbytesCmd)+n)
-	copy(req, gitSendbytesCmd)
-	for i := len(gitSendbytesCmd); i < len(req); i++ {
-		req[i] = 'A'
-	}
-	return req
+	return gitipc.SendbytesRequest(max(size-len(gitipc.SendbytesCommand), 1), 'A')
 }
 
 // checkReceipt verifies the daemon's answer to a sendbytes request.
 func checkReceipt(req, reply []byte) error {
 	var buf [32]byte
-	want := gitSendbytesReply(buf[:0], req[len(gitSendbytesCmd):])
+	want := gitipc.SendbytesReply(buf[:0], req[len(gitipc.SendbytesCommand):])
 	if string(reply) != string(want) {
 		return fmt.Errorf("bench: git daemon answered %q, want %q", reply, want)
 	}
@@ -374,5 +278,5 @@ func (p *pktipcVsGitPeer) Client(ctx context.Context, env *Env, run Run, m *Mete
 type gitVsPktipcPeer struct{ gitPeer }
 
 func (p *gitVsPktipcPeer) Server(env *Env, run Run) (*ServerCmd, error) {
-	return env.GoServer(gitDaemonRole, run, map[string]string{optThreads: strconv.Itoa(gitDaemonThreads)})
+	return gitDaemonRole.command(env, run, gitDaemonSettings{Threads: gitDaemonThreads})
 }

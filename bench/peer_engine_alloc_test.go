@@ -4,7 +4,6 @@ package bench
 
 import (
 	"context"
-	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -15,12 +14,12 @@ import (
 // and returns its socket; the server stops at cleanup.
 func engineEcho(tb testing.TB, scenario Kind) string {
 	tb.Helper()
-	path := filepath.Join(shortDir(tb), "s")
+	path := testEnv(tb).TempPath("s")
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	cfg := ServerConfig{Socket: path, Scenario: scenario, Options: map[string]string{optHandlers: engineInline}}
-	go func() { done <- serveEngine(ctx, cfg, func() { close(ready) }) }()
+	cfg := serverConfig{Socket: path, Scenario: scenario}
+	go func() { done <- serveEngine(ctx, cfg, engineSettings{}, func() { close(ready) }) }()
 	select {
 	case <-ready:
 	case err := <-done:

@@ -29,25 +29,14 @@ const (
 	fdFinishTimeout = stallTimeout
 )
 
-// The "fdpass" peer: pktipc's fdpass package, server and client. It runs
-// only the fdpass scenario.
-func init() {
-	Register(PeerInfo{
-		Name:      "fdpass",
-		Doc:       "pktipc fdpass: batched SCM_RIGHTS over a Unix socket (Passer, sendmmsg), descriptors closed on receipt",
-		Order:     30,
-		Scenarios: []Kind{FDPass},
-		New:       func() Peer { return fdpassPeer{} },
-	})
-	RegisterServer("fdpass", serveFDPass)
-}
-
+// fdpassPeer is the "fdpass" peer: pktipc's fdpass package, server and
+// client. It runs only the fdpass scenario.
 type fdpassPeer struct{}
 
 func (fdpassPeer) Prepare(context.Context, *Env) error { return nil }
 
 func (fdpassPeer) Server(env *Env, run Run) (*ServerCmd, error) {
-	return env.GoServer("fdpass", run, nil)
+	return fdpassRole.command(env, run, noSettings{})
 }
 
 func (fdpassPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
@@ -56,7 +45,7 @@ func (fdpassPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load
 
 func noPayload(int) []byte { return nil }
 
-func serveFDPass(ctx context.Context, cfg ServerConfig, ready func()) error {
+func serveFDPass(ctx context.Context, cfg serverConfig, _ noSettings, ready func()) error {
 	l, err := fdpass.Listen(cfg.Socket)
 	if err != nil {
 		return err

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/pktipc/pktipc/internal/gitipc"
 )
 
 const (
@@ -26,25 +28,9 @@ const (
 	// gitCalibrations is how many `is-active` runs measure the process
 	// start-up; the minimum is used.
 	gitCalibrations = 3
-	// gitSendbytesPrefix is what git's client puts before the ballast.
-	gitSendbytesPrefix = "sendbytes "
 	// gitReplySize is the daemon's answer to sendbytes: "rcvd:A00000064\n".
 	gitReplySize = 15
 )
-
-// The "git" peer: git's own simple-ipc, server and client, from a git
-// build's `test-tool` (given with --test-tool). It runs only the connect
-// scenario, the one git's protocol has.
-func init() {
-	Register(PeerInfo{
-		Name:          "git",
-		Doc:           "git's simple-ipc: test-tool simple-ipc run-daemon (8 threads) and test-tool simple-ipc multiple",
-		Order:         90,
-		Scenarios:     []Kind{Connect},
-		NeedsTestTool: true,
-		New:           func() Peer { return &gitPeer{} },
-	})
-}
 
 // CheckTestTool reports whether path names an executable regular file. Its
 // errors are *TestToolError values, which match ErrUsage.
@@ -65,6 +51,9 @@ func CheckTestTool(path string) error {
 	return nil
 }
 
+// gitPeer is the "git" peer: git's own simple-ipc, server and client, from
+// a git build's `test-tool` (given with --test-tool). It runs only the
+// connect scenario, the one git's protocol has.
 type gitPeer struct {
 	tool string
 }
@@ -150,23 +139,14 @@ func (p *gitPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load
 	if run.Scenario != Connect {
 		return Load{}, fmt.Errorf("bench: git peer does not run %s", run.Scenario)
 	}
-	// Start-up of a test-tool process that probes the server once, which
-	// `multiple` also does before its requests.
-	startup := time.Duration(-1)
-	for range gitCalibrations {
-		res, _, err := p.runTool(ctx, env, "simple-ipc", "is-active", "--name="+run.Socket)
-		if err != nil {
-			return Load{}, fmt.Errorf("bench: git is-active: %w", err)
-		}
-		if startup < 0 || res.wall < startup {
-			startup = res.wall
-		}
+	startup, err := p.startup(ctx, env, run)
+	if err != nil {
+		return Load{}, err
 	}
 	// Thread k sends sizes bytecount+i for i < gitBatch: center the mean on
 	// run.Size (prefix included).
-	bytecount := max(1, run.Size-len(gitSendbytesPrefix)-(gitBatch-1)/2)
-	reqBytes := int64(gitBatch)*int64(bytecount+len(gitSendbytesPrefix)) + int64(gitBatch*(gitBatch-1)/2)
-
+	prefix := len(gitipc.SendbytesCommand)
+	bytecount := max(1, run.Size-prefix-(gitBatch-1)/2)
 	for t0 := time.Now(); ; {
 		if _, err := p.batch(ctx, env, run, bytecount); err != nil {
 			return Load{}, err
@@ -175,32 +155,58 @@ func (p *gitPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load
 			break
 		}
 	}
-	h := NewHistogram()
-	var load Load
-	var elapsed time.Duration
 	m.Start()
+	load, err := p.measure(ctx, env, run, bytecount, startup)
+	m.Stop()
+	if err != nil {
+		return Load{}, err
+	}
+	load.Notes = append(load.Notes,
+		fmt.Sprintf("git's client prints no timings: each sample is a batch's mean, (process wall time - %v start-up) / %d requests", startup.Round(time.Microsecond), gitBatch),
+		fmt.Sprintf("requests of %d..%d bytes, replies of %d bytes; client cpu includes process start-up", bytecount+prefix, bytecount+prefix+gitBatch-1, gitReplySize))
+	return load, nil
+}
+
+// startup measures the start-up of a test-tool process that probes the
+// server once, which `multiple` also does before its requests: the
+// shortest of gitCalibrations `is-active` runs.
+func (p *gitPeer) startup(ctx context.Context, env *Env, run Run) (time.Duration, error) {
+	startup := time.Duration(-1)
+	for range gitCalibrations {
+		res, _, err := p.runTool(ctx, env, "simple-ipc", "is-active", "--name="+run.Socket)
+		if err != nil {
+			return 0, fmt.Errorf("bench: git is-active: %w", err)
+		}
+		if startup < 0 || res.wall < startup {
+			startup = res.wall
+		}
+	}
+	return startup, nil
+}
+
+// measure runs batches for run.Duration. Its Window counts the batches'
+// time less their start-up, and the CPU time of their processes, which
+// ended before the Meter could read them.
+func (p *gitPeer) measure(ctx context.Context, env *Env, run Run, bytecount int, startup time.Duration) (Load, error) {
+	prefix := len(gitipc.SendbytesCommand)
+	reqBytes := int64(gitBatch)*int64(bytecount+prefix) + int64(gitBatch*(gitBatch-1)/2)
+	h := NewHistogram()
+	load := Load{Hist: h, Window: &Window{ServerCPU: -1}}
 	for t0 := time.Now(); ; {
 		res, err := p.batch(ctx, env, run, bytecount)
 		if err != nil {
 			return Load{}, err
 		}
 		work := max(res.wall-startup, time.Nanosecond)
-		elapsed += work
-		m.AddClientCPU(res.cpu)
+		load.Window.Elapsed += work
+		load.Window.ClientCPU += res.cpu
 		load.Errors += res.failures
 		if res.good > 0 {
 			h.RecordValues(clampNS(int64(work)/gitBatch), res.good)
 			load.Bytes += res.good * (reqBytes/gitBatch + gitReplySize)
 		}
 		if time.Since(t0) >= run.Duration {
-			break
+			return load, nil
 		}
 	}
-	m.Stop()
-	load.Hist = h
-	load.Elapsed = elapsed
-	load.Notes = append(load.Notes,
-		fmt.Sprintf("git's client prints no timings: each sample is a batch's mean, (process wall time - %v start-up) / %d requests", startup.Round(time.Microsecond), gitBatch),
-		fmt.Sprintf("requests of %d..%d bytes, replies of %d bytes; client cpu includes process start-up", bytecount+len(gitSendbytesPrefix), bytecount+len(gitSendbytesPrefix)+gitBatch-1, gitReplySize))
-	return load, nil
 }

@@ -11,21 +11,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// The "grpc" peer: google.golang.org/grpc over a Unix socket, the RPC most
-// Go users reach for. The service is described by hand (no protoc) and uses
-// a raw-bytes codec, so the payload is not wrapped in protobuf: gRPC's best
-// case.
-func init() {
-	Register(PeerInfo{
-		Name:      "grpc",
-		Doc:       "gRPC over unix:, hand-written ServiceDesc, raw-bytes codec, one ClientConn per client",
-		Order:     50,
-		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
-		New:       func() Peer { return grpcPeer{} },
-	})
-	RegisterServer("grpc", serveGRPC)
-}
-
 // rawCodec carries []byte messages as they are.
 type rawCodec struct{}
 
@@ -58,7 +43,7 @@ const (
 	grpcSinkMethod = "/" + rpcService + "/" + rpcSink
 )
 
-func serveGRPC(ctx context.Context, cfg ServerConfig, ready func()) error {
+func serveGRPC(ctx context.Context, cfg serverConfig, _ noSettings, ready func()) error {
 	l, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err
@@ -109,11 +94,17 @@ func serveGRPC(ctx context.Context, cfg ServerConfig, ready func()) error {
 	}
 }
 
+// grpcPeer is the "grpc" peer: google.golang.org/grpc over a Unix socket,
+// the RPC most Go users reach for. The service is described by hand (no
+// protoc) and uses a raw-bytes codec, so the payload is not wrapped in
+// protobuf: gRPC's best case.
 type grpcPeer struct{}
 
 func (grpcPeer) Prepare(context.Context, *Env) error { return nil }
 
-func (grpcPeer) Server(env *Env, run Run) (*ServerCmd, error) { return env.GoServer("grpc", run, nil) }
+func (grpcPeer) Server(env *Env, run Run) (*ServerCmd, error) {
+	return grpcRole.command(env, run, noSettings{})
+}
 
 func (grpcPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
 	return GoClient{Dial: dialGRPC, OpenStream: openGRPCStream}.Run(ctx, run, m)

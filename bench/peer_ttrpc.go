@@ -16,22 +16,7 @@ import (
 // names, stream id, protobuf tags) needs a little of it.
 const ttrpcMaxSize = 4<<20 - 4<<10
 
-// The "ttrpc" peer: containerd's ttrpc, the local-socket RPC of container
-// shims, registered without generated code; payloads are
-// wrapperspb.BytesValue, as ttrpc only speaks protobuf.
-func init() {
-	Register(PeerInfo{
-		Name:      "ttrpc",
-		Doc:       "containerd ttrpc over a Unix socket, service map without codegen, wrapperspb.BytesValue payloads",
-		Order:     60,
-		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
-		MaxSize:   ttrpcMaxSize,
-		New:       func() Peer { return ttrpcPeer{} },
-	})
-	RegisterServer("ttrpc", serveTTRPC)
-}
-
-func serveTTRPC(ctx context.Context, cfg ServerConfig, ready func()) error {
+func serveTTRPC(ctx context.Context, cfg serverConfig, _ noSettings, ready func()) error {
 	l, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err
@@ -82,12 +67,15 @@ func serveTTRPC(ctx context.Context, cfg ServerConfig, ready func()) error {
 	}
 }
 
+// ttrpcPeer is the "ttrpc" peer: containerd's ttrpc, the local-socket RPC
+// of container shims, registered without generated code; payloads are
+// wrapperspb.BytesValue, as ttrpc only speaks protobuf.
 type ttrpcPeer struct{}
 
 func (ttrpcPeer) Prepare(context.Context, *Env) error { return nil }
 
 func (ttrpcPeer) Server(env *Env, run Run) (*ServerCmd, error) {
-	return env.GoServer("ttrpc", run, nil)
+	return ttrpcRole.command(env, run, noSettings{})
 }
 
 func (ttrpcPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {

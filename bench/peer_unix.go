@@ -11,28 +11,16 @@ import (
 	"github.com/pktipc/pktipc/frame"
 )
 
-// The "unix" peer: what a Go programmer writes first. net.UnixConn, one
-// goroutine per connection, the same pkt-line messages as simple-ipc through
-// frame's blocking Reader and Writer. It is the baseline every table divides
-// by.
-func init() {
-	Register(PeerInfo{
-		Name:      BaselineUnix,
-		Doc:       "net.UnixConn, goroutine per connection, pkt-line messages via frame.Reader/Writer; fds with WriteMsgUnix/ReadMsgUnix (baseline)",
-		Order:     10,
-		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream, FDPass},
-		Quick:     true,
-		New:       func() Peer { return unixPeer{} },
-	})
-	RegisterServer(BaselineUnix, serveUnix)
-}
-
+// unixPeer is the "unix" peer: what a Go programmer writes first.
+// net.UnixConn, one goroutine per connection, the same pkt-line messages as
+// simple-ipc through frame's blocking Reader and Writer. It is the baseline
+// every table divides by.
 type unixPeer struct{}
 
 func (unixPeer) Prepare(context.Context, *Env) error { return nil }
 
 func (unixPeer) Server(env *Env, run Run) (*ServerCmd, error) {
-	return env.GoServer(BaselineUnix, run, nil)
+	return unixRole.command(env, run, noSettings{})
 }
 
 func (unixPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
@@ -63,7 +51,8 @@ func dialUnixConn(ctx context.Context, socket string) (*unixConn, error) {
 	return &unixConn{c: uc, r: frame.NewReader(uc, frame.Persistent, 0), w: frame.NewWriter(uc)}, nil
 }
 
-// RoundTrip writes req as one message and reads the reply message.
+// RoundTrip writes req as one message and reads the reply message. Call it
+// from the client's goroutine.
 func (u *unixConn) RoundTrip(_ context.Context, req []byte) (int, error) {
 	if err := u.w.WriteMessage(req); err != nil {
 		return 0, err
@@ -72,8 +61,8 @@ func (u *unixConn) RoundTrip(_ context.Context, req []byte) (int, error) {
 	return len(msg), err
 }
 
-// Close closes the socket; safe to call more than once and concurrently
-// with RoundTrip.
+// Close closes the socket. Any goroutine may call it, more than once, also
+// during RoundTrip.
 func (u *unixConn) Close() error { return u.c.Close() }
 
 func openUnixStream(ctx context.Context, socket string, _ int) (Streamer, error) {
@@ -86,10 +75,12 @@ func openUnixStream(ctx context.Context, socket string, _ int) (Streamer, error)
 
 type unixStream struct{ *unixConn }
 
+// Send writes msg as one message. Call it from the stream's goroutine.
 func (s unixStream) Send(msg []byte) error { return s.w.WriteMessage(msg) }
 
 // Finish sends an empty message, which the server answers with an empty
-// message once it has read everything before it.
+// message once it has read everything before it. Call it from the stream's
+// goroutine.
 func (s unixStream) Finish(context.Context) error {
 	if err := s.w.WriteMessage(nil); err != nil {
 		return err
@@ -174,7 +165,7 @@ func serveConns(ctx context.Context, l net.Listener, handle func(net.Conn)) erro
 
 // serveUnix is the "unix" server role: echo each message, or in the stream
 // scenario read messages and answer only the empty one.
-func serveUnix(ctx context.Context, cfg ServerConfig, ready func()) error {
+func serveUnix(ctx context.Context, cfg serverConfig, _ noSettings, ready func()) error {
 	l, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err

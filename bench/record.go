@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"fmt"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -69,12 +68,12 @@ type Record struct {
 // from JSON. The Record's methods only read and are safe for concurrent use.
 func (r *Record) Histogram() *hdrhistogram.Histogram { return r.hist }
 
-// Duration returns the measured window.
+// Duration returns the measured window. Any goroutine may call it.
 func (r *Record) Duration() time.Duration { return time.Duration(r.DurationNS) }
 
 // Headline is the value the ratios compare: p50 latency in ns, or the
 // throughput (bytes per second for stream, operations per second
-// otherwise) for throughput-bound scenarios.
+// otherwise) for throughput-bound scenarios. Any goroutine may call it.
 func (r *Record) Headline() float64 {
 	switch {
 	case r.Scenario == Stream:
@@ -148,66 +147,36 @@ func perOp2(d perf.Sample, e perf.Event, ops int64) *float64 {
 	return perOp(v, ok, ops)
 }
 
-// windowSkew is how far the Meter's view of a window may stray from the
-// client's own before readings taken at the Meter's edges are distrusted.
-const windowSkew = 0.1
-
-func skewed(client, meter time.Duration) bool {
-	d := client - meter
-	return float64(max(d, -d)) > windowSkew*float64(client)
-}
-
 // buildRecord turns a client's Load and the Meter's readings into a Record.
 func buildRecord(run Run, load Load, m *Meter) (Record, error) {
 	rec := Record{Case: run.Case, Peer: run.Peer, Errors: load.Errors, Notes: append(load.Notes, m.notes...)}
 	if !m.stopped {
 		return rec, ErrNoWindow
 	}
-	elapsed := load.Elapsed
-	if elapsed <= 0 {
-		elapsed = m.Elapsed()
-	}
 	if load.Hist == nil || load.Hist.TotalCount() == 0 {
 		return rec, ErrNoOps
 	}
+	w := m.window(load.Window)
 	rec.hist = load.Hist
 	rec.Ops = load.Hist.TotalCount()
-	rec.DurationNS = int64(elapsed)
+	rec.DurationNS = int64(w.elapsed)
 	rec.Latency, rec.CDF = summarize(load.Hist)
-	if secs := elapsed.Seconds(); secs > 0 {
+	if secs := w.elapsed.Seconds(); secs > 0 {
 		rec.OpsPerSec = float64(rec.Ops) / secs
 		rec.BytesPerSec = float64(load.Bytes) / secs
 	}
 	rec.ClientCPUPerOp, rec.ServerCPUPerOp = -1, -1
-	cli, srv := m.cliCPU1-m.cliCPU0, m.srvCPU1-m.srvCPU0
-	cliOK, srvOK := m.cpuErr == nil, m.cpuErr == nil
-	if m.extraCPUSet {
-		cli, cliOK = m.extraCPU, true
+	if w.cliCPUOK {
+		rec.ClientCPUPerOp = float64(w.cliCPU) / float64(rec.Ops)
 	}
-	if m.winSet {
-		if m.winCli >= 0 {
-			cli, cliOK = m.winCli, true
-		}
-		if m.winSrv >= 0 {
-			srv, srvOK = m.winSrv, true
-		}
+	if w.srvCPUOK {
+		rec.ServerCPUPerOp = float64(w.srvCPU) / float64(rec.Ops)
 	}
-	if cliOK {
-		rec.ClientCPUPerOp = float64(cli) / float64(rec.Ops)
+	rec.Notes = append(rec.Notes, w.notes...)
+	if w.srvCounters {
+		rec.ServerCounters = rates(m.srvS1.Sub(m.srvS0), rec.Ops)
 	}
-	if srvOK {
-		rec.ServerCPUPerOp = float64(srv) / float64(rec.Ops)
-	}
-	if (!cliOK || !srvOK) && m.cpuErr != nil {
-		rec.Notes = append(rec.Notes, "cpu time: "+m.cpuErr.Error())
-	}
-	if m.winSet && skewed(elapsed, m.Elapsed()) {
-		rec.Notes = append(rec.Notes, fmt.Sprintf("perf counters dropped: the harness saw a %v window for the client's %v (scheduling delay)",
-			m.Elapsed().Round(time.Millisecond), elapsed.Round(time.Millisecond)))
-		return rec, nil
-	}
-	rec.ServerCounters = rates(m.srvS1.Sub(m.srvS0), rec.Ops)
-	if !m.extraCPUSet {
+	if w.cliCounters {
 		rec.ClientCounters = rates(m.cliS1.Sub(m.cliS0), rec.Ops)
 	}
 	return rec, nil

@@ -247,13 +247,9 @@ func WriteReport(w io.Writer, res *Results, opt ReportOptions) error {
 		res.Suite, time.Duration(res.DurationNS), time.Duration(res.WarmupNS), len(res.Records)+len(res.Failures),
 		formatDuration(time.Duration(res.WallNS)))
 
-	fmt.Fprintf(&b, "## Peers\n\n| peer | what runs |\n| --- | --- |\n")
-	for _, p := range res.Peers {
-		doc := p.Doc
-		if p.Unavailable != "" {
-			doc += " — **not run**: " + p.Unavailable
-		}
-		fmt.Fprintf(&b, "| %s | %s |\n", p.Name, strings.ReplaceAll(doc, "|", `\|`))
+	fmt.Fprintf(&b, "## Peers\n\n")
+	if err := WritePeers(&b, res); err != nil {
+		return err
 	}
 	b.WriteString(`
 Every server runs in its own process; clients run in the benchmark process
@@ -283,6 +279,24 @@ run, because absolute times drift on shared machines.
 		fmt.Fprintf(&b, "%s\n", opt.Reading)
 	}
 	fmt.Fprintf(&b, "%s\n", readingEnd)
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// WritePeers writes the peers of res as a Markdown table, one line each:
+// what its server and client are, and why it did not run if it did not.
+// Like every function that writes Results, it only reads res: any
+// goroutine may call it.
+func WritePeers(w io.Writer, res *Results) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "| peer | what runs |\n| --- | --- |\n")
+	for _, p := range res.Peers {
+		doc := p.Doc
+		if p.Unavailable != "" {
+			doc += " — **not run**: " + p.Unavailable
+		}
+		fmt.Fprintf(&b, "| %s | %s |\n", p.Name, strings.ReplaceAll(doc, "|", `\|`))
+	}
 	_, err := w.Write(b.Bytes())
 	return err
 }

@@ -147,7 +147,8 @@ const perRunOverhead = 60 * time.Millisecond
 // that fails is recorded in Results.Failures and the plan goes on; peers
 // that are unavailable are listed with the reason. When ctx is cancelled,
 // Run stops the current run's processes, removes its directory and returns
-// the results so far with ctx's error.
+// the results so far with ctx's error. Call it from one goroutine at a
+// time; WithProgress's function is called on that goroutine.
 func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 	start := time.Now()
 	res := &Results{
@@ -164,30 +165,12 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 	}
 	defer os.RemoveAll(dir)
 	env := &Env{Dir: dir, TestTool: plan.TestTool, Logger: r.o.logger, exe: exe}
-
-	peers := make(map[string]Peer)
-	unavailable := make(map[string]error)
-	for _, name := range plan.Peers {
-		info, ok := Lookup(name)
-		if !ok {
-			return nil, usageErrorf("unknown peer %q", name)
+	peers, unavailable, err := prepare(ctx, env, plan, res)
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, err
 		}
-		st := PeerStatus{Name: name, Doc: info.Doc}
-		p := info.New()
-		if err := p.Prepare(ctx, env); err != nil {
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			var te *TestToolError
-			if errors.As(err, &te) {
-				return nil, err
-			}
-			unavailable[name] = err
-			st.Unavailable = err.Error()
-		} else {
-			peers[name] = p
-		}
-		res.Peers = append(res.Peers, st)
+		return nil, err
 	}
 
 	per := plan.Warmup + plan.Duration + perRunOverhead
@@ -219,6 +202,36 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 	computeRatios(res)
 	res.WallNS = int64(time.Since(start))
 	return res, nil
+}
+
+// prepare readies the peers of plan and lists them in res.Peers: it
+// returns those that can run, and why the others cannot.
+func prepare(ctx context.Context, env *Env, plan *Plan, res *Results) (map[string]Peer, map[string]error, error) {
+	peers := make(map[string]Peer)
+	unavailable := make(map[string]error)
+	for _, name := range plan.Peers {
+		info, ok := Lookup(name)
+		if !ok {
+			return nil, nil, usageErrorf("unknown peer %q", name)
+		}
+		st := PeerStatus{Name: name, Doc: info.Doc}
+		p := info.New()
+		if err := p.Prepare(ctx, env); err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			var te *TestToolError
+			if errors.As(err, &te) {
+				return nil, nil, err
+			}
+			unavailable[name] = err
+			st.Unavailable = err.Error()
+		} else {
+			peers[name] = p
+		}
+		res.Peers = append(res.Peers, st)
+	}
+	return peers, unavailable, nil
 }
 
 func (r *Runner) report(p Progress) {
@@ -272,7 +285,7 @@ func computeRatios(res *Results) {
 }
 
 // PeersWithRecords returns the peers that have at least one record, in
-// table order.
+// table order. Any goroutine may call it.
 func (res *Results) PeersWithRecords() []string {
 	var out []string
 	for _, rec := range res.Records {

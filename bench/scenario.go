@@ -25,7 +25,7 @@ var Kinds = []Kind{PingPong, Connect, Concurrency, Stream, FDPass}
 
 // ThroughputBound reports whether the scenario's headline is throughput
 // (operations or bytes per second) rather than latency. Ratios to the
-// baselines use that headline.
+// baselines use that headline. Any goroutine may call it.
 func (k Kind) ThroughputBound() bool {
 	return k == Concurrency || k == Stream || k == FDPass
 }
@@ -55,13 +55,14 @@ type Case struct {
 	Conns    int  `json:"conns"`
 }
 
-// String is a compact, flag-like name: "pingpong size=64 conns=1".
+// String is a compact, flag-like name: "pingpong size=64 conns=1". Any
+// goroutine may call it.
 func (c Case) String() string {
 	return fmt.Sprintf("%s size=%d conns=%d", c.Scenario, c.Size, c.Conns)
 }
 
 // Title is a heading for reports: "pingpong, 64 B, 1 client". For fdpass
-// the size is descriptors per message.
+// the size is descriptors per message. Any goroutine may call it.
 func (c Case) Title() string {
 	clients := "clients"
 	if c.Conns == 1 {
@@ -93,8 +94,8 @@ type Suite struct {
 	Cases    []Case
 	Duration time.Duration
 	Warmup   time.Duration
-	// QuickPeers restricts the default peers to those registered with
-	// PeerInfo.Quick, unless scenarios are named.
+	// QuickPeers restricts the default peers to those with PeerInfo.Quick,
+	// unless scenarios are named.
 	QuickPeers bool
 }
 
@@ -165,8 +166,8 @@ type Plan struct {
 	Runs     []Run
 }
 
-// Plan expands the selection against the peer registry. Errors match
-// ErrUsage.
+// Plan expands the selection against the list of peers. Errors match
+// ErrUsage. Any goroutine may call it.
 func (s Selection) Plan() (*Plan, error) {
 	suite, err := SuiteByName(s.Suite)
 	if err != nil {
@@ -217,7 +218,8 @@ func (s Selection) Plan() (*Plan, error) {
 			}
 		}
 	}
-	// Keep registry order for the peer list, whatever order cases found them.
+	// Keep the order of peers for the peer list, whatever order cases found
+	// them.
 	slices.SortStableFunc(p.Peers, func(a, b string) int { return peerOrder(a) - peerOrder(b) })
 	if len(p.Runs) == 0 {
 		return nil, usageErrorf("no peer supports the selected scenarios (%s)", joinCases(p.Cases))
@@ -240,7 +242,7 @@ func (s Selection) peers(suite Suite) ([]PeerInfo, error) {
 				out = append(out, info)
 			}
 		}
-		slices.SortStableFunc(out, func(a, b PeerInfo) int { return a.Order - b.Order })
+		slices.SortStableFunc(out, func(a, b PeerInfo) int { return peerOrder(a.Name) - peerOrder(b.Name) })
 		return out, nil
 	}
 	var out []PeerInfo

@@ -2,16 +2,11 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pktipc/pktipc/engine"
@@ -27,7 +22,8 @@ import (
 // restarts and kills under pipelined, verified traffic. Each scenario
 // reports measurements beside the targets they must meet.
 
-// TortureScenarios names the scenarios in the order they run.
+// TortureScenarios names the scenarios in the order they run. Any
+// goroutine may call it.
 func TortureScenarios() []string {
 	names := make([]string, len(tortureScenarios))
 	for i, sc := range tortureScenarios {
@@ -61,7 +57,8 @@ type TortureReport struct {
 	Err      error // the scenario could not run
 }
 
-// Pass reports whether the scenario ran and met every target.
+// Pass reports whether the scenario ran and met every target. Any goroutine
+// may call it once Torture returned.
 func (r *TortureReport) Pass() bool {
 	if r.Err != nil {
 		return false
@@ -83,7 +80,8 @@ func (r *TortureReport) check(name string, ok bool, target, format string, args 
 }
 
 // Torture runs the scenarios and returns their reports, in order. It stops
-// early, with ctx's error, when ctx ends.
+// early, with ctx's error, when ctx ends. Any goroutine may call it; one
+// Torture at a time per process, as the scenarios measure the machine.
 func Torture(ctx context.Context, o TortureOptions) ([]*TortureReport, error) {
 	names := o.Scenarios
 	if len(names) == 0 {
@@ -153,141 +151,24 @@ type torture struct {
 	env *Env
 }
 
-// tortureServer starts the torture server role with settings (see
-// serveTorture) on a fresh socket.
-func (t *torture) server(ctx context.Context, settings map[string]string) (*serverProc, string, error) {
+// server starts the torture server role with settings on a fresh socket.
+func (t *torture) server(ctx context.Context, settings tortureSettings) (*serverProc, string, error) {
 	socket := t.env.TempPath("t")
-	sc, err := t.env.GoServer(tortureRole, Run{Socket: socket}, settings)
-	if err != nil {
-		return nil, "", err
-	}
-	p, err := startServer(ctx, tortureRole, sc, socket)
+	p, err := t.start(ctx, socket, settings)
 	return p, socket, err
+}
+
+// start starts the torture server role with settings on socket.
+func (t *torture) start(ctx context.Context, socket string, settings tortureSettings) (*serverProc, error) {
+	sc, err := tortureRole.command(t.env, Run{Socket: socket}, settings)
+	if err != nil {
+		return nil, err
+	}
+	return startServer(ctx, string(tortureRole), sc, socket)
 }
 
 func (t *torture) progress(format string, args ...any) {
 	fmt.Fprintf(t.o.Progress, "torture:   "+format+"\n", args...)
-}
-
-const tortureRole = "torture"
-
-func init() { RegisterServer(tortureRole, serveTorture) }
-
-// serveTorture is the server of the torture scenarios: git's test daemon
-// (ipcbench serve) plus two commands: "chk:" verified echoes and "big:"
-// replies of a requested size, both on the worker pool. Settings (all
-// optional): budget (bytes), maxconns and maxperuid, firstbyte (a
-// duration).
-func serveTorture(ctx context.Context, cfg ServerConfig, ready func()) error {
-	opts := append(gitDaemonOptions(engine.DefaultWorkers),
-		engine.WithInlineFilter(func(req []byte) bool {
-			return string(req) != "slow" && !strings.HasPrefix(string(req), chkPrefix) && !strings.HasPrefix(string(req), sizedPrefix)
-		}))
-	if v := cfg.Options["budget"]; v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, engine.WithMemoryBudget(n))
-	}
-	if v := cfg.Options["maxconns"]; v != "" {
-		total, err1 := strconv.Atoi(v)
-		perUID, err2 := strconv.Atoi(cfg.Options["maxperuid"])
-		if err := errors.Join(err1, err2); err != nil {
-			return err
-		}
-		opts = append(opts, engine.WithMaxConns(total, perUID))
-	}
-	if v := cfg.Options["firstbyte"]; v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, engine.WithFirstByteTimeout(d))
-	}
-	s, err := engine.NewServer(cfg.Socket, engine.HandlerFunc(tortureHandler), opts...)
-	if err != nil {
-		return err
-	}
-	ready()
-	err = s.Serve(ctx)
-	if errors.Is(err, engine.ErrServerClosed) || errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
-}
-
-// Verified requests: chkPrefix, a sequence number (8 bytes) and a reply
-// size (4 bytes). The reply carries the sequence number, the CRC-32C of
-// its filler and the filler, whose bytes follow from the sequence number,
-// so a reply handed to the wrong request cannot pass for its own.
-const (
-	chkPrefix   = "chk:"
-	sizedPrefix = "big:"
-)
-
-var crc32c = crc32.MakeTable(crc32.Castagnoli)
-
-func appendVerified(dst []byte, seq uint64, size int) []byte {
-	dst = append(dst, chkPrefix...)
-	dst = binary.LittleEndian.AppendUint64(dst, seq)
-	return binary.LittleEndian.AppendUint32(dst, uint32(size))
-}
-
-// verifiedFiller writes the filler of request seq into p.
-func verifiedFiller(p []byte, seq uint64) {
-	x := seq*0x9e3779b97f4a7c15 | 1
-	for i := range p {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		p[i] = byte(x)
-	}
-}
-
-// verifiedReply is the reply to request seq of size.
-func verifiedReply(seq uint64, size int) []byte {
-	b := make([]byte, 12+size)
-	binary.LittleEndian.PutUint64(b, seq)
-	verifiedFiller(b[12:], seq)
-	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[12:], crc32c))
-	return b
-}
-
-// verifyReply reports whether reply answers request seq of size.
-func verifyReply(reply []byte, seq uint64, size int) bool {
-	if len(reply) != 12+size || binary.LittleEndian.Uint64(reply) != seq ||
-		binary.LittleEndian.Uint32(reply[8:]) != crc32.Checksum(reply[12:], crc32c) {
-		return false
-	}
-	var first [8]byte
-	verifiedFiller(first[:min(8, size)], seq)
-	return string(reply[12:12+min(8, size)]) == string(first[:min(8, size)])
-}
-
-func appendSized(dst []byte, size int) []byte {
-	return binary.LittleEndian.AppendUint32(append(dst, sizedPrefix...), uint32(size))
-}
-
-// sizedFiller is the filler of "big:" replies: zeros, never written, so
-// the pages behind it are the kernel's shared zero page.
-var sizedFiller = sync.OnceValue(func() []byte { return make([]byte, maxSized) })
-
-const maxSized = 64 << 20
-
-func tortureHandler(ctx context.Context, req []byte, w *engine.ReplyWriter) error {
-	switch {
-	case len(req) == len(chkPrefix)+12 && string(req[:len(chkPrefix)]) == chkPrefix:
-		seq := binary.LittleEndian.Uint64(req[len(chkPrefix):])
-		size := int(binary.LittleEndian.Uint32(req[len(chkPrefix)+8:]))
-		_, err := w.Write(verifiedReply(seq, min(size, 16<<20)))
-		return err
-	case len(req) == len(sizedPrefix)+4 && string(req[:len(sizedPrefix)]) == sizedPrefix:
-		size := min(int(binary.LittleEndian.Uint32(req[len(sizedPrefix):])), maxSized)
-		_, err := w.Write(sizedFiller()[:size])
-		return err
-	}
-	return gitDaemon{}.ServeIPC(ctx, req, w)
 }
 
 // serverCPU returns the CPU time of process pid so far.
@@ -316,4 +197,14 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // busy or missing server for up to a second.
 func dialWait(ctx context.Context, socket string) (*engine.Client, error) {
 	return engine.Dial(ctx, socket, engine.WithDialOptions(uds.WaitIfBusy(), uds.WaitIfNotFound()))
+}
+
+// sleepCtx sleeps d unless ctx ends first; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
 }

@@ -76,7 +76,7 @@ func TestSelectionPlan(t *testing.T) {
 		t.Errorf("runs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if !slices.Equal(p.Peers, []string{"c", "unix"}) {
-		t.Errorf("peers %v, want baselines in registry order", p.Peers)
+		t.Errorf("peers %v, want baselines in list order", p.Peers)
 	}
 
 	full, err := Selection{Suite: "full", TestTool: "/bin/true"}.Plan()
@@ -166,18 +166,30 @@ func TestGitPeerUnsupportedTool(t *testing.T) {
 	}
 }
 
+// Roles of the test binary only.
+const (
+	testFailRole role[noSettings] = "test-fail"
+	testHangRole role[noSettings] = "test-hang"
+)
+
 func init() {
-	RegisterServer("test-fail", func(ctx context.Context, cfg ServerConfig, ready func()) error {
-		return errors.New("boom: cannot serve")
-	})
-	RegisterServer("test-hang", func(ctx context.Context, cfg ServerConfig, ready func()) error {
-		ready()
-		<-ctx.Done()
-		return nil
-	})
+	for _, e := range []roleEntry{
+		testFailRole.with(func(context.Context, serverConfig, noSettings, func()) error {
+			return errors.New("boom: cannot serve")
+		}),
+		testHangRole.with(func(ctx context.Context, _ serverConfig, _ noSettings, ready func()) error {
+			ready()
+			<-ctx.Done()
+			return nil
+		}),
+	} {
+		serverRoles[e.name] = e.run
+	}
 }
 
-func testEnv(t *testing.T) *Env {
+// testEnv returns an Env with a short private directory, removed at
+// cleanup, for sockets.
+func testEnv(t testing.TB) *Env {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "pk")
 	if err != nil {
@@ -197,7 +209,7 @@ func TestServerFailures(t *testing.T) {
 	ctx := context.Background()
 
 	run := Run{Case: Case{PingPong, 64, 1}, Socket: env.TempPath("s")}
-	sc, err := env.GoServer("test-fail", run, nil)
+	sc, err := testFailRole.command(env, run, noSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,19 +225,19 @@ func TestServerFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	sc, _ = env.GoServer(BaselineUnix, run, nil)
+	sc, _ = unixRole.command(env, run, noSettings{})
 	_, err = startServer(ctx, "unix", sc, run.Socket)
 	if !errors.As(err, &se) || !strings.Contains(se.Stderr, "already in use") {
 		t.Fatalf("server on an occupied path: %v", err)
 	}
 
-	if _, err := env.GoServer("no-such-role", run, nil); err == nil {
-		t.Fatal("GoServer accepted an unregistered role")
+	if _, err := role[noSettings]("no-such-role").command(env, run, noSettings{}); err == nil {
+		t.Fatal("a role missing from serverRoles got a command")
 	}
 
 	// A server that dies during the run is reported by stop.
 	run.Socket = env.TempPath("s")
-	sc, _ = env.GoServer("test-hang", run, nil)
+	sc, _ = testHangRole.command(env, run, noSettings{})
 	srv, err := startServer(ctx, "test", sc, run.Socket)
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +368,18 @@ func TestReportAndTables(t *testing.T) {
 	}
 }
 
+// WritePeers says what each peer is, one line each, and why one did not
+// run.
+func TestWritePeers(t *testing.T) {
+	var b bytes.Buffer
+	if err := WritePeers(&b, sampleResults()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), "| peer | what runs |\n| --- | --- |\n| c | C |\n| unix | Go |\n| git | git — **not run**: no test-tool |\n"; got != want {
+		t.Errorf("peers table:\n%s\nwant:\n%s", got, want)
+	}
+}
+
 func TestFormat(t *testing.T) {
 	for _, tc := range []struct {
 		got, want string
@@ -385,19 +409,45 @@ func TestCPUModel(t *testing.T) {
 	}
 }
 
-func TestRegistryRejectsBadPeers(t *testing.T) {
-	for _, info := range []PeerInfo{
-		{Name: "", Scenarios: []Kind{PingPong}, New: func() Peer { return unixPeer{} }},
-		{Name: "x", New: func() Peer { return unixPeer{} }},
-		{Name: BaselineUnix, Scenarios: []Kind{PingPong}, New: func() Peer { return unixPeer{} }},
-	} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("Register(%q) did not panic", info.Name)
-				}
-			}()
-			Register(info)
-		}()
+func TestPeerList(t *testing.T) {
+	names := PeerNames()
+	if len(names) < 2 || names[0] != BaselineC || names[1] != BaselineUnix {
+		t.Errorf("peers %v: the baselines come first", names)
+	}
+	for i, p := range Peers() {
+		if p.Name == "" || p.Doc == "" || p.New == nil || len(p.Scenarios) == 0 {
+			t.Errorf("peer %d (%q) is incomplete", i, p.Name)
+		}
+		if slices.Index(names, p.Name) != i {
+			t.Errorf("peer %q is listed twice", p.Name)
+		}
+		if info, ok := Lookup(p.Name); !ok || info.Name != p.Name || peerOrder(p.Name) != i {
+			t.Errorf("Lookup(%q) = %q, %v; order %d, want %d", p.Name, info.Name, ok, peerOrder(p.Name), i)
+		}
+	}
+	if _, ok := Lookup("carrier-pigeon"); ok {
+		t.Error("Lookup found a peer that is not listed")
+	}
+}
+
+// A role's settings reach its function typed, and settings of another
+// shape are refused rather than read as zeros.
+func TestRoleSettings(t *testing.T) {
+	const r role[tortureSettings] = "test-settings"
+	var got tortureSettings
+	run := r.with(func(_ context.Context, _ serverConfig, s tortureSettings, _ func()) error {
+		got = s
+		return nil
+	}).run
+	want := tortureSettings{Budget: 1 << 20, MaxConns: 3, MaxPerUID: 2, FirstByte: time.Minute}
+	raw, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), serverConfig{Settings: raw}, nil); err != nil || got != want {
+		t.Errorf("settings %+v, %v; want %+v", got, err, want)
+	}
+	if err := run(context.Background(), serverConfig{Settings: []byte(`{"threads":8}`)}, nil); err == nil {
+		t.Error("settings of another role were accepted")
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pktipc/pktipc/bench"
+	"github.com/pktipc/pktipc/internal/gitipc"
 )
 
 // git's test commands (`test-tool simple-ipc`, git's t/helper), so that git
@@ -19,7 +19,7 @@ import (
 // and stop-daemon are git's client commands with git's options and outputs.
 // `ipcbench simple-ipc SUBCOMMAND` takes git's own syntax, so the ipcbench
 // binary can stand in for test-tool (ipcbench run --test-tool=ipcbench).
-// The work is in bench.GitTool; this file only parses options.
+// The work is in internal/gitipc; this file only parses options.
 
 // exitGitDie is git's status when it dies (an unknown subcommand).
 const exitGitDie = 128
@@ -46,8 +46,8 @@ func init() {
 
 // gitFlags defines git's options on fs; every subcommand takes all of them,
 // as in git.
-func gitFlags(fs *flag.FlagSet) func() bench.GitToolOptions {
-	def := bench.DefaultGitToolOptions()
+func gitFlags(fs *flag.FlagSet) func() gitipc.Options {
+	def := gitipc.DefaultOptions()
 	name := fs.String("name", def.Name, "socket path")
 	threads := fs.Int("threads", def.Threads, "server workers, or client threads of multiple (below 1: 1)")
 	maxWait := fs.Int("max-wait", int(def.MaxWait/time.Second), "seconds start-daemon and stop-daemon wait")
@@ -55,8 +55,8 @@ func gitFlags(fs *flag.FlagSet) func() bench.GitToolOptions {
 	batchsize := fs.Int("batchsize", def.Batchsize, "requests per thread of multiple")
 	byteVal := fs.String("byte", string(rune(def.Byte)), "ballast character (the first byte of the value)")
 	token := fs.String("token", "", "command for send (default \"(no-command)\")")
-	return func() bench.GitToolOptions {
-		o := bench.GitToolOptions{
+	return func() gitipc.Options {
+		o := gitipc.Options{
 			Name: *name, Threads: *threads, MaxWait: time.Duration(*maxWait) * time.Second,
 			Bytecount: *bytecount, Batchsize: *batchsize, Byte: def.Byte, Token: *token,
 		}
@@ -98,8 +98,8 @@ func runGitCommand(ctx context.Context, cio *cmdIO, name, sub string, args []str
 		}
 		return exitUsage
 	}
-	g := &bench.GitTool{Options: opts(), Stdout: cio.stdout, Stderr: cio.stderr}
-	code, err := g.RunGitSubcommand(ctx, sub, daemonCommand)
+	g := &gitipc.Tool{Options: opts(), Stdout: cio.stdout, Stderr: cio.stderr}
+	code, err := g.Run(ctx, sub, daemonCommand)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "fatal: Unhandled subcommand: '%s'\n", sub)
 		return exitGitDie
@@ -111,7 +111,7 @@ func runGitCommand(ctx context.Context, cio *cmdIO, name, sub string, args []str
 // as `ipcbench serve` for the same path and thread count. git runs the
 // test-tool it finds in $PATH; the running binary is the one the user
 // meant.
-func daemonCommand(o bench.GitToolOptions) *exec.Cmd {
+func daemonCommand(o gitipc.Options) *exec.Cmd {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = os.Args[0]
@@ -124,7 +124,7 @@ func daemonCommand(o bench.GitToolOptions) *exec.Cmd {
 func simpleIPCCommand(ctx context.Context, cio *cmdIO, args []string) int {
 	if len(args) == 0 || isHelp(args[0]) {
 		fmt.Fprintf(cio.stderr, "usage: ipcbench simple-ipc SUBCOMMAND [options]\n\nSubcommands: SUPPORTS_SIMPLE_IPC")
-		for _, s := range bench.GitSubcommands {
+		for _, s := range gitipc.Subcommands {
 			fmt.Fprintf(cio.stderr, ", %s", s)
 		}
 		fmt.Fprintf(cio.stderr, "\nOptions: see 'ipcbench help send'.\n")

@@ -217,5 +217,10 @@ func output(w io.Writer, res *bench.Results, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "pktipc %s suite: %s, %d cores, %s, %s; %v per run\n\n", res.Suite, m.CPU, m.Cores, m.Kernel, m.GoVersion,
 		time.Duration(res.DurationNS))
+	// What each peer is, so that the tables read without BENCHMARKS.md.
+	if err := bench.WritePeers(w, res); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
 	return bench.WriteTables(w, res, "###")
 }

@@ -1,4 +1,4 @@
-package bench_test
+package gitipc_test
 
 import (
 	"context"
@@ -8,27 +8,27 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pktipc/pktipc/bench"
+	"github.com/pktipc/pktipc/internal/gitipc"
 )
 
 // git's test daemon and test client, as `ipcbench serve` and
 // `ipcbench send --token=ping` run them.
-func ExampleGitTool() {
+func ExampleTool() {
 	dir, err := os.MkdirTemp("", "pk")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer os.RemoveAll(dir)
-	opts := bench.DefaultGitToolOptions()
+	opts := gitipc.DefaultOptions()
 	opts.Name = filepath.Join(dir, "ipc-test")
 
 	var stderr strings.Builder
-	daemon := &bench.GitTool{Options: opts, Stdout: os.Stdout, Stderr: &stderr}
+	daemon := &gitipc.Tool{Options: opts, Stdout: os.Stdout, Stderr: &stderr}
 	done := make(chan int)
 	go func() { done <- daemon.RunDaemon(context.Background()) }()
 
-	client := &bench.GitTool{Options: opts, Stdout: os.Stdout, Stderr: &stderr}
+	client := &gitipc.Tool{Options: opts, Stdout: os.Stdout, Stderr: &stderr}
 	for client.IsActive() != 0 { // until the daemon listens
 		stderr.Reset()
 		time.Sleep(time.Millisecond)

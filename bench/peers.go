@@ -1,0 +1,82 @@
+package bench
+
+// peers is every peer, in table order: the baselines, pktipc's own peers,
+// the libraries a Go user would pick instead, and last the peers that run
+// git's test-tool. Plans, tables and --peer list them in this order.
+var peers = []PeerInfo{
+	{
+		Name:      BaselineC,
+		Doc:       "blocking C over a Unix socket, thread per connection, pkt-line messages (cpeer/pingpong.c, built with cc -O2)",
+		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
+		Quick:     true,
+		New:       func() Peer { return &cPeer{} },
+	},
+	{
+		Name:      BaselineUnix,
+		Doc:       "net.UnixConn, goroutine per connection, pkt-line messages via frame.Reader/Writer; fds with WriteMsgUnix/ReadMsgUnix (baseline)",
+		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream, FDPass},
+		Quick:     true,
+		New:       func() Peer { return unixPeer{} },
+	},
+	{
+		Name:      "pktipc",
+		Doc:       "pktipc engine: gnet loops, echo handler inline on the loop; persistent engine.Client (stream: pipelined, every message answered by an empty reply)",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		Quick:     true,
+		New:       func() Peer { return enginePeer{} },
+	},
+	{
+		Name:      "pktipc-pool",
+		Doc:       "pktipc engine with the echo handler on the worker pool (engine.DefaultWorkers); persistent engine.Client",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		Quick:     true,
+		New:       func() Peer { return enginePeer{server: engineSettings{Pool: true}} },
+	},
+	{
+		Name:      "pktipc-git",
+		Doc:       "pktipc engine (inline echo) with git's client shape: engine.Send, one connection per request",
+		Scenarios: []Kind{Connect},
+		Quick:     true,
+		New:       func() Peer { return enginePeer{oneShot: true} },
+	},
+	{
+		Name:      "fdpass",
+		Doc:       "pktipc fdpass: batched SCM_RIGHTS over a Unix socket (Passer, sendmmsg), descriptors closed on receipt",
+		Scenarios: []Kind{FDPass},
+		New:       func() Peer { return fdpassPeer{} },
+	},
+	{
+		Name:      "grpc",
+		Doc:       "gRPC over unix:, hand-written ServiceDesc, raw-bytes codec, one ClientConn per client",
+		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
+		New:       func() Peer { return grpcPeer{} },
+	},
+	{
+		Name:      "ttrpc",
+		Doc:       "containerd ttrpc over a Unix socket, service map without codegen, wrapperspb.BytesValue payloads",
+		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
+		MaxSize:   ttrpcMaxSize,
+		New:       func() Peer { return ttrpcPeer{} },
+	},
+	{
+		Name:          "git",
+		Doc:           "git's simple-ipc: test-tool simple-ipc run-daemon (8 threads) and test-tool simple-ipc multiple",
+		Scenarios:     []Kind{Connect},
+		NeedsTestTool: true,
+		New:           func() Peer { return &gitPeer{} },
+	},
+	{
+		Name:          "pktipc-vs-git",
+		Doc:           "engine.Send (one connection per request, \"sendbytes\" requests) against git's test-tool simple-ipc run-daemon (8 threads)",
+		Scenarios:     []Kind{Connect},
+		NeedsTestTool: true,
+		New:           func() Peer { return &pktipcVsGitPeer{} },
+	},
+	{
+		Name:          "git-vs-pktipc",
+		Doc:           "git's test-tool simple-ipc multiple against the test daemon of ipcbench serve (pktipc engine, 8 workers)",
+		Scenarios:     []Kind{Connect},
+		NeedsTestTool: true,
+		New:           func() Peer { return &gitVsPktipcPeer{} },
+	},
+}

@@ -1,0 +1,29 @@
+package bench
+
+// The server roles of this binary's peers and torture scenarios, and the
+// types of their settings.
+const (
+	unixRole      role[noSettings]        = "unix"
+	fdpassRole    role[noSettings]        = "fdpass"
+	engineRole    role[engineSettings]    = "pktipc"
+	gitDaemonRole role[gitDaemonSettings] = "pktipc-gitd"
+	grpcRole      role[noSettings]        = "grpc"
+	ttrpcRole     role[noSettings]        = "ttrpc"
+	tortureRole   role[tortureSettings]   = "torture"
+	attackRole    role[attackSettings]    = "torture-attack"
+)
+
+// serverRoles are the roles a re-executed child of this binary can take. A
+// child gets only a name from its parent, across exec, so the table maps
+// names to functions; the test binary adds roles of its own to it from an
+// init function.
+var serverRoles = roleTable(
+	unixRole.with(serveUnix),
+	fdpassRole.with(serveFDPass),
+	engineRole.with(serveEngine),
+	gitDaemonRole.with(serveGitDaemon),
+	grpcRole.with(serveGRPC),
+	ttrpcRole.with(serveTTRPC),
+	tortureRole.with(serveTorture),
+	attackRole.with(serveAttack),
+)
