@@ -228,6 +228,43 @@ func TestClientReconnectsAfterIdleClose(t *testing.T) {
 	}
 }
 
+// TestSetDeadlineDuringReconnect: SetDeadline from another goroutine while
+// the owner reconnects (the race detector checks the sharing).
+func TestSetDeadlineDuringReconnect(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echo), WithIdleTimeout(20*time.Millisecond))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			time.Sleep(100 * time.Microsecond)
+		}
+	})
+	for i := range 5 {
+		// Idle past the server's timeout: the next call reconnects.
+		waitFor(t, func() bool { return ts.Stats().IdleTimeout == uint64(i) })
+		if got, err := c.Call([]byte("x")); err != nil || string(got) != "re:x" {
+			t.Fatalf("call %d: %q, %v", i, got, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if n := ts.Stats().Accepted; n < 5 {
+		t.Fatalf("accepted %d connections, want a reconnect per call", n)
+	}
+}
+
 // TestConcurrentClients runs clients in parallel goroutines, each with its
 // own Client and with Send.
 func TestConcurrentClients(t *testing.T) {

@@ -58,8 +58,10 @@ func (c *Client) connect(ctx context.Context) error {
 // reports whether the server accepted it. ctx bounds it.
 func (c *Client) handshake(ctx context.Context) (bool, error) {
 	uc := c.uc
-	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
-		_ = uc.SetDeadline(d)
+	if d, ok := ctx.Deadline(); ok {
+		if own := c.currentDeadline(); own.IsZero() || d.Before(own) {
+			_ = uc.SetDeadline(d)
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -100,9 +102,9 @@ func (c *Client) endConn(cause error) {
 
 func (c *Client) reconnect() error {
 	ctx := context.Background()
-	if !c.deadline.IsZero() {
+	if d := c.currentDeadline(); !d.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, c.deadline)
+		ctx, cancel = context.WithDeadline(ctx, d)
 		defer cancel()
 	}
 	return c.connect(ctx)

@@ -39,7 +39,8 @@ type Client struct {
 
 	// Shared with Close and SetDeadline. uc and rc change under mu (the
 	// owner reads them without it: only the owner changes them); closed
-	// and deadlineNS are read by the owner without mu.
+	// and deadlineNS are read by the owner without mu, deadline only with
+	// it.
 	mu         sync.Mutex
 	closed     atomic.Bool
 	uc         *net.UnixConn
@@ -125,6 +126,14 @@ func (c *Client) SetDeadline(t time.Time) error {
 	c.deadline = t
 	c.applyDeadlineLocked()
 	return nil
+}
+
+// currentDeadline returns the deadline SetDeadline set last. The owner
+// reads it under mu: SetDeadline may run on another goroutine meanwhile.
+func (c *Client) currentDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
 }
 
 func (c *Client) applyDeadline() {
