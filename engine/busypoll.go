@@ -19,7 +19,8 @@ import (
 const (
 	// spinHitGap is the least gap taken as "the event was already there";
 	// the loop calibrates the real bound from the fastest gaps it sees
-	// (epoll_wait with a zero timeout plus a read costs 2-5 µs on a VM).
+	// (what epoll_wait with a zero timeout plus a read costs depends on the
+	// machine: a few microseconds).
 	spinHitGap = 3_000 // ns
 	// spinMin is the floor a successful spin decays to.
 	spinMin = 1_000 // ns
@@ -55,7 +56,8 @@ type loopState struct {
 
 // hitBound is the gap under which the next event is taken to have been
 // waiting when the loop came back: four times the fastest such gap seen,
-// since sleeping in epoll_wait adds a wake-up (tens of µs on a VM).
+// since a sleep in epoll_wait would have added a wake-up, many times longer
+// than such a gap.
 func (l *loopState) hitBound() int64 {
 	return max(spinHitGap, 4*l.fastGap)
 }

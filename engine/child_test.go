@@ -15,7 +15,8 @@ import (
 )
 
 // Child roles run a server in a separate process, so that descriptor limits
-// and SIGKILL affect only it (faults.md harness notes).
+// and SIGKILL affect only it, and the test's own descriptors and heap do not
+// blur what the server uses.
 //
 //	PKTIPC_ENGINE_CHILD=server PKTIPC_PATH=... [PKTIPC_NOFILE=n] [PKTIPC_MAXCONNS=n]
 //

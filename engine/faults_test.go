@@ -38,8 +38,10 @@ func closedWithin(t *testing.T, c net.Conn, start time.Time) time.Duration {
 }
 
 // TestSlowClients: silent, partial and trickling clients hold no worker and
-// are closed at their deadlines, while a legitimate client is answered
-// (faults.md B1, B2, A10; goal DOS-1 in small).
+// are closed at their deadlines (a first-byte deadline, then one for the
+// whole request, which trickling cannot extend), while a legitimate client
+// is answered. git's daemon, by contrast, gives each such client a worker
+// for as long as it stays.
 func TestSlowClients(t *testing.T) {
 	leakcheck.Check(t)
 	const firstByte, whole = 300 * time.Millisecond, 600 * time.Millisecond
@@ -108,7 +110,8 @@ func TestSlowClients(t *testing.T) {
 }
 
 // TestClientLeavesMidReply: a client that disconnects during a large reply
-// affects only itself; the handler's context is cancelled (faults.md B4).
+// affects only itself: the handler's write fails or its context is
+// cancelled, and the server goes on serving others.
 func TestClientLeavesMidReply(t *testing.T) {
 	leakcheck.Check(t)
 	var returned atomic.Int32
@@ -153,8 +156,9 @@ func TestClientLeavesMidReply(t *testing.T) {
 }
 
 // TestNonReadingClient: a client that never reads does not grow the
-// server's memory past the high-water mark; it is closed at the write
-// deadline (faults.md B5, goal MEM-2 in small).
+// server's memory past the high-water mark (the handler's writes are held
+// back, or fail with ErrBackpressure, instead of being buffered without
+// limit); it is closed at the write deadline.
 func TestNonReadingClient(t *testing.T) {
 	const mark = 1 << 20
 	for _, mode := range []string{"pool", "inline"} {
@@ -212,8 +216,8 @@ func TestNonReadingClient(t *testing.T) {
 	}
 }
 
-// TestHandlerPanic: a panic is contained; the client gets an incomplete
-// reply; the server goes on (faults.md B13).
+// TestHandlerPanic: a panic is recovered and counted; the client gets an
+// incomplete reply; the server goes on.
 func TestHandlerPanic(t *testing.T) {
 	for _, inline := range []bool{false, true} {
 		leakcheck.Check(t)
@@ -238,7 +242,7 @@ func TestHandlerPanic(t *testing.T) {
 }
 
 // TestHandlerTimeout: a handler past its time has its context cancelled and
-// its connection closed (faults.md B14).
+// its connection closed.
 func TestHandlerTimeout(t *testing.T) {
 	leakcheck.Check(t)
 	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
@@ -278,7 +282,8 @@ func TestQuit(t *testing.T) {
 }
 
 // TestStolenSocket: when the path is taken over, Serve stops within a
-// second with ErrSocketStolen and leaves the thief's socket alone (D8).
+// second with ErrSocketStolen and leaves the thief's socket alone (it never
+// unlinks a path that no longer names its own socket).
 func TestStolenSocket(t *testing.T) {
 	leakcheck.Check(t)
 	path := socketPath(t)
@@ -315,8 +320,8 @@ func TestStolenSocket(t *testing.T) {
 	}
 }
 
-// TestGracefulShutdown: requests in flight finish; new connections fail
-// (faults.md B10).
+// TestGracefulShutdown: requests in flight finish; new connections fail,
+// since the server stops accepting at once.
 func TestGracefulShutdown(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(gitDaemon))
@@ -344,7 +349,7 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // TestConnectionCaps: at a cap held by connections that completed a
-// request, a new connection is closed at once (faults.md B9).
+// request, a new connection is accepted and closed at once, and counted.
 func TestConnectionCaps(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxConns(3, 2))
@@ -466,7 +471,8 @@ func TestPressureTightensDeadlines(t *testing.T) {
 }
 
 // TestRequestCap: a request over the cap is refused without a reply and
-// without buffering it (faults.md A12).
+// without buffering it (git's daemon has no cap and grows by the size of
+// whatever it is sent).
 func TestRequestCap(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(gitDaemon), WithMaxRequestSize(1000))
@@ -522,8 +528,8 @@ func TestMessageSocketsRefuseDescriptors(t *testing.T) {
 }
 
 // TestAcceptAtDescriptorLimit: a server under a low RLIMIT_NOFILE keeps
-// serving through EMFILE and recovers once the pressure ends (faults.md B8,
-// goal DOS-2 in small). The server runs in its own process.
+// serving through EMFILE, backing off instead of stopping, and recovers
+// once the pressure ends. The server runs in its own process.
 func TestAcceptAtDescriptorLimit(t *testing.T) {
 	leakcheck.Check(t)
 	path := socketPath(t)
@@ -567,7 +573,8 @@ func TestAcceptAtDescriptorLimit(t *testing.T) {
 }
 
 // TestServerKilledMidReply: the client gets a typed error, not a partial
-// reply, and a new server reclaims the stale socket at once (B11, D4).
+// reply, and a new server reclaims the stale socket at once (a connect
+// probe that is refused marks the socket file as stale).
 func TestServerKilledMidReply(t *testing.T) {
 	leakcheck.Check(t)
 	path := socketPath(t)

@@ -35,8 +35,8 @@ const soloSupported = true
 // loop's doorbell.
 type pollSet [2]unix.PollFd
 
-// waitReadable waits, without a timeout (arming a timer per wait cost a
-// quarter of a round trip's CPU on a VM), until fd or bell is readable, and
+// waitReadable waits, without a timeout (arming a timer per wait costs a
+// sizeable share of a round trip's CPU), until fd or bell is readable, and
 // reports whether fd is (readable, closed or in error: a read will tell).
 func waitReadable(p *pollSet, fd, bell int) (bool, error) {
 	p[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}

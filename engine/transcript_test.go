@@ -11,8 +11,9 @@ import (
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
 
-// transcript is one row of pkt-line.md §2 and simple-ipc.md §5: raw request
-// bytes, the reply bytes git's daemon sends, and how the connection ends.
+// transcript is one exchange with git's simple-ipc test daemon, as observed:
+// raw request bytes, the reply bytes the daemon sends, and how the
+// connection ends.
 type transcript struct {
 	name   string
 	send   []string // written one after the other, 20 ms apart

@@ -135,7 +135,8 @@ func sparesHeld(p *Passer, limit int) int {
 
 func init() {
 	// rlimit-recv: a receiver at its RLIMIT_NOFILE with 2 free slots (plus
-	// the passer's spare) gets a 10-descriptor message (C1/K7).
+	// the passer's spare) gets a 10-descriptor message; the kernel installs
+	// what fits, closes the rest and sets MSG_CTRUNC.
 	helpers["rlimit-recv"] = func() error {
 		base := leakcheck.CountFDs() - 1 // the inherited socket is consumed
 		p, err := FromEnv()
@@ -205,9 +206,10 @@ func init() {
 	}
 }
 
-// TestRlimitTruncation (C1, K7): the kernel installs what fits, the
-// passer closes it and reports a typed error with the counts, the stream
-// stays aligned and the child's descriptor count returns to its baseline.
+// TestRlimitTruncation: at RLIMIT_NOFILE the receive still succeeds; the
+// kernel installs what fits and sets MSG_CTRUNC, the passer closes it and
+// reports a typed error with the counts, the stream stays aligned and the
+// child's descriptor count returns to its baseline.
 func TestRlimitTruncation(t *testing.T) {
 	leakcheck.Check(t)
 	c := startChild(t, helperCmd(t, "rlimit-recv"))
@@ -268,9 +270,9 @@ func TestFullTableNoLoss(t *testing.T) {
 	}
 }
 
-// TestSplitLargeSends (C3): 255 and 1000 descriptors in one message are
-// split into sendmsg entries of at most 253 and arrive complete and in
-// order (identity checked by inode).
+// TestSplitLargeSends: 255 and 1000 descriptors in one message are split
+// into sendmsg entries of at most 253 (the kernel's SCM_MAX_FD) and arrive
+// complete and in order (identity checked by inode).
 func TestSplitLargeSends(t *testing.T) {
 	leakcheck.Check(t)
 	var mu sync.Mutex
@@ -331,7 +333,7 @@ func TestSplitLargeSends(t *testing.T) {
 		}
 		mu.Unlock()
 	}
-	// K4: the kernel itself refuses 254 in one sendmsg.
+	// The kernel itself refuses 254 in one sendmsg (EINVAL).
 	s1, s2, err := Socketpair()
 	if err != nil {
 		t.Fatal(err)
@@ -392,9 +394,13 @@ func sendRaw(t *testing.T, sock int, b []byte, n int) {
 	}
 }
 
-// TestProtocolErrors (C4, C5 and the raw-mode rules): crafted streams fail
-// the passer with a *ProtocolError, and every descriptor that arrived is
-// closed (the leak check covers both ends, which live in this process).
+// TestProtocolErrors: crafted streams fail the passer with a
+// *ProtocolError, and every descriptor that arrived is closed (the leak
+// check covers both ends, which live in this process). Rows named C4 send a
+// header whose declared count disagrees with the descriptors that came with
+// it; rows named C5 put descriptors on a byte that no header allows them
+// on; the rest break the header format, the limits or raw mode's rule of
+// one 0x00 byte with exactly one descriptor.
 func TestProtocolErrors(t *testing.T) {
 	cat := func(bs ...[]byte) []byte {
 		var out []byte
@@ -509,7 +515,8 @@ func TestProtocolErrors(t *testing.T) {
 
 // shortSendmmsg sends through the real syscall but, on every other call,
 // only some entries, the last of them cut to about half its bytes: a
-// short entry at the end (K16) or a single short sendmsg (K17).
+// short entry at the end, where the kernel's sendmmsg stops, or a single
+// short sendmsg, which a stream socket may also return.
 func shortSendmmsg() func(int, []mmsghdr, int) (int, error) {
 	calls := 0
 	return func(fd int, msgs []mmsghdr, flags int) (int, error) {
@@ -551,8 +558,9 @@ func shortSendmmsg() func(int, []mmsghdr, int) (int, error) {
 	}
 }
 
-// TestShortWrites (C14, K16, K17): partial entries are completed without
-// their control data; every message and descriptor arrives once.
+// TestShortWrites: partial entries are completed without their control
+// data (it went with their first byte); every message and descriptor
+// arrives once.
 func TestShortWrites(t *testing.T) {
 	leakcheck.Check(t)
 	swapSendmmsg(t, shortSendmmsg())
@@ -589,7 +597,8 @@ func TestShortWrites(t *testing.T) {
 	}
 }
 
-// TestBackpressureSeam (C8, K12): ETOOMANYREFS keeps the batch queued and
+// TestBackpressureSeam: ETOOMANYREFS (the sender has more descriptors in
+// flight than its RLIMIT_NOFILE allows) keeps the batch queued and
 // retries; past BackpressureTimeout the passer fails and every queued
 // descriptor is closed.
 func TestBackpressureSeam(t *testing.T) {
@@ -679,9 +688,10 @@ func init() {
 	}
 }
 
-// TestBackpressureUID (C8 for real, K12): an unprivileged sender hits
-// ETOOMANYREFS once 64 descriptors are in flight; the passer keeps them
-// queued and everything arrives in order once the receiver drains.
+// TestBackpressureUID: the real kernel limit, not a seam. An unprivileged
+// sender (root is exempt) hits ETOOMANYREFS once 64 descriptors are in
+// flight; the passer keeps them queued and everything arrives in order once
+// the receiver drains.
 func TestBackpressureUID(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the sender as uid 65534")
@@ -751,7 +761,7 @@ func dropLastFD(msg *unix.Msghdr) bool {
 	return true
 }
 
-// TestTruncationSeam (C1 in process, C15): MSG_CTRUNC on every receive
+// TestTruncationSeam: MSG_CTRUNC on every receive
 // (as a security module refusing descriptors would cause) fails each
 // message with the counts, closes what arrived, and does not busy-loop;
 // in a bundle only the messages that lost descriptors fail;
@@ -830,9 +840,10 @@ func TestTruncationSeam(t *testing.T) {
 	}
 }
 
-// TestControlMessages (C10, K15): credentials, a pidfd and an unknown
-// control message beside SCM_RIGHTS; the pidfd is closed, the message gets
-// exactly its own descriptors. A malformed cmsg_len is a protocol error.
+// TestControlMessages: credentials, a pidfd and an unknown control message
+// beside SCM_RIGHTS (what SO_PASSCRED and SO_PASSPIDFD add); the pidfd is
+// closed, the message gets exactly its own descriptors. A malformed
+// cmsg_len is a protocol error.
 func TestControlMessages(t *testing.T) {
 	leakcheck.Check(t)
 	var malformed atomic.Bool
@@ -916,8 +927,9 @@ func TestFullTableSeam(t *testing.T) {
 	}
 }
 
-// TestGCStress (C13): files whose only reference is the queue survive
-// until sendmsg returns, with collections running all the time.
+// TestGCStress: files whose only reference is the queue survive until
+// sendmsg returns, with collections running all the time (a finalizer that
+// closed a file mid-send would make sendmsg fail with EBADF).
 func TestGCStress(t *testing.T) {
 	leakcheck.Check(t)
 	a, b := pair(t)

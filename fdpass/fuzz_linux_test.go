@@ -60,7 +60,7 @@ func appendCmsg(b []byte, level, typ int32, data []byte) []byte {
 	return b
 }
 
-// FuzzCmsg (FZ-3): parseControl on arbitrary bytes never panics nor
+// FuzzCmsg: parseControl on arbitrary bytes never panics nor
 // returns more descriptors than fit; on control data built from a layout
 // every descriptor in a complete SCM_RIGHTS or SCM_PIDFD message is handed
 // out or closed exactly once, whatever the cut (the returned length).
@@ -212,8 +212,11 @@ func encodeStream(msgs []testMessage) ([]byte, []wireRange) {
 	return b, ranges
 }
 
-// FuzzFrameFDs (FZ-3): the framed decoder, fed a generated stream split
-// into reads the way the kernel may split it (K3), returns exactly the
+// FuzzFrameFDs: the framed decoder, fed a generated stream split into
+// reads the way the kernel may split it (a receive that picked up
+// descriptors stops at the end of their range; one that fills its buffer
+// first may run on into the next range and take its descriptors), returns
+// exactly the
 // messages sent; fed corrupted streams and arbitrary descriptor placement
 // it never panics, and every descriptor ends handed out or closed exactly
 // once.

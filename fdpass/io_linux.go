@@ -626,8 +626,10 @@ func (p *Passer) sendBatch() error {
 		switch {
 		case w.err == nil:
 		case errors.Is(w.err, unix.ETOOMANYREFS):
-			// K12: too many descriptors in flight for our RLIMIT_NOFILE.
-			// The peer must drain; keep the batch and retry.
+			// Too many of our descriptors sit in messages the peer has not
+			// received: the kernel counts them per user against the
+			// sender's RLIMIT_NOFILE. The peer must drain; keep the batch
+			// and retry.
 			p.stats.backpressure.Add(1)
 			if stalled.IsZero() {
 				stalled = time.Now()
@@ -678,9 +680,10 @@ func (p *Passer) writeFn(fd uintptr) bool {
 }
 
 // advance accounts for n entries that sendmmsg reports. Only the last may
-// be short (K16: sendmmsg stops after a partial entry); its rest is sent
-// next time without its control data, which already went with its first
-// byte (K17: never send descriptors twice).
+// be short (on a stream socket sendmmsg stops after an entry it sent in
+// part, and counts that entry); its rest is sent next time without its
+// control data, which already went with its first byte: descriptors must
+// never be sent twice.
 func (p *Passer) advance(n int) bool {
 	w := &p.w
 	for k := 0; k < n; k++ {

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// passCount is LK-1's number of descriptors sent to the echo child; each
-// also comes back, so the descriptor tables see twice as many transfers.
-// FDPASS_PASSES overrides it (the soak tier uses 1,000,000).
+// passCount is the number of descriptors TestManyPasses sends to the echo
+// child; each also comes back, so the descriptor tables see twice as many
+// transfers. FDPASS_PASSES overrides it (1,000,000 makes a soak run).
 func passCount(t *testing.T) int {
 	if s := os.Getenv("FDPASS_PASSES"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -27,7 +27,7 @@ func passCount(t *testing.T) int {
 	return 100_000
 }
 
-// TestManyPasses (LK-1): 100,000 descriptors go to a child and back (10
+// TestManyPasses: 100,000 descriptors go to a child and back (10
 // per message, bundled), then 20,000 in the FDpasser shape (one per
 // receive), with a descriptor dropped by a simulated MSG_CTRUNC on 1% of
 // the parent's receives; the descriptor counts of both processes end where

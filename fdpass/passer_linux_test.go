@@ -589,8 +589,8 @@ func TestStartChild(t *testing.T) {
 	}
 }
 
-// TestRefuseFDs (C6/C7): a socket marked with SO_PASSRIGHTS=0 makes the
-// sender's descriptor-carrying sendmsg fail with EPERM, and the passer
+// TestRefuseFDs: a socket marked with SO_PASSRIGHTS=0 (Linux 6.16+) makes
+// the sender's descriptor-carrying sendmsg fail with EPERM, and the passer
 // reports it to the completion.
 func TestRefuseFDs(t *testing.T) {
 	leakcheck.Check(t)
@@ -620,8 +620,8 @@ func TestRefuseFDs(t *testing.T) {
 	}
 }
 
-// TestExecDoesNotInherit (C11): a child started with os/exec does not see
-// received descriptors.
+// TestExecDoesNotInherit: a child started with os/exec does not see
+// received descriptors (they are received with MSG_CMSG_CLOEXEC).
 func TestExecDoesNotInherit(t *testing.T) {
 	leakcheck.Check(t)
 	a, b := pair(t)

@@ -218,7 +218,8 @@ func (d *decoder) feed(p []byte, fds []int, trunc bool) error {
 	}
 	d.pos = end
 	// A group whose whole range has been parsed without a header claiming
-	// it carried descriptors on bytes where none may ride (C5).
+	// it carried descriptors on bytes where none may ride (only a message's
+	// first byte, or a declared continuation, may carry them).
 	resolved := d.pos
 	if d.hdrN > 0 {
 		resolved = d.hdrStart
@@ -313,8 +314,10 @@ func (d *decoder) header() error {
 			return err
 		}
 		if trunc {
-			// C1: the kernel dropped some; close the rest, keep the
-			// stream (it is still aligned).
+			// MSG_CTRUNC: the kernel installed what fit (the receiver's
+			// table was full, or a security module refused some) and
+			// closed the rest; close what arrived, keep the stream (it is
+			// still aligned).
 			d.closeAll(gfds)
 			d.trunc = true
 		} else {
@@ -331,16 +334,16 @@ func (d *decoder) header() error {
 
 // claim takes the descriptors of the receive that read the header at h,
 // which declares nfds of them. On a count mismatch it closes them and
-// fails (C4). trunc reports fewer than declared, which MSG_CTRUNC
-// explains (the kernel installs what fits, in order); the caller decides
-// what to close.
+// fails: the peer is lying about its own message. trunc reports fewer than
+// declared, which MSG_CTRUNC explains (the kernel installs what fits, in
+// order); the caller decides what to close.
 func (d *decoder) claim(h uint64, nfds int) (fds []int, trunc bool, err error) {
 	if err := d.checkUnclaimed(h); err != nil {
 		return nil, false, err
 	}
 	if d.groups.len() == 0 || d.groups.peek().start > h {
 		// The receive that read this header's first byte brought no
-		// descriptors and no truncation flag (C4).
+		// descriptors and no truncation flag: a count mismatch.
 		return nil, false, d.protoErr(h, nfds, 0, "header declares descriptors that did not arrive with it")
 	}
 	g := d.groups.pop()

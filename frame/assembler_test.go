@@ -18,8 +18,10 @@ type want struct {
 	offset int64 // of the error
 }
 
-// messageRows are pkt-line.md §6, M1–M11 (M12 has its own test), for both
-// modes.
+// messageRows are golden message cases M1–M11 (M12, a stream past the size
+// cap, has its own test): the bytes, and the messages each mode delivers
+// from them. In SimpleIPC mode any zero-length packet ends a message, as in
+// git's reader; in Persistent mode only 0000 does.
 var messageRows = []struct {
 	id         string
 	in         string

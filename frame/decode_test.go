@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// decodeRows are pkt-line.md §5, P1–P26.
+// decodeRows are golden decoder cases (P1–P26): the bytes, and what Decode
+// makes of them with nothing more buffered, by git's header rules.
 var decodeRows = []struct {
 	id      string
 	in      string
@@ -87,8 +88,9 @@ func TestDecodeGolden(t *testing.T) {
 	}
 }
 
-// Every header from 0000 to ffff, in both cases, against a direct reading of
-// pkt-line.md §1.
+// Every header from 0000 to ffff, in both cases, against git's header rules:
+// 0000–0002 are control packets, 0003 is invalid, 0004–fff0 are data packets
+// of header-4 payload bytes, fff1–ffff are too long.
 func TestDecodeAllHeaders(t *testing.T) {
 	buf := make([]byte, HeaderSize+MaxPayloadSize)
 	for v := range 1 << 16 {
@@ -127,7 +129,7 @@ func lowerHex4(v int) string {
 }
 
 // Every byte that is not a hex digit, in every header position, is a bad
-// header (spec §1: spaces, signs, x, NUL, bytes >= 0x80).
+// header, as in git: spaces, signs, x, NUL, bytes >= 0x80.
 func TestDecodeNonHexEveryPosition(t *testing.T) {
 	for c := range 256 {
 		if strings.IndexByte("0123456789abcdefABCDEF", byte(c)) >= 0 {

@@ -7,8 +7,10 @@ import (
 	"testing"
 )
 
-// encodeRows are pkt-line.md §7, E1–E8: the message, the expected packet
-// headers in order (each followed by its payload), and the total size.
+// encodeRows are golden encoder cases E1–E8, cut the way git cuts a message
+// (packets of at most 65516 payload bytes, then 0000): the message, the
+// expected packet headers in order (each followed by its payload), and the
+// total size.
 var encodeRows = []struct {
 	id      string
 	n       int

@@ -8,8 +8,10 @@ import (
 	"testing"
 )
 
-// fuzzSeeds are pkt-line.md §9's fuzz seeds plus every golden row of §5 and
-// §6 (M12's 20 MiB stream excepted) and a few encoder outputs.
+// fuzzSeeds are the framing edge cases (control packets, 0003, the largest
+// packet and the first too long, bad and truncated headers), every golden
+// row of decodeRows and messageRows (M12's 20 MiB stream excepted) and a few
+// encoder outputs.
 func fuzzSeeds() []string {
 	s := []string{
 		"", "0000", "0001", "0002", "0003", "0004", "0005a", "0008ping0000", "000Aping12",

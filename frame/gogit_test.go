@@ -9,10 +9,10 @@ import (
 )
 
 // Interoperability with go-git's pkt-line codec (v5), a second independent
-// implementation. Per pkt-line.md §8 it differs from git on zero-length
-// packets other than 0000 (it rejects them), on ERR payloads (it turns them
-// into errors) and on its upper limit (fff4), so the table holds ordinary
-// data packets and flushes only.
+// implementation. It differs from git on zero-length packets other than
+// 0000 (it rejects them), on ERR payloads (it turns them into errors) and on
+// its upper limit (fff4, where git stops at fff0), so the table holds
+// ordinary data packets and flushes only.
 
 // gogitPayloads are non-empty payloads up to the largest, none starting with
 // "ERR ".

@@ -6,7 +6,8 @@ import (
 	"strconv"
 )
 
-// LibIPC limits (libipc.md §2).
+// LibIPC limits, for its two wire formats: the current Zig library's and
+// the old C library's.
 const (
 	// LibIPCHeaderSize is the current (Zig 0.1.0) LibIPC header: a 4-byte
 	// big-endian payload length.

@@ -9,8 +9,10 @@ import (
 // hexb writes bytes compactly: a string of bytes.
 func hexb(b ...byte) string { return string(b) }
 
-// zigRows are libipc.md §9 Z1–Z12 (Z13 is an unframed sendmsg, not a codec
-// case). Each row lists the frames expected when decoding in sequence.
+// zigRows are golden cases Z1–Z12 for the current (Zig) LibIPC format. Each
+// row lists the frames expected when decoding in sequence. (Z13, ipcd's
+// answer to a client, is an unframed sendmsg of "ok" and a descriptor, not a
+// codec case.)
 var zigRows = []struct {
 	id       string
 	in       string
@@ -105,7 +107,8 @@ func TestLibIPCEncodeLimits(t *testing.T) {
 	}
 }
 
-// cRows are libipc.md §9 C1–C9 (C10 is an unframed descriptor message).
+// cRows are golden cases C1–C9 for the old (C) LibIPC format. (C10,
+// ipc_provide_fd's one byte plus a descriptor, is not a framed message.)
 var cRows = []struct {
 	id     string
 	in     string

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// This file holds a model of git's simple-ipc reader, written from
-// pkt-line.md §2 and kept independent of the package's code (its own hex
+// This file holds a model of git's simple-ipc reader (append each packet's
+// payload, stop at the first zero-length packet, discard everything on an
+// error or truncation), kept independent of the package's code (its own hex
 // parsing, its own loop), and the differential fuzz target that holds the
 // Assembler to it.
 
@@ -154,8 +155,9 @@ func compareWithGit(t *testing.T, in []byte, chunk int) {
 	}
 }
 
-// The model itself against the spec's statements about git (§2 and the
-// observed exchanges), so that the oracle is checked before it judges.
+// The model itself against what git's reader is known to do, and against
+// exchanges observed with git's daemon, so that the oracle is checked before
+// it judges.
 func TestGitModel(t *testing.T) {
 	for _, c := range []struct {
 		in   string
