@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/pktipc/pktipc/frame"
@@ -53,6 +52,19 @@ func (w why) String() string {
 	return [...]string{"first byte", "request", "idle", "handler", "write"}[w]
 }
 
+// transport is what the protocol uses of a connection's gnet handle: its
+// buffers and socket, never its loop (the reactor's link reaches that).
+type transport interface {
+	Fd() int
+	Dup() (int, error)
+	Write(b []byte) (int, error)
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	InboundBuffered() int
+	OutboundBuffered() int
+	Close() error
+}
+
 // conn is the server's state for one connection. Fields without a comment
 // belong to the event loop. Invariant: the loop owns c except while a
 // worker handles a pooled request (phase == phaseHandling; handoff.go says
@@ -63,7 +75,8 @@ func (w why) String() string {
 // closed, wf gets a past deadline, the watch is stopped.
 type conn struct {
 	s    *Server
-	gc   gnet.Conn
+	gc   transport // gnet's connection, as the protocol sees it
+	link link      // the reactor's handle on it (reactor.go)
 	loop *loopState
 	peer Peer // immutable
 
@@ -137,9 +150,6 @@ type conn struct {
 	// it (drain.go); pollDrain when there is none and the reaper looks.
 	watch     *writeWatch
 	pollDrain bool
-
-	// The hand-off callbacks, bound once: a method value allocates.
-	chunkCB, finalCB gnet.AsyncCallback
 }
 
 // newConn makes the state of an accepted connection. What only a
@@ -178,7 +188,7 @@ func (c *conn) prepareHandler(pooled bool) {
 	}
 	if pooled && c.done == nil {
 		c.done = make(chan struct{})
-		c.chunkCB, c.finalCB = c.onChunkWritten, c.onFinalWritten
+		c.bindWriteCallbacks()
 	}
 }
 

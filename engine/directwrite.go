@@ -6,8 +6,6 @@ import (
 	"os"
 	"syscall"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 )
 
 // writeDirect writes all of b on the worker's duplicate of the socket. A
@@ -91,7 +89,7 @@ func (c *conn) closeWriteFD() {
 
 // dupConn duplicates the socket of a gnet connection as a *net.UnixConn,
 // which lives on after gnet closes its descriptor.
-func dupConn(gc gnet.Conn) (*net.UnixConn, error) {
+func dupConn(gc transport) (*net.UnixConn, error) {
 	fd, err := gc.Dup()
 	if err != nil {
 		return nil, err

@@ -5,8 +5,6 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 )
 
 // Waiting for a peer to read, without polling. gnet has no "outbound
@@ -98,7 +96,7 @@ func (s *Server) askDrainCheck(c *conn) {
 		b.ring(bellJob{c: c, check: true})
 		return
 	}
-	_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
+	_ = c.onLoop(c.drain)
 }
 
 type drainTask struct{ c *conn }
@@ -146,7 +144,7 @@ func (c *conn) checkDrain() {
 		c.unwatchWrite()
 		now := c.s.now()
 		c.toIdle(now)
-		if c.process(now) == gnet.Close || !c.account() {
+		if c.process(now) == closeConn || !c.account() {
 			_ = c.gc.Close()
 		}
 		return

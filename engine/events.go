@@ -26,7 +26,7 @@ func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.None
 	}
 	c := gc.Context().(*conn)
-	c.gc = gc
+	c.gc, c.link.g = gc, gc
 	e.s.adm.register(c)
 	e.s.attach(c)
 	c.toIdle(e.s.now())
@@ -41,26 +41,26 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	now := e.s.now()
 	c.loop.enter(now)
-	var act gnet.Action
+	var act action
 	switch c.phase {
 	case phaseHandling, phaseDraining:
 		// A request is in progress; later bytes wait in gnet's buffer.
 		if c.buffered() > c.s.opts.maxRequest+frame.MaxPacketSize {
 			c.s.stats.protocolErrors.Add(1)
-			act = gnet.Close
+			act = closeConn
 		}
 	default:
 		act = c.process(now)
 	}
-	if act == gnet.None && !c.account() {
-		act = gnet.Close
+	if act == keepConn && !c.account() {
+		act = closeConn
 	}
-	candidate := act == gnet.None && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
+	candidate := act == keepConn && c.persistent && c.phase == phaseIdle && (c.s.opts.inline || c.s.opts.inlineFilter != nil)
 	if candidate && c.canSoloWait() {
-		return c.soloWait() // it spins first if busy polling is on
+		return c.soloWait().gnetAction() // it spins first if busy polling is on
 	}
 	c.loop.exit(e.s, candidate)
-	return act
+	return act.gnetAction()
 }
 
 func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
@@ -84,7 +84,7 @@ func (c *conn) onClose(err error) {
 	// gnet closes on EOF even when the peer only shut down its writing
 	// side; a pooled handler still working for such a peer gets a
 	// duplicate of the socket to finish its reply on.
-	if errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc) {
+	if errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc.Fd()) {
 		c.mu.Lock()
 		if !c.workerGone {
 			if rc, derr := dupConn(c.gc); derr == nil {

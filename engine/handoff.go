@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"github.com/pktipc/pktipc/frame"
 )
 
@@ -59,7 +57,7 @@ func (f finalTask) Run(context.Context) error {
 	if f.c.closed.Load() {
 		err = net.ErrClosed
 	}
-	return f.c.onFinalWritten(f.c.gc, err)
+	return f.c.onFinalWritten(err)
 }
 
 // handOff gives encoded reply bytes from a worker to the event loop and
@@ -81,15 +79,11 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 		}
 		return false, c.finishDirect()
 	}
-	cb := c.chunkCB
-	if final {
-		cb = c.finalCB
-	}
 	// Read the channel before the hand-off: once the final bytes are
 	// written, the loop may give the connection to another worker, which
 	// sets c.ack to its own channel.
 	ack, seq := c.nextAck()
-	if err := c.gc.AsyncWrite(b, cb); err != nil {
+	if err := c.writeOnLoop(b, final); err != nil {
 		return false, fmt.Errorf("engine: hand reply to event loop: %w", err)
 	}
 	if err = c.waitAck(ack, seq); err != nil {
@@ -144,7 +138,7 @@ func (c *conn) finishDirect() error {
 	ack, seq := c.nextAck()
 	if b := c.loop.bell; b != nil {
 		b.ring(bellJob{c: c})
-	} else if err := c.gc.EventLoop().Execute(c.s.baseCtx, c.final); err != nil {
+	} else if err := c.onLoop(c.final); err != nil {
 		return net.ErrClosed
 	}
 	return c.waitAck(ack, seq)
@@ -153,12 +147,12 @@ func (c *conn) finishDirect() error {
 // onChunkWritten runs on the loop after gnet took a chunk of a pooled reply.
 // gnet copies what the kernel did not take, so the worker may reuse b; it
 // is told only once the outbound buffer is below the high-water mark.
-func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
+func (c *conn) onChunkWritten(err error) error {
 	if err != nil {
 		c.ack <- ackMsg{c.ackSeq, err}
 		return nil
 	}
-	if gc.OutboundBuffered() > c.s.opts.highWater {
+	if c.gc.OutboundBuffered() > c.s.opts.highWater {
 		c.ackWaiting = true
 		c.setDeadline(c.s.now(), whyWrite)
 		c.watchWrite()
@@ -172,7 +166,7 @@ func (c *conn) onChunkWritten(gc gnet.Conn, err error) error {
 // it serves what the peer pipelined meanwhile, or closes (git style). The
 // ack goes to the channel of the worker that wrote the reply: serving the
 // next request may hand the connection to another worker at once.
-func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
+func (c *conn) onFinalWritten(err error) error {
 	ack, seq := c.ack, c.ackSeq
 	if err == nil {
 		// The worker waits for the ack and touches nothing after it: the
@@ -187,7 +181,7 @@ func (c *conn) onFinalWritten(_ gnet.Conn, err error) error {
 		if !stop {
 			act = c.process(now)
 		}
-		if act == gnet.Close || !c.account() {
+		if act == closeConn || !c.account() {
 			_ = c.gc.Close()
 		}
 	}

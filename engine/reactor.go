@@ -115,7 +115,7 @@ func (r *reactor) loopStateLocked(el gnet.EventLoop) *loopState {
 func (r *reactor) attach(c *conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ls := r.loopStateLocked(c.gc.EventLoop())
+	ls := r.loopStateLocked(c.link.g.EventLoop())
 	c.loop = ls
 	ls.conns++
 }
@@ -172,3 +172,51 @@ func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprint
 func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+
+// link is the reactor's handle on a connection: gnet's connection, which
+// reaches its loop, and the callbacks of writes handed to the loop. g is
+// set in OnOpen; the callbacks are bound once, at the first pooled
+// request, since a closure allocates.
+type link struct {
+	g                gnet.Conn
+	chunkCB, finalCB gnet.AsyncCallback
+}
+
+// action is what the protocol asks of the reactor after serving an event.
+type action uint8
+
+const (
+	keepConn action = iota
+	closeConn
+)
+
+// gnetAction translates a for gnet's callbacks.
+func (a action) gnetAction() gnet.Action {
+	if a == closeConn {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// onLoop queues task to run on c's event loop. Any goroutine.
+func (c *conn) onLoop(task gnet.Runnable) error {
+	return c.link.g.EventLoop().Execute(c.s.baseCtx, task)
+}
+
+// writeOnLoop hands b to c's loop, which writes what the socket takes,
+// buffers the rest, and then calls onChunkWritten, or onFinalWritten for
+// a reply's last bytes. On the worker that owns the reply.
+func (c *conn) writeOnLoop(b []byte, final bool) error {
+	cb := c.link.chunkCB
+	if final {
+		cb = c.link.finalCB
+	}
+	return c.link.g.AsyncWrite(b, cb)
+}
+
+// bindWriteCallbacks makes writeOnLoop's callbacks. On the loop, before
+// the first pooled request of c.
+func (c *conn) bindWriteCallbacks() {
+	c.link.chunkCB = func(_ gnet.Conn, err error) error { return c.onChunkWritten(err) }
+	c.link.finalCB = func(_ gnet.Conn, err error) error { return c.onFinalWritten(err) }
+}

@@ -132,7 +132,7 @@ func (s *Server) pollDrains(r *reapScratch) bool {
 	}
 	s.adm.mu.Unlock()
 	for _, c := range r.drains {
-		_ = c.gc.EventLoop().Execute(s.baseCtx, c.drain)
+		_ = c.onLoop(c.drain)
 	}
 	n := len(r.drains)
 	clear(r.drains)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"runtime/debug"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"github.com/pktipc/pktipc/frame"
 )
 
@@ -20,16 +18,16 @@ const peekWindow = 16 << 10
 
 // process decodes and serves the requests buffered on the connection. It
 // runs on the event loop.
-func (c *conn) process(now int64) gnet.Action {
+func (c *conn) process(now int64) action {
 	window := peekWindow
 	for !c.closed.Load() {
 		total := c.buffered()
 		if total == 0 {
-			return gnet.None
+			return keepConn
 		}
 		if c.phase == phaseIdle {
 			if c.s.stopping.Load() {
-				return gnet.Close // no new requests during shutdown
+				return closeConn // no new requests during shutdown
 			}
 			c.setPhase(phaseReading)
 			c.setDeadline(now, whyRequest)
@@ -40,7 +38,7 @@ func (c *conn) process(now int64) gnet.Action {
 			if !errors.Is(err, frame.ErrNoBuffer) { // the budget counted it
 				c.s.protocolError(c, err)
 			}
-			return gnet.Close
+			return closeConn
 		}
 		if !done {
 			switch {
@@ -49,7 +47,7 @@ func (c *conn) process(now int64) gnet.Action {
 			case len(buf) < total:
 				window *= 2 // the message goes on beyond the window
 			default:
-				return gnet.None
+				return keepConn
 			}
 			continue
 		}
@@ -58,14 +56,14 @@ func (c *conn) process(now int64) gnet.Action {
 			return act
 		}
 	}
-	return gnet.None
+	return keepConn
 }
 
 // dispatch serves one complete request of n wire bytes whose payload is
 // msg: the persistent handshake, or a request for the handler, inline or
 // on the pool. stop reports that process must return act instead of
 // reading on.
-func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
+func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 	s := c.s
 	s.adm.prove(c)
 	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
@@ -84,21 +82,21 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act gnet.Action, stop boo
 
 // acceptHello answers the persistent handshake, whose n wire bytes are
 // still buffered, and switches c to the persistent mode.
-func (c *conn) acceptHello(now int64, n int) (act gnet.Action, stop bool) {
+func (c *conn) acceptHello(now int64, n int) (act action, stop bool) {
 	c.discard(n)
 	c.persistent = true
 	c.asm.Release()
 	c.asm = nil // the next is made for the persistent mode
 	if _, err := c.gc.Write(helloWire); err != nil {
-		return gnet.Close, true
+		return closeConn, true
 	}
 	c.toIdle(now)
-	return gnet.None, false
+	return keepConn, false
 }
 
 // dispatchPooled gives the request to a worker (handoff.go); the loop
 // reads no further request of c until the worker hands c back.
-func (c *conn) dispatchPooled(now int64, msg []byte, n int) gnet.Action {
+func (c *conn) dispatchPooled(now int64, msg []byte, n int) action {
 	c.takeRequest(msg)
 	c.discard(n)
 	c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
@@ -106,31 +104,31 @@ func (c *conn) dispatchPooled(now int64, msg []byte, n int) gnet.Action {
 	c.setDeadline(now, whyHandler)
 	select {
 	case c.s.jobs <- c:
-		return gnet.None
+		return keepConn
 	default:
 		// Unreachable while the queue holds a request per admitted
 		// connection; if it were full, do as git does: close without a
 		// reply.
 		c.dropRequest()
 		c.s.stats.overloaded.Add(1)
-		return gnet.Close
+		return closeConn
 	}
 }
 
 // serveInline runs the handler on the loop and queues its reply; msg lies
 // in the loop's buffers until the n wire bytes are discarded.
-func (c *conn) serveInline(now int64, msg []byte, n int) (act gnet.Action, stop bool) {
+func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool) {
 	s := c.s
 	c.reply.begin(true)
 	herr, panicked := s.call(c, msg)
 	c.discard(n)
 	if c.closed.Load() {
 		c.reply.release()
-		return gnet.None, true
+		return keepConn, true
 	}
 	if panicked || c.reply.err != nil {
 		c.reply.release()
-		return gnet.Close, true
+		return closeConn, true
 	}
 	if errors.Is(herr, ErrQuit) {
 		s.requestQuit()
@@ -139,10 +137,10 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act gnet.Action, stop 
 	err := c.reply.flushInline()
 	c.reply.release()
 	if c.closed.Load() {
-		return gnet.None, true
+		return keepConn, true
 	}
 	if err != nil && !errors.Is(err, ErrBackpressure) {
-		return gnet.Close, true
+		return closeConn, true
 	}
 	return c.afterReply(now)
 }
@@ -176,22 +174,22 @@ func (c *conn) dropRequest() {
 
 // afterReply decides what follows a reply that is wholly queued: close (git
 // style), wait for the peer to read, or serve the next request.
-func (c *conn) afterReply(now int64) (gnet.Action, bool) {
+func (c *conn) afterReply(now int64) (action, bool) {
 	out := c.gc.OutboundBuffered()
 	if !c.persistent || c.s.stopping.Load() {
 		if out == 0 {
-			return gnet.Close, true
+			return closeConn, true
 		}
 		c.closeAfter = true
 		c.startDrain(now)
-		return gnet.None, true
+		return keepConn, true
 	}
 	if out > c.s.opts.highWater {
 		c.startDrain(now)
-		return gnet.None, true
+		return keepConn, true
 	}
 	c.toIdle(now)
-	return gnet.None, false
+	return keepConn, false
 }
 
 // call runs the handler, containing a panic: one bad

@@ -3,8 +3,6 @@ package engine
 import (
 	"errors"
 	"syscall"
-
-	"github.com/panjf2000/gnet/v2"
 )
 
 // Solo waiting. An event loop that serves a single persistent connection
@@ -51,7 +49,7 @@ func (c *conn) canSoloWait() bool {
 // it alone. It returns when a wait ends without a request (the doorbell
 // rang) or when the connection must close. It runs on the event loop,
 // inside OnTraffic.
-func (c *conn) soloWait() gnet.Action {
+func (c *conn) soloWait() action {
 	l, s := c.loop, c.s
 	fd := c.gc.Fd()
 	for c.canSoloWait() {
@@ -81,7 +79,7 @@ func (c *conn) soloWait() gnet.Action {
 			n = 0
 		case err != nil || n == 0:
 			c.dropPend()
-			return gnet.Close // the peer left; gnet would close too
+			return closeConn // the peer left; gnet would close too
 		}
 		c.pend = l.rbuf[:k+n]
 		if n == 0 {
@@ -90,13 +88,13 @@ func (c *conn) soloWait() gnet.Action {
 		s.stats.soloReads.Add(1)
 		now := s.now()
 		l.enter(now)
-		if act := c.process(now); act != gnet.None {
+		if act := c.process(now); act != keepConn {
 			c.dropPend()
 			return act
 		}
 	}
 	c.keepPend()
-	return gnet.None
+	return keepConn
 }
 
 // buffered is how many request bytes wait: those the loop read itself, then

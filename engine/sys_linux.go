@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -11,8 +10,8 @@ import (
 // only shut down its writing side (git clients may send a request and
 // shutdown(SHUT_WR)): the socket then still accepts our reply. A peer that
 // closed completely raises POLLHUP.
-func peerHalfClosed(gc gnet.Conn) bool {
-	fds := []unix.PollFd{{Fd: int32(gc.Fd()), Events: unix.POLLOUT | unix.POLLRDHUP}}
+func peerHalfClosed(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT | unix.POLLRDHUP}}
 	n, err := unix.Poll(fds, 0)
 	if err != nil || n == 0 {
 		return false

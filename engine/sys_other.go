@@ -5,11 +5,9 @@ package engine
 import (
 	"errors"
 	"syscall"
-
-	"github.com/panjf2000/gnet/v2"
 )
 
-func peerHalfClosed(gnet.Conn) bool { return false }
+func peerHalfClosed(int) bool { return false }
 
 func fdExhausted(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
