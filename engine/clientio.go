@@ -124,18 +124,9 @@ func (c *Client) readOnce(fd uintptr) bool {
 // writeOnce is the RawConn.Write callback: it writes until done or the
 // socket is full (then the netpoller waits for room).
 func (c *Client) writeOnce(fd uintptr) bool {
-	for c.woff < len(c.wbuf) {
-		n, err := sysWrite(fd, c.wbuf[c.woff:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			c.werr = err
-			return true
-		}
-		c.woff += n
+	done, err := writeAvailable(fd, c.wbuf, &c.woff)
+	if err != nil {
+		c.werr = err
 	}
-	return true
+	return done
 }

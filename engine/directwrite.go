@@ -40,20 +40,11 @@ func (c *conn) writeDirect(b []byte) error {
 // writeSome is the RawConn.Write callback of writeDirect: it writes what
 // the socket takes, and asks the netpoller to wait when it takes no more.
 func (c *conn) writeSome(fd uintptr) bool {
-	for c.wn < len(c.wb) {
-		n, err := sysWrite(fd, c.wb[c.wn:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			c.werr = err
-			return true
-		}
-		c.wn += n
+	done, err := writeAvailable(fd, c.wb, &c.wn)
+	if err != nil {
+		c.werr = err
 	}
-	return true
+	return done
 }
 
 // openWriteFD makes the worker's duplicate of the socket if there is none.

@@ -44,3 +44,23 @@ func socketPair() ([2]int, error) {
 	}
 	return fds, nil
 }
+
+// writeAvailable writes b[*off:] to the non-blocking fd while it takes
+// bytes, advancing *off. It reports false when the socket is full (the
+// caller waits for room and calls again), true when all is written or an
+// error ended the write. It is the body of RawConn.Write callbacks.
+func writeAvailable(fd uintptr, b []byte, off *int) (done bool, err error) {
+	for *off < len(b) {
+		n, err := sysWrite(fd, b[*off:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false, nil
+		case err != nil:
+			return true, err
+		}
+		*off += n
+	}
+	return true, nil
+}
