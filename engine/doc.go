@@ -85,6 +85,13 @@
 // protocol errors; replies are unchanged. A git client never sends the
 // handshake, so it never sees the difference.
 //
+// # Inside
+//
+// DESIGN.md, beside this package's sources, maps the engine for a reader:
+// its layers (admission policy, the simple-ipc protocol, the reactor that
+// owns gnet, the client) and, for each mechanism, its file, its owner and
+// the invariant that keeps it correct.
+//
 // # Goroutines and lifetimes
 //
 // Server and the package functions are safe for concurrent use; a Client is

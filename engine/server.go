@@ -14,26 +14,32 @@ import (
 )
 
 // Server is a git simple-ipc compatible server on gnet event loops.
-//
-// Its life, in order. Serve: (1) start the event loops and a doorbell per
-// loop, (2) start the workers, (3) start the accept loop and the reaper;
-// then wait for one of: ctx done, a quit request (a handler returned
-// ErrQuit), the socket stolen (each a graceful stop), or Shutdown or Close
-// from another goroutine. A graceful stop is Shutdown bounded by
-// WithShutdownTimeout. Shutdown: (4) beginStop: stopping set (no new
-// requests), parked loops rung, the listener closed and its path unlinked
-// if still ours, lobby waiters closed; (5) wait until no connection is
-// open (the reaper closes idle ones, busy ones close after their reply),
-// then Close. Close: (6) closing set (a closed connection no longer gets a
-// rescue socket), (7) wait for the accept loop to exit (an enrolment during
-// gnet's stop would wait forever), close lingering one-shot replies,
-// (8) stop the loops (OnClose runs for every connection: handlers'
-// contexts are cancelled), (9) close the job queue and wait for the
-// workers, then for the write watches, (10) close the doorbells, stop the
-// reaper, cancel the base context, and close done. Each step runs once
-// (stopOnce, closeOnce); startMu keeps Close from running between Serve's
-// steps 1 and 3.
 type Server struct {
+	// Its life, in order; each step runs once (stopOnce, closeOnce), and
+	// startMu keeps Close from running between Serve's steps 1 and 3:
+	//
+	//  1. Serve starts the event loops and a doorbell per loop,
+	//  2. then the workers,
+	//  3. then the accept loop and the reaper, and waits for ctx to end, a
+	//     quit request (a handler returned ErrQuit) or the socket to be stolen
+	//     (each a graceful stop: Shutdown bounded by WithShutdownTimeout), or
+	//     for Shutdown or Close from another goroutine.
+	//  4. beginStop (Shutdown, Close): stopping is set (no new requests),
+	//     parked loops are rung, the listener closes and unlinks its path if it
+	//     is still ours, lobby waiters are closed.
+	//  5. Shutdown waits until no connection is open (the reaper closes idle
+	//     ones; busy ones close after their reply), then calls Close.
+	//  6. Close runs step 4 if it has not run, and sets closing (a closing
+	//     connection no longer gets a rescue socket).
+	//  7. It waits for the accept loop to exit (an enrolment during gnet's
+	//     stop would wait forever) and closes lingering one-shot replies.
+	//  8. It stops the loops: OnClose runs for every connection, cancelling
+	//     handlers' contexts.
+	//  9. It closes the job queue and waits for the workers, then for the
+	//     write watches.
+	//  10. It closes the doorbells, stops the reaper, cancels the base
+	//     context, and closes done.
+
 	opts  options
 	h     Handler
 	ln    *uds.Listener
