@@ -68,12 +68,13 @@
 // fdpass) with warm-up, closed-loop clients, HDR histograms and the measured
 // window. A peer file is then about a hundred lines: a server role, its
 // settings, a RoundTripper. The peers here: c and unix (the baselines);
-// pktipc (the engine with inline handlers and a persistent engine.Client),
-// pktipc-pool (handlers on the worker pool) and pktipc-git (engine.Send, one
-// connection per request); fdpass, grpc, ttrpc; and, with a test-tool, git
-// (git against git), pktipc-vs-git (engine.Send against git's daemon) and
-// git-vs-pktipc (git's client against the daemon of `ipcbench serve`, which
-// is internal/gitipc).
+// c-shm (C with the messages in rings in shared memory: the floor without
+// a kernel in the path); pktipc (the engine with inline handlers and a
+// persistent engine.Client), pktipc-pool (handlers on the worker pool) and
+// pktipc-git (engine.Send, one connection per request); fdpass, grpc,
+// ttrpc; and, with a test-tool, git (git against git), pktipc-vs-git
+// (engine.Send against git's daemon) and git-vs-pktipc (git's client
+// against the daemon of `ipcbench serve`, which is internal/gitipc).
 //
 // # Torture
 //

@@ -3,36 +3,49 @@ package bench
 import (
 	"bufio"
 	"context"
-	_ "embed"
+	"embed"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// pingpongC is the C peer's source, compiled at run time so that the
-// numbers come from this machine's compiler and libc.
+// cpeerFS holds the C peers' programs and the header they share, compiled
+// at run time so that the numbers come from this machine's compiler and
+// libc.
 //
-//go:embed cpeer/pingpong.c
-var pingpongC []byte
+//go:embed cpeer
+var cpeerFS embed.FS
+
+// cHeader is the header every program in cpeer includes.
+const cHeader = "harness.h"
 
 const (
-	// compileTimeout bounds building the C peer.
+	// compileTimeout bounds building a C peer.
 	compileTimeout = 2 * time.Minute
 	// ccEnv names the C compiler, as make does.
 	ccEnv = "CC"
 )
 
-// cPeer is the "c" peer: a blocking C server (a fixed pool of threads, each
-// accepting and serving one connection at a time) and a blocking C client,
-// both over the same pkt-line messages. It is the floor a user compares
-// against.
+// cPeer is a peer whose server and client are one C program of cpeer, the
+// two taking the same arguments (harness.h), with a thread per connection
+// on each side. "c", pingpong.c, blocks in read and writev on pkt-line
+// messages: the floor a user compares against. "c-shm", shm.c, moves the
+// messages through rings in a memfd that the server gives each connection,
+// and spins: the floor without a kernel between the two.
 type cPeer struct {
+	name  string // the peer's name
+	prog  string // the program: cpeer/<prog>.c
+	memfd bool   // the program needs Linux's memfd_create
+	// ops, when positive, ends each client after that many measured
+	// operations, and the window with the last of them (tests).
+	ops int
 	bin string
 }
 
@@ -56,26 +69,46 @@ func compiler() (string, error) {
 }
 
 func (p *cPeer) Prepare(ctx context.Context, env *Env) error {
-	cc, err := compiler()
-	if err != nil {
-		return &UnavailableError{Peer: BaselineC, Reason: "no C compiler found (set CC or install cc)", Err: err}
+	if p.memfd && runtime.GOOS != "linux" {
+		return &UnavailableError{Peer: p.name, Reason: "needs Linux (memfd_create), not " + runtime.GOOS}
 	}
-	src := filepath.Join(env.Dir, "pingpong.c")
-	if err := os.WriteFile(src, pingpongC, 0o600); err != nil {
+	bin, err := buildC(ctx, env, p.name, p.prog)
+	if err != nil {
 		return err
-	}
-	bin := filepath.Join(env.Dir, "pingpong")
-	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, cc, "-O2", "-pthread", "-o", bin, src).CombinedOutput()
-	if err != nil {
-		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return ctx.Err()
-		}
-		return &UnavailableError{Peer: BaselineC, Reason: fmt.Sprintf("%s failed: %s", cc, strings.TrimSpace(string(out))), Err: err}
 	}
 	p.bin = bin
 	return nil
+}
+
+// buildC compiles cpeer/<prog>.c with its header into env.Dir and returns
+// the binary's path. Without a working compiler the peer is unavailable.
+func buildC(ctx context.Context, env *Env, peer, prog string, flags ...string) (string, error) {
+	cc, err := compiler()
+	if err != nil {
+		return "", &UnavailableError{Peer: peer, Reason: "no C compiler found (set CC or install cc)", Err: err}
+	}
+	src := filepath.Join(env.Dir, prog+".c")
+	for _, name := range []string{cHeader, prog + ".c"} {
+		b, err := cpeerFS.ReadFile("cpeer/" + name)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(env.Dir, name), b, 0o600); err != nil {
+			return "", err
+		}
+	}
+	bin := filepath.Join(env.Dir, prog)
+	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
+	defer cancel()
+	args := append([]string{"-O2", "-pthread"}, flags...)
+	out, err := exec.CommandContext(ctx, cc, append(args, "-o", bin, src)...).CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return "", ctx.Err()
+		}
+		return "", &UnavailableError{Peer: peer, Reason: fmt.Sprintf("%s failed: %s", cc, strings.TrimSpace(string(out))), Err: err}
+	}
+	return bin, nil
 }
 
 func (p *cPeer) Server(env *Env, run Run) (*ServerCmd, error) {
@@ -100,14 +133,18 @@ var cClientModes = map[Kind]string{PingPong: "persistent", Concurrency: "persist
 func (p *cPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, error) {
 	mode, ok := cClientModes[run.Scenario]
 	if !ok {
-		return Load{}, fmt.Errorf("bench: c peer does not run %s", run.Scenario)
+		return Load{}, fmt.Errorf("bench: %s peer does not run %s", p.name, run.Scenario)
 	}
 	out := env.TempPath("lat")
 	defer os.Remove(out)
 	ctx, cancel := context.WithTimeout(ctx, run.Warmup+run.Duration+stallTimeout)
 	defer cancel()
-	cmd := env.Command(ctx, p.bin, "client", run.Socket, mode, strconv.Itoa(run.Size),
-		strconv.Itoa(run.Conns), ms(run.Warmup), ms(run.Duration), out, strconv.Itoa(m.ServerPID()))
+	args := []string{"client", run.Socket, mode, strconv.Itoa(run.Size),
+		strconv.Itoa(run.Conns), ms(run.Warmup), ms(run.Duration), out, strconv.Itoa(m.ServerPID())}
+	if p.ops > 0 {
+		args = append(args, strconv.Itoa(p.ops))
+	}
+	cmd := env.Command(ctx, p.bin, args...)
 	stderr := &tailWriter{}
 	cmd.Stderr = stderr
 	done, err := runCClient(cmd, m)
@@ -118,7 +155,7 @@ func (p *cPeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Load, 
 		return Load{}, ctx.Err()
 	}
 	if err != nil || done == "" {
-		return Load{}, fmt.Errorf("bench: c client: %v: %s", err, stderr.String())
+		return Load{}, fmt.Errorf("bench: %s client: %v: %s", p.name, err, stderr.String())
 	}
 	load, err := cClientLoad(done, out)
 	if err != nil {
@@ -169,14 +206,14 @@ func runCClient(cmd *exec.Cmd, m *Meter) (string, error) {
 func cClientLoad(done, latencies string) (Load, error) {
 	var ops, errs, elapsed, bytes, cliCPU, srvCPU int64
 	if _, err := fmt.Sscanf(done, "done %d %d %d %d %d %d", &ops, &errs, &elapsed, &bytes, &cliCPU, &srvCPU); err != nil {
-		return Load{}, fmt.Errorf("bench: c client said %q: %w", done, err)
+		return Load{}, fmt.Errorf("bench: C client said %q: %w", done, err)
 	}
 	h, n, err := readLatencies(latencies)
 	if err != nil {
 		return Load{}, err
 	}
 	if n != ops {
-		return Load{}, fmt.Errorf("bench: c client reported %d operations and wrote %d latencies", ops, n)
+		return Load{}, fmt.Errorf("bench: C client reported %d operations and wrote %d latencies", ops, n)
 	}
 	w := &Window{Elapsed: time.Duration(elapsed), ClientCPU: time.Duration(cliCPU), ServerCPU: time.Duration(srvCPU), OwnEdges: true}
 	return Load{Hist: h, Bytes: bytes, Errors: errs, Window: w}, nil

@@ -1,15 +1,16 @@
 package bench
 
-// peers is every peer, in table order: the baselines, pktipc's own peers,
-// the libraries a Go user would pick instead, and last the peers that run
-// git's test-tool. Plans, tables and --peer list them in this order.
+// peers is every peer, in table order: the baselines and C over shared
+// memory, pktipc's own peers, the libraries a Go user would pick instead,
+// and last the peers that run git's test-tool. Plans, tables and --peer
+// list them in this order.
 var peers = []PeerInfo{
 	{
 		Name:      BaselineC,
 		Doc:       "blocking C over a Unix socket, thread per connection, pkt-line messages (cpeer/pingpong.c, built with cc -O2)",
 		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
 		Quick:     true,
-		New:       func() Peer { return &cPeer{} },
+		New:       func() Peer { return &cPeer{name: BaselineC, prog: "pingpong"} },
 	},
 	{
 		Name:      BaselineUnix,
@@ -17,6 +18,12 @@ var peers = []PeerInfo{
 		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream, FDPass},
 		Quick:     true,
 		New:       func() Peer { return unixPeer{} },
+	},
+	{
+		Name:      "c-shm",
+		Doc:       "C over shared memory: per connection a sealed memfd (passed over a Unix socket) with request and reply SPSC rings of length-prefixed messages, spinning waiters, thread per connection (cpeer/shm.c, built with cc -O2; Linux)",
+		Scenarios: []Kind{PingPong, Connect, Concurrency, Stream},
+		New:       func() Peer { return &cPeer{name: "c-shm", prog: "shm", memfd: true} },
 	},
 	{
 		Name:      "pktipc",
