@@ -1,0 +1,45 @@
+package ring
+
+import (
+	"sync"
+	"testing"
+)
+
+// TestNoAllocations: writing and reading records, copied or in place,
+// allocates nothing; nor does a round trip through another goroutine
+// whose sides park on the futex.
+func TestNoAllocations(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, 64<<10, nil)
+	msg := make([]byte, 64)
+	buf := make([]byte, 0, 10000)
+	big := make([]byte, 10000)
+	if n := testing.AllocsPerRun(1000, func() {
+		w.Write(msg)
+		buf, _ = r.ReadMessage(buf[:0], len(msg))
+		w.Write(big) // several records
+		buf, _ = r.ReadMessage(buf[:0], len(big))
+		b, _ := w.Reserve(64)
+		copy(b, msg)
+		w.Commit(len(b), false)
+		r.Next()
+		r.Release()
+	}); n != 0 {
+		t.Errorf("write and read: %v allocations, want 0", n)
+	}
+
+	// A round trip with parking on both sides.
+	opts := &Options{Spin: -1}
+	w, r = newPair(t, 64<<10, opts)
+	sw, sr := newPair(t, 64<<10, opts)
+	var wg sync.WaitGroup
+	wg.Go(func() { echo(r, sw) })
+	if n := testing.AllocsPerRun(1000, func() {
+		w.Write(msg)
+		buf, _ = sr.ReadMessage(buf[:0], len(msg))
+	}); n != 0 {
+		t.Errorf("parked round trip: %v allocations, want 0", n)
+	}
+	w.Close()
+	wg.Wait()
+}

@@ -1,0 +1,62 @@
+// Package ring is a single-producer, single-consumer message ring in shared
+// memory: one process writes records in place, another reads them in place,
+// and no byte crosses the kernel.
+//
+// # Memory
+//
+// Create makes a ring in a memfd sealed against shrinking and growing (and
+// against further sealing), so that the peer cannot truncate the file under
+// a mapping: an access beyond the end of a truncated file raises SIGBUS,
+// from which a Go program cannot recover. The memfd travels to the peer by
+// descriptor passing (package fdpass). NewWriter and NewReader map a ring
+// file and take one side of it; they refuse a file that is not a memfd with
+// those seals, whose size is not a header page plus a power-of-two data
+// area, or whose header is not a ring's. The size comes from fstat, never
+// from the header.
+//
+// The file holds a one-page header and the data area. The header keeps each
+// index on its own cache line: the producer's tail, the consumer's head
+// (both byte positions that only grow), one parking word per side and the
+// sides' closed flags. A record is an eight-byte header (payload length,
+// flags) and its payload, padded to eight bytes; a record never wraps
+// around the end of the data area (a padding record fills the rest), so
+// every payload is one contiguous slice of the mapping.
+//
+// # Trust
+//
+// The mapping is shared with a process that may be hostile or broken. Each
+// side keeps its own index in a local variable and never reads it back from
+// the mapping; the peer's index and every record header are read once, with
+// an atomic load, and bounds-checked before use. A value out of range ends
+// the side with a *CorruptError; nothing the peer writes can make this
+// package panic, read or write outside the mapping, or wait past a
+// deadline. A payload leased from the mapping can still change under the
+// reader while it looks at it: a reader that parses untrusted input copies
+// it first (ReadMessage does).
+//
+// # Waiting
+//
+// A side that finds the ring empty (reader) or full (writer) spins for an
+// adaptive while, then parks on a futex in the shared header. Parking is a
+// Dekker handshake: the waiter raises its parking word and then re-reads
+// the peer's index; the peer publishes its index and then reads the parking
+// word, and only if it is raised clears it and wakes the waiter. A ring in
+// steady traffic therefore makes no system calls at all, and a wake-up
+// cannot be lost. Waits end at the side's deadline (SetDeadline) or when
+// either side closes. The death of a peer process is not visible in the
+// mapping: whoever owns the ring watches the connection it came on and
+// calls Close, which wakes a parked owner at once.
+//
+// # Messages
+//
+// A message larger than a record (MaxRecord, half the data area less a
+// header) streams through the ring as several records, each but the last
+// flagged "more"; Write and ReadMessage do the splitting and joining, and
+// Reserve/Commit and Next/Release give zero-copy access record by record.
+//
+// Each side is used by one goroutine at a time (its owner); Close and
+// SetDeadline may be called from any goroutine.
+//
+// The package works on Linux; elsewhere Create, NewWriter and NewReader
+// return an error matching errors.ErrUnsupported.
+package ring

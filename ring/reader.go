@@ -1,0 +1,217 @@
+package ring
+
+import (
+	"io"
+	"time"
+)
+
+// Reader is the consuming side of a ring. Its owner goroutine calls Next,
+// Release and ReadMessage; Close and SetDeadline may be called from any
+// goroutine.
+type Reader struct {
+	s    *shared
+	head uint64 // position of the next record; never read back from the mapping
+	tail uint64 // the writer's tail as last read and checked
+	// lease is the size of the record handed out by Next and not yet
+	// released, or zero.
+	lease uint64
+	// partial is set while a message's records are being skipped after a
+	// ReadMessage that failed in its middle.
+	partial bool
+	err     error // sticky: the ring is corrupt
+	spin    spinner
+	dl      deadline
+}
+
+// Options tunes a side of a ring.
+type Options struct {
+	// Spin is the longest a side spins, re-reading the peer's index,
+	// before it parks: zero means DefaultSpin, negative never spins. The
+	// side adapts within it.
+	Spin time.Duration
+}
+
+func newReader(s *shared, opts *Options) *Reader {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	r := &Reader{s: s, spin: newSpinner(o.Spin)}
+	r.head = s.head.Load()
+	r.tail = r.head
+	return r
+}
+
+// SetDeadline sets the time after which a waiting Next or ReadMessage
+// returns ErrTimeout; the zero time means none. Any goroutine may call it.
+func (r *Reader) SetDeadline(t time.Time) { r.dl.set(t) }
+
+// MaxRecord is the largest payload one record may carry.
+func (r *Reader) MaxRecord() int { return maxRecord(r.s.capacity) }
+
+// Next waits for the next record and returns its payload, a slice of the
+// shared mapping that stays valid until Release or Close, and whether the
+// message continues in the following record. The peer can still write to
+// the slice; copy it before parsing it if the peer is not trusted.
+//
+// Next returns io.EOF once the writer has closed and every record has been
+// read, ErrTimeout at the deadline, ErrClosed after Close, and a
+// *CorruptError, for good, if the writer broke the ring's invariants.
+func (r *Reader) Next() (p []byte, more bool, err error) {
+	if r.lease != 0 {
+		return nil, false, ErrInvalid
+	}
+	if !r.s.life.acquire() {
+		return nil, false, ErrClosed
+	}
+	for {
+		p, more, size, err := r.peek()
+		if err == nil && size == 0 {
+			err = wait(r, r.s.rpark, &r.spin, &r.dl)
+			if err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			r.s.release()
+			return nil, false, err
+		}
+		r.lease = size // the reference stays taken until Release
+		return p, more, nil
+	}
+}
+
+// Release gives the record returned by Next back to the writer. Without a
+// lease held it does nothing.
+func (r *Reader) Release() {
+	if r.lease == 0 {
+		return
+	}
+	r.head += r.lease
+	r.lease = 0
+	r.s.head.Store(r.head)
+	wake(r.s.wpark)
+	r.s.release()
+}
+
+// ReadMessage reads the next whole message, appending it to dst, and
+// returns the extended slice. A message longer than limit bytes is read to
+// its end and dropped, with ErrTooLarge. If it fails in the middle of a
+// message (a deadline), the rest of that message is skipped by the next
+// call. A writer that closed in the middle of a message gives
+// io.ErrUnexpectedEOF.
+func (r *Reader) ReadMessage(dst []byte, limit int) ([]byte, error) {
+	for r.partial {
+		_, more, err := r.Next()
+		if err != nil {
+			return dst, err
+		}
+		r.Release()
+		r.partial = more
+	}
+	start, begun, tooLarge := len(dst), false, false
+	for {
+		p, more, err := r.Next()
+		if err != nil {
+			if begun {
+				r.partial = true
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+			}
+			return dst[:start], err
+		}
+		if !tooLarge && len(p) <= limit-(len(dst)-start) {
+			dst = append(dst, p...)
+		} else {
+			tooLarge = true
+		}
+		r.Release()
+		begun = true
+		if !more {
+			if tooLarge {
+				return dst[:start], ErrTooLarge
+			}
+			return dst, nil
+		}
+	}
+}
+
+// Close ends the reader's side: a waiting call returns ErrClosed, the
+// writer gets ErrPeerClosed, and the mapping is released once no call is
+// in progress and no lease is held. Any goroutine may call it; a second
+// call returns ErrClosed.
+func (r *Reader) Close() error {
+	if !r.s.close(closedReader) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// peek looks at the record at the head: its payload and size, or size 0
+// if the ring is empty. Padding records are consumed on the way.
+func (r *Reader) peek() (p []byte, more bool, size uint64, err error) {
+	if r.err != nil {
+		return nil, false, 0, r.err
+	}
+	for {
+		avail := r.tail - r.head
+		if avail == 0 {
+			t := r.s.tail.Load()
+			if t-r.head > r.s.capacity {
+				return nil, false, 0, r.fail("tail", t)
+			}
+			r.tail, avail = t, t-r.head
+			if avail == 0 {
+				return nil, false, 0, nil
+			}
+		}
+		off := r.head & r.s.mask
+		toEnd := r.s.capacity - off
+		n, flags := unpackRecord(word64(r.s.data, off).Load())
+		if flags == flagPad {
+			if toEnd > avail {
+				return nil, false, 0, r.fail("padding", toEnd)
+			}
+			r.head += toEnd
+			r.s.head.Store(r.head)
+			continue
+		}
+		if flags&^flagMore != 0 {
+			return nil, false, 0, r.fail("record flags", uint64(flags))
+		}
+		size = recordSize(uint64(n))
+		if size > avail || size > toEnd {
+			return nil, false, 0, r.fail("record length", uint64(n))
+		}
+		start := off + recordHeader
+		return r.s.data[start : start+uint64(n) : start+uint64(n)], flags&flagMore != 0, size, nil
+	}
+}
+
+// fail ends the reader for good with a *CorruptError and tells the writer.
+func (r *Reader) fail(field string, v uint64) error {
+	r.err = &CorruptError{Field: field, Value: v, At: r.head}
+	r.s.markClosed(closedReader)
+	wake(r.s.wpark)
+	return r.err
+}
+
+// ready is the reader's wait condition: a record published, or a reason
+// to stop.
+func (r *Reader) ready() (bool, error) {
+	if r.s.tail.Load() != r.head {
+		return true, nil
+	}
+	if r.s.life.isClosed() {
+		return false, ErrClosed
+	}
+	if r.s.closed.Load()&closedWriter != 0 {
+		// The writer publishes its last tail before its flag.
+		if r.s.tail.Load() != r.head {
+			return true, nil
+		}
+		return false, io.EOF
+	}
+	return false, nil
+}

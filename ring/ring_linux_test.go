@@ -1,0 +1,339 @@
+package ring
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// message builds the i-th test message: its index, then bytes derived
+// from it, n bytes in all.
+func message(buf []byte, i uint64, n int) []byte {
+	buf = buf[:0]
+	for len(buf) < n {
+		buf = binary.LittleEndian.AppendUint64(buf, i*0x9e3779b97f4a7c15+uint64(len(buf)))
+	}
+	return buf[:n]
+}
+
+// TestMessagesInOrder streams messages of random sizes, from empty to
+// several times the data area, and checks every byte and the order. Small
+// capacities make records wrap and pad often.
+func TestMessagesInOrder(t *testing.T) {
+	checkLeaks(t)
+	for _, capacity := range []int{MinCapacity, 64 << 10} {
+		for _, spin := range []time.Duration{0, -1} {
+			w, r := newPair(t, capacity, &Options{Spin: spin})
+			rng := rand.New(rand.NewPCG(uint64(capacity), 1))
+			sizes := make([]int, 3000)
+			for i := range sizes {
+				switch rng.IntN(10) {
+				case 0:
+					sizes[i] = 0
+				case 1:
+					sizes[i] = rng.IntN(4 * capacity)
+				default:
+					sizes[i] = rng.IntN(300)
+				}
+			}
+			var wg sync.WaitGroup
+			var werr error
+			wg.Go(func() {
+				var buf []byte
+				for i, n := range sizes {
+					buf = message(buf, uint64(i), n)
+					if werr = w.Write(buf); werr != nil {
+						return
+					}
+				}
+				w.Close()
+			})
+			var got, want []byte
+			for i, n := range sizes {
+				var err error
+				got, err = r.ReadMessage(got[:0], 1<<30)
+				if err != nil {
+					t.Fatalf("capacity %d: message %d: %v", capacity, i, err)
+				}
+				want = message(want, uint64(i), n)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("capacity %d: message %d: got %d bytes, want %d (or different bytes)", capacity, i, len(got), n)
+				}
+			}
+			if _, err := r.ReadMessage(got[:0], 1<<30); err != io.EOF {
+				t.Fatalf("after the writer closed: %v, want io.EOF", err)
+			}
+			wg.Wait()
+			if werr != nil {
+				t.Fatal(werr)
+			}
+		}
+	}
+}
+
+// TestZeroCopy writes a record in place and reads it in place.
+func TestZeroCopy(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	b, err := w.Reserve(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 100 || cap(b) != 100 {
+		t.Fatalf("reservation has len %d cap %d, want 100 100", len(b), cap(b))
+	}
+	n := copy(b, "in place")
+	if _, err := w.Reserve(1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("second Reserve before Commit: %v, want ErrInvalid", err)
+	}
+	if err := w.Commit(n, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(0, false); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Commit without Reserve: %v, want ErrInvalid", err)
+	}
+	p, more, err := r.Next()
+	if err != nil || more || string(p) != "in place" {
+		t.Fatalf("Next = %q, %v, %v; want \"in place\", false, nil", p, more, err)
+	}
+	if _, _, err := r.Next(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Next with a lease held: %v, want ErrInvalid", err)
+	}
+	r.Release()
+	r.Release() // a second Release does nothing
+	if _, err := w.Reserve(w.MaxRecord() + 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Reserve over MaxRecord: %v, want ErrTooLarge", err)
+	}
+	if w.MaxRecord() != MinCapacity/2-recordHeader || r.MaxRecord() != w.MaxRecord() {
+		t.Fatalf("MaxRecord %d and %d, want %d", w.MaxRecord(), r.MaxRecord(), MinCapacity/2-recordHeader)
+	}
+}
+
+// TestFullRingDeadline: a writer whose reader does not read waits for
+// space until its deadline; a reader of an empty ring waits until its own.
+func TestFullRingDeadline(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	const wait = 50 * time.Millisecond
+	w.SetDeadline(time.Now().Add(wait))
+	start := time.Now()
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = w.Reserve(1000)
+		if err == nil {
+			err = w.Commit(1000, false)
+		}
+	}
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writing into a full ring: %v, want ErrTimeout", err)
+	}
+	if el := time.Since(start); el < wait {
+		t.Fatalf("gave up after %v, before the %v deadline", el, wait)
+	}
+	// Never overwritten: the records committed before are all there.
+	n := 0
+	r.SetDeadline(time.Now().Add(wait))
+	for {
+		p, _, err := r.Next()
+		if errors.Is(err, ErrTimeout) {
+			break
+		}
+		if err != nil || len(p) != 1000 {
+			t.Fatalf("record %d: %d bytes, %v", n, len(p), err)
+		}
+		r.Release()
+		n++
+	}
+	if n != 4 { // 4096 bytes hold four 1008-byte records
+		t.Fatalf("read %d records back, want 4", n)
+	}
+	// A deadline in the past fails at once; clearing it waits again.
+	r.SetDeadline(time.Now().Add(-time.Second))
+	if _, _, err := r.Next(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("past deadline: %v", err)
+	}
+	r.SetDeadline(time.Time{})
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		w.SetDeadline(time.Time{})
+		w.Write([]byte("late"))
+	}()
+	p, _, err := r.Next()
+	if err != nil || string(p) != "late" {
+		t.Fatalf("after clearing the deadline: %q, %v", p, err)
+	}
+	r.Release()
+}
+
+// TestCloseWakesParked: Close from another goroutine ends a parked call
+// at once, on either side.
+func TestCloseWakesParked(t *testing.T) {
+	checkLeaks(t)
+	t.Run("reader", func(t *testing.T) {
+		_, r := newPair(t, MinCapacity, &Options{Spin: -1})
+		done := make(chan error)
+		go func() { _, _, err := r.Next(); done <- err }()
+		time.Sleep(20 * time.Millisecond)
+		start := time.Now()
+		r.Close()
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Fatalf("parked Next after Close: %v, want ErrClosed", err)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Fatalf("woke %v after Close", el)
+		}
+		if _, _, err := r.Next(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Next after Close: %v", err)
+		}
+		if err := r.Close(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("second Close: %v, want ErrClosed", err)
+		}
+	})
+	t.Run("writer", func(t *testing.T) {
+		w, _ := newPair(t, MinCapacity, &Options{Spin: -1})
+		big := make([]byte, 3*MinCapacity)
+		done := make(chan error)
+		go func() { done <- w.Write(big) }()
+		time.Sleep(20 * time.Millisecond)
+		w.Close()
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Fatalf("parked Write after Close: %v, want ErrClosed", err)
+		}
+	})
+}
+
+// TestPeerClose: each side learns that the other closed.
+func TestPeerClose(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	if err := w.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	got, err := r.ReadMessage(nil, 100)
+	if err != nil || string(got) != "last words" {
+		t.Fatalf("read before EOF: %q, %v", got, err)
+	}
+	if _, _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after the writer closed: %v, want io.EOF", err)
+	}
+
+	w, r = newPair(t, MinCapacity, &Options{Spin: -1})
+	done := make(chan error)
+	go func() { done <- w.Write(make([]byte, 3*MinCapacity)) }()
+	time.Sleep(20 * time.Millisecond)
+	r.Close()
+	if err := <-done; !errors.Is(err, ErrBrokenMessage) {
+		t.Fatalf("writer parked inside a message when the reader closed: %v, want ErrBrokenMessage", err)
+	}
+	if err := w.Write([]byte("x")); !errors.Is(err, ErrBrokenMessage) {
+		t.Fatalf("Write after a broken message: %v", err)
+	}
+
+	w, r = newPair(t, MinCapacity, nil)
+	r.Close()
+	if err := w.Write([]byte("x")); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("Write after the reader closed: %v, want ErrPeerClosed", err)
+	}
+}
+
+// TestReadMessageLimits: a message over the limit is dropped whole and the
+// next one is read; a message cut by a deadline is skipped by the next
+// call; a writer that breaks a message gives io.ErrUnexpectedEOF.
+func TestReadMessageLimits(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	wrote := make(chan error, 1)
+	go func() {
+		err := w.Write(bytes.Repeat([]byte("a"), 5000))
+		if err == nil {
+			err = w.Write([]byte("small"))
+		}
+		wrote <- err
+	}()
+	got, err := r.ReadMessage(nil, 4999)
+	if !errors.Is(err, ErrTooLarge) || len(got) != 0 {
+		t.Fatalf("over the limit: %d bytes, %v; want ErrTooLarge", len(got), err)
+	}
+	got, err = r.ReadMessage(got, 4999)
+	if err != nil || string(got) != "small" {
+		t.Fatalf("after an oversized message: %q, %v", got, err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+
+	// The first record of a message, then a pause past the reader's
+	// deadline, then the rest and another message.
+	b, _ := w.Reserve(10)
+	copy(b, "0123456789")
+	w.Commit(10, true)
+	r.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := r.ReadMessage(nil, 100); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("cut message: %v, want ErrTimeout", err)
+	}
+	r.SetDeadline(time.Time{})
+	b, _ = w.Reserve(5)
+	copy(b, "abcde")
+	w.Commit(5, false)
+	w.Write([]byte("next"))
+	got, err = r.ReadMessage(nil, 100)
+	if err != nil || string(got) != "next" {
+		t.Fatalf("after a cut message: %q, %v; want \"next\"", got, err)
+	}
+
+	// The writer's deadline passes inside a message.
+	w.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	if err := w.Write(make([]byte, 3*MinCapacity)); !errors.Is(err, ErrBrokenMessage) {
+		t.Fatalf("writer cut by its deadline: %v, want ErrBrokenMessage", err)
+	}
+	if _, err := r.ReadMessage(nil, 1<<20); err != io.ErrUnexpectedEOF {
+		t.Fatalf("reading a broken message: %v, want io.ErrUnexpectedEOF", err)
+	}
+}
+
+// TestUnmapAfterLastUse: Close from another goroutine while the owner
+// holds a lease or reservation unmaps only when the owner lets go, once.
+func TestUnmapAfterLastUse(t *testing.T) {
+	checkLeaks(t)
+	_, s, unmapped := heapRing(MinCapacity)
+	w, err := newWriter(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s2, unmapped2 := heapRing(MinCapacity)
+	r := newReader(s2, nil)
+	b, err := w.Reserve(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(s2.data[recordHeader:], "8 bytes!")
+	word64(s2.data, 0).Store(packRecord(8, 0))
+	s2.tail.Store(16)
+	p, _, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	r.Close()
+	if unmapped.Load() != 0 || unmapped2.Load() != 0 {
+		t.Fatal("unmapped while a reservation or lease was held")
+	}
+	copy(b, p) // both still mapped
+	w.Commit(8, false)
+	r.Release()
+	if unmapped.Load() != 1 || unmapped2.Load() != 1 {
+		t.Fatalf("unmapped %d and %d times after the last use, want once each", unmapped.Load(), unmapped2.Load())
+	}
+	w.Close()
+	r.Close()
+	if unmapped.Load() != 1 || unmapped2.Load() != 1 {
+		t.Fatal("a second Close unmapped again")
+	}
+}

@@ -1,0 +1,25 @@
+//go:build !linux
+
+package ring
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// Create needs memfd_create and file seals, which only Linux has.
+func Create(capacity int) (*os.File, error) { return nil, errors.ErrUnsupported }
+
+// NewWriter is not supported on this platform.
+func NewWriter(f *os.File, opts *Options) (*Writer, error) { return nil, errors.ErrUnsupported }
+
+// NewReader is not supported on this platform.
+func NewReader(f *os.File, opts *Options) (*Reader, error) { return nil, errors.ErrUnsupported }
+
+// futexWait cannot park without a futex; it sleeps briefly instead. It is
+// unreachable, since no ring can be made here.
+func futexWait(word *atomic.Uint32, val uint32, timeout time.Duration) { time.Sleep(time.Millisecond) }
+
+func futexWake(word *atomic.Uint32) {}

@@ -1,0 +1,161 @@
+package ring
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// shared is one process's view of a ring's memory, used by one side.
+type shared struct {
+	mem      []byte // the whole mapping
+	data     []byte // mem[headerSize:]
+	capacity uint64
+	mask     uint64
+
+	tail   *atomic.Uint64
+	head   *atomic.Uint64
+	rpark  *atomic.Uint32
+	wpark  *atomic.Uint32
+	closed *atomic.Uint32
+
+	unmap func([]byte) error // nil for memory the package does not own
+	life  lifecycle
+}
+
+// newShared views mem, whose size has been checked: a header page and a
+// data area of a valid capacity.
+func newShared(mem []byte, unmap func([]byte) error) *shared {
+	capacity := uint64(len(mem) - headerSize)
+	s := &shared{
+		mem:      mem,
+		data:     mem[headerSize:],
+		capacity: capacity,
+		mask:     capacity - 1,
+		tail:     word64(mem, offTail),
+		head:     word64(mem, offHead),
+		rpark:    word32(mem, offRPark),
+		wpark:    word32(mem, offWPark),
+		closed:   word32(mem, offClosed),
+		unmap:    unmap,
+	}
+	s.life.v.Store(1)
+	return s
+}
+
+// markClosed sets the side's flag in the shared header. The peer may
+// write the word too; a lost update there costs only a late notice, since
+// each side also keeps its own state.
+func (s *shared) markClosed(flag uint32) {
+	for {
+		old := s.closed.Load()
+		if old&flag != 0 || s.closed.CompareAndSwap(old, old|flag) {
+			return
+		}
+	}
+}
+
+// wake wakes whoever is parked on word, if anyone said it was.
+func wake(word *atomic.Uint32) {
+	if word.Load() != 0 && word.CompareAndSwap(1, 0) {
+		futexWake(word)
+	}
+}
+
+// release drops one reference to the mapping and unmaps it after the last.
+func (s *shared) release() {
+	if s.life.release() && s.unmap != nil {
+		s.unmap(s.mem)
+	}
+}
+
+// close ends this side: marks it closed in the shared header, wakes both
+// parking words (the peer, and this side's owner if it is parked) and
+// drops the base reference. It reports false if the side was closed
+// already.
+func (s *shared) close(flag uint32) bool {
+	if !s.life.close() {
+		return false
+	}
+	s.markClosed(flag)
+	wake(s.rpark)
+	wake(s.wpark)
+	s.release()
+	return true
+}
+
+// lifecycle counts references to the mapping so that it is unmapped once,
+// by whoever drops the last reference after Close: Close itself, or the
+// owner goroutine leaving a call or releasing a lease.
+//
+// Invariant: the low bits count references: one base reference, held from
+// creation until Close, plus one for each call in progress and each lease
+// or reservation held by the owner. closedBit is set once, by Close, and
+// after it no reference is taken. The mapping is valid while the count is
+// above zero.
+type lifecycle struct {
+	v atomic.Int64
+}
+
+const closedBit = 1 << 62
+
+// acquire takes a reference unless the side is closed.
+func (l *lifecycle) acquire() bool {
+	for {
+		v := l.v.Load()
+		if v&closedBit != 0 {
+			return false
+		}
+		if l.v.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference and reports whether it was the last one.
+func (l *lifecycle) release() bool { return l.v.Add(-1) == closedBit }
+
+// close sets the closed bit and reports whether this call set it.
+func (l *lifecycle) close() bool {
+	for {
+		v := l.v.Load()
+		if v&closedBit != 0 {
+			return false
+		}
+		if l.v.CompareAndSwap(v, v|closedBit) {
+			return true
+		}
+	}
+}
+
+func (l *lifecycle) isClosed() bool { return l.v.Load()&closedBit != 0 }
+
+// epoch anchors deadlines on the monotonic clock: a deadline is kept as
+// its distance from epoch, so wall-clock jumps do not move it.
+var epoch = time.Now()
+
+// deadline holds a side's deadline, settable from any goroutine.
+type deadline struct {
+	ns atomic.Int64 // nanoseconds after epoch; 0 for none
+}
+
+func (d *deadline) set(t time.Time) {
+	if t.IsZero() {
+		d.ns.Store(0)
+		return
+	}
+	ns := int64(t.Sub(epoch))
+	if ns <= 0 {
+		ns = 1 // already passed, but not "none"
+	}
+	d.ns.Store(ns)
+}
+
+// remaining returns the time left before the deadline (at most zero once
+// it has passed) and false if there is none.
+func (d *deadline) remaining() (time.Duration, bool) {
+	ns := d.ns.Load()
+	if ns == 0 {
+		return 0, false
+	}
+	return time.Duration(ns) - time.Since(epoch), true
+}

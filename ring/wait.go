@@ -1,0 +1,86 @@
+package ring
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultSpin is how long a side spins, at most, before it parks.
+const DefaultSpin = 20 * time.Microsecond
+
+// minSpin is the least a spinning side keeps trying, so that it can learn
+// that spinning pays again.
+const minSpin = time.Microsecond
+
+// spinner adapts how long a side spins before parking: a wait that ended
+// within the maximum spin (whether it spun or parked) says the peer
+// answers quickly, so the next spin may be longer; a longer wait halves it.
+// Owned by the side's owner goroutine.
+type spinner struct {
+	max, cur time.Duration
+}
+
+func newSpinner(max time.Duration) spinner {
+	if max == 0 {
+		max = DefaultSpin
+	}
+	if max < 0 {
+		max = 0
+	}
+	return spinner{max: max, cur: max}
+}
+
+func (s *spinner) learn(waited time.Duration) {
+	if waited <= s.max {
+		s.cur = min(s.max, 2*s.cur+minSpin)
+		return
+	}
+	s.cur = max(s.cur/2, min(minSpin, s.max))
+}
+
+// cond is what a side waits for.
+type cond interface {
+	// ready reports whether the wait is over: true when there is
+	// something to do, or an error that ends the wait.
+	ready() (bool, error)
+}
+
+// wait blocks until c is ready: it spins for up to the spinner's current
+// budget, then parks on word until woken, re-checking c after every
+// wake-up, up to the deadline.
+func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
+	start := time.Now()
+	defer func() { sp.learn(time.Since(start)) }()
+	if sp.cur > 0 {
+		for i := 1; ; i++ {
+			if ok, err := c.ready(); ok || err != nil {
+				return err
+			}
+			if i%64 == 0 {
+				if time.Since(start) >= sp.cur {
+					break
+				}
+				runtime.Gosched()
+			}
+		}
+	}
+	for {
+		// Raise the flag before the last look: the peer publishes and
+		// then reads the flag, so one of the two sees the other.
+		word.Store(1)
+		if ok, err := c.ready(); ok || err != nil {
+			word.Store(0)
+			return err
+		}
+		left, has := dl.remaining()
+		if has && left <= 0 {
+			word.Store(0)
+			return ErrTimeout
+		}
+		if !has {
+			left = -1
+		}
+		futexWait(word, 1, left)
+	}
+}

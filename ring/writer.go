@@ -1,0 +1,194 @@
+package ring
+
+import "time"
+
+// Writer is the producing side of a ring. Its owner goroutine calls
+// Reserve, Commit and Write; Close and SetDeadline may be called from any
+// goroutine.
+type Writer struct {
+	s    *shared
+	tail uint64 // end of this side's records; never read back from the mapping
+	head uint64 // the reader's head as last read and checked
+	// held is the payload capacity of the reservation handed out by
+	// Reserve and not yet committed, or -1.
+	held int
+	need uint64 // bytes of free space the current wait is for
+	err  error  // sticky: the ring is corrupt or a message was broken
+	spin spinner
+	dl   deadline
+}
+
+func newWriter(s *shared, opts *Options) (*Writer, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	w := &Writer{s: s, held: -1, spin: newSpinner(o.Spin)}
+	w.tail = s.tail.Load()
+	w.head = s.head.Load()
+	if w.tail-w.head > s.capacity {
+		return nil, &CorruptError{Field: "head", Value: w.head, At: w.tail}
+	}
+	return w, nil
+}
+
+// SetDeadline sets the time after which a Reserve or Write waiting for
+// space returns ErrTimeout; the zero time means none. Any goroutine may
+// call it.
+func (w *Writer) SetDeadline(t time.Time) { w.dl.set(t) }
+
+// MaxRecord is the largest payload one record may carry: half the data
+// area less a record header.
+func (w *Writer) MaxRecord() int { return maxRecord(w.s.capacity) }
+
+// Reserve waits for room for a record of up to n bytes and returns the
+// record's payload, a slice of the shared mapping to write in place. The
+// slice stays valid until Commit or Close. n is at most MaxRecord.
+//
+// Reserve returns ErrTimeout at the deadline, ErrPeerClosed once the reader
+// has closed, ErrClosed after Close, and a *CorruptError, for good, if the
+// reader broke the ring's invariants.
+func (w *Writer) Reserve(n int) ([]byte, error) {
+	if w.held >= 0 {
+		return nil, ErrInvalid
+	}
+	if n < 0 || n > w.MaxRecord() {
+		return nil, ErrTooLarge
+	}
+	if !w.s.life.acquire() {
+		return nil, ErrClosed
+	}
+	if err := w.reserve(uint64(n)); err != nil {
+		w.s.release()
+		return nil, err
+	}
+	w.held = n // the reference stays taken until Commit
+	start := w.tail&w.s.mask + recordHeader
+	return w.s.data[start : start+uint64(n) : start+uint64(n)], nil
+}
+
+// Commit publishes the first n bytes of the reservation as a record;
+// more says that the message continues in the next record. The reader
+// is woken if it is parked.
+func (w *Writer) Commit(n int, more bool) error {
+	if w.held < 0 || n < 0 || n > w.held {
+		return ErrInvalid
+	}
+	var flags uint32
+	if more {
+		flags = flagMore
+	}
+	word64(w.s.data, w.tail&w.s.mask).Store(packRecord(uint32(n), flags))
+	w.tail += recordSize(uint64(n))
+	w.held = -1
+	w.s.tail.Store(w.tail)
+	wake(w.s.rpark)
+	w.s.release()
+	return nil
+}
+
+// Write sends p as one message, copying it into the ring in records of at
+// most a quarter of the data area, so that the reader can drain one while
+// the next is written. A deadline that passes after the first record
+// breaks the stream (ErrBrokenMessage): the writer closes its side.
+func (w *Writer) Write(p []byte) error {
+	piece := int(w.s.capacity/4) - recordHeader
+	first := true
+	for first || len(p) > 0 {
+		n := min(len(p), piece)
+		b, err := w.Reserve(n)
+		if err != nil {
+			if !first && err != ErrClosed {
+				w.breakStream()
+				return ErrBrokenMessage
+			}
+			return err
+		}
+		copy(b, p[:n])
+		p = p[n:]
+		w.Commit(n, len(p) > 0)
+		first = false
+	}
+	return nil
+}
+
+// Close ends the writer's side: the reader reads what was committed and
+// then io.EOF, a waiting call returns ErrClosed, and the mapping is
+// released once no call is in progress and no reservation is held. Any
+// goroutine may call it; a second call returns ErrClosed.
+func (w *Writer) Close() error {
+	if !w.s.close(closedWriter) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// reserve waits until a record of n payload bytes fits after the tail,
+// and writes a padding record first if it would cross the end of the data
+// area.
+func (w *Writer) reserve(n uint64) error {
+	if w.err != nil {
+		return w.err
+	}
+	size := recordSize(n)
+	off := w.tail & w.s.mask
+	toEnd := w.s.capacity - off
+	w.need = size
+	if size > toEnd {
+		w.need = toEnd + size
+	}
+	if w.s.closed.Load()&closedReader != 0 {
+		return ErrPeerClosed
+	}
+	// The head last read is enough most of the time; reading the reader's
+	// cache line only when it is not keeps the line where the reader is.
+	if w.s.capacity-(w.tail-w.head) < w.need {
+		if ok, err := w.ready(); err != nil {
+			return err
+		} else if !ok {
+			if err := wait(w, w.s.wpark, &w.spin, &w.dl); err != nil {
+				return err
+			}
+		}
+	}
+	if size > toEnd {
+		word64(w.s.data, off).Store(packRecord(0, flagPad))
+		w.tail += toEnd
+	}
+	return nil
+}
+
+// ready is the writer's wait condition: w.need bytes free, or a reason to
+// stop.
+func (w *Writer) ready() (bool, error) {
+	if w.err != nil {
+		return false, w.err
+	}
+	h := w.s.head.Load()
+	if w.tail-h > w.s.capacity || h-w.head > w.s.capacity {
+		// Past the tail, or moved by more than a whole ring.
+		w.err = &CorruptError{Field: "head", Value: h, At: w.tail}
+		w.s.markClosed(closedWriter)
+		wake(w.s.rpark)
+		return false, w.err
+	}
+	w.head = h
+	if w.s.life.isClosed() {
+		return false, ErrClosed
+	}
+	if w.s.closed.Load()&closedReader != 0 {
+		return false, ErrPeerClosed
+	}
+	return w.s.capacity-(w.tail-h) >= w.need, nil
+}
+
+// breakStream ends the stream after a message was cut short: the reader
+// must not join its first records to the next message.
+func (w *Writer) breakStream() {
+	w.err = ErrBrokenMessage
+	if w.s.life.acquire() {
+		w.s.markClosed(closedWriter)
+		wake(w.s.rpark)
+		w.s.release()
+	}
+}
