@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // echo serves requests from r by writing each record back to w, record by
@@ -69,15 +71,19 @@ func echoPair(b *testing.B, capacity int, opts *Options) (w *Writer, r *Reader, 
 	return w, r, req, rep
 }
 
-// roundTrips sends b.N messages of size bytes and reads each echo.
+// roundTrips sends b.N messages of size bytes and reads each echo. Besides
+// the mean it reports the median and the 99th percentile round trip, since
+// a mean over a shared machine is dominated by the rare descheduling.
 func roundTrips(b *testing.B, w *Writer, r *Reader, size int) {
 	b.Helper()
 	msg := make([]byte, size)
 	buf := make([]byte, 0, size)
+	took := make([]time.Duration, b.N)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
-	for range b.N {
+	for i := range b.N {
+		start := time.Now()
 		if err := w.Write(msg); err != nil {
 			b.Fatal(err)
 		}
@@ -85,7 +91,12 @@ func roundTrips(b *testing.B, w *Writer, r *Reader, size int) {
 		if buf, err = r.ReadMessage(buf[:0], size); err != nil {
 			b.Fatal(err)
 		}
+		took[i] = time.Since(start)
 	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(took[len(took)*99/100].Nanoseconds()), "p99-ns")
 }
 
 var benchSizes = []int{64, 4 << 10, 1 << 20}

@@ -1,6 +1,9 @@
 package ring
 
-import "time"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // Writer is the producing side of a ring. Its owner goroutine calls
 // Reserve, Commit and Write; Close and SetDeadline may be called from any
@@ -78,7 +81,9 @@ func (w *Writer) Commit(n int, more bool) error {
 	if more {
 		flags = flagMore
 	}
-	word64(w.s.data, w.tail&w.s.mask).Store(packRecord(uint32(n), flags))
+	// A plain store: the tail's atomic store below publishes it, and a
+	// locked store here would wait for the reader's cache line.
+	binary.LittleEndian.PutUint64(w.s.data[w.tail&w.s.mask:], packRecord(uint32(n), flags))
 	w.tail += recordSize(uint64(n))
 	w.held = -1
 	w.s.tail.Store(w.tail)
