@@ -159,16 +159,20 @@ func TestFullRingDeadline(t *testing.T) {
 		t.Fatalf("past deadline: %v", err)
 	}
 	r.SetDeadline(time.Time{})
+	wrote := make(chan error)
 	go func() {
 		time.Sleep(10 * time.Millisecond)
 		w.SetDeadline(time.Time{})
-		w.Write([]byte("late"))
+		wrote <- w.Write([]byte("late"))
 	}()
 	p, _, err := r.Next()
 	if err != nil || string(p) != "late" {
 		t.Fatalf("after clearing the deadline: %q, %v", p, err)
 	}
 	r.Release()
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCloseWakesParked: Close from another goroutine ends a parked call
