@@ -1,3 +1,5 @@
+//go:build !race
+
 package ring
 
 import (
@@ -42,4 +44,27 @@ func TestNoAllocations(t *testing.T) {
 	}
 	w.Close()
 	wg.Wait()
+}
+
+// TestArmNoAllocations: arming and ringing allocate nothing.
+func TestArmNoAllocations(t *testing.T) {
+	checkLeaks(t)
+	wait, bell, err := NewDoorbell()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wait.Close()
+	defer bell.Close()
+	w, r := newPair(t, MinCapacity, &Options{Doorbell: bell})
+	msg := []byte("ping")
+	if n := testing.AllocsPerRun(1000, func() {
+		r.Arm() // empty: arms
+		w.Write(msg)
+		r.Arm()
+		r.Next()
+		r.Release()
+		wait.Drain()
+	}); n != 0 {
+		t.Errorf("%v allocations per armed round, want 0", n)
+	}
 }

@@ -47,6 +47,13 @@
 // mapping: whoever owns the ring watches the connection it came on and
 // calls Close, which wakes a parked owner at once.
 //
+// An owner that serves many rings from one goroutine (an event loop) does
+// not sleep in any of them: it calls Arm on each side it serves, and when
+// none is ready it waits on one Doorbell (NewDoorbell), a socket that the
+// peers ring with a byte instead of the futex when they find the side
+// armed. Any number of rings can share a doorbell, and the doorbell reads
+// end of file when the peer holding its other end has gone.
+//
 // # Messages
 //
 // A message larger than a record (MaxRecord, half the data area less a

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"io"
+	"os"
 	"time"
 )
 
@@ -29,6 +30,14 @@ type Options struct {
 	// before it parks: zero means DefaultSpin, negative never spins. The
 	// side adapts within it.
 	Spin time.Duration
+
+	// Doorbell is how this side wakes a peer that waits on a doorbell
+	// (see Arm) instead of the futex: the ringing end of a pair made by
+	// NewDoorbell, whose other end the peer's owner watches. Any number of
+	// rings may share one doorbell. The side keeps its own duplicate, so
+	// the caller may close this one. Nil: a peer waiting on a doorbell is
+	// never woken, so both owners must agree on it.
+	Doorbell *os.File
 }
 
 func newReader(s *shared, opts *Options) *Reader {
@@ -81,6 +90,33 @@ func (r *Reader) Next() (p []byte, more bool, err error) {
 	}
 }
 
+// Arm reports whether Next would return at once, with a record or an
+// error. If not, it asks the writer to ring this side's doorbell when it
+// next commits (or closes) and reports false: the owner then waits until
+// the doorbell's other end is readable, drains it, and calls Arm again.
+// This is how one goroutine watches many rings without sleeping in any of
+// them. The owner goroutine calls it.
+func (r *Reader) Arm() bool {
+	if r.lease != 0 || !r.s.life.acquire() {
+		return true
+	}
+	defer r.s.release()
+	for armed := false; ; armed = true {
+		_, _, size, err := r.peek()
+		if size > 0 || err != nil || r.s.closed.Load()&closedWriter != 0 {
+			if armed {
+				r.s.rpark.CompareAndSwap(parkedBell, 0)
+			}
+			return true
+		}
+		if armed {
+			return false
+		}
+		// Raise the word before the last look, as a futex wait does.
+		r.s.rpark.Store(parkedBell)
+	}
+}
+
 // Release gives the record returned by Next back to the writer. Without a
 // lease held it does nothing.
 func (r *Reader) Release() {
@@ -90,7 +126,7 @@ func (r *Reader) Release() {
 	r.head += r.lease
 	r.lease = 0
 	r.s.head.Store(r.head)
-	wake(r.s.wpark)
+	r.s.wake(r.s.wpark)
 	r.s.release()
 }
 
@@ -193,7 +229,7 @@ func (r *Reader) peek() (p []byte, more bool, size uint64, err error) {
 func (r *Reader) fail(field string, v uint64) error {
 	r.err = &CorruptError{Field: field, Value: v, At: r.head}
 	r.s.markClosed(closedReader)
-	wake(r.s.wpark)
+	r.s.wake(r.s.wpark)
 	return r.err
 }
 

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"io"
 	"os"
 	"sync/atomic"
 	"time"
@@ -51,13 +52,13 @@ func setUp(fd int, capacity uint64) error {
 // NewWriter maps the ring in f and returns its writing side. f is not
 // kept: the caller may close it. opts may be nil.
 func NewWriter(f *os.File, opts *Options) (*Writer, error) {
-	s, err := mapFile(f)
+	s, err := attach(f, opts)
 	if err != nil {
 		return nil, err
 	}
 	w, err := newWriter(s, opts)
 	if err != nil {
-		unix.Munmap(s.mem)
+		s.discard()
 		return nil, err
 	}
 	return w, nil
@@ -66,11 +67,126 @@ func NewWriter(f *os.File, opts *Options) (*Writer, error) {
 // NewReader maps the ring in f and returns its reading side. f is not
 // kept: the caller may close it. opts may be nil.
 func NewReader(f *os.File, opts *Options) (*Reader, error) {
-	s, err := mapFile(f)
+	s, err := attach(f, opts)
 	if err != nil {
 		return nil, err
 	}
 	return newReader(s, opts), nil
+}
+
+// attach maps f and takes a duplicate of the doorbell in opts.
+func attach(f *os.File, opts *Options) (*shared, error) {
+	s, err := mapFile(f)
+	if err != nil {
+		return nil, err
+	}
+	if opts != nil && opts.Doorbell != nil {
+		s.bell, err = dupFile(opts.Doorbell)
+		if err != nil {
+			s.discard()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// NewDoorbell makes a doorbell: a connected pair of non-blocking,
+// close-on-exec Unix sockets. The waiting owner keeps the *Doorbell and
+// waits for it to be readable (a byte means "look at your rings again":
+// Drain it and Arm them); ring goes to the peer, which gives it as
+// Options.Doorbell. The pair doubles as a liveness signal: Drain reports
+// io.EOF once every copy of ring is closed, when the peer has gone.
+func NewDoorbell() (wait *Doorbell, ring *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	return &Doorbell{fd: fds[0]}, os.NewFile(uintptr(fds[1]), "ring-doorbell"), nil
+}
+
+// Fd returns the descriptor to watch for reading, for a poller of the
+// caller's (epoll, an event loop). It stays valid until Close.
+func (d *Doorbell) Fd() int { return d.fd }
+
+// Drain reads the bytes the doorbell holds, so that it stops being
+// readable until it is rung again. It reports io.EOF once the ringing
+// side is gone.
+func (d *Doorbell) Drain() error {
+	var buf [64]byte
+	for {
+		n, err := unix.Read(d.fd, buf[:])
+		switch {
+		case n == 0 && err == nil:
+			return io.EOF
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return nil
+		case err != nil:
+			return os.NewSyscallError("read", err)
+		}
+	}
+}
+
+// Wait blocks until the doorbell is readable, for at most timeout
+// (forever if negative), and reports whether it is. It is for owners
+// without a poller of their own.
+func (d *Doorbell) Wait(timeout time.Duration) (bool, error) {
+	ms := -1
+	if timeout >= 0 {
+		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	pfd := [1]unix.PollFd{{Fd: int32(d.fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd[:], ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, os.NewSyscallError("poll", err)
+		}
+		return n > 0, nil
+	}
+}
+
+// Close closes the waiting end.
+func (d *Doorbell) Close() error {
+	if d.fd < 0 {
+		return ErrClosed
+	}
+	err := unix.Close(d.fd)
+	d.fd = -1
+	return err
+}
+
+var bellByte = []byte{1}
+
+// ringBell sends one byte on a doorbell without ever blocking. A full
+// socket already holds an unread ring, and a closed or bogus descriptor
+// has nobody to wake, so errors are ignored.
+func ringBell(fd int) {
+	unix.Sendto(fd, bellByte, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, nil)
+}
+
+func closeBell(fd int) { unix.Close(fd) }
+
+// dupFile returns a close-on-exec duplicate of f's descriptor.
+func dupFile(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(u uintptr) {
+		fd, dupErr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
+	}
+	return fd, nil
 }
 
 // mapFile checks that f is a sealed memfd of a ring's size holding a

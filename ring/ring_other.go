@@ -23,3 +23,24 @@ func NewReader(f *os.File, opts *Options) (*Reader, error) { return nil, errors.
 func futexWait(word *atomic.Uint32, val uint32, timeout time.Duration) { time.Sleep(time.Millisecond) }
 
 func futexWake(word *atomic.Uint32) {}
+
+// NewDoorbell is not supported on this platform.
+func NewDoorbell() (wait *Doorbell, ring *os.File, err error) {
+	return nil, nil, errors.ErrUnsupported
+}
+
+// Fd returns -1: no doorbell can be made here.
+func (d *Doorbell) Fd() int { return -1 }
+
+// Drain is not supported on this platform.
+func (d *Doorbell) Drain() error { return errors.ErrUnsupported }
+
+// Wait is not supported on this platform.
+func (d *Doorbell) Wait(timeout time.Duration) (bool, error) { return false, errors.ErrUnsupported }
+
+// Close is not supported on this platform.
+func (d *Doorbell) Close() error { return errors.ErrUnsupported }
+
+func ringBell(fd int) {}
+
+func closeBell(fd int) {}

@@ -19,7 +19,10 @@ type shared struct {
 	closed *atomic.Uint32
 
 	unmap func([]byte) error // nil for memory the package does not own
-	life  lifecycle
+	// bell is this side's descriptor for ringing the peer's doorbell
+	// (Options.Doorbell), or -1. It is closed with the mapping.
+	bell int
+	life lifecycle
 }
 
 // newShared views mem, whose size has been checked: a header page and a
@@ -37,6 +40,7 @@ func newShared(mem []byte, unmap func([]byte) error) *shared {
 		wpark:    word32(mem, offWPark),
 		closed:   word32(mem, offClosed),
 		unmap:    unmap,
+		bell:     -1,
 	}
 	s.life.v.Store(1)
 	return s
@@ -54,31 +58,64 @@ func (s *shared) markClosed(flag uint32) {
 	}
 }
 
-// wake wakes whoever is parked on word, if anyone said it was.
-func wake(word *atomic.Uint32) {
-	if word.Load() != 0 && word.CompareAndSwap(1, 0) {
-		futexWake(word)
+// Values of a parking word.
+const (
+	parkedFutex = 1 // the side sleeps on the futex at the word
+	parkedBell  = 2 // the side's owner waits for a byte on its doorbell
+)
+
+// wake wakes the side parked on word, if it said it was: through the
+// futex, or with a byte on the doorbell. A value the peer scribbled
+// matches neither and wakes nobody.
+func (s *shared) wake(word *atomic.Uint32) {
+	switch word.Load() {
+	case parkedFutex:
+		if word.CompareAndSwap(parkedFutex, 0) {
+			futexWake(word)
+		}
+	case parkedBell:
+		if word.CompareAndSwap(parkedBell, 0) && s.bell >= 0 {
+			ringBell(s.bell)
+		}
 	}
 }
 
 // release drops one reference to the mapping and unmaps it after the last.
 func (s *shared) release() {
-	if s.life.release() && s.unmap != nil {
+	if !s.life.release() {
+		return
+	}
+	if s.unmap != nil {
 		s.unmap(s.mem)
+	}
+	if s.bell >= 0 {
+		closeBell(s.bell)
 	}
 }
 
-// close ends this side: marks it closed in the shared header, wakes both
-// parking words (the peer, and this side's owner if it is parked) and
-// drops the base reference. It reports false if the side was closed
+// discard unmaps a mapping no side was made of.
+func (s *shared) discard() {
+	s.life.close()
+	s.release()
+}
+
+// close ends this side: marks it closed in the shared header, wakes the
+// peer and this side's owner if it sleeps on the futex (an owner waiting
+// on a doorbell is the one closing, or will see the side closed when it
+// next arms it), and drops the base reference. It reports false if the side was closed
 // already.
 func (s *shared) close(flag uint32) bool {
 	if !s.life.close() {
 		return false
 	}
 	s.markClosed(flag)
-	wake(s.rpark)
-	wake(s.wpark)
+	if flag == closedReader {
+		s.wake(s.wpark)
+		wakeOwner(s.rpark)
+	} else {
+		s.wake(s.rpark)
+		wakeOwner(s.wpark)
+	}
 	s.release()
 	return true
 }
@@ -158,4 +195,19 @@ func (d *deadline) remaining() (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(ns) - time.Since(epoch), true
+}
+
+// wakeOwner wakes this side's own owner if it sleeps on the futex.
+func wakeOwner(word *atomic.Uint32) {
+	if word.CompareAndSwap(parkedFutex, 0) {
+		futexWake(word)
+	}
+}
+
+// Doorbell is the waiting end of a doorbell, made by NewDoorbell: the
+// owner of one or more armed sides (see Reader.Arm) waits for it to be
+// readable instead of sleeping in any one ring. Its methods are for the
+// owner goroutine.
+type Doorbell struct {
+	fd int
 }

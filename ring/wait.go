@@ -67,7 +67,7 @@ func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
 	for {
 		// Raise the flag before the last look: the peer publishes and
 		// then reads the flag, so one of the two sees the other.
-		word.Store(1)
+		word.Store(parkedFutex)
 		if ok, err := c.ready(); ok || err != nil {
 			word.Store(0)
 			return err
@@ -80,6 +80,6 @@ func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
 		if !has {
 			left = -1
 		}
-		futexWait(word, 1, left)
+		futexWait(word, parkedFutex, left)
 	}
 }

@@ -87,7 +87,7 @@ func (w *Writer) Commit(n int, more bool) error {
 	w.tail += recordSize(uint64(n))
 	w.held = -1
 	w.s.tail.Store(w.tail)
-	wake(w.s.rpark)
+	w.s.wake(w.s.rpark)
 	w.s.release()
 	return nil
 }
@@ -135,13 +135,7 @@ func (w *Writer) reserve(n uint64) error {
 	if w.err != nil {
 		return w.err
 	}
-	size := recordSize(n)
-	off := w.tail & w.s.mask
-	toEnd := w.s.capacity - off
-	w.need = size
-	if size > toEnd {
-		w.need = toEnd + size
-	}
+	size, off, toEnd := w.setNeed(n)
 	if w.s.closed.Load()&closedReader != 0 {
 		return ErrPeerClosed
 	}
@@ -163,6 +157,44 @@ func (w *Writer) reserve(n uint64) error {
 	return nil
 }
 
+// setNeed sets w.need for a record of n payload bytes: its size, and the
+// rest of the data area before it if it does not fit there.
+func (w *Writer) setNeed(n uint64) (size, off, toEnd uint64) {
+	size = recordSize(n)
+	off = w.tail & w.s.mask
+	toEnd = w.s.capacity - off
+	w.need = size
+	if size > toEnd {
+		w.need = toEnd + size
+	}
+	return size, off, toEnd
+}
+
+// Arm reports whether Reserve(n) would return at once, with room or an
+// error. If not, it asks the reader to ring this side's doorbell when it
+// next releases a record (or closes) and reports false: the owner then
+// waits until the doorbell's other end is readable, drains it, and calls
+// Arm again. The owner goroutine calls it.
+func (w *Writer) Arm(n int) bool {
+	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
+		return true
+	}
+	defer w.s.release()
+	w.setNeed(uint64(n))
+	for armed := false; ; armed = true {
+		if ok, err := w.ready(); ok || err != nil {
+			if armed {
+				w.s.wpark.CompareAndSwap(parkedBell, 0)
+			}
+			return true
+		}
+		if armed {
+			return false
+		}
+		w.s.wpark.Store(parkedBell)
+	}
+}
+
 // ready is the writer's wait condition: w.need bytes free, or a reason to
 // stop.
 func (w *Writer) ready() (bool, error) {
@@ -174,7 +206,7 @@ func (w *Writer) ready() (bool, error) {
 		// Past the tail, or moved by more than a whole ring.
 		w.err = &CorruptError{Field: "head", Value: h, At: w.tail}
 		w.s.markClosed(closedWriter)
-		wake(w.s.rpark)
+		w.s.wake(w.s.rpark)
 		return false, w.err
 	}
 	w.head = h
@@ -193,7 +225,7 @@ func (w *Writer) breakStream() {
 	w.err = ErrBrokenMessage
 	if w.s.life.acquire() {
 		w.s.markClosed(closedWriter)
-		wake(w.s.rpark)
+		w.s.wake(w.s.rpark)
 		w.s.release()
 	}
 }

@@ -1,0 +1,130 @@
+package ring
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestOneWaiterManyRings: eight writers, each on its own ring, and one
+// goroutine reading all eight rings, sleeping only on one doorbell that
+// every writer rings. Every message arrives, in order per ring.
+func TestOneWaiterManyRings(t *testing.T) {
+	checkLeaks(t)
+	wait, bell, err := NewDoorbell()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wait.Close()
+	const rings, msgs = 8, 2000
+	readers := make([]*Reader, rings)
+	var wg sync.WaitGroup
+	for i := range rings {
+		w, r := newPair(t, MinCapacity, &Options{Doorbell: bell, Spin: -1})
+		readers[i] = r
+		wg.Go(func() {
+			for j := range msgs {
+				if err := w.Write([]byte(strconv.Itoa(j))); err != nil {
+					t.Errorf("ring %d: %v", i, err)
+					return
+				}
+			}
+			w.Close()
+		})
+	}
+	bell.Close() // the sides hold duplicates
+
+	next := make([]int, rings)
+	open, sleeps := rings, 0
+	var buf []byte
+	for open > 0 {
+		idle := true
+		for i, r := range readers {
+			if next[i] < 0 || !r.Arm() {
+				continue
+			}
+			idle = false
+			buf, err = r.ReadMessage(buf[:0], 100)
+			if err == io.EOF {
+				if next[i] != msgs {
+					t.Fatalf("ring %d ended after %d messages", i, next[i])
+				}
+				next[i], open = -1, open-1
+				continue
+			}
+			if err != nil || string(buf) != strconv.Itoa(next[i]) {
+				t.Fatalf("ring %d message %d: %q, %v", i, next[i], buf, err)
+			}
+			next[i]++
+		}
+		if idle {
+			// Every ring is armed: a commit or close on any of them rings.
+			if ok, err := wait.Wait(10 * time.Second); !ok || err != nil {
+				t.Fatalf("no ring for 10 s with %d rings open (%v)", open, err)
+			}
+			if err := wait.Drain(); err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			sleeps++
+		}
+	}
+	wg.Wait()
+	t.Logf("%d messages on %d rings, the reader slept %d times", rings*msgs, rings, sleeps)
+	// With both sides of every ring closed, no copy of the ringing end is
+	// left: the doorbell reads end of file.
+	for _, r := range readers {
+		r.Close()
+	}
+	if err := wait.Drain(); err != io.EOF {
+		t.Fatalf("doorbell after every writer closed: %v, want io.EOF", err)
+	}
+}
+
+// TestWriterArm: a writer facing a full ring arms its doorbell and is rung
+// when the reader releases a record.
+func TestWriterArm(t *testing.T) {
+	checkLeaks(t)
+	wait, bell, err := NewDoorbell()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wait.Close()
+	w, r := newPair(t, MinCapacity, &Options{Doorbell: bell})
+	bell.Close()
+	n := 1000
+	for w.Arm(n) {
+		b, err := w.Reserve(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Commit(len(b), false)
+	}
+	if ok, _ := wait.Wait(0); ok {
+		t.Fatal("doorbell rung before the reader released anything")
+	}
+	done := make(chan error)
+	go func() {
+		_, _, err := r.Next()
+		r.Release()
+		done <- err
+	}()
+	if ok, _ := wait.Wait(10 * time.Second); !ok {
+		t.Fatal("the reader's Release did not ring the writer's doorbell")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wait.Drain()
+	if !w.Arm(n) {
+		t.Fatal("Arm false after the reader made room")
+	}
+	if w.Arm(w.MaxRecord()+1) != true {
+		t.Fatal("Arm of an impossible size must report that Reserve returns at once")
+	}
+	if _, err := w.Reserve(w.MaxRecord() + 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Reserve: %v", err)
+	}
+}
