@@ -32,11 +32,15 @@ func echo(r *Reader, w *Writer) error {
 // childEcho is the echo server of a process benchmark: requests on
 // descriptor 3, replies on 4.
 func childEcho(req, rep *os.File) int {
-	r, err := NewReader(req, nil)
+	opts := &Options{}
+	if os.Getenv(childEnv+"_PARK") != "" {
+		opts.Spin = -1
+	}
+	r, err := NewReader(req, opts)
 	if err != nil {
 		return 1
 	}
-	w, err := NewWriter(rep, nil)
+	w, err := NewWriter(rep, opts)
 	if err != nil {
 		return 1
 	}
@@ -132,28 +136,36 @@ func BenchmarkPingPong(b *testing.B) {
 }
 
 // BenchmarkPingPongProcess: round trips with an echo server in another
-// process, as a ring is meant to be used.
+// process, as a ring is meant to be used; both sides spinning, or both
+// parking at once.
 func BenchmarkPingPongProcess(b *testing.B) {
-	for _, size := range benchSizes {
-		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			w, r, req, rep := echoPair(b, 1<<20, nil)
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), childEnv+"=echo")
-			cmd.ExtraFiles = []*os.File{req, rep}
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer cmd.Wait()
-			defer cmd.Process.Kill()
-			if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-				b.Fatalf("echo child: %q", line)
-			}
-			roundTrips(b, w, r, size)
-		})
+	for _, mode := range []string{"spin", "park"} {
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
+				opts := &Options{}
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), childEnv+"=echo")
+				if mode == "park" {
+					opts.Spin = -1
+					cmd.Env = append(cmd.Env, childEnv+"_PARK=1")
+				}
+				w, r, req, rep := echoPair(b, 1<<20, opts)
+				cmd.ExtraFiles = []*os.File{req, rep}
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				defer cmd.Wait()
+				defer cmd.Process.Kill()
+				if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+					b.Fatalf("echo child: %q", line)
+				}
+				roundTrips(b, w, r, size)
+			})
+		}
 	}
 }
 
