@@ -205,3 +205,43 @@ func BenchmarkStream(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStreamBatch: one-way 64-byte records staged in batches, each
+// batch published with one store of the tail.
+func BenchmarkStreamBatch(b *testing.B) {
+	const size, batch = 64, 64
+	w, _, req, _ := echoPair(b, 4<<20, nil)
+	r, err := NewReader(req, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range b.N {
+			if _, _, err = r.Next(); err != nil {
+				return
+			}
+			r.Release()
+		}
+	})
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		p, err := w.Reserve(size)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p[0] = byte(i)
+		w.Stage(size, false)
+		if i%batch == batch-1 {
+			w.Flush()
+		}
+	}
+	w.Flush()
+	wg.Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+}

@@ -341,3 +341,64 @@ func TestUnmapAfterLastUse(t *testing.T) {
 		t.Fatal("a second Close unmapped again")
 	}
 }
+
+// TestStagedRecords: staged records stay invisible until Flush or the next
+// Commit, and a writer that runs out of room publishes what it staged
+// instead of waiting for a reader that cannot see it.
+func TestStagedRecords(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	for i := range 3 {
+		b, err := w.Reserve(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[0] = byte('a' + i)
+		if err := w.Stage(1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.SetDeadline(time.Now().Add(-time.Second))
+	if _, _, err := r.Next(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Next before Flush: %v, want ErrTimeout", err)
+	}
+	w.Flush()
+	for i := range 3 {
+		p, _, err := r.Next()
+		if err != nil || string(p) != string(rune('a'+i)) {
+			t.Fatalf("record %d after Flush: %q, %v", i, p, err)
+		}
+		r.Release()
+	}
+	if err := w.Stage(0, false); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Stage without Reserve: %v", err)
+	}
+
+	// Ten rings' worth of staged records, never flushed by the caller.
+	const n = 10 * MinCapacity / 64
+	r.SetDeadline(time.Time{})
+	done := make(chan int)
+	go func() {
+		got := 0
+		for got < n {
+			if _, _, err := r.Next(); err != nil {
+				break
+			}
+			r.Release()
+			got++
+		}
+		done <- got
+	}()
+	w.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := range n {
+		b, err := w.Reserve(56)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		w.Stage(len(b), false)
+	}
+	w.Flush()
+	if got := <-done; got != n {
+		t.Fatalf("reader got %d of %d staged records", got, n)
+	}
+}

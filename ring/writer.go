@@ -11,7 +11,10 @@ import (
 type Writer struct {
 	s    *shared
 	tail uint64 // end of this side's records; never read back from the mapping
-	head uint64 // the reader's head as last read and checked
+	// published is the tail as last stored for the reader: records
+	// between it and tail are staged.
+	published uint64
+	head      uint64 // the reader's head as last read and checked
 	// held is the payload capacity of the reservation handed out by
 	// Reserve and not yet committed, or -1.
 	held int
@@ -28,6 +31,7 @@ func newWriter(s *shared, opts *Options) (*Writer, error) {
 	}
 	w := &Writer{s: s, held: -1, spin: newSpinner(o.Spin)}
 	w.tail = s.tail.Load()
+	w.published = w.tail
 	w.head = s.head.Load()
 	if w.tail-w.head > s.capacity {
 		return nil, &CorruptError{Field: "head", Value: w.head, At: w.tail}
@@ -70,10 +74,42 @@ func (w *Writer) Reserve(n int) ([]byte, error) {
 	return w.s.data[start : start+uint64(n) : start+uint64(n)], nil
 }
 
-// Commit publishes the first n bytes of the reservation as a record;
-// more says that the message continues in the next record. The reader
-// is woken if it is parked.
+// Commit publishes the first n bytes of the reservation as a record,
+// with any records staged before it; more says that the message continues
+// in the next record. The reader is woken if it waits.
 func (w *Writer) Commit(n int, more bool) error {
+	if err := w.finish(n, more); err != nil {
+		return err
+	}
+	w.publish()
+	w.s.release()
+	return nil
+}
+
+// Stage ends the reservation as a record, like Commit, but leaves it
+// unpublished: records staged one after another reach the reader together
+// at the next Commit or Flush, for one store of the tail and at most one
+// wake-up instead of one each. Reserve flushes by itself before it waits
+// for room; Close does not, so staged records not flushed are lost.
+func (w *Writer) Stage(n int, more bool) error {
+	if err := w.finish(n, more); err != nil {
+		return err
+	}
+	w.s.release()
+	return nil
+}
+
+// Flush publishes the staged records, if any.
+func (w *Writer) Flush() {
+	if w.published != w.tail && w.s.life.acquire() {
+		w.publish()
+		w.s.release()
+	}
+}
+
+// finish writes the reservation's record header and moves the tail past
+// the record, without publishing it.
+func (w *Writer) finish(n int, more bool) error {
 	if w.held < 0 || n < 0 || n > w.held {
 		return ErrInvalid
 	}
@@ -81,15 +117,19 @@ func (w *Writer) Commit(n int, more bool) error {
 	if more {
 		flags = flagMore
 	}
-	// A plain store: the tail's atomic store below publishes it, and a
-	// locked store here would wait for the reader's cache line.
+	// A plain store: the tail's atomic store publishes it, and a locked
+	// store here would wait for the reader's cache line.
 	binary.LittleEndian.PutUint64(w.s.data[w.tail&w.s.mask:], packRecord(uint32(n), flags))
 	w.tail += recordSize(uint64(n))
 	w.held = -1
+	return nil
+}
+
+// publish stores the tail for the reader and wakes it if it waits.
+func (w *Writer) publish() {
+	w.published = w.tail
 	w.s.tail.Store(w.tail)
 	w.s.wake(w.s.rpark)
-	w.s.release()
-	return nil
 }
 
 // Write sends p as one message, copying it into the ring in records of at
@@ -145,6 +185,10 @@ func (w *Writer) reserve(n uint64) error {
 		if ok, err := w.ready(); err != nil {
 			return err
 		} else if !ok {
+			// The reader cannot make room for records it has not seen.
+			if w.published != w.tail {
+				w.publish()
+			}
 			if err := wait(w, w.s.wpark, &w.spin, &w.dl); err != nil {
 				return err
 			}
@@ -190,6 +234,9 @@ func (w *Writer) Arm(n int) bool {
 		}
 		if armed {
 			return false
+		}
+		if w.published != w.tail {
+			w.publish() // the reader cannot make room for unseen records
 		}
 		w.s.wpark.Store(parkedBell)
 	}
