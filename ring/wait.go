@@ -62,6 +62,7 @@ func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
 			if i%256 == 0 && time.Since(start) >= sp.cur {
 				break
 			}
+			spinPause()
 		}
 	}
 	for {
