@@ -41,12 +41,12 @@
 // returns an *UnavailableError when the peer cannot run here; the runner then
 // skips it and says why. Server describes the child process that serves one
 // run on run.Socket. Client drives the load from the benchmark process (or
-// from a child of its own, as the C and git clients do), calls m.Start when
-// the warm-up is over and m.Stop when the measured window ends, and returns
-// the latencies it recorded. A client that times the window itself (a child
-// process with its own clock, processes whose start-up does not count)
-// returns its account in Load.Window, which replaces the Meter's readings
-// it gives.
+// from a child of its own, as the C, git and shmipc clients do), calls
+// m.Start when the warm-up is over and m.Stop when the measured window ends,
+// and returns the latencies it recorded. A client that times the window
+// itself (a child process with its own clock, processes whose start-up does
+// not count) returns its account in Load.Window, which replaces the Meter's
+// readings it gives.
 //
 // Servers always run in a child process, so that client and server CPU time,
 // memory and counters are measured apart. A Go server is a server role of
@@ -72,9 +72,10 @@
 // a kernel in the path); pktipc (the engine with inline handlers and a
 // persistent engine.Client), pktipc-pool (handlers on the worker pool) and
 // pktipc-git (engine.Send, one connection per request); fdpass, grpc,
-// ttrpc; and, with a test-tool, git (git against git), pktipc-vs-git
-// (engine.Send against git's daemon) and git-vs-pktipc (git's client
-// against the daemon of `ipcbench serve`, which is internal/gitipc).
+// ttrpc and shmipc (CloudWeGo's shared-memory IPC); and, with a test-tool,
+// git (git against git), pktipc-vs-git (engine.Send against git's daemon)
+// and git-vs-pktipc (git's client against the daemon of `ipcbench serve`,
+// which is internal/gitipc).
 //
 // # Torture
 //

@@ -30,6 +30,11 @@ type Meter struct {
 	cliS0, cliS1     perf.Sample
 	notes            []string
 	cpuErr           error
+
+	// edge, when set, is called by Start and Stop once they have taken
+	// their readings, with true for Start: a client child tells its parent
+	// where its window lies.
+	edge func(start bool)
 }
 
 // Window is a client's own account of the measured window, for a client
@@ -111,6 +116,9 @@ func (m *Meter) Start() {
 	m.cliCPU0, err2 = m.clientCPU()
 	m.cpuErr = errors.Join(err1, err2)
 	m.t0 = perf.Now()
+	if m.edge != nil {
+		m.edge(true)
+	}
 }
 
 // Stop closes the measured window. Calls before Start or after the first
@@ -127,6 +135,9 @@ func (m *Meter) Stop() {
 	m.cpuErr = errors.Join(m.cpuErr, err1, err2)
 	m.srvS1 = readCounters(m.srvCounters)
 	m.cliS1 = readCounters(m.cliCounters)
+	if m.edge != nil {
+		m.edge(false)
+	}
 }
 
 // Elapsed returns the measured window's wall time as the Meter saw it (0

@@ -66,6 +66,12 @@ var peers = []PeerInfo{
 		New:       func() Peer { return ttrpcPeer{} },
 	},
 	{
+		Name:      "shmipc",
+		Doc:       "CloudWeGo shmipc-go v0.2.0 configured as its own benchmark (memfd buffer of 256 MiB, 70% in slices of the message size), buffer faulted in and written before the run; one session, a stream per client, length-prefixed messages; client and server in child processes (Linux, amd64 and arm64)",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		New:       func() Peer { return shmipcPeer{} },
+	},
+	{
 		Name:          "git",
 		Doc:           "git's simple-ipc: test-tool simple-ipc run-daemon (8 threads) and test-tool simple-ipc multiple",
 		Scenarios:     []Kind{Connect},

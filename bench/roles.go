@@ -1,16 +1,19 @@
 package bench
 
-// The server roles of this binary's peers and torture scenarios, and the
-// types of their settings.
+// The roles of this binary's children: the servers of its peers and torture
+// scenarios, torture's attacker and the shmipc peer's client, and the types
+// of their settings.
 const (
-	unixRole      role[noSettings]        = "unix"
-	fdpassRole    role[noSettings]        = "fdpass"
-	engineRole    role[engineSettings]    = "pktipc"
-	gitDaemonRole role[gitDaemonSettings] = "pktipc-gitd"
-	grpcRole      role[noSettings]        = "grpc"
-	ttrpcRole     role[noSettings]        = "ttrpc"
-	tortureRole   role[tortureSettings]   = "torture"
-	attackRole    role[attackSettings]    = "torture-attack"
+	unixRole         role[noSettings]           = "unix"
+	fdpassRole       role[noSettings]           = "fdpass"
+	engineRole       role[engineSettings]       = "pktipc"
+	gitDaemonRole    role[gitDaemonSettings]    = "pktipc-gitd"
+	grpcRole         role[noSettings]           = "grpc"
+	ttrpcRole        role[noSettings]           = "ttrpc"
+	shmipcRole       role[shmipcServerSettings] = "shmipc"
+	shmipcClientRole role[clientChildSettings]  = "shmipc-client"
+	tortureRole      role[tortureSettings]      = "torture"
+	attackRole       role[attackSettings]       = "torture-attack"
 )
 
 // serverRoles are the roles a re-executed child of this binary can take. A
@@ -24,6 +27,8 @@ var serverRoles = roleTable(
 	gitDaemonRole.with(serveGitDaemon),
 	grpcRole.with(serveGRPC),
 	ttrpcRole.with(serveTTRPC),
+	shmipcRole.with(serveShmipc),
+	shmipcClientRole.with(runShmipcClient),
 	tortureRole.with(serveTorture),
 	attackRole.with(serveAttack),
 )
