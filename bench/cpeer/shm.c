@@ -25,6 +25,7 @@
 #define PROG "shm"
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -115,8 +116,13 @@ static size_t wait_avail(struct end *e)
 			break;
 		if (e->done && atomic_load_explicit(e->done, memory_order_acquire))
 			return 0;
-		if (spins % WATCH_SPINS == 0 && peer_gone(e->fd))
-			return 0;
+		if (spins % WATCH_SPINS == 0) {
+			if (peer_gone(e->fd))
+				return 0;
+			/* A long wait means the peer is not running: on a machine
+			 * with more spinners than cores, let it have this one. */
+			sched_yield();
+		}
 		cpu_relax();
 	}
 	return n;
