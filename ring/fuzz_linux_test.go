@@ -42,7 +42,10 @@ func FuzzReader(f *testing.F) {
 		copy(s.data, data)
 		s.tail.Store(tail)
 		s.closed.Store(closed)
-		r := newReader(s, &Options{Spin: -1})
+		r, err := newReader(s, &Options{Spin: -1})
+		if err != nil {
+			t.Fatal(err) // the head is zero
+		}
 		defer r.Close()
 		r.SetDeadline(time.Now().Add(-time.Second))
 		var buf []byte

@@ -40,7 +40,7 @@ type Options struct {
 	Doorbell *os.File
 }
 
-func newReader(s *shared, opts *Options) *Reader {
+func newReader(s *shared, opts *Options) (*Reader, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -48,7 +48,12 @@ func newReader(s *shared, opts *Options) *Reader {
 	r := &Reader{s: s, spin: newSpinner(o.Spin)}
 	r.head = s.head.Load()
 	r.tail = r.head
-	return r
+	if r.head%recordHeader != 0 {
+		// Records start on eight-byte boundaries, and their headers are
+		// read as aligned words.
+		return nil, &CorruptError{Field: "head", Value: r.head, At: r.head}
+	}
+	return r, nil
 }
 
 // SetDeadline sets the time after which a waiting Next or ReadMessage

@@ -71,7 +71,12 @@ func NewReader(f *os.File, opts *Options) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newReader(s, opts), nil
+	r, err := newReader(s, opts)
+	if err != nil {
+		s.discard()
+		return nil, err
+	}
+	return r, nil
 }
 
 // attach maps f and takes a duplicate of the doorbell in opts.

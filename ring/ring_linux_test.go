@@ -312,7 +312,10 @@ func TestUnmapAfterLastUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, s2, unmapped2 := heapRing(MinCapacity)
-	r := newReader(s2, nil)
+	r, err := newReader(s2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := w.Reserve(8)
 	if err != nil {
 		t.Fatal(err)

@@ -178,8 +178,12 @@ func TestScribblingPeer(t *testing.T) {
 		for time.Now().Before(end) {
 			r, err := NewReader(f, nil)
 			if err != nil {
-				t.Errorf("NewReader: %v", err)
-				return
+				if !errors.Is(err, ErrCorrupt) {
+					t.Errorf("NewReader: %v", err)
+					return
+				}
+				corruptR++
+				continue
 			}
 			for time.Now().Before(end) {
 				r.SetDeadline(time.Now().Add(deadline))
@@ -373,10 +377,13 @@ func TestCorruptValues(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, s, _ := heapRing(c)
-			r := newReader(s, nil)
+			r, err := newReader(s, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer r.Close()
 			tc.set(s)
-			_, _, err := r.Next()
+			_, _, err = r.Next()
 			var ce *CorruptError
 			if !errors.As(err, &ce) || ce.Field != tc.field {
 				t.Fatalf("Next: %v, want a *CorruptError on %q", err, tc.field)
@@ -414,6 +421,17 @@ func TestCorruptValues(t *testing.T) {
 		}
 		if err2 := w.Write([]byte("z")); err2 != err {
 			t.Fatalf("second Write: %v", err2)
+		}
+	})
+	t.Run("unaligned indices at attach", func(t *testing.T) {
+		_, s, _ := heapRing(c)
+		s.tail.Store(12)
+		s.head.Store(4)
+		if _, err := newWriter(s, nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("newWriter: %v, want ErrCorrupt", err)
+		}
+		if _, err := newReader(s, nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("newReader: %v, want ErrCorrupt", err)
 		}
 	})
 	t.Run("indices apart at attach", func(t *testing.T) {

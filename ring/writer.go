@@ -33,6 +33,9 @@ func newWriter(s *shared, opts *Options) (*Writer, error) {
 	w.tail = s.tail.Load()
 	w.published = w.tail
 	w.head = s.head.Load()
+	if w.tail%recordHeader != 0 {
+		return nil, &CorruptError{Field: "tail", Value: w.tail, At: w.tail}
+	}
 	if w.tail-w.head > s.capacity {
 		return nil, &CorruptError{Field: "head", Value: w.head, At: w.tail}
 	}
