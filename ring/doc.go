@@ -45,7 +45,11 @@
 // cannot be lost. Waits end at the side's deadline (SetDeadline) or when
 // either side closes. The death of a peer process is not visible in the
 // mapping: whoever owns the ring watches the connection it came on and
-// calls Close, which wakes a parked owner at once.
+// calls Close, which wakes an owner parked on the futex at once. The futex
+// word lies in shared memory, where a hostile peer could absorb a wake-up
+// meant for this side, so a parked side also wakes every 50 ms to look at
+// its Close and deadline. An owner waiting on a doorbell (below) is not
+// woken by Close: its own loop closes the side, or sees it closed.
 //
 // An owner that serves many rings from one goroutine (an event loop) does
 // not sleep in any of them: it calls Arm on each side it serves, and when

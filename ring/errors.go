@@ -39,7 +39,8 @@ var (
 	ErrCorrupt = errors.New("ring: corrupt ring")
 
 	// ErrBrokenMessage means the writer stopped in the middle of a message
-	// (a deadline passed between its records), so the stream cannot go on:
+	// (a deadline passed between its records, the reader closed, the ring
+	// was corrupt; the cause is wrapped too), so the stream cannot go on:
 	// the writer closes its side, and its reader sees io.ErrUnexpectedEOF.
 	ErrBrokenMessage = errors.New("ring: writer stopped inside a message")
 )

@@ -58,7 +58,10 @@ func newReader(s *shared, opts *Options) (*Reader, error) {
 
 // SetDeadline sets the time after which a waiting Next or ReadMessage
 // returns ErrTimeout; the zero time means none. Any goroutine may call it.
-func (r *Reader) SetDeadline(t time.Time) { r.dl.set(t) }
+func (r *Reader) SetDeadline(t time.Time) {
+	r.dl.set(t)
+	r.s.rouse(r.s.rpark)
+}
 
 // MaxRecord is the largest payload one record may carry.
 func (r *Reader) MaxRecord() int { return maxRecord(r.s.capacity) }
@@ -81,7 +84,11 @@ func (r *Reader) Next() (p []byte, more bool, err error) {
 	for {
 		p, more, size, err := r.peek()
 		if err == nil && size == 0 {
-			err = wait(r, r.s.rpark, &r.spin, &r.dl)
+			// A writer that publishes only padding could keep this loop
+			// going: it ends at Close and at the deadline like a wait.
+			if err = r.expired(); err == nil {
+				err = wait(r, r.s.rpark, &r.spin, &r.dl)
+			}
 			if err == nil {
 				continue
 			}
@@ -153,6 +160,14 @@ func (r *Reader) ReadMessage(dst []byte, limit int) ([]byte, error) {
 	start, begun, tooLarge := len(dst), false, false
 	for {
 		p, more, err := r.Next()
+		if err == nil && begun && r.dl.ns.Load() != 0 {
+			// An endless message must not outlast the deadline.
+			if err := r.expired(); err != nil {
+				r.Release()
+				r.partial = more
+				return dst[:start], err
+			}
+		}
 		if err != nil {
 			if begun {
 				r.partial = true
@@ -238,14 +253,25 @@ func (r *Reader) fail(field string, v uint64) error {
 	return r.err
 }
 
+// expired reports ErrClosed after Close and ErrTimeout past the deadline.
+func (r *Reader) expired() error {
+	if r.s.life.isClosed() {
+		return ErrClosed
+	}
+	if left, has := r.dl.remaining(); has && left <= 0 {
+		return ErrTimeout
+	}
+	return nil
+}
+
 // ready is the reader's wait condition: a record published, or a reason
 // to stop.
 func (r *Reader) ready() (bool, error) {
-	if r.s.tail.Load() != r.head {
-		return true, nil
-	}
 	if r.s.life.isClosed() {
 		return false, ErrClosed
+	}
+	if r.s.tail.Load() != r.head {
+		return true, nil
 	}
 	if r.s.closed.Load()&closedWriter != 0 {
 		// The writer publishes its last tail before its flag.

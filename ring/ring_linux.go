@@ -2,6 +2,7 @@ package ring
 
 import (
 	"io"
+	"math"
 	"os"
 	"sync/atomic"
 	"time"
@@ -262,8 +263,9 @@ func futexWait(word *atomic.Uint32, val uint32, timeout time.Duration) {
 	_ = errno // EAGAIN (the word changed), EINTR, ETIMEDOUT: the caller re-checks
 }
 
-// futexWake wakes one waiter on word.
+// futexWake wakes the waiters on word.
 func futexWake(word *atomic.Uint32) {
 	const futexWakeOp = 1
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWakeOp, 1, 0, 0, 0)
+	// All waiters: the peer may be sleeping on the word too.
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWakeOp, math.MaxInt32, 0, 0, 0)
 }

@@ -405,3 +405,62 @@ func TestStagedRecords(t *testing.T) {
 		t.Fatalf("reader got %d of %d staged records", got, n)
 	}
 }
+
+// TestSetDeadlineWakesParked: a deadline set while a side is parked with
+// none takes effect at once.
+func TestSetDeadlineWakesParked(t *testing.T) {
+	checkLeaks(t)
+	_, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	done := make(chan error)
+	go func() { _, _, err := r.Next(); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	r.SetDeadline(time.Now().Add(10 * time.Millisecond))
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("parked Next after SetDeadline: %v, want ErrTimeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("parked Next still waiting 5 s after a 10 ms deadline was set")
+	}
+}
+
+// TestStolenWakeUp: a peer that sleeps on this side's parking word, to
+// absorb the wake-up meant for it, delays Close by at most one bounded
+// sleep.
+func TestStolenWakeUp(t *testing.T) {
+	checkLeaks(t)
+	_, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	r.s.life.acquire() // keeps the mapping for the thief until it is done
+	var thief sync.WaitGroup
+	r.s.rpark.Store(parkedFutex)
+	stop := make(chan struct{})
+	thief.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.s.rpark.Store(parkedFutex)
+			futexWait(r.s.rpark, parkedFutex, 10*time.Millisecond)
+		}
+	})
+	done := make(chan error)
+	go func() { _, _, err := r.Next(); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	r.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("parked Next after Close: %v, want ErrClosed", err)
+		}
+		t.Logf("woke %v after Close", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("parked Next still waiting 5 s after Close")
+	}
+	close(stop)
+	thief.Wait()
+	r.s.release()
+}

@@ -197,6 +197,15 @@ func (d *deadline) remaining() (time.Duration, bool) {
 	return time.Duration(ns) - time.Since(epoch), true
 }
 
+// rouse wakes this side's owner if it sleeps on the futex, so that it
+// looks at its deadline again; it does nothing once the side is closed.
+func (s *shared) rouse(word *atomic.Uint32) {
+	if s.life.acquire() {
+		wakeOwner(word)
+		s.release()
+	}
+}
+
 // wakeOwner wakes this side's own owner if it sleeps on the futex.
 func wakeOwner(word *atomic.Uint32) {
 	if word.CompareAndSwap(parkedFutex, 0) {

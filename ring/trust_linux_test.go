@@ -256,7 +256,7 @@ func TestPeerDeath(t *testing.T) {
 // header is mapped.
 func TestRefusedFiles(t *testing.T) {
 	checkMappings(t)
-	for _, c := range []int{-1, 0, 1000, MinCapacity + 8, MaxCapacity * 2} {
+	for _, c := range []int{-1, 0, 1000, MinCapacity + 8, MaxCapacity + MinCapacity} {
 		if f, err := Create(c); !errors.Is(err, ErrInvalid) {
 			if f != nil {
 				f.Close()

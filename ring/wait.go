@@ -8,6 +8,10 @@ import (
 // DefaultSpin is how long a side spins, at most, before it parks.
 const DefaultSpin = 20 * time.Microsecond
 
+// maxSleep bounds one futex sleep: how late a parked side may notice its
+// Close or deadline when the peer tampers with the parking word.
+const maxSleep = 50 * time.Millisecond
+
 // minSpin is the least a spinning side keeps trying, so that it can learn
 // that spinning pays again.
 const minSpin = time.Microsecond
@@ -78,8 +82,12 @@ func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
 			word.Store(0)
 			return ErrTimeout
 		}
-		if !has {
-			left = -1
+		// The word lies in memory the peer can write and wait on, so a
+		// hostile peer can absorb or requeue the wake-up meant for this
+		// side; sleeping in bounded slices keeps Close and the deadline
+		// effective anyway.
+		if !has || left > maxSleep {
+			left = maxSleep
 		}
 		futexWait(word, parkedFutex, left)
 	}

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"encoding/binary"
+	"fmt"
 	"time"
 )
 
@@ -45,7 +46,10 @@ func newWriter(s *shared, opts *Options) (*Writer, error) {
 // SetDeadline sets the time after which a Reserve or Write waiting for
 // space returns ErrTimeout; the zero time means none. Any goroutine may
 // call it.
-func (w *Writer) SetDeadline(t time.Time) { w.dl.set(t) }
+func (w *Writer) SetDeadline(t time.Time) {
+	w.dl.set(t)
+	w.s.rouse(w.s.wpark)
+}
 
 // MaxRecord is the largest payload one record may carry: half the data
 // area less a record header.
@@ -147,8 +151,7 @@ func (w *Writer) Write(p []byte) error {
 		b, err := w.Reserve(n)
 		if err != nil {
 			if !first && err != ErrClosed {
-				w.breakStream()
-				return ErrBrokenMessage
+				return w.breakStream(err)
 			}
 			return err
 		}
@@ -269,13 +272,16 @@ func (w *Writer) ready() (bool, error) {
 	return w.s.capacity-(w.tail-h) >= w.need, nil
 }
 
-// breakStream ends the stream after a message was cut short: the reader
-// must not join its first records to the next message.
-func (w *Writer) breakStream() {
-	w.err = ErrBrokenMessage
+// breakStream ends the stream after a message was cut short by err: the
+// reader must not join its first records to the next message.
+func (w *Writer) breakStream(err error) error {
+	if w.err == nil {
+		w.err = fmt.Errorf("%w: %w", ErrBrokenMessage, err)
+	}
 	if w.s.life.acquire() {
 		w.s.markClosed(closedWriter)
 		w.s.wake(w.s.rpark)
 		w.s.release()
 	}
+	return w.err
 }
