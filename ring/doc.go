@@ -47,8 +47,8 @@
 // mapping: whoever owns the ring watches the connection it came on and
 // calls Close, which wakes an owner parked on the futex at once. The futex
 // word lies in shared memory, where a hostile peer could absorb a wake-up
-// meant for this side, so a parked side also wakes every 50 ms to look at
-// its Close and deadline. An owner waiting on a doorbell (below) is not
+// meant for this side, so a parked side also wakes once a second to look
+// at its Close and deadline. An owner waiting on a doorbell (below) is not
 // woken by Close: its own loop closes the side, or sees it closed.
 //
 // An owner that serves many rings from one goroutine (an event loop) does

@@ -10,7 +10,7 @@ const DefaultSpin = 20 * time.Microsecond
 
 // maxSleep bounds one futex sleep: how late a parked side may notice its
 // Close or deadline when the peer tampers with the parking word.
-const maxSleep = 50 * time.Millisecond
+const maxSleep = time.Second
 
 // minSpin is the least a spinning side keeps trying, so that it can learn
 // that spinning pays again.
