@@ -149,7 +149,13 @@ func (r *Reader) Release() {
 // call. A writer that closed in the middle of a message gives
 // io.ErrUnexpectedEOF.
 func (r *Reader) ReadMessage(dst []byte, limit int) ([]byte, error) {
+	// Records that keep coming never make Next wait, so the loops look at
+	// Close and the deadline themselves: an endless message must not
+	// outlast them.
 	for r.partial {
+		if err := r.expired(); err != nil {
+			return dst, err
+		}
 		_, more, err := r.Next()
 		if err != nil {
 			return dst, err
@@ -159,15 +165,13 @@ func (r *Reader) ReadMessage(dst []byte, limit int) ([]byte, error) {
 	}
 	start, begun, tooLarge := len(dst), false, false
 	for {
-		p, more, err := r.Next()
-		if err == nil && begun && r.dl.ns.Load() != 0 {
-			// An endless message must not outlast the deadline.
+		if begun {
 			if err := r.expired(); err != nil {
-				r.Release()
-				r.partial = more
+				r.partial = true
 				return dst[:start], err
 			}
 		}
+		p, more, err := r.Next()
 		if err != nil {
 			if begun {
 				r.partial = true

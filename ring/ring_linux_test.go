@@ -464,3 +464,47 @@ func TestStolenWakeUp(t *testing.T) {
 	thief.Wait()
 	r.s.release()
 }
+
+// TestEndlessMessageDeadline: a writer that never ends its message keeps
+// records coming, so Next never waits; ReadMessage still stops at the
+// deadline, and so does the next call, which skips the rest.
+func TestEndlessMessageDeadline(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, 64<<10, nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b, err := w.Reserve(8)
+			if err != nil {
+				return
+			}
+			w.Commit(len(b), true)
+		}
+	})
+	defer func() {
+		close(stop)
+		w.Close() // the writer may be waiting for room
+		wg.Wait()
+	}()
+	for i := range 2 {
+		r.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		done := make(chan error)
+		go func() { _, err := r.ReadMessage(nil, 1<<30); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("call %d: %v, want ErrTimeout", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			w.Close()
+			<-done
+			t.Fatalf("call %d: ReadMessage still reading an endless message 5 s after its deadline", i)
+		}
+	}
+}

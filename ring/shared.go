@@ -102,8 +102,8 @@ func (s *shared) discard() {
 // close ends this side: marks it closed in the shared header, wakes the
 // peer and this side's owner if it sleeps on the futex (an owner waiting
 // on a doorbell is the one closing, or will see the side closed when it
-// next arms it), and drops the base reference. It reports false if the side was closed
-// already.
+// next arms it), and drops the base reference. It reports false if the
+// side was closed already.
 func (s *shared) close(flag uint32) bool {
 	if !s.life.close() {
 		return false
