@@ -37,13 +37,34 @@ const (
 	// forward; refreshing on every call would add a clock read and a
 	// runtime timer update to each measured round trip.
 	engineDeadlineRefresh = int64(time.Second)
+
+	// engineMaxRings and engineRingMax bound the rings of the pktipc-shm
+	// server: room for every client of the largest run, and rings of four
+	// times the largest message.
+	engineMaxRings = 1024
+	engineRingMax  = 4 << 20
+	engineRingMin  = 64 << 10
 )
+
+// ringSize is the ring a pktipc-shm client asks for: four times the
+// message, so that a message and the start of the next fit, within
+// engineRingMin and engineRingMax.
+func ringSize(msg int) int {
+	n := engineRingMin
+	for n < 4*msg && n < engineRingMax {
+		n *= 2
+	}
+	return n
+}
 
 // engineSettings configure the pktipc server role.
 type engineSettings struct {
 	// Pool runs the echo handler on the engine's worker pool instead of
 	// inline on the event loops.
 	Pool bool `json:"pool,omitempty"`
+	// Rings lets clients use shared-memory rings of up to
+	// engineRingMax bytes (engine.WithRingLimits).
+	Rings bool `json:"rings,omitempty"`
 }
 
 // serveEngine is the pktipc server role: echo every request, or in the
@@ -60,6 +81,9 @@ func serveEngine(ctx context.Context, cfg serverConfig, settings engineSettings,
 	var opts []engine.Option
 	if !settings.Pool {
 		opts = append(opts, engine.WithInlineHandlers(true))
+	}
+	if settings.Rings {
+		opts = append(opts, engine.WithRingLimits(engineMaxRings, engineRingMax))
 	}
 	s, err := engine.NewServer(cfg.Socket, h, opts...)
 	if err != nil {
@@ -90,6 +114,33 @@ type enginePeer struct {
 	oneShot bool
 }
 
+// dialer returns the client constructors for run: over rings for
+// pktipc-shm.
+func (p enginePeer) dialer(run Run) (
+	func(context.Context, string) (RoundTripper, error),
+	func(context.Context, string, int) (Streamer, error),
+) {
+	var opts []engine.ClientOption
+	if p.server.Rings {
+		opts = append(opts, engine.WithRings(ringSize(run.Size)))
+	}
+	dial := func(ctx context.Context, socket string) (RoundTripper, error) {
+		e, err := newEngineClient(ctx, socket, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return engineConn{e}, nil
+	}
+	open := func(ctx context.Context, socket string, _ int) (Streamer, error) {
+		e, err := newEngineClient(ctx, socket, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &engineStream{engineClient: e}, nil
+	}
+	return dial, open
+}
+
 func (enginePeer) Prepare(context.Context, *Env) error { return nil }
 
 func (p enginePeer) Server(env *Env, run Run) (*ServerCmd, error) {
@@ -100,7 +151,8 @@ func (p enginePeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Lo
 	if p.oneShot {
 		return GoClient{Dial: dialOneShot}.Run(ctx, run, m)
 	}
-	return GoClient{Dial: dialEngine, OpenStream: openEngineStream}.Run(ctx, run, m)
+	dial, open := p.dialer(run)
+	return GoClient{Dial: dial, OpenStream: open}.Run(ctx, run, m)
 }
 
 // engineClient is a persistent engine.Client shared by the RoundTripper
@@ -112,14 +164,18 @@ type engineClient struct {
 	deadlineAt int64 // perf.Now of the last deadline refresh
 }
 
-func newEngineClient(ctx context.Context, socket string) (*engineClient, error) {
-	c, err := engine.Dial(ctx, socket)
+func newEngineClient(ctx context.Context, socket string, opts ...engine.ClientOption) (*engineClient, error) {
+	c, err := engine.Dial(ctx, socket, opts...)
 	if err != nil {
 		return nil, err
 	}
 	if !c.Persistent() {
 		c.Close()
 		return nil, errors.New("bench: pktipc server declined the persistent handshake")
+	}
+	if len(opts) > 0 && !c.Rings() {
+		c.Close()
+		return nil, errors.New("bench: pktipc server declined rings")
 	}
 	e := &engineClient{c: c, deadlineAt: perf.Now()}
 	_ = c.SetDeadline(time.Now().Add(engineCallBound))

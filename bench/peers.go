@@ -40,6 +40,13 @@ var peers = []PeerInfo{
 		New:       func() Peer { return enginePeer{server: engineSettings{Pool: true}} },
 	},
 	{
+		Name:      "pktipc-shm",
+		Doc:       "pktipc engine over shared-memory rings: engine.WithRings (request and reply rings of four times the message, 64 KiB to 4 MiB, sealed memfds passed at the handshake), echo handler on the connection's goroutine, spinning waiters that park on the connection's socket; persistent engine.Client",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		Quick:     true,
+		New:       func() Peer { return enginePeer{server: engineSettings{Rings: true}} },
+	},
+	{
 		Name:      "pktipc-git",
 		Doc:       "pktipc engine (inline echo) with git's client shape: engine.Send, one connection per request",
 		Scenarios: []Kind{Connect},

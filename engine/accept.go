@@ -80,6 +80,10 @@ func (s *Server) route(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
 		_ = uc.Close()
 		return false
 	case verdict == peekReady && end > 0:
+		if size, ok := s.peekedRingHello(end); ok && s.opts.persistent {
+			s.adoptRing(uc, cred, end, size)
+			return false
+		}
 		var served bool
 		if served, pooled = s.serveOneShot(uc, cred, end); served {
 			return false

@@ -127,3 +127,45 @@ func TestInlineRepliesAfterSizeChange(t *testing.T) {
 		t.Errorf("%v allocations per 64 KiB round trip after 43,000 small ones, want 0", allocs)
 	}
 }
+
+// TestZeroAllocsRings: a round trip over shared-memory rings allocates
+// nothing either, with the request leased from the ring and the reply
+// written into it in place (Reserve, Commit) or copied (Write).
+func TestZeroAllocsRings(t *testing.T) {
+	leakcheck.Check(t)
+	inPlace := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		p, err := w.Reserve(len(req))
+		if err != nil {
+			return err
+		}
+		return w.Commit(copy(p, req))
+	})
+	for _, tc := range []struct {
+		size int
+		h    Handler
+	}{{64, HandlerFunc(echoRaw)}, {4096, HandlerFunc(echoRaw)}, {1 << 20, HandlerFunc(echoRaw)}, {64, inPlace}, {100_000, inPlace}} {
+		ts := startServer(t, tc.h)
+		c, err := Dial(context.Background(), ts.path, WithRings(1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Rings() {
+			t.Fatalf("size %d: no rings", tc.size)
+		}
+		req := bytes.Repeat([]byte("a"), tc.size)
+		for range 100 {
+			if _, err := c.Call(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		allocs := testing.AllocsPerRun(1000, func() {
+			if _, err := c.Call(req); err != nil {
+				t.Fatal(err)
+			}
+		})
+		c.Close()
+		if allocs != 0 {
+			t.Errorf("size %d: %v allocations per round trip over rings, want 0", tc.size, allocs)
+		}
+	}
+}

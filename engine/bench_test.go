@@ -93,8 +93,12 @@ func benchServer(b *testing.B, kind string) func() roundTripper {
 	done := make(chan struct{})
 	go func() { _ = s.Serve(context.Background()); close(done) }()
 	b.Cleanup(func() { _ = s.Close(); <-done })
+	var copts []ClientOption
+	if kind == "pktipc-shm" {
+		copts = append(copts, WithRings(1<<20))
+	}
 	return func() roundTripper {
-		c, err := Dial(context.Background(), path)
+		c, err := Dial(context.Background(), path, copts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -113,7 +117,7 @@ func reportLatency(b *testing.B, samples []time.Duration) {
 	b.ReportMetric(q(0.99), "p99-ns")
 }
 
-var benchServers = []string{"pktipc-inline", "pktipc-pool", "net.UnixConn"}
+var benchServers = []string{"pktipc-inline", "pktipc-pool", "pktipc-shm", "net.UnixConn"}
 
 // BenchmarkRoundTrip: persistent request/reply of equal sizes, one client.
 // Client and server share this process; ipcbench runs them apart.

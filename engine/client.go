@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/ring"
 	"github.com/pktipc/pktipc/uds"
 )
 
@@ -34,6 +35,7 @@ type clientOptions struct {
 	maxReply   int
 	spin       time.Duration
 	persistent bool
+	rings      int // the ring size to ask for; 0 asks for none
 }
 
 func defaultClientOptions() clientOptions {
@@ -84,6 +86,30 @@ func WithGitStyle() ClientOption {
 	return func(o *clientOptions) error { o.persistent = false; return nil }
 }
 
+// WithRings makes Dial ask the server for shared-memory rings of size
+// bytes each (a power of two from ring.MinCapacity; the server may grant
+// less): requests and replies then travel through memory shared with the
+// server, and the socket only wakes a side that waits. A server that
+// declines (git's, one without room for more rings) is served over the
+// socket as usual. The Client's spin (WithClientSpin) applies to its waits
+// on the rings.
+func WithRings(size int) ClientOption {
+	return func(o *clientOptions) error {
+		o.rings = size
+		if size < ring.MinCapacity || size > ring.MaxCapacity || size&(size-1) != 0 {
+			return &OptionError{"Rings", size, "must be a power of two between ring.MinCapacity and ring.MaxCapacity"}
+		}
+		return nil
+	}
+}
+
+// peerGone reports whether a write failed because the server closed or
+// reset the connection (or closed its end of the rings).
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, ring.ErrPeerClosed) || errors.Is(err, io.EOF)
+}
+
 // sendFailure is the error of a request that did not reach the server whole.
 func sendFailure(cause error) error {
 	return fmt.Errorf("%w: %w", ErrNotProcessed, peerCause(cause))
@@ -100,7 +126,7 @@ func readFailure(cause error) error {
 // of a reply) or reset. Other errors pass unchanged.
 func peerCause(err error) error {
 	switch {
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, io.EOF), errors.Is(err, ring.ErrPeerClosed):
 		return ErrPeerClosed
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: %w", ErrPeerClosed, err)

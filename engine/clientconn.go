@@ -38,6 +38,22 @@ func (c *Client) connect(ctx context.Context) error {
 		if !c.opts.persistent || c.declined {
 			return nil
 		}
+		if c.opts.rings > 0 && !c.ringsDeclined {
+			ok, err := c.ringHandshake(ctx)
+			if err != nil {
+				c.dropConn()
+				return err
+			}
+			if ok {
+				c.persistent = true
+				return nil
+			}
+			// Declined: the server closes; the persistent handshake goes
+			// on a new connection.
+			c.ringsDeclined = true
+			c.dropConn()
+			continue
+		}
 		ok, err := c.handshake(ctx)
 		if err != nil {
 			c.dropConn()
@@ -85,6 +101,7 @@ func (c *Client) dropConn() {
 		_ = c.uc.Close()
 		c.uc, c.rc = nil, nil
 	}
+	c.closeRingsLocked()
 	c.mu.Unlock()
 	c.inflight, c.persistent = 0, false
 }
@@ -97,7 +114,7 @@ func (c *Client) endConn(cause error) {
 		c.queue.fail(c.gen, lost)
 	}
 	c.dropConn()
-	c.declined = false // the server may come back as another kind: offer again
+	c.declined, c.ringsDeclined = false, false // the server may come back as another kind: offer again
 }
 
 func (c *Client) reconnect() error {

@@ -15,6 +15,9 @@ import (
 
 // write writes the whole message of req on the open connection.
 func (c *Client) write(req []byte) error {
+	if c.rout != nil {
+		return c.writeRing(req)
+	}
 	c.wbuf = frame.AppendMessage(c.wbuf[:0], req)
 	c.woff, c.werr = 0, nil
 	if err := c.rc.Write(c.writeFn); err != nil && c.werr == nil {
@@ -25,6 +28,9 @@ func (c *Client) write(req []byte) error {
 
 // readReply reads the reply at the head of the open connection.
 func (c *Client) readReply() ([]byte, error) {
+	if c.rin != nil {
+		return c.readRingReply()
+	}
 	waiting.Add(1)
 	c.spin.plan(c.now(), c.inflight)
 	msg, err := c.readReplySpinning()

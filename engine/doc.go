@@ -77,10 +77,38 @@
 // (ErrPeerClosed, ErrPeerReset, a deadline, a malformed reply). The
 // persistent handshake is offered on every new connection.
 //
+// # Shared memory
+//
+// A Client dialled WithRings asks for shared-memory rings: the server
+// makes two sealed memfds (package ring), one for requests and one for
+// replies, and hands them over on a connection that never joins an event
+// loop (gnet's read(2) would drop the descriptors). From then on a
+// request is written straight into memory the server reads, the handler
+// gets it as a slice of that memory (valid until it returns), and
+// ReplyWriter writes the reply into the client's ring; Reserve and Commit
+// let a handler build it there with no copy at all. The socket stays open
+// for wake-ups only: a side that finds its ring empty spins for a moment
+// (WithRingSpin on the server, WithClientSpin on the client), then arms
+// the ring and waits on the socket in Go's netpoller, and the peer writes
+// a byte when it publishes. One goroutine per ring connection serves it,
+// parked in the netpoller while idle, so one epoll watches every ring and
+// an idle ring costs nothing; at most half of GOMAXPROCS of them spin at
+// once. The peer's death ends the socket, and with it any wait, at once.
+// Ring connections obey the same handlers, request size cap, deadlines
+// (idle, a request cut between records, handler, write), connection caps,
+// ring caps (WithRingLimits) and Shutdown as any other; a server that
+// declines (no rings left, or git's) leaves the Client on the socket. A
+// ring's memory is shared with the peer: a hostile client can change a
+// request while its handler reads it, so a handler that validates a
+// request and then acts on it copies it first.
+//
 // # Wire extension
 //
 // The handshake is an ordinary simple-ipc request, "\x01pktipc/persistent/1",
-// answered with "\x01pktipc/persistent/1 ok". After it, requests end only at
+// answered with "\x01pktipc/persistent/1 ok". The ring handshake,
+// "\x01pktipc/rings/1 <size>", is a connection's first request, answered
+// with "\x01pktipc/rings/1 ok" and the two memfds (SCM_RIGHTS), or with
+// "\x01pktipc/rings/1 no" and a close. After it, requests end only at
 // a flush packet (0000), 0004 is an empty data packet, and 0001/0002 are
 // protocol errors; replies are unchanged. A git client never sends the
 // handshake, so it never sees the difference.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/ring"
 	"github.com/pktipc/pktipc/uds"
 )
 
@@ -118,6 +119,9 @@ type options struct {
 	soloWait         bool // and supported here
 	shutdownTimeout  time.Duration
 	persistent       bool
+	maxRings         int // ring connections at once; 0 refuses them
+	ringSize         int // the largest data area of one ring
+	ringSpin         time.Duration
 	logger           *slog.Logger
 	listen           []uds.Option
 	lockOSThread     bool
@@ -141,6 +145,9 @@ func defaultOptions() options {
 		soloWait:         DefaultSoloWait && soloSupported,
 		shutdownTimeout:  DefaultShutdownTimeout,
 		persistent:       true,
+		maxRings:         DefaultMaxRings,
+		ringSize:         DefaultRingSize,
+		ringSpin:         DefaultRingSpin,
 		logger:           slog.New(slog.DiscardHandler),
 	}
 }
@@ -315,6 +322,53 @@ func WithShutdownTimeout(d time.Duration) Option {
 // one reply, close.
 func WithPersistent(allow bool) Option {
 	return func(o *options) error { o.persistent = allow; return nil }
+}
+
+// Ring defaults (see WithRingLimits; clients ask with WithRings).
+const (
+	// DefaultMaxRings bounds the connections served over shared-memory
+	// rings at once. Each holds two rings of up to the ring size, so the
+	// shared memory a server lends its clients is bounded by
+	// 2 * DefaultMaxRings * DefaultRingSize.
+	DefaultMaxRings = 128
+	// DefaultRingSize is the largest data area a client is granted per
+	// ring; a client asking for more gets this much.
+	DefaultRingSize = 1 << 20
+	// DefaultRingSpin is the longest a ring connection's goroutine spins
+	// for the next request before it waits on the connection's socket.
+	DefaultRingSpin = 100 * time.Microsecond
+)
+
+// WithRingLimits sets how many connections may use shared-memory rings at once
+// (0 refuses them: clients that ask stay on the socket) and the largest
+// ring data area granted to one (a power of two from ring.MinCapacity;
+// smaller requests are granted as asked). Rings count against the
+// connection caps like any connection.
+func WithRingLimits(maxConns, maxSize int) Option {
+	return func(o *options) error {
+		if maxConns < 0 {
+			return &OptionError{"Rings", maxConns, "must not be negative"}
+		}
+		if maxSize < ring.MinCapacity || maxSize > ring.MaxCapacity || maxSize&(maxSize-1) != 0 {
+			return &OptionError{"RingSize", maxSize, "must be a power of two between ring.MinCapacity and ring.MaxCapacity"}
+		}
+		o.maxRings, o.ringSize = maxConns, maxSize
+		return nil
+	}
+}
+
+// WithRingSpin sets how long a ring connection's goroutine spins for the
+// next request, or for room in the reply ring, before it waits on the
+// connection's socket (default DefaultRingSpin; 0 never spins). At most
+// half of GOMAXPROCS of them spin at once.
+func WithRingSpin(d time.Duration) Option {
+	return func(o *options) error {
+		o.ringSpin = d
+		if d < 0 || d > time.Millisecond {
+			return &OptionError{"RingSpin", d, "must be between 0 and 1ms"}
+		}
+		return nil
+	}
 }
 
 // WithLogger sets the logger for the server and its gnet loops. The default

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/ring"
 )
 
 // Client is a connection to a server that keeps the connection between
@@ -69,6 +70,17 @@ type Client struct {
 	asm    *frame.Assembler
 	kept   replyBuffers
 
+	// The open connection's rings (ringclient.go), nil on a socket
+	// connection; set and cleared by the owner under mu (Close closes
+	// them), read by the owner without it.
+	rout          *ring.Writer
+	rin           *ring.Reader
+	rchunk        int
+	rbell         [64]byte
+	rgather       []byte
+	leased        bool // the last reply is a record of rin, not yet released; under mu
+	ringsDeclined bool // the server declined rings: offer the persistent handshake
+
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
 }
@@ -114,6 +126,11 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 // connection is open, and with git's server, which closes after every reply.
 // Only the owner goroutine may call it.
 func (c *Client) Persistent() bool { return c.uc != nil && c.persistent }
+
+// Rings reports whether the open connection carries requests and replies
+// through shared-memory rings (WithRings). Only the owner goroutine may
+// call it.
+func (c *Client) Rings() bool { return c.uc != nil && c.rout != nil }
 
 func (c *Client) now() int64 { return int64(time.Since(c.epoch)) }
 
@@ -201,7 +218,7 @@ func (c *Client) transmit(req []byte) error {
 		}
 		// The server acts only on whole requests: nothing of req was
 		// processed, whatever part of it was written.
-		if !retried && c.inflight == 0 && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+		if !retried && c.inflight == 0 && peerGone(err) {
 			// The server closed the idle connection (idle timeout,
 			// restart): once more, on a new one.
 			c.endConn(err)
@@ -283,6 +300,7 @@ func (c *Client) Close() error {
 	if c.closed.Swap(true) || c.uc == nil {
 		return nil
 	}
+	c.closeRingsLocked()
 	// The owner goroutine may be using uc: close it, but leave the field;
 	// the owner sees closed and stops.
 	return c.uc.Close()

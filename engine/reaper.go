@@ -34,6 +34,7 @@ func (s *Server) reaper() {
 		case <-t.C:
 		}
 		pressured := s.reapConns(&r)
+		s.reapRings(&r)
 		drains := s.pollDrains(&r)
 		s.budget.tidy(s.stats.budgetClosed.Load())
 		if !s.reaperQuiet {
@@ -50,6 +51,7 @@ func (s *Server) reaper() {
 // reapScratch keeps the reaper's lists between ticks.
 type reapScratch struct {
 	expired, idle, drains []*conn
+	rings                 []*ringConn
 }
 
 // timeout is the length of deadline w, tightened under pressure; 0 means

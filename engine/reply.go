@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"net"
 	"time"
 	"unsafe"
@@ -37,6 +38,15 @@ type ReplyWriter struct {
 	sock   *net.UnixConn // a one-shot reply's socket (oneshot.go); nil otherwise
 	base   int           // outbound bytes queued when an inline reply began
 	sentAt int64         // when a pooled reply last went to the event loop
+
+	// On a ring connection (ringreply.go): its state, the record reserved
+	// and not yet committed (nil: none), and how much of it the reply
+	// filled (-1: Reserve gave it out and Commit has not come).
+	ring *ringConn
+	rres []byte
+	rlen int
+
+	scratch []byte // Reserve's buffer where it cannot lend the transport's
 }
 
 // Write sends p as the next part of the reply. It copies p, so the caller
@@ -55,6 +65,9 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil // git writes nothing for an empty chunk, never 0004
 	}
+	if w.ring != nil {
+		return w.writeRing(p)
+	}
 	w.buf.B = frame.AppendData(w.buf.B, p)
 	w.n += int64(len(p))
 	if len(w.buf.B) >= replyFlushSize || (!w.inline && w.c.s.now()-w.sentAt >= streamFlushAfter) {
@@ -71,6 +84,13 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 func (w *ReplyWriter) Flush() error {
 	if w.err != nil {
 		return w.err
+	}
+	if w.ring != nil {
+		if err := w.flushRing(); err != nil {
+			w.err = err
+			return err
+		}
+		return nil
 	}
 	if err := w.flush(); err != nil {
 		w.err = err
@@ -90,6 +110,56 @@ func (w *ReplyWriter) WriteString(s string) (int, error) {
 	// Write only reads p and copies it, so viewing the string's bytes
 	// without a copy is safe and keeps WriteString free of allocations.
 	return w.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// Reserve returns a buffer of n bytes in which the handler builds the next
+// part of its reply; Commit sends the first bytes of it. On a ring
+// connection, when n fits one record of the reply ring, the buffer is the
+// ring's shared memory itself: the reply is written where the client
+// reads it, with no copy at all. Elsewhere it is a scratch buffer that
+// Commit copies as Write does. The buffer is valid until Commit, the next
+// Reserve or Write, or the handler's return; a Reserve without Commit
+// sends nothing.
+func (w *ReplyWriter) Reserve(n int) ([]byte, error) {
+	if w.err != nil {
+		return nil, w.err
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("engine: Reserve(%d): negative size", n)
+	}
+	if w.ring != nil && n <= w.ring.out.MaxRecord() {
+		p, err := w.reserveRing(n)
+		if err != nil {
+			w.err = err
+		}
+		return p, err
+	}
+	if cap(w.scratch) < n {
+		w.scratch = make([]byte, n)
+	}
+	w.scratch = w.scratch[:n]
+	return w.scratch, nil
+}
+
+// Commit sends the first n bytes of the buffer the last Reserve returned
+// as the next part of the reply, as Write would send them.
+func (w *ReplyWriter) Commit(n int) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.ring != nil && w.rres != nil && w.rlen < 0 {
+		if n < 0 || n > len(w.rres) {
+			return fmt.Errorf("engine: Commit(%d) beyond the %d bytes reserved", n, len(w.rres))
+		}
+		w.rlen = n
+		w.n += int64(n)
+		return nil
+	}
+	if n < 0 || n > len(w.scratch) {
+		return fmt.Errorf("engine: Commit(%d) beyond the %d bytes reserved", n, len(w.scratch))
+	}
+	_, err := w.Write(w.scratch[:n])
+	return err
 }
 
 // Len returns how many payload bytes the reply holds so far.

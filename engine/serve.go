@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"runtime/debug"
 
@@ -68,6 +69,11 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 	s.adm.prove(c)
 	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.Equal(msg, helloRequest) {
 		return c.acceptHello(now, n)
+	}
+	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.HasPrefix(msg, ringHelloPrefix) {
+		if size, ok := parseRingHello(msg); ok {
+			return c.moveToRings(n, size)
+		}
 	}
 	c.served++
 	s.stats.requests.Add(1)
@@ -195,16 +201,21 @@ func (c *conn) afterReply(now int64) (action, bool) {
 // call runs the handler, containing a panic: one bad
 // request must not take the server down.
 func (s *Server) call(c *conn, req []byte) (err error, panicked bool) {
+	return s.invoke(c.ctx, c.peer.ID, req, &c.reply)
+}
+
+// invoke runs the handler for connection id, containing a panic.
+func (s *Server) invoke(ctx context.Context, id uint64, req []byte, w *ReplyWriter) (err error, panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			panicked = true
 			s.stats.panics.Add(1)
-			s.log.Error("engine: handler panic", "conn", c.peer.ID, "panic", r, "stack", string(debug.Stack()))
+			s.log.Error("engine: handler panic", "conn", id, "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	err = s.h.ServeIPC(c.ctx, req, &c.reply)
+	err = s.h.ServeIPC(ctx, req, w)
 	if err != nil && !errors.Is(err, ErrQuit) {
-		s.log.Debug("engine: handler error", "conn", c.peer.ID, "err", err)
+		s.log.Debug("engine: handler error", "conn", id, "err", err)
 	}
 	return err, false
 }

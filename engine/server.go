@@ -62,6 +62,7 @@ type Server struct {
 	budget    memBudget
 	oneshot   oneShot // the accept loop's
 	lingering lingerers
+	rings     ringSet // connections served through shared-memory rings (rings.go)
 
 	serving    atomic.Bool
 	stopping   atomic.Bool // no new connections or requests
@@ -241,6 +242,7 @@ func (s *Server) Close() error {
 			// during gnet's stop waits forever.
 			<-s.acceptExit
 			s.lingering.close()
+			s.rings.close() // nothing adopts any more
 			if err := s.stopLoops(); err != nil {
 				s.closeErr = fmt.Errorf("engine: stop event loops: %w", err)
 			}
@@ -264,7 +266,7 @@ func (s *Server) requestQuit() {
 	s.quitOnce.Do(func() { close(s.quitCh) })
 }
 
-func (s *Server) openConns() int { return s.adm.openCount() }
+func (s *Server) openConns() int { return s.adm.openCount() + s.rings.open() }
 
 func (s *Server) watchDrain(c *conn)   { s.adm.watchDrain(c) }
 func (s *Server) unwatchDrain(c *conn) { s.adm.unwatchDrain(c) }

@@ -51,11 +51,13 @@
 // at its Close and deadline. An owner waiting on a doorbell (below) is not
 // woken by Close: its own loop closes the side, or sees it closed.
 //
-// An owner that serves many rings from one goroutine (an event loop) does
-// not sleep in any of them: it calls Arm on each side it serves, and when
-// none is ready it waits on one Doorbell (NewDoorbell), a socket that the
-// peers ring with a byte instead of the futex when they find the side
-// armed. Any number of rings can share a doorbell, and the doorbell reads
+// An owner with a poller of its own (Go's netpoller, an event loop) does
+// not sleep in the futex at all: Spin spins without parking, and Arm asks
+// the peer to ring a doorbell instead: a socket that the peer writes a
+// byte to when it finds the side armed (Options.Doorbell), such as the
+// connection the ring came on. An owner that serves many rings from one
+// goroutine calls Arm on each side it serves, and when none is ready it
+// waits on one Doorbell (NewDoorbell). Any number of rings can share a doorbell, and the doorbell reads
 // end of file when the peer holding its other end has gone.
 //
 // # Messages

@@ -128,3 +128,56 @@ func TestWriterArm(t *testing.T) {
 		t.Fatalf("Reserve: %v", err)
 	}
 }
+
+// TestSpin: Spin reports readiness without parking and without arming:
+// false on an empty (or full) ring after its spin, true once the peer has
+// published (or released), and the peer never rings for a Spin.
+func TestSpin(t *testing.T) {
+	checkLeaks(t)
+	wait, bell, err := NewDoorbell()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wait.Close()
+	w, r := newPair(t, MinCapacity, &Options{Spin: 50 * time.Microsecond, Doorbell: bell})
+	bell.Close()
+	if r.Spin() {
+		t.Fatal("Spin true on an empty ring")
+	}
+	if err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := wait.Wait(0); ok {
+		t.Fatal("a Spin armed the ring: the writer rang")
+	}
+	if !r.Spin() {
+		t.Fatal("Spin false with a record published")
+	}
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Release()
+	n := 1000
+	for w.Spin(n) {
+		if err := w.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan bool)
+	go func() { done <- w.Spin(n) }()
+	// A release during the writer's spin, or before it, makes room.
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Release()
+	if !<-done && !w.Spin(n) {
+		t.Fatal("Spin false after the reader made room")
+	}
+	if ok, _ := wait.Wait(0); ok {
+		t.Fatal("a Spin armed the writer: the reader rang")
+	}
+	r.Close()
+	if !w.Spin(n) {
+		t.Fatal("Spin must report true once the reader closed: Reserve returns at once")
+	}
+}

@@ -129,6 +129,20 @@ func (r *Reader) Arm() bool {
 	}
 }
 
+// Spin waits for Next to have something to return, by spinning for at
+// most the side's adaptive spin (Options.Spin), without parking and
+// without arming; it reports whether Next would now return at once. An
+// owner that waits on a doorbell calls it before Arm, so that a peer that
+// answers quickly costs neither side a system call. The owner goroutine
+// calls it.
+func (r *Reader) Spin() bool {
+	if r.lease != 0 || !r.s.life.acquire() {
+		return true
+	}
+	defer r.s.release()
+	return spinOnly(r, &r.spin)
+}
+
 // Release gives the record returned by Next back to the writer. Without a
 // lease held it does nothing.
 func (r *Reader) Release() {

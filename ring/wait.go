@@ -49,6 +49,27 @@ type cond interface {
 	ready() (bool, error)
 }
 
+// spinOnly spins like wait, for up to the spinner's current budget, but
+// never parks; it reports whether c became ready (or failed) and teaches
+// the spinner either way.
+func spinOnly(c cond, sp *spinner) bool {
+	if sp.cur <= 0 {
+		ok, err := c.ready()
+		return ok || err != nil
+	}
+	start := time.Now()
+	for i := 1; ; i++ {
+		if ok, err := c.ready(); ok || err != nil {
+			sp.learn(time.Since(start))
+			return true
+		}
+		if i%256 == 0 && time.Since(start) >= sp.cur {
+			return false
+		}
+		spinPause()
+	}
+}
+
 // wait blocks until c is ready: it spins for up to the spinner's current
 // budget, then parks on word until woken, re-checking c after every
 // wake-up, up to the deadline.

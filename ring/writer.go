@@ -220,6 +220,23 @@ func (w *Writer) setNeed(n uint64) (size, off, toEnd uint64) {
 	return size, off, toEnd
 }
 
+// Spin waits for Reserve(n) to have room, by spinning for at most the
+// side's adaptive spin (Options.Spin), without parking and without
+// arming; it reports whether Reserve(n) would now return at once. Staged
+// records are published first: the reader cannot make room for records it
+// has not seen. The owner goroutine calls it.
+func (w *Writer) Spin(n int) bool {
+	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
+		return true
+	}
+	defer w.s.release()
+	w.setNeed(uint64(n))
+	if w.published != w.tail {
+		w.publish()
+	}
+	return spinOnly(w, &w.spin)
+}
+
 // Arm reports whether Reserve(n) would return at once, with room or an
 // error. If not, it asks the reader to ring this side's doorbell when it
 // next releases a record (or closes) and reports false: the owner then

@@ -1,0 +1,302 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/ring"
+)
+
+// The Client's side of ring connections (rings.go has the protocol). Only
+// the owner goroutine runs these, except closeRings, which runs under mu.
+
+// ringHandshake offers the ring handshake on the new connection and, if
+// the server grants it, maps the rings it sent. It reports whether the
+// connection now runs on rings; false with a nil error means the server
+// declined (refused, at its cap, or git's, which does not know it) and
+// closes the connection. ctx bounds it.
+func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
+	uc := c.uc
+	if d, ok := ctx.Deadline(); ok {
+		if own := c.currentDeadline(); own.IsZero() || d.Before(own) {
+			_ = uc.SetDeadline(d)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	hello := strconv.AppendInt(append([]byte(nil), ringHelloPrefix...), int64(c.opts.rings), 10)
+	if err := c.write(hello); err != nil {
+		return false, ctxOr(ctx, err)
+	}
+	msg, fds, err := c.readHandshakeReply()
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				_ = syscall.Close(fd)
+			}
+		}
+	}()
+	if err != nil {
+		return false, ctxOr(ctx, err)
+	}
+	if string(msg) != string(ringOKReply) {
+		return false, nil
+	}
+	if len(fds) != 2 {
+		return false, fmt.Errorf("engine: ring handshake carried %d descriptors, not 2", len(fds))
+	}
+	if err := c.mapRings(fds); err != nil {
+		return false, err
+	}
+	c.applyDeadline()
+	return true, nil
+}
+
+// readHandshakeReply reads the handshake's reply and the descriptors that
+// came with it. The descriptors are the caller's to close, also on error.
+func (c *Client) readHandshakeReply() (msg []byte, fds []int, err error) {
+	oob := make([]byte, syscall.CmsgSpace(8*4))
+	c.asm.Reset()
+	for {
+		if c.rend == len(c.rbuf) {
+			return nil, fds, errors.New("engine: ring handshake reply too long")
+		}
+		n, oobn, flags, _, err := c.uc.ReadMsgUnix(c.rbuf[c.rend:], oob)
+		if oobn > 0 {
+			got, perr := parseRights(oob[:oobn])
+			fds = append(fds, got...)
+			if perr != nil {
+				return nil, fds, perr
+			}
+		}
+		if flags&syscall.MSG_CTRUNC != 0 {
+			return nil, fds, errors.New("engine: ring handshake: descriptors truncated")
+		}
+		if err != nil {
+			return nil, fds, err
+		}
+		if n == 0 {
+			return nil, fds, c.asm.Truncated(c.rend - c.rstart)
+		}
+		c.rend += n
+		m, used, done, err := c.asm.Next(c.rbuf[c.rstart:c.rend])
+		if err != nil {
+			return nil, fds, err
+		}
+		c.rstart += used
+		if done {
+			// Nothing follows the reply before the client arms a ring:
+			// whatever did is dropped.
+			c.rstart, c.rend = 0, 0
+			return m, fds, nil
+		}
+	}
+}
+
+// parseRights returns the descriptors in a control message.
+func parseRights(oob []byte) ([]int, error) {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for i := range msgs {
+		if msgs[i].Header.Level != syscall.SOL_SOCKET || msgs[i].Header.Type != syscall.SCM_RIGHTS {
+			continue
+		}
+		got, err := syscall.ParseUnixRights(&msgs[i])
+		if err != nil {
+			return fds, err
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
+}
+
+// mapRings maps the request ring (fds[0], written here) and the reply ring
+// (fds[1], read here); the descriptors stay the caller's.
+func (c *Client) mapRings(fds []int) error {
+	bell, err := c.uc.File()
+	if err != nil {
+		return err
+	}
+	defer bell.Close()
+	spin := c.opts.spin
+	if spin == 0 {
+		spin = -1
+	}
+	opts := &ring.Options{Spin: spin, Doorbell: bell}
+	reqF := os.NewFile(uintptr(fds[0]), "request ring")
+	repF := os.NewFile(uintptr(fds[1]), "reply ring")
+	fds[0], fds[1] = -1, -1
+	defer reqF.Close()
+	defer repF.Close()
+	out, err := ring.NewWriter(reqF, opts)
+	if err != nil {
+		return err
+	}
+	in, err := ring.NewReader(repF, opts)
+	if err != nil {
+		_ = out.Close()
+		return err
+	}
+	c.mu.Lock()
+	c.rout, c.rin = out, in
+	c.mu.Unlock()
+	c.rchunk = max(out.MaxRecord()/2, 1)
+	return nil
+}
+
+// releaseReply gives back the reply ring record that the last reply was
+// returned in, if it was. Under mu, because Close may do it too.
+func (c *Client) releaseReply() {
+	c.mu.Lock()
+	if c.leased {
+		c.rin.Release()
+		c.leased = false
+	}
+	c.mu.Unlock()
+}
+
+// closeRingsLocked closes the rings of the open connection, giving back a
+// reply's record first; under mu. The owner holds no other lease or
+// reservation between its calls, and Close may run during one: the
+// rings stay mapped until the owner's call is out of them.
+func (c *Client) closeRingsLocked() {
+	if c.leased {
+		c.rin.Release()
+		c.leased = false
+	}
+	if c.rout != nil {
+		_ = c.rout.Close()
+		_ = c.rin.Close()
+		c.rout, c.rin = nil, nil
+	}
+}
+
+// writeRing sends req as one message of the request ring: one record when
+// it fits one (the server then hands it to its handler in place), else
+// records of rchunk bytes, so that the server can drain one while the next
+// is written.
+func (c *Client) writeRing(req []byte) error {
+	chunk := c.rchunk
+	if len(req) <= c.rout.MaxRecord() {
+		chunk = len(req)
+	}
+	for off := 0; ; {
+		n := min(len(req)-off, chunk)
+		if err := c.waitRingRoom(n); err != nil {
+			return err
+		}
+		dst, err := c.rout.Reserve(n)
+		if err != nil {
+			return err
+		}
+		copy(dst, req[off:off+n])
+		off += n
+		if err := c.rout.Commit(n, off < len(req)); err != nil {
+			return err
+		}
+		if off == len(req) {
+			return nil
+		}
+	}
+}
+
+// readRingReply reads the next reply message from the reply ring. A reply
+// of one record is returned in place, a lease on the ring that the next
+// call (or Close) releases; a longer one is gathered into the Client's
+// reply buffer.
+func (c *Client) readRingReply() ([]byte, error) {
+	c.releaseReply()
+	if cap(c.rgather) > clientKeep {
+		c.rgather = nil
+	}
+	buf := c.rgather[:0]
+	for first := true; ; first = false {
+		if err := c.waitRingReply(); err != nil {
+			return nil, err
+		}
+		p, more, err := c.rin.Next()
+		if err != nil {
+			if err == io.EOF && !first {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if first && !more && len(p) <= c.opts.maxReply {
+			c.mu.Lock()
+			c.leased = true
+			c.mu.Unlock()
+			return p, nil
+		}
+		if len(buf)+len(p) > c.opts.maxReply {
+			c.rin.Release()
+			return nil, &frame.Error{Err: frame.ErrTooLarge, Length: len(buf) + len(p)}
+		}
+		buf = append(buf, p...)
+		c.rin.Release()
+		if !more {
+			c.rgather = buf
+			return buf, nil
+		}
+	}
+}
+
+// waitRingReply waits until the reply ring has a record (or an error) to
+// give: a spin within the process's budget, then the socket.
+func (c *Client) waitRingReply() error {
+	if c.ringSpin() {
+		ok := c.rin.Spin()
+		spinners.Add(-1)
+		if ok {
+			return nil
+		}
+	}
+	for !c.rin.Arm() {
+		if _, err := c.uc.Read(c.rbell[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitRingRoom waits until the request ring has room for n bytes.
+func (c *Client) waitRingRoom(n int) error {
+	if c.rout.Arm(n) {
+		return nil
+	}
+	if c.ringSpin() {
+		ok := c.rout.Spin(n)
+		spinners.Add(-1)
+		if ok {
+			return nil
+		}
+	}
+	for !c.rout.Arm(n) {
+		if _, err := c.uc.Read(c.rbell[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ringSpin takes a place in the process's spinning budget (clientspin.go);
+// the caller gives it back with spinners.Add(-1).
+func (c *Client) ringSpin() bool {
+	if c.opts.spin <= 0 {
+		return false
+	}
+	if spinners.Add(1) <= spinBudget() {
+		return true
+	}
+	spinners.Add(-1)
+	return false
+}

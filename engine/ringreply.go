@@ -1,0 +1,85 @@
+package engine
+
+// A handler's reply on a ring connection (rings.go). Each Write fills
+// records of the reply ring in place; the last record is held open
+// (reserved, not yet committed) until the next Write or the end of the
+// reply, so that it can be committed with "more" clear and a reply costs
+// no record beyond its data. Commit publishes, so the client can read the
+// first records of a large reply while the handler writes the rest.
+
+// beginRing readies w for a reply on its ring connection.
+func (w *ReplyWriter) beginRing() {
+	w.err, w.n, w.rres, w.rlen = nil, 0, nil, 0
+}
+
+// reserveRing commits the open record, if any, as a part of the reply
+// with more to come, and reserves the next one, of n bytes.
+func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
+	rc := w.ring
+	if w.rres != nil {
+		err := rc.out.Commit(max(w.rlen, 0), true)
+		w.rres = nil
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := rc.waitRoom(n); err != nil {
+		return nil, err
+	}
+	p, err := rc.out.Reserve(n)
+	if err != nil {
+		return nil, err
+	}
+	w.rres, w.rlen = p, -1
+	return p, nil
+}
+
+// writeRing copies p into the reply ring: one record when it fits one,
+// else records of the connection's chunk, so that the client can drain one
+// while the next is written.
+func (w *ReplyWriter) writeRing(p []byte) (int, error) {
+	chunk := w.ring.chunk
+	if len(p) <= w.ring.out.MaxRecord() {
+		chunk = len(p) // one record: the client reads it in place
+	}
+	done := 0
+	for done < len(p) {
+		n := min(len(p)-done, chunk)
+		dst, err := w.reserveRing(n)
+		if err != nil {
+			w.err = err
+			return done, err
+		}
+		copy(dst, p[done:done+n])
+		w.rlen = n
+		done += n
+	}
+	w.n += int64(done)
+	return done, nil
+}
+
+// flushRing publishes what the reply holds so far.
+func (w *ReplyWriter) flushRing() error {
+	if w.rres == nil {
+		return nil
+	}
+	err := w.ring.out.Commit(max(w.rlen, 0), true)
+	w.rres = nil
+	return err
+}
+
+// finishRing ends the reply: the open record, or an empty one, is
+// committed as the message's last.
+func (w *ReplyWriter) finishRing() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.rres == nil {
+		if _, err := w.reserveRing(0); err != nil {
+			return err
+		}
+	}
+	err := w.ring.out.Commit(max(w.rlen, 0), false)
+	w.rres = nil
+	return err
+}

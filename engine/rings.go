@@ -1,0 +1,515 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/ring"
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Ring connections. A client that wants shared memory opens a connection
+// whose first request is the ring handshake, "\x01pktipc/rings/1 <size>".
+// The accept loop recognises it in what it peeks and the connection never
+// joins an event loop: gnet reads with read(2), which would drop the
+// descriptors, and a ring connection's traffic does not pass through the
+// socket anyway. The server makes two rings in sealed memfds (requests,
+// client to server; replies, server to client), each with a data area of
+// the size asked (at most WithRingLimits' size), and answers
+// "\x01pktipc/rings/1 ok" with both memfds attached (SCM_RIGHTS); a server
+// that will not (rings refused, at their cap, stopping) answers
+// "\x01pktipc/rings/1 no" and closes, and the client offers the persistent
+// handshake on a new connection instead.
+//
+// From then on a request is one ring message (one or more records, each
+// but the last flagged "more"), and so is its reply; replies come in the
+// order of the requests. The socket carries only doorbell bytes, each
+// meaning "look at the rings again": a side that finds its ring empty (or
+// full) spins briefly, then arms it and waits to read the socket, and the
+// peer's next commit (or release) writes a byte. So a side waiting for its
+// peer is parked in Go's netpoller, like any socket reader: no thread is
+// blocked, one epoll watches every ring connection of the process, and the
+// end of the socket, the peer's death included, ends the wait at once.
+var (
+	ringHelloPrefix = []byte("\x01pktipc/rings/1 ")
+	ringOKReply     = []byte("\x01pktipc/rings/1 ok")
+	ringNoReply     = []byte("\x01pktipc/rings/1 no")
+	ringOKWire      = frame.AppendMessage(nil, ringOKReply)
+	ringNoWire      = frame.AppendMessage(nil, ringNoReply)
+)
+
+// ringMaxGatherKeep bounds the buffer a ring connection keeps between
+// requests for gathering requests that span records.
+const ringMaxGatherKeep = 16 << 20
+
+// parseRingHello returns the ring size a handshake asks for.
+func parseRingHello(msg []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(msg, ringHelloPrefix)
+	if !ok || len(rest) == 0 || len(rest) > 10 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(string(rest))
+	if err != nil || n < ring.MinCapacity {
+		return 0, false
+	}
+	return n, true
+}
+
+// moveToRings takes c out of its event loop for rings: its ring
+// handshake (n wire bytes, buffered) came after the accept loop had looked,
+// so c joined a loop first. The socket is duplicated, the duplicate
+// adopted as a ring connection, and gnet's connection closed; nothing may
+// follow the handshake before its reply. On c's loop.
+func (c *conn) moveToRings(n, size int) (act action, stop bool) {
+	c.discard(n)
+	if len(c.pend) > 0 || c.gc.InboundBuffered() > 0 {
+		c.s.protocolError(c, errors.New("bytes after the ring handshake"))
+		return closeConn, true
+	}
+	uc, err := dupConn(c.gc)
+	if err != nil {
+		return closeConn, true
+	}
+	c.s.adoptRingConn(uc, c.peer, size)
+	return closeConn, true
+}
+
+// grantRing is the data area given for a request of n bytes: n rounded
+// down to a power of two, within the server's bounds.
+func grantRing(n, most int) int {
+	n = min(n, most)
+	g := ring.MinCapacity
+	for g*2 <= n {
+		g *= 2
+	}
+	return g
+}
+
+// ringSet owns the server's ring connections and their goroutines.
+//
+// Invariant (mu): count is the number of ring goroutines started and not
+// yet ended, at most max; a goroutine enters (count, wg) on the accept
+// loop before it starts and leaves when it ends. conns holds the
+// connections whose rings are set up, from then until their goroutine
+// ends; closed is set once, by the server's Close, after which nothing
+// enters or is added, and every connection in conns has been killed.
+// spinning (atomic) counts the goroutines spinning now.
+type ringSet struct {
+	mu       sync.Mutex
+	conns    map[*ringConn]struct{}
+	count    int
+	closed   bool
+	wg       sync.WaitGroup
+	spinning atomic.Int32
+}
+
+func (rs *ringSet) enter(limit int) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.closed || rs.count >= limit {
+		return false
+	}
+	rs.count++
+	rs.wg.Add(1)
+	return true
+}
+
+// publish makes rc visible to the reaper and to Close; false means the
+// server is closing.
+func (rs *ringSet) publish(rc *ringConn) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.closed {
+		return false
+	}
+	if rs.conns == nil {
+		rs.conns = make(map[*ringConn]struct{})
+	}
+	rs.conns[rc] = struct{}{}
+	return true
+}
+
+func (rs *ringSet) leave(rc *ringConn) {
+	rs.mu.Lock()
+	delete(rs.conns, rc)
+	rs.count--
+	rs.mu.Unlock()
+	rs.wg.Done()
+}
+
+func (rs *ringSet) open() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.count
+}
+
+// close kills every ring connection and waits for their goroutines.
+func (rs *ringSet) close() {
+	rs.mu.Lock()
+	rs.closed = true
+	all := make([]*ringConn, 0, len(rs.conns))
+	for rc := range rs.conns {
+		all = append(all, rc)
+	}
+	rs.mu.Unlock()
+	for _, rc := range all {
+		rc.kill(ErrServerClosed)
+	}
+	rs.wg.Wait()
+}
+
+// spin takes a place among the spinning goroutines; false means the
+// budget (half of GOMAXPROCS, at least one) is spent. unspin gives it back.
+func (rs *ringSet) spin() bool {
+	if rs.spinning.Add(1) <= int32(max(1, runtime.GOMAXPROCS(0)/2)) {
+		return true
+	}
+	rs.spinning.Add(-1)
+	return false
+}
+
+func (rs *ringSet) unspin() { rs.spinning.Add(-1) }
+
+// reap closes the ring connections whose deadline passed (idle, a request
+// cut between records, a handler, a reply waiting for room), and the idle
+// ones while the server stops. On the reaper.
+func (s *Server) reapRings(r *reapScratch) {
+	now := s.now()
+	stopping := s.stopping.Load()
+	rs := &s.rings
+	r.rings = r.rings[:0]
+	rs.mu.Lock()
+	for rc := range rs.conns {
+		w := why(rc.why.Load())
+		if d := s.timeout(w, false); d > 0 && now-rc.since.Load() >= d {
+			s.stats.timeouts[w].Add(1)
+			r.rings = append(r.rings, rc)
+		} else if stopping && w == whyIdle {
+			r.rings = append(r.rings, rc)
+		}
+	}
+	rs.mu.Unlock()
+	for _, rc := range r.rings {
+		rc.kill(fmt.Errorf("engine: %s timeout: %w", why(rc.why.Load()), context.DeadlineExceeded))
+	}
+	clear(r.rings)
+}
+
+// peekedRingHello reports whether the whole request in the first end
+// bytes of the accept loop's peek buffer is the ring handshake, and the
+// size it asks for. On the accept loop.
+func (s *Server) peekedRingHello(end int) (int, bool) {
+	o := &s.oneshot
+	if end < len(ringHelloPrefix) || !bytes.Contains(o.peek[:min(end, 32)], ringHelloPrefix) {
+		return 0, false
+	}
+	if o.asm == nil {
+		o.asm = frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest)
+	}
+	o.asm.Reset()
+	msg, _, done, err := o.asm.Next(o.peek[:end])
+	if err != nil || !done {
+		return 0, false
+	}
+	return parseRingHello(msg)
+}
+
+// adoptRing takes a connection that sent the ring handshake (end bytes,
+// peeked) before it was accepted. On the accept loop, which it never
+// blocks: the rings are set up by the connection's own goroutine.
+func (s *Server) adoptRing(uc *net.UnixConn, cred uds.Cred, end, size int) {
+	if !consume(uc, end, &s.oneshot.sink) {
+		_ = uc.Close()
+		return
+	}
+	s.adoptRingConn(uc, Peer{Cred: cred}, size)
+}
+
+// adoptRingConn counts uc, whose ring handshake asking for size bytes was
+// read, against the caps and starts its goroutine, or declines. A zero
+// peer.ID is given the next. Any goroutine; it never blocks.
+func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, size int) {
+	if s.stopping.Load() || !s.rings.enter(s.opts.maxRings) {
+		_, _ = writeNow(uc, ringNoWire) // a fresh socket takes a few bytes
+		_ = uc.Close()
+		return
+	}
+	ok, victim := s.adm.admit(peer.Cred)
+	if victim != nil {
+		s.stats.evicted.Add(1)
+		_ = victim.gc.Close()
+	}
+	if !ok {
+		s.stats.overCap.Add(1)
+		_ = uc.Close()
+		s.rings.leave(nil)
+		return
+	}
+	if peer.ID == 0 {
+		peer.ID = s.stats.accepted.Add(1)
+	}
+	rc := &ringConn{s: s, uc: uc, peer: peer}
+	go rc.run(grantRing(size, s.opts.ringSize))
+}
+
+// ringConn is a connection served through rings, by one goroutine (run).
+//
+// Invariant: the goroutine owns in, out, reply, gather and bell; other
+// goroutines (the reaper, Close) only read why and since and call kill,
+// which closes the socket and both rings at most once: every wait of the
+// goroutine then ends, and its next ring or socket call fails. The rings'
+// mappings stay until the goroutine has released its lease and
+// reservation.
+type ringConn struct {
+	s    *Server
+	uc   *net.UnixConn
+	peer Peer // immutable
+
+	ctx    context.Context // carries peer; cancelled by kill
+	cancel context.CancelCauseFunc
+
+	in     *ring.Reader // requests
+	out    *ring.Writer // replies
+	chunk  int          // the largest record a reply Write makes
+	reply  ReplyWriter
+	gather []byte
+	bell   [64]byte
+	start  int64 // when the current handler started
+
+	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
+	since atomic.Int64 // when it started (Server.now)
+
+	killOnce sync.Once
+}
+
+func (rc *ringConn) setWhy(w why, since int64) {
+	rc.since.Store(since)
+	rc.why.Store(int32(w))
+}
+
+// kill ends the connection: the handler's context is cancelled with
+// cause, the socket and both rings close. Any goroutine; once.
+func (rc *ringConn) kill(cause error) {
+	rc.killOnce.Do(func() {
+		// The rings close before the context is cancelled: a handler
+		// that wakes at the cancellation must find its reply refused, or
+		// the client could take a reply cut short by the server's end
+		// for a whole one.
+		_ = rc.uc.Close()
+		if rc.in != nil {
+			_ = rc.in.Close()
+		}
+		if rc.out != nil {
+			_ = rc.out.Close()
+		}
+		if rc.cancel != nil {
+			rc.cancel(cause)
+		}
+	})
+}
+
+// run sets the rings up and serves requests until the connection ends.
+func (rc *ringConn) run(size int) {
+	s := rc.s
+	defer s.rings.leave(rc)
+	defer s.adm.unadmit(rc.peer.Cred)
+	defer rc.kill(net.ErrClosed)
+	if err := rc.setup(size); err != nil {
+		s.log.Debug("engine: ring set-up failed", "conn", rc.peer.ID, "err", err)
+		return
+	}
+	if !s.rings.publish(rc) {
+		return
+	}
+	for rc.serveOne() {
+	}
+}
+
+// setup makes the rings, maps its sides and hands the memfds to the
+// client. Before publish, so nothing else touches rc yet.
+func (rc *ringConn) setup(size int) error {
+	s := rc.s
+	ctx, cancel := context.WithCancelCause(s.baseCtx)
+	rc.ctx = context.WithValue(ctx, peerKey{}, &rc.peer)
+	rc.cancel = cancel
+	rc.reply.ring = rc
+	reqF, err := ring.Create(size)
+	if err != nil {
+		_, _ = writeNow(rc.uc, ringNoWire)
+		return err
+	}
+	defer reqF.Close()
+	repF, err := ring.Create(size)
+	if err != nil {
+		_, _ = writeNow(rc.uc, ringNoWire)
+		return err
+	}
+	defer repF.Close()
+	bell, err := rc.uc.File() // the sides ring the client with a byte on the socket
+	if err != nil {
+		return err
+	}
+	defer bell.Close()
+	spin := s.opts.ringSpin
+	if spin == 0 {
+		spin = -1
+	}
+	opts := &ring.Options{Spin: spin, Doorbell: bell}
+	if rc.in, err = ring.NewReader(reqF, opts); err != nil {
+		return err
+	}
+	if rc.out, err = ring.NewWriter(repF, opts); err != nil {
+		return err
+	}
+	rc.chunk = max(rc.out.MaxRecord()/2, 1)
+	if d := s.opts.writeTimeout; d > 0 {
+		_ = rc.uc.SetWriteDeadline(time.Now().Add(d))
+	}
+	oob := syscall.UnixRights(int(reqF.Fd()), int(repF.Fd()))
+	if _, _, err := rc.uc.WriteMsgUnix(ringOKWire, oob, nil); err != nil {
+		return err
+	}
+	_ = rc.uc.SetWriteDeadline(time.Time{})
+	rc.setWhy(whyIdle, s.now())
+	return nil
+}
+
+// serveOne serves the next request; false ends the connection.
+func (rc *ringConn) serveOne() bool {
+	s := rc.s
+	if s.stopping.Load() {
+		return false // between requests: a graceful stop closes here
+	}
+	rc.setWhy(whyIdle, s.now())
+	if rc.waitRequest() != nil {
+		return false
+	}
+	req, leased, err := rc.readRequest()
+	if err != nil {
+		if errors.Is(err, ring.ErrTooLarge) || errors.Is(err, ring.ErrCorrupt) {
+			s.stats.protocolErrors.Add(1)
+			if s.logProto.allow(s.now()) {
+				s.log.Warn("engine: bad ring request; closing connection", "conn", rc.peer.ID, "uid", rc.peer.Cred.UID, "err", err)
+			}
+		}
+		return false
+	}
+	s.stats.requests.Add(1)
+	rc.start = s.now()
+	rc.setWhy(whyHandler, rc.start)
+	rc.reply.beginRing()
+	herr, panicked := s.invoke(rc.ctx, rc.peer.ID, req, &rc.reply)
+	if leased {
+		rc.in.Release()
+	}
+	if cap(rc.gather) > ringMaxGatherKeep {
+		rc.gather = nil
+	}
+	if panicked {
+		return false // the reply stops where it was: the client sees it cut
+	}
+	if rc.reply.finishRing() != nil {
+		return false
+	}
+	if errors.Is(herr, ErrQuit) {
+		s.requestQuit()
+	}
+	return true
+}
+
+// readRequest takes the next request from the ring: a lease on the record
+// itself when the request is one record (valid until Release), or the
+// records gathered into rc.gather.
+func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
+	limit := rc.s.opts.maxRequest
+	p, more, err := rc.in.Next()
+	if err != nil {
+		return nil, false, err
+	}
+	if !more {
+		if len(p) > limit {
+			rc.in.Release()
+			return nil, false, ring.ErrTooLarge
+		}
+		return p, true, nil
+	}
+	buf := rc.gather[:0]
+	rc.setWhy(whyRequest, rc.s.now())
+	for {
+		if len(buf)+len(p) > limit {
+			rc.in.Release()
+			return nil, false, ring.ErrTooLarge
+		}
+		buf = append(buf, p...)
+		rc.in.Release()
+		if !more {
+			break
+		}
+		if err := rc.waitRequest(); err != nil {
+			return nil, false, err
+		}
+		if p, more, err = rc.in.Next(); err != nil {
+			return nil, false, err
+		}
+	}
+	rc.gather = buf
+	return buf, false, nil
+}
+
+// waitRequest waits until the request ring has a record (or an error) to
+// give: a short spin, then the socket.
+func (rc *ringConn) waitRequest() error {
+	if rc.s.rings.spin() {
+		ok := rc.in.Spin()
+		rc.s.rings.unspin()
+		if ok {
+			return nil
+		}
+	}
+	for !rc.in.Arm() {
+		if err := rc.waitBell(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitRoom waits until the reply ring has room for a record of n bytes
+// (or an error to give), under the write deadline.
+func (rc *ringConn) waitRoom(n int) error {
+	if rc.s.rings.spin() {
+		ok := rc.out.Spin(n)
+		rc.s.rings.unspin()
+		if ok {
+			return nil
+		}
+	}
+	if rc.out.Arm(n) {
+		return nil
+	}
+	rc.setWhy(whyWrite, rc.s.now())
+	defer rc.setWhy(whyHandler, rc.start)
+	for !rc.out.Arm(n) {
+		if err := rc.waitBell(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitBell waits for a doorbell byte: the client committed or released a
+// record. An error (the client closed, kill) ends the connection.
+func (rc *ringConn) waitBell() error {
+	_, err := rc.uc.Read(rc.bell[:])
+	return err
+}

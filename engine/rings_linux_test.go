@@ -1,0 +1,561 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/internal/leakcheck"
+	"github.com/pktipc/pktipc/ring"
+)
+
+func dialRings(t testing.TB, path string, opts ...ClientOption) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, path, append([]ClientOption{WithRings(1 << 16)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// pattern is n bytes that differ with seed.
+func pattern(n, seed int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + seed)
+	}
+	return b
+}
+
+func TestRingsRoundTrip(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	c := dialRings(t, ts.path)
+	if !c.Rings() || !c.Persistent() {
+		t.Fatalf("Rings() = %v, Persistent() = %v; want both true", c.Rings(), c.Persistent())
+	}
+	// Sizes around a record (32 KiB less a header in a 64 KiB ring) and
+	// far beyond the ring, which stream through it in pieces.
+	for i, n := range []int{0, 1, 64, 4096, 32<<10 - 8, 32<<10 - 7, 1 << 16, 1<<20 + 3} {
+		req := pattern(n, i)
+		got, err := c.Call(req)
+		if err != nil {
+			t.Fatalf("Call(%d bytes): %v", n, err)
+		}
+		if !bytes.Equal(got, req) {
+			t.Fatalf("Call(%d bytes): reply of %d bytes differs", n, len(got))
+		}
+	}
+	c.Close()
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+}
+
+// TestRingsReplyInPlace: a handler that builds its reply with Reserve and
+// Commit, in parts, some larger than a record.
+func TestRingsReplyInPlace(t *testing.T) {
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		for _, part := range bytes.Split(req, []byte(",")) {
+			p, err := w.Reserve(len(part) + 10)
+			if err != nil {
+				return err
+			}
+			if err := w.Commit(copy(p, part)); err != nil {
+				return err
+			}
+		}
+		p, _ := w.Reserve(5) // dropped: no Commit
+		copy(p, "XXXXX")
+		return nil
+	})
+	ts := startServer(t, h)
+	for _, rings := range []bool{true, false} {
+		opts := []ClientOption{}
+		if rings {
+			opts = append(opts, WithRings(1<<16))
+		}
+		c, err := Dial(context.Background(), ts.path, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		big := bytes.Repeat([]byte("b"), 100_000)
+		req := append([]byte("one,two,,three,"), big...)
+		got, err := c.Call(req)
+		if want := append([]byte("onetwothree"), big...); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("rings %v: reply of %d bytes, %v; want %d bytes", rings, len(got), err, len(want))
+		}
+		c.Close()
+	}
+}
+
+func TestRingsPipelined(t *testing.T) {
+	ts := startServer(t, HandlerFunc(echoRaw))
+	c := dialRings(t, ts.path)
+	for round := range 20 {
+		const window = 40
+		for i := range window {
+			if err := c.Send(fmt.Appendf(nil, "r%d-%d", round, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range window {
+			got, err := c.Recv()
+			if want := fmt.Sprintf("r%d-%d", round, i); err != nil || string(got) != want {
+				t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+			}
+		}
+	}
+}
+
+// TestRingsRestartNeverMisattributes: requests in flight when the server
+// goes away fail, typed; after a restart the Client is on rings again and
+// every reply is its own request's.
+func TestRingsRestartNeverMisattributes(t *testing.T) {
+	path := socketPath(t)
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "slow" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	start := func() (*Server, chan error) {
+		s, err := NewServer(path, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- s.Serve(context.Background()) }()
+		return s, errc
+	}
+	s, errc := start()
+	c := dialRings(t, path)
+	for _, r := range []string{"slow", "B", "C"} {
+		if err := c.Send([]byte(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	s.Close()
+	<-errc
+	close(release)
+	s, errc = start()
+	defer func() { s.Close(); <-errc }()
+	for _, r := range []string{"slow", "B", "C"} {
+		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("Recv for %s after the server closed = %q, %v; want ErrIncompleteReply", r, got, err)
+		}
+	}
+	for i := range 50 {
+		want := fmt.Sprintf("after-%d", i)
+		got, err := c.Call([]byte(want))
+		if err != nil || string(got) != want {
+			t.Fatalf("Call = %q, %v; want %q", got, err, want)
+		}
+	}
+	if !c.Rings() {
+		t.Fatal("no rings after the restart")
+	}
+}
+
+// TestRingsDeclined: a server that refuses rings, or has none left,
+// serves the client over the socket; a server that does not know them
+// (git's) serves it one connection per request.
+func TestRingsDeclined(t *testing.T) {
+	leakcheck.Check(t)
+	t.Run("refused", func(t *testing.T) {
+		ts := startServer(t, HandlerFunc(echoRaw), WithRingLimits(0, 1<<16))
+		c := dialRings(t, ts.path)
+		if c.Rings() || !c.Persistent() {
+			t.Fatalf("Rings() = %v, Persistent() = %v; want false, true", c.Rings(), c.Persistent())
+		}
+		if got, err := c.Call([]byte("x")); err != nil || string(got) != "x" {
+			t.Fatalf("Call = %q, %v", got, err)
+		}
+	})
+	t.Run("cap", func(t *testing.T) {
+		ts := startServer(t, HandlerFunc(echoRaw), WithRingLimits(1, 1<<16))
+		a := dialRings(t, ts.path)
+		b := dialRings(t, ts.path)
+		if !a.Rings() || b.Rings() || !b.Persistent() {
+			t.Fatalf("first Rings() = %v, second Rings() = %v; want true, false", a.Rings(), b.Rings())
+		}
+		if got, err := b.Call([]byte("y")); err != nil || string(got) != "y" {
+			t.Fatalf("Call = %q, %v", got, err)
+		}
+		a.Close()
+		waitFor(t, func() bool { return ts.Stats().Open == 1 })
+		if c := dialRings(t, ts.path); !c.Rings() {
+			t.Fatal("a freed ring place was not given again")
+		}
+	})
+	t.Run("git", func(t *testing.T) {
+		ts := startServer(t, HandlerFunc(echo), WithPersistent(false))
+		c := dialRings(t, ts.path)
+		if c.Rings() || c.Persistent() {
+			t.Fatalf("Rings() = %v, Persistent() = %v against git's behaviour", c.Rings(), c.Persistent())
+		}
+		for i := range 3 {
+			if got, err := c.Call(fmt.Append(nil, i)); err != nil || string(got) != fmt.Sprint("re:", i) {
+				t.Fatalf("Call = %q, %v", got, err)
+			}
+		}
+	})
+}
+
+// TestRingsBesideOtherClients: git-style, persistent socket and ring
+// clients are served together by one server.
+func TestRingsBesideOtherClients(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for kind := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var c *Client
+			if kind > 0 {
+				opts := []ClientOption{}
+				if kind == 2 {
+					opts = append(opts, WithRings(1<<16))
+				}
+				var err error
+				if c, err = Dial(context.Background(), ts.path, opts...); err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				if c.Rings() != (kind == 2) {
+					errs <- fmt.Errorf("kind %d: Rings() = %v", kind, c.Rings())
+					return
+				}
+			}
+			for i := range 200 {
+				req := fmt.Appendf(nil, "%d:%d", kind, i)
+				var got []byte
+				var err error
+				if c == nil {
+					got, err = Send(context.Background(), ts.path, req)
+				} else {
+					got, err = c.Call(req)
+				}
+				if err != nil || !bytes.Equal(got, req) {
+					errs <- fmt.Errorf("kind %d: %q, %v", kind, got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestRingsPeerGone: each side notices the other's end through the
+// socket at once, not at a timeout.
+func TestRingsPeerGone(t *testing.T) {
+	leakcheck.Check(t)
+	block := make(chan struct{})
+	defer close(block)
+	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "block" {
+			select {
+			case <-block:
+			case <-ctx.Done():
+			}
+		}
+		_, err := w.Write(req)
+		return err
+	}))
+	c := dialRings(t, ts.path)
+	if _, err := c.Call([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitWithin(t, time.Second, func() bool { return ts.Stats().Open == 0 })
+
+	c = dialRings(t, ts.path)
+	if err := c.Send([]byte("block")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Recv(); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	go ts.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("Recv while the server closed: %v, want ErrIncompleteReply", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("the client noticed after %v", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Recv still waits after the server closed")
+	}
+}
+
+// TestRingsBounds: the request size cap, a handler's panic, the idle,
+// handler and write deadlines end a ring connection as they end a socket
+// one; the client's next call reconnects where that is safe.
+func TestRingsBounds(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		switch {
+		case string(req) == "panic":
+			panic("handler panic")
+		case string(req) == "hang":
+			<-ctx.Done()
+			return ctx.Err()
+		case bytes.HasPrefix(req, []byte("big")):
+			_, err := w.Write(make([]byte, 60_000))
+			return err
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h, WithMaxRequestSize(40_000), WithIdleTimeout(200*time.Millisecond),
+		WithHandlerTimeout(200*time.Millisecond), WithWriteTimeout(200*time.Millisecond))
+	c := dialRings(t, ts.path)
+	for _, n := range []int{40_001, 100_000} { // one record; several
+		// The server closes when it sees the request is too large: while
+		// the client still writes it (not processed), or after.
+		if _, err := c.Call(make([]byte, n)); !errors.Is(err, ErrIncompleteReply) && !errors.Is(err, ErrNotProcessed) {
+			t.Fatalf("Call(%d bytes over the cap) = %v, want ErrIncompleteReply or ErrNotProcessed", n, err)
+		}
+	}
+	// A request refused while it was being written was not processed,
+	// so the client tries it once more on a new connection: 2 or 3.
+	if got := ts.Stats().ProtocolErrors; got < 2 || got > 3 {
+		t.Fatalf("ProtocolErrors = %d, want 2 or 3", got)
+	}
+	if _, err := c.Call([]byte("panic")); !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("Call(panic) = %v, want ErrIncompleteReply", err)
+	}
+	if _, err := c.Call([]byte("hang")); !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("Call(hang) = %v, want ErrIncompleteReply", err)
+	}
+	if got := ts.Stats().HandlerTimeout; got != 1 {
+		t.Fatalf("HandlerTimeout = %d, want 1", got)
+	}
+	// Replies the client does not read fill the reply ring; the server
+	// waits for room until the write deadline.
+	for range 8 {
+		if err := c.Send([]byte("big")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return ts.Stats().WriteTimeout == 1 })
+	for range 8 {
+		_, _ = c.Recv()
+	}
+	if got, err := c.Call([]byte("after")); err != nil || string(got) != "after" {
+		t.Fatalf("Call after the write timeout = %q, %v", got, err)
+	}
+	waitFor(t, func() bool { return ts.Stats().IdleTimeout >= 1 && ts.Stats().Open == 0 })
+	if got, err := c.Call([]byte("again")); err != nil || string(got) != "again" || !c.Rings() {
+		t.Fatalf("Call after the idle timeout = %q, %v (rings %v)", got, err, c.Rings())
+	}
+}
+
+// TestRingsShutdown: Shutdown closes idle ring connections at once and
+// lets a request in progress finish.
+func TestRingsShutdown(t *testing.T) {
+	leakcheck.Check(t)
+	path := socketPath(t)
+	s, err := NewServer(path, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "slow" {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, err := w.Write(req)
+		return err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(context.Background()) }()
+	idle := dialRings(t, path)
+	busy := dialRings(t, path)
+	if err := busy.Send([]byte("slow")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got, err := busy.Recv(); err != nil || string(got) != "slow" {
+		t.Fatalf("the request in progress got %q, %v", got, err)
+	}
+	if _, err := idle.Call([]byte("x")); err == nil {
+		t.Fatal("an idle ring client was served after Shutdown")
+	}
+	if err := <-errc; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve = %v", err)
+	}
+}
+
+// TestRingsQuit: a handler's ErrQuit on a ring connection stops the
+// server after the reply.
+func TestRingsQuit(t *testing.T) {
+	path := socketPath(t)
+	s, err := NewServer(path, HandlerFunc(gitDaemon))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(context.Background()) }()
+	c := dialRings(t, path)
+	if _, err := c.Call([]byte("quit")); err != nil {
+		t.Fatalf("quit: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrServerClosed) {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not stop")
+	}
+}
+
+// rawRings performs the ring handshake by hand, waiting first so that the
+// connection joins an event loop before the handshake arrives, and
+// returns the socket and the two memfds.
+func rawRings(t *testing.T, path string, wait time.Duration) (*net.UnixConn, *os.File, *os.File) {
+	t.Helper()
+	uc := dialRaw(t, path)
+	time.Sleep(wait)
+	if _, err := uc.Write(frame.AppendMessage(nil, []byte("\x01pktipc/rings/1 65536"))); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := frame.AppendMessage(nil, ringOKReply); !bytes.Equal(buf[:n], want) {
+		t.Fatalf("handshake reply %q, want %q", buf[:n], want)
+	}
+	fds, err := parseRights(oob[:oobn])
+	if err != nil || len(fds) != 2 {
+		t.Fatalf("descriptors %v, %v", fds, err)
+	}
+	req, rep := os.NewFile(uintptr(fds[0]), "req"), os.NewFile(uintptr(fds[1]), "rep")
+	t.Cleanup(func() { req.Close(); rep.Close() })
+	return uc, req, rep
+}
+
+// TestRingsLateHandshake: a handshake that comes after the connection
+// joined an event loop still moves it to rings, and the rings work with
+// a peer that is not engine.Client (futex waits on its side).
+func TestRingsLateHandshake(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	uc, reqF, repF := rawRings(t, ts.path, 50*time.Millisecond)
+	bell, err := uc.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bell.Close()
+	w, err := ring.NewWriter(reqF, &ring.Options{Doorbell: bell})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := ring.NewReader(repF, &ring.Options{Doorbell: bell})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := range 10 {
+		msg := fmt.Appendf(nil, "late %d", i)
+		if err := w.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.ReadMessage(nil, 1<<20)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("reply %q, %v; want %q", got, err, msg)
+		}
+	}
+}
+
+// TestRingsHostileClient: a client that writes garbage into the shared
+// header and records makes the server close its connection with a
+// protocol error, never crash or hang, and the server serves others.
+func TestRingsHostileClient(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	for round := range 20 {
+		uc, reqF, _ := rawRings(t, ts.path, 0)
+		m, err := syscall.Mmap(int(reqF.Fd()), 0, 4096+65536, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range m {
+			m[i] = byte(i*31 + round)
+		}
+		_, _ = uc.Write([]byte{1}) // ring the server's doorbell
+		_ = syscall.Munmap(m)
+		uc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		readAll(t, uc) // doorbell bytes, then the server's close
+		uc.Close()
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	if got := ts.Stats().ProtocolErrors; got == 0 {
+		t.Fatal("no protocol error counted for corrupt rings")
+	}
+	c := dialRings(t, ts.path)
+	if got, err := c.Call([]byte("still")); err != nil || string(got) != "still" {
+		t.Fatalf("Call = %q, %v", got, err)
+	}
+}
+
+// TestRingsSetupTeardown: ring connections opened and closed many times
+// leave no descriptor, mapping or goroutine behind.
+func TestRingsSetupTeardown(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	maps := func() int {
+		b, _ := os.ReadFile("/proc/self/maps")
+		return bytes.Count(b, []byte("memfd:"))
+	}
+	n := 300
+	if testing.Short() {
+		n = 50
+	}
+	for i := range n {
+		c, err := Dial(context.Background(), ts.path, WithRings(1<<16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.Call([]byte("x")); err != nil || string(got) != "x" || !c.Rings() {
+			t.Fatalf("round %d: %q, %v, rings %v", i, got, err, c.Rings())
+		}
+		c.Close()
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	waitFor(t, func() bool { return maps() == 0 })
+}
