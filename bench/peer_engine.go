@@ -65,6 +65,9 @@ type engineSettings struct {
 	// Rings lets clients use shared-memory rings of up to
 	// engineRingMax bytes (engine.WithRingLimits).
 	Rings bool `json:"rings,omitempty"`
+	// NoSpin makes both sides park at once instead of spinning
+	// (engine.WithRingSpin(0), engine.WithClientSpin(0)).
+	NoSpin bool `json:"nospin,omitempty"`
 }
 
 // serveEngine is the pktipc server role: echo every request, or in the
@@ -84,6 +87,9 @@ func serveEngine(ctx context.Context, cfg serverConfig, settings engineSettings,
 	}
 	if settings.Rings {
 		opts = append(opts, engine.WithRingLimits(engineMaxRings, engineRingMax))
+	}
+	if settings.NoSpin {
+		opts = append(opts, engine.WithRingSpin(0))
 	}
 	s, err := engine.NewServer(cfg.Socket, h, opts...)
 	if err != nil {
@@ -123,6 +129,9 @@ func (p enginePeer) dialer(run Run) (
 	var opts []engine.ClientOption
 	if p.server.Rings {
 		opts = append(opts, engine.WithRings(ringSize(run.Size)))
+	}
+	if p.server.NoSpin {
+		opts = append(opts, engine.WithClientSpin(0))
 	}
 	dial := func(ctx context.Context, socket string) (RoundTripper, error) {
 		e, err := newEngineClient(ctx, socket, opts...)

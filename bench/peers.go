@@ -47,6 +47,12 @@ var peers = []PeerInfo{
 		New:       func() Peer { return enginePeer{server: engineSettings{Rings: true}} },
 	},
 	{
+		Name:      "pktipc-shm-park",
+		Doc:       "pktipc-shm with spinning off on both sides (engine.WithRingSpin(0), engine.WithClientSpin(0)): every wait parks on the connection's socket at once",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		New:       func() Peer { return enginePeer{server: engineSettings{Rings: true, NoSpin: true}} },
+	},
+	{
 		Name:      "pktipc-git",
 		Doc:       "pktipc engine (inline echo) with git's client shape: engine.Send, one connection per request",
 		Scenarios: []Kind{Connect},

@@ -25,6 +25,13 @@ const (
 	// adapts to the observed reply time and is skipped when replies are
 	// slower than this.
 	DefaultClientSpin = 50 * time.Microsecond
+
+	// DefaultClientRingSpin is the longest a client on rings (WithRings)
+	// spins for a reply, or for room, before it waits on its socket.
+	// Longer than on a socket: a ring round trip takes a microsecond or
+	// two, and a wait that falls back to the socket costs a hundred times
+	// that, while the other side, spinning too, was only preempted.
+	DefaultClientRingSpin = 500 * time.Microsecond
 )
 
 // ClientOption configures Send and Dial.
@@ -34,12 +41,13 @@ type clientOptions struct {
 	dial       []uds.DialOption
 	maxReply   int
 	spin       time.Duration
+	ringSpin   time.Duration
 	persistent bool
 	rings      int // the ring size to ask for; 0 asks for none
 }
 
 func defaultClientOptions() clientOptions {
-	return clientOptions{maxReply: DefaultMaxReplySize, spin: DefaultClientSpin, persistent: true}
+	return clientOptions{maxReply: DefaultMaxReplySize, spin: DefaultClientSpin, ringSpin: DefaultClientRingSpin, persistent: true}
 }
 
 func (o *clientOptions) apply(opts []ClientOption) error {
@@ -68,11 +76,12 @@ func WithMaxReplySize(n int) ClientOption {
 	}
 }
 
-// WithClientSpin sets the longest spin waiting for a reply (default
-// DefaultClientSpin; 0 parks at once).
+// WithClientSpin sets the longest spin waiting for a reply, on a socket
+// and on rings alike (defaults DefaultClientSpin and
+// DefaultClientRingSpin; 0 parks at once).
 func WithClientSpin(d time.Duration) ClientOption {
 	return func(o *clientOptions) error {
-		o.spin = d
+		o.spin, o.ringSpin = d, d
 		if d < 0 || d > time.Millisecond {
 			return &OptionError{"ClientSpin", d, "must be between 0 and 1ms"}
 		}

@@ -335,8 +335,10 @@ const (
 	// ring; a client asking for more gets this much.
 	DefaultRingSize = 1 << 20
 	// DefaultRingSpin is the longest a ring connection's goroutine spins
-	// for the next request before it waits on the connection's socket.
-	DefaultRingSpin = 100 * time.Microsecond
+	// for the next request before it waits on the connection's socket: a
+	// wait that falls back to the socket costs a hundred times a ring
+	// round trip, so the spin covers a client that was preempted.
+	DefaultRingSpin = 500 * time.Microsecond
 )
 
 // WithRingLimits sets how many connections may use shared-memory rings at once

@@ -76,6 +76,7 @@ type Client struct {
 	rout          *ring.Writer
 	rin           *ring.Reader
 	rchunk        int
+	halfProcs     int32 // the default spinning budget, read at the ring handshake
 	rbell         [64]byte
 	rgather       []byte
 	leased        bool // the last reply is a record of rin, not yet released; under mu
@@ -213,7 +214,9 @@ func (c *Client) transmit(req []byte) error {
 		err := c.write(req)
 		if err == nil {
 			c.inflight++
-			c.spin.sent(c.now(), c.inflight)
+			if c.rout == nil { // the socket's spin plan; rings spin their own way
+				c.spin.sent(c.now(), c.inflight)
+			}
 			return nil
 		}
 		// The server acts only on whole requests: nothing of req was

@@ -28,11 +28,13 @@ func (s *Server) reaper() {
 	defer t.Stop()
 	var r reapScratch
 	for {
+		s.clock.Store(s.now())
 		select {
 		case <-s.reaperStop:
 			return
 		case <-t.C:
 		}
+		s.clock.Store(s.now())
 		pressured := s.reapConns(&r)
 		s.reapRings(&r)
 		drains := s.pollDrains(&r)

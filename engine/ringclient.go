@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -128,7 +129,7 @@ func (c *Client) mapRings(fds []int) error {
 		return err
 	}
 	defer bell.Close()
-	spin := c.opts.spin
+	spin := c.opts.ringSpin
 	if spin == 0 {
 		spin = -1
 	}
@@ -151,6 +152,7 @@ func (c *Client) mapRings(fds []int) error {
 	c.rout, c.rin = out, in
 	c.mu.Unlock()
 	c.rchunk = max(out.MaxRecord()/2, 1)
+	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	return nil
 }
 
@@ -291,10 +293,14 @@ func (c *Client) waitRingRoom(n int) error {
 // ringSpin takes a place in the process's spinning budget (clientspin.go);
 // the caller gives it back with spinners.Add(-1).
 func (c *Client) ringSpin() bool {
-	if c.opts.spin <= 0 {
+	if c.opts.ringSpin <= 0 {
 		return false
 	}
-	if spinners.Add(1) <= spinBudget() {
+	budget := spinLimit.Load()
+	if budget <= 0 {
+		budget = c.halfProcs
+	}
+	if spinners.Add(1) <= budget {
 		return true
 	}
 	spinners.Add(-1)

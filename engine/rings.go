@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -105,6 +104,7 @@ func grantRing(n, most int) int {
 // enters or is added, and every connection in conns has been killed.
 // spinning (atomic) counts the goroutines spinning now.
 type ringSet struct {
+	spinMax  int32 // the spin budget: half of GOMAXPROCS when the server was made, at least one
 	mu       sync.Mutex
 	conns    map[*ringConn]struct{}
 	count    int
@@ -171,7 +171,7 @@ func (rs *ringSet) close() {
 // spin takes a place among the spinning goroutines; false means the
 // budget (half of GOMAXPROCS, at least one) is spent. unspin gives it back.
 func (rs *ringSet) spin() bool {
-	if rs.spinning.Add(1) <= int32(max(1, runtime.GOMAXPROCS(0)/2)) {
+	if rs.spinning.Add(1) <= rs.spinMax {
 		return true
 	}
 	rs.spinning.Add(-1)
@@ -287,7 +287,7 @@ type ringConn struct {
 	start  int64 // when the current handler started
 
 	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
-	since atomic.Int64 // when it started (Server.now)
+	since atomic.Int64 // when it started, by the reaper's clock (Server.clock)
 
 	killOnce sync.Once
 }
@@ -380,7 +380,7 @@ func (rc *ringConn) setup(size int) error {
 		return err
 	}
 	_ = rc.uc.SetWriteDeadline(time.Time{})
-	rc.setWhy(whyIdle, s.now())
+	rc.setWhy(whyIdle, s.clock.Load())
 	return nil
 }
 
@@ -390,7 +390,7 @@ func (rc *ringConn) serveOne() bool {
 	if s.stopping.Load() {
 		return false // between requests: a graceful stop closes here
 	}
-	rc.setWhy(whyIdle, s.now())
+	rc.setWhy(whyIdle, s.clock.Load())
 	if rc.waitRequest() != nil {
 		return false
 	}
@@ -405,7 +405,7 @@ func (rc *ringConn) serveOne() bool {
 		return false
 	}
 	s.stats.requests.Add(1)
-	rc.start = s.now()
+	rc.start = s.clock.Load()
 	rc.setWhy(whyHandler, rc.start)
 	rc.reply.beginRing()
 	herr, panicked := s.invoke(rc.ctx, rc.peer.ID, req, &rc.reply)
@@ -444,7 +444,7 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 		return p, true, nil
 	}
 	buf := rc.gather[:0]
-	rc.setWhy(whyRequest, rc.s.now())
+	rc.setWhy(whyRequest, rc.s.clock.Load())
 	for {
 		if len(buf)+len(p) > limit {
 			rc.in.Release()
@@ -487,6 +487,9 @@ func (rc *ringConn) waitRequest() error {
 // waitRoom waits until the reply ring has room for a record of n bytes
 // (or an error to give), under the write deadline.
 func (rc *ringConn) waitRoom(n int) error {
+	if rc.out.Arm(n) { // room known, or the ring says why not: no spin, no clock
+		return nil
+	}
 	if rc.s.rings.spin() {
 		ok := rc.out.Spin(n)
 		rc.s.rings.unspin()
@@ -497,7 +500,7 @@ func (rc *ringConn) waitRoom(n int) error {
 	if rc.out.Arm(n) {
 		return nil
 	}
-	rc.setWhy(whyWrite, rc.s.now())
+	rc.setWhy(whyWrite, rc.s.clock.Load())
 	defer rc.setWhy(whyHandler, rc.start)
 	for !rc.out.Arm(n) {
 		if err := rc.waitBell(); err != nil {

@@ -559,3 +559,56 @@ func TestRingsSetupTeardown(t *testing.T) {
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	waitFor(t, func() bool { return maps() == 0 })
 }
+
+// cpuTime is the process's user and system time so far.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestRingsIdleCostsNothing: ring connections waiting for requests, and
+// clients waiting for replies, are parked in the netpoller: the process
+// (server and clients together) uses next to no CPU while they wait.
+func TestRingsIdleCostsNothing(t *testing.T) {
+	leakcheck.Check(t)
+	block := make(chan struct{})
+	ts := startServer(t, HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "wait" {
+			<-block
+		}
+		_, err := w.Write(req)
+		return err
+	}))
+	var clients []*Client
+	for range 20 {
+		c := dialRings(t, ts.path)
+		if _, err := c.Call([]byte("warm")); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	var wg sync.WaitGroup
+	for _, c := range clients[:10] { // these wait for a reply, the rest for nothing
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := c.Call([]byte("wait")); err != nil || string(got) != "wait" {
+				t.Errorf("Call = %q, %v", got, err)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // past every spin
+	idle := time.Second
+	before := cpuTime(t)
+	time.Sleep(idle)
+	used := cpuTime(t) - before
+	close(block)
+	wg.Wait()
+	t.Logf("CPU over %v idle with 20 ring connections: %v", idle, used)
+	if used > 30*time.Millisecond {
+		t.Errorf("idle ring connections used %v of CPU in %v, want next to none", used, idle)
+	}
+}

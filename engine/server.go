@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,11 @@ type Server struct {
 	workers    sync.WaitGroup
 	watchers   sync.WaitGroup // write watches (drain.go)
 
+	// clock is Server.now as of the reaper's last tick: the time ring
+	// connections start their deadlines at, without reading the clock
+	// per request; deadlines are checked at ticks anyway.
+	clock atomic.Int64
+
 	stats    counters
 	ackSeq   atomic.Uint64 // numbers workers' hand-offs to the loops
 	logProto rateLimit
@@ -125,6 +131,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 		acceptExit: make(chan struct{}),
 	}
 	s.reactor.stats = &s.stats
+	s.rings.spinMax = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	return s, nil
 }
 
@@ -164,6 +171,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			go s.worker()
 		}
 	}
+	s.clock.Store(s.now())
 	s.wg.Add(2)
 	go s.acceptLoop()
 	go s.reaper()

@@ -187,7 +187,7 @@ func (w *Writer) reserve(n uint64) error {
 	}
 	// The head last read is enough most of the time; reading the reader's
 	// cache line only when it is not keeps the line where the reader is.
-	if w.s.capacity-(w.tail-w.head) < w.need {
+	if !w.roomKnown() {
 		if ok, err := w.ready(); err != nil {
 			return err
 		} else if !ok {
@@ -231,10 +231,20 @@ func (w *Writer) Spin(n int) bool {
 	}
 	defer w.s.release()
 	w.setNeed(uint64(n))
+	if w.roomKnown() {
+		return true
+	}
 	if w.published != w.tail {
 		w.publish()
 	}
 	return spinOnly(w, &w.spin)
+}
+
+// roomKnown reports whether the head last read leaves room for w.need
+// bytes: then Reserve returns at once without reading the reader's cache
+// line, which stays where the reader is.
+func (w *Writer) roomKnown() bool {
+	return w.err == nil && w.s.capacity-(w.tail-w.head) >= w.need
 }
 
 // Arm reports whether Reserve(n) would return at once, with room or an
@@ -248,6 +258,9 @@ func (w *Writer) Arm(n int) bool {
 	}
 	defer w.s.release()
 	w.setNeed(uint64(n))
+	if w.roomKnown() {
+		return true
+	}
 	for armed := false; ; armed = true {
 		if ok, err := w.ready(); ok || err != nil {
 			if armed {
