@@ -255,6 +255,8 @@ func (c *Client) readRingReply() ([]byte, error) {
 // waitRingReply waits until the reply ring has a record (or an error) to
 // give: a spin within the process's budget, then the socket.
 func (c *Client) waitRingReply() error {
+	waiting.Add(1)
+	defer waiting.Add(-1)
 	if c.ringSpin() {
 		ok := c.rin.Spin()
 		spinners.Add(-1)
@@ -299,6 +301,9 @@ func (c *Client) ringSpin() bool {
 	budget := spinLimit.Load()
 	if budget <= 0 {
 		budget = c.halfProcs
+	}
+	if waiting.Load() > ringSpinCrowd*budget {
+		return false // see ringSpinCrowd
 	}
 	if spinners.Add(1) <= budget {
 		return true

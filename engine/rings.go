@@ -47,6 +47,13 @@ var (
 	ringNoWire      = frame.AppendMessage(nil, ringNoReply)
 )
 
+// ringSpinCrowd: ring goroutines stop spinning for requests while more
+// than this many connections per spinning place wait for one. Up to a few
+// dozen busy clients per processor, the spinning goroutine catches a
+// request most of the time and saves both sides a wake-up; with hundreds,
+// its spins mostly miss and take the processor from the clients.
+const ringSpinCrowd = 128
+
 // ringMaxGatherKeep bounds the buffer a ring connection keeps between
 // requests for gathering requests that span records.
 const ringMaxGatherKeep = 16 << 20
@@ -102,7 +109,8 @@ func grantRing(n, most int) int {
 // connections whose rings are set up, from then until their goroutine
 // ends; closed is set once, by the server's Close, after which nothing
 // enters or is added, and every connection in conns has been killed.
-// spinning (atomic) counts the goroutines spinning now.
+// spinning and waiting (atomics) count the goroutines spinning now and
+// waiting for a request now.
 type ringSet struct {
 	spinMax  int32 // the spin budget: half of GOMAXPROCS when the server was made, at least one
 	mu       sync.Mutex
@@ -111,6 +119,7 @@ type ringSet struct {
 	closed   bool
 	wg       sync.WaitGroup
 	spinning atomic.Int32
+	waiting  atomic.Int32 // goroutines waiting for a request now
 }
 
 func (rs *ringSet) enter(limit int) bool {
@@ -169,8 +178,13 @@ func (rs *ringSet) close() {
 }
 
 // spin takes a place among the spinning goroutines; false means the
-// budget (half of GOMAXPROCS, at least one) is spent. unspin gives it back.
+// budget (half of GOMAXPROCS, at least one) is spent, or that so many
+// connections wait for requests (ringSpinCrowd per place) that a spin
+// would mostly keep the processor from the clients. unspin gives it back.
 func (rs *ringSet) spin() bool {
+	if rs.waiting.Load() > ringSpinCrowd*rs.spinMax {
+		return false
+	}
 	if rs.spinning.Add(1) <= rs.spinMax {
 		return true
 	}
@@ -469,6 +483,8 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 // waitRequest waits until the request ring has a record (or an error) to
 // give: a short spin, then the socket.
 func (rc *ringConn) waitRequest() error {
+	rc.s.rings.waiting.Add(1)
+	defer rc.s.rings.waiting.Add(-1)
 	if rc.s.rings.spin() {
 		ok := rc.in.Spin()
 		rc.s.rings.unspin()
