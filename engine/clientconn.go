@@ -38,7 +38,7 @@ func (c *Client) connect(ctx context.Context) error {
 		if !c.opts.persistent || c.declined {
 			return nil
 		}
-		if c.opts.rings > 0 && !c.ringsDeclined {
+		if c.opts.rings > 0 && ringsSupported && !c.ringsDeclined {
 			ok, err := c.ringHandshake(ctx)
 			if err != nil {
 				c.dropConn()

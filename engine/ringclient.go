@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
@@ -37,13 +36,7 @@ func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
 		return false, ctxOr(ctx, err)
 	}
 	msg, fds, err := c.readHandshakeReply()
-	defer func() {
-		for _, fd := range fds {
-			if fd >= 0 {
-				_ = syscall.Close(fd)
-			}
-		}
-	}()
+	defer closeFDs(fds)
 	if err != nil {
 		return false, ctxOr(ctx, err)
 	}
@@ -63,23 +56,13 @@ func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
 // readHandshakeReply reads the handshake's reply and the descriptors that
 // came with it. The descriptors are the caller's to close, also on error.
 func (c *Client) readHandshakeReply() (msg []byte, fds []int, err error) {
-	oob := make([]byte, syscall.CmsgSpace(8*4))
 	c.asm.Reset()
 	for {
 		if c.rend == len(c.rbuf) {
 			return nil, fds, errors.New("engine: ring handshake reply too long")
 		}
-		n, oobn, flags, _, err := c.uc.ReadMsgUnix(c.rbuf[c.rend:], oob)
-		if oobn > 0 {
-			got, perr := parseRights(oob[:oobn])
-			fds = append(fds, got...)
-			if perr != nil {
-				return nil, fds, perr
-			}
-		}
-		if flags&syscall.MSG_CTRUNC != 0 {
-			return nil, fds, errors.New("engine: ring handshake: descriptors truncated")
-		}
+		n, got, err := readWithRights(c.uc, c.rbuf[c.rend:])
+		fds = append(fds, got...)
 		if err != nil {
 			return nil, fds, err
 		}
@@ -99,26 +82,6 @@ func (c *Client) readHandshakeReply() (msg []byte, fds []int, err error) {
 			return m, fds, nil
 		}
 	}
-}
-
-// parseRights returns the descriptors in a control message.
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, err
-	}
-	var fds []int
-	for i := range msgs {
-		if msgs[i].Header.Level != syscall.SOL_SOCKET || msgs[i].Header.Type != syscall.SCM_RIGHTS {
-			continue
-		}
-		got, err := syscall.ParseUnixRights(&msgs[i])
-		if err != nil {
-			return fds, err
-		}
-		fds = append(fds, got...)
-	}
-	return fds, nil
 }
 
 // mapRings maps the request ring (fds[0], written here) and the reply ring

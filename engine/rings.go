@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
@@ -389,8 +388,7 @@ func (rc *ringConn) setup(size int) error {
 	if d := s.opts.writeTimeout; d > 0 {
 		_ = rc.uc.SetWriteDeadline(time.Now().Add(d))
 	}
-	oob := syscall.UnixRights(int(reqF.Fd()), int(repF.Fd()))
-	if _, _, err := rc.uc.WriteMsgUnix(ringOKWire, oob, nil); err != nil {
+	if err := writeWithFiles(rc.uc, ringOKWire, reqF, repF); err != nil {
 		return err
 	}
 	_ = rc.uc.SetWriteDeadline(time.Time{})

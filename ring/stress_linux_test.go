@@ -1,0 +1,134 @@
+package ring
+
+import (
+	"encoding/binary"
+	"flag"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+)
+
+var (
+	stressMessages = flag.Int("ring.stress", 100_000, "messages in TestNoLostWakeUp (the long run: 10000000)")
+	setupRounds    = flag.Int("ring.setups", 2_000, "rings made and torn down in TestSetupTeardown (the long run: 100000)")
+)
+
+// TestNoLostWakeUp streams numbered messages between two goroutines that
+// each pause at random (not at all, a yield, a spin, a sleep), with short
+// spins, so that both sides park and are woken again and again, also
+// while the other side is just publishing or releasing. A lost wake-up
+// leaves a side parked with work waiting: the deadline then fails the
+// test instead of hanging. Doorbells are covered too: every third round
+// the reader waits on a doorbell (Arm) instead of the futex.
+func TestNoLostWakeUp(t *testing.T) {
+	checkLeaks(t)
+	n := *stressMessages
+	if testing.Short() {
+		n = min(n, 20_000)
+	}
+	for round, useBell := range []bool{false, true, false} {
+		var bell *Doorbell
+		opts := &Options{Spin: time.Microsecond}
+		if useBell {
+			b, ring, err := NewDoorbell()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			bell, opts.Doorbell = b, ring
+		}
+		w, r := newPair(t, MinCapacity, opts)
+		if opts.Doorbell != nil {
+			opts.Doorbell.Close()
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		w.SetDeadline(deadline)
+		r.SetDeadline(deadline)
+		pause := func(rng *rand.Rand) {
+			switch rng.IntN(64) {
+			case 0:
+				time.Sleep(time.Duration(rng.IntN(50)) * time.Microsecond)
+			case 1, 2:
+				for range rng.IntN(2000) {
+					spinPause()
+				}
+			case 3:
+				runtime.Gosched()
+			}
+		}
+		done := make(chan error, 1)
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(round), 1))
+			var msg [24]byte
+			for i := range n {
+				pause(rng)
+				size := 8 + rng.IntN(len(msg)-7)
+				binary.LittleEndian.PutUint64(msg[:], uint64(i))
+				if err := w.Write(msg[:size]); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		rng := rand.New(rand.NewPCG(uint64(round), 2))
+		buf := make([]byte, 0, 64)
+		for i := range n {
+			pause(rng)
+			if bell != nil {
+				for !r.Arm() {
+					if ok, err := bell.Wait(time.Until(deadline)); err != nil || !ok {
+						t.Fatalf("round %d: doorbell wait for message %d of %d: %v (a lost wake-up)", round, i, n, err)
+					}
+					if err := bell.Drain(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			got, err := r.ReadMessage(buf[:0], 64)
+			if err != nil {
+				t.Fatalf("round %d: message %d of %d: %v (a lost wake-up)", round, i, n, err)
+			}
+			if len(got) < 8 || binary.LittleEndian.Uint64(got) != uint64(i) {
+				t.Fatalf("round %d: message %d: got %x", round, i, got)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("round %d: writer: %v", round, err)
+		}
+	}
+}
+
+// TestSetupTeardown makes rings, maps both sides, passes a message and
+// tears them down, many times: no mapping, descriptor or goroutine stays.
+func TestSetupTeardown(t *testing.T) {
+	checkLeaks(t)
+	n := *setupRounds
+	if testing.Short() {
+		n = min(n, 200)
+	}
+	for i := range n {
+		f, err := Create(MinCapacity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWriter(f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewReader(f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := w.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := r.ReadMessage(nil, 8); err != nil || string(got) != "x" {
+			t.Fatalf("round %d: %q, %v", i, got, err)
+		}
+		w.Close()
+		r.Close()
+	}
+}
