@@ -211,7 +211,8 @@ func (sa *servedAt) close(t testing.TB) {
 }
 
 // TestRestartChaos pipelines verified requests (windows of 1-64, replies of
-// up to 1 MiB) from several clients while the server is restarted at random
+// up to 1 MiB) from several clients, half of them over shared-memory rings,
+// while the server is restarted at random
 // moments in four ways: SIGKILL and SIGTERM of a server process, Close and
 // Shutdown of an in-process one. No reply may be returned for the wrong
 // request; every failure must say whether the request may have been
@@ -282,7 +283,11 @@ func TestRestartChaos(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(g), 99))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c, err := Dial(ctx, path, WithDialOptions(uds.WaitIfNotFound(), uds.WaitIfBusy()))
+			opts := []ClientOption{WithDialOptions(uds.WaitIfNotFound(), uds.WaitIfBusy())}
+			if g%2 == 0 {
+				opts = append(opts, WithRings(1<<16)) // requests of up to 1 MiB stream through
+			}
+			c, err := Dial(ctx, path, opts...)
 			if err != nil {
 				t.Errorf("client %d: %v", g, err)
 				stop.Store(true)

@@ -50,21 +50,30 @@ type cond interface {
 }
 
 // spinOnly spins like wait, for up to the spinner's current budget, but
-// never parks; it reports whether c became ready (or failed) and teaches
-// the spinner either way.
+// never parks; it reports whether c became ready (or failed). It does not
+// shorten the spinner's budget when it fails: its caller waits elsewhere
+// (a doorbell), and a wait that ends there says nothing about how long
+// the next spin should be.
+//
+// The clock is first read after 256 tries, so a spin that succeeds sooner
+// (a peer answering within a few microseconds, the common case it is for)
+// costs no clock read at all; the spin then lasts those tries longer.
 func spinOnly(c cond, sp *spinner) bool {
 	if sp.cur <= 0 {
 		ok, err := c.ready()
 		return ok || err != nil
 	}
-	start := time.Now()
+	var start time.Time
 	for i := 1; ; i++ {
 		if ok, err := c.ready(); ok || err != nil {
-			sp.learn(time.Since(start))
 			return true
 		}
-		if i%256 == 0 && time.Since(start) >= sp.cur {
-			return false
+		if i%256 == 0 {
+			if i == 256 {
+				start = time.Now()
+			} else if time.Since(start) >= sp.cur {
+				return false
+			}
 		}
 		spinPause()
 	}
