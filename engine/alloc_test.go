@@ -144,7 +144,7 @@ func TestZeroAllocsRings(t *testing.T) {
 		size int
 		h    Handler
 	}{{64, HandlerFunc(echoRaw)}, {4096, HandlerFunc(echoRaw)}, {1 << 20, HandlerFunc(echoRaw)}, {64, inPlace}, {100_000, inPlace}} {
-		ts := startServer(t, tc.h)
+		ts := startServer(t, tc.h, WithRingLimits(4, 1<<20))
 		c, err := Dial(context.Background(), ts.path, WithRings(1<<20))
 		if err != nil {
 			t.Fatal(err)

@@ -86,7 +86,7 @@ func benchServer(b *testing.B, kind string) func() roundTripper {
 			return &netUnixClient{c: c, r: frame.NewReader(c, frame.SimpleIPC, 16<<20)}
 		}
 	}
-	s, err := NewServer(path, HandlerFunc(echoRaw), WithInlineHandlers(kind == "pktipc-inline"))
+	s, err := NewServer(path, HandlerFunc(echoRaw), WithInlineHandlers(kind == "pktipc-inline"), WithRingLimits(64, 1<<20))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func childServer() int {
 		}
 		return verifiedEcho(ctx, req, w)
 	})
-	opts := []Option{WithWorkers(2)}
+	opts := []Option{WithWorkers(2), WithRingLimits(16, 1<<16)}
 	if n, err := strconv.Atoi(os.Getenv("PKTIPC_MAXCONNS")); err == nil {
 		opts = append(opts, WithMaxConns(n, n), WithFirstByteTimeout(time.Hour))
 	}

@@ -326,11 +326,10 @@ func WithPersistent(allow bool) Option {
 
 // Ring defaults (see WithRingLimits; clients ask with WithRings).
 const (
-	// DefaultMaxRings bounds the connections served over shared-memory
-	// rings at once. Each holds two rings of up to the ring size, so the
-	// shared memory a server lends its clients is bounded by
-	// 2 * DefaultMaxRings * DefaultRingSize.
-	DefaultMaxRings = 128
+	// DefaultMaxRings is 0: a server serves rings only when asked to
+	// (WithRingLimits), because a handler then reads requests in memory
+	// that a hostile client can change while the handler runs.
+	DefaultMaxRings = 0
 	// DefaultRingSize is the largest data area a client is granted per
 	// ring; a client asking for more gets this much.
 	DefaultRingSize = 1 << 20
@@ -341,11 +340,16 @@ const (
 	DefaultRingSpin = 500 * time.Microsecond
 )
 
-// WithRingLimits sets how many connections may use shared-memory rings at once
-// (0 refuses them: clients that ask stay on the socket) and the largest
-// ring data area granted to one (a power of two from ring.MinCapacity;
-// smaller requests are granted as asked). Rings count against the
-// connection caps like any connection.
+// WithRingLimits lets up to maxConns connections at once use
+// shared-memory rings (default none: clients that ask stay on the socket),
+// with ring data areas of up to maxSize bytes (a power of two from
+// ring.MinCapacity; smaller requests are granted as asked). Each ring
+// connection holds two rings, so the shared memory lent to clients is at
+// most 2 * maxConns * maxSize. Rings count against the connection caps
+// like any connection. A handler serving a ring connection reads its
+// request where the client wrote it, and the client can still write
+// there: a handler that validates a request and then acts on it copies
+// it first.
 func WithRingLimits(maxConns, maxSize int) Option {
 	return func(o *options) error {
 		if maxConns < 0 {

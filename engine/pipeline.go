@@ -79,7 +79,6 @@ type Client struct {
 	halfProcs     int32 // the default spinning budget, read at the ring handshake
 	rbell         [64]byte
 	rgather       []byte
-	leased        bool // the last reply is a record of rin, not yet released; under mu
 	ringsDeclined bool // the server declined rings: offer the persistent handshake
 
 	readFn  func(fd uintptr) bool
@@ -303,7 +302,7 @@ func (c *Client) Close() error {
 	if c.closed.Swap(true) || c.uc == nil {
 		return nil
 	}
-	c.closeRingsLocked()
+	c.interruptRingsLocked()
 	// The owner goroutine may be using uc: close it, but leave the field;
 	// the owner sees closed and stops.
 	return c.uc.Close()

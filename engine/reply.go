@@ -46,7 +46,8 @@ type ReplyWriter struct {
 	rres []byte
 	rlen int
 
-	scratch []byte // Reserve's buffer where it cannot lend the transport's
+	scratch    []byte // Reserve's buffer where it cannot lend the transport's
+	scratchOut bool   // the last Reserve gave out scratch, not a ring record
 }
 
 // Write sends p as the next part of the reply. It copies p, so the caller
@@ -132,8 +133,13 @@ func (w *ReplyWriter) Reserve(n int) ([]byte, error) {
 		if err != nil {
 			w.err = err
 		}
+		w.scratchOut = false
 		return p, err
 	}
+	if w.ring != nil && w.rres != nil && w.rlen < 0 {
+		w.rlen = 0 // a ring record reserved and not committed: it stays empty
+	}
+	w.scratchOut = true
 	if cap(w.scratch) < n {
 		w.scratch = make([]byte, n)
 	}
@@ -147,7 +153,7 @@ func (w *ReplyWriter) Commit(n int) error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.ring != nil && w.rres != nil && w.rlen < 0 {
+	if w.ring != nil && !w.scratchOut && w.rres != nil && w.rlen < 0 {
 		if n < 0 || n > len(w.rres) {
 			return fmt.Errorf("engine: Commit(%d) beyond the %d bytes reserved", n, len(w.rres))
 		}

@@ -111,6 +111,10 @@ func (c *Client) mapRings(fds []int) error {
 		_ = out.Close()
 		return err
 	}
+	// Deadlines in the past: Next and Reserve never sleep in the ring,
+	// where a server could keep them; every wait is on the socket.
+	out.SetDeadline(time.Unix(1, 0))
+	in.SetDeadline(time.Unix(1, 0))
 	c.mu.Lock()
 	c.rout, c.rin = out, in
 	c.mu.Unlock()
@@ -119,30 +123,24 @@ func (c *Client) mapRings(fds []int) error {
 	return nil
 }
 
-// releaseReply gives back the reply ring record that the last reply was
-// returned in, if it was. Under mu, because Close may do it too.
-func (c *Client) releaseReply() {
-	c.mu.Lock()
-	if c.leased {
-		c.rin.Release()
-		c.leased = false
-	}
-	c.mu.Unlock()
-}
-
-// closeRingsLocked closes the rings of the open connection, giving back a
-// reply's record first; under mu. The owner holds no other lease or
-// reservation between its calls, and Close may run during one: the
-// rings stay mapped until the owner's call is out of them.
+// closeRingsLocked closes the rings of the open connection and forgets
+// them; the owner calls it, under mu.
 func (c *Client) closeRingsLocked() {
-	if c.leased {
-		c.rin.Release()
-		c.leased = false
-	}
 	if c.rout != nil {
 		_ = c.rout.Close()
 		_ = c.rin.Close()
 		c.rout, c.rin = nil, nil
+	}
+}
+
+// interruptRingsLocked closes the rings for Close, which may run while the
+// owner is in a call: the owner keeps its pointers (a ring's calls fail
+// once it is closed, and it is unmapped after the last call returns) and
+// forgets them when it drops the connection. Under mu.
+func (c *Client) interruptRingsLocked() {
+	if c.rout != nil {
+		_ = c.rout.Close()
+		_ = c.rin.Close()
 	}
 }
 
@@ -161,6 +159,9 @@ func (c *Client) writeRing(req []byte) error {
 			return err
 		}
 		dst, err := c.rout.Reserve(n)
+		if err == ring.ErrTimeout {
+			continue // the room Arm saw is gone (see nextReply); nothing was reserved
+		}
 		if err != nil {
 			return err
 		}
@@ -175,32 +176,21 @@ func (c *Client) writeRing(req []byte) error {
 	}
 }
 
-// readRingReply reads the next reply message from the reply ring. A reply
-// of one record is returned in place, a lease on the ring that the next
-// call (or Close) releases; a longer one is gathered into the Client's
-// reply buffer.
+// readRingReply reads the next reply message from the reply ring into the
+// Client's reply buffer. The reply is a copy, so the server cannot change
+// it once it is returned, and nothing of the ring is held between calls.
 func (c *Client) readRingReply() ([]byte, error) {
-	c.releaseReply()
 	if cap(c.rgather) > clientKeep {
 		c.rgather = nil
 	}
 	buf := c.rgather[:0]
 	for first := true; ; first = false {
-		if err := c.waitRingReply(); err != nil {
-			return nil, err
-		}
-		p, more, err := c.rin.Next()
+		p, more, err := c.nextReply()
 		if err != nil {
 			if err == io.EOF && !first {
 				err = io.ErrUnexpectedEOF
 			}
 			return nil, err
-		}
-		if first && !more && len(p) <= c.opts.maxReply {
-			c.mu.Lock()
-			c.leased = true
-			c.mu.Unlock()
-			return p, nil
 		}
 		if len(buf)+len(p) > c.opts.maxReply {
 			c.rin.Release()
@@ -211,6 +201,23 @@ func (c *Client) readRingReply() ([]byte, error) {
 		if !more {
 			c.rgather = buf
 			return buf, nil
+		}
+	}
+}
+
+// nextReply waits for the next record of the reply ring and takes it.
+// The ring's deadline lies in the past, so Next never sleeps in the ring:
+// when it finds nothing after all (a server that changed its mind between
+// Arm and Next), it reports ErrTimeout, and the wait goes back to the
+// socket.
+func (c *Client) nextReply() ([]byte, bool, error) {
+	for {
+		if err := c.waitRingReply(); err != nil {
+			return nil, false, err
+		}
+		p, more, err := c.rin.Next()
+		if err != ring.ErrTimeout {
+			return p, more, err
 		}
 	}
 }

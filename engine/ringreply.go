@@ -1,5 +1,7 @@
 package engine
 
+import "github.com/pktipc/pktipc/ring"
+
 // A handler's reply on a ring connection (rings.go). Each Write fills
 // records of the reply ring in place; the last record is held open
 // (reserved, not yet committed) until the next Write or the end of the
@@ -9,7 +11,7 @@ package engine
 
 // beginRing readies w for a reply on its ring connection.
 func (w *ReplyWriter) beginRing() {
-	w.err, w.n, w.rres, w.rlen = nil, 0, nil, 0
+	w.err, w.n, w.rres, w.rlen, w.scratchOut = nil, 0, nil, 0, false
 }
 
 // reserveRing commits the open record, if any, as a part of the reply
@@ -23,15 +25,30 @@ func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := rc.waitRoom(n); err != nil {
-		return nil, err
+	for {
+		if err := rc.waitRoom(n); err != nil {
+			return nil, err
+		}
+		p, err := rc.out.Reserve(n)
+		if err == ring.ErrTimeout {
+			continue // the room Arm saw is gone (see ringConn.next)
+		}
+		if err != nil {
+			return nil, err
+		}
+		w.rres, w.rlen = p, -1
+		return p, nil
 	}
-	p, err := rc.out.Reserve(n)
-	if err != nil {
-		return nil, err
+}
+
+// dropRing ends a record left reserved by a handler that panicked, after
+// the connection was killed: the ring refuses to publish it, and the
+// reservation's hold on the mapping ends.
+func (w *ReplyWriter) dropRing() {
+	if w.rres != nil {
+		_ = w.ring.out.Commit(0, true)
+		w.rres = nil
 	}
-	w.rres, w.rlen = p, -1
-	return p, nil
 }
 
 // writeRing copies p into the reply ring: one record when it fits one,

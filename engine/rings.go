@@ -53,6 +53,10 @@ var (
 // its spins mostly miss and take the processor from the clients.
 const ringSpinCrowd = 128
 
+// errHandlerPanic is the cause a ring connection is closed with after
+// its handler panicked.
+var errHandlerPanic = errors.New("engine: handler panicked")
+
 // ringMaxGatherKeep bounds the buffer a ring connection keeps between
 // requests for gathering requests that span records.
 const ringMaxGatherKeep = 16 << 20
@@ -85,6 +89,10 @@ func (c *conn) moveToRings(n, size int) (act action, stop bool) {
 	if err != nil {
 		return closeConn, true
 	}
+	// c's place under the caps goes to the ring connection: let it go
+	// first, or adopting would evict someone else at a cap for a
+	// connection that is about to close.
+	c.s.adm.release(c)
 	c.s.adoptRingConn(uc, c.peer, size)
 	return closeConn, true
 }
@@ -384,6 +392,11 @@ func (rc *ringConn) setup(size int) error {
 	if rc.out, err = ring.NewWriter(repF, opts); err != nil {
 		return err
 	}
+	// Deadlines in the past: Next and Reserve never sleep in the ring,
+	// where a client could keep this goroutine (and its thread) in a
+	// futex; every wait is on the socket.
+	rc.in.SetDeadline(time.Unix(1, 0))
+	rc.out.SetDeadline(time.Unix(1, 0))
 	rc.chunk = max(rc.out.MaxRecord()/2, 1)
 	if d := s.opts.writeTimeout; d > 0 {
 		_ = rc.uc.SetWriteDeadline(time.Now().Add(d))
@@ -428,7 +441,12 @@ func (rc *ringConn) serveOne() bool {
 		rc.gather = nil
 	}
 	if panicked {
-		return false // the reply stops where it was: the client sees it cut
+		// The reply stops where it was: the rings close first, so that
+		// the record the handler held is dropped, not published, and the
+		// client sees the reply cut.
+		rc.kill(errHandlerPanic)
+		rc.reply.dropRing()
+		return false
 	}
 	if rc.reply.finishRing() != nil {
 		return false
@@ -444,7 +462,7 @@ func (rc *ringConn) serveOne() bool {
 // records gathered into rc.gather.
 func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 	limit := rc.s.opts.maxRequest
-	p, more, err := rc.in.Next()
+	p, more, err := rc.next()
 	if err != nil {
 		return nil, false, err
 	}
@@ -470,12 +488,29 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 		if err := rc.waitRequest(); err != nil {
 			return nil, false, err
 		}
-		if p, more, err = rc.in.Next(); err != nil {
+		if p, more, err = rc.next(); err != nil {
 			return nil, false, err
 		}
 	}
 	rc.gather = buf
 	return buf, false, nil
+}
+
+// next takes the next record of the request ring, which waitRequest said
+// is there. The ring's deadline lies in the past, so Next never sleeps in
+// the ring: when it finds nothing after all (a client that changed the
+// ring between Arm and Next), it reports ErrTimeout, and the wait goes
+// back to the socket.
+func (rc *ringConn) next() ([]byte, bool, error) {
+	for {
+		p, more, err := rc.in.Next()
+		if err != ring.ErrTimeout {
+			return p, more, err
+		}
+		if err := rc.waitRequest(); err != nil {
+			return nil, false, err
+		}
+	}
 }
 
 // waitRequest waits until the request ring has a record (or an error) to

@@ -17,6 +17,9 @@ import (
 	"github.com/pktipc/pktipc/ring"
 )
 
+// withRings is the server option of the tests that use rings.
+var withRings = WithRingLimits(64, 1<<20)
+
 func dialRings(t testing.TB, path string, opts ...ClientOption) *Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -40,7 +43,7 @@ func pattern(n, seed int) []byte {
 
 func TestRingsRoundTrip(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw))
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	c := dialRings(t, ts.path)
 	if !c.Rings() || !c.Persistent() {
 		t.Fatalf("Rings() = %v, Persistent() = %v; want both true", c.Rings(), c.Persistent())
@@ -78,7 +81,7 @@ func TestRingsReplyInPlace(t *testing.T) {
 		copy(p, "XXXXX")
 		return nil
 	})
-	ts := startServer(t, h)
+	ts := startServer(t, h, withRings)
 	for _, rings := range []bool{true, false} {
 		opts := []ClientOption{}
 		if rings {
@@ -99,7 +102,7 @@ func TestRingsReplyInPlace(t *testing.T) {
 }
 
 func TestRingsPipelined(t *testing.T) {
-	ts := startServer(t, HandlerFunc(echoRaw))
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	c := dialRings(t, ts.path)
 	for round := range 20 {
 		const window = 40
@@ -134,7 +137,7 @@ func TestRingsRestartNeverMisattributes(t *testing.T) {
 		return err
 	})
 	start := func() (*Server, chan error) {
-		s, err := NewServer(path, h)
+		s, err := NewServer(path, h, withRings)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +181,7 @@ func TestRingsRestartNeverMisattributes(t *testing.T) {
 func TestRingsDeclined(t *testing.T) {
 	leakcheck.Check(t)
 	t.Run("refused", func(t *testing.T) {
-		ts := startServer(t, HandlerFunc(echoRaw), WithRingLimits(0, 1<<16))
+		ts := startServer(t, HandlerFunc(echoRaw)) // rings are opt-in
 		c := dialRings(t, ts.path)
 		if c.Rings() || !c.Persistent() {
 			t.Fatalf("Rings() = %v, Persistent() = %v; want false, true", c.Rings(), c.Persistent())
@@ -221,7 +224,7 @@ func TestRingsDeclined(t *testing.T) {
 // clients are served together by one server.
 func TestRingsBesideOtherClients(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw))
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	for kind := range 3 {
@@ -283,7 +286,7 @@ func TestRingsPeerGone(t *testing.T) {
 		}
 		_, err := w.Write(req)
 		return err
-	}))
+	}), withRings)
 	c := dialRings(t, ts.path)
 	if _, err := c.Call([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -332,7 +335,7 @@ func TestRingsBounds(t *testing.T) {
 		_, err := w.Write(req)
 		return err
 	})
-	ts := startServer(t, h, WithMaxRequestSize(40_000), WithIdleTimeout(200*time.Millisecond),
+	ts := startServer(t, h, withRings, WithMaxRequestSize(40_000), WithIdleTimeout(200*time.Millisecond),
 		WithHandlerTimeout(200*time.Millisecond), WithWriteTimeout(200*time.Millisecond))
 	c := dialRings(t, ts.path)
 	for _, n := range []int{40_001, 100_000} { // one record; several
@@ -387,7 +390,7 @@ func TestRingsShutdown(t *testing.T) {
 		}
 		_, err := w.Write(req)
 		return err
-	}))
+	}), withRings)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +422,7 @@ func TestRingsShutdown(t *testing.T) {
 // server after the reply.
 func TestRingsQuit(t *testing.T) {
 	path := socketPath(t)
-	s, err := NewServer(path, HandlerFunc(gitDaemon))
+	s, err := NewServer(path, HandlerFunc(gitDaemon), withRings)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +475,7 @@ func rawRings(t *testing.T, path string, wait time.Duration) (*net.UnixConn, *os
 // a peer that is not engine.Client (futex waits on its side).
 func TestRingsLateHandshake(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw))
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	uc, reqF, repF := rawRings(t, ts.path, 50*time.Millisecond)
 	bell, err := uc.File()
 	if err != nil {
@@ -507,7 +510,7 @@ func TestRingsLateHandshake(t *testing.T) {
 // protocol error, never crash or hang, and the server serves others.
 func TestRingsHostileClient(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw))
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	for round := range 20 {
 		uc, reqF, _ := rawRings(t, ts.path, 0)
 		m, err := syscall.Mmap(int(reqF.Fd()), 0, 4096+65536, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
@@ -537,7 +540,7 @@ func TestRingsHostileClient(t *testing.T) {
 // leave no descriptor, mapping or goroutine behind.
 func TestRingsSetupTeardown(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw))
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	maps := func() int {
 		b, _ := os.ReadFile("/proc/self/maps")
 		return bytes.Count(b, []byte("memfd:"))
@@ -581,7 +584,7 @@ func TestRingsIdleCostsNothing(t *testing.T) {
 		}
 		_, err := w.Write(req)
 		return err
-	}))
+	}), withRings)
 	var clients []*Client
 	for range 20 {
 		c := dialRings(t, ts.path)
@@ -610,5 +613,120 @@ func TestRingsIdleCostsNothing(t *testing.T) {
 	t.Logf("CPU over %v idle with 20 ring connections: %v", idle, used)
 	if used > 30*time.Millisecond {
 		t.Errorf("idle ring connections used %v of CPU in %v, want next to none", used, idle)
+	}
+}
+
+// TestRingsCutRepliesNeverWhole: a reply that its handler could not finish
+// (the handler timed out, or panicked, after writing part of it) never
+// reaches the client as a whole reply, and leaves nothing mapped or open.
+func TestRingsCutRepliesNeverWhole(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if _, err := w.Write([]byte("partial")); err != nil {
+			return err
+		}
+		if string(req) == "panic" {
+			panic("after a part of the reply")
+		}
+		<-ctx.Done() // the handler timeout
+		p, err := w.Reserve(4)
+		if err == nil {
+			err = w.Commit(copy(p, "more"))
+		}
+		return err
+	})
+	ts := startServer(t, h, withRings, WithHandlerTimeout(50*time.Millisecond))
+	for _, req := range []string{"hang", "panic", "hang", "panic"} {
+		c := dialRings(t, ts.path)
+		if err := c.Send([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // the reply, such as it is, is all there
+		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("%s: Recv = %q, %v; want ErrIncompleteReply", req, got, err)
+		}
+		c.Close()
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	b, _ := os.ReadFile("/proc/self/maps")
+	waitFor(t, func() bool { b, _ = os.ReadFile("/proc/self/maps"); return !bytes.Contains(b, []byte("memfd:")) })
+}
+
+// TestRingsCloseDuringCalls: Close from another goroutine while the owner
+// is in Send or Recv ends the call with ErrClientClosed, never a panic.
+func TestRingsCloseDuringCalls(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	for i := range 50 {
+		c := dialRings(t, ts.path)
+		done := make(chan error, 1)
+		go func() {
+			req := make([]byte, 1000*(i%5))
+			for {
+				if _, err := c.Call(req); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(i%7) * 100 * time.Microsecond)
+		c.Close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrClientClosed) {
+				t.Fatalf("round %d: the call after Close: %v, want ErrClientClosed", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call outlived Close")
+		}
+	}
+}
+
+// TestRingsLateHandshakeUnderCaps: a connection that moves to rings keeps
+// its own place under the caps: nobody else is evicted for it.
+func TestRingsLateHandshakeUnderCaps(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings, WithMaxConns(100, 2))
+	silent := dialRaw(t, ts.path)
+	waitFor(t, func() bool { return ts.Stats().Open == 1 })
+	uc, _, _ := rawRings(t, ts.path, 50*time.Millisecond)
+	defer uc.Close()
+	waitFor(t, func() bool { return ts.Stats().Open == 2 })
+	if got := ts.Stats().Evicted; got != 0 {
+		t.Fatalf("Evicted = %d: a connection lost its place to one moving to rings", got)
+	}
+	silent.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := silent.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the silent connection was closed: %v", err)
+	}
+}
+
+// TestRingsReserveMixed: a ring record reserved and abandoned, then a
+// buffer larger than a record (a scratch buffer), then a record again: the
+// reply holds exactly what was committed.
+func TestRingsReserveMixed(t *testing.T) {
+	big := bytes.Repeat([]byte("B"), 100_000)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if _, err := w.Reserve(10); err != nil { // abandoned
+			return err
+		}
+		p, err := w.Reserve(len(big))
+		if err != nil {
+			return err
+		}
+		if err := w.Commit(copy(p, big)); err != nil {
+			return err
+		}
+		p, err = w.Reserve(3)
+		if err != nil {
+			return err
+		}
+		return w.Commit(copy(p, "end"))
+	})
+	ts := startServer(t, h, withRings)
+	c := dialRings(t, ts.path)
+	got, err := c.Call([]byte("x"))
+	if want := append(append([]byte(nil), big...), "end"...); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("reply of %d bytes, %v; want %d bytes", len(got), err, len(want))
 	}
 }

@@ -253,7 +253,7 @@ func TestRestartChaos(t *testing.T) {
 				}
 				_ = ch.wait()
 			default:
-				s, err := NewServer(path, HandlerFunc(verifiedEcho), WithShutdownTimeout(20*time.Millisecond))
+				s, err := NewServer(path, HandlerFunc(verifiedEcho), WithShutdownTimeout(20*time.Millisecond), WithRingLimits(16, 1<<16))
 				if err != nil {
 					t.Errorf("restart: %v", err)
 					stop.Store(true)

@@ -86,7 +86,10 @@ func (r *Reader) Next() (p []byte, more bool, err error) {
 		if err == nil && size == 0 {
 			// A writer that publishes only padding could keep this loop
 			// going: it ends at Close and at the deadline like a wait.
-			if err = r.expired(); err == nil {
+			// The end of the stream comes first, also past the deadline.
+			if r.s.closed.Load()&closedWriter != 0 && r.s.tail.Load() == r.head {
+				err = io.EOF
+			} else if err = r.expired(); err == nil {
 				err = wait(r, r.s.rpark, &r.spin, &r.dl)
 			}
 			if err == nil {

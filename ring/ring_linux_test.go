@@ -333,7 +333,12 @@ func TestUnmapAfterLastUse(t *testing.T) {
 		t.Fatal("unmapped while a reservation or lease was held")
 	}
 	copy(b, p) // both still mapped
-	w.Commit(8, false)
+	if err := w.Commit(8, false); err != ErrClosed {
+		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
+	}
+	if s.tail.Load() != 0 {
+		t.Fatal("a record reserved before Close was published after it")
+	}
 	r.Release()
 	if unmapped.Load() != 1 || unmapped2.Load() != 1 {
 		t.Fatalf("unmapped %d and %d times after the last use, want once each", unmapped.Load(), unmapped2.Load())
@@ -506,5 +511,31 @@ func TestEndlessMessageDeadline(t *testing.T) {
 			<-done
 			t.Fatalf("call %d: ReadMessage still reading an endless message 5 s after its deadline", i)
 		}
+	}
+}
+
+// TestEOFPastDeadline: a reader whose deadline has passed still learns
+// that the writer closed (io.EOF), not only ErrTimeout: an owner that
+// keeps the deadline in the past and waits elsewhere relies on it.
+func TestEOFPastDeadline(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	r.SetDeadline(time.Unix(1, 0))
+	if _, _, err := r.Next(); err != ErrTimeout {
+		t.Fatalf("Next on an empty ring past its deadline: %v, want ErrTimeout", err)
+	}
+	if err := w.Write([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if p, _, err := r.Next(); err != nil || string(p) != "last" {
+		t.Fatalf("Next = %q, %v", p, err)
+	}
+	r.Release()
+	if !r.Arm() {
+		t.Fatal("Arm false after the writer closed")
+	}
+	if _, _, err := r.Next(); err != io.EOF {
+		t.Fatalf("Next after the writer closed, past the deadline: %v, want io.EOF", err)
 	}
 }

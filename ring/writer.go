@@ -83,7 +83,8 @@ func (w *Writer) Reserve(n int) ([]byte, error) {
 
 // Commit publishes the first n bytes of the reservation as a record,
 // with any records staged before it; more says that the message continues
-// in the next record. The reader is woken if it waits.
+// in the next record. The reader is woken if it waits. After Close it
+// publishes nothing, ends the reservation and returns ErrClosed.
 func (w *Writer) Commit(n int, more bool) error {
 	if err := w.finish(n, more); err != nil {
 		return err
@@ -119,6 +120,14 @@ func (w *Writer) Flush() {
 func (w *Writer) finish(n int, more bool) error {
 	if w.held < 0 || n < 0 || n > w.held {
 		return ErrInvalid
+	}
+	if w.s.life.isClosed() {
+		// Closed while the record was reserved: the record is dropped
+		// unpublished, so that no reader takes the last record of a
+		// message its writer abandoned for a whole message.
+		w.held = -1
+		w.s.release()
+		return ErrClosed
 	}
 	var flags uint32
 	if more {
