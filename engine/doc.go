@@ -79,14 +79,16 @@
 //
 // # Shared memory
 //
-// A Client dialled WithRings asks for shared-memory rings: the server
-// makes two sealed memfds (package ring), one for requests and one for
-// replies, and hands them over on a connection that never joins an event
-// loop (gnet's read(2) would drop the descriptors). From then on a
-// request is written straight into memory the server reads, the handler
-// gets it as a slice of that memory (valid until it returns), and
-// ReplyWriter writes the reply into the client's ring; Reserve and Commit
-// let a handler build it there with no copy at all. The socket stays open
+// A Client dialled WithRings asks for shared-memory rings, and a server
+// that allows them (WithRingLimits; none by default) makes two sealed
+// memfds (package ring), one for requests and one for replies, and hands
+// them over on a connection that never joins an event loop (gnet's
+// read(2) would drop the descriptors). From then on a request is written
+// straight into memory the server reads, the handler gets it as a slice
+// of that memory (valid until it returns), and ReplyWriter writes the
+// reply into the client's ring; Reserve and Commit let a handler build it
+// there with no copy at all. The client copies each reply out of its
+// ring, so a reply it returns cannot change under it. The socket stays open
 // for wake-ups only: a side that finds its ring empty spins for a moment
 // (WithRingSpin on the server, WithClientSpin on the client), then arms
 // the ring and waits on the socket in Go's netpoller, and the peer writes
