@@ -104,14 +104,7 @@ func (s *Server) route(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
 // pooled says that WithInlineFilter sent its first request to the pool
 // already.
 func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (fdErr bool) {
-	ok, victim := s.adm.admit(cred)
-	if victim != nil {
-		s.stats.evicted.Add(1)
-		_ = victim.gc.Close()
-	}
-	if !ok {
-		s.stats.overCap.Add(1) // counted before the client can see the close
-		_ = uc.Close()
+	if !s.admitNew(uc, cred) {
 		return false
 	}
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
@@ -126,6 +119,23 @@ func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (f
 		}
 	}
 	return false
+}
+
+// admitNew counts a new connection of cred against the caps, closing the
+// connection that admission evicts to make room; false means uc was
+// refused, and closed. Any goroutine.
+func (s *Server) admitNew(uc *net.UnixConn, cred uds.Cred) bool {
+	ok, victim := s.adm.admit(cred)
+	if victim != nil {
+		s.stats.evicted.Add(1)
+		_ = victim.gc.Close()
+	}
+	if !ok {
+		s.stats.overCap.Add(1) // counted before the client can see the close
+		_ = uc.Close()
+		return false
+	}
+	return true
 }
 
 // shed implements the spare-descriptor trick: with the

@@ -27,22 +27,29 @@ func TestZeroAllocsPerRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := bytes.Repeat([]byte("a"), size)
-		for range 100 { // warm the buffers and pools
-			if _, err := c.Call(req); err != nil {
-				t.Fatal(err)
-			}
-		}
-		allocs := testing.AllocsPerRun(1000, func() {
-			if _, err := c.Call(req); err != nil {
-				t.Fatal(err)
-			}
-		})
+		allocs := callAllocs(t, c, size)
 		c.Close()
 		if allocs != 0 {
 			t.Errorf("size %d, inline %v: %v allocations per round trip, want 0", size, tc.inline, allocs)
 		}
 	}
+}
+
+// callAllocs warms c's buffers (and the server's) with round trips of
+// size bytes, then returns the allocations per round trip in the process.
+func callAllocs(t *testing.T, c *Client, size int) float64 {
+	t.Helper()
+	req := bytes.Repeat([]byte("a"), size)
+	for range 100 {
+		if _, err := c.Call(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return testing.AllocsPerRun(1000, func() {
+		if _, err := c.Call(req); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestZeroAllocsPipelined: a window of pipelined requests, answered inline,
@@ -152,17 +159,7 @@ func TestZeroAllocsRings(t *testing.T) {
 		if !c.Rings() {
 			t.Fatalf("size %d: no rings", tc.size)
 		}
-		req := bytes.Repeat([]byte("a"), tc.size)
-		for range 100 {
-			if _, err := c.Call(req); err != nil {
-				t.Fatal(err)
-			}
-		}
-		allocs := testing.AllocsPerRun(1000, func() {
-			if _, err := c.Call(req); err != nil {
-				t.Fatal(err)
-			}
-		})
+		allocs := callAllocs(t, c, tc.size)
 		c.Close()
 		if allocs != 0 {
 			t.Errorf("size %d: %v allocations per round trip over rings, want 0", tc.size, allocs)

@@ -38,23 +38,12 @@ func (c *Client) connect(ctx context.Context) error {
 		if !c.opts.persistent || c.declined {
 			return nil
 		}
-		if c.opts.rings > 0 && ringsSupported && !c.ringsDeclined {
-			ok, err := c.ringHandshake(ctx)
-			if err != nil {
-				c.dropConn()
-				return err
-			}
-			if ok {
-				c.persistent = true
-				return nil
-			}
-			// Declined: the server closes; the persistent handshake goes
-			// on a new connection.
-			c.ringsDeclined = true
-			c.dropConn()
-			continue
+		rings := c.opts.rings > 0 && ringsSupported && !c.ringsDeclined
+		offer := c.handshake
+		if rings {
+			offer = c.ringHandshake
 		}
-		ok, err := c.handshake(ctx)
+		ok, err := offer(ctx)
 		if err != nil {
 			c.dropConn()
 			return err
@@ -63,9 +52,15 @@ func (c *Client) connect(ctx context.Context) error {
 			c.persistent = true
 			return nil
 		}
-		// git's server answered "unhandled command" and closes: the
+		// Declined, and the server closes. Rings declined: the persistent
+		// handshake goes on a new connection. The persistent handshake
+		// declined (git's server answered "unhandled command"): the
 		// request needs a connection of its own.
-		c.declined = true
+		if rings {
+			c.ringsDeclined = true
+		} else {
+			c.declined = true
+		}
 		c.dropConn()
 	}
 }
@@ -73,14 +68,7 @@ func (c *Client) connect(ctx context.Context) error {
 // handshake offers the persistent handshake on the new connection and
 // reports whether the server accepted it. ctx bounds it.
 func (c *Client) handshake(ctx context.Context) (bool, error) {
-	uc := c.uc
-	if d, ok := ctx.Deadline(); ok {
-		if own := c.currentDeadline(); own.IsZero() || d.Before(own) {
-			_ = uc.SetDeadline(d)
-		}
-	}
-	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer c.boundBy(ctx)()
 	if err := c.write(helloRequest); err != nil {
 		return false, ctxOr(ctx, err)
 	}
@@ -92,6 +80,21 @@ func (c *Client) handshake(ctx context.Context) (bool, error) {
 	}
 	c.applyDeadline()
 	return bytes.Equal(reply, helloReply), nil
+}
+
+// boundBy bounds a handshake on the new connection by ctx: its deadline,
+// where it is earlier than the Client's, and its end, which cuts the
+// handshake short. The caller calls the returned function when the
+// handshake is over, and restores the Client's deadline after success.
+func (c *Client) boundBy(ctx context.Context) func() {
+	uc := c.uc
+	if d, ok := ctx.Deadline(); ok {
+		if own := c.currentDeadline(); own.IsZero() || d.Before(own) {
+			_ = uc.SetDeadline(d)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
+	return func() { stop() }
 }
 
 // dropConn closes the open connection; nothing may be in flight on it.

@@ -116,14 +116,7 @@ func (s *Server) serveOneShot(uc *net.UnixConn, cred uds.Cred, end int) (served,
 	if !s.opts.inline && !s.filterInline(msg) {
 		return false, true
 	}
-	ok, victim := s.adm.admit(cred)
-	if victim != nil {
-		s.stats.evicted.Add(1)
-		_ = victim.gc.Close()
-	}
-	if !ok {
-		s.stats.overCap.Add(1)
-		_ = uc.Close()
+	if !s.admitNew(uc, cred) {
 		return true, false
 	}
 	defer s.adm.unadmit(cred)

@@ -23,14 +23,7 @@ import (
 // declined (refused, at its cap, or git's, which does not know it) and
 // closes the connection. ctx bounds it.
 func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
-	uc := c.uc
-	if d, ok := ctx.Deadline(); ok {
-		if own := c.currentDeadline(); own.IsZero() || d.Before(own) {
-			_ = uc.SetDeadline(d)
-		}
-	}
-	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer c.boundBy(ctx)()
 	hello := strconv.AppendInt(append([]byte(nil), ringHelloPrefix...), int64(c.opts.rings), 10)
 	if err := c.write(hello); err != nil {
 		return false, ctxOr(ctx, err)
@@ -87,16 +80,11 @@ func (c *Client) readHandshakeReply() (msg []byte, fds []int, err error) {
 // mapRings maps the request ring (fds[0], written here) and the reply ring
 // (fds[1], read here); the descriptors stay the caller's.
 func (c *Client) mapRings(fds []int) error {
-	bell, err := c.uc.File()
+	opts, err := ringOptions(c.uc, c.opts.ringSpin)
 	if err != nil {
 		return err
 	}
-	defer bell.Close()
-	spin := c.opts.ringSpin
-	if spin == 0 {
-		spin = -1
-	}
-	opts := &ring.Options{Spin: spin, Doorbell: bell}
+	defer opts.Doorbell.Close()
 	reqF := os.NewFile(uintptr(fds[0]), "request ring")
 	repF := os.NewFile(uintptr(fds[1]), "reply ring")
 	fds[0], fds[1] = -1, -1

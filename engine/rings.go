@@ -97,6 +97,21 @@ func (c *conn) moveToRings(n, size int) (act action, stop bool) {
 	return closeConn, true
 }
 
+// ringOptions are the options of a ring side served on uc: spins of up
+// to spin (0: none), and uc itself as the doorbell, rung with a byte when
+// the peer waits. The caller closes the returned Doorbell (the sides keep
+// duplicates).
+func ringOptions(uc *net.UnixConn, spin time.Duration) (*ring.Options, error) {
+	bell, err := uc.File()
+	if err != nil {
+		return nil, err
+	}
+	if spin == 0 {
+		spin = -1
+	}
+	return &ring.Options{Spin: spin, Doorbell: bell}, nil
+}
+
 // grantRing is the data area given for a request of n bytes: n rounded
 // down to a power of two, within the server's bounds.
 func grantRing(n, most int) int {
@@ -265,14 +280,7 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, size int) {
 		_ = uc.Close()
 		return
 	}
-	ok, victim := s.adm.admit(peer.Cred)
-	if victim != nil {
-		s.stats.evicted.Add(1)
-		_ = victim.gc.Close()
-	}
-	if !ok {
-		s.stats.overCap.Add(1)
-		_ = uc.Close()
+	if !s.admitNew(uc, peer.Cred) {
 		s.rings.leave(nil)
 		return
 	}
@@ -376,16 +384,11 @@ func (rc *ringConn) setup(size int) error {
 		return err
 	}
 	defer repF.Close()
-	bell, err := rc.uc.File() // the sides ring the client with a byte on the socket
+	opts, err := ringOptions(rc.uc, s.opts.ringSpin)
 	if err != nil {
 		return err
 	}
-	defer bell.Close()
-	spin := s.opts.ringSpin
-	if spin == 0 {
-		spin = -1
-	}
-	opts := &ring.Options{Spin: spin, Doorbell: bell}
+	defer opts.Doorbell.Close()
 	if rc.in, err = ring.NewReader(reqF, opts); err != nil {
 		return err
 	}

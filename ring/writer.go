@@ -234,7 +234,12 @@ func (w *Writer) setNeed(n uint64) (size, off, toEnd uint64) {
 // arming; it reports whether Reserve(n) would now return at once. Staged
 // records are published first: the reader cannot make room for records it
 // has not seen. The owner goroutine calls it.
-func (w *Writer) Spin(n int) bool {
+func (w *Writer) Spin(n int) bool { return w.roomFor(n, false) }
+
+// roomFor is Spin (arm false) and Arm (arm true): whether Reserve(n)
+// would return at once, known without looking at the reader's head, or
+// learnt by spinning, or by arming the doorbell.
+func (w *Writer) roomFor(n int, arm bool) bool {
 	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
 		return true
 	}
@@ -242,6 +247,9 @@ func (w *Writer) Spin(n int) bool {
 	w.setNeed(uint64(n))
 	if w.roomKnown() {
 		return true
+	}
+	if arm {
+		return w.arm()
 	}
 	if w.published != w.tail {
 		w.publish()
@@ -261,15 +269,11 @@ func (w *Writer) roomKnown() bool {
 // next releases a record (or closes) and reports false: the owner then
 // waits until the doorbell's other end is readable, drains it, and calls
 // Arm again. The owner goroutine calls it.
-func (w *Writer) Arm(n int) bool {
-	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
-		return true
-	}
-	defer w.s.release()
-	w.setNeed(uint64(n))
-	if w.roomKnown() {
-		return true
-	}
+func (w *Writer) Arm(n int) bool { return w.roomFor(n, true) }
+
+// arm raises the writer's parking word for the doorbell unless there is
+// room after all; on the owner's reference.
+func (w *Writer) arm() bool {
 	for armed := false; ; armed = true {
 		if ok, err := w.ready(); ok || err != nil {
 			if armed {
