@@ -91,6 +91,23 @@ func (a *admission) unadmit(cred uds.Cred) {
 	a.dec(cred.UID)
 }
 
+// settle records that a connection admitted for rings is open: it is no
+// longer pending, and it never joins open (ring connections are counted,
+// never evicted: they completed a handshake). forget gives its count back
+// when it closes.
+func (a *admission) settle() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pending--
+}
+
+func (a *admission) forget(cred uds.Cred) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.total--
+	a.dec(cred.UID)
+}
+
 // register records c as open, unproven; it runs in OnOpen.
 func (a *admission) register(c *conn) {
 	a.mu.Lock()

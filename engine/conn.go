@@ -206,8 +206,11 @@ func (c *conn) setPhase(p phase) {
 
 // setDeadline puts c under deadline w from now; the reaper enforces it.
 func (c *conn) setDeadline(now int64, w why) {
-	c.why.Store(int32(w))
 	c.since.Store(now)
+	c.why.Store(int32(w))
+	if w != whyIdle && w != whyHandler {
+		c.s.hurry() // a short deadline: the reaper must not nap through it
+	}
 }
 
 func (c *conn) toIdle(now int64) {

@@ -153,6 +153,18 @@ func (r *reactor) unpark(l *loopState) { l.parked.Store(false) }
 
 // wakeParked rings the doorbell of every loop in a solo wait, so that it
 // returns to gnet and runs what was queued for it. Any goroutine.
+// anyParked reports whether a loop is parked in a solo wait.
+func (r *reactor) anyParked() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.loops {
+		if l.parked.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *reactor) wakeParked() {
 	r.mu.Lock()
 	defer r.mu.Unlock()

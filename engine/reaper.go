@@ -9,6 +9,7 @@ import "time"
 const (
 	reaperTickMin = 5 * time.Millisecond
 	reaperTickMax = 100 * time.Millisecond
+	reaperNapMax  = 5 * time.Second
 	drainPoll     = time.Millisecond
 )
 
@@ -22,6 +23,9 @@ const (
 //  4. the memory budget: trim its arena after load;
 //  5. solo waits: ring parked loops, so that whatever gnet queued for one
 //     without ringing waits at most a tick.
+//
+// Ring connections' deadlines are checked in the same tick (reapRings).
+// While none of the duties needs the tick, the reaper naps (napFor).
 func (s *Server) reaper() {
 	defer s.wg.Done()
 	t := time.NewTimer(s.reaperTick(false))
@@ -33,7 +37,10 @@ func (s *Server) reaper() {
 		case <-s.reaperStop:
 			return
 		case <-t.C:
+		case <-s.reaperKick:
+			t.Stop() // synchronous timer channels (Go 1.23): nothing stale to drain
 		}
+		s.napping.Store(false)
 		s.clock.Store(s.now())
 		pressured := s.reapConns(&r)
 		s.reapRings(&r)
@@ -45,8 +52,86 @@ func (s *Server) reaper() {
 		next := s.reaperTick(pressured)
 		if drains {
 			next = drainPoll
+		} else if nap := s.napFor(pressured); nap > 0 {
+			next = nap
 		}
 		t.Reset(next)
+	}
+}
+
+// napFor returns how long the reaper may sleep when only long deadlines
+// run (idle, handler), or 0. An idle server then wakes a few times a
+// minute instead of ten times a second: on a virtual machine each wake-up
+// of an idle Go process costs about 200 µs of CPU. A connection that
+// starts a short deadline (first byte, request, write) cuts the nap short
+// (hurry). Any of these keeps the reaper on its usual tick: the server
+// stopping, pressure, drains, a connection not yet enrolled, loops parked
+// in solo waits (whose safety net is the tick), a budget arena to trim.
+//
+// Napping is a Dekker handshake with hurry: the reaper raises napping and
+// then looks at every deadline again; a connection stores its deadline
+// and then reads napping. One of the two sees the other.
+func (s *Server) napFor(pressured bool) time.Duration {
+	if pressured || s.stopping.Load() || s.anyParked() || s.budget.cachedBytes() > arenaKeep {
+		return 0
+	}
+	nap := reaperNapMax
+	for _, d := range []time.Duration{s.opts.idleTimeout, s.opts.handlerTimeout} {
+		if d > 0 {
+			nap = min(nap, d/20)
+		}
+	}
+	if nap <= reaperTickMax {
+		return 0
+	}
+	s.napping.Store(true)
+	if !s.onlyLongDeadlines() {
+		s.napping.Store(false)
+		return 0
+	}
+	return nap
+}
+
+// onlyLongDeadlines reports whether every connection's deadline is a long
+// one (idle or handler), none waits for a drain or to be enrolled, and no
+// one-shot reply lingers.
+func (s *Server) onlyLongDeadlines() bool {
+	if s.lingering.count() > 0 {
+		return false
+	}
+	long := func(w why) bool { return w == whyIdle || w == whyHandler }
+	a := s.adm
+	a.mu.Lock()
+	ok := len(a.draining) == 0 && a.pending == 0
+	for c := range a.open {
+		if !ok {
+			break
+		}
+		ok = long(why(c.why.Load()))
+	}
+	a.mu.Unlock()
+	if !ok {
+		return false
+	}
+	rs := &s.rings
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for rc := range rs.conns {
+		if !long(why(rc.why.Load())) {
+			return false
+		}
+	}
+	return true
+}
+
+// hurry ends the reaper's nap: a deadline shorter than the nap started.
+// Any goroutine; it costs one atomic load when the reaper is not napping.
+func (s *Server) hurry() {
+	if s.napping.Load() {
+		select {
+		case s.reaperKick <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -284,6 +284,7 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, size int) {
 		s.rings.leave(nil)
 		return
 	}
+	s.adm.settle()
 	if peer.ID == 0 {
 		peer.ID = s.stats.accepted.Add(1)
 	}
@@ -324,6 +325,9 @@ type ringConn struct {
 func (rc *ringConn) setWhy(w why, since int64) {
 	rc.since.Store(since)
 	rc.why.Store(int32(w))
+	if w != whyIdle && w != whyHandler {
+		rc.s.hurry() // see conn.setDeadline
+	}
 }
 
 // kill ends the connection: the handler's context is cancelled with
@@ -351,7 +355,7 @@ func (rc *ringConn) kill(cause error) {
 func (rc *ringConn) run(size int) {
 	s := rc.s
 	defer s.rings.leave(rc)
-	defer s.adm.unadmit(rc.peer.Cred)
+	defer s.adm.forget(rc.peer.Cred)
 	defer rc.kill(net.ErrClosed)
 	if err := rc.setup(size); err != nil {
 		s.log.Debug("engine: ring set-up failed", "conn", rc.peer.ID, "err", err)
@@ -477,7 +481,7 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 		return p, true, nil
 	}
 	buf := rc.gather[:0]
-	rc.setWhy(whyRequest, rc.s.clock.Load())
+	rc.setWhy(whyRequest, rc.s.now()) // short: the reaper's clock may be a nap old
 	for {
 		if len(buf)+len(p) > limit {
 			rc.in.Release()
@@ -552,7 +556,7 @@ func (rc *ringConn) waitRoom(n int) error {
 	if rc.out.Arm(n) {
 		return nil
 	}
-	rc.setWhy(whyWrite, rc.s.clock.Load())
+	rc.setWhy(whyWrite, rc.s.now())
 	defer rc.setWhy(whyHandler, rc.start)
 	for !rc.out.Arm(n) {
 		if err := rc.waitBell(); err != nil {

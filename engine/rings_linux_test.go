@@ -730,3 +730,36 @@ func TestRingsReserveMixed(t *testing.T) {
 		t.Fatalf("reply of %d bytes, %v; want %d bytes", len(got), err, len(want))
 	}
 }
+
+// TestReaperNapsAndHurries: with only idle connections (a socket one and a
+// ring one) the reaper naps instead of ticking, and a new connection's
+// short first-byte deadline still fires on time: starting it wakes the
+// reaper.
+func TestReaperNapsAndHurries(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings, WithFirstByteTimeout(time.Second))
+	sc, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	rc := dialRings(t, ts.path)
+	for _, c := range []*Client{sc, rc} {
+		if _, err := c.Call([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return ts.napping.Load() })
+	start := time.Now()
+	silent := dialRaw(t, ts.path)
+	if _, kind := readAll(t, silent); kind != kindEOF {
+		t.Fatalf("the silent connection ended with %s", kind)
+	}
+	// The nap is 5 s; the deadline 1 s, checked at ticks of 50 ms.
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("a 1 s first-byte deadline fired after %v: the reaper napped through it", d)
+	}
+	if got := ts.Stats().FirstByteTimeout; got != 1 {
+		t.Fatalf("FirstByteTimeout = %d, want 1", got)
+	}
+}

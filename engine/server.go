@@ -82,10 +82,16 @@ type Server struct {
 	workers    sync.WaitGroup
 	watchers   sync.WaitGroup // write watches (drain.go)
 
-	// clock is Server.now as of the reaper's last tick: the time ring
-	// connections start their deadlines at, without reading the clock
-	// per request; deadlines are checked at ticks anyway.
+	// clock is Server.now as of the reaper's last tick or nap: the time
+	// ring connections start their long deadlines (idle, handler) at,
+	// without reading the clock per request. It lags by at most a
+	// twentieth of the shortest such timeout, as the checks do.
 	clock atomic.Int64
+
+	// napping: the reaper sleeps past its tick because only long
+	// deadlines run; reaperKick wakes it (reaper.go, napFor and hurry).
+	napping    atomic.Bool
+	reaperKick chan struct{}
 
 	stats    counters
 	ackSeq   atomic.Uint64 // numbers workers' hand-offs to the loops
@@ -128,6 +134,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 		quitCh:     make(chan struct{}),
 		done:       make(chan struct{}),
 		reaperStop: make(chan struct{}),
+		reaperKick: make(chan struct{}, 1),
 		acceptExit: make(chan struct{}),
 	}
 	s.reactor.stats = &s.stats
