@@ -141,14 +141,18 @@ func (c *Client) writeRing(req []byte) error {
 	if len(req) <= c.rout.MaxRecord() {
 		chunk = len(req)
 	}
-	for off := 0; ; {
+	for off, stale := 0, 0; ; {
 		n := min(len(req)-off, chunk)
 		if err := c.waitRingRoom(n); err != nil {
 			return err
 		}
 		dst, err := c.rout.Reserve(n)
-		if err == ring.ErrTimeout {
+		if err == ring.ErrTimeout && stale < ringStaleLimit {
+			stale++
 			continue // the room Arm saw is gone (see nextReply); nothing was reserved
+		}
+		if err == ring.ErrTimeout {
+			return errRingStale
 		}
 		if err != nil {
 			return err
@@ -199,13 +203,16 @@ func (c *Client) readRingReply() ([]byte, error) {
 // Arm and Next), it reports ErrTimeout, and the wait goes back to the
 // socket.
 func (c *Client) nextReply() ([]byte, bool, error) {
-	for {
+	for stale := 0; ; stale++ {
 		if err := c.waitRingReply(); err != nil {
 			return nil, false, err
 		}
 		p, more, err := c.rin.Next()
 		if err != ring.ErrTimeout {
 			return p, more, err
+		}
+		if stale == ringStaleLimit {
+			return nil, false, errRingStale
 		}
 	}
 }

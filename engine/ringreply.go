@@ -25,13 +25,16 @@ func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	for {
+	for stale := 0; ; stale++ {
 		if err := rc.waitRoom(n); err != nil {
 			return nil, err
 		}
 		p, err := rc.out.Reserve(n)
-		if err == ring.ErrTimeout {
+		if err == ring.ErrTimeout && stale < ringStaleLimit {
 			continue // the room Arm saw is gone (see ringConn.next)
+		}
+		if err == ring.ErrTimeout {
+			return nil, errRingStale
 		}
 		if err != nil {
 			return nil, err

@@ -53,6 +53,15 @@ var (
 // its spins mostly miss and take the processor from the clients.
 const ringSpinCrowd = 128
 
+// ringStaleLimit bounds how many times in a row a ring may say that a
+// record (or room) is there and then not have it when it is taken: an
+// honest peer never does it even once, and a peer that keeps doing it
+// would keep a goroutine looping without ever waiting. At the limit the
+// connection ends with errRingStale.
+const ringStaleLimit = 64
+
+var errRingStale = fmt.Errorf("%w: the peer keeps changing the ring between a look and a take", ring.ErrCorrupt)
+
 // errHandlerPanic is the cause a ring connection is closed with after
 // its handler panicked.
 var errHandlerPanic = errors.New("engine: handler panicked")
@@ -509,10 +518,13 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 // ring between Arm and Next), it reports ErrTimeout, and the wait goes
 // back to the socket.
 func (rc *ringConn) next() ([]byte, bool, error) {
-	for {
+	for stale := 0; ; stale++ {
 		p, more, err := rc.in.Next()
 		if err != ring.ErrTimeout {
 			return p, more, err
+		}
+		if stale == ringStaleLimit {
+			return nil, false, errRingStale
 		}
 		if err := rc.waitRequest(); err != nil {
 			return nil, false, err

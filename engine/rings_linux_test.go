@@ -8,9 +8,11 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
@@ -761,5 +763,48 @@ func TestReaperNapsAndHurries(t *testing.T) {
 	}
 	if got := ts.Stats().FirstByteTimeout; got != 1 {
 		t.Fatalf("FirstByteTimeout = %d, want 1", got)
+	}
+}
+
+// TestRingsFlickeringClient: a client that keeps moving the request
+// ring's tail back and forth, so that the server sees a record when it
+// looks and none when it takes, ends its connection instead of keeping a
+// server goroutine looping.
+func TestRingsFlickeringClient(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	uc, reqF, _ := rawRings(t, ts.path, 0)
+	m, err := syscall.Mmap(int(reqF.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(m)
+	tail := (*atomic.Uint64)(unsafe.Pointer(&m[64])) // the ring's tail word (ring/layout.go)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tail.Store(8 * (i & 1))
+			if i%1024 == 0 {
+				_, _ = uc.Write([]byte{1})
+			}
+		}
+	}()
+	_ = uc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, kind := readAll(t, uc)
+	close(stop)
+	<-done
+	if kind != kindEOF && kind != kindReset {
+		t.Fatalf("the connection ended with %s", kind)
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	if ts.Stats().ProtocolErrors == 0 {
+		t.Fatal("a flickering ring was not counted as a protocol error")
 	}
 }
