@@ -77,6 +77,7 @@ type Client struct {
 	rin           *ring.Reader
 	rchunk        int
 	halfProcs     int32 // the default spinning budget, read at the ring handshake
+	slices        ringSlices
 	rbell         [64]byte
 	rgather       []byte
 	ringsDeclined bool // the server declined rings: offer the persistent handshake

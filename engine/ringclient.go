@@ -230,11 +230,34 @@ func (c *Client) waitRingReply() error {
 		}
 	}
 	for !c.rin.Arm() {
-		if _, err := c.uc.Read(c.rbell[:]); err != nil {
+		if err := c.waitBell(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// waitBell waits for a doorbell byte on the socket, or for a slice of
+// time (ringSlices): a wake-up that never comes, from a server that
+// clears the parking word without ringing, costs a slice, not the
+// deadline. The Client's deadline still ends the wait.
+func (c *Client) waitBell() error {
+	own := c.currentDeadline()
+	limit := time.Now().Add(c.slices.next())
+	if !own.IsZero() && own.Before(limit) {
+		limit = own
+	}
+	_ = c.uc.SetReadDeadline(limit)
+	_, err := c.uc.Read(c.rbell[:])
+	_ = c.uc.SetReadDeadline(own)
+	if err == nil {
+		c.slices.reset()
+		return nil
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) && (own.IsZero() || time.Now().Before(own)) && !c.closed.Load() {
+		return nil // a slice ended: look at the ring again
+	}
+	return err
 }
 
 // waitRingRoom waits until the request ring has room for n bytes.
@@ -250,7 +273,7 @@ func (c *Client) waitRingRoom(n int) error {
 		}
 	}
 	for !c.rout.Arm(n) {
-		if _, err := c.uc.Read(c.rbell[:]); err != nil {
+		if err := c.waitBell(); err != nil {
 			return err
 		}
 	}

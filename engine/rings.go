@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -323,6 +324,7 @@ type ringConn struct {
 	reply  ReplyWriter
 	gather []byte
 	bell   [64]byte
+	slices ringSlices
 	start  int64 // when the current handler started
 
 	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
@@ -581,6 +583,39 @@ func (rc *ringConn) waitRoom(n int) error {
 // waitBell waits for a doorbell byte: the client committed or released a
 // record. An error (the client closed, kill) ends the connection.
 func (rc *ringConn) waitBell() error {
+	_ = rc.uc.SetReadDeadline(time.Now().Add(rc.slices.next()))
 	_, err := rc.uc.Read(rc.bell[:])
+	if err == nil {
+		rc.slices.reset()
+		return nil
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil // a slice ended: look at the ring again (ringSlices)
+	}
 	return err
 }
+
+// ringSlices bounds a wait on the socket: the waiting side looks at its
+// ring again when a slice ends without a doorbell byte, so that a
+// wake-up that never comes (a peer that clears the parking word without
+// ringing, by malice or by a fault) costs a slice, never the whole
+// wait. Slices double from ringSliceMin to ringSliceMax while nothing
+// comes, so an idle connection wakes about once a second at most, and
+// start again short after a byte. Owned by the waiting goroutine.
+type ringSlices struct{ cur time.Duration }
+
+const (
+	ringSliceMin = time.Millisecond
+	ringSliceMax = 2 * time.Second
+)
+
+func (s *ringSlices) next() time.Duration {
+	if s.cur == 0 {
+		s.cur = ringSliceMin
+	}
+	d := s.cur
+	s.cur = min(2*s.cur, ringSliceMax)
+	return d
+}
+
+func (s *ringSlices) reset() { s.cur = 0 }
