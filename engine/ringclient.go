@@ -114,11 +114,8 @@ func (c *Client) mapRings(fds []int) error {
 // closeRingsLocked closes the rings of the open connection and forgets
 // them; the owner calls it, under mu.
 func (c *Client) closeRingsLocked() {
-	if c.rout != nil {
-		_ = c.rout.Close()
-		_ = c.rin.Close()
-		c.rout, c.rin = nil, nil
-	}
+	c.interruptRingsLocked()
+	c.rout, c.rin = nil, nil
 }
 
 // interruptRingsLocked closes the rings for Close, which may run while the
