@@ -36,11 +36,17 @@ var rules = map[string]rule{
 	},
 	// git's test-tool on the engine, behind ipcbench's git commands and
 	// bench's git-vs-pktipc peer and torture server.
-	"internal/gitipc":    {internal: []string{"engine", "frame", "uds"}},
-	"bench":              {internal: []string{"bench", "engine", "frame", "uds", "fdpass", "ring", "perf", "internal/gitipc"}, anyExt: true},
-	"cmd/ipcbench":       {internal: []string{"bench", "engine", "perf", "internal/gitipc"}, anyExt: true},
-	"internal/leakcheck": {external: []string{"go.uber.org/goleak"}},
-	"internal/deptest":   {},
+	// git's fsmonitor protocol on the engine.
+	"fsmonitor": {
+		internal: []string{"engine", "uds", "frame"},
+		external: []string{"golang.org/x/sys/unix"},
+	},
+	"cmd/pktipc-fsmonitor": {internal: []string{"fsmonitor", "engine", "uds"}},
+	"internal/gitipc":      {internal: []string{"engine", "frame", "uds"}},
+	"bench":                {internal: []string{"bench", "engine", "frame", "uds", "fdpass", "ring", "perf", "internal/gitipc"}, anyExt: true},
+	"cmd/ipcbench":         {internal: []string{"bench", "engine", "perf", "internal/gitipc"}, anyExt: true},
+	"internal/leakcheck":   {external: []string{"go.uber.org/goleak"}},
+	"internal/deptest":     {},
 }
 
 type pkg struct {

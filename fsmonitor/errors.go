@@ -1,0 +1,18 @@
+package fsmonitor
+
+import "errors"
+
+var (
+	// ErrClosed is returned by a Monitor's methods after Close.
+	ErrClosed = errors.New("fsmonitor: monitor closed")
+
+	// ErrCookieTimeout means that a cookie file did not come back from the
+	// watcher within Options.CookieTimeout: the journal may miss changes
+	// made just before the query, so the reply is trivial.
+	ErrCookieTimeout = errors.New("fsmonitor: cookie not seen in time")
+
+	// ErrWatchLimit means that the kernel refused a watch
+	// (fs.inotify.max_user_watches): a directory is not watched, and
+	// replies are trivial until a flush watches every directory.
+	ErrWatchLimit = errors.New("fsmonitor: out of inotify watches")
+)

@@ -1,0 +1,290 @@
+package fsmonitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// worktree makes an empty worktree with a .git directory.
+func worktree(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, ".git"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func start(t *testing.T, root string, cookie time.Duration) *Monitor {
+	t.Helper()
+	m, err := Start(context.Background(), Options{Worktree: root, CookieTimeout: cookie, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func write(t *testing.T, root, rel, content string) {
+	t.Helper()
+	p := filepath.Join(root, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// asker runs queries as git does, each with the token of the last reply.
+type asker struct {
+	t     *testing.T
+	m     *Monitor
+	token string
+}
+
+func (a *asker) ask() (paths []string, trivial bool) {
+	a.t.Helper()
+	next, paths, trivial := a.m.Query(context.Background(), a.token)
+	a.token = next
+	return paths, trivial
+}
+
+// expect asks and checks that the reply is complete and holds want (and
+// nothing under .git).
+func (a *asker) expect(what string, want ...string) []string {
+	a.t.Helper()
+	paths, trivial := a.ask()
+	if trivial {
+		a.t.Fatalf("%s: trivial reply", what)
+	}
+	for _, w := range want {
+		if !slices.Contains(paths, w) {
+			a.t.Fatalf("%s: %q missing from %q", what, w, paths)
+		}
+	}
+	for _, p := range paths {
+		if p == ".git" || strings.HasPrefix(p, ".git/") {
+			a.t.Fatalf("%s: %q reported", what, p)
+		}
+	}
+	return paths
+}
+
+func TestMonitorReportsChanges(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	write(t, root, "old/keep.txt", "x")
+	m := start(t, root, 5*time.Second)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("a query without a token got a complete reply")
+	}
+	if paths := a.expect("nothing changed"); len(paths) != 0 {
+		t.Fatalf("nothing changed, yet %q", paths)
+	}
+
+	write(t, root, "a.txt", "1")
+	a.expect("create", "a.txt")
+	write(t, root, "a.txt", "2")
+	a.expect("modify", "a.txt")
+	if err := os.Rename(filepath.Join(root, "a.txt"), filepath.Join(root, "b.txt")); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("rename", "a.txt", "b.txt")
+
+	// A tree made at once: files written right after their directory, so
+	// some land before its watch and some after; all must be reported.
+	var want []string
+	for i := range 50 {
+		rel := fmt.Sprintf("n1/n2/n3/f%d", i)
+		write(t, root, rel, "x")
+		want = append(want, rel)
+	}
+	a.expect("new tree", append(want, "n1/", "n1/n2/", "n1/n2/n3/")...)
+
+	// A directory moved: both names reported, and the moved tree stays
+	// watched under its new name.
+	if err := os.Rename(filepath.Join(root, "n1"), filepath.Join(root, "m1")); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("directory move", "n1/", "m1/")
+	write(t, root, "m1/n2/n3/f0", "changed")
+	a.expect("change in the moved tree", "m1/n2/n3/f0")
+
+	if err := os.RemoveAll(filepath.Join(root, "m1")); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("directory removed", "m1/")
+	write(t, root, "m1/again", "x")
+	a.expect("a directory made again under the same name", "m1/", "m1/again")
+
+	// Moved out of the tree and back in.
+	outside := t.TempDir()
+	if err := os.Rename(filepath.Join(root, "old"), filepath.Join(outside, "old")); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("moved out", "old/")
+	if err := os.Rename(filepath.Join(outside, "old"), filepath.Join(root, "back")); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("moved in", "back/", "back/keep.txt")
+
+	write(t, root, ".git/index", "not a change")
+	if paths := a.expect("a write in .git"); len(paths) != 0 {
+		t.Fatalf("a write in .git reported %q", paths)
+	}
+	if st := m.Stats(); st.Trivial != 1 || st.Watches != 4 {
+		t.Fatalf("stats %+v: want 1 trivial reply, the cookie directory, the root, back, m1 watched", st)
+	}
+}
+
+// TestMonitorOverflow overflows the kernel's queue for real: the watcher
+// is held while more events than it may queue happen.
+func TestMonitorOverflow(t *testing.T) {
+	leakcheck.Check(t)
+	limit := 16384
+	if b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
+		limit, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if limit > 100000 {
+		t.Skipf("max_queued_events is %d: too many files to overflow it here", limit)
+	}
+	root := worktree(t)
+	m := start(t, root, 5*time.Second)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	before, _ := m.Token()
+
+	m.w.mu.Lock()
+	dir := filepath.Join(root, "flood")
+	os.Mkdir(dir, 0o755)
+	for i := 0; i <= limit; i++ {
+		f, err := os.Create(filepath.Join(root, "f"+strconv.Itoa(i)))
+		if err != nil {
+			m.w.mu.Unlock()
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	write(t, root, "flood/late/file", "made while events were lost")
+	m.w.mu.Unlock()
+
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("the first reply after an overflow was complete")
+	}
+	if after, why := m.Token(); after == before || why != nil {
+		t.Fatalf("token %q -> %q (%v): an overflow must start a new token", before, after, why)
+	}
+	if m.Stats().Overflows == 0 {
+		t.Fatal("no overflow counted")
+	}
+	// The directory made while events were lost is watched now.
+	write(t, root, "flood/late/file", "after")
+	a.expect("after the overflow", "flood/late/file")
+}
+
+func TestMonitorWatchLimit(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	addWatch = func(fd int, path string, mask uint32) (int, error) {
+		if refuse.Load() && strings.Contains(path, "nowatch") {
+			return -1, unix.ENOSPC
+		}
+		return unix.InotifyAddWatch(fd, path, mask)
+	}
+	m := start(t, root, 5*time.Second)
+	addWatch = unix.InotifyAddWatch // the watcher keeps its own
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+
+	write(t, root, "nowatch/file", "x")
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("a complete reply while a directory is not watched")
+	}
+	if _, why := m.Token(); !errors.Is(why, ErrWatchLimit) {
+		t.Fatalf("Token's reason %v, want ErrWatchLimit", why)
+	}
+	write(t, root, "nowatch/file", "y")
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("replies must stay trivial until a flush watches everything")
+	}
+	if m.Stats().Refused == 0 {
+		t.Fatal("no refused watch counted")
+	}
+	m.Flush() // still refused: still trivial
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("a flush that could not watch everything made replies complete")
+	}
+	refuse.Store(false)
+	m.Flush()
+	if _, why := m.Token(); why != nil {
+		t.Fatalf("after a flush with room: %v", why)
+	}
+	a.ask() // the new token
+	write(t, root, "nowatch/file", "z")
+	a.expect("watched after the flush", "nowatch/file")
+}
+
+func TestMonitorCookieTimeout(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	m := start(t, root, 50*time.Millisecond)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	m.w.mu.Lock() // the watcher cannot see the cookie
+	_, trivial := a.ask()
+	m.w.mu.Unlock()
+	if !trivial {
+		t.Fatal("a complete reply without the cookie")
+	}
+	a.expect("with the watcher back")
+	entries, _ := os.ReadDir(m.cookieDir)
+	if len(entries) != 0 {
+		t.Fatalf("cookies left behind: %v", entries)
+	}
+}
+
+func TestMonitorClose(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	m := start(t, root, time.Minute)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	m.w.mu.Lock()
+	done := make(chan bool)
+	go func() {
+		_, _, trivial := a.m.Query(context.Background(), a.token)
+		done <- trivial
+	}()
+	for m.queries.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	m.w.mu.Unlock()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if err := m.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+}

@@ -1,0 +1,47 @@
+package fsmonitor
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+
+	"github.com/pktipc/pktipc/engine"
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Serve watches opts.Worktree and serves git's fsmonitor protocol on
+// pktipc's engine at socket (SocketPath of opts.GitDir when empty) until
+// ctx ends, a client sends "quit", or the socket is stolen. It returns nil
+// after a quit and ctx's error when ctx ended; the engine's claim on the
+// path (a live daemon there is refused, a dead socket replaced) applies.
+// Handlers run on the engine's workers: options that make them inline are
+// overridden.
+func Serve(ctx context.Context, opts Options, socket string, serverOpts ...engine.Option) error {
+	m, err := Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if socket == "" {
+		if socket, err = SocketPath(m.opts.GitDir, m.opts.Worktree, ""); err != nil {
+			return err
+		}
+	}
+	// git's socket lives in the git directory, which is normally open for
+	// others to enter (0755): checkSocketDir applies the checks that
+	// matter there instead of the engine's for private directories.
+	if err := checkSocketDir(filepath.Dir(socket)); err != nil {
+		return err
+	}
+	serverOpts = append(serverOpts, engine.WithInlineHandlers(false), engine.WithListenOptions(uds.WithInsecureDir()))
+	srv, err := engine.NewServer(socket, m, serverOpts...)
+	if err != nil {
+		return err
+	}
+	m.log.Info("fsmonitor: serving", "worktree", m.opts.Worktree, "socket", srv.Path())
+	err = srv.Serve(ctx)
+	if errors.Is(err, engine.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

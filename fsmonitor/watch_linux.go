@@ -1,0 +1,311 @@
+package fsmonitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// dirMask is what a directory's watch reports: entries created, deleted,
+// moved, written or changed, and the directory's own end. IN_EXCL_UNLINK
+// keeps unlinked files still open from reporting; IN_ONLYDIR and
+// IN_DONT_FOLLOW keep a watch from landing on a file or through a link
+// swapped in between the scan and the watch.
+const dirMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MODIFY | unix.IN_ATTRIB |
+	unix.IN_CLOSE_WRITE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
+	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF |
+	unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW | unix.IN_EXCL_UNLINK
+
+// addWatch is a seam for tests (a refused watch); a watcher keeps the
+// value it had when the watcher was made.
+var addWatch = unix.InotifyAddWatch
+
+// watcher is the inotify side of a Monitor: one watch per directory of
+// the worktree except .git, plus the cookie directory.
+//
+// Invariant (mu): dirs and wds map each watch to its directory (relative,
+// "" for the root) and back; the run goroutine holds mu while it handles
+// a batch of events, and rescan (a flush) holds it while it walks, so the
+// maps change only under mu. refusedNow is set when a watch was refused
+// and cleared by a rescan that watched everything.
+type watcher struct {
+	m    *Monitor
+	root string
+	f    *os.File // the inotify descriptor, read in Go's netpoller
+	fd   int
+	buf  []byte
+	add  func(fd int, path string, mask uint32) (int, error)
+
+	mu         sync.Mutex
+	dirs       map[int32]string
+	wds        map[string]int32
+	cookieWd   int32
+	refusedNow bool
+	overflows  int64
+	refused    int64
+	changed    []string // scratch for one batch
+}
+
+type watchStats struct {
+	overflows int64
+	refused   int64
+	watches   int
+}
+
+func newWatcher(ctx context.Context, m *Monitor) (*watcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("inotify_init1", err)
+	}
+	w := &watcher{
+		m:    m,
+		root: m.opts.Worktree,
+		f:    os.NewFile(uintptr(fd), "inotify"),
+		fd:   fd,
+		buf:  make([]byte, 64<<10),
+		add:  addWatch,
+		dirs: make(map[int32]string),
+		wds:  make(map[string]int32),
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wd, err := w.add(fd, m.cookieDir, dirMask)
+	if err != nil {
+		w.f.Close()
+		return nil, fmt.Errorf("fsmonitor: watching %s: %w", m.cookieDir, watchErr(err))
+	}
+	w.cookieWd = int32(wd)
+	if err := w.watchTree(ctx, "", false); err != nil {
+		w.f.Close()
+		return nil, err
+	}
+	if w.refusedNow {
+		w.m.j.reset(ErrWatchLimit)
+	}
+	return w, nil
+}
+
+func watchErr(err error) error {
+	if errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%w (raise fs.inotify.max_user_watches): %w", ErrWatchLimit, err)
+	}
+	return err
+}
+
+// watchTree watches dir (relative) and every directory under it, watch
+// first and read second, so that an entry made in between is either seen
+// by the read or reported by the watch. With report, every entry found
+// is journaled as changed (a directory that appeared). Under mu.
+func (w *watcher) watchTree(ctx context.Context, dir string, report bool) error {
+	stack := []string{dir}
+	for len(stack) > 0 {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if !w.watchDir(d) {
+			continue
+		}
+		entries, err := os.ReadDir(filepath.Join(w.root, d))
+		if err != nil {
+			// Gone already: its removal is reported by its parent.
+			continue
+		}
+		for _, e := range entries {
+			rel := path.Join(d, e.Name())
+			if d == "" && e.Name() == ".git" {
+				continue
+			}
+			if e.Type()&fs.ModeDir != 0 {
+				stack = append(stack, rel)
+				if report {
+					w.changed = append(w.changed, rel+"/")
+				}
+			} else if report {
+				w.changed = append(w.changed, rel)
+			}
+		}
+	}
+	return nil
+}
+
+// watchDir adds or refreshes the watch of one directory. Under mu.
+func (w *watcher) watchDir(rel string) bool {
+	wd, err := w.add(w.fd, filepath.Join(w.root, rel), dirMask)
+	if err != nil {
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENOMEM) {
+			w.refused++
+			if !w.refusedNow {
+				w.m.log.Error("fsmonitor: the kernel refused a watch; replies are trivial until a flush", "dir", rel, "err", watchErr(err))
+			}
+			w.refusedNow = true
+			w.m.j.spoil(watchErr(err))
+		}
+		return false
+	}
+	if old, ok := w.wds[rel]; ok && old != int32(wd) {
+		delete(w.dirs, old)
+	}
+	if oldRel, ok := w.dirs[int32(wd)]; ok && oldRel != rel {
+		// The same directory under a new name (a move whose old name
+		// was not forgotten yet).
+		delete(w.wds, oldRel)
+	}
+	w.dirs[int32(wd)] = rel
+	w.wds[rel] = int32(wd)
+	return true
+}
+
+// forget drops the watches of dir and everything under it: it moved away
+// or was deleted. Under mu.
+func (w *watcher) forget(dir string) {
+	prefix := dir + "/"
+	for rel, wd := range w.wds {
+		if rel == dir || strings.HasPrefix(rel, prefix) {
+			delete(w.wds, rel)
+			delete(w.dirs, wd)
+			unix.InotifyRmWatch(w.fd, uint32(wd))
+		}
+	}
+}
+
+// run reads and handles events until the descriptor is closed.
+func (w *watcher) run() {
+	for {
+		n, err := w.f.Read(w.buf)
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				w.m.log.Error("fsmonitor: reading inotify events", "err", err)
+				w.m.j.spoil(err)
+			}
+			return
+		}
+		w.mu.Lock()
+		w.handle(w.buf[:n])
+		w.mu.Unlock()
+	}
+}
+
+// handle journals one read's events, in order; a cookie's waiter is woken
+// only after every event before it is journaled. Under mu.
+func (w *watcher) handle(b []byte) {
+	w.changed = w.changed[:0]
+	for {
+		ev, rest, ok := nextEvent(b)
+		if !ok {
+			break // the kernel writes whole events; nothing to do with a part
+		}
+		b = rest
+		w.event(ev.wd, ev.mask, string(ev.name))
+	}
+	w.flushChanged()
+}
+
+func (w *watcher) flushChanged() {
+	w.m.j.add(w.changed)
+	clear(w.changed)
+	w.changed = w.changed[:0]
+}
+
+// event handles one event. Under mu.
+func (w *watcher) event(wd int32, mask uint32, name string) {
+	if mask&unix.IN_Q_OVERFLOW != 0 {
+		w.overflow()
+		return
+	}
+	if wd == w.cookieWd {
+		if mask&(unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE) != 0 && name != "" {
+			w.flushChanged()
+			w.m.cookies.seen(name)
+		}
+		if mask&(unix.IN_DELETE_SELF|unix.IN_IGNORED) != 0 {
+			w.m.log.Error("fsmonitor: the cookie directory went away; replies are trivial")
+			w.m.j.spoil(errors.New("fsmonitor: cookie directory removed"))
+		}
+		return
+	}
+	dir, ok := w.dirs[wd]
+	if !ok {
+		return // a watch already forgotten (moved or deleted)
+	}
+	if mask&unix.IN_IGNORED != 0 {
+		delete(w.dirs, wd)
+		if w.wds[dir] == wd {
+			delete(w.wds, dir)
+		}
+		return
+	}
+	if name == "" {
+		// About the directory itself.
+		if dir == "" && mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF) != 0 {
+			w.m.log.Error("fsmonitor: the worktree moved or was deleted; replies are trivial")
+			w.m.j.spoil(errors.New("fsmonitor: worktree moved or deleted"))
+		}
+		return
+	}
+	if dir == "" && name == ".git" {
+		return
+	}
+	rel := path.Join(dir, name)
+	if mask&unix.IN_ISDIR == 0 {
+		w.changed = append(w.changed, rel)
+		return
+	}
+	w.changed = append(w.changed, rel+"/")
+	switch {
+	case mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
+		w.watchTree(context.Background(), rel, true)
+	case mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
+		w.forget(rel)
+	}
+}
+
+// overflow handles a full kernel queue: events were lost, so the journal
+// starts over under a new token and every directory is watched again
+// (those made while events were lost have no watch yet). Under mu.
+func (w *watcher) overflow() {
+	w.overflows++
+	w.m.log.Warn("fsmonitor: inotify queue overflowed; new token")
+	w.changed = w.changed[:0]
+	w.resync()
+}
+
+// resync walks the whole tree again and starts a new token. Under mu.
+func (w *watcher) resync() {
+	w.refusedNow = false
+	w.watchTree(context.Background(), "", false)
+	w.changed = w.changed[:0]
+	if w.refusedNow {
+		w.m.j.reset(ErrWatchLimit)
+	} else {
+		w.m.j.reset(nil)
+	}
+}
+
+// rescan is a flush: a new token, after watching every directory again.
+func (w *watcher) rescan() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.resync()
+}
+
+func (w *watcher) stats() watchStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return watchStats{overflows: w.overflows, refused: w.refused, watches: len(w.dirs) + 1}
+}
+
+// close closes the inotify descriptor, which ends run's read and drops
+// every watch.
+func (w *watcher) close() error {
+	return w.f.Close()
+}

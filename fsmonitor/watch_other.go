@@ -1,0 +1,23 @@
+//go:build !linux
+
+package fsmonitor
+
+import (
+	"context"
+	"errors"
+)
+
+type watcher struct{}
+
+type watchStats struct {
+	overflows int64
+	refused   int64
+	watches   int
+}
+
+func newWatcher(context.Context, *Monitor) (*watcher, error) { return nil, errors.ErrUnsupported }
+
+func (w *watcher) run()              {}
+func (w *watcher) rescan()           {}
+func (w *watcher) stats() watchStats { return watchStats{} }
+func (w *watcher) close() error      { return errors.ErrUnsupported }
