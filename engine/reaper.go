@@ -198,10 +198,13 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 	}
 	a.mu.Unlock()
 	for _, c := range r.expired {
+		// gnet closes c on its loop, later: a pass that finds c again
+		// before then neither counts it nor closes it twice.
 		w := why(c.why.Load())
-		s.stats.timeouts[w].Add(1)
-		c.expired.Store(int32(w) + 1) // the handler's cause, given at close
-		_ = c.gc.Close()
+		if c.expired.CompareAndSwap(0, int32(w)+1) { // the handler's cause, given at close
+			s.stats.timeouts[w].Add(1)
+			_ = c.gc.Close()
+		}
 	}
 	for _, c := range r.idle {
 		_ = c.gc.Close()

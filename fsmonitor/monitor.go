@@ -94,6 +94,18 @@ func (c *cookieSet) remove(name string) {
 	c.mu.Unlock()
 }
 
+// wakeAll wakes every waiting query: after an overflow their cookies'
+// events may be lost, and the new token makes their replies trivial
+// anyway. The watcher goroutine calls it.
+func (c *cookieSet) wakeAll() {
+	c.mu.Lock()
+	for name, ch := range c.m {
+		close(ch)
+		delete(c.m, name)
+	}
+	c.mu.Unlock()
+}
+
 // seen wakes the query waiting for the cookie name, if any. The watcher
 // goroutine calls it.
 func (c *cookieSet) seen(name string) {

@@ -277,6 +277,7 @@ func (w *watcher) overflow() {
 	w.m.log.Warn("fsmonitor: inotify queue overflowed; new token")
 	w.changed = w.changed[:0]
 	w.resync()
+	w.m.cookies.wakeAll()
 }
 
 // resync walks the whole tree again and starts a new token. Under mu.

@@ -6,14 +6,20 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Seams: tests swap these to inject accept errors and to observe denied
 // connections before they are closed.
 var (
-	acceptUnix  = (*net.UnixListener).AcceptUnix
-	closeDenied = func(c *net.UnixConn) error { return c.Close() }
+	acceptUnix    = (*net.UnixListener).AcceptUnix
+	accept4       = rawAccept4
+	closeDenied   = func(c *net.UnixConn) error { return c.Close() }
+	closeDeniedFD = unix.Close
 )
 
 // accept is AcceptUnix: it returns the first admitted connection, closing
@@ -29,49 +35,169 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 		}
 		cred, err := l.admit(c)
 		if err != nil {
-			l.deny(c, cred, err)
+			l.deny(cred, err)
+			closeDenied(c)
 			continue
 		}
 		return c, cred, nil
 	}
 }
 
-// admit reads the peer's credentials, switches SO_PASSRIGHTS off and
-// applies the policy. Any failure denies: a peer we cannot identify, or
-// that could still push descriptors, is not let in.
+// acceptFD is AcceptFD: accept4 in Go's netpoller (the listener's RawConn
+// waits for readiness), then the same admission as accept.
+func (l *Listener) acceptFD() (int, Cred, error) {
+	raw, err := l.rawListener()
+	if err != nil {
+		return -1, Cred{}, err
+	}
+	rc, err := raw.SyscallConn()
+	if err != nil {
+		return -1, Cred{}, err
+	}
+	for {
+		nfd, aerr := -1, error(nil)
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				nfd, aerr = accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				if aerr != unix.EINTR && aerr != unix.ECONNABORTED {
+					return aerr != unix.EAGAIN
+				}
+			}
+		})
+		if err == nil && aerr != nil {
+			err = os.NewSyscallError("accept4", aerr)
+		}
+		if err != nil {
+			if l.closing.Load() {
+				return -1, Cred{}, net.ErrClosed // the raw file's "use of closed file"
+			}
+			l.checkStolen()
+			return -1, Cred{}, err
+		}
+		cred, err := l.admitFD(nfd)
+		if err != nil {
+			l.deny(cred, err)
+			closeDeniedFD(nfd)
+			continue
+		}
+		return nfd, cred, nil
+	}
+}
+
+// rawListener returns the listening socket's duplicate in the netpoller,
+// making it on first use.
+func (l *Listener) rawListener() (*os.File, error) {
+	l.rawMu.Lock()
+	defer l.rawMu.Unlock()
+	if l.rawClosed {
+		return nil, net.ErrClosed
+	}
+	if l.raw == nil {
+		rc, err := l.ul.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		fd, derr := -1, error(nil)
+		if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+			return nil, err
+		}
+		if derr != nil {
+			return nil, os.NewSyscallError("fcntl", derr)
+		}
+		l.raw = os.NewFile(uintptr(fd), l.path) // non-blocking, as the socket is
+	}
+	return l.raw, nil
+}
+
+// rawAccept4 is accept4(2) without the peer's address, which a Unix
+// socket's client seldom has and unix.Accept4 would decode and allocate.
+func rawAccept4(fd, flags int) (int, error) {
+	nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(nfd), nil
+}
+
+// admit is admitFD on a connection's descriptor.
 func (l *Listener) admit(c *net.UnixConn) (Cred, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return Cred{}, err
 	}
 	var cred Cred
-	var cerr, perr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = fdCred(int(fd))
-		if cerr == nil && !l.passRts {
-			perr = refusePassRights(int(fd))
-		}
-	}); err != nil {
+	var aerr error
+	if err := rc.Control(func(fd uintptr) { cred, aerr = l.admitFD(int(fd)) }); err != nil {
 		return Cred{}, err
 	}
-	if cerr != nil {
-		return Cred{}, cerr
+	return cred, aerr
+}
+
+// admitFD reads the peer's credentials, makes sure SO_PASSRIGHTS is off
+// and applies the policy. Any failure denies: a peer we cannot identify,
+// or that could still push descriptors, is not let in. SO_PASSRIGHTS is
+// switched off here unless the connection inherited it off from the
+// listener (rightsOff).
+func (l *Listener) admitFD(fd int) (Cred, error) {
+	cred, err := fdCred(fd)
+	if err != nil {
+		return Cred{}, err
 	}
-	if perr != nil {
-		return cred, perr
+	if !l.passRts && !l.rightsOff {
+		if err := refusePassRights(fd); err != nil {
+			return cred, err
+		}
 	}
 	return cred, l.policy.Allow(cred)
 }
+
+// rightsInherited reports whether an accepted connection inherits its
+// listener's SO_PASSRIGHTS (Linux 6.16 and later copy it at connect). It
+// asks the kernel once per process, with a throwaway listener on an
+// autobound abstract address; any failure answers false, and then every
+// connection has the option switched off on its own.
+var rightsInherited = sync.OnceValue(func() bool {
+	ok := false
+	l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(l)
+	if unix.SetsockoptInt(l, unix.SOL_SOCKET, unix.SO_PASSRIGHTS, 0) != nil ||
+		unix.Bind(l, &unix.SockaddrUnix{}) != nil || unix.Listen(l, 1) != nil {
+		return false
+	}
+	sa, err := unix.Getsockname(l)
+	if err != nil {
+		return false
+	}
+	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(c)
+	if unix.Connect(c, sa) != nil {
+		return false
+	}
+	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(a)
+	v, err := unix.GetsockoptInt(a, unix.SOL_SOCKET, unix.SO_PASSRIGHTS)
+	ok = err == nil && v == 0
+	return ok
+})
 
 // denyLogInterval limits denial log lines: a flood of foreign peers must not
 // become a flood of log lines.
 const denyLogInterval = time.Second
 
-// deny closes a refused connection and counts it, logging at most one line
-// per denyLogInterval with the number left unlogged since the last.
-func (l *Listener) deny(c *net.UnixConn, cred Cred, why error) {
+// deny counts a refused connection, which the caller closes next, logging
+// at most one line per denyLogInterval with the number left unlogged since
+// the last.
+func (l *Listener) deny(cred Cred, why error) {
 	l.denied.Add(1) // counted before the peer can see the close
-	closeDenied(c)
 	now := int64(time.Since(l.born))
 	next := l.denyLogAt.Load()
 	if now < next || !l.denyLogAt.CompareAndSwap(next, now+int64(denyLogInterval)) {

@@ -59,3 +59,11 @@ func refusePassRights(fd int) error {
 	}
 	return nil
 }
+
+// rightsOffOn reports whether connections accepted on the listening socket
+// fd start with SO_PASSRIGHTS off: it is off on fd, and this kernel copies
+// it to accepted connections.
+func rightsOffOn(fd int) bool {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS)
+	return err == nil && v == 0 && rightsInherited()
+}

@@ -117,6 +117,11 @@ func listenPath(path string, o *options) (_ *Listener, err error) {
 		return nil, fmt.Errorf("uds: listen %s: %w", path, err)
 	}
 	l := newListener(ul, path, o)
+	if !o.passRights {
+		if rc, err := ul.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { l.rightsOff = rightsOffOn(int(fd)) })
+		}
+	}
 	l.pathClaim = pathClaim{abs: abs, dirfd: dirfd, base: base, lockfd: lockfd, lock: lock, dev: dev, ino: ino}
 	l.wg.Add(1)
 	go l.watch(o.watch)
@@ -184,17 +189,21 @@ func listenAbstract(path string, o *options) (_ *Listener, err error) {
 	if err := unix.Listen(fd, o.backlog); err != nil {
 		return nil, fmt.Errorf("uds: listen %s: %w", addr, err)
 	}
+	rightsOff := false
 	if !o.passRights {
 		if err := refusePassRights(fd); err != nil {
 			return nil, err
 		}
+		rightsOff = rightsOffOn(fd)
 	}
 	ul, err := fileListener(fd)
 	fd = -1 // owned (and on error closed) by fileListener
 	if err != nil {
 		return nil, fmt.Errorf("uds: listen %s: %w", addr, err)
 	}
-	return newListener(ul, addr, o), nil
+	l := newListener(ul, addr, o)
+	l.rightsOff = rightsOff
+	return l, nil
 }
 
 // close is Close's work, done once: stop the watcher, give up the path if
@@ -210,6 +219,13 @@ func (l *Listener) close() error {
 		unlinkIfOurs(l.dirfd, l.base, l.dev, l.ino)
 	}
 	err := l.ul.Close()
+	l.rawMu.Lock()
+	if l.raw != nil {
+		// The listening socket lives until its last descriptor closes.
+		l.raw.Close()
+	}
+	l.rawClosed = true
+	l.rawMu.Unlock()
 	if l.dirfd >= 0 {
 		releaseLock(l.dirfd, l.lock, l.lockfd)
 		unix.Close(l.dirfd)
