@@ -72,10 +72,10 @@
 // a kernel in the path); pktipc (the engine with inline handlers and a
 // persistent engine.Client), pktipc-pool (handlers on the worker pool) and
 // pktipc-git (engine.Send, one connection per request); fdpass, grpc,
-// ttrpc and shmipc (CloudWeGo's shared-memory IPC); and, with a test-tool,
-// git (git against git), pktipc-vs-git (engine.Send against git's daemon)
-// and git-vs-pktipc (git's client against the daemon of `ipcbench serve`,
-// which is internal/gitipc).
+// ttrpc, mangos (NNG's protocols in Go) and shmipc (CloudWeGo's
+// shared-memory IPC); and, with a test-tool, git (git against git),
+// pktipc-vs-git (engine.Send against git's daemon) and git-vs-pktipc (git's
+// client against the daemon of `ipcbench serve`, which is internal/gitipc).
 //
 // # Torture
 //

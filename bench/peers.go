@@ -79,6 +79,12 @@ var peers = []PeerInfo{
 		New:       func() Peer { return ttrpcPeer{} },
 	},
 	{
+		Name:      "mangos",
+		Doc:       "mangos v3 (NNG's protocols in pure Go): req/rep over ipc://, echo on GOMAXPROCS*4 rep contexts, OptionMaxRecvSize 16 MiB + 64 KiB, a req socket per client; stream: push/pull with a send queue of 16 messages, the server counting each pipe's messages up to an end marker that a req/rep round trip then confirms",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		New:       func() Peer { return mangosPeer{} },
+	},
+	{
 		Name:      "shmipc",
 		Doc:       "CloudWeGo shmipc-go v0.2.0 configured as its own benchmark (memfd buffer of 256 MiB, 70% in slices of the message size), buffer faulted in and written before the run; one session, a stream per client, length-prefixed messages; client and server in child processes (Linux, amd64 and arm64)",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},

@@ -10,6 +10,7 @@ const (
 	gitDaemonRole    role[gitDaemonSettings]    = "pktipc-gitd"
 	grpcRole         role[noSettings]           = "grpc"
 	ttrpcRole        role[noSettings]           = "ttrpc"
+	mangosRole       role[noSettings]           = "mangos"
 	shmipcRole       role[shmipcServerSettings] = "shmipc"
 	shmipcClientRole role[clientChildSettings]  = "shmipc-client"
 	tortureRole      role[tortureSettings]      = "torture"
@@ -27,6 +28,7 @@ var serverRoles = roleTable(
 	gitDaemonRole.with(serveGitDaemon),
 	grpcRole.with(serveGRPC),
 	ttrpcRole.with(serveTTRPC),
+	mangosRole.with(serveMangos),
 	shmipcRole.with(serveShmipc),
 	shmipcClientRole.with(runShmipcClient),
 	tortureRole.with(serveTorture),
