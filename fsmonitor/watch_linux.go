@@ -153,7 +153,9 @@ func (w *watcher) watchDir(rel string) bool {
 		return false
 	}
 	if old, ok := w.wds[rel]; ok && old != int32(wd) {
+		// Another directory under this name before: its watch goes.
 		delete(w.dirs, old)
+		unix.InotifyRmWatch(w.fd, uint32(old))
 	}
 	if oldRel, ok := w.dirs[int32(wd)]; ok && oldRel != rel {
 		// The same directory under a new name (a move whose old name

@@ -54,7 +54,7 @@ func hook(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // hookQuery sends req to the worktree's daemon, starting one if none
 // answers.
 func hookQuery(ctx context.Context, req string) ([]byte, error) {
-	r, err := findRepo(ctx)
+	r, err := findHookRepo(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -47,6 +48,33 @@ func findRepo(ctx context.Context) (*repo, error) {
 		}
 	}
 	return r, nil
+}
+
+// findHookRepo is findRepo for the hook, which git runs at the top of the
+// worktree on every status: when the current directory holds a .git
+// directory and nothing in the environment says otherwise, that is the
+// repository, and the hook saves running git (a process start, a tenth or
+// more of what the hook costs). Anything else asks git.
+func findHookRepo(ctx context.Context) (*repo, error) {
+	if os.Getenv("GIT_DIR") != "" || os.Getenv("GIT_WORK_TREE") != "" {
+		return findRepo(ctx)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return findRepo(ctx)
+	}
+	if wd, err = filepath.EvalSymlinks(wd); err != nil {
+		return findRepo(ctx)
+	}
+	gitDir := filepath.Join(wd, ".git")
+	if st, err := os.Lstat(gitDir); err != nil || !st.IsDir() {
+		return findRepo(ctx) // a linked worktree's .git file, or a subdirectory
+	}
+	socket, err := fsmonitor.SocketPath(gitDir, wd, "")
+	if err != nil || socket != filepath.Join(gitDir, fsmonitor.SocketName) {
+		return findRepo(ctx) // fsmonitor.socketDir may apply
+	}
+	return &repo{worktree: wd, gitDir: gitDir, socket: socket}, nil
 }
 
 // startTimeout is git's fsmonitor.startTimeout, in seconds, default 60.
