@@ -57,19 +57,27 @@ type lingerers struct {
 // peekNew judges what a new connection has sent so far, with the accept
 // loop's buffer: the verdict, and for peekReady the wire length of the
 // whole request when it lies within the buffer (0 otherwise).
-func (s *Server) peekNew(fd int) (peekVerdict, int) {
+func (s *Server) peekNew(uc *net.UnixConn) (peekVerdict, int) {
 	o := &s.oneshot
 	if o.peek == nil {
 		o.peek = make([]byte, oneShotPeek)
 	}
-	n, err := recvPeek(fd, o.peek)
-	switch {
-	case err == syscall.EAGAIN || err == syscall.EINTR:
-		return peekWait, 0
-	case err != nil || n == 0:
-		return peekGone, 0
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return peekBad, 0
 	}
-	return judgeWhole(o.peek[:n], n == len(o.peek))
+	verdict, end := peekWait, 0
+	_ = rc.Control(func(fd uintptr) {
+		n, err := recvPeek(int(fd), o.peek)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EINTR:
+		case err != nil || n == 0:
+			verdict = peekGone
+		default:
+			verdict, end = judgeWhole(o.peek[:n], n == len(o.peek))
+		}
+	})
+	return verdict, end
 }
 
 // judgeWhole is judgeRequest that also gives the end of a whole request.
@@ -95,7 +103,7 @@ func judgeWhole(b []byte, full bool) (peekVerdict, int) {
 // accept loop's peek buffer on the accept loop, and reports served; it
 // reports false, touching nothing, when the request must go to a loop, and
 // then pooled says that WithInlineFilter already sent it to the pool.
-func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bool) {
+func (s *Server) serveOneShot(uc *net.UnixConn, cred uds.Cred, end int) (served, pooled bool) {
 	o := &s.oneshot
 	if o.asm == nil {
 		o.asm = frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest)
@@ -108,101 +116,96 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bo
 	if !s.opts.inline && !s.filterInline(msg) {
 		return false, true
 	}
-	if !s.admitCred(cred, func() { _ = sysClose(fd) }) {
+	if !s.admitNew(uc, cred) {
 		return true, false
 	}
 	defer s.adm.unadmit(cred)
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-	if s.stopping.Load() || !consume(fd, end, &o.sink) {
-		_ = sysClose(fd)
+	if s.stopping.Load() || !consume(uc, end, &o.sink) {
+		_ = uc.Close()
 		return true, false
 	}
 	s.stats.requests.Add(1)
 	s.stats.oneShot.Add(1)
 	c.prepareHandler(false)
-	c.reply.beginOneShot(&o.reply, fd)
+	c.reply.beginOneShot(&o.reply, uc)
 	herr, panicked := s.call(c, msg)
 	c.cancelHandler(net.ErrClosed)
 	w := &c.reply
 	if panicked || w.err != nil {
 		w.release()
-		_ = sysClose(fd) // no terminator: the client sees an incomplete reply
+		_ = uc.Close() // no terminator: the client sees an incomplete reply
 		return true, false
 	}
 	if errors.Is(herr, ErrQuit) {
 		s.requestQuit()
 	}
 	w.buf.B = frame.AppendFlush(w.buf.B)
-	n, err := writeNow(fd, w.buf.B)
-	if n < len(w.buf.B) && err == nil {
-		s.linger(fd, w.buf.B[n:])
+	n, _ := writeNow(uc, w.buf.B)
+	if n < len(w.buf.B) {
+		s.linger(uc, w.buf.B[n:])
 	} else {
-		_ = sysClose(fd)
+		_ = uc.Close()
 	}
 	w.release()
 	return true, false
 }
 
-// consume reads and drops the first n bytes of fd's input, which are
+// consume reads and drops the first n bytes of uc's input, which are
 // there already.
-func consume(fd int, n int, sink *[]byte) bool {
+func consume(uc *net.UnixConn, n int, sink *[]byte) bool {
 	if cap(*sink) < n {
 		*sink = make([]byte, n)
 	}
-	got := 0
-	for got < n {
-		m, err := sysRead(uintptr(fd), (*sink)[got:n])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil || m <= 0 {
-			break
-		}
-		got += m
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return false
 	}
+	got := 0
+	_ = rc.Control(func(fd uintptr) {
+		for got < n {
+			m, err := sysRead(fd, (*sink)[got:n])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				return
+			}
+			got += m
+		}
+	})
 	return got == n
 }
 
-// writeNow writes what the socket fd takes of b without waiting.
-func writeNow(fd int, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := sysWrite(uintptr(fd), b[n:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			if err != syscall.EAGAIN {
-				return n, err
-			}
-			break
-		}
-		n += m
-	}
-	return n, nil
-}
-
-// writeConn is writeNow on a net.UnixConn.
-func writeConn(uc *net.UnixConn, b []byte) (int, error) {
+// writeNow writes what the socket takes of b without waiting.
+func writeNow(uc *net.UnixConn, b []byte) (int, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	if cerr := rc.Control(func(fd uintptr) { n, err = writeNow(int(fd), b) }); cerr != nil {
-		return 0, cerr
-	}
-	return n, err
+	var werr error
+	_ = rc.Control(func(fd uintptr) {
+		for n < len(b) {
+			m, err := sysWrite(fd, b[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				return
+			}
+			n += m
+		}
+	})
+	return n, werr
 }
 
-// linger finishes a one-shot reply the socket fd did not take at once, on
-// a goroutine of its own, then closes the connection. It copies rest, and
-// owns fd from the call on.
-func (s *Server) linger(fd int, rest []byte) {
-	uc, err := fdConn(fd)
-	if err != nil {
-		return // the client sees an incomplete reply
-	}
+// linger finishes a one-shot reply the socket did not take at once, on a
+// goroutine of its own, then closes the connection. It copies rest.
+func (s *Server) linger(uc *net.UnixConn, rest []byte) {
 	l := &s.lingering
 	// The deadline before the registration: close sets a past one on
 	// every registered connection, and must not be overtaken.
@@ -255,10 +258,10 @@ func (l *lingerers) close() {
 
 // beginOneShot starts a reply written on uc by the accept loop, in buf,
 // its own buffer.
-func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, fd int) {
+func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, uc *net.UnixConn) {
 	w.buf = buf
 	w.buf.B = w.buf.B[:0]
-	w.err, w.n, w.inline, w.base, w.sock, w.oneShot = nil, 0, true, 0, fd, true
+	w.err, w.n, w.inline, w.base, w.sock = nil, 0, true, 0, uc
 }
 
 // flushOneShot writes what the socket takes of the reply so far and keeps

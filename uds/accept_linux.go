@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -16,10 +15,8 @@ import (
 // Seams: tests swap these to inject accept errors and to observe denied
 // connections before they are closed.
 var (
-	acceptUnix    = (*net.UnixListener).AcceptUnix
-	accept4       = rawAccept4
-	closeDenied   = func(c *net.UnixConn) error { return c.Close() }
-	closeDeniedFD = unix.Close
+	acceptUnix  = (*net.UnixListener).AcceptUnix
+	closeDenied = func(c *net.UnixConn) error { return c.Close() }
 )
 
 // accept is AcceptUnix: it returns the first admitted connection, closing
@@ -41,82 +38,6 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 		}
 		return c, cred, nil
 	}
-}
-
-// acceptFD is AcceptFD: accept4 in Go's netpoller (the listener's RawConn
-// waits for readiness), then the same admission as accept.
-func (l *Listener) acceptFD() (int, Cred, error) {
-	raw, err := l.rawListener()
-	if err != nil {
-		return -1, Cred{}, err
-	}
-	rc, err := raw.SyscallConn()
-	if err != nil {
-		return -1, Cred{}, err
-	}
-	for {
-		nfd, aerr := -1, error(nil)
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				nfd, aerr = accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-				if aerr != unix.EINTR && aerr != unix.ECONNABORTED {
-					return aerr != unix.EAGAIN
-				}
-			}
-		})
-		if err == nil && aerr != nil {
-			err = os.NewSyscallError("accept4", aerr)
-		}
-		if err != nil {
-			if l.closing.Load() {
-				return -1, Cred{}, net.ErrClosed // the raw file's "use of closed file"
-			}
-			l.checkStolen()
-			return -1, Cred{}, err
-		}
-		cred, err := l.admitFD(nfd)
-		if err != nil {
-			l.deny(cred, err)
-			closeDeniedFD(nfd)
-			continue
-		}
-		return nfd, cred, nil
-	}
-}
-
-// rawListener returns the listening socket's duplicate in the netpoller,
-// making it on first use.
-func (l *Listener) rawListener() (*os.File, error) {
-	l.rawMu.Lock()
-	defer l.rawMu.Unlock()
-	if l.rawClosed {
-		return nil, net.ErrClosed
-	}
-	if l.raw == nil {
-		rc, err := l.ul.SyscallConn()
-		if err != nil {
-			return nil, err
-		}
-		fd, derr := -1, error(nil)
-		if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-			return nil, err
-		}
-		if derr != nil {
-			return nil, os.NewSyscallError("fcntl", derr)
-		}
-		l.raw = os.NewFile(uintptr(fd), l.path) // non-blocking, as the socket is
-	}
-	return l.raw, nil
-}
-
-// rawAccept4 is accept4(2) without the peer's address, which a Unix
-// socket's client seldom has and unix.Accept4 would decode and allocate.
-func rawAccept4(fd, flags int) (int, error) {
-	nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, uintptr(flags), 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(nfd), nil
 }
 
 // admit is admitFD on a connection's descriptor.

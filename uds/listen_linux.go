@@ -219,13 +219,6 @@ func (l *Listener) close() error {
 		unlinkIfOurs(l.dirfd, l.base, l.dev, l.ino)
 	}
 	err := l.ul.Close()
-	l.rawMu.Lock()
-	if l.raw != nil {
-		// The listening socket lives until its last descriptor closes.
-		l.raw.Close()
-	}
-	l.rawClosed = true
-	l.rawMu.Unlock()
 	if l.dirfd >= 0 {
 		releaseLock(l.dirfd, l.lock, l.lockfd)
 		unix.Close(l.dirfd)

@@ -3,7 +3,6 @@ package uds
 import (
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,13 +39,6 @@ type Listener struct {
 	stolen     chan struct{}
 	stolenOnce sync.Once
 	stolenErr  atomic.Pointer[error]
-
-	// raw is a duplicate of the listening socket in Go's netpoller, made
-	// by the first AcceptFD: a net.UnixListener's RawConn cannot wait for
-	// readiness. Close closes it (rawMu, rawClosed).
-	rawMu     sync.Mutex
-	raw       *os.File
-	rawClosed bool
 
 	closing   atomic.Bool
 	closeOnce sync.Once
@@ -94,16 +86,6 @@ func Listen(path string, opts ...Option) (*Listener, error) { return openListene
 // SO_PASSRIGHTS is off on the connection unless WithPassRights(true).
 // Safe for concurrent use; Close from any goroutine unblocks it.
 func (l *Listener) AcceptUnix() (*net.UnixConn, Cred, error) { return l.accept() }
-
-// AcceptFD is AcceptUnix without the net.UnixConn: it returns the
-// connection's descriptor, non-blocking and close-on-exec, which the
-// caller owns and must close. A server that answers a connection with
-// plain reads and writes saves what a net.UnixConn costs per connection
-// (a getsockname, an epoll registration and its removal); net.FileConn
-// makes one later if needed. The policy, the errors and the theft check
-// are AcceptUnix's. Safe for concurrent use; Close from any goroutine
-// unblocks it.
-func (l *Listener) AcceptFD() (int, Cred, error) { return l.acceptFD() }
 
 // Accept is AcceptUnix for the net.Listener interface; the connection is a
 // *net.UnixConn. Safe for concurrent use.
