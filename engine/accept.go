@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync/atomic"
@@ -31,7 +32,7 @@ func (s *Server) acceptLoop() {
 	}()
 	var delay time.Duration
 	for {
-		uc, cred, err := s.ln.AcceptUnix()
+		fd, cred, err := s.ln.AcceptFD()
 		if err != nil {
 			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
 				return
@@ -50,7 +51,7 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if fdErr := s.route(uc, cred); fdErr {
+		if fdErr := s.route(fd, cred); fdErr {
 			delay = acceptBackoffMin
 			if !s.sleep(delay) {
 				return
@@ -60,41 +61,85 @@ func (s *Server) acceptLoop() {
 }
 
 // route decides where a new connection goes: closed at once (over a cap
-// with nothing to evict, or gone already), served here (its whole request
-// came with it: oneshot.go), into the lobby (no request yet, near a cap:
-// lobby.go), or to an event loop. It reports whether enrolling failed for
-// lack of descriptors. On the accept loop.
-func (s *Server) route(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
+// with nothing to evict, or gone already), served here on its bare
+// descriptor (its whole request came with it: oneshot.go), into the lobby
+// (no request yet, near a cap: lobby.go), or to an event loop; the last
+// two, and ring connections, get a net.UnixConn first. It reports whether
+// that, or enrolling, failed for lack of descriptors. On the accept loop,
+// which owns fd.
+func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 	pressured, full := s.adm.crowded(cred.UID)
 	pressured = pressured || s.lobby.waiting(cred.UID)
 	if full { // nothing to evict: whatever it sends, it cannot come in
 		s.stats.overCap.Add(1)
-		_ = uc.Close()
+		_ = sysClose(fd)
 		return false
 	}
-	verdict, end := s.peekNew(uc)
+	verdict, end := s.peekNew(fd)
+	if verdict == peekWait && !pressured && readableWithin(fd, oneShotGrace) {
+		// git's client writes its request right after connecting: a
+		// moment's wait keeps it on the git-style path.
+		verdict, end = s.peekNew(fd)
+	}
 	pooled := false
 	switch {
 	case verdict == peekGone: // git's probe: dropped silently
 		s.stats.accepted.Add(1)
-		_ = uc.Close()
+		_ = sysClose(fd)
 		return false
 	case verdict == peekReady && end > 0:
 		if size, ok := s.peekedRingHello(end); ok && s.opts.persistent {
-			s.adoptRing(uc, cred, end, size)
-			return false
+			return s.adoptRing(fd, cred, end, size)
 		}
 		var served bool
-		if served, pooled = s.serveOneShot(uc, cred, end); served {
+		if served, pooled = s.serveOneShot(fd, cred, end); served {
 			return false
 		}
 	case verdict == peekWait && pressured:
+		uc, err := fdConn(fd)
+		if err != nil {
+			return s.connFailed(err)
+		}
 		if !s.enterLobby(uc, cred) {
 			_ = uc.Close()
 		}
 		return false
 	}
+	uc, err := fdConn(fd)
+	if err != nil {
+		return s.connFailed(err)
+	}
 	return s.admitAndEnroll(uc, cred, pooled)
+}
+
+// fdConn makes a net.UnixConn of an accepted descriptor, which it closes
+// (the conn holds a duplicate).
+func fdConn(fd int) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	c, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("engine: accepted a %T", c)
+	}
+	return uc, nil
+}
+
+// connFailed counts a connection lost because fdConn failed, and reports
+// whether the descriptor table is full (the accept loop backs off).
+func (s *Server) connFailed(err error) (fdErr bool) {
+	if fdExhausted(err) {
+		s.stats.acceptExhausted.Add(1)
+		return true
+	}
+	if s.logAcc.allow(s.now()) {
+		s.log.Warn("engine: a new connection failed", "err", err)
+	}
+	return false
 }
 
 // admitAndEnroll counts uc against the caps (evicting a connection without
@@ -125,6 +170,12 @@ func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (f
 // connection that admission evicts to make room; false means uc was
 // refused, and closed. Any goroutine.
 func (s *Server) admitNew(uc *net.UnixConn, cred uds.Cred) bool {
+	return s.admitCred(cred, func() { _ = uc.Close() })
+}
+
+// admitCred is admitNew for any connection: refuse closes it. Any
+// goroutine.
+func (s *Server) admitCred(cred uds.Cred, refuse func()) bool {
 	ok, victim := s.adm.admit(cred)
 	if victim != nil {
 		s.stats.evicted.Add(1)
@@ -132,7 +183,7 @@ func (s *Server) admitNew(uc *net.UnixConn, cred uds.Cred) bool {
 	}
 	if !ok {
 		s.stats.overCap.Add(1) // counted before the client can see the close
-		_ = uc.Close()
+		refuse()
 		return false
 	}
 	return true

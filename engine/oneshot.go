@@ -32,6 +32,14 @@ import (
 // looks at for a whole request: git's ordinary requests fit.
 const oneShotPeek = 64 << 10
 
+// oneShotGrace is how long the accept loop waits for the request of a
+// connection that has sent nothing yet, when the server is not crowded,
+// before it hands the connection to a loop: git's client writes its
+// request right after connecting, and a connection served here costs a
+// fraction of one enrolled in a loop. A silent client costs the accept
+// loop this much once; under pressure it costs nothing (the lobby).
+const oneShotGrace = 500 * time.Microsecond
+
 // oneShot is the accept loop's state for the git-style path; only the
 // accept loop uses it.
 type oneShot struct {
@@ -57,27 +65,19 @@ type lingerers struct {
 // peekNew judges what a new connection has sent so far, with the accept
 // loop's buffer: the verdict, and for peekReady the wire length of the
 // whole request when it lies within the buffer (0 otherwise).
-func (s *Server) peekNew(uc *net.UnixConn) (peekVerdict, int) {
+func (s *Server) peekNew(fd int) (peekVerdict, int) {
 	o := &s.oneshot
 	if o.peek == nil {
 		o.peek = make([]byte, oneShotPeek)
 	}
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return peekBad, 0
+	n, err := recvPeek(fd, o.peek)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return peekWait, 0
+	case err != nil || n == 0:
+		return peekGone, 0
 	}
-	verdict, end := peekWait, 0
-	_ = rc.Control(func(fd uintptr) {
-		n, err := recvPeek(int(fd), o.peek)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EINTR:
-		case err != nil || n == 0:
-			verdict = peekGone
-		default:
-			verdict, end = judgeWhole(o.peek[:n], n == len(o.peek))
-		}
-	})
-	return verdict, end
+	return judgeWhole(o.peek[:n], n == len(o.peek))
 }
 
 // judgeWhole is judgeRequest that also gives the end of a whole request.
@@ -103,7 +103,7 @@ func judgeWhole(b []byte, full bool) (peekVerdict, int) {
 // accept loop's peek buffer on the accept loop, and reports served; it
 // reports false, touching nothing, when the request must go to a loop, and
 // then pooled says that WithInlineFilter already sent it to the pool.
-func (s *Server) serveOneShot(uc *net.UnixConn, cred uds.Cred, end int) (served, pooled bool) {
+func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bool) {
 	o := &s.oneshot
 	if o.asm == nil {
 		o.asm = frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest)
@@ -116,96 +116,101 @@ func (s *Server) serveOneShot(uc *net.UnixConn, cred uds.Cred, end int) (served,
 	if !s.opts.inline && !s.filterInline(msg) {
 		return false, true
 	}
-	if !s.admitNew(uc, cred) {
+	if !s.admitCred(cred, func() { _ = sysClose(fd) }) {
 		return true, false
 	}
 	defer s.adm.unadmit(cred)
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-	if s.stopping.Load() || !consume(uc, end, &o.sink) {
-		_ = uc.Close()
+	if s.stopping.Load() || !consume(fd, end, &o.sink) {
+		_ = sysClose(fd)
 		return true, false
 	}
 	s.stats.requests.Add(1)
 	s.stats.oneShot.Add(1)
 	c.prepareHandler(false)
-	c.reply.beginOneShot(&o.reply, uc)
+	c.reply.beginOneShot(&o.reply, fd)
 	herr, panicked := s.call(c, msg)
 	c.cancelHandler(net.ErrClosed)
 	w := &c.reply
 	if panicked || w.err != nil {
 		w.release()
-		_ = uc.Close() // no terminator: the client sees an incomplete reply
+		_ = sysClose(fd) // no terminator: the client sees an incomplete reply
 		return true, false
 	}
 	if errors.Is(herr, ErrQuit) {
 		s.requestQuit()
 	}
 	w.buf.B = frame.AppendFlush(w.buf.B)
-	n, _ := writeNow(uc, w.buf.B)
-	if n < len(w.buf.B) {
-		s.linger(uc, w.buf.B[n:])
+	n, err := writeNow(fd, w.buf.B)
+	if n < len(w.buf.B) && err == nil {
+		s.linger(fd, w.buf.B[n:])
 	} else {
-		_ = uc.Close()
+		_ = sysClose(fd)
 	}
 	w.release()
 	return true, false
 }
 
-// consume reads and drops the first n bytes of uc's input, which are
+// consume reads and drops the first n bytes of fd's input, which are
 // there already.
-func consume(uc *net.UnixConn, n int, sink *[]byte) bool {
+func consume(fd int, n int, sink *[]byte) bool {
 	if cap(*sink) < n {
 		*sink = make([]byte, n)
 	}
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	got := 0
-	_ = rc.Control(func(fd uintptr) {
-		for got < n {
-			m, err := sysRead(fd, (*sink)[got:n])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil || m <= 0 {
-				return
-			}
-			got += m
+	for got < n {
+		m, err := sysRead(uintptr(fd), (*sink)[got:n])
+		if err == syscall.EINTR {
+			continue
 		}
-	})
+		if err != nil || m <= 0 {
+			break
+		}
+		got += m
+	}
 	return got == n
 }
 
-// writeNow writes what the socket takes of b without waiting.
-func writeNow(uc *net.UnixConn, b []byte) (int, error) {
+// writeNow writes what the socket fd takes of b without waiting.
+func writeNow(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := sysWrite(uintptr(fd), b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			if err != syscall.EAGAIN {
+				return n, err
+			}
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// writeConn is writeNow on a net.UnixConn.
+func writeConn(uc *net.UnixConn, b []byte) (int, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	var werr error
-	_ = rc.Control(func(fd uintptr) {
-		for n < len(b) {
-			m, err := sysWrite(fd, b[n:])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = err
-				}
-				return
-			}
-			n += m
-		}
-	})
-	return n, werr
+	if cerr := rc.Control(func(fd uintptr) { n, err = writeNow(int(fd), b) }); cerr != nil {
+		return 0, cerr
+	}
+	return n, err
 }
 
-// linger finishes a one-shot reply the socket did not take at once, on a
-// goroutine of its own, then closes the connection. It copies rest.
-func (s *Server) linger(uc *net.UnixConn, rest []byte) {
+// linger finishes a one-shot reply the socket fd did not take at once, on
+// a goroutine of its own, then closes the connection. It copies rest, and
+// owns fd from the call on.
+func (s *Server) linger(fd int, rest []byte) {
+	uc, err := fdConn(fd)
+	if err != nil {
+		return // the client sees an incomplete reply
+	}
 	l := &s.lingering
 	// The deadline before the registration: close sets a past one on
 	// every registered connection, and must not be overtaken.
@@ -258,10 +263,10 @@ func (l *lingerers) close() {
 
 // beginOneShot starts a reply written on uc by the accept loop, in buf,
 // its own buffer.
-func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, uc *net.UnixConn) {
+func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, fd int) {
 	w.buf = buf
 	w.buf.B = w.buf.B[:0]
-	w.err, w.n, w.inline, w.base, w.sock = nil, 0, true, 0, uc
+	w.err, w.n, w.inline, w.base, w.sock, w.oneShot = nil, 0, true, 0, fd, true
 }
 
 // flushOneShot writes what the socket takes of the reply so far and keeps

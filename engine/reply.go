@@ -30,14 +30,15 @@ var bufPool bytebufferpool.Pool
 // returns. Only the handler that received it may use it, and only until the
 // handler returns.
 type ReplyWriter struct {
-	c      *conn
-	buf    *bytebufferpool.ByteBuffer
-	err    error // sticky: once a write failed, the reply is abandoned
-	n      int64 // payload bytes written
-	inline bool
-	sock   *net.UnixConn // a one-shot reply's socket (oneshot.go); nil otherwise
-	base   int           // outbound bytes queued when an inline reply began
-	sentAt int64         // when a pooled reply last went to the event loop
+	c       *conn
+	buf     *bytebufferpool.ByteBuffer
+	err     error // sticky: once a write failed, the reply is abandoned
+	n       int64 // payload bytes written
+	inline  bool
+	sock    int // a one-shot reply's socket (oneshot.go), when oneShot
+	oneShot bool
+	base    int   // outbound bytes queued when an inline reply began
+	sentAt  int64 // when a pooled reply last went to the event loop
 
 	// On a ring connection (ringreply.go): its state, the record reserved
 	// and not yet committed (nil: none), and how much of it the reply
@@ -186,7 +187,7 @@ func (w *ReplyWriter) begin(inline bool) {
 		w.buf = bufPool.Get()
 	}
 	w.buf.B = w.buf.B[:0]
-	w.err, w.n, w.inline, w.base, w.sock = nil, 0, inline, 0, nil
+	w.err, w.n, w.inline, w.base, w.oneShot = nil, 0, inline, 0, false
 	if inline {
 		w.base = w.c.gc.OutboundBuffered()
 	} else {
@@ -196,7 +197,7 @@ func (w *ReplyWriter) begin(inline bool) {
 
 func (w *ReplyWriter) release() {
 	if w.inline {
-		w.buf, w.sock = nil, nil // the loop's, or the accept loop's
+		w.buf, w.oneShot = nil, false // the loop's, or the accept loop's
 		return
 	}
 	if w.buf != nil {
@@ -214,7 +215,7 @@ func (w *ReplyWriter) flush() error {
 		return nil
 	}
 	switch {
-	case w.sock != nil:
+	case w.oneShot:
 		return w.flushOneShot()
 	case w.inline:
 		return w.flushInline()

@@ -273,12 +273,18 @@ func (s *Server) peekedRingHello(end int) (int, bool) {
 // adoptRing takes a connection that sent the ring handshake (end bytes,
 // peeked) before it was accepted. On the accept loop, which it never
 // blocks: the rings are set up by the connection's own goroutine.
-func (s *Server) adoptRing(uc *net.UnixConn, cred uds.Cred, end, size int) {
-	if !consume(uc, end, &s.oneshot.sink) {
-		_ = uc.Close()
-		return
+// It owns fd and reports whether the descriptor table is full.
+func (s *Server) adoptRing(fd int, cred uds.Cred, end, size int) (fdErr bool) {
+	if !consume(fd, end, &s.oneshot.sink) {
+		_ = sysClose(fd)
+		return false
+	}
+	uc, err := fdConn(fd)
+	if err != nil {
+		return s.connFailed(err)
 	}
 	s.adoptRingConn(uc, Peer{Cred: cred}, size)
+	return false
 }
 
 // adoptRingConn counts uc, whose ring handshake asking for size bytes was
@@ -286,7 +292,7 @@ func (s *Server) adoptRing(uc *net.UnixConn, cred uds.Cred, end, size int) {
 // peer.ID is given the next. Any goroutine; it never blocks.
 func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, size int) {
 	if s.stopping.Load() || !s.rings.enter(s.opts.maxRings) {
-		_, _ = writeNow(uc, ringNoWire) // a fresh socket takes a few bytes
+		_, _ = writeConn(uc, ringNoWire) // a fresh socket takes a few bytes
 		_ = uc.Close()
 		return
 	}
@@ -389,13 +395,13 @@ func (rc *ringConn) setup(size int) error {
 	rc.reply.ring = rc
 	reqF, err := ring.Create(size)
 	if err != nil {
-		_, _ = writeNow(rc.uc, ringNoWire)
+		_, _ = writeConn(rc.uc, ringNoWire)
 		return err
 	}
 	defer reqF.Close()
 	repF, err := ring.Create(size)
 	if err != nil {
-		_, _ = writeNow(rc.uc, ringNoWire)
+		_, _ = writeConn(rc.uc, ringNoWire)
 		return err
 	}
 	defer repF.Close()

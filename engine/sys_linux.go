@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +46,15 @@ func waitReadable(p *pollSet, fd, bell int) (bool, error) {
 		return false, err
 	}
 	return p[0].Revents != 0, nil
+}
+
+// readableWithin waits at most d for fd to become readable (or closed)
+// and reports whether it did.
+func readableWithin(fd int, d time.Duration) bool {
+	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	ts := unix.NsecToTimespec(int64(d))
+	n, err := unix.Ppoll(p[:], &ts, nil)
+	return err == nil && n > 0
 }
 
 // arenaAlloc maps size bytes (a multiple of the page size) for the memory

@@ -5,6 +5,7 @@ package engine
 import (
 	"errors"
 	"syscall"
+	"time"
 )
 
 func peerHalfClosed(int) bool { return false }
@@ -18,6 +19,8 @@ const soloSupported = false
 type pollSet struct{}
 
 func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUnsupported }
+
+func readableWithin(int, time.Duration) bool { return false }
 
 func arenaAlloc(size int) []byte { return make([]byte, 0, size) }
 

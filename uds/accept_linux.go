@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -38,6 +39,123 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 		}
 		return c, cred, nil
 	}
+}
+
+// acceptFD is AcceptFD. The accept goroutine takes connections with
+// accept4 on the listening socket and, when there is none, waits in
+// poll(2) on the socket and the listener's wake pipe, its thread blocked
+// as a C server's is; Close writes the pipe. The socket is not registered
+// with Go's netpoller a second time (a duplicate registered beside the
+// listener's own was seen to miss wake-ups), and the listener's RawConn
+// keeps its descriptor open across the wait.
+func (l *Listener) acceptFD() (int, Cred, error) {
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return -1, Cred{}, err
+	}
+	wake, err := l.wakeAcquire()
+	if err != nil {
+		return -1, Cred{}, err
+	}
+	defer l.wakeRelease()
+	for {
+		nfd, aerr := -1, error(nil)
+		cerr := rc.Control(func(fd uintptr) {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
+			for !l.closing.Load() {
+				nfd, aerr = rawAccept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				switch aerr {
+				case unix.EINTR, unix.ECONNABORTED:
+					continue
+				case unix.EAGAIN:
+					if _, perr := unix.Poll(pfd, -1); perr != nil && perr != unix.EINTR {
+						aerr = perr
+						return
+					}
+					continue
+				}
+				return
+			}
+			aerr = net.ErrClosed
+		})
+		if cerr != nil || l.closing.Load() {
+			if nfd >= 0 {
+				unix.Close(nfd)
+			}
+			return -1, Cred{}, net.ErrClosed
+		}
+		if aerr != nil {
+			l.checkStolen()
+			return -1, Cred{}, os.NewSyscallError("accept4", aerr)
+		}
+		cred, err := l.admitFD(nfd)
+		if err != nil {
+			l.deny(cred, err)
+			unix.Close(nfd)
+			continue
+		}
+		return nfd, cred, nil
+	}
+}
+
+// wakeAcquire returns the read end of the pipe that Close writes to end
+// an acceptFD's poll, making the pipe on first use, and counts the caller
+// as a user until wakeRelease.
+func (l *Listener) wakeAcquire() (int, error) {
+	l.wakeMu.Lock()
+	defer l.wakeMu.Unlock()
+	if l.wakeClosed {
+		return -1, net.ErrClosed
+	}
+	if l.wake[0] < 0 {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+			return -1, os.NewSyscallError("pipe2", err)
+		}
+		l.wake = p
+	}
+	l.wakeUsers++
+	return l.wake[0], nil
+}
+
+// wakeRelease ends a use of the pipe; the last after Close closes it.
+func (l *Listener) wakeRelease() {
+	l.wakeMu.Lock()
+	defer l.wakeMu.Unlock()
+	l.wakeUsers--
+	l.closeWakeLocked()
+}
+
+// closeWake ends every acceptFD's poll: Close calls it before it closes
+// the socket, since closing waits for the RawConn.Control that an
+// acceptFD polls in. The byte written stays unread, so a poll that starts
+// later returns at once. The pipe is closed by whoever is last.
+func (l *Listener) closeWake() {
+	l.wakeMu.Lock()
+	defer l.wakeMu.Unlock()
+	l.wakeClosed = true
+	if l.wake[1] >= 0 {
+		unix.Write(l.wake[1], []byte{0})
+	}
+	l.closeWakeLocked()
+}
+
+func (l *Listener) closeWakeLocked() {
+	if l.wakeClosed && l.wakeUsers == 0 && l.wake[0] >= 0 {
+		unix.Close(l.wake[0])
+		unix.Close(l.wake[1])
+		l.wake = [2]int{-1, -1}
+	}
+}
+
+// rawAccept4 is accept4(2) without the peer's address, which a Unix
+// socket's client seldom has and unix.Accept4 would decode and allocate.
+func rawAccept4(fd, flags int) (int, error) {
+	nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(nfd), nil
 }
 
 // admit is admitFD on a connection's descriptor.

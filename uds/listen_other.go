@@ -17,6 +17,8 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 	return nil, Cred{}, errors.ErrUnsupported
 }
 
+func (l *Listener) acceptFD() (int, Cred, error) { return -1, Cred{}, errors.ErrUnsupported }
+
 func (l *Listener) setDeadline(time.Time) error { return errors.ErrUnsupported }
 
 func (l *Listener) close() error { return errors.ErrUnsupported }

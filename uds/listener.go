@@ -40,6 +40,13 @@ type Listener struct {
 	stolenOnce sync.Once
 	stolenErr  atomic.Pointer[error]
 
+	// wake is a pipe whose write end Close writes to end a poll in
+	// AcceptFD (accept_linux.go); made by the first AcceptFD (wakeMu).
+	wakeMu     sync.Mutex
+	wake       [2]int
+	wakeUsers  int
+	wakeClosed bool
+
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -86,6 +93,19 @@ func Listen(path string, opts ...Option) (*Listener, error) { return openListene
 // SO_PASSRIGHTS is off on the connection unless WithPassRights(true).
 // Safe for concurrent use; Close from any goroutine unblocks it.
 func (l *Listener) AcceptUnix() (*net.UnixConn, Cred, error) { return l.accept() }
+
+// AcceptFD is AcceptUnix without the net.UnixConn: it returns the
+// connection's descriptor, non-blocking and close-on-exec, which the
+// caller owns and must close. A server that answers a connection with
+// plain reads and writes saves what a net.UnixConn costs per connection
+// (a getsockname, an epoll registration and its removal); net.FileConn
+// makes one later if needed. While no connection waits, the calling
+// goroutine's thread blocks in poll(2), as a C server's accept thread
+// does, so AcceptFD suits one dedicated accept goroutine; it ignores
+// SetDeadline. The policy, the errors and the theft check are
+// AcceptUnix's. Safe for concurrent use; Close from any goroutine
+// unblocks it.
+func (l *Listener) AcceptFD() (int, Cred, error) { return l.acceptFD() }
 
 // Accept is AcceptUnix for the net.Listener interface; the connection is a
 // *net.UnixConn. Safe for concurrent use.
