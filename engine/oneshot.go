@@ -37,7 +37,8 @@ const oneShotPeek = 64 << 10
 // before it hands the connection to a loop: git's client writes its
 // request right after connecting, and a connection served here costs a
 // fraction of one enrolled in a loop. A silent client costs the accept
-// loop this much once; under pressure it costs nothing (the lobby).
+// loop this much once, and nothing when other connections wait to be
+// accepted or under pressure (the lobby).
 const oneShotGrace = 500 * time.Microsecond
 
 // oneShot is the accept loop's state for the git-style path; only the

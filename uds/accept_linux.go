@@ -148,6 +148,21 @@ func (l *Listener) closeWakeLocked() {
 	}
 }
 
+// waiting is Waiting: a poll of the listening socket that does not wait.
+func (l *Listener) waiting() bool {
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ready := false
+	_ = rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(p, 0)
+		ready = err == nil && n > 0
+	})
+	return ready
+}
+
 // rawAccept4 is accept4(2) without the peer's address, which a Unix
 // socket's client seldom has and unix.Accept4 would decode and allocate.
 func rawAccept4(fd, flags int) (int, error) {

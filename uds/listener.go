@@ -107,6 +107,10 @@ func (l *Listener) AcceptUnix() (*net.UnixConn, Cred, error) { return l.accept()
 // unblocks it.
 func (l *Listener) AcceptFD() (int, Cred, error) { return l.acceptFD() }
 
+// Waiting reports whether a connection waits in the backlog to be
+// accepted, without waiting itself. Safe for concurrent use.
+func (l *Listener) Waiting() bool { return l.waiting() }
+
 // Accept is AcceptUnix for the net.Listener interface; the connection is a
 // *net.UnixConn. Safe for concurrent use.
 func (l *Listener) Accept() (net.Conn, error) {
