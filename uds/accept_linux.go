@@ -98,6 +98,46 @@ func (l *Listener) acceptFD() (int, Cred, error) {
 	}
 }
 
+// tryAcceptFD is TryAcceptFD: accept4 until an admitted connection or
+// EAGAIN.
+func (l *Listener) tryAcceptFD() (int, Cred, error) {
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return -1, Cred{}, err
+	}
+	for {
+		nfd, aerr := -1, error(nil)
+		cerr := rc.Control(func(fd uintptr) {
+			for {
+				nfd, aerr = rawAccept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				if aerr != unix.EINTR && aerr != unix.ECONNABORTED {
+					return
+				}
+			}
+		})
+		if cerr != nil || l.closing.Load() {
+			if nfd >= 0 {
+				unix.Close(nfd)
+			}
+			return -1, Cred{}, net.ErrClosed
+		}
+		if aerr == unix.EAGAIN {
+			return -1, Cred{}, nil
+		}
+		if aerr != nil {
+			l.checkStolen()
+			return -1, Cred{}, os.NewSyscallError("accept4", aerr)
+		}
+		cred, err := l.admitFD(nfd)
+		if err != nil {
+			l.deny(cred, err)
+			unix.Close(nfd)
+			continue
+		}
+		return nfd, cred, nil
+	}
+}
+
 // wakeAcquire returns the read end of the pipe that Close writes to end
 // an acceptFD's poll, making the pipe on first use, and counts the caller
 // as a user until wakeRelease.

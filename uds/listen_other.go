@@ -19,6 +19,8 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 
 func (l *Listener) acceptFD() (int, Cred, error) { return -1, Cred{}, errors.ErrUnsupported }
 
+func (l *Listener) tryAcceptFD() (int, Cred, error) { return -1, Cred{}, errors.ErrUnsupported }
+
 func (l *Listener) waiting() bool { return false }
 
 func (l *Listener) setDeadline(time.Time) error { return errors.ErrUnsupported }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -106,6 +107,21 @@ func (l *Listener) AcceptUnix() (*net.UnixConn, Cred, error) { return l.accept()
 // AcceptUnix's. Safe for concurrent use; Close from any goroutine
 // unblocks it.
 func (l *Listener) AcceptFD() (int, Cred, error) { return l.acceptFD() }
+
+// TryAcceptFD is AcceptFD for an event loop that watches the listening
+// socket itself (see SyscallConn): it makes one non-blocking attempt and
+// returns fd == -1 with a nil error when no admitted connection waits.
+// Peers denied by the policy are closed and counted on the way. The
+// descriptor is non-blocking and close-on-exec, and the caller owns it.
+// Errors are AcceptFD's (EMFILE and the like as *os.SyscallError; after
+// Close, net.ErrClosed). Safe for concurrent use.
+func (l *Listener) TryAcceptFD() (int, Cred, error) { return l.tryAcceptFD() }
+
+// SyscallConn gives access to the listening socket's descriptor, for
+// registering it with an event loop's epoll set (readiness only: accept
+// with TryAcceptFD, so the policy holds). The descriptor stays open until
+// Close; deregister it before calling Close. Safe for concurrent use.
+func (l *Listener) SyscallConn() (syscall.RawConn, error) { return l.ul.SyscallConn() }
 
 // Waiting reports whether a connection waits in the backlog to be
 // accepted, without waiting itself. Safe for concurrent use.

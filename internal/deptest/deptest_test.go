@@ -34,6 +34,11 @@ var rules = map[string]rule{
 		internal: []string{"frame", "uds", "fdpass", "ring"},
 		external: []string{"github.com/panjf2000/gnet/v2", "github.com/valyala/bytebufferpool", "golang.org/x/sys/unix"},
 	},
+	// LibIPC's event model beside the engine, on the leaves.
+	"events": {
+		internal: []string{"frame", "uds"},
+		external: []string{"github.com/valyala/bytebufferpool", "golang.org/x/sys/unix"},
+	},
 	// git's test-tool on the engine, behind ipcbench's git commands and
 	// bench's git-vs-pktipc peer and torture server.
 	// git's fsmonitor protocol on the engine.
@@ -43,8 +48,8 @@ var rules = map[string]rule{
 	},
 	"cmd/pktipc-fsmonitor": {internal: []string{"fsmonitor", "engine", "uds"}},
 	"internal/gitipc":      {internal: []string{"engine", "frame", "uds"}},
-	"bench":                {internal: []string{"bench", "engine", "frame", "uds", "fdpass", "ring", "perf", "internal/gitipc"}, anyExt: true},
-	"cmd/ipcbench":         {internal: []string{"bench", "engine", "perf", "internal/gitipc"}, anyExt: true},
+	"bench":                {internal: []string{"bench", "engine", "events", "frame", "uds", "fdpass", "ring", "perf", "internal/gitipc"}, anyExt: true},
+	"cmd/ipcbench":         {internal: []string{"bench", "engine", "events", "perf", "internal/gitipc"}, anyExt: true},
 	"internal/leakcheck":   {external: []string{"go.uber.org/goleak"}},
 	"internal/deptest":     {},
 }

@@ -1,0 +1,746 @@
+//go:build linux
+
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pktipc/pktipc/uds"
+)
+
+// Loop is the platform part of a Loop.
+//
+// Ownership. Three kinds of state, three owners:
+//   - waitMu's holder (the goroutine inside WaitEvent, or one closing a
+//     connection on the application's behalf) owns every connection's read
+//     side (buffers, decoder, readable flag), the epoll set, the timers'
+//     firing state and the actual close(2) of descriptors;
+//   - mu guards the ready queue, the slot table, the counters, sleeping and
+//     closed, and each conn's queued and closed flags; it is never held
+//     across a system call that can block;
+//   - each conn's wmu guards its write side (see conn).
+//
+// Lock order: waitMu, then a conn's wmu, then mu. A goroutine posting an
+// event from a write holds wmu and takes mu briefly.
+type loop struct {
+	opts options
+
+	epfd   int
+	wakefd int
+
+	callMu  sync.Mutex // serialises WaitEvent callers; guards evbuf
+	evbuf   []unix.EpollEvent
+	waitMu  sync.Mutex
+	rearm   []*conn // externals reported by the last WaitEvent, re-armed at the next
+	last    time.Time
+	ctxReg  context.Context
+	ctxOff  func() bool
+	scratch []byte // transform output, reused
+
+	mu       sync.Mutex
+	slots    []*conn
+	free     []int32
+	seq      uint64
+	q        queue
+	nconns   int
+	sleeping bool
+	closed   bool
+	capped   []*conn // listeners paused at the connection cap
+	idle     time.Duration
+	period   time.Duration
+	nextTick time.Time
+}
+
+// slotBits is how many low bits of a ConnID give its slot.
+const slotBits = 24
+
+func newLoop(o options) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(wfd)
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return &loop{opts: o, epfd: epfd, wakefd: wfd, evbuf: make([]unix.EpollEvent, 128), last: time.Now()}, nil
+}
+
+// add gives c a slot and an ID and registers fd with epoll.
+func (l *loop) add(c *conn, events uint32) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	if c.kind == kindConn && l.nconns >= l.opts.maxConns {
+		l.mu.Unlock()
+		return &ConnError{Op: "add", Err: fmt.Errorf("%w: connection cap of %d reached", unix.EMFILE, l.opts.maxConns)}
+	}
+	var slot int32
+	if n := len(l.free); n > 0 {
+		slot = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		if len(l.slots) >= 1<<slotBits {
+			l.mu.Unlock()
+			return &ConnError{Op: "add", Err: unix.EMFILE}
+		}
+		slot = int32(len(l.slots))
+		l.slots = append(l.slots, nil)
+	}
+	l.seq++
+	c.id = ConnID(l.seq<<slotBits | uint64(slot))
+	c.slot = slot
+	c.l = l
+	l.slots[slot] = c
+	if c.kind == kindConn {
+		l.nconns++
+	}
+	l.mu.Unlock()
+	ev := unix.EpollEvent{Events: events, Fd: slot, Pad: int32(uint32(c.id >> slotBits))}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		l.release(c)
+		return &ConnError{Conn: c.id, Op: "epoll_ctl", Err: err}
+	}
+	return nil
+}
+
+// release frees c's slot; it reports false when c was released already.
+// Callers hold waitMu or have not published c.
+func (l *loop) release(c *conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.closed = true
+	if l.slots[c.slot] == c {
+		l.slots[c.slot] = nil
+		l.free = append(l.free, c.slot)
+		if c.kind == kindConn {
+			l.nconns--
+			for _, ln := range l.capped {
+				l.pushTokenLocked(ln)
+			}
+			l.capped = l.capped[:0]
+		}
+	}
+	return true
+}
+
+// lookup returns the live conn with id, or nil.
+func (l *loop) lookup(id ConnID) *conn {
+	slot := int(id & (1<<slotBits - 1))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if slot >= len(l.slots) {
+		return nil
+	}
+	if c := l.slots[slot]; c != nil && c.id == id && !c.closed {
+		return c
+	}
+	return nil
+}
+
+// post appends an event to the ready queue and wakes a sleeping
+// WaitEvent. Safe from any goroutine; callers may hold a wmu.
+func (l *loop) post(c *conn, ev Event) {
+	l.mu.Lock()
+	l.q.push(item{c: c, ev: ev})
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// pushToken queues c's turn to produce an event from its input (or, for a
+// listener, to accept), unless one is queued already.
+func (l *loop) pushToken(c *conn) {
+	l.mu.Lock()
+	l.pushTokenLocked(c)
+	l.mu.Unlock()
+}
+
+func (l *loop) pushTokenLocked(c *conn) {
+	if c.queued || c.closed {
+		return
+	}
+	c.queued = true
+	l.q.push(item{c: c, ev: Event{Kind: tokenKind}})
+	l.wakeLocked()
+}
+
+func (l *loop) wakeLocked() {
+	if l.sleeping {
+		l.sleeping = false
+		var one = [8]byte{1}
+		unix.Write(l.wakefd, one[:])
+	}
+}
+
+// tokenKind marks a queue item that is a connection's turn, not an event.
+const tokenKind Kind = 0xff
+
+// waitEvent is WaitEvent. It holds waitMu except while it sleeps in
+// epoll_wait, so CloseConn, AddSwitch and Detach from other goroutines
+// wait at most for one event's worth of work.
+func (l *loop) waitEvent(ctx context.Context) (Event, error) {
+	l.callMu.Lock()
+	defer l.callMu.Unlock()
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	for _, c := range l.rearm {
+		c.arm()
+	}
+	clear(l.rearm)
+	l.rearm = l.rearm[:0]
+	for {
+		if err := ctx.Err(); err != nil {
+			return Event{FD: -1}, err
+		}
+		ev, ok, err := l.next()
+		if err != nil || ok {
+			return ev, err
+		}
+		// Nothing ready: sleep in epoll until I/O, a post, a timer or ctx.
+		now := time.Now()
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return Event{FD: -1}, ErrClosed
+		}
+		if l.q.len() > 0 {
+			l.mu.Unlock()
+			continue
+		}
+		timeout := l.timeoutLocked(now, ctx)
+		l.sleeping = true
+		l.mu.Unlock()
+		l.watchCtx(ctx)
+		l.waitMu.Unlock()
+		n, err := unix.EpollWait(l.epfd, l.evbuf, timeout)
+		l.waitMu.Lock()
+		l.mu.Lock()
+		l.sleeping = false
+		l.mu.Unlock()
+		if err != nil && err != unix.EINTR {
+			return Event{FD: -1}, os.NewSyscallError("epoll_wait", err)
+		}
+		l.dispatch(l.evbuf[:max(n, 0)])
+		if n == len(l.evbuf) && n < 4096 {
+			l.evbuf = make([]unix.EpollEvent, 2*n)
+		}
+	}
+}
+
+// next returns the next event if one is ready: a due periodic timer
+// first (so it fires on time under load), then the ready queue in order,
+// then a due idle timer. The caller holds waitMu.
+func (l *loop) next() (Event, bool, error) {
+	now := time.Now()
+	if ev, ok := l.timerDue(now); ok {
+		l.last = now
+		return ev, true, nil
+	}
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return Event{FD: -1}, false, ErrClosed
+		}
+		it, ok := l.q.pop()
+		if !ok {
+			l.mu.Unlock()
+			break
+		}
+		if it.ev.Kind == tokenKind {
+			it.c.queued = false
+		}
+		l.mu.Unlock()
+		if it.ev.Kind != tokenKind {
+			if it.ev.Kind == External {
+				if it.c.closed {
+					continue
+				}
+				l.rearm = append(l.rearm, it.c)
+			}
+			l.last = time.Now()
+			return it.ev, true, nil
+		}
+		if ev, ok := l.turn(it.c); ok {
+			l.last = time.Now()
+			return ev, true, nil
+		}
+	}
+	if ev, ok := l.idleDue(time.Now()); ok {
+		return ev, true, nil
+	}
+	return Event{}, false, nil
+}
+
+// timeoutLocked computes epoll's timeout in ms: until the next timer or
+// ctx's deadline, -1 for none.
+func (l *loop) timeoutLocked(now time.Time, ctx context.Context) int {
+	var until time.Duration = -1
+	take := func(d time.Duration) {
+		if d < 0 {
+			d = 0
+		}
+		if until < 0 || d < until {
+			until = d
+		}
+	}
+	if l.idle > 0 {
+		take(l.last.Add(l.idle).Sub(now))
+	}
+	if l.period > 0 {
+		take(l.nextTick.Sub(now))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		take(dl.Sub(now))
+	}
+	if until < 0 {
+		return -1
+	}
+	// Round up so a timer is never checked before it is due.
+	return int((until + time.Millisecond - 1) / time.Millisecond)
+}
+
+// timerDue returns a Periodic event when its time has come, or an Idle one
+// when nothing happened for the idle duration.
+func (l *loop) timerDue(now time.Time) (Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.period > 0 && !now.Before(l.nextTick) {
+		missed := int(now.Sub(l.nextTick) / l.period)
+		l.nextTick = l.nextTick.Add(time.Duration(missed+1) * l.period)
+		return Event{Kind: Timer, Timer: Periodic, Missed: missed, FD: -1}, true
+	}
+	return Event{}, false
+}
+
+func (l *loop) idleDue(now time.Time) (Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.idle > 0 && !now.Before(l.last.Add(l.idle)) && l.q.len() == 0 {
+		l.last = now
+		return Event{Kind: Timer, Timer: Idle, FD: -1}, true
+	}
+	return Event{}, false
+}
+
+// watchCtx arranges for ctx's cancellation to wake epoll. The
+// registration is kept while the same ctx comes back, so a caller that
+// passes one context to every WaitEvent registers once.
+func (l *loop) watchCtx(ctx context.Context) {
+	if ctx == l.ctxReg || ctx.Done() == nil {
+		return
+	}
+	if l.ctxOff != nil {
+		l.ctxOff()
+	}
+	l.ctxReg = ctx
+	l.ctxOff = context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.sleeping = true
+		l.wakeLocked()
+		l.mu.Unlock()
+	})
+}
+
+// dispatch turns epoll's reports into queue entries.
+func (l *loop) dispatch(evs []unix.EpollEvent) {
+	for i := range evs {
+		e := &evs[i]
+		if e.Fd < 0 {
+			var b [8]byte
+			unix.Read(l.wakefd, b[:])
+			continue
+		}
+		l.mu.Lock()
+		var c *conn
+		if int(e.Fd) < len(l.slots) {
+			c = l.slots[e.Fd]
+		}
+		if c == nil || c.closed || uint32(c.id>>slotBits) != uint32(e.Pad) {
+			l.mu.Unlock()
+			continue
+		}
+		l.mu.Unlock()
+		switch c.kind {
+		case kindListener:
+			l.pushToken(c)
+		case kindExternal:
+			l.post(c, Event{Kind: External, Conn: c.id, FD: c.fd})
+		case kindConn:
+			if e.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
+				c.readable = true
+				l.pushToken(c)
+			}
+			if e.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				c.kick()
+			}
+		}
+	}
+}
+
+// turn lets c produce its next event, if it has one.
+func (l *loop) turn(c *conn) (Event, bool) {
+	if c.closed {
+		return Event{}, false
+	}
+	switch c.kind {
+	case kindListener:
+		return l.accept(c)
+	case kindConn:
+		return c.produce()
+	}
+	return Event{}, false
+}
+
+// accept takes one connection from a listener.
+func (l *loop) accept(ln *conn) (Event, bool) {
+	l.mu.Lock()
+	if l.nconns >= l.opts.maxConns {
+		l.capped = append(l.capped, ln)
+		l.mu.Unlock()
+		return Event{}, false
+	}
+	l.mu.Unlock()
+	fd, _, err := ln.ln.TryAcceptFD()
+	if err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			return Event{}, false
+		}
+		// Descriptor exhaustion and its kin: back off and come back (the
+		// client waits in the backlog meanwhile); report once per episode.
+		if ln.retry == nil {
+			ln.retry = time.AfterFunc(acceptBackoff, func() { l.pushToken(ln) })
+		} else {
+			ln.retry.Reset(acceptBackoff)
+		}
+		if ln.failing {
+			return Event{}, false
+		}
+		ln.failing = true
+		return Event{Kind: Error, Conn: ln.id, FD: -1, Err: &ConnError{Conn: ln.id, Op: "accept", Err: err}}, true
+	}
+	if fd < 0 {
+		ln.failing = false
+		return Event{}, false
+	}
+	ln.failing = false
+	c := newConn(fd, kindConn, ln.format, l.opts)
+	c.lnID = ln.id
+	if err := l.add(c, connEvents); err != nil {
+		unix.Close(fd)
+		return Event{Kind: Error, Conn: ln.id, FD: -1, Err: err}, true
+	}
+	l.pushToken(ln)
+	return Event{Kind: Connection, Conn: c.id, Listener: ln.id, FD: -1}, true
+}
+
+// acceptBackoff is how long a listener rests after an accept failure.
+const acceptBackoff = 50 * time.Millisecond
+
+const connEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// closeConn ends c: its writers are woken and fail, its queued messages
+// are reported dropped, its descriptor is closed (an external one is only
+// forgotten) and, when report is set, Disconnection is posted with cause.
+// Its switch partner ends with it and is reported. The caller holds waitMu.
+func (l *loop) closeConn(c *conn, cause error, report bool) {
+	if !l.release(c) {
+		return
+	}
+	peer := c.peer.Swap(nil)
+	if peer != nil {
+		peer.peer.Store(nil)
+	}
+	if c.kind == kindConn {
+		// Shut down first: a Write blocked in poll on this socket wakes
+		// and lets go of wmu.
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		c.wmu.Lock()
+		c.dropQueueLocked(cause)
+		c.wmu.Unlock()
+	}
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	switch c.kind {
+	case kindListener:
+		if c.retry != nil {
+			c.retry.Stop()
+		}
+		c.ln.Close()
+		c.releaseLock()
+	case kindConn:
+		unix.Close(c.fd)
+		c.freeRead()
+	}
+	if report {
+		l.post(c, Event{Kind: Disconnection, Conn: c.id, FD: -1, Err: cause})
+	}
+	if peer != nil {
+		l.closeConn(peer, cause, true)
+	}
+}
+
+// close is Loop.Close.
+func (l *loop) close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.sleeping = true
+	l.wakeLocked()
+	l.mu.Unlock()
+	l.callMu.Lock()
+	defer l.callMu.Unlock()
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	if l.ctxOff != nil {
+		l.ctxOff()
+	}
+	l.mu.Lock()
+	all := make([]*conn, 0, len(l.slots))
+	for _, c := range l.slots {
+		if c != nil {
+			all = append(all, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range all {
+		c.peer.Store(nil)
+		l.closeConn(c, ErrClosed, false)
+	}
+	unix.Close(l.wakefd)
+	return unix.Close(l.epfd)
+}
+
+// closeID is CloseConn. WaitEvent lets go of waitMu while it sleeps,
+// so this waits at most for the event being produced.
+func (l *loop) closeID(id ConnID) error {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	c := l.lookup(id)
+	if c == nil {
+		return fmt.Errorf("%w: %d", ErrUnknownConn, id)
+	}
+	l.closeConn(c, fmt.Errorf("%w: closed by the application", ErrClosed), false)
+	return nil
+}
+
+// listen is Loop.Listen.
+func (l *loop) listen(name string, f Format) (ConnID, error) {
+	path, err := l.path(name)
+	if err != nil {
+		return 0, err
+	}
+	var lock *os.File
+	if l.opts.layout == LibIPCLayout {
+		if lock, err = flockPath(path + ".lock"); err != nil {
+			return 0, err
+		}
+	}
+	ln, err := uds.Listen(path, l.opts.listenOpts...)
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return 0, err
+	}
+	c := &conn{kind: kindListener, ln: ln, format: f, lock: lock, fd: -1}
+	rc, err := ln.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { c.fd = int(fd) })
+	}
+	if err == nil {
+		err = l.add(c, unix.EPOLLIN|unix.EPOLLET)
+	}
+	if err != nil {
+		ln.Close()
+		c.releaseLock()
+		return 0, err
+	}
+	// Clients may be waiting already.
+	l.pushToken(c)
+	return c.id, nil
+}
+
+// flockPath takes LibIPC's single-instance lock.
+func flockPath(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, &os.PathError{Op: "flock", Path: path, Err: err}
+	}
+	return f, nil
+}
+
+// connect is Loop.Connect.
+func (l *loop) connect(ctx context.Context, name string, f Format) (ConnID, error) {
+	path, err := l.path(name)
+	if err != nil {
+		return 0, err
+	}
+	uc, err := uds.Dial(ctx, path, l.opts.dialOpts...)
+	if err != nil {
+		return 0, err
+	}
+	defer uc.Close()
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return 0, err
+	}
+	if derr != nil {
+		return 0, os.NewSyscallError("fcntl", derr)
+	}
+	return l.adopt(fd, f)
+}
+
+// adopt is AddConn.
+func (l *loop) adopt(fd int, f Format) (ConnID, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return 0, os.NewSyscallError("fcntl", err)
+	}
+	c := newConn(fd, kindConn, f, l.opts)
+	if err := l.add(c, connEvents); err != nil {
+		unix.Close(fd)
+		return 0, err
+	}
+	return c.id, nil
+}
+
+// addExternal is AddExternal.
+func (l *loop) addExternal(fd int) (ConnID, error) {
+	if fd < 0 {
+		return 0, &ConnError{Op: "add external", Err: unix.EBADF}
+	}
+	c := &conn{kind: kindExternal, fd: fd}
+	if err := l.add(c, unix.EPOLLIN|unix.EPOLLONESHOT); err != nil {
+		return 0, err
+	}
+	return c.id, nil
+}
+
+// arm re-enables an external descriptor's one-shot readiness report.
+func (c *conn) arm() {
+	if c.closed {
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: c.slot, Pad: int32(uint32(c.id >> slotBits))}
+	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+// addSwitch is AddSwitch.
+func (l *loop) addSwitch(a, b ConnID, in, out Transform) error {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	ca, cb := l.lookup(a), l.lookup(b)
+	if ca == nil || cb == nil || ca.kind != kindConn || cb.kind != kindConn || a == b {
+		return fmt.Errorf("%w: switch %d <-> %d", ErrUnknownConn, a, b)
+	}
+	if ca.peer.Load() != nil || cb.peer.Load() != nil {
+		return ErrSwitched
+	}
+	ca.peer.Store(cb)
+	cb.peer.Store(ca)
+	ca.xform, cb.xform = in, out
+	// Messages already buffered on either side now cross the switch.
+	l.pushToken(ca)
+	l.pushToken(cb)
+	return nil
+}
+
+// setTimer is SetTimer.
+func (l *loop) setTimer(k TimerKind, d time.Duration) {
+	l.mu.Lock()
+	switch k {
+	case Idle:
+		l.idle = d
+	case Periodic:
+		l.period = d
+		l.nextTick = time.Now().Add(d)
+	}
+	l.sleeping = true
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// path resolves a service name.
+func (l *loop) path(name string) (string, error) {
+	dir := l.opts.runDir
+	if dir == "" {
+		dir = RunDir(l.opts.layout)
+	}
+	return ServicePath(dir, name)
+}
+
+// stats is Loop.Stats.
+func (l *loop) stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{Conns: l.nconns, Queued: l.q.len()}
+}
+
+// detach is Detach.
+func (l *loop) detach(id ConnID) (*net.UnixConn, error) {
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	c := l.lookup(id)
+	if c == nil || c.kind != kindConn {
+		return nil, unknown(id, "detach")
+	}
+	if c.peer.Load() != nil {
+		return nil, &ConnError{Conn: id, Op: "detach", Err: ErrSwitched}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.rs < c.re || c.asm != nil && c.asm.Buffered() > 0 || c.outHead < len(c.outq) {
+		return nil, &ConnError{Conn: id, Op: "detach", Err: ErrBuffered}
+	}
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	l.release(c)
+	c.wclosed = true
+	c.freeRead()
+	f := os.NewFile(uintptr(c.fd), "events")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, &ConnError{Conn: id, Op: "detach", Err: err}
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, &ConnError{Conn: id, Op: "detach", Err: errors.New("not a Unix socket")}
+	}
+	return uc, nil
+}
