@@ -134,7 +134,7 @@ func TestEveryScenarioEveryPeer(t *testing.T) {
 			unavailable[p.Name] = true
 		}
 	}
-	needNothing := []string{BaselineUnix, "git", "grpc", "ttrpc", "pktipc", "pktipc-pool", "pktipc-git", "pktipc-vs-git", "git-vs-pktipc"}
+	needNothing := []string{BaselineUnix, "git", "grpc", "ttrpc", "pktipc", "pktipc-events", "pktipc-pool", "pktipc-git", "pktipc-vs-git", "git-vs-pktipc"}
 	if slices.ContainsFunc(needNothing, func(p string) bool { return unavailable[p] }) {
 		t.Errorf("a peer that needs nothing from the machine was unavailable: %v", unavailable)
 	}

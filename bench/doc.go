@@ -70,8 +70,10 @@
 // settings, a RoundTripper. The peers here: c and unix (the baselines);
 // c-shm (C with the messages in rings in shared memory: the floor without
 // a kernel in the path); pktipc (the engine with inline handlers and a
-// persistent engine.Client), pktipc-pool (handlers on the worker pool) and
-// pktipc-git (engine.Send, one connection per request); fdpass, grpc,
+// persistent engine.Client), pktipc-pool (handlers on the worker pool),
+// pktipc-git (engine.Send, one connection per request) and pktipc-events
+// (package events, LibIPC's event model: one server Loop answering with
+// Write, a Loop per client doing Write then WaitEvent); fdpass, grpc,
 // ttrpc, mangos (NNG's protocols in Go) and shmipc (CloudWeGo's
 // shared-memory IPC); and, with a test-tool, git (git against git),
 // pktipc-vs-git (engine.Send against git's daemon) and git-vs-pktipc (git's

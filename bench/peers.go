@@ -33,6 +33,13 @@ var peers = []PeerInfo{
 		New:       func() Peer { return enginePeer{} },
 	},
 	{
+		Name:      "pktipc-events",
+		Doc:       "pktipc events (LibIPC's event model), pkt-line: the server is one events.Loop whose goroutine answers each MessageRx with Write, for every connection; each client has a Loop of its own and does Write, then WaitEvent for the reply",
+		Scenarios: []Kind{PingPong, Concurrency, Stream},
+		Quick:     true,
+		New:       func() Peer { return eventsPeer{} },
+	},
+	{
 		Name:      "pktipc-pool",
 		Doc:       "pktipc engine with the echo handler on the worker pool (engine.DefaultWorkers); persistent engine.Client",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},

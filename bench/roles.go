@@ -7,6 +7,7 @@ const (
 	unixRole         role[noSettings]           = "unix"
 	fdpassRole       role[noSettings]           = "fdpass"
 	engineRole       role[engineSettings]       = "pktipc"
+	eventsRole       role[noSettings]           = "pktipc-events"
 	gitDaemonRole    role[gitDaemonSettings]    = "pktipc-gitd"
 	grpcRole         role[noSettings]           = "grpc"
 	ttrpcRole        role[noSettings]           = "ttrpc"
@@ -25,6 +26,7 @@ var serverRoles = roleTable(
 	unixRole.with(serveUnix),
 	fdpassRole.with(serveFDPass),
 	engineRole.with(serveEngine),
+	eventsRole.with(serveEvents),
 	gitDaemonRole.with(serveGitDaemon),
 	grpcRole.with(serveGRPC),
 	ttrpcRole.with(serveTTRPC),

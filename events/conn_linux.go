@@ -53,6 +53,7 @@ type conn struct {
 	closed bool
 
 	readable bool
+	hup      bool // epoll reported the peer's end or an error
 	rbuf     []byte
 	rs, re   int
 	need     int
@@ -60,17 +61,21 @@ type conn struct {
 	xform    Transform
 	failing  bool
 	retry    *time.Timer
+	stop     chan struct{} // ends a listener's theft watcher
 	peer     atomic.Pointer[conn]
 	paused   atomic.Bool
+	msgTx    atomic.Int32 // MessageTx events owed
+	relayTx  atomic.Int32 // SwitchTx events owed
 
-	wmu      sync.Mutex
-	outq     []outMsg
-	outHead  int
-	outBytes int
-	wclosed  bool
-	hdrs     []byte
-	iov      []unix.Iovec
-	pending  atomic.Bool
+	wmu        sync.Mutex
+	outq       []outMsg
+	outHead    int
+	outBytes   int
+	wclosed    bool
+	outWatched bool
+	hdrs       []byte
+	iov        []unix.Iovec
+	pending    atomic.Bool
 }
 
 // outMsg is one encoded frame waiting in a connection's outbound queue.
@@ -80,7 +85,7 @@ type outMsg struct {
 	relay bool // reported as SwitchTx, not MessageTx
 }
 
-func newConn(fd int, kind connKind, f Format, o options) *conn {
+func newConn(fd int, kind connKind, f Format) *conn {
 	return &conn{fd: fd, kind: kind, format: f, rbuf: make([]byte, DefaultReadBuffer)}
 }
 
@@ -105,6 +110,10 @@ func (c *conn) freeRead() {
 // It runs under waitMu.
 func (c *conn) produce() (Event, bool) {
 	l := c.l
+	if ev, ok := c.nextTx(); ok {
+		l.pushToken(c)
+		return ev, true
+	}
 	for {
 		if c.paused.Load() {
 			return Event{}, false
@@ -128,6 +137,7 @@ func (c *conn) produce() (Event, bool) {
 			return Event{}, false
 		}
 		c.makeRoom()
+		space := len(c.rbuf) - c.re
 		n, err := unix.Read(c.fd, c.rbuf[c.re:])
 		switch {
 		case err == unix.EAGAIN:
@@ -145,6 +155,12 @@ func (c *conn) produce() (Event, bool) {
 			return c.end(cause), true
 		}
 		c.re += n
+		if n < space && !c.hup {
+			// A short read emptied the socket; anything that arrives
+			// later (bytes or the end) raises a new edge. This saves the
+			// read that would only say EAGAIN.
+			c.readable = false
+		}
 	}
 }
 
@@ -476,7 +492,9 @@ func (c *conn) schedule(userType uint8, p []byte, relay bool) error {
 		return &ConnError{Conn: c.id, Op: "schedule", Err: ErrClosed}
 	}
 	queued := len(c.outq) - c.outHead
-	if !relay && (queued >= c.l.opts.queueMsgs || c.outBytes+len(p) > c.l.opts.queueBytes) {
+	// One message always fits an empty queue, however large: the bound
+	// is on what waits behind a peer that does not read.
+	if !relay && queued > 0 && (queued >= c.l.opts.queueMsgs || c.outBytes+len(p) > c.l.opts.queueBytes) {
 		return &ConnError{Conn: c.id, Op: "schedule", Err: fmt.Errorf("%w: %d messages, %d bytes queued", ErrQueueFull, queued, c.outBytes)}
 	}
 	iov, err := c.frameIOV(userType, p)
@@ -499,7 +517,7 @@ func (c *conn) schedule(userType uint8, p []byte, relay bool) error {
 			break
 		}
 		if sent == iovLen(iov) {
-			c.l.post(c, Event{Kind: txKind(relay), Conn: c.id, FD: -1})
+			c.txDone(relay)
 			return nil
 		}
 	}
@@ -509,12 +527,60 @@ func (c *conn) schedule(userType uint8, p []byte, relay bool) error {
 	}
 	c.outq = append(c.outq, outMsg{buf: b, off: sent, relay: relay})
 	c.outBytes += len(b.B) - sent
+	c.watchOut(true)
 	if relay && c.outBytes > c.l.opts.queueBytes {
 		if p := c.peer.Load(); p != nil {
 			p.paused.Store(true)
 		}
 	}
 	return nil
+}
+
+// watchOut asks epoll to report the socket writable while frames wait,
+// and only then: a socket watched for room all the time would wake the
+// Loop each time the peer reads. Caller holds wmu and the connection is
+// open.
+func (c *conn) watchOut(on bool) {
+	if c.outWatched == on {
+		return
+	}
+	c.outWatched = on
+	ev := unix.EpollEvent{Events: connEvents, Fd: c.slot, Pad: int32(uint32(c.id >> slotBits))}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+// txDone counts a scheduled frame written and gives c a turn to report
+// it. The report comes from c's turn, not the queue's tail, so that it
+// precedes any message c's turn reads later (a reply to that frame).
+func (c *conn) txDone(relay bool) {
+	if relay {
+		c.relayTx.Add(1)
+	} else {
+		c.msgTx.Add(1)
+	}
+	c.l.pushToken(c)
+}
+
+// nextTx returns a MessageTx or SwitchTx owed by c, if any.
+func (c *conn) nextTx() (Event, bool) {
+	for _, k := range [2]struct {
+		n    *atomic.Int32
+		kind Kind
+	}{{&c.msgTx, MessageTx}, {&c.relayTx, SwitchTx}} {
+		for {
+			n := k.n.Load()
+			if n == 0 {
+				break
+			}
+			if k.n.CompareAndSwap(n, n-1) {
+				return Event{Kind: k.kind, Conn: c.id, FD: -1}, true
+			}
+		}
+	}
+	return Event{}, false
 }
 
 func txKind(relay bool) Kind {
@@ -553,7 +619,7 @@ func (c *conn) flushLocked() error {
 				break
 			}
 			n -= left
-			c.l.post(c, Event{Kind: txKind(m.relay), Conn: c.id, FD: -1})
+			c.txDone(m.relay)
 			bytebufferpool.Put(m.buf)
 			*m = outMsg{}
 			c.outHead++
@@ -561,6 +627,7 @@ func (c *conn) flushLocked() error {
 	}
 	c.outq = c.outq[:0]
 	c.outHead = 0
+	c.watchOut(false)
 	if p := c.peer.Load(); p != nil && p.paused.CompareAndSwap(true, false) {
 		c.l.pushToken(p)
 	}

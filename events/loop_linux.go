@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -44,6 +46,11 @@ type loop struct {
 	ctxReg  context.Context
 	ctxOff  func() bool
 	scratch []byte // transform output, reused
+	// sincePoll counts events returned since epoll was last asked;
+	// roundLeft counts the queue items left of the round it started.
+	sincePoll int
+	roundLeft int
+	spin      spinPlan
 
 	mu       sync.Mutex
 	slots    []*conn
@@ -54,6 +61,7 @@ type loop struct {
 	sleeping bool
 	closed   bool
 	capped   []*conn // listeners paused at the connection cap
+	watchers sync.WaitGroup
 	idle     time.Duration
 	period   time.Duration
 	nextTick time.Time
@@ -185,7 +193,7 @@ func (l *loop) pushTokenLocked(c *conn) {
 }
 
 func (l *loop) wakeLocked() {
-	if l.sleeping {
+	if l.sleeping && l.wakefd >= 0 {
 		l.sleeping = false
 		var one = [8]byte{1}
 		unix.Write(l.wakefd, one[:])
@@ -228,6 +236,24 @@ func (l *loop) waitEvent(ctx context.Context) (Event, error) {
 			continue
 		}
 		timeout := l.timeoutLocked(now, ctx)
+		l.mu.Unlock()
+		if l.opts.spin > 0 && timeout != 0 && l.spin.plan() {
+			l.waitMu.Unlock()
+			n, err, hit := l.spinWait(now, timeout)
+			l.waitMu.Lock()
+			l.spin.record(hit)
+			if hit {
+				if err := l.polled(n, err); err != nil {
+					return Event{FD: -1}, err
+				}
+				continue
+			}
+		}
+		l.mu.Lock()
+		if l.q.len() > 0 || l.closed {
+			l.mu.Unlock()
+			continue
+		}
 		l.sleeping = true
 		l.mu.Unlock()
 		l.watchCtx(ctx)
@@ -237,14 +263,88 @@ func (l *loop) waitEvent(ctx context.Context) (Event, error) {
 		l.mu.Lock()
 		l.sleeping = false
 		l.mu.Unlock()
-		if err != nil && err != unix.EINTR {
-			return Event{FD: -1}, os.NewSyscallError("epoll_wait", err)
-		}
-		l.dispatch(l.evbuf[:max(n, 0)])
-		if n == len(l.evbuf) && n < 4096 {
-			l.evbuf = make([]unix.EpollEvent, 2*n)
+		if err := l.polled(n, err); err != nil {
+			return Event{FD: -1}, err
 		}
 	}
+}
+
+// spinWait polls epoll without sleeping for up to the spin limit (less
+// when a timer is due sooner) and reports whether something came: an
+// epoll report or a post. The caller has let go of waitMu.
+func (l *loop) spinWait(now time.Time, timeout int) (int, error, bool) {
+	limit := l.opts.spin
+	if timeout > 0 {
+		limit = min(limit, time.Duration(timeout)*time.Millisecond)
+	}
+	end := now.Add(limit)
+	for {
+		n, err := unix.EpollWait(l.epfd, l.evbuf, 0)
+		if n > 0 || err != nil && err != unix.EINTR {
+			return n, err, true
+		}
+		l.mu.Lock()
+		posted := l.q.len() > 0 || l.closed
+		l.mu.Unlock()
+		if posted {
+			return 0, nil, true
+		}
+		if time.Now().After(end) {
+			return 0, nil, false
+		}
+		runtime.Gosched()
+	}
+}
+
+// spinPlan decides whether a wait spins first: while at least a quarter of
+// recent spins caught an event (a local peer answers faster than a thread
+// wakes), and otherwise once in spinProbeEvery waits, to notice when it
+// would again. Only the WaitEvent goroutine uses it.
+type spinPlan struct {
+	rate  int // hits per 1024, a moving average
+	waits int
+}
+
+const spinProbeEvery = 16
+
+func (p *spinPlan) plan() bool {
+	p.waits++
+	return p.rate >= 256 || p.waits%spinProbeEvery == 0
+}
+
+func (p *spinPlan) record(hit bool) {
+	v := 0
+	if hit {
+		v = 1024
+	}
+	p.rate += (v - p.rate) / 8
+}
+
+// pollEvery is how many events may be returned from the ready queue
+// before the Loop looks at epoll again, once a round of it is done.
+const pollEvery = 16
+
+// poll asks epoll, without waiting, what became ready, and queues it.
+// The caller holds waitMu.
+func (l *loop) poll() error {
+	n, err := unix.EpollWait(l.epfd, l.evbuf, 0)
+	return l.polled(n, err)
+}
+
+// polled queues what epoll_wait reported. The caller holds waitMu.
+func (l *loop) polled(n int, err error) error {
+	if err != nil && err != unix.EINTR {
+		return os.NewSyscallError("epoll_wait", err)
+	}
+	l.dispatch(l.evbuf[:max(n, 0)])
+	if n == len(l.evbuf) && n < 4096 {
+		l.evbuf = make([]unix.EpollEvent, 2*n)
+	}
+	l.sincePoll = 0
+	l.mu.Lock()
+	l.roundLeft = l.q.len()
+	l.mu.Unlock()
+	return nil
 }
 
 // next returns the next event if one is ready: a due periodic timer
@@ -257,12 +357,19 @@ func (l *loop) next() (Event, bool, error) {
 		return ev, true, nil
 	}
 	for {
+		if l.sincePoll >= pollEvery && l.roundLeft <= 0 {
+			// The queue has not run dry for a while: look for sockets that
+			// became ready meanwhile, so a newcomer waits one round of the
+			// busy ones, not until they are drained.
+			l.poll()
+		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			return Event{FD: -1}, false, ErrClosed
 		}
 		it, ok := l.q.pop()
+		l.roundLeft--
 		if !ok {
 			l.mu.Unlock()
 			break
@@ -279,10 +386,12 @@ func (l *loop) next() (Event, bool, error) {
 				l.rearm = append(l.rearm, it.c)
 			}
 			l.last = time.Now()
+			l.sincePoll++
 			return it.ev, true, nil
 		}
 		if ev, ok := l.turn(it.c); ok {
 			l.last = time.Now()
+			l.sincePoll++
 			return ev, true, nil
 		}
 	}
@@ -387,6 +496,9 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 		case kindExternal:
 			l.post(c, Event{Kind: External, Conn: c.id, FD: c.fd})
 		case kindConn:
+			if e.Events&(unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
+				c.hup = true
+			}
 			if e.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
 				c.readable = true
 				l.pushToken(c)
@@ -437,6 +549,7 @@ func (l *loop) accept(ln *conn) (Event, bool) {
 			return Event{}, false
 		}
 		ln.failing = true
+		l.opts.logger.Warn("events: accept failed; retrying", "path", ln.ln.Path(), "err", err)
 		return Event{Kind: Error, Conn: ln.id, FD: -1, Err: &ConnError{Conn: ln.id, Op: "accept", Err: err}}, true
 	}
 	if fd < 0 {
@@ -444,7 +557,7 @@ func (l *loop) accept(ln *conn) (Event, bool) {
 		return Event{}, false
 	}
 	ln.failing = false
-	c := newConn(fd, kindConn, ln.format, l.opts)
+	c := newConn(fd, kindConn, ln.format)
 	c.lnID = ln.id
 	if err := l.add(c, connEvents); err != nil {
 		unix.Close(fd)
@@ -457,7 +570,9 @@ func (l *loop) accept(ln *conn) (Event, bool) {
 // acceptBackoff is how long a listener rests after an accept failure.
 const acceptBackoff = 50 * time.Millisecond
 
-const connEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+// connEvents is what a connection is watched for; EPOLLOUT is added only
+// while frames wait (conn.watchOut).
+const connEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
 
 // closeConn ends c: its writers are woken and fail, its queued messages
 // are reported dropped, its descriptor is closed (an external one is only
@@ -476,6 +591,11 @@ func (l *loop) closeConn(c *conn, cause error, report bool) {
 		// and lets go of wmu.
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 		c.wmu.Lock()
+		// Frames written but not yet reported are reported before the
+		// ones dropped.
+		for ev, ok := c.nextTx(); ok; ev, ok = c.nextTx() {
+			l.post(c, ev)
+		}
 		c.dropQueueLocked(cause)
 		c.wmu.Unlock()
 	}
@@ -484,6 +604,9 @@ func (l *loop) closeConn(c *conn, cause error, report bool) {
 	case kindListener:
 		if c.retry != nil {
 			c.retry.Stop()
+		}
+		if c.stop != nil {
+			close(c.stop)
 		}
 		c.ln.Close()
 		c.releaseLock()
@@ -529,7 +652,14 @@ func (l *loop) close() error {
 		c.peer.Store(nil)
 		l.closeConn(c, ErrClosed, false)
 	}
-	unix.Close(l.wakefd)
+	l.stopWatchers()
+	// A context's callback may still run after Close: it finds no
+	// descriptor to write to.
+	l.mu.Lock()
+	wfd := l.wakefd
+	l.wakefd = -1
+	l.mu.Unlock()
+	unix.Close(wfd)
 	return unix.Close(l.epfd)
 }
 
@@ -554,6 +684,11 @@ func (l *loop) listen(name string, f Format) (ConnID, error) {
 	}
 	var lock *os.File
 	if l.opts.layout == LibIPCLayout {
+		// The lock lives beside the socket, so the directory comes first
+		// (uds.Listen then checks it is private).
+		if err := os.Mkdir(filepath.Dir(path), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return 0, err
+		}
 		if lock, err = flockPath(path + ".lock"); err != nil {
 			return 0, err
 		}
@@ -580,8 +715,28 @@ func (l *loop) listen(name string, f Format) (ConnID, error) {
 	}
 	// Clients may be waiting already.
 	l.pushToken(c)
+	c.stop = make(chan struct{})
+	l.watchers.Add(1)
+	go l.watchStolen(c)
 	return c.id, nil
 }
+
+// watchStolen reports, as an Error event, a service whose socket path was
+// taken over or removed: it serves nobody new, and its owner should know.
+func (l *loop) watchStolen(c *conn) {
+	defer l.watchers.Done()
+	select {
+	case <-c.ln.Stolen():
+		err := c.ln.StolenErr()
+		l.opts.logger.Warn("events: service socket stolen", "path", c.ln.Path(), "err", err)
+		l.post(c, Event{Kind: Error, Conn: c.id, FD: -1, Err: &ConnError{Conn: c.id, Op: "listen", Err: err}})
+	case <-c.stop:
+	}
+}
+
+// stopWatchers waits for the listeners' watchers, which closeConn has
+// told to stop.
+func (l *loop) stopWatchers() { l.watchers.Wait() }
 
 // flockPath takes LibIPC's single-instance lock.
 func flockPath(path string) (*os.File, error) {
@@ -631,7 +786,7 @@ func (l *loop) adopt(fd int, f Format) (ConnID, error) {
 		unix.Close(fd)
 		return 0, os.NewSyscallError("fcntl", err)
 	}
-	c := newConn(fd, kindConn, f, l.opts)
+	c := newConn(fd, kindConn, f)
 	if err := l.add(c, connEvents); err != nil {
 		unix.Close(fd)
 		return 0, err

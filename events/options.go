@@ -45,6 +45,7 @@ type options struct {
 	listenOpts   []uds.Option
 	dialOpts     []uds.DialOption
 	logger       *slog.Logger
+	spin         time.Duration
 }
 
 func defaultOptions() options {
@@ -161,6 +162,22 @@ func WithLogger(l *slog.Logger) Option {
 			return &OptionError{Option: "logger", Value: l, Reason: "nil"}
 		}
 		o.logger = l
+		return nil
+	}
+}
+
+// WithSpin lets WaitEvent poll for up to d before its thread sleeps
+// (default 0: it sleeps at once). A local peer often answers sooner than
+// a sleeping thread can be woken, so a client waiting for replies gains
+// latency for CPU; the Loop keeps spinning only while at least a quarter
+// of its spins catch an event. Meant for a latency-bound client, not for
+// a server with many idle connections.
+func WithSpin(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 || d > time.Second {
+			return &OptionError{Option: "spin", Value: d, Reason: "must be between 0 and 1s"}
+		}
+		o.spin = d
 		return nil
 	}
 }

@@ -21,6 +21,19 @@
 // subcommand); serve also stops cleanly, removing its socket, on SIGINT or
 // SIGTERM.
 //
+// LibIPC's pong example on package events, in any of its wire formats
+// (pktline, libipc, libipc-c), finding services where LibIPC does ($RUNDIR,
+// default /tmp/.libipc-run, for libipc; $IPC_RUNDIR, default /run/ipc, for
+// libipc-c; --rundir overrides):
+//
+//	ipcbench pongd --service NAME [--format F] [--rundir DIR]
+//	        echo every message (libipc-c: with its user type) until SIGINT or
+//	        SIGTERM, then exit 0 with the socket removed
+//	ipcbench pong --service NAME [--format F] [--rundir DIR] [--count N] [--size B] [--message TEXT]
+//	        send N messages of B bytes (or TEXT once), check every echo byte
+//	        for byte, print round-trip p50 and p99; exit 1 on a mismatch or
+//	        an error
+//
 // Results go to standard output; progress goes to standard error, as a bar
 // with an ETA on a terminal and as plain lines otherwise (or when CI is set).
 // Ctrl-C stops the servers, removes the sockets and exits with status 130.

@@ -115,7 +115,7 @@ func TestDefaultCommandPrintsTable(t *testing.T) {
 		t.Fatalf("ipcbench: exit %d\nstderr:\n%s", code, stderr)
 	}
 	for _, want := range []string{"pktipc quick suite", "| c | blocking C over a Unix socket", "| unix | net.UnixConn, goroutine per connection",
-		"| pktipc-git | ", "### pingpong, 64 B, 1 client", "| unix ", "x unix", "### concurrency, 64 B, 8 clients"} {
+		"| pktipc-git | ", "| pktipc-events | ", "### pingpong, 64 B, 1 client", "| unix ", "x unix", "### concurrency, 64 B, 8 clients"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}

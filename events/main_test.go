@@ -1,0 +1,9 @@
+package events
+
+import (
+	"testing"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
