@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/pktipc/pktipc/events"
 )
@@ -34,14 +35,16 @@ func serveEvents(ctx context.Context, cfg serverConfig, _ noSettings, ready func
 	dir, name := eventsService(cfg.Socket)
 	// The cap on connections stays above the largest client count a run
 	// may have, so that no client waits in the backlog.
-	loop, err := events.New(events.WithRunDir(dir), events.WithMaxConns(max(events.DefaultMaxConns, cfg.Conns)))
+	// It spins before sleeping, as the client does: the Loop has no
+	// cheaper wait for one connection (the engine's solo wait), and the
+	// spin switches itself off when requests come too seldom to catch.
+	loop, err := events.New(events.WithRunDir(dir), events.WithMaxConns(max(events.DefaultMaxConns, cfg.Conns)), events.WithSpin(50*time.Microsecond))
 	if err != nil {
 		return err
 	}
 	// ctx's end closes the Loop (stopping the service and removing its
-	// socket), which ends WaitEvent with events.ErrClosed. ctx is not
-	// given to WaitEvent: the Loop's watcher of a cancelled context can
-	// write to the Loop's wake descriptor after Close has closed it.
+	// socket), which ends WaitEvent with events.ErrClosed, so the serving
+	// loop needs no context of its own.
 	closed := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		loop.Close()
@@ -114,7 +117,8 @@ type eventsConn struct {
 
 func newEventsConn(ctx context.Context, socket string) (*eventsConn, error) {
 	dir, name := eventsService(socket)
-	loop, err := events.New(events.WithRunDir(dir))
+	// The client spins as the engine's does by default.
+	loop, err := events.New(events.WithRunDir(dir), events.WithSpin(50*time.Microsecond))
 	if err != nil {
 		return nil, err
 	}
@@ -132,9 +136,8 @@ func dialEvents(ctx context.Context, socket string) (RoundTripper, error) {
 
 // RoundTrip writes req and waits for the reply. Call it from the client's
 // goroutine. ctx is not watched: the driver aborts a call by closing the
-// connection (WaitEvent then returns events.ErrClosed), and a context
-// cancelled while Close runs would let the Loop's context watcher write to
-// the Loop's closed wake descriptor.
+// connection (WaitEvent then returns events.ErrClosed), and a context per
+// call would cost the Loop a registration (an allocation) per call.
 func (c *eventsConn) RoundTrip(_ context.Context, req []byte) (int, error) {
 	if err := c.loop.Write(c.id, req); err != nil {
 		return 0, err

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -277,6 +278,13 @@ func (l *loop) spinWait(now time.Time, timeout int) (int, error, bool) {
 	if timeout > 0 {
 		limit = min(limit, time.Duration(timeout)*time.Millisecond)
 	}
+	// Loops of one process that spin at once share the CPUs with the
+	// peers they wait for: at most half of them may spin.
+	if spinners.Add(1) > int32(max(1, runtime.GOMAXPROCS(0)/2)) {
+		spinners.Add(-1)
+		return 0, nil, false
+	}
+	defer spinners.Add(-1)
 	end := now.Add(limit)
 	for {
 		n, err := unix.EpollWait(l.epfd, l.evbuf, 0)
@@ -306,6 +314,9 @@ type spinPlan struct {
 }
 
 const spinProbeEvery = 16
+
+// spinners counts the Loops of the process spinning now.
+var spinners atomic.Int32
 
 func (p *spinPlan) plan() bool {
 	p.waits++
