@@ -4,6 +4,7 @@ package events
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -241,6 +242,15 @@ func (c *conn) decode() (Event, bool, error) {
 	}
 	for {
 		msg, n, done, err := c.asm.Next(c.rbuf[c.rs:c.re])
+		if errors.Is(err, frame.ErrTooLarge) {
+			// The message would pass the cap: at least what was gathered
+			// and the packet announced.
+			size := int64(c.asm.Buffered())
+			if fe := (*frame.Error)(nil); errors.As(err, &fe) && fe.Length > frame.HeaderSize {
+				size += int64(fe.Length - frame.HeaderSize)
+			}
+			return Event{}, false, &ConnError{Conn: c.id, Op: "read", Err: fmt.Errorf("%w (%w)", &SizeError{Size: size, Max: int64(max)}, err)}
+		}
 		if err != nil {
 			return Event{}, false, &ConnError{Conn: c.id, Op: "read", Err: err}
 		}
@@ -638,6 +648,10 @@ func (c *conn) flushLocked() error {
 // frees it. Caller holds wmu.
 func (c *conn) dropQueueLocked(cause error) {
 	c.wclosed = true
+	// Frames written but not yet reported are reported first, in order.
+	for ev, ok := c.nextTx(); ok; ev, ok = c.nextTx() {
+		c.l.post(c, ev)
+	}
 	for i := c.outHead; i < len(c.outq); i++ {
 		m := &c.outq[i]
 		c.l.post(c, Event{Kind: txKind(m.relay), Conn: c.id, FD: -1, Err: &ConnError{Conn: c.id, Op: "schedule", Err: fmt.Errorf("%w: %w", ErrClosed, orClosed(cause))}})

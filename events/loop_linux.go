@@ -602,11 +602,6 @@ func (l *loop) closeConn(c *conn, cause error, report bool) {
 		// and lets go of wmu.
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 		c.wmu.Lock()
-		// Frames written but not yet reported are reported before the
-		// ones dropped.
-		for ev, ok := c.nextTx(); ok; ev, ok = c.nextTx() {
-			l.post(c, ev)
-		}
 		c.dropQueueLocked(cause)
 		c.wmu.Unlock()
 	}
