@@ -35,10 +35,7 @@ func serveEvents(ctx context.Context, cfg serverConfig, _ noSettings, ready func
 	dir, name := eventsService(cfg.Socket)
 	// The cap on connections stays above the largest client count a run
 	// may have, so that no client waits in the backlog.
-	// It spins before sleeping, as the client does: the Loop has no
-	// cheaper wait for one connection (the engine's solo wait), and the
-	// spin switches itself off when requests come too seldom to catch.
-	loop, err := events.New(events.WithRunDir(dir), events.WithMaxConns(max(events.DefaultMaxConns, cfg.Conns)), events.WithSpin(50*time.Microsecond))
+	loop, err := events.New(events.WithRunDir(dir), events.WithMaxConns(max(events.DefaultMaxConns, cfg.Conns)))
 	if err != nil {
 		return err
 	}

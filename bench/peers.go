@@ -34,7 +34,7 @@ var peers = []PeerInfo{
 	},
 	{
 		Name:      "pktipc-events",
-		Doc:       "pktipc events (LibIPC's event model), pkt-line: the server is one events.Loop whose goroutine answers each MessageRx with Write, for every connection; each client has a Loop of its own and does Write, then WaitEvent for the reply; both Loops spin up to 50 µs before sleeping (events.WithSpin)",
+		Doc:       "pktipc events (LibIPC's event model), pkt-line: the server is one events.Loop whose goroutine answers each MessageRx with Write, for every connection; each client has a Loop of its own and does Write, then WaitEvent for the reply; the client spins up to 50 µs before sleeping (events.WithSpin), as the engine's client does",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},
 		Quick:     true,
 		New:       func() Peer { return eventsPeer{} },

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,8 +37,15 @@ import (
 type loop struct {
 	opts options
 
-	epfd   int
-	wakefd int
+	epfd     int
+	parkfd   int // see parkInit; -1 until first needed
+	parkFile *os.File
+	parkRaw  syscall.RawConn
+	sleepFn  func(uintptr) bool
+	sleepN   int
+	sleepErr error
+	sleepDL  time.Time
+	wakefd   int
 
 	callMu  sync.Mutex // serialises WaitEvent callers; guards evbuf
 	evbuf   []unix.EpollEvent
@@ -87,7 +95,104 @@ func newLoop(o options) (*loop, error) {
 		unix.Close(epfd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	return &loop{opts: o, epfd: epfd, wakefd: wfd, evbuf: make([]unix.EpollEvent, 128), last: time.Now()}, nil
+	l := &loop{opts: o, epfd: epfd, parkfd: -1, wakefd: wfd, evbuf: make([]unix.EpollEvent, 128), last: time.Now()}
+	l.sleepFn = l.epollNow
+	return l, nil
+}
+
+// parkInit makes the descriptor a Loop parks on in Go's netpoller: a
+// second epoll set holding only the Loop's own, armed (one-shot) only
+// while the Loop is parked, so that otherwise the runtime never hears of
+// the Loop's traffic.
+func (l *loop) parkInit() error {
+	pfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("epoll_create1", err)
+	}
+	ev := unix.EpollEvent{Events: 0}
+	if err := unix.EpollCtl(pfd, unix.EPOLL_CTL_ADD, l.epfd, &ev); err != nil {
+		unix.Close(pfd)
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	if err := unix.SetNonblock(pfd, true); err != nil {
+		unix.Close(pfd)
+		return os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(pfd), "events-park")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.parkfd, l.parkFile, l.parkRaw = pfd, f, rc
+	return nil
+}
+
+// epollNow is the RawConn.Read callback of a park: a look that does not
+// wait; false lets the netpoller wait.
+func (l *loop) epollNow(uintptr) bool {
+	l.sleepN, l.sleepErr = unix.EpollWait(l.epfd, l.evbuf, 0)
+	if l.sleepErr == unix.EINTR {
+		l.sleepN, l.sleepErr = 0, nil
+	}
+	return l.sleepN > 0 || l.sleepErr != nil
+}
+
+// threadSleepers counts the Loops of the process asleep in epoll_wait(2).
+var threadSleepers atomic.Int32
+
+// sleep waits up to timeout ms (-1: no limit) for epoll to report
+// something. The caller has let go of waitMu; only the WaitEvent goroutine
+// sleeps.
+//
+// A thread asleep in epoll_wait(2) wakes as fast as a C loop's, but it
+// keeps its P until the runtime's monitor takes it back, which can take
+// milliseconds: while every P is held that way, the process's other
+// goroutines wait. So at most GOMAXPROCS-1 Loops of a process sleep in
+// epoll_wait; the others park on the epoll descriptor in Go's netpoller,
+// which holds no thread but costs a second epoll round per wake-up.
+func (l *loop) sleep(timeout int) (int, error) {
+	if threadSleepers.Add(1) <= int32(max(1, runtime.GOMAXPROCS(0)-1)) {
+		n, err := unix.EpollWait(l.epfd, l.evbuf, timeout)
+		threadSleepers.Add(-1)
+		if err == unix.EINTR {
+			n, err = 0, nil
+		}
+		return n, err
+	}
+	threadSleepers.Add(-1)
+	if l.parkFile == nil {
+		if err := l.parkInit(); err != nil {
+			return 0, err
+		}
+	}
+	var dl time.Time
+	if timeout >= 0 {
+		dl = time.Now().Add(time.Duration(timeout) * time.Millisecond)
+	}
+	if dl != l.sleepDL {
+		l.parkFile.SetReadDeadline(dl)
+		l.sleepDL = dl
+	}
+	arm := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT}
+	if err := unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_MOD, l.epfd, &arm); err != nil {
+		return 0, os.NewSyscallError("epoll_ctl", err)
+	}
+	l.sleepN, l.sleepErr = 0, nil
+	err := l.parkRaw.Read(l.sleepFn)
+	// Disarmed again, and the report that woke us taken, so that the
+	// netpoller hears nothing of the Loop until it parks next.
+	var off unix.EpollEvent
+	unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_MOD, l.epfd, &off)
+	var drain [1]unix.EpollEvent
+	unix.EpollWait(l.parkfd, drain[:], 0)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return l.sleepN, l.sleepErr
 }
 
 // add gives c a slot and an ID and registers fd with epoll.
@@ -259,7 +364,7 @@ func (l *loop) waitEvent(ctx context.Context) (Event, error) {
 		l.mu.Unlock()
 		l.watchCtx(ctx)
 		l.waitMu.Unlock()
-		n, err := unix.EpollWait(l.epfd, l.evbuf, timeout)
+		n, err := l.sleep(timeout)
 		l.waitMu.Lock()
 		l.mu.Lock()
 		l.sleeping = false
@@ -666,6 +771,9 @@ func (l *loop) close() error {
 	l.wakefd = -1
 	l.mu.Unlock()
 	unix.Close(wfd)
+	if l.parkFile != nil {
+		l.parkFile.Close()
+	}
 	return unix.Close(l.epfd)
 }
 
