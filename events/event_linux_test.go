@@ -69,8 +69,7 @@ func TestServiceEvents(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	leakcheck := checked(t)
-	_ = leakcheck
+	checked(t)
 	l := newTestLoop(t, WithRunDir(filepath.Join(t.TempDir(), "run")))
 	for _, bad := range []string{"", ".", "..", "a/b", "a\x00b", strings.Repeat("x", 256)} {
 		if _, err := l.Listen(bad, PktLine); !errors.Is(err, ErrBadName) {

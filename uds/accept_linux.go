@@ -78,23 +78,9 @@ func (l *Listener) acceptFD() (int, Cred, error) {
 			}
 			aerr = net.ErrClosed
 		})
-		if cerr != nil || l.closing.Load() {
-			if nfd >= 0 {
-				unix.Close(nfd)
-			}
-			return -1, Cred{}, net.ErrClosed
+		if fd, cred, done, err := l.admitAccepted(nfd, aerr, cerr); done {
+			return fd, cred, err
 		}
-		if aerr != nil {
-			l.checkStolen()
-			return -1, Cred{}, os.NewSyscallError("accept4", aerr)
-		}
-		cred, err := l.admitFD(nfd)
-		if err != nil {
-			l.deny(cred, err)
-			unix.Close(nfd)
-			continue
-		}
-		return nfd, cred, nil
 	}
 }
 
@@ -115,27 +101,37 @@ func (l *Listener) tryAcceptFD() (int, Cred, error) {
 				}
 			}
 		})
-		if cerr != nil || l.closing.Load() {
-			if nfd >= 0 {
-				unix.Close(nfd)
-			}
-			return -1, Cred{}, net.ErrClosed
-		}
-		if aerr == unix.EAGAIN {
+		if aerr == unix.EAGAIN && cerr == nil && !l.closing.Load() {
 			return -1, Cred{}, nil
 		}
-		if aerr != nil {
-			l.checkStolen()
-			return -1, Cred{}, os.NewSyscallError("accept4", aerr)
+		if fd, cred, done, err := l.admitAccepted(nfd, aerr, cerr); done {
+			return fd, cred, err
 		}
-		cred, err := l.admitFD(nfd)
-		if err != nil {
-			l.deny(cred, err)
-			unix.Close(nfd)
-			continue
-		}
-		return nfd, cred, nil
 	}
+}
+
+// admitAccepted finishes one accept4 of acceptFD or tryAcceptFD: the
+// listener closed meanwhile (cerr, or closing), an accept error, or a
+// connection to admit. done == false means the peer was denied and closed,
+// and the caller accepts again.
+func (l *Listener) admitAccepted(nfd int, aerr, cerr error) (fd int, cred Cred, done bool, err error) {
+	if cerr != nil || l.closing.Load() {
+		if nfd >= 0 {
+			unix.Close(nfd)
+		}
+		return -1, Cred{}, true, net.ErrClosed
+	}
+	if aerr != nil {
+		l.checkStolen()
+		return -1, Cred{}, true, os.NewSyscallError("accept4", aerr)
+	}
+	cred, err = l.admitFD(nfd)
+	if err != nil {
+		l.deny(cred, err)
+		unix.Close(nfd)
+		return -1, Cred{}, false, nil
+	}
+	return nfd, cred, true, nil
 }
 
 // wakeAcquire returns the read end of the pipe that Close writes to end
