@@ -32,10 +32,10 @@ const (
 // listener or an external descriptor.
 //
 // Invariant: id, slot, kind, fd, format, ln, lock and lnID are set before
-// the conn is published in the slot table and never change. queued and
-// closed change only under the loop's mu. The read side (readable, rbuf,
-// rs, re, need, asm, xform, failing, retry) belongs to the loop's waitMu
-// holder; peer is set by AddSwitch under waitMu and read by writers
+// the conn is published in the slot table and never change. queued
+// changes under the loop's mu, closed under both waitMu and mu. The read
+// side (readable, hup, rbuf, rs, re, need, asm, xform, failing, retry,
+// stop) belongs to the loop's waitMu holder; peer is set by AddSwitch under waitMu and read by writers
 // through the atomic. The write side (outq and the fields after wmu)
 // changes only under wmu; pending and paused are atomics that hand a
 // flush or a resumption from one side to the other.

@@ -20,19 +20,22 @@ import (
 	"github.com/pktipc/pktipc/uds"
 )
 
-// Loop is the platform part of a Loop.
+// loop is the platform part of a Loop.
 //
-// Ownership. Three kinds of state, three owners:
-//   - waitMu's holder (the goroutine inside WaitEvent, or one closing a
-//     connection on the application's behalf) owns every connection's read
-//     side (buffers, decoder, readable flag), the epoll set, the timers'
-//     firing state and the actual close(2) of descriptors;
-//   - mu guards the ready queue, the slot table, the counters, sleeping and
-//     closed, and each conn's queued and closed flags; it is never held
-//     across a system call that can block;
+// Ownership. Four kinds of state, four owners:
+//   - callMu's holder, the one goroutine inside WaitEvent, owns evbuf, the
+//     spin plan and the sleep fields, and alone sleeps on the epoll set;
+//   - waitMu's holder (WaitEvent, except while it sleeps or spins, or a
+//     goroutine in CloseConn, AddSwitch, Detach or Close) owns every
+//     connection's read side, rearm, last, the context registration and
+//     the actual close(2) of descriptors;
+//   - mu guards the ready queue, the slot table, the counters, sleeping,
+//     closed, the timers' settings and each conn's queued and closed
+//     flags; it is never held across a system call that can block
+//     (closed is written holding waitMu too, so either lock reads it);
 //   - each conn's wmu guards its write side (see conn).
 //
-// Lock order: waitMu, then a conn's wmu, then mu. A goroutine posting an
+// Lock order: callMu, waitMu, a conn's wmu, mu. A goroutine posting an
 // event from a write holds wmu and takes mu briefly.
 type loop struct {
 	opts options
