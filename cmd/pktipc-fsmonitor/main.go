@@ -7,6 +7,7 @@
 //	pktipc-fsmonitor stop                    ask the daemon to quit and wait
 //	pktipc-fsmonitor status                  is a daemon watching this worktree?
 //	pktipc-fsmonitor hook <version> <token>  git's fsmonitor hook (version 2)
+//	pktipc-fsmonitor build-hook <path>       compile the hook's fast path in C
 //
 // The daemon listens where git looks for it (.git/fsmonitor--daemon.ipc,
 // or under fsmonitor.socketDir when the git directory is on a remote
@@ -20,6 +21,15 @@
 // asks the daemon, starting it first if none answers, and prints the
 // reply; it prints a trivial reply ("everything changed") when no daemon
 // can be reached, so git scans instead of failing.
+//
+// git runs the hook on every status, and most of what the hook costs is
+// starting a Go process. build-hook compiles (with $CC, default cc) a
+// small C program that asks a running daemon itself and runs this
+// command's hook for everything else (no daemon yet, a linked worktree,
+// GIT_DIR, a remote filesystem):
+//
+//	pktipc-fsmonitor build-hook ~/.local/bin/pktipc-fsmonitor-hook
+//	git config core.fsmonitor ~/.local/bin/pktipc-fsmonitor-hook
 //
 // start runs `pktipc-fsmonitor run` in a new session, appending its output
 // to .git/fsmonitor--daemon/log, and waits until it answers, at most
@@ -53,6 +63,7 @@ Verbs:
   stop                    stop the daemon
   status                  report whether the daemon watches this worktree
   hook <version> <token>  answer git's fsmonitor hook (version 2)
+  build-hook <path>       compile the hook's fast path, in C, into <path>
 `
 
 func main() {
@@ -72,6 +83,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "hook":
 		// The hook checks its own arguments: git passes exactly two.
 		return hook(ctx, args, stdout, stderr)
+	case "build-hook":
+		return buildHook(ctx, args, stdout, stderr)
 	case "run", "start", "stop", "status":
 	default:
 		return usage(stderr, fmt.Sprintf("unknown verb %q", verb))

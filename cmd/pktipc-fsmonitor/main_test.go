@@ -29,10 +29,15 @@ var (
 	flagFiles  = flag.Int("fsmonitor.files", 2000, "files in the random-operations repository")
 	flagRounds = flag.Int("fsmonitor.rounds", 40, "rounds of random operations")
 	flagSeed   = flag.Uint64("fsmonitor.seed", 0, "seed of the random operations (0: from the clock)")
+	flagHook   = flag.String("fsmonitor.hook", "c", "the hook of the random-operations test: c (build-hook's, when a C compiler is there) or go")
 )
 
 // binary is the command built for the tests; empty when git is missing.
 var binary string
+
+// cHook is the hook's C fast path built by build-hook, "" when no C
+// compiler is available.
+var cHook string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -53,6 +58,11 @@ func testMain(m *testing.M) int {
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1
+	}
+	cHook = filepath.Join(dir, "pktipc-fsmonitor-hook")
+	if out, err := exec.Command(binary, "build-hook", cHook).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build-hook: %v\n%s(the tests use the Go hook)\n", err, out)
+		cHook = ""
 	}
 	// Keep the user's and the system's git configuration, and any
 	// repository the tests run under, out of the tests' repositories.
@@ -100,7 +110,13 @@ func newWorktree(t *testing.T) *worktree {
 // runs.
 func (w *worktree) useHook() {
 	w.t.Helper()
-	w.git("config", "core.fsmonitor", "'"+binary+"' hook")
+	w.useHookCommand("'" + binary + "' hook")
+}
+
+// useHookCommand configures cmd as git's fsmonitor hook.
+func (w *worktree) useHookCommand(cmd string) {
+	w.t.Helper()
+	w.git("config", "core.fsmonitor", cmd)
 	w.git("config", "core.fsmonitorHookVersion", "2")
 	w.git("config", "core.untrackedCache", "true")
 }
@@ -252,11 +268,13 @@ type statusOf struct {
 	trace string // GIT_TRACE_FSMONITOR's output, for monitored runs
 }
 
-// monitored runs git status as a user would, with the monitor.
-func (w *worktree) monitored() statusOf {
+// monitored runs git status as a user would, with the monitor, with
+// extra arguments (-uall lists untracked files one by one; git 2.39 then
+// skips its untracked cache, so the timed runs use git's default).
+func (w *worktree) monitored(extra ...string) statusOf {
 	w.t.Helper()
 	begin := time.Now()
-	out, err := w.gitEnv([]string{"GIT_TRACE_FSMONITOR=" + w.trace}, "status", "--porcelain=v1", "-uall")
+	out, err := w.gitEnv([]string{"GIT_TRACE_FSMONITOR=" + w.trace}, append([]string{"status", "--porcelain=v1"}, extra...)...)
 	took := time.Since(begin)
 	if err != nil {
 		w.t.Fatalf("git status: %v", err)
@@ -270,11 +288,11 @@ func (w *worktree) monitored() statusOf {
 // and without writing the index: a plain status would drop the monitor's
 // token from the index, and the next monitored status would scan
 // everything instead of asking the monitor what changed.
-func (w *worktree) reference() statusOf {
+func (w *worktree) reference(extra ...string) statusOf {
 	w.t.Helper()
 	begin := time.Now()
-	out := w.git("--no-optional-locks", "-c", "core.fsmonitor=", "-c", "core.untrackedCache=false",
-		"status", "--porcelain=v1", "-uall")
+	out := w.git(append([]string{"--no-optional-locks", "-c", "core.fsmonitor=", "-c", "core.untrackedCache=false",
+		"status", "--porcelain=v1"}, extra...)...)
 	return statusOf{out: out, took: time.Since(begin)}
 }
 
@@ -593,7 +611,15 @@ func TestRandomOperations(t *testing.T) {
 	tr.populate(t, *flagFiles)
 	w.git("add", "-A")
 	w.git("commit", "-q", "-m", "initial")
-	w.useHook()
+	if *flagHook == "c" && cHook != "" {
+		// Unquoted, as a user would write a plain path: git runs a
+		// command without shell metacharacters itself, not through sh.
+		w.useHookCommand(cHook)
+		t.Log("hook: build-hook's C fast path")
+	} else {
+		w.useHook()
+		t.Log("hook: pktipc-fsmonitor hook")
+	}
 	t.Logf("made and committed %d files in %d directories in %v", len(tr.files.list), len(tr.dirs.list), time.Since(begin).Round(time.Millisecond))
 	w.start()
 
@@ -612,6 +638,8 @@ func TestRandomOperations(t *testing.T) {
 		mon := w.monitored()
 		ref := w.reference()
 		w.compare(fmt.Sprintf("round %d", r), mon, ref, tr.ops)
+		// Every untracked file, too (untimed).
+		w.compare(fmt.Sprintf("round %d, -uall", r), w.monitored("-uall"), w.reference("-uall"), tr.ops)
 		tr.ops = tr.ops[:0]
 		monTotal += mon.took
 		refTotal += ref.took
