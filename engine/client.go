@@ -156,6 +156,12 @@ func Send(ctx context.Context, path string, req []byte, opts ...ClientOption) ([
 	if err := o.apply(opts); err != nil {
 		return nil, err
 	}
+	return send(ctx, path, req, o)
+}
+
+// sendConn is Send over a net.UnixConn, where bare descriptors are not
+// available.
+func sendConn(ctx context.Context, path string, req []byte, o clientOptions) ([]byte, error) {
 	uc, err := uds.Dial(ctx, path, o.dial...)
 	if err != nil {
 		return nil, &ClientError{"dial", path, fmt.Errorf("%w: %w", ErrNotProcessed, err)}

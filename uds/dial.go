@@ -28,3 +28,13 @@ func State(path string) ActiveState { return state(path) }
 func Dial(ctx context.Context, path string, opts ...DialOption) (*net.UnixConn, error) {
 	return dial(ctx, path, opts)
 }
+
+// DialFD is Dial without the net.UnixConn: it returns the connection's
+// descriptor, non-blocking and close-on-exec, which the caller owns and
+// must close. A client that sends one request and reads one reply with
+// plain system calls, as git's does, saves what a net.UnixConn costs (an
+// epoll registration and its removal, a getsockname). The retries, errors
+// and policy are Dial's. Safe for concurrent use.
+func DialFD(ctx context.Context, path string, opts ...DialOption) (int, error) {
+	return dialFD(ctx, path, opts)
+}

@@ -60,12 +60,26 @@ func state(path string) ActiveState {
 
 // dial is Dial, with the retry loop of git's client.
 func dial(ctx context.Context, path string, opts []DialOption) (*net.UnixConn, error) {
+	return dialWith(ctx, path, opts, dialOnce, PeerCred, func(c *net.UnixConn) { c.Close() })
+}
+
+// dialFD is DialFD: Dial without the net.UnixConn.
+func dialFD(ctx context.Context, path string, opts []DialOption) (int, error) {
+	return dialWith(ctx, path, opts, dialOnceFD, fdCred, func(fd int) { unix.Close(fd) })
+}
+
+// dialWith is git's client's retry loop around once, one connection
+// attempt, then the server policy's check (cred reads the server's
+// credentials, drop closes a refused connection).
+func dialWith[C any](ctx context.Context, path string, opts []DialOption,
+	once func(context.Context, string, bool) (C, error), cred func(C) (Cred, error), drop func(C)) (C, error) {
+	var zero C
 	o, err := newDialOptions(opts)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	if ctx == nil {
-		return nil, fmt.Errorf("%w: nil context", ErrInvalidOption)
+		return zero, fmt.Errorf("%w: nil context", ErrInvalidOption)
 	}
 	name := path
 	if o.abstract {
@@ -83,11 +97,11 @@ func dial(ctx context.Context, path string, opts []DialOption) (*net.UnixConn, e
 			if last != nil {
 				err = fmt.Errorf("%w (last attempt: %w)", err, last)
 			}
-			return nil, &DialError{Path: name, State: class, Attempts: attempt - 1, Err: err}
+			return zero, &DialError{Path: name, State: class, Attempts: attempt - 1, Err: err}
 		}
-		c, err := dialOnce(ctx, name, o.abstract)
+		c, err := once(ctx, name, o.abstract)
 		if err == nil {
-			return finishDial(name, c, attempt, o)
+			return finishDial(name, c, attempt, o, cred, drop)
 		}
 		if ctx.Err() != nil {
 			// ctx ended inside the attempt, which then fails with a
@@ -99,10 +113,10 @@ func dial(ctx context.Context, path string, opts []DialOption) (*net.UnixConn, e
 		class, retry = classifyConnect(err, o)
 		last = err
 		if !retry {
-			return nil, &DialError{Path: name, State: class, Attempts: attempt, Err: err}
+			return zero, &DialError{Path: name, State: class, Attempts: attempt, Err: err}
 		}
 		if attempt >= connectAttempts {
-			return nil, &DialError{Path: name, State: NotListening, Attempts: attempt, Err: err}
+			return zero, &DialError{Path: name, State: NotListening, Attempts: attempt, Err: err}
 		}
 		if timer == nil {
 			timer = time.NewTimer(connectStep)
@@ -134,6 +148,15 @@ func dialOnce(ctx context.Context, name string, abstract bool) (*net.UnixConn, e
 	return dialUnix(ctx, target)
 }
 
+// dialOnceFD is dialOnce for a bare descriptor: AF_UNIX connects complete
+// or fail at once, so ctx only matters between attempts.
+func dialOnceFD(_ context.Context, name string, abstract bool) (int, error) {
+	if abstract {
+		return connectAbstract(name)
+	}
+	return connectPath(name)
+}
+
 func classifyConnect(err error, o *dialOptions) (ActiveState, bool) {
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -144,17 +167,18 @@ func classifyConnect(err error, o *dialOptions) (ActiveState, bool) {
 	return OtherError, false
 }
 
-func finishDial(path string, c *net.UnixConn, attempt int, o *dialOptions) (*net.UnixConn, error) {
+func finishDial[C any](path string, c C, attempt int, o *dialOptions, cred func(C) (Cred, error), drop func(C)) (C, error) {
 	if o.policy != nil {
-		cred, err := PeerCred(c)
+		cr, err := cred(c)
 		if err == nil {
-			err = o.policy.Allow(cred)
+			err = o.policy.Allow(cr)
 		} else {
 			err = fmt.Errorf("%w: %w", ErrDenied, err)
 		}
 		if err != nil {
-			c.Close()
-			return nil, &DialError{Path: path, State: OtherError, Attempts: attempt, Err: err}
+			drop(c)
+			var zero C
+			return zero, &DialError{Path: path, State: OtherError, Attempts: attempt, Err: err}
 		}
 	}
 	return c, nil
