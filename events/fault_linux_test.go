@@ -4,6 +4,7 @@ package events
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pktipc/pktipc/internal/leakcheck"
+	"github.com/pktipc/pktipc/uds"
 )
 
 // A silent client, one stuck in the middle of a frame, and one announcing
@@ -248,5 +250,24 @@ func TestManyClientsFair(t *testing.T) {
 			}
 			pos[ev.Conn] = k
 		}
+	}
+}
+
+// A service whose socket is taken over is reported as an Error naming it.
+func TestStolenService(t *testing.T) {
+	ctx := checked(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	l := newTestLoop(t, WithRunDir(dir), WithListenOptions(uds.WithWatchInterval(10*time.Millisecond)))
+	ln, err := l.Listen("svc", PktLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "svc")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	ev := expect(t, ctx, l, Error, ln)
+	if !errors.Is(ev.Err, uds.ErrStolen) {
+		t.Fatalf("cause %v", ev.Err)
 	}
 }
