@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/ring"
 	"github.com/pktipc/pktipc/uds"
 )
@@ -157,30 +155,6 @@ func Send(ctx context.Context, path string, req []byte, opts ...ClientOption) ([
 		return nil, err
 	}
 	return send(ctx, path, req, o)
-}
-
-// sendConn is Send over a net.UnixConn, where bare descriptors are not
-// available.
-func sendConn(ctx context.Context, path string, req []byte, o clientOptions) ([]byte, error) {
-	uc, err := uds.Dial(ctx, path, o.dial...)
-	if err != nil {
-		return nil, &ClientError{"dial", path, fmt.Errorf("%w: %w", ErrNotProcessed, err)}
-	}
-	defer uc.Close()
-	if d, ok := ctx.Deadline(); ok {
-		_ = uc.SetDeadline(d)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	if _, err := uc.Write(frame.AppendMessage(make([]byte, 0, frame.EncodedLen(len(req))), req)); err != nil {
-		return nil, &ClientError{"send", path, sendFailure(ctxOr(ctx, err))}
-	}
-	msg, err := frame.NewReader(uc, frame.SimpleIPC, o.maxReply).ReadMessage()
-	if err != nil {
-		return nil, &ClientError{"read", path, readFailure(ctxOr(ctx, err))}
-	}
-	return bytes.Clone(msg), nil
 }
 
 // ctxOr prefers the context's error: a deadline set from ctx shows up as
