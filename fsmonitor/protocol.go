@@ -3,6 +3,7 @@ package fsmonitor
 import (
 	"bytes"
 	"strconv"
+	"strings"
 )
 
 // Requests of git's fsmonitor protocol.
@@ -47,6 +48,15 @@ func appendHeader(dst []byte, token string, seq uint64) []byte {
 	return append(dst, 0)
 }
 
+// coneMarker follows each directory a reply names ("d/" then
+// "d/"+coneMarker): git's untracked cache drops what it knows of a
+// directory's own contents only when a path inside the directory is
+// reported, and "d/" alone refreshes d's parent. Without it, an untracked
+// directory that moved away and came back empty under the same name still
+// shows as untracked. The name matches nothing (git checks it and finds
+// no such file).
+const coneMarker = ".pktipc-fsmonitor-cone"
+
 // trivialBody is a trivial reply's body: everything may have changed.
 var trivialBody = []byte{'/', 0}
 
@@ -62,7 +72,12 @@ func writeReply(a answer, buf []byte, write func([]byte) error) error {
 	}
 	batch := buf[:0]
 	for _, p := range a.paths {
-		if len(batch) > 0 && len(batch)+len(p)+1 > maxReplyWrite {
+		dir := strings.HasSuffix(p, "/")
+		n := len(p) + 1
+		if dir {
+			n += len(p) + len(coneMarker) + 1
+		}
+		if len(batch) > 0 && len(batch)+n > maxReplyWrite {
 			if err := write(batch); err != nil {
 				return err
 			}
@@ -70,6 +85,11 @@ func writeReply(a answer, buf []byte, write func([]byte) error) error {
 		}
 		batch = append(batch, p...)
 		batch = append(batch, 0)
+		if dir {
+			batch = append(batch, p...)
+			batch = append(batch, coneMarker...)
+			batch = append(batch, 0)
+		}
 	}
 	if len(batch) > 0 {
 		return write(batch)

@@ -60,6 +60,13 @@ func TestReplyBytes(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("reply\n got %q\nwant %q", got, want)
 	}
+	// A directory is followed by a path inside it, for git's untracked
+	// cache.
+	got = packets(t, answer{token: tok, seq: 2, paths: []string{"d/", "d/x"}})
+	want = "002ebuiltin:0.28566.20261123T083313.557826Z:2\x00" + "0024d/\x00d/" + coneMarker + "\x00d/x\x00" + "0000"
+	if string(got) != want {
+		t.Fatalf("reply with a directory\n got %q\nwant %q", got, want)
+	}
 	got = packets(t, answer{token: tok, seq: 0, trivial: true})
 	want = "002ebuiltin:0.28566.20261123T083313.557826Z:0\x00" + "0006/\x00" + "0000"
 	if string(got) != want {

@@ -93,7 +93,7 @@ func dialWith[C any](ctx context.Context, path string, opts []DialOption,
 	}()
 	class, last := OtherError, error(nil)
 	for attempt := 1; ; attempt++ {
-		if err := ctx.Err(); err != nil {
+		if err := ctxEnded(ctx); err != nil {
 			if last != nil {
 				err = fmt.Errorf("%w (last attempt: %w)", err, last)
 			}
@@ -103,11 +103,14 @@ func dialWith[C any](ctx context.Context, path string, opts []DialOption,
 		if err == nil {
 			return finishDial(name, c, attempt, o, cred, drop)
 		}
-		if ctx.Err() != nil {
+		if err := ctxEnded(ctx); err != nil {
 			// ctx ended inside the attempt, which then fails with a
-			// timeout of its own: report the context's end, as above.
-			last = err
-			continue
+			// timeout of its own: report the context's end with the
+			// last real cause, as above.
+			if last != nil {
+				err = fmt.Errorf("%w (last attempt: %w)", err, last)
+			}
+			return zero, &DialError{Path: name, State: class, Attempts: attempt - 1, Err: err}
 		}
 		var retry bool
 		class, retry = classifyConnect(err, o)
@@ -128,6 +131,19 @@ func dialWith[C any](ctx context.Context, path string, opts []DialOption,
 		case <-ctx.Done():
 		}
 	}
+}
+
+// ctxEnded is ctx.Err(), or DeadlineExceeded once ctx's deadline has
+// passed even if its timer has not fired yet: an attempt that timed out
+// at the deadline is the context's end, not an error of the server.
+func ctxEnded(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // dialOnce makes one connection attempt to a path or "@name".

@@ -543,7 +543,7 @@ func TestHook(t *testing.T) {
 		t.Fatalf("reply after changes %q: want paths", out)
 	}
 	slices.Sort(paths)
-	if want := []string{"a.txt", "dir/", "dir/new.txt"}; !slices.Equal(paths, want) {
+	if want := []string{"a.txt", "dir/", "dir/.pktipc-fsmonitor-cone", "dir/new.txt"}; !slices.Equal(paths, want) {
 		t.Errorf("changed paths %q, want %q", paths, want)
 	}
 
