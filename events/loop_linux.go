@@ -183,12 +183,15 @@ func (l *loop) sleep(timeout int) (int, error) {
 	}
 	l.sleepN, l.sleepErr = 0, nil
 	err := l.parkRaw.Read(l.sleepFn)
-	// Disarmed again, and the report that woke us taken, so that the
-	// netpoller hears nothing of the Loop until it parks next.
-	var off unix.EpollEvent
-	unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_MOD, l.epfd, &off)
+	// The report that woke us is taken, which disarms the one-shot
+	// registration; if none came (a deadline, or the look found events
+	// first) it is disarmed by hand: the netpoller hears nothing of the
+	// Loop until it parks next.
 	var drain [1]unix.EpollEvent
-	unix.EpollWait(l.parkfd, drain[:], 0)
+	if n, _ := unix.EpollWait(l.parkfd, drain[:], 0); n <= 0 {
+		var off unix.EpollEvent
+		unix.EpollCtl(l.parkfd, unix.EPOLL_CTL_MOD, l.epfd, &off)
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		err = nil
 	}
@@ -346,12 +349,16 @@ func (l *loop) waitEvent(ctx context.Context) (Event, error) {
 		}
 		timeout := l.timeoutLocked(now, ctx)
 		l.mu.Unlock()
+		waiters.Add(1)
 		if l.opts.spin > 0 && timeout != 0 && l.spin.plan() {
 			l.waitMu.Unlock()
 			n, err, hit := l.spinWait(now, timeout)
 			l.waitMu.Lock()
-			l.spin.record(hit)
+			if err != errNoSpin {
+				l.spin.record(hit)
+			}
 			if hit {
+				waiters.Add(-1)
 				if err := l.polled(n, err); err != nil {
 					return Event{FD: -1}, err
 				}
@@ -361,6 +368,7 @@ func (l *loop) waitEvent(ctx context.Context) (Event, error) {
 		l.mu.Lock()
 		if l.q.len() > 0 || l.closed {
 			l.mu.Unlock()
+			waiters.Add(-1)
 			continue
 		}
 		l.sleeping = true
@@ -368,6 +376,7 @@ func (l *loop) waitEvent(ctx context.Context) (Event, error) {
 		l.watchCtx(ctx)
 		l.waitMu.Unlock()
 		n, err := l.sleep(timeout)
+		waiters.Add(-1)
 		l.waitMu.Lock()
 		l.mu.Lock()
 		l.sleeping = false
@@ -387,10 +396,16 @@ func (l *loop) spinWait(now time.Time, timeout int) (int, error, bool) {
 		limit = min(limit, time.Duration(timeout)*time.Millisecond)
 	}
 	// Loops of one process that spin at once share the CPUs with the
-	// peers they wait for: at most half of them may spin.
-	if spinners.Add(1) > int32(max(1, runtime.GOMAXPROCS(0)/2)) {
+	// peers they wait for: at most half of them may spin, and none while
+	// more Loops wait than that, when the CPUs are better left to the
+	// goroutines and peers that will answer them.
+	budget := int32(max(1, runtime.GOMAXPROCS(0)/2))
+	if waiters.Load() > budget {
+		return 0, errNoSpin, false
+	}
+	if spinners.Add(1) > budget {
 		spinners.Add(-1)
-		return 0, nil, false
+		return 0, errNoSpin, false
 	}
 	defer spinners.Add(-1)
 	end := now.Add(limit)
@@ -423,8 +438,13 @@ type spinPlan struct {
 
 const spinProbeEvery = 16
 
-// spinners counts the Loops of the process spinning now.
-var spinners atomic.Int32
+// spinners counts the Loops of the process spinning now, waiters those
+// waiting (spinning or asleep).
+var spinners, waiters atomic.Int32
+
+// errNoSpin is spinWait's answer when the process's budget leaves no
+// room to spin: no verdict on whether spinning would have paid.
+var errNoSpin = errors.New("events: no spin")
 
 func (p *spinPlan) plan() bool {
 	p.waits++
