@@ -49,7 +49,7 @@ const (
 
 var kindNames = [...]string{"Error", "Connection", "Disconnection", "MessageRx", "MessageTx", "Timer", "External", "SwitchRx", "SwitchTx"}
 
-// String returns the kind's name.
+// String returns the kind's name. Safe for concurrent use.
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
@@ -69,7 +69,7 @@ const (
 	Periodic
 )
 
-// String returns the timer's name.
+// String returns the timer's name. Safe for concurrent use.
 func (t TimerKind) String() string {
 	switch t {
 	case Idle:
@@ -126,6 +126,7 @@ const (
 )
 
 // String returns the format's name as ipcbench's --format flag spells it.
+// Safe for concurrent use.
 func (f Format) String() string {
 	switch f {
 	case PktLine:
@@ -138,7 +139,7 @@ func (f Format) String() string {
 	return "Format(" + strconv.Itoa(int(f)) + ")"
 }
 
-// ParseFormat is the inverse of Format.String.
+// ParseFormat is the inverse of Format.String. Safe for concurrent use.
 func ParseFormat(s string) (Format, error) {
 	for _, f := range []Format{PktLine, LibIPC, LibIPCC} {
 		if f.String() == s {

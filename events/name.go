@@ -50,7 +50,8 @@ func RunDir(l Layout) string {
 	return filepath.Join(os.TempDir(), "pktipc-"+strconv.Itoa(os.Geteuid()))
 }
 
-// ServicePath returns the socket path of service name in dir.
+// ServicePath returns the socket path of service name in dir, or the
+// error ValidName gives. Safe for concurrent use.
 func ServicePath(dir, name string) (string, error) {
 	if err := ValidName(name); err != nil {
 		return "", err
