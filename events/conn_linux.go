@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,13 @@ type outMsg struct {
 
 func newConn(fd int, kind connKind, f Format) *conn {
 	return &conn{fd: fd, kind: kind, format: f, rbuf: make([]byte, DefaultReadBuffer)}
+}
+
+// epollEvent is c's epoll registration for events: the data names its
+// slot and the ID's sequence, so a report for a descriptor since closed
+// and reused is recognised as stale.
+func (c *conn) epollEvent(events uint32) unix.EpollEvent {
+	return unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(uint32(c.id >> slotBits))}
 }
 
 // releaseLock drops LibIPC's single-instance lock, leaving the file as
@@ -194,16 +202,16 @@ func (c *conn) makeRoom() {
 // decode takes one message from the buffered bytes, if one is whole.
 func (c *conn) decode() (Event, bool, error) {
 	b := c.rbuf[c.rs:c.re]
-	max := c.l.opts.maxMessage
+	limit := c.l.opts.maxMessage
 	switch c.format {
 	case LibIPC:
-		max = min(max, frame.LibIPCMaxPayload)
+		limit = min(limit, frame.LibIPCMaxPayload)
 		if len(b) >= frame.LibIPCHeaderSize {
-			if n := binary.BigEndian.Uint32(b); int64(n) > int64(max) {
-				return Event{}, false, c.tooLarge(int64(n), max)
+			if n := binary.BigEndian.Uint32(b); int64(n) > int64(limit) {
+				return Event{}, false, c.tooLarge(int64(n), limit)
 			}
 		}
-		p, n, err := frame.DecodeLibIPC(b, max)
+		p, n, err := frame.DecodeLibIPC(b, limit)
 		if err != nil {
 			return Event{}, false, &ConnError{Conn: c.id, Op: "read", Err: err}
 		}
@@ -215,10 +223,10 @@ func (c *conn) decode() (Event, bool, error) {
 		c.need = 0
 		return Event{Kind: MessageRx, Conn: c.id, FD: -1, Data: p}, true, nil
 	case LibIPCC:
-		max = min(max, frame.LibIPCCMaxPayload)
+		limit = min(limit, frame.LibIPCCMaxPayload)
 		if len(b) >= 5 && b[0] <= byte(frame.CNetworkLookup) {
-			if n := binary.BigEndian.Uint32(b[1:]); int64(n) > int64(max) {
-				return Event{}, false, c.tooLarge(int64(n), max)
+			if n := binary.BigEndian.Uint32(b[1:]); int64(n) > int64(limit) {
+				return Event{}, false, c.tooLarge(int64(n), limit)
 			}
 		}
 		f, n, err := frame.DecodeLibIPCC(b)
@@ -238,7 +246,7 @@ func (c *conn) decode() (Event, bool, error) {
 		return Event{Kind: MessageRx, Conn: c.id, FD: -1, Data: f.Payload, Type: f.Type, UserType: f.UserType}, true, nil
 	}
 	if c.asm == nil {
-		c.asm = frame.NewAssembler(frame.Persistent, max)
+		c.asm = frame.NewAssembler(frame.Persistent, limit)
 	}
 	for {
 		msg, n, done, err := c.asm.Next(c.rbuf[c.rs:c.re])
@@ -249,7 +257,7 @@ func (c *conn) decode() (Event, bool, error) {
 			if fe := (*frame.Error)(nil); errors.As(err, &fe) && fe.Length > frame.HeaderSize {
 				size += int64(fe.Length - frame.HeaderSize)
 			}
-			return Event{}, false, &ConnError{Conn: c.id, Op: "read", Err: fmt.Errorf("%w (%w)", &SizeError{Size: size, Max: int64(max)}, err)}
+			return Event{}, false, &ConnError{Conn: c.id, Op: "read", Err: fmt.Errorf("%w (%w)", &SizeError{Size: size, Max: int64(limit)}, err)}
 		}
 		if err != nil {
 			return Event{}, false, &ConnError{Conn: c.id, Op: "read", Err: err}
@@ -276,8 +284,8 @@ func (c *conn) needFrom(b []byte, hdr, lenAt int) {
 	c.need = hdr + int(binary.BigEndian.Uint32(b[lenAt:]))
 }
 
-func (c *conn) tooLarge(n int64, max int) error {
-	return &ConnError{Conn: c.id, Op: "read", Err: &SizeError{Size: n, Max: int64(max)}}
+func (c *conn) tooLarge(n int64, limit int) error {
+	return &ConnError{Conn: c.id, Op: "read", Err: &SizeError{Size: n, Max: int64(limit)}}
 }
 
 // relay passes a message that arrived on one side of a switch to the
@@ -314,6 +322,9 @@ func (c *conn) relay(p *conn, ev Event) (Event, bool) {
 // frameIOV builds the iovecs of one frame: headers in c.hdrs, the payload
 // uncopied. The result is valid until the next call; the caller holds wmu.
 func (c *conn) frameIOV(userType uint8, p []byte) ([]unix.Iovec, error) {
+	if len(p) > c.l.opts.maxMessage {
+		return nil, &ConnError{Conn: c.id, Op: "write", Err: &SizeError{Size: int64(len(p)), Max: int64(c.l.opts.maxMessage)}}
+	}
 	c.hdrs = c.hdrs[:0]
 	c.iov = c.iov[:0]
 	var err error
@@ -334,7 +345,9 @@ func (c *conn) frameIOV(userType uint8, p []byte) ([]unix.Iovec, error) {
 		c.iov = append(c.iov, iovec(c.hdrs), iovec(p))
 	default:
 		n := (len(p) + frame.MaxPayloadSize - 1) / frame.MaxPayloadSize
-		c.hdrs = slicesGrow(c.hdrs, 4*n+4)
+		// Room for every header first, so the iovecs that point into
+		// hdrs stay valid while it is filled.
+		c.hdrs = slices.Grow(c.hdrs, 4*n+4)
 		for i := 0; i < n; i++ {
 			chunk := p[i*frame.MaxPayloadSize : min(len(p), (i+1)*frame.MaxPayloadSize)]
 			h := len(c.hdrs)
@@ -345,25 +358,11 @@ func (c *conn) frameIOV(userType uint8, p []byte) ([]unix.Iovec, error) {
 		c.hdrs = frame.AppendFlush(c.hdrs)
 		c.iov = append(c.iov, iovec(c.hdrs[h:]))
 	}
-	if len(p) > c.l.opts.maxMessage {
-		return nil, &ConnError{Conn: c.id, Op: "write", Err: &SizeError{Size: int64(len(p)), Max: int64(c.l.opts.maxMessage)}}
-	}
 	return c.iov, nil
 }
 
 // maxCSend is the most a C LibIPC peer can hold in one frame.
 const maxCSend = 1999988
-
-// slicesGrow makes room for n more bytes without reallocating later, so
-// the iovecs that point into b stay valid while it is filled.
-func slicesGrow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), len(b)+n)
-		copy(nb, b)
-		return nb
-	}
-	return b
-}
 
 func iovec(b []byte) unix.Iovec {
 	v := unix.Iovec{}
@@ -400,7 +399,7 @@ func advance(iov []unix.Iovec, n int) []unix.Iovec {
 	}
 	if n > 0 {
 		iov[0].Base = (*byte)(unsafe.Add(unsafe.Pointer(iov[0].Base), n))
-		iov[0].Len -= uint64(n)
+		iov[0].SetLen(int(iov[0].Len) - n)
 	}
 	return iov
 }
@@ -555,7 +554,7 @@ func (c *conn) watchOut(on bool) {
 		return
 	}
 	c.outWatched = on
-	ev := unix.EpollEvent{Events: connEvents, Fd: c.slot, Pad: int32(uint32(c.id >> slotBits))}
+	ev := c.epollEvent(connEvents)
 	if on {
 		ev.Events |= unix.EPOLLOUT
 	}

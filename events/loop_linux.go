@@ -233,7 +233,7 @@ func (l *loop) add(c *conn, events uint32) error {
 		l.nconns++
 	}
 	l.mu.Unlock()
-	ev := unix.EpollEvent{Events: events, Fd: slot, Pad: int32(uint32(c.id >> slotBits))}
+	ev := c.epollEvent(events)
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		l.release(c)
 		return &ConnError{Conn: c.id, Op: "epoll_ctl", Err: err}
@@ -948,7 +948,7 @@ func (c *conn) arm() {
 	if c.closed {
 		return
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: c.slot, Pad: int32(uint32(c.id >> slotBits))}
+	ev := c.epollEvent(unix.EPOLLIN | unix.EPOLLONESHOT)
 	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
