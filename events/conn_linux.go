@@ -36,10 +36,11 @@ const (
 // the conn is published in the slot table and never change. queued
 // changes under the loop's mu, closed under both waitMu and mu. The read
 // side (readable, hup, rbuf, rs, re, need, asm, xform, failing, retry,
-// stop) belongs to the loop's waitMu holder; peer is set by AddSwitch under waitMu and read by writers
-// through the atomic. The write side (outq and the fields after wmu)
-// changes only under wmu; pending and paused are atomics that hand a
-// flush or a resumption from one side to the other.
+// stop) belongs to the loop's waitMu holder; peer is set by AddSwitch
+// under waitMu and read by writers through the atomic. The write side
+// (outq and the fields after wmu) changes only under wmu; pending, paused,
+// msgTx, relayTx and failed are atomics that hand a flush, a resumption,
+// a report owed or a write failure's cause from one side to the other.
 type conn struct {
 	l      *loop
 	id     ConnID
@@ -78,6 +79,7 @@ type conn struct {
 	hdrs       []byte
 	iov        []unix.Iovec
 	pending    atomic.Bool
+	failed     atomic.Pointer[error] // why a writer ended the connection
 }
 
 // outMsg is one encoded frame waiting in a connection's outbound queue.
@@ -155,13 +157,13 @@ func (c *conn) produce() (Event, bool) {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return c.end(&ConnError{Conn: c.id, Op: "read", Err: os.NewSyscallError("read", err)}), true
+			return c.end(c.failedOr(&ConnError{Conn: c.id, Op: "read", Err: os.NewSyscallError("read", err)})), true
 		case n == 0:
 			var cause error
 			if c.rs < c.re || c.asm != nil && c.asm.Buffered() > 0 {
 				cause = &ConnError{Conn: c.id, Op: "read", Err: fmt.Errorf("%w: %d bytes of a frame", ErrTruncated, c.re-c.rs)}
 			}
-			return c.end(cause), true
+			return c.end(c.failedOr(cause)), true
 		}
 		c.re += n
 		if n < space && !c.hup {
@@ -447,13 +449,14 @@ func (c *conn) write(userType uint8, p []byte) error {
 			if werr := c.waitWritable(deadline); werr != nil {
 				if sent > 0 {
 					// Half a frame is in the stream: nothing can follow it.
-					c.fail()
+					c.fail(werr)
 				}
 				return werr
 			}
 		default:
-			c.fail()
-			return &ConnError{Conn: c.id, Op: "write", Err: os.NewSyscallError("writev", err)}
+			werr := &ConnError{Conn: c.id, Op: "write", Err: os.NewSyscallError("writev", err)}
+			c.fail(werr)
+			return werr
 		}
 	}
 	return nil
@@ -476,8 +479,9 @@ func (c *conn) waitWritable(deadline time.Time) error {
 		}
 		if n > 0 {
 			if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
-				c.fail()
-				return &ConnError{Conn: c.id, Op: "write", Err: io.ErrClosedPipe}
+				werr := &ConnError{Conn: c.id, Op: "write", Err: io.ErrClosedPipe}
+				c.fail(werr)
+				return werr
 			}
 			return nil
 		}
@@ -485,11 +489,22 @@ func (c *conn) waitWritable(deadline time.Time) error {
 }
 
 // fail ends the write side after a torn frame or a socket error; the read
-// side then sees the end and reports Disconnection. Caller holds wmu.
-func (c *conn) fail() {
+// side then sees the end and reports Disconnection with cause (see
+// failedOr). Caller holds wmu.
+func (c *conn) fail(cause error) {
 	c.wclosed = true
+	c.failed.Store(&cause)
 	unix.Shutdown(c.fd, unix.SHUT_RDWR)
-	c.dropQueueLocked(&ConnError{Conn: c.id, Op: "write", Err: ErrClosed})
+	c.dropQueueLocked(cause)
+}
+
+// failedOr is the cause a Disconnection reports: the write side's
+// failure when a writer ended the connection, else cause.
+func (c *conn) failedOr(cause error) error {
+	if f := c.failed.Load(); f != nil {
+		return *f
+	}
+	return cause
 }
 
 // schedule is Schedule (relay: a switch's message, reported as SwitchTx,
@@ -519,8 +534,9 @@ func (c *conn) schedule(userType uint8, p []byte, relay bool) error {
 				continue
 			}
 			if err != nil && err != unix.EAGAIN {
-				c.fail()
-				return &ConnError{Conn: c.id, Op: "schedule", Err: os.NewSyscallError("writev", err)}
+				werr := &ConnError{Conn: c.id, Op: "schedule", Err: os.NewSyscallError("writev", err)}
+				c.fail(werr)
+				return werr
 			}
 			sent = n
 			break
@@ -616,8 +632,9 @@ func (c *conn) flushLocked() error {
 		case unix.EAGAIN:
 			return nil
 		default:
-			c.fail()
-			return &ConnError{Conn: c.id, Op: "write", Err: os.NewSyscallError("writev", err)}
+			werr := &ConnError{Conn: c.id, Op: "write", Err: os.NewSyscallError("writev", err)}
+			c.fail(werr)
+			return werr
 		}
 		c.outBytes -= n
 		for n > 0 {

@@ -271,3 +271,19 @@ func TestStolenService(t *testing.T) {
 		t.Fatalf("cause %v", ev.Err)
 	}
 }
+
+// A Write that times out with half its frame sent ends the connection,
+// and the Disconnection says so instead of reporting a clean end.
+func TestTornWriteReported(t *testing.T) {
+	ctx := checked(t)
+	l := newTestLoop(t, WithWriteTimeout(30*time.Millisecond))
+	id, _ := pair(t, l, PktLine) // a peer that never reads
+	err := l.Write(id, make([]byte, 8<<20))
+	if !errors.Is(err, ErrWriteTimeout) {
+		t.Fatalf("Write: %v", err)
+	}
+	ev := expect(t, ctx, l, Disconnection, id)
+	if !errors.Is(ev.Err, ErrWriteTimeout) {
+		t.Fatalf("Disconnection: %v, want the write timeout", ev.Err)
+	}
+}

@@ -837,24 +837,29 @@ func (l *loop) listen(name string, f Format) (ConnID, error) {
 		}
 		return 0, err
 	}
-	c := &conn{kind: kindListener, ln: ln, format: f, lock: lock, fd: -1}
+	c := &conn{kind: kindListener, ln: ln, format: f, lock: lock, fd: -1, stop: make(chan struct{})}
 	rc, err := ln.SyscallConn()
 	if err == nil {
 		err = rc.Control(func(fd uintptr) { c.fd = int(fd) })
 	}
+	// Under waitMu, so that a Close running meanwhile either finds the
+	// Loop closed here or finds the listener published with its watcher
+	// counted, and then stops and waits for it.
+	l.waitMu.Lock()
 	if err == nil {
 		err = l.add(c, unix.EPOLLIN|unix.EPOLLET)
 	}
 	if err != nil {
+		l.waitMu.Unlock()
 		ln.Close()
 		c.releaseLock()
 		return 0, err
 	}
-	// Clients may be waiting already.
-	l.pushToken(c)
-	c.stop = make(chan struct{})
 	l.watchers.Add(1)
 	go l.watchStolen(c)
+	l.waitMu.Unlock()
+	// Clients may be waiting already.
+	l.pushToken(c)
 	return c.id, nil
 }
 
