@@ -140,8 +140,9 @@ func (c *oneShotConn) Read(p []byte) (int, error) {
 	}
 }
 
-// wait waits until the socket is ready for events, the deadline passes
-// (os.ErrDeadlineExceeded) or ctx ends (its error).
+// wait waits until the socket is ready for events, ctx's deadline passes
+// (context.DeadlineExceeded, also before ctx's own timer fires) or ctx
+// ends (its error).
 func (c *oneShotConn) wait(events int16) error {
 	if err := c.ctx.Err(); err != nil {
 		return err

@@ -110,7 +110,7 @@ func dialWith[C any](ctx context.Context, path string, opts []DialOption,
 			if last != nil {
 				err = fmt.Errorf("%w (last attempt: %w)", err, last)
 			}
-			return zero, &DialError{Path: name, State: class, Attempts: attempt - 1, Err: err}
+			return zero, &DialError{Path: name, State: class, Attempts: attempt, Err: err}
 		}
 		var retry bool
 		class, retry = classifyConnect(err, o)
