@@ -29,9 +29,9 @@ const (
 	// (events' own bound for a peer that does not read).
 	pongReplyTimeout = events.DefaultWriteTimeout
 	// pongdQueueBytes bounds what pongd holds for a client that does not
-	// read its echoes. events.Loop.Schedule refuses a message larger than
-	// the bound even when nothing is queued, so the bound leaves room for
-	// the largest message on top of the default.
+	// read its echoes: the default, plus room for one more message of the
+	// largest size, so that a client pipelining large messages is echoed
+	// rather than refused.
 	pongdQueueBytes = events.DefaultMaxMessageSize + events.DefaultQueueBytes
 	// libipcMaxPayload and libipcCMaxPayload are the most the LibIPC
 	// formats send (events.LibIPC, events.LibIPCC): LibIPC's 99,992-byte
@@ -88,10 +88,9 @@ func (s *serviceFlags) resolve() (*service, error) {
 }
 
 // newLoop makes a Loop for the service's layout and directory, and closes
-// it when ctx ends. WaitEvent is then called with a context that never
-// ends, and returns events.ErrClosed instead: the Loop's own watcher of a
-// cancelled context can write to its wake descriptor after Close closed
-// it. done closes the Loop if ctx did not, and waits for that Close.
+// it when ctx ends, which ends a WaitEvent in progress with
+// events.ErrClosed (so the serving loop needs no context of its own).
+// done closes the Loop if ctx did not, and waits for that Close.
 func (s *service) newLoop(ctx context.Context, opts ...events.Option) (loop *events.Loop, done func(), err error) {
 	opts = append([]events.Option{events.WithLayout(s.layout), events.WithRunDir(s.dir)}, opts...)
 	loop, err = events.New(opts...)
