@@ -27,8 +27,14 @@ import (
 const (
 	// engineStreamWin is how many replies a stream leaves unread before it
 	// collects half of them: a pipelining client's bounded window, which
-	// bounds what either side buffers to 16 messages.
-	engineStreamWin = 16
+	// bounds what either side buffers to 256 messages.
+	engineStreamWin = 256
+	// engineStreamBatch is how many messages a stream queues
+	// (engine.Client.Queue) before it flushes them in one write;
+	// engineStreamQueueMax is the largest message it queues rather than
+	// sends at once (a larger one fills a write by itself).
+	engineStreamBatch    = 32
+	engineStreamQueueMax = 16 << 10
 	// engineCallBound bounds one client call: a server that stops
 	// answering fails the call after this long instead of hanging the
 	// client, as the driver's stall timeout does for the run.
@@ -222,12 +228,14 @@ func (e engineConn) RoundTrip(_ context.Context, req []byte) (int, error) {
 	return len(reply), err
 }
 
-// engineStream pipelines one-way messages: it sends without waiting and
+// engineStream pipelines one-way messages: it queues small ones and
+// flushes them engineStreamBatch at a time, sends large ones at once, and
 // collects the (empty) replies in batches, so that at most engineStreamWin
 // are unread.
 type engineStream struct {
 	*engineClient
 	unread int
+	queued int
 }
 
 func openEngineStream(ctx context.Context, socket string, _ int) (Streamer, error) {
@@ -247,15 +255,27 @@ func (s *engineStream) Send(msg []byte) error {
 			return err
 		}
 	}
-	if err := s.c.Send(msg); err != nil {
+	if len(msg) > engineStreamQueueMax {
+		if err := s.c.Send(msg); err != nil {
+			return err
+		}
+		s.unread++
+		return nil
+	}
+	if err := s.c.Queue(msg); err != nil {
 		return err
 	}
 	s.unread++
+	if s.queued++; s.queued >= engineStreamBatch {
+		s.queued = 0
+		return s.c.Flush()
+	}
 	return nil
 }
 
 // collect reads n replies, each of which must be empty.
 func (s *engineStream) collect(n int) error {
+	s.queued = 0 // Recv flushes them
 	for range n {
 		reply, err := s.c.Recv()
 		if err != nil {

@@ -83,6 +83,46 @@ func TestZeroAllocsPipelined(t *testing.T) {
 	}
 }
 
+// TestZeroAllocsBatched: queued requests flushed in one write and
+// answered in one (inline replies batched) allocate nothing per request,
+// at 64 B and at 4 KiB.
+func TestZeroAllocsBatched(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, size := range []int{64, 4096} {
+		req := bytes.Repeat([]byte("b"), size)
+		window := func() {
+			for range 32 {
+				if err := c.Queue(req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			for range 32 {
+				if _, err := c.Recv(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for range 20 {
+			window()
+		}
+		if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
+			t.Errorf("size %d: %v allocations per batch of 32 requests, want 0", size, allocs)
+		}
+	}
+	if ts.Stats().Batched == 0 {
+		t.Error("no reply was batched")
+	}
+}
+
 // TestReplyBuffersSurviveCalibration: bytebufferpool recalibrates what it
 // keeps from the lengths it is given back; reply buffers must still be
 // reused after that, or every reply allocates (as it once did after 42,000

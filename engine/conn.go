@@ -89,6 +89,7 @@ type conn struct {
 	served      uint64
 	phase       phase
 	closeAfter  bool // close once the outbound buffer is empty (SI)
+	batched     bool // the loop's: inline replies wait in the loop's reply buffer (process)
 	ackWaiting  bool // a worker waits for the outbound buffer to fall below the high-water mark
 
 	reply   ReplyWriter                // the loop's while inline; the worker's while handling

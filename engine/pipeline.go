@@ -55,10 +55,11 @@ type Client struct {
 	declined   bool   // the server declined the handshake (git's): connect without offering it
 	inflight   int    // requests written on the open connection and not yet answered
 	held       int    // entries held for a git server, not yet written
+	unsent     int    // the newest entries, queued in wbuf and not yet written
 	queue      requestQueue
 	spin       spinPlan
 
-	wbuf []byte
+	wbuf []byte // the requests being written; queued ones (Queue) collect here
 	woff int
 	werr error
 
@@ -94,6 +95,11 @@ const (
 
 	// clientKeep bounds the reply buffer a Client keeps between replies.
 	clientKeep = 16 << 20
+
+	// clientBatchBytes is how many bytes of queued requests make Queue
+	// write them without waiting for Flush: enough for hundreds of small
+	// requests per system call, little enough to bound the copy.
+	clientBatchBytes = 64 << 10
 )
 
 // Dial connects to the server at path and, unless WithGitStyle, offers
@@ -184,11 +190,25 @@ func (c *Client) Call(req []byte) ([]byte, error) {
 // Send sends req without waiting for its reply. To a git server, which
 // answers one request per connection, a request sent while another is
 // unanswered is kept (copied) and sent on a new connection when Recv comes
-// to it. An error means the request was not sent (it wraps ErrNotProcessed,
-// or is ErrClientClosed) and has no reply to Recv.
+// to it. Requests queued before it (Queue) go out with it, in one write
+// where the socket takes them. An error means req was not sent (it wraps
+// ErrNotProcessed, or is ErrClientClosed) and has no reply to Recv.
 func (c *Client) Send(req []byte) error {
 	if c.closed.Load() {
 		return ErrClientClosed
+	}
+	if c.unsent > 0 {
+		c.stage(req)
+		if err := c.flush(); err != nil {
+			if last := c.queue.at(c.queue.n - 1); last.err != nil {
+				// req is the last written: it failed only if it did not
+				// go out whole, so it has no reply.
+				err = last.err
+				c.queue.popBack()
+				return err
+			}
+		}
+		return nil
 	}
 	if c.held > 0 || (c.uc != nil && !c.persistent && c.inflight > 0) {
 		c.queue.push(pending{held: bytes.Clone(req)})
@@ -200,6 +220,131 @@ func (c *Client) Send(req []byte) error {
 	}
 	c.queue.push(pending{gen: c.gen})
 	return nil
+}
+
+// Queue adds req to the requests to send without a system call: they go
+// out together, in one write where the socket takes them, at the next
+// Flush, Send or Recv, or once they fill a batch (64 KiB). Nothing waits for
+// more requests to come: a caller that queues should flush when it has
+// nothing more to send. Where batching does not apply (a git server, which
+// takes one request per connection, or shared-memory rings, where a
+// request costs no system call) Queue is Send.
+//
+// An error means req was not queued (it wraps ErrNotProcessed, or is
+// ErrClientClosed) and has no reply to Recv. A queued request that then
+// fails to go out whole gets its error from Recv, in its turn, as does one
+// whose connection ends before its reply.
+func (c *Client) Queue(req []byte) error {
+	if c.closed.Load() {
+		return ErrClientClosed
+	}
+	if c.uc == nil && c.held == 0 {
+		if err := c.reconnect(); err != nil {
+			return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
+		}
+	}
+	if c.held > 0 || !c.persistent || c.rout != nil {
+		return c.Send(req)
+	}
+	c.stage(req)
+	if len(c.wbuf) >= clientBatchBytes {
+		_ = c.flush() // its failures are the requests' own, for Recv
+	}
+	return nil
+}
+
+// Flush writes the requests queued by Queue, in one write where the socket
+// takes them all. An error means some of them did not reach the server
+// whole; each queued request still has its reply, or its error, for Recv.
+func (c *Client) Flush() error {
+	if c.closed.Load() {
+		return ErrClientClosed
+	}
+	if c.unsent == 0 {
+		return nil
+	}
+	return c.flush()
+}
+
+// SendBatch queues every request of reqs and flushes them, in one write
+// where the socket takes them. n counts the requests that have a reply,
+// or an error, for Recv: all of them unless Queue refused one, whose error
+// err is then. A non-nil err with n == len(reqs) is Flush's.
+func (c *Client) SendBatch(reqs [][]byte) (n int, err error) {
+	for i, req := range reqs {
+		if err := c.Queue(req); err != nil {
+			return i, err
+		}
+	}
+	return len(reqs), c.Flush()
+}
+
+// stage appends req to the write buffer and queues its entry. The open
+// connection is a persistent socket one.
+func (c *Client) stage(req []byte) {
+	if c.unsent == 0 {
+		c.wbuf = c.wbuf[:0]
+	}
+	c.wbuf = frame.AppendMessage(c.wbuf, req)
+	c.queue.push(pending{gen: c.gen, end: len(c.wbuf)})
+	c.unsent++
+}
+
+// flush writes the staged requests. A request written whole is in flight;
+// the others get their error in the queue. As transmit does, it tries once
+// more on a new connection when the server had closed the idle one and
+// nothing reached it.
+func (c *Client) flush() error {
+	for retried := false; ; retried = true {
+		c.woff, c.werr = 0, nil
+		if err := c.rc.Write(c.writeFn); err != nil && c.werr == nil {
+			c.werr = err
+		}
+		first := c.queue.n - c.unsent
+		if c.werr == nil {
+			c.inflight += c.unsent
+			c.spin.sent(c.now(), c.inflight)
+			c.unsent = 0
+			return nil
+		}
+		err := c.werr
+		whole := 0 // staged requests that reached the socket whole
+		for whole < c.unsent && c.queue.at(first+whole).end <= c.woff {
+			whole++
+		}
+		if !retried && c.inflight == 0 && whole == 0 && peerGone(err) {
+			c.endConn(err)
+			staged := c.wbuf
+			c.wbuf = nil // the handshake writes from wbuf
+			rerr := c.reconnect()
+			c.wbuf = staged
+			if rerr == nil && c.persistent && c.rout == nil {
+				for i := range c.unsent {
+					c.queue.at(first + i).gen = c.gen
+				}
+				continue
+			}
+			if rerr == nil {
+				rerr = errors.New("the server no longer takes pipelined requests")
+			}
+			return c.failStaged(first, c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, rerr)))
+		}
+		c.inflight += whole
+		e := c.fail("send", sendFailure(err))
+		c.failStaged(first+whole, e)
+		c.endConn(err) // the ones written whole may have been processed
+		return e
+	}
+}
+
+// failStaged gives err to the staged entries from the from-th oldest on
+// and ends staging.
+func (c *Client) failStaged(from int, err error) error {
+	for i := from; i < c.queue.n; i++ {
+		c.queue.at(i).err = err
+	}
+	c.unsent = 0
+	return err
 }
 
 // transmit writes req on the open connection, opening one if there is
@@ -241,6 +386,9 @@ func (c *Client) transmit(req []byte) error {
 func (c *Client) Recv() ([]byte, error) {
 	if c.closed.Load() {
 		return nil, ErrClientClosed
+	}
+	if c.unsent > 0 {
+		_ = c.flush() // its failures are the requests' own
 	}
 	p := c.queue.front()
 	if p == nil {

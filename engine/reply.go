@@ -16,6 +16,11 @@ import (
 // streamed reply costs few system calls, small enough to bound the copy.
 const replyFlushSize = 256 << 10
 
+// replyBatchBytes bounds the inline replies that wait in the loop's reply
+// buffer for the replies to the requests behind them (process), so that
+// pipelined requests are answered in one write.
+const replyBatchBytes = 64 << 10
+
 // streamFlushAfter: a pooled handler's Write is sent at once when the last
 // send was at least this long ago, so a handler that produces slowly (git's
 // "slow": a line every 10 ms) streams, while bursts of small writes (git's
@@ -38,6 +43,7 @@ type ReplyWriter struct {
 	sock    int // a one-shot reply's socket (oneshot.go), when oneShot
 	oneShot bool
 	base    int   // outbound bytes queued when an inline reply began
+	start   int   // where an inline reply began in the loop's buffer, behind batched replies
 	sentAt  int64 // when a pooled reply last went to the event loop
 
 	// On a ring connection (ringreply.go): its state, the record reserved
@@ -186,7 +192,10 @@ func (w *ReplyWriter) begin(inline bool) {
 	} else {
 		w.buf = bufPool.Get()
 	}
-	w.buf.B = w.buf.B[:0]
+	if !inline || !w.c.batched {
+		w.buf.B = w.buf.B[:0]
+	}
+	w.start = len(w.buf.B)
 	w.err, w.n, w.inline, w.base, w.oneShot = nil, 0, inline, 0, false
 	if inline {
 		w.base = w.c.gc.OutboundBuffered()

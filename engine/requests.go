@@ -26,6 +26,7 @@ type pending struct {
 	gen  uint64 // the connection it was written on; 0 while held
 	held []byte // a git server's request waiting for its own connection
 	err  error  // set when its connection ended before its reply
+	end  int    // a queued request's end in the Client's write buffer, until flushed
 }
 
 // requestQueue is a FIFO of pending requests in a ring that grows to the
@@ -55,6 +56,16 @@ func (q *requestQueue) front() *pending {
 		return nil
 	}
 	return &q.ring[q.head]
+}
+
+// at returns the i-th oldest entry; the pointer is valid until the next
+// push or pop.
+func (q *requestQueue) at(i int) *pending { return &q.ring[(q.head+i)%len(q.ring)] }
+
+// popBack removes the newest entry.
+func (q *requestQueue) popBack() {
+	q.n--
+	q.ring[(q.head+q.n)%len(q.ring)] = pending{}
 }
 
 func (q *requestQueue) pop() {

@@ -19,7 +19,41 @@ const peekWindow = 16 << 10
 
 // process decodes and serves the requests buffered on the connection. It
 // runs on the event loop.
+//
+// Replies to requests that came together leave together: an inline reply
+// that has another request waiting behind it stays in the loop's reply
+// buffer (replyBatchBytes at most), and process writes them all in one
+// call before it returns, or before a pooled request, whose reply a worker
+// may write on its own, is dispatched.
 func (c *conn) process(now int64) action {
+	act := c.serveRequests(now)
+	if c.batched {
+		if !c.flushBatch() && act == keepConn {
+			act = closeConn
+		}
+	}
+	return act
+}
+
+// flushBatch writes the batched inline replies; false means the
+// connection is closing.
+func (c *conn) flushBatch() bool {
+	c.batched = false
+	w := &c.reply
+	w.buf = c.loop.reply
+	err := w.flushInline()
+	w.buf = nil
+	if c.closed.Load() || (err != nil && !errors.Is(err, ErrBackpressure)) {
+		return false
+	}
+	if c.persistent && c.phase == phaseIdle && c.gc.OutboundBuffered() > c.s.opts.highWater {
+		c.startDrain(c.s.now())
+	}
+	return true
+}
+
+// serveRequests is process without the final flush of batched replies.
+func (c *conn) serveRequests(now int64) action {
 	window := peekWindow
 	for !c.closed.Load() {
 		total := c.buffered()
@@ -79,6 +113,9 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 	s.stats.requests.Add(1)
 	pooled := !s.opts.inline && (c.firstPooled || !s.filterInline(msg))
 	c.firstPooled = false
+	if pooled && c.batched && !c.flushBatch() {
+		return closeConn, true
+	}
 	c.prepareHandler(pooled)
 	if pooled {
 		return c.dispatchPooled(now, msg, n), true
@@ -129,10 +166,13 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool)
 	herr, panicked := s.call(c, msg)
 	c.discard(n)
 	if c.closed.Load() {
+		c.reply.buf.B = c.reply.buf.B[:0] // nobody to answer
+		c.batched = false
 		c.reply.release()
 		return keepConn, true
 	}
 	if panicked || c.reply.err != nil {
+		c.reply.buf.B = c.reply.buf.B[:c.reply.start] // the replies before it still go out
 		c.reply.release()
 		return closeConn, true
 	}
@@ -140,6 +180,16 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool)
 		s.requestQuit()
 	}
 	c.reply.buf.B = frame.AppendFlush(c.reply.buf.B)
+	if c.persistent && len(c.reply.buf.B) < replyBatchBytes && !s.stopping.Load() && c.buffered() > 0 &&
+		c.gc.OutboundBuffered() <= s.opts.highWater {
+		// Another request waits: this reply leaves with its reply.
+		c.batched = true
+		s.stats.batched.Add(1)
+		c.reply.release()
+		c.toIdle(now)
+		return keepConn, false
+	}
+	c.batched = false
 	err := c.reply.flushInline()
 	c.reply.release()
 	if c.closed.Load() {

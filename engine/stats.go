@@ -17,6 +17,7 @@ type counters struct {
 	spinHits        atomic.Uint64
 	spinMisses      atomic.Uint64
 	soloReads       atomic.Uint64
+	batched         atomic.Uint64
 	drainFallbacks  atomic.Uint64
 	drainChecks     atomic.Uint64
 	evicted         atomic.Uint64
@@ -49,6 +50,7 @@ type Stats struct {
 	BusyPollHits     uint64 // spins that caught the next request
 	BusyPollMisses   uint64 // spins that did not
 	SoloReads        uint64 // requests read by a loop waiting on their connection alone (WithSoloWait)
+	Batched          uint64 // inline replies held to leave in one write with the replies after them
 	DrainChecks      uint64 // looks at a connection's outbound buffer after its peer read
 	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
 	Evicted          uint64 // connections without a whole request closed to make room at a cap
@@ -77,6 +79,7 @@ func (s *Server) Stats() Stats {
 		Overloaded:       c.overloaded.Load(),
 		Panics:           c.panics.Load(),
 		Rescued:          c.rescued.Load(),
+		Batched:          c.batched.Load(),
 		FirstByteTimeout: c.timeouts[whyFirstByte].Load(),
 		RequestTimeout:   c.timeouts[whyRequest].Load(),
 		IdleTimeout:      c.timeouts[whyIdle].Load(),
