@@ -75,10 +75,20 @@ func TestQueueBatches(t *testing.T) {
 // TestSendBatchSizes: SendBatch with requests from empty to larger than a
 // batch (which flushes mid-way), and Send after Queue (one write for
 // both), keep every reply with its request.
+//
+// With the system's default send buffers a large reply does not fit the
+// socket: what it does not take of the gathered pieces goes through gnet's
+// buffer, after the batched replies before it.
 func TestSendBatchSizes(t *testing.T) {
+	for _, buf := range []int{0, DefaultSendBuffer} {
+		t.Run(fmt.Sprint("sndbuf=", buf), func(t *testing.T) { testSendBatchSizes(t, buf) })
+	}
+}
+
+func testSendBatchSizes(t *testing.T, sndbuf int) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true))
-	c, err := Dial(context.Background(), ts.path)
+	ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true), WithSendBuffer(sndbuf))
+	c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(sndbuf))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,5 +303,31 @@ func TestQueueClosed(t *testing.T) {
 	}
 	if n, err := c.SendBatch([][]byte{[]byte("z")}); n != 0 || !errors.Is(err, ErrClientClosed) {
 		t.Fatalf("SendBatch after Close: %d, %v", n, err)
+	}
+}
+
+// TestSendBufferOptions: the send buffer options reach the sockets (as far
+// as net.core.wmem_max lets them) and refuse negative sizes.
+func TestSendBufferOptions(t *testing.T) {
+	leakcheck.Check(t)
+	if _, err := NewServer(socketPath(t), HandlerFunc(echo), WithSendBuffer(-1)); err == nil {
+		t.Fatal("WithSendBuffer(-1) accepted")
+	}
+	if _, err := Dial(context.Background(), socketPath(t), WithClientSendBuffer(-1)); err == nil {
+		t.Fatal("WithClientSendBuffer(-1) accepted")
+	}
+	const want = 768 << 10
+	ts := startServer(t, HandlerFunc(echo))
+	c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := sendBufferOf(c.uc)
+	if err != nil {
+		t.Skip(err)
+	}
+	if limit, ok := wmemMax(); ok && limit >= want && got < want {
+		t.Fatalf("SO_SNDBUF = %d after asking for %d (wmem_max %d)", got, want, limit)
 	}
 }

@@ -52,6 +52,8 @@ type loopState struct {
 	rbuf   []byte
 
 	reply *bytebufferpool.ByteBuffer // inline replies' buffer (ReplyWriter.begin)
+	gw    gather                     // a large inline reply's pieces (ReplyWriter.writeGathered)
+	iov   []iovec
 }
 
 // hitBound is the gap under which the next event is taken to have been

@@ -42,10 +42,12 @@ type clientOptions struct {
 	ringSpin   time.Duration
 	persistent bool
 	rings      int // the ring size to ask for; 0 asks for none
+	sendBuffer int
 }
 
 func defaultClientOptions() clientOptions {
-	return clientOptions{maxReply: DefaultMaxReplySize, spin: DefaultClientSpin, ringSpin: DefaultClientRingSpin, persistent: true}
+	return clientOptions{maxReply: DefaultMaxReplySize, spin: DefaultClientSpin, ringSpin: DefaultClientRingSpin,
+		persistent: true, sendBuffer: DefaultSendBuffer}
 }
 
 func (o *clientOptions) apply(opts []ClientOption) error {
@@ -82,6 +84,20 @@ func WithClientSpin(d time.Duration) ClientOption {
 		o.spin, o.ringSpin = d, d
 		if d < 0 || d > time.Millisecond {
 			return &OptionError{"ClientSpin", d, "must be between 0 and 1ms"}
+		}
+		return nil
+	}
+}
+
+// WithClientSendBuffer sets the kernel send buffer (SO_SNDBUF) of a
+// Client's connections (default DefaultSendBuffer; 0 keeps the system's
+// default). Send, which makes one connection per request as git does,
+// keeps the system's default.
+func WithClientSendBuffer(n int) ClientOption {
+	return func(o *clientOptions) error {
+		o.sendBuffer = n
+		if n < 0 {
+			return &OptionError{"ClientSendBuffer", n, "must not be negative"}
 		}
 		return nil
 	}

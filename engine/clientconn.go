@@ -18,6 +18,9 @@ func (c *Client) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if c.opts.sendBuffer > 0 {
+			_ = uc.SetWriteBuffer(c.opts.sendBuffer) // a hint: the kernel caps it
+		}
 		rc, err := uc.SyscallConn()
 		if err != nil {
 			_ = uc.Close()

@@ -18,6 +18,16 @@ func (c *Client) write(req []byte) error {
 	if c.rout != nil {
 		return c.writeRing(req)
 	}
+	if writevSupported && len(req) >= gatherMin {
+		// Headers beside the payload: the request is not copied.
+		c.gw.set(nil, req, true)
+		c.werr = nil
+		if err := c.rc.Write(c.gatherFn); err != nil && c.werr == nil {
+			c.werr = err
+		}
+		c.gw.release()
+		return c.werr
+	}
 	c.wbuf = frame.AppendMessage(c.wbuf[:0], req)
 	c.woff, c.werr = 0, nil
 	if err := c.rc.Write(c.writeFn); err != nil && c.werr == nil {
@@ -131,6 +141,16 @@ func (c *Client) readOnce(fd uintptr) bool {
 // socket is full (then the netpoller waits for room).
 func (c *Client) writeOnce(fd uintptr) bool {
 	done, err := writeAvailable(fd, c.wbuf, &c.woff)
+	if err != nil {
+		c.werr = err
+	}
+	return done
+}
+
+// writeGathered is the RawConn.Write callback of a large request: writev
+// of its pieces until done or the socket is full.
+func (c *Client) writeGathered(fd uintptr) bool {
+	done, err := c.gw.writeSome(fd, &c.iov)
 	if err != nil {
 		c.werr = err
 	}

@@ -48,6 +48,14 @@ const (
 	// itself buffers without limit.
 	DefaultOutboundHighWater = 4 << 20
 
+	// DefaultSendBuffer is the kernel send buffer (SO_SNDBUF) asked for
+	// each connection an event loop serves and each Client's connection:
+	// room for a 1 MiB message, so that it goes out in one write instead
+	// of a wait for the peer to read after every 200 KiB or so. The kernel
+	// caps it at net.core.wmem_max. The bytes it holds count against
+	// nothing of ours, as the kernel's default buffer's do not.
+	DefaultSendBuffer = 1 << 20
+
 	// DefaultMaxConns and DefaultMaxConnsPerUID cap connections, so a
 	// crowd cannot take every descriptor (the numbers systemd's varlink uses).
 	DefaultMaxConns       = 4096
@@ -112,6 +120,7 @@ type options struct {
 	handlerTimeout   time.Duration
 	writeTimeout     time.Duration
 	highWater        int
+	sendBuffer       int
 	maxConns         int
 	maxConnsPerUID   int
 	memoryBudget     int64
@@ -138,6 +147,7 @@ func defaultOptions() options {
 		handlerTimeout:   DefaultHandlerTimeout,
 		writeTimeout:     DefaultWriteTimeout,
 		highWater:        DefaultOutboundHighWater,
+		sendBuffer:       DefaultSendBuffer,
 		maxConns:         DefaultMaxConns,
 		maxConnsPerUID:   DefaultMaxConnsPerUID,
 		memoryBudget:     DefaultMemoryBudget,
@@ -256,6 +266,19 @@ func WithWriteTimeout(d time.Duration) Option {
 // mark.
 func WithOutboundHighWater(n int) Option {
 	return func(o *options) error { o.highWater = n; return positive("OutboundHighWater", n) }
+}
+
+// WithSendBuffer sets the kernel send buffer (SO_SNDBUF) of each
+// connection the event loops serve (default DefaultSendBuffer; 0 keeps the
+// system's default). The kernel caps it at net.core.wmem_max.
+func WithSendBuffer(n int) Option {
+	return func(o *options) error {
+		o.sendBuffer = n
+		if n < 0 {
+			return &OptionError{"SendBuffer", n, "must not be negative"}
+		}
+		return nil
+	}
 }
 
 // WithMaxConns caps open connections in total and per peer uid. At a cap,

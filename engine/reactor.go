@@ -93,6 +93,9 @@ func (r *reactor) closeBells() {
 // parked one is rung first. It runs on the accept loop and lobby
 // goroutines.
 func (r *reactor) enroll(uc *net.UnixConn, c *conn) error {
+	if n := c.s.opts.sendBuffer; n > 0 {
+		_ = uc.SetWriteBuffer(n) // a hint: the kernel caps it
+	}
 	r.enrolling.Add(1)
 	r.wakeParked()
 	_, err := r.gcli.EnrollContext(uc, c)

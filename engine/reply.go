@@ -76,6 +76,9 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 	if w.ring != nil {
 		return w.writeRing(p)
 	}
+	if writevSupported && w.inline && !w.oneShot && len(p) >= gatherMin {
+		return w.writeGathered(p)
+	}
 	w.buf.B = frame.AppendData(w.buf.B, p)
 	w.n += int64(len(p))
 	if len(w.buf.B) >= replyFlushSize || (!w.inline && w.c.s.now()-w.sentAt >= streamFlushAfter) {
@@ -244,6 +247,7 @@ func (w *ReplyWriter) flushInline() error {
 	}
 	_, err := c.gc.Write(w.buf.B)
 	w.buf.B = w.buf.B[:0]
+	w.start = 0
 	if err != nil || c.closed.Load() {
 		return net.ErrClosed
 	}
@@ -254,6 +258,45 @@ func (w *ReplyWriter) flushInline() error {
 		return ErrBackpressure
 	}
 	return nil
+}
+
+// writeGathered sends a large part of an inline reply from where it lies:
+// what the reply holds so far (batched replies before it included), then
+// p's packets, in writev calls, with nothing copied that the socket takes at
+// once. gnet copies what it does not take into the outbound buffer, so p is
+// free when Write returns. It runs on the event loop.
+func (w *ReplyWriter) writeGathered(p []byte) (int, error) {
+	c := w.c
+	if c.closed.Load() {
+		w.err = net.ErrClosed
+		return 0, w.err
+	}
+	g := &c.loop.gw
+	g.set(w.buf.B, p, false)
+	var err error
+	if c.gc.OutboundBuffered() == 0 {
+		_, err = g.writeSome(uintptr(c.gc.Fd()), &c.loop.iov)
+	}
+	if err == nil {
+		g.rest(func(b []byte) {
+			if err == nil {
+				_, err = c.gc.Write(b)
+			}
+		})
+	}
+	g.release()
+	w.buf.B = w.buf.B[:0]
+	w.start = 0
+	if err != nil || c.closed.Load() {
+		w.err = net.ErrClosed // gnet closes the connection on its write errors; the loop does on ours
+		return 0, w.err
+	}
+	w.n += int64(len(p))
+	if c.gc.OutboundBuffered()-w.base > c.s.opts.highWater {
+		w.err = ErrBackpressure
+		return 0, w.err
+	}
+	return len(p), nil
 }
 
 // writeRescued finishes a pooled reply on a connection that gnet closed

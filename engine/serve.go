@@ -40,6 +40,9 @@ func (c *conn) process(now int64) action {
 func (c *conn) flushBatch() bool {
 	c.batched = false
 	w := &c.reply
+	if len(c.loop.reply.B) == 0 {
+		return !c.closed.Load() // a large reply took the batch along (writeGathered)
+	}
 	w.buf = c.loop.reply
 	err := w.flushInline()
 	w.buf = nil

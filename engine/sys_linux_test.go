@@ -1,6 +1,14 @@
 package engine
 
-import "syscall"
+import (
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // setNofile sets RLIMIT_NOFILE's soft and hard limits to n.
 func setNofile(n int) error {
@@ -17,3 +25,27 @@ func nofile() (uint64, error) {
 
 // unixRights encodes fd as an SCM_RIGHTS control message.
 func unixRights(fd int) []byte { return syscall.UnixRights(fd) }
+
+// sendBufferOf reads a socket's SO_SNDBUF.
+func sendBufferOf(uc *net.UnixConn) (int, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { n, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }); err != nil {
+		return 0, err
+	}
+	return n, serr
+}
+
+// wmemMax reads the kernel's cap on SO_SNDBUF.
+func wmemMax() (int, bool) {
+	b, err := os.ReadFile("/proc/sys/net/core/wmem_max")
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n, err == nil
+}

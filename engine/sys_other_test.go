@@ -2,8 +2,14 @@
 
 package engine
 
-import "errors"
+import (
+	"errors"
+	"net"
+)
 
 func setNofile(int) error     { return errors.ErrUnsupported }
 func nofile() (uint64, error) { return 0, errors.ErrUnsupported }
 func unixRights(int) []byte   { return nil }
+
+func sendBufferOf(*net.UnixConn) (int, error) { return 0, errors.ErrUnsupported }
+func wmemMax() (int, bool)                    { return 0, false }

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package engine
+
+import "errors"
+
+// writevSupported: elsewhere payloads are copied behind their headers.
+const writevSupported = false
+
+type iovec struct{}
+
+func (g *gather) writeSome(uintptr, *[]iovec) (bool, error) { return true, errors.ErrUnsupported }
