@@ -53,7 +53,7 @@ type loopState struct {
 
 	reply *bytebufferpool.ByteBuffer // inline replies' buffer (ReplyWriter.begin)
 	gw    gather                     // a large inline reply's pieces (ReplyWriter.writeGathered)
-	iov   []iovec
+	iov   []iovec                    // the writev and readv scratch of writeGathered and soloWait
 }
 
 // hitBound is the gap under which the next event is taken to have been

@@ -78,7 +78,17 @@ func (c *Client) readReplySpinning() ([]byte, error) {
 }
 
 // fill reads more bytes into the buffer, compacting or growing it first.
+// When the buffer is empty and the assembler is in the middle of a large
+// packet, the read puts the rest of that packet straight into the
+// assembler's buffer, uncopied, and what follows into the buffer, all in
+// one system call.
 func (c *Client) fill() error {
+	if c.rstart == c.rend {
+		c.rstart, c.rend = 0, 0
+		if d := c.asm.Direct(); len(d) > 0 {
+			return c.fillDirect(d)
+		}
+	}
 	if c.rstart > 0 {
 		c.rend = copy(c.rbuf, c.rbuf[c.rstart:c.rend])
 		c.rstart = 0
@@ -105,12 +115,42 @@ func (c *Client) fill() error {
 	return nil
 }
 
+// fillDirect is fill into d, the assembler's room for the rest of a
+// packet, and the buffer after it.
+func (c *Client) fillDirect(d []byte) error {
+	c.rdirect = d
+	c.rn, c.rerr = 0, nil
+	if err := c.rc.Read(c.readFn); err != nil && c.rerr == nil {
+		c.rerr = err
+	}
+	c.rdirect = nil
+	if c.rerr != nil {
+		return c.rerr
+	}
+	if c.rn == 0 {
+		return io.EOF
+	}
+	k := min(c.rn, len(d))
+	c.asm.Fill(k)
+	c.rend = c.rn - k
+	return nil
+}
+
+// readSys is the read of readOnce: into the buffer, or straight into the
+// assembler's (fillDirect).
+func (c *Client) readSys(fd uintptr) (int, error) {
+	if c.rdirect != nil {
+		return readInto(fd, c.rdirect, c.rbuf, &c.iov)
+	}
+	return sysRead(fd, c.rbuf[c.rend:])
+}
+
 // readOnce is the RawConn.Read callback: it reads what is there, spins
 // while the plan allows, and otherwise lets the netpoller park the
 // goroutine (return false).
 func (c *Client) readOnce(fd uintptr) bool {
 	for {
-		n, err := sysRead(fd, c.rbuf[c.rend:])
+		n, err := c.readSys(fd)
 		switch {
 		case err == syscall.EINTR:
 			continue

@@ -69,11 +69,23 @@ func (c *conn) soloWait() action {
 		if l.rbuf == nil {
 			l.rbuf = make([]byte, soloReadBuffer)
 		}
+		var direct []byte
+		if len(c.pend) == 0 && c.asm != nil {
+			direct = c.asm.Direct()
+		}
 		k := copy(l.rbuf, c.pend) // the start of a request read before, if any
 		if k == len(l.rbuf) {
 			break // cannot happen: the assembler absorbs before that
 		}
-		n, err := sysRead(uintptr(fd), l.rbuf[k:])
+		var n int
+		if len(direct) > 0 {
+			// The rest of a large packet goes straight into the
+			// assembler's buffer, uncopied, and what follows into the
+			// loop's, in one system call.
+			n, err = readInto(uintptr(fd), direct, l.rbuf, &l.iov)
+		} else {
+			n, err = sysRead(uintptr(fd), l.rbuf[k:])
+		}
 		switch {
 		case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR):
 			n = 0
@@ -81,8 +93,14 @@ func (c *conn) soloWait() action {
 			c.dropPend()
 			return closeConn // the peer left; gnet would close too
 		}
+		filled := len(direct) > 0 && n > 0
+		if filled {
+			d := min(n, len(direct))
+			c.asm.Fill(d)
+			n -= d
+		}
 		c.pend = l.rbuf[:k+n]
-		if n == 0 {
+		if n == 0 && !filled {
 			break
 		}
 		s.stats.soloReads.Add(1)

@@ -55,3 +55,23 @@ func (g *gather) writeSome(fd uintptr, iov *[]iovec) (done bool, err error) {
 	}
 	return true, nil
 }
+
+// readInto reads from fd into a, then b, in one readv(2): a is where the
+// rest of a large packet goes (frame.Assembler.Direct), b the caller's
+// buffer for what follows. iov is the caller's scratch.
+func readInto(fd uintptr, a, b []byte, iov *[]iovec) (int, error) {
+	v := append((*iov)[:0], unix.Iovec{Base: &a[0]})
+	v[0].SetLen(len(a))
+	if len(b) > 0 {
+		e := unix.Iovec{Base: &b[0]}
+		e.SetLen(len(b))
+		v = append(v, e)
+	}
+	*iov = v
+	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+	clear(v)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}

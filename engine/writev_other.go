@@ -10,3 +10,6 @@ const writevSupported = false
 type iovec struct{}
 
 func (g *gather) writeSome(uintptr, *[]iovec) (bool, error) { return true, errors.ErrUnsupported }
+
+// readInto reads into a alone.
+func readInto(fd uintptr, a, _ []byte, _ *[]iovec) (int, error) { return sysRead(fd, a) }

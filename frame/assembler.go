@@ -189,6 +189,32 @@ func (a *Assembler) Buffered() int {
 	return len(a.buf)
 }
 
+// Direct returns where the rest of a data packet's payload goes when the
+// Assembler has absorbed its header and first bytes and the caller holds
+// no unconsumed input: a caller may read its next input straight into the
+// slice and report how much it read with Fill, and the payload is then
+// copied once, by the kernel, instead of through the caller's buffer. It
+// returns nil when no such packet is pending. The slice is valid until
+// the next call of any other method.
+func (a *Assembler) Direct() []byte {
+	if a.rest == 0 || a.err != nil || a.delivered {
+		return nil
+	}
+	return a.buf[len(a.buf) : len(a.buf)+a.rest]
+}
+
+// Fill records that the first n bytes of the slice Direct returned hold
+// the next n bytes of input. n must be within that slice.
+func (a *Assembler) Fill(n int) {
+	if n < 0 || n > a.rest || a.delivered || a.err != nil {
+		panic("frame: Fill beyond the slice Direct returned")
+	}
+	a.buf = a.buf[:len(a.buf)+n]
+	a.rest -= n
+	a.off += int64(n)
+	a.absorbed += int64(n)
+}
+
 // Next scans b, the caller's unconsumed input, for the end of the current
 // message. b must start where the previous call's consumed bytes ended, and
 // when the previous call asked for more input without consuming, b must begin

@@ -588,3 +588,54 @@ func TestAssemblerLargeAgainstReference(t *testing.T) {
 		}
 	}
 }
+
+// TestAssemblerDirect: a caller that reads the rest of large packets
+// straight into the assembler (Direct, Fill) gets the same messages, at
+// the same offsets, as one that copies through its own buffer, and most of
+// a large message's bytes take the direct way; a message cut short in the
+// middle of a directly read packet is reported where that packet starts.
+func TestAssemblerDirect(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	in := AppendMessage(nil, big)
+	in = AppendMessage(in, []byte("small"))
+	in = AppendMessage(in, big[:200_000])
+	for _, chunk := range []int{4096, 65520, 100_000, 0} {
+		for _, mode := range []Mode{SimpleIPC, Persistent} {
+			want := feed(t, NewAssembler(mode, 0), in, chunk)
+			got := feedDirect(t, NewAssembler(mode, 0), in, chunk)
+			if len(got.msgs) != 3 || len(want.msgs) != 3 {
+				t.Fatalf("chunk %d: %d and %d messages, want 3", chunk, len(got.msgs), len(want.msgs))
+			}
+			for i := range want.msgs {
+				if !bytes.Equal(got.msgs[i], want.msgs[i]) || got.ends[i] != want.ends[i] {
+					t.Fatalf("chunk %d: message %d differs", chunk, i)
+				}
+			}
+			if got.err != io.EOF {
+				t.Fatalf("chunk %d: end %v", chunk, got.err)
+			}
+			// Reads smaller than a packet take the direct way for most of
+			// a large message; larger ones for the rest of each packet.
+			if chunk == 4096 && got.direct < int64(len(big)/2) || chunk == 100_000 && got.direct == 0 {
+				t.Fatalf("chunk %d: only %d bytes read directly", chunk, got.direct)
+			}
+		}
+	}
+	cut := in[:len(AppendMessage(nil, big))-100_000]
+	want := feed(t, NewAssembler(SimpleIPC, 0), cut, 65520)
+	got := feedDirect(t, NewAssembler(SimpleIPC, 0), cut, 65520)
+	var e1, e2 *Error
+	if !errors.As(got.err, &e1) || !errors.As(want.err, &e2) || *e1 != *e2 || !errors.Is(got.err, io.ErrUnexpectedEOF) {
+		t.Fatalf("cut short: %v, copying caller %v", got.err, want.err)
+	}
+	a := NewAssembler(SimpleIPC, 0)
+	if a.Direct() != nil {
+		t.Fatal("Direct offered room with no packet pending")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Fill beyond Direct's slice did not panic")
+		}
+	}()
+	a.Fill(1)
+}

@@ -54,6 +54,7 @@ type result struct {
 	err      error    // the stream error, or Truncated's answer at EOF
 	maxAsm   int      // the largest cap the assembler's buffer reached
 	consumed int64
+	direct   int64 // bytes read straight into the assembler (feedDirect)
 }
 
 // feed drives a like a network caller: it appends chunk bytes of in at a
@@ -105,6 +106,51 @@ func feed(t testing.TB, a *Assembler, in []byte, chunk int) result {
 		if i >= len(in) {
 			break
 		}
+	}
+	r.err = a.Truncated(len(pending))
+	return r
+}
+
+// feedDirect is feed for a caller that reads straight into the
+// assembler's buffer whenever it holds no input and Direct offers room: up
+// to chunk bytes of the input go there instead of to pending.
+func feedDirect(t testing.TB, a *Assembler, in []byte, chunk int) result {
+	t.Helper()
+	if chunk <= 0 {
+		chunk = len(in) + 1
+	}
+	var r result
+	var pending []byte
+	for {
+		for { // until Next wants more input
+			msg, n, done, err := a.Next(pending)
+			r.maxAsm = max(r.maxAsm, cap(a.buf))
+			if err != nil {
+				r.err = err
+				return r
+			}
+			r.consumed += int64(n)
+			pending = pending[n:]
+			if done {
+				r.msgs = append(r.msgs, bytes.Clone(msg))
+				r.ends = append(r.ends, r.consumed)
+			} else if n == 0 {
+				break
+			}
+		}
+		if len(in) == 0 {
+			break
+		}
+		k := min(chunk, len(in))
+		if d := a.Direct(); len(d) > 0 && len(pending) == 0 {
+			k = copy(d[:min(len(d), k)], in)
+			a.Fill(k)
+			r.consumed += int64(k)
+			r.direct += int64(k)
+		} else {
+			pending = append(pending, in[:k]...)
+		}
+		in = in[k:]
 	}
 	r.err = a.Truncated(len(pending))
 	return r
