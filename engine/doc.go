@@ -51,6 +51,14 @@
 // socket takes it; only what the kernel does not take, and the end of the
 // reply, go back through the event loop.
 //
+// Replies to requests that arrived together leave together: an inline
+// reply with another request waiting behind it is held in the loop's
+// buffer, and the replies go out in one write once the loop has served what
+// it read (Stats.Batched). A large part of a reply (32 KiB or more) goes
+// from the handler's bytes to the socket with writev, its packet headers
+// beside it; and every connection a loop serves asks the kernel for a send
+// buffer that takes a 1 MiB message at once (WithSendBuffer).
+//
 // A loop that serves a single persistent connection waits on that socket
 // itself after a reply (WithSoloWait, on by default) and serves the next
 // request without going back to gnet's poller, whose idle path costs a
@@ -66,6 +74,12 @@
 // uses a connection per request. The Client waits for replies by spinning
 // briefly on its socket before parking in the netpoller, which saves the
 // wake-up that dominates a local round trip.
+//
+// Queue, Flush and SendBatch batch without waiting: queued requests leave
+// in one write when the caller flushes (or a batch fills), and a lone Send
+// is written at once, never held for company. Large requests go out with
+// writev from the caller's bytes, and the rest of a large reply packet
+// that a read finds cut is read straight into the reply's buffer.
 //
 // A Client matches replies to requests by construction: each request
 // records the connection it went out on, and when a connection ends every
