@@ -77,16 +77,21 @@ func (c *Client) readReplySpinning() ([]byte, error) {
 	}
 }
 
+// clientPlanPackets is how many whole packets of a large reply a read may
+// put straight into the reply's buffer, beyond the rest of the packet
+// under way (frame.Assembler.Plan).
+const clientPlanPackets = 1
+
 // fill reads more bytes into the buffer, compacting or growing it first.
-// When the buffer is empty and the assembler is in the middle of a large
-// packet, the read puts the rest of that packet straight into the
-// assembler's buffer, uncopied, and what follows into the buffer, all in
-// one system call.
+// When the buffer is empty and the assembler is gathering a large reply,
+// the read puts the reply's next bytes straight into the assembler's
+// buffer, uncopied, and what follows into the buffer, all in one system
+// call.
 func (c *Client) fill() error {
 	if c.rstart == c.rend {
 		c.rstart, c.rend = 0, 0
-		if d := c.asm.Direct(); len(d) > 0 {
-			return c.fillDirect(d)
+		if plan := c.asm.Plan(clientPlanPackets); plan != nil {
+			return c.fillPlanned(plan)
 		}
 	}
 	if c.rstart > 0 {
@@ -97,9 +102,7 @@ func (c *Client) fill() error {
 		if len(c.rbuf) >= frame.MinReadBuffer {
 			return errors.New("engine: reply buffer full") // cannot happen: the assembler gathers
 		}
-		nb := make([]byte, min(2*len(c.rbuf), frame.MinReadBuffer))
-		copy(nb, c.rbuf[:c.rend])
-		c.rbuf = nb
+		c.growBuffer()
 	}
 	c.rn, c.rerr = 0, nil
 	if err := c.rc.Read(c.readFn); err != nil && c.rerr == nil {
@@ -115,32 +118,48 @@ func (c *Client) fill() error {
 	return nil
 }
 
-// fillDirect is fill into d, the assembler's room for the rest of a
-// packet, and the buffer after it.
-func (c *Client) fillDirect(d []byte) error {
-	c.rdirect = d
+func (c *Client) growBuffer() {
+	nb := make([]byte, min(2*len(c.rbuf), frame.MinReadBuffer))
+	copy(nb, c.rbuf[:c.rend])
+	c.rbuf = nb
+}
+
+// fillPlanned is fill into the assembler's pieces, then the buffer. The
+// buffer's first bytes stay free for what the assembler may hand back
+// (Filled), which goes in front of what was read after the pieces.
+func (c *Client) fillPlanned(plan [][]byte) error {
+	for len(c.rbuf) < frame.MinReadBuffer {
+		c.growBuffer()
+	}
+	planned := 0
+	for _, p := range plan {
+		planned += len(p)
+	}
+	room := planned - len(plan[0]) + frame.HeaderSize // the most Filled hands back, beyond the rest
+	c.rplan, c.rtail = plan, c.rbuf[room:]
 	c.rn, c.rerr = 0, nil
 	if err := c.rc.Read(c.readFn); err != nil && c.rerr == nil {
 		c.rerr = err
 	}
-	c.rdirect = nil
+	c.rplan, c.rtail = nil, nil
 	if c.rerr != nil {
 		return c.rerr
 	}
 	if c.rn == 0 {
 		return io.EOF
 	}
-	k := min(c.rn, len(d))
-	c.asm.Fill(k)
-	c.rend = c.rn - k
+	k := min(c.rn, planned)
+	spill := c.asm.Filled(k)
+	c.rstart = room - copy(c.rbuf[room-len(spill):room], spill)
+	c.rend = room + c.rn - k
 	return nil
 }
 
-// readSys is the read of readOnce: into the buffer, or straight into the
-// assembler's (fillDirect).
+// readSys is the read of readOnce: into the buffer, or into the
+// assembler's pieces and then the buffer (fillPlanned).
 func (c *Client) readSys(fd uintptr) (int, error) {
-	if c.rdirect != nil {
-		return readInto(fd, c.rdirect, c.rbuf, &c.iov)
+	if c.rplan != nil {
+		return readInto(fd, c.rplan, c.rtail, &c.iov)
 	}
 	return sysRead(fd, c.rbuf[c.rend:])
 }

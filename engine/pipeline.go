@@ -65,14 +65,15 @@ type Client struct {
 	gw   gather // a large request's pieces, written uncopied (write)
 	iov  []iovec
 
-	rbuf    []byte
-	rstart  int
-	rend    int
-	rdirect []byte // the assembler's room that the read under way fills first (fillDirect)
-	rerr    error
-	rn      int
-	asm     *frame.Assembler
-	kept    replyBuffers
+	rbuf   []byte
+	rstart int
+	rend   int
+	rplan  [][]byte // the assembler's pieces that the read under way fills first (fillPlanned)
+	rtail  []byte   // ... and the buffer after them
+	rerr   error
+	rn     int
+	asm    *frame.Assembler
+	kept   replyBuffers
 
 	// The open connection's rings (ringclient.go), nil on a socket
 	// connection; set and cleared by the owner under mu (Close closes

@@ -3,6 +3,8 @@ package engine
 import (
 	"errors"
 	"syscall"
+
+	"github.com/pktipc/pktipc/frame"
 )
 
 // Solo waiting. An event loop that serves a single persistent connection
@@ -25,6 +27,12 @@ import (
 // gnet's: a message of up to three maximal packets fits whole, and larger
 // ones make progress (frame.MinReadBuffer).
 const soloReadBuffer = readBufferCap
+
+// soloPlanPackets is how many whole packets of a large request a solo read
+// may put straight into the request's buffer, beyond the rest of the
+// packet under way (frame.Assembler.Plan); what the assembler may hand back
+// takes as much of the loop's buffer.
+const soloPlanPackets = 2
 
 // canSoloWait reports whether the loop may wait on c alone: a persistent
 // connection with no reply queued and no other connection on the loop,
@@ -69,20 +77,25 @@ func (c *conn) soloWait() action {
 		if l.rbuf == nil {
 			l.rbuf = make([]byte, soloReadBuffer)
 		}
-		var direct []byte
+		var plan [][]byte
 		if len(c.pend) == 0 && c.asm != nil {
-			direct = c.asm.Direct()
+			plan = c.asm.Plan(soloPlanPackets)
 		}
 		k := copy(l.rbuf, c.pend) // the start of a request read before, if any
 		if k == len(l.rbuf) {
 			break // cannot happen: the assembler absorbs before that
 		}
-		var n int
-		if len(direct) > 0 {
-			// The rest of a large packet goes straight into the
-			// assembler's buffer, uncopied, and what follows into the
-			// loop's, in one system call.
-			n, err = readInto(uintptr(fd), direct, l.rbuf, &l.iov)
+		var n, planned, room int
+		if plan != nil {
+			// The request's next bytes go straight into the assembler's
+			// buffer, uncopied, and what follows into the loop's, in one
+			// system call. The loop's first bytes stay free for what the
+			// assembler may hand back.
+			for _, p := range plan {
+				planned += len(p)
+			}
+			room = planned - len(plan[0]) + frame.HeaderSize
+			n, err = readInto(uintptr(fd), plan, l.rbuf[room:], &l.iov)
 		} else {
 			n, err = sysRead(uintptr(fd), l.rbuf[k:])
 		}
@@ -93,15 +106,19 @@ func (c *conn) soloWait() action {
 			c.dropPend()
 			return closeConn // the peer left; gnet would close too
 		}
-		filled := len(direct) > 0 && n > 0
-		if filled {
-			d := min(n, len(direct))
-			c.asm.Fill(d)
-			n -= d
-		}
-		c.pend = l.rbuf[:k+n]
-		if n == 0 && !filled {
-			break
+		if plan != nil {
+			if n == 0 {
+				break
+			}
+			d := min(n, planned)
+			spill := c.asm.Filled(d)
+			start := room - copy(l.rbuf[room-len(spill):room], spill)
+			c.pend = l.rbuf[start : room+n-d]
+		} else {
+			c.pend = l.rbuf[:k+n]
+			if n == 0 {
+				break
+			}
 		}
 		s.stats.soloReads.Add(1)
 		now := s.now()

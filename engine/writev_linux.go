@@ -56,18 +56,27 @@ func (g *gather) writeSome(fd uintptr, iov *[]iovec) (done bool, err error) {
 	return true, nil
 }
 
-// readInto reads from fd into a, then b, in one readv(2): a is where the
-// rest of a large packet goes (frame.Assembler.Direct), b the caller's
-// buffer for what follows. iov is the caller's scratch.
-func readInto(fd uintptr, a, b []byte, iov *[]iovec) (int, error) {
-	v := append((*iov)[:0], unix.Iovec{Base: &a[0]})
-	v[0].SetLen(len(a))
-	if len(b) > 0 {
-		e := unix.Iovec{Base: &b[0]}
-		e.SetLen(len(b))
-		v = append(v, e)
+// readInto reads from fd into the pieces, then tail, in one readv(2):
+// the pieces are where the rest of a large message goes
+// (frame.Assembler.Plan), tail the caller's buffer for what follows. iov
+// is the caller's scratch.
+func readInto(fd uintptr, pieces [][]byte, tail []byte, iov *[]iovec) (int, error) {
+	v := (*iov)[:0]
+	for i := 0; i <= len(pieces); i++ {
+		p := tail
+		if i < len(pieces) {
+			p = pieces[i]
+		}
+		if len(p) > 0 {
+			e := unix.Iovec{Base: &p[0]}
+			e.SetLen(len(p))
+			v = append(v, e)
+		}
 	}
 	*iov = v
+	if len(v) == 0 {
+		return 0, nil
+	}
 	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
 	clear(v)
 	if errno != 0 {

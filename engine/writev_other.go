@@ -11,5 +11,7 @@ type iovec struct{}
 
 func (g *gather) writeSome(uintptr, *[]iovec) (bool, error) { return true, errors.ErrUnsupported }
 
-// readInto reads into a alone.
-func readInto(fd uintptr, a, _ []byte, _ *[]iovec) (int, error) { return sysRead(fd, a) }
+// readInto reads into the first piece alone.
+func readInto(fd uintptr, pieces [][]byte, _ []byte, _ *[]iovec) (int, error) {
+	return sysRead(fd, pieces[0])
+}

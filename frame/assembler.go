@@ -111,6 +111,12 @@ type Assembler struct {
 
 	delivered bool  // a message was returned; per-message state is stale
 	err       error // sticky: the stream is dead
+
+	// Plan's layout: the pieces it lent, the header slots of the packets
+	// it foresaw, and Filled's spill buffer.
+	plan  [][]byte
+	slots []byte
+	spill []byte
 }
 
 // NewAssembler returns an Assembler for mode with a total-size cap of maxSize
@@ -213,6 +219,103 @@ func (a *Assembler) Fill(n int) {
 	a.rest -= n
 	a.off += int64(n)
 	a.absorbed += int64(n)
+}
+
+// Plan is Direct for more than the rest of one packet: while the
+// Assembler gathers a large message and the caller holds no unconsumed
+// input, it returns the pieces into which the caller may read its next
+// input, in order: the rest of the pending packet's payload (if any), then
+// for up to packets more packets a 4-byte header slot and the payload's
+// place in the message's buffer, laid out as if each were a full packet
+// (as pkt-line writers send all but a message's last). Only packets that
+// fit the buffer and the size cap are foreseen. The caller reads into the
+// pieces (readv) and reports with Filled how many bytes it read into them.
+// Plan returns nil when nothing can be read this way. The pieces are valid
+// until the next call of any other method.
+func (a *Assembler) Plan(packets int) [][]byte {
+	if a.err != nil || a.delivered || a.absorbed == 0 || a.scanned != 0 {
+		return nil
+	}
+	a.plan = a.plan[:0]
+	end := len(a.buf)
+	if a.rest > 0 {
+		a.plan = append(a.plan, a.buf[end:end+a.rest])
+		end += a.rest
+	}
+	room := min(cap(a.buf)-end, a.max-a.total)
+	k := max(0, min(packets, room/MaxPayloadSize))
+	if need := k * HeaderSize; cap(a.slots) < need {
+		a.slots = make([]byte, need)
+	}
+	a.slots = a.slots[:k*HeaderSize]
+	for i := range k {
+		a.plan = append(a.plan, a.slots[i*HeaderSize:(i+1)*HeaderSize], a.buf[end:end+MaxPayloadSize])
+		end += MaxPayloadSize
+	}
+	if len(a.plan) == 0 {
+		return nil
+	}
+	return a.plan
+}
+
+// Filled records that the first n bytes of the pieces Plan returned hold
+// the next n bytes of input. The payloads of full packets stay where they
+// were read; from the first header that is not a full packet's on (a
+// message's last packet, a terminator, a bad header), the bytes are not
+// the Assembler's to place: Filled returns them, and the caller must put
+// them at the front of its input, before what it read after the pieces.
+// The returned slice is valid until the next call of any other method.
+func (a *Assembler) Filled(n int) (spill []byte) {
+	if n < 0 || a.err != nil || a.delivered {
+		panic("frame: Filled without a Plan")
+	}
+	i := 0
+	if a.rest > 0 {
+		k := min(n, a.rest)
+		a.Fill(k)
+		n -= k
+		i = 1
+		if a.rest > 0 {
+			if n > 0 {
+				panic("frame: Filled beyond the pieces Plan returned")
+			}
+			return nil
+		}
+	}
+	for ; i+1 < len(a.plan) && n > 0; i += 2 {
+		h := a.plan[i]
+		if n < HeaderSize || headerValue(h) != MaxPacketSize || a.max-a.total < MaxPayloadSize {
+			break // the input goes on as the caller's
+		}
+		k := min(n-HeaderSize, MaxPayloadSize)
+		a.total += MaxPayloadSize
+		a.buf = a.buf[:len(a.buf)+k]
+		n -= HeaderSize + k
+		if k < MaxPayloadSize {
+			a.rest = MaxPayloadSize - k
+			a.restOff = a.off
+			a.tailLen = copy(a.tail[:], h)
+			a.tailVal = MaxPacketSize
+		}
+		a.off += int64(HeaderSize + k)
+		a.absorbed += int64(HeaderSize + k)
+		if a.rest > 0 {
+			if n > 0 {
+				panic("frame: Filled beyond the pieces Plan returned")
+			}
+			return nil
+		}
+	}
+	a.spill = a.spill[:0]
+	for ; i < len(a.plan) && n > 0; i++ {
+		k := min(n, len(a.plan[i]))
+		a.spill = append(a.spill, a.plan[i][:k]...)
+		n -= k
+	}
+	if n > 0 {
+		panic("frame: Filled beyond the pieces Plan returned")
+	}
+	return a.spill
 }
 
 // Next scans b, the caller's unconsumed input, for the end of the current

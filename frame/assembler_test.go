@@ -602,7 +602,7 @@ func TestAssemblerDirect(t *testing.T) {
 	for _, chunk := range []int{4096, 65520, 100_000, 0} {
 		for _, mode := range []Mode{SimpleIPC, Persistent} {
 			want := feed(t, NewAssembler(mode, 0), in, chunk)
-			got := feedDirect(t, NewAssembler(mode, 0), in, chunk)
+			got := feedDirect(t, NewAssembler(mode, 0), in, chunk, 2)
 			if len(got.msgs) != 3 || len(want.msgs) != 3 {
 				t.Fatalf("chunk %d: %d and %d messages, want 3", chunk, len(got.msgs), len(want.msgs))
 			}
@@ -614,16 +614,16 @@ func TestAssemblerDirect(t *testing.T) {
 			if got.err != io.EOF {
 				t.Fatalf("chunk %d: end %v", chunk, got.err)
 			}
-			// Reads smaller than a packet take the direct way for most of
-			// a large message; larger ones for the rest of each packet.
-			if chunk == 4096 && got.direct < int64(len(big)/2) || chunk == 100_000 && got.direct == 0 {
+			// Once gathering has begun, reads of any size take the
+			// direct way for most of a large message.
+			if chunk > 0 && got.direct < int64(len(big)/2) {
 				t.Fatalf("chunk %d: only %d bytes read directly", chunk, got.direct)
 			}
 		}
 	}
 	cut := in[:len(AppendMessage(nil, big))-100_000]
 	want := feed(t, NewAssembler(SimpleIPC, 0), cut, 65520)
-	got := feedDirect(t, NewAssembler(SimpleIPC, 0), cut, 65520)
+	got := feedDirect(t, NewAssembler(SimpleIPC, 0), cut, 65520, 2)
 	var e1, e2 *Error
 	if !errors.As(got.err, &e1) || !errors.As(want.err, &e2) || *e1 != *e2 || !errors.Is(got.err, io.ErrUnexpectedEOF) {
 		t.Fatalf("cut short: %v, copying caller %v", got.err, want.err)
@@ -638,4 +638,68 @@ func TestAssemblerDirect(t *testing.T) {
 		}
 	}()
 	a.Fill(1)
+}
+
+// TestAssemblerPlanRandom: streams of large and small messages whose
+// packets are full, short or empty, sometimes ending in a bad header or cut
+// short, decode the same, to the byte and the error offset, whether the
+// reader copies everything or reads into Plan's pieces and puts what
+// Filled spills back in front.
+func TestAssemblerPlanRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	var direct, spilled int64
+	defer func() {
+		if !t.Failed() && (direct == 0 || spilled == 0) {
+			t.Errorf("the streams never took the direct way (%d bytes) or never spilled (%d bytes)", direct, spilled)
+		}
+	}()
+	iters := 150
+	if raceEnabled {
+		iters = 30 // every byte is checked: seconds per stream
+	}
+	for iter := range iters {
+		var in []byte
+		for range 1 + rng.IntN(4) {
+			for range rng.IntN(30) {
+				n := MaxPayloadSize
+				if rng.IntN(4) == 0 {
+					n = rng.IntN(MaxPayloadSize)
+				}
+				in, _ = AppendPacket(in, bytes.Repeat([]byte{byte('a' + iter%26)}, n))
+			}
+			in = AppendFlush(in)
+		}
+		switch rng.IntN(4) {
+		case 0:
+			in = append(in, "fff0zz"...) // a full packet cut short
+		case 1:
+			in = append(in, "00x1"...) // a bad header
+		case 2:
+			in = in[:len(in)-rng.IntN(min(len(in), 70_000))]
+		}
+		mode := []Mode{SimpleIPC, Persistent}[rng.IntN(2)]
+		limit := []int{0, 1 << 20, 300_000}[rng.IntN(3)]
+		chunk := 1 + rng.IntN(300_000)
+		want := feed(t, NewAssembler(mode, limit), in, chunk)
+		got := feedDirect(t, NewAssembler(mode, limit), in, chunk, rng.IntN(4))
+		direct += got.direct
+		spilled += got.spilled
+		if len(got.msgs) != len(want.msgs) {
+			t.Fatalf("iteration %d: %d messages, copying reader %d", iter, len(got.msgs), len(want.msgs))
+		}
+		for i := range want.msgs {
+			if !bytes.Equal(got.msgs[i], want.msgs[i]) || got.ends[i] != want.ends[i] {
+				t.Fatalf("iteration %d: message %d differs", iter, i)
+			}
+		}
+		var e1, e2 *Error
+		switch {
+		case errors.As(want.err, &e1):
+			if !errors.As(got.err, &e2) || *e1 != *e2 {
+				t.Fatalf("iteration %d: end %v, copying reader %v", iter, got.err, want.err)
+			}
+		case got.err != want.err:
+			t.Fatalf("iteration %d: end %v, copying reader %v", iter, got.err, want.err)
+		}
+	}
 }

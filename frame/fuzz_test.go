@@ -207,7 +207,7 @@ func FuzzAssembler(f *testing.F) {
 		if src.out != 0 {
 			t.Fatalf("%d buffers still lent after Release", src.out)
 		}
-		direct := feedDirect(t, NewAssembler(mode, limit), in, int(chunk))
+		direct := feedDirect(t, NewAssembler(mode, limit), in, int(chunk), int(chunk%3))
 		msgs, ends, roff, rerr := refAssemble(in, mode, limit)
 		for _, r := range []result{whole, split, pooled, direct} {
 			if len(r.msgs) != len(msgs) {

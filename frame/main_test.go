@@ -55,6 +55,7 @@ type result struct {
 	maxAsm   int      // the largest cap the assembler's buffer reached
 	consumed int64
 	direct   int64 // bytes read straight into the assembler (feedDirect)
+	spilled  int64 // bytes Filled handed back (feedDirect)
 }
 
 // feed drives a like a network caller: it appends chunk bytes of in at a
@@ -112,9 +113,11 @@ func feed(t testing.TB, a *Assembler, in []byte, chunk int) result {
 }
 
 // feedDirect is feed for a caller that reads straight into the
-// assembler's buffer whenever it holds no input and Direct offers room: up
-// to chunk bytes of the input go there instead of to pending.
-func feedDirect(t testing.TB, a *Assembler, in []byte, chunk int) result {
+// assembler's buffer whenever it holds no input and Plan offers pieces (up
+// to packets foreseen packets): each read of up to chunk bytes fills the
+// pieces first, then pending, and what Filled hands back goes to the front
+// of pending.
+func feedDirect(t testing.TB, a *Assembler, in []byte, chunk, packets int) result {
 	t.Helper()
 	if chunk <= 0 {
 		chunk = len(in) + 1
@@ -142,11 +145,19 @@ func feedDirect(t testing.TB, a *Assembler, in []byte, chunk int) result {
 			break
 		}
 		k := min(chunk, len(in))
-		if d := a.Direct(); len(d) > 0 && len(pending) == 0 {
-			k = copy(d[:min(len(d), k)], in)
-			a.Fill(k)
-			r.consumed += int64(k)
-			r.direct += int64(k)
+		if plan := a.Plan(packets); plan != nil && len(pending) == 0 {
+			// A readv of k bytes into the pieces, then the caller's
+			// buffer.
+			got := 0
+			for _, p := range plan {
+				got += copy(p, in[got:k])
+			}
+			spill := a.Filled(got)
+			placed := got - len(spill)
+			r.consumed += int64(placed)
+			r.direct += int64(placed)
+			r.spilled += int64(len(spill))
+			pending = append(append(pending, spill...), in[got:k]...)
 		} else {
 			pending = append(pending, in[:k]...)
 		}
