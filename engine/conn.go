@@ -126,16 +126,20 @@ type conn struct {
 	// past deadline. direct is set by the loop when it dispatches (nothing
 	// is queued in gnet, so the worker's bytes cannot overtake any); with
 	// it clear the reply goes through gnet. wf is closed by whichever of
-	// onClose and the worker comes last (mu). wb, wn, werr and writeCB are
-	// the worker's, for writes through wf's RawConn.
-	wf      *os.File
-	wfd     int
-	wrc     syscall.RawConn
-	direct  bool
-	wb      []byte
-	wn      int
-	werr    error
-	writeCB func(fd uintptr) bool
+	// onClose and the worker comes last (mu). wb, wn, werr, writeCB and
+	// the gathered write's wgw, wiov and gatherCB are the worker's, for
+	// writes through wf's RawConn.
+	wf       *os.File
+	wfd      int
+	wrc      syscall.RawConn
+	direct   bool
+	wb       []byte
+	wn       int
+	werr     error
+	writeCB  func(fd uintptr) bool
+	wgw      gather
+	wiov     []iovec
+	gatherCB func(fd uintptr) bool
 
 	// pend holds request bytes the loop read itself (soloWait) and has not
 	// consumed; they come before anything in gnet's inbound buffer. It

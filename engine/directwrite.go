@@ -37,6 +37,35 @@ func (c *conn) writeDirect(b []byte) error {
 	return nil
 }
 
+// writeDirectGathered is writeDirect of the pieces in wgw (writev), for a
+// large part of a pooled reply that goes out from the handler's bytes.
+func (c *conn) writeDirectGathered() error {
+	done, err := c.wgw.writeSome(uintptr(c.wfd), &c.wiov)
+	if err != nil {
+		return net.ErrClosed
+	}
+	if done {
+		return nil
+	}
+	c.werr = nil
+	if d := c.s.opts.writeTimeout; d > 0 {
+		_ = c.wf.SetWriteDeadline(time.Now().Add(d))
+	}
+	if err := c.wrc.Write(c.gatherCB); err != nil || c.werr != nil {
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// writeGathered is the RawConn.Write callback of writeDirectGathered.
+func (c *conn) writeGathered(fd uintptr) bool {
+	done, err := c.wgw.writeSome(fd, &c.wiov)
+	if err != nil {
+		c.werr = err
+	}
+	return done
+}
+
 // writeSome is the RawConn.Write callback of writeDirect: it writes what
 // the socket takes, and asks the netpoller to wait when it takes no more.
 func (c *conn) writeSome(fd uintptr) bool {
@@ -66,6 +95,7 @@ func (c *conn) openWriteFD() bool {
 		}
 		c.wf, c.wfd, c.wrc = f, fd, rc
 		c.writeCB = c.writeSome
+		c.gatherCB = c.writeGathered
 	}
 	return true
 }

@@ -76,8 +76,13 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 	if w.ring != nil {
 		return w.writeRing(p)
 	}
-	if writevSupported && w.inline && !w.oneShot && len(p) >= gatherMin {
-		return w.writeGathered(p)
+	if writevSupported && !w.oneShot && len(p) >= gatherMin {
+		if w.inline {
+			return w.writeGathered(p)
+		}
+		if w.c.direct && !w.c.rescued() {
+			return w.writeDirectGathered(p)
+		}
 	}
 	w.buf.B = frame.AppendData(w.buf.B, p)
 	w.n += int64(len(p))
@@ -297,6 +302,33 @@ func (w *ReplyWriter) writeGathered(p []byte) (int, error) {
 		return 0, w.err
 	}
 	return len(p), nil
+}
+
+// writeDirectGathered sends a large part of a pooled reply from where it
+// lies, on the worker's duplicate of the socket: what the reply holds so
+// far, then p's packets, in writev calls, waiting for room until the write
+// timeout. It runs on the worker.
+func (w *ReplyWriter) writeDirectGathered(p []byte) (int, error) {
+	c := w.c
+	c.wgw.set(w.buf.B, p, false)
+	err := c.writeDirectGathered()
+	c.wgw.release()
+	w.buf.B = w.buf.B[:0]
+	w.sentAt = c.s.now()
+	if err != nil {
+		w.err = err
+		return 0, err
+	}
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+// rescued reports whether onClose left a duplicate of the socket for a
+// half-closed peer (the reply then goes through handOff).
+func (c *conn) rescued() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rescue != nil
 }
 
 // writeRescued finishes a pooled reply on a connection that gnet closed
