@@ -84,7 +84,7 @@ func serveEngine(ctx context.Context, cfg serverConfig, settings engineSettings,
 		if sink {
 			return nil
 		}
-		_, err := w.Write(req)
+		_, err := w.WriteUncopied(req) // large replies go out with writev
 		return err
 	})
 	var opts []engine.Option

@@ -5,6 +5,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/pktipc/pktipc/frame"
@@ -122,6 +123,28 @@ func TestZeroAllocsBatched(t *testing.T) {
 		t.Error("no reply was batched")
 	}
 }
+
+// TestStackBuffersStayOnStack: Write, WriteString, Send, Queue and Call
+// do not make their arguments escape, so a caller's stack buffer or a
+// conversion of a literal costs no allocation (WriteUncopied's does).
+func TestStackBuffersStayOnStack(t *testing.T) {
+	w := &ReplyWriter{err: errFailedForTest} // returns at once
+	c := &Client{}
+	c.closed.Store(true) // returns at once
+	for name, f := range map[string]func(){
+		"Write":       func() { var b [64]byte; b[0] = 1; _, _ = w.Write(b[:]) },
+		"WriteString": func() { var b [8]byte; b[0] = 'x'; _, _ = w.WriteString(string(b[:1])) },
+		"Send":        func() { _ = c.Send([]byte("command=ping")) },
+		"Queue":       func() { _ = c.Queue([]byte("command=ping")) },
+		"Call":        func() { _, _ = c.Call([]byte("command=ping")) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocations with a stack buffer, want 0", name, n)
+		}
+	}
+}
+
+var errFailedForTest = errors.New("failed")
 
 // TestReplyBuffersSurviveCalibration: bytebufferpool recalibrates what it
 // keeps from the lengths it is given back; reply buffers must still be

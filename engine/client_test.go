@@ -159,11 +159,12 @@ func TestClientHandshakeWithGitServer(t *testing.T) {
 	}
 }
 
+// echo answers "re:" and the request, which large requests send uncopied.
 func echo(_ context.Context, req []byte, w *ReplyWriter) error {
 	if _, err := w.WriteString("re:"); err != nil {
 		return err
 	}
-	_, err := w.Write(req)
+	_, err := w.WriteUncopied(req)
 	return err
 }
 

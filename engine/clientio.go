@@ -18,16 +18,6 @@ func (c *Client) write(req []byte) error {
 	if c.rout != nil {
 		return c.writeRing(req)
 	}
-	if writevSupported && len(req) >= gatherMin {
-		// Headers beside the payload: the request is not copied.
-		c.gw.set(nil, req, true)
-		c.werr = nil
-		if err := c.rc.Write(c.gatherFn); err != nil && c.werr == nil {
-			c.werr = err
-		}
-		c.gw.release()
-		return c.werr
-	}
 	c.wbuf = frame.AppendMessage(c.wbuf[:0], req)
 	c.woff, c.werr = 0, nil
 	if err := c.rc.Write(c.writeFn); err != nil && c.werr == nil {
@@ -79,8 +69,8 @@ func (c *Client) readReplySpinning() ([]byte, error) {
 
 // clientPlanPackets is how many whole packets of a large reply a read may
 // put straight into the reply's buffer, beyond the rest of the packet
-// under way (frame.Assembler.Plan).
-const clientPlanPackets = 1
+// under way (frame.Assembler.Plan); without readv, none.
+var clientPlanPackets = planPackets(1)
 
 // fill reads more bytes into the buffer, compacting or growing it first.
 // When the buffer is empty and the assembler is gathering a large reply,
@@ -200,16 +190,6 @@ func (c *Client) readOnce(fd uintptr) bool {
 // socket is full (then the netpoller waits for room).
 func (c *Client) writeOnce(fd uintptr) bool {
 	done, err := writeAvailable(fd, c.wbuf, &c.woff)
-	if err != nil {
-		c.werr = err
-	}
-	return done
-}
-
-// writeGathered is the RawConn.Write callback of a large request: writev
-// of its pieces until done or the socket is full.
-func (c *Client) writeGathered(fd uintptr) bool {
-	done, err := c.gw.writeSome(fd, &c.iov)
 	if err != nil {
 		c.werr = err
 	}

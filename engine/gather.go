@@ -77,3 +77,13 @@ func (g *gather) release() {
 	clear(g.parts)
 	g.parts = g.parts[:0]
 }
+
+// planPackets is n where readv reads into many pieces at once, else 0:
+// a plain read fills one piece, so reading a packet's header on its own
+// would cost a system call per packet.
+func planPackets(n int) int {
+	if writevSupported {
+		return n
+	}
+	return 0
+}

@@ -62,14 +62,13 @@ type Client struct {
 	wbuf []byte // the requests being written; queued ones (Queue) collect here
 	woff int
 	werr error
-	gw   gather // a large request's pieces, written uncopied (write)
-	iov  []iovec
 
 	rbuf   []byte
 	rstart int
 	rend   int
 	rplan  [][]byte // the assembler's pieces that the read under way fills first (fillPlanned)
 	rtail  []byte   // ... and the buffer after them
+	iov    []iovec  // readv's scratch
 	rerr   error
 	rn     int
 	asm    *frame.Assembler
@@ -87,9 +86,8 @@ type Client struct {
 	rgather       []byte
 	ringsDeclined bool // the server declined rings: offer the persistent handshake
 
-	readFn   func(fd uintptr) bool
-	writeFn  func(fd uintptr) bool
-	gatherFn func(fd uintptr) bool
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
 }
 
 const (
@@ -127,7 +125,6 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 	c.asm.SetBufferSource(&c.kept)
 	c.readFn = c.readOnce
 	c.writeFn = c.writeOnce
-	c.gatherFn = c.writeGathered
 	if err := c.connect(ctx); err != nil {
 		return nil, c.fail("dial", err)
 	}

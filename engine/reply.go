@@ -76,14 +76,6 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 	if w.ring != nil {
 		return w.writeRing(p)
 	}
-	if writevSupported && !w.oneShot && len(p) >= gatherMin {
-		if w.inline {
-			return w.writeGathered(p)
-		}
-		if w.c.direct && !w.c.rescued() {
-			return w.writeDirectGathered(p)
-		}
-	}
 	w.buf.B = frame.AppendData(w.buf.B, p)
 	w.n += int64(len(p))
 	if len(w.buf.B) >= replyFlushSize || (!w.inline && w.c.s.now()-w.sentAt >= streamFlushAfter) {
@@ -93,6 +85,30 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// WriteUncopied is Write without Write's copy of a large p (32 KiB or
+// more): p's packets go to the socket from where p lies, with writev and
+// their headers beside them, and only what the socket does not take at
+// once is copied (on the event loop) or waited for (on a worker). p must
+// not change until WriteUncopied returns, and is free afterwards, as with
+// Write. Unlike Write's, its argument escapes to the heap: pass memory
+// that lives there anyway (the request, a buffer the handler keeps), and
+// use Write for small parts and buffers on the stack. On a shared-memory
+// ring, and for small p, it is Write.
+func (w *ReplyWriter) WriteUncopied(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if writevSupported && w.ring == nil && !w.oneShot && len(p) >= gatherMin {
+		if w.inline {
+			return w.writeGathered(p)
+		}
+		if w.c.direct && !w.c.rescued() {
+			return w.writeDirectGathered(p)
+		}
+	}
+	return w.Write(p)
 }
 
 // Flush sends what the reply holds so far. On the event loop it only hands
@@ -258,7 +274,9 @@ func (w *ReplyWriter) flushInline() error {
 	}
 	// A reply may queue up to the mark beyond what was queued when it
 	// began; no request is served while more than the mark is queued
-	// (afterReply). So one connection never holds more than twice the mark.
+	// (afterReply). So one connection never holds more than twice the mark,
+	// and the replies of one batch (replyBatchBytes) that the loop writes
+	// before it looks again.
 	if c.gc.OutboundBuffered()-w.base > c.s.opts.highWater {
 		return ErrBackpressure
 	}

@@ -32,7 +32,7 @@ const soloReadBuffer = readBufferCap
 // may put straight into the request's buffer, beyond the rest of the
 // packet under way (frame.Assembler.Plan); what the assembler may hand back
 // takes as much of the loop's buffer.
-const soloPlanPackets = 2
+var soloPlanPackets = planPackets(2)
 
 // canSoloWait reports whether the loop may wait on c alone: a persistent
 // connection with no reply queued and no other connection on the loop,

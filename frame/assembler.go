@@ -141,6 +141,7 @@ func (a *Assembler) Held() int { return cap(a.buf) }
 func (a *Assembler) Release() {
 	a.putBuf()
 	a.startMessage()
+	a.plan, a.slots, a.spill = nil, nil, nil
 }
 
 func (a *Assembler) putBuf() {
@@ -181,6 +182,10 @@ func (a *Assembler) startMessage() {
 		a.putBuf()
 	}
 	a.buf = a.buf[:0]
+	clear(a.plan) // no stale views of a buffer given back
+	if cap(a.spill) > sourceKeep {
+		a.spill = nil
+	}
 	a.scanned, a.total, a.npkt, a.first, a.absorbed = 0, 0, 0, 0, 0
 	a.tailLen, a.tailVal, a.rest = 0, -1, 0
 	a.delivered = false
@@ -219,6 +224,9 @@ func (a *Assembler) Fill(n int) {
 	a.rest -= n
 	a.off += int64(n)
 	a.absorbed += int64(n)
+	if a.rest == 0 {
+		a.tailLen, a.tailVal = 0, -1 // the packet is whole: nothing is cut
+	}
 }
 
 // Plan is Direct for more than the rest of one packet: while the
@@ -359,6 +367,9 @@ func (a *Assembler) Next(b []byte) (msg []byte, n int, done bool, err error) {
 		a.rest -= k
 		a.off += int64(k)
 		a.absorbed += int64(k)
+		if a.rest == 0 {
+			a.tailLen, a.tailVal = 0, -1 // the packet is whole: nothing is cut
+		}
 		if a.rest > 0 || k == len(b) {
 			return nil, k, false, nil
 		}

@@ -703,3 +703,38 @@ func TestAssemblerPlanRandom(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatedAfterFilled: a stream that ends right after whole packets
+// read through Plan, with no Next between, is reported as a copying
+// reader's is: a truncated stream, not a packet that was never cut.
+func TestTruncatedAfterFilled(t *testing.T) {
+	var in []byte
+	for range 5 {
+		in = AppendData(in, bytes.Repeat([]byte{'x'}, MaxPayloadSize))
+	}
+	first, upto := 2*MaxPacketSize+HeaderSize+100, 4*MaxPacketSize
+	a := NewAssembler(SimpleIPC, 0)
+	if _, _, _, err := a.Next(in[:first]); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, p := range a.Plan(1) {
+		got += copy(p, in[first+got:upto])
+	}
+	if spill := a.Filled(got); len(spill) != 0 {
+		t.Fatalf("%d bytes spilled from whole packets", len(spill))
+	}
+	b := NewAssembler(SimpleIPC, 0)
+	for p := in[:upto]; ; {
+		_, n, _, err := b.Next(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p = p[n:]; n == 0 {
+			break
+		}
+	}
+	if ga, gb := a.Truncated(0), b.Truncated(0); ga.Error() != gb.Error() {
+		t.Fatalf("after Filled: %v; copying reader: %v", ga, gb)
+	}
+}
