@@ -27,8 +27,10 @@ import (
 const (
 	// engineStreamWin is how many replies a stream leaves unread before it
 	// collects half of them: a pipelining client's bounded window, which
-	// bounds what either side buffers to 256 messages.
-	engineStreamWin = 256
+	// bounds what either side buffers to 256 messages, and to
+	// engineStreamBytes (at least 16 messages) for large ones.
+	engineStreamWin   = 256
+	engineStreamBytes = 4 << 20
 	// engineStreamBatch is how many messages a stream queues
 	// (engine.Client.Queue) before it flushes them in one write;
 	// engineStreamQueueMax is the largest message it queues rather than
@@ -236,6 +238,7 @@ type engineStream struct {
 	*engineClient
 	unread int
 	queued int
+	win    int // the window for this stream's message size (0: not yet known)
 }
 
 func openEngineStream(ctx context.Context, socket string, _ int) (Streamer, error) {
@@ -250,8 +253,11 @@ func openEngineStream(ctx context.Context, socket string, _ int) (Streamer, erro
 // full. Call it from the stream's goroutine.
 func (s *engineStream) Send(msg []byte) error {
 	s.refresh()
-	if s.unread >= engineStreamWin {
-		if err := s.collect(engineStreamWin / 2); err != nil {
+	if s.unread == 0 {
+		s.win = max(16, min(engineStreamWin, engineStreamBytes/max(len(msg), 1)))
+	}
+	if s.unread >= s.win {
+		if err := s.collect(s.win / 2); err != nil {
 			return err
 		}
 	}

@@ -23,11 +23,14 @@ func TestClientSpinPlan(t *testing.T) {
 	for i := range 64 {
 		reply([]int64{15 * us, 90 * us}[i%2])
 	}
-	c.plan(now(), 1)
+	planned := now()
+	c.plan(planned, 1)
 	if c.until == 0 {
 		t.Fatalf("half the replies within the limit, yet no spin (hit rate %d/1024)", c.hitRate)
 	}
-	if budget := c.until - now(); budget > 50*us || budget < 45*us {
+	// From the time given to plan: a clock read after it would count
+	// whatever delayed this goroutine meanwhile.
+	if budget := c.until - planned; budget > 50*us || budget < 45*us {
 		t.Fatalf("budget %d ns, want about 4 x 15 µs capped at 50 µs", budget)
 	}
 	// Spinning clients are limited to half of GOMAXPROCS (at least one).

@@ -54,10 +54,12 @@
 // Replies to requests that arrived together leave together: an inline
 // reply with another request waiting behind it is held in the loop's
 // buffer, and the replies go out in one write once the loop has served what
-// it read (Stats.Batched). A large part of a reply (32 KiB or more) goes
-// from the handler's bytes to the socket with writev, its packet headers
-// beside it; and every connection a loop serves asks the kernel for a send
-// buffer that takes a 1 MiB message at once (WithSendBuffer).
+// it read (Stats.Batched). A large part of a reply written with
+// ReplyWriter.WriteUncopied (32 KiB or more) goes from the handler's bytes
+// to the socket with writev, its packet headers beside it; and every
+// connection a loop serves asks the kernel for a send buffer that takes a
+// 1 MiB message at once (WithSendBuffer). A large request read while a loop
+// waits on its connection alone goes straight into its final buffer.
 //
 // A loop that serves a single persistent connection waits on that socket
 // itself after a reply (WithSoloWait, on by default) and serves the next
@@ -77,9 +79,9 @@
 //
 // Queue, Flush and SendBatch batch without waiting: queued requests leave
 // in one write when the caller flushes (or a batch fills), and a lone Send
-// is written at once, never held for company. Large requests go out with
-// writev from the caller's bytes, and the rest of a large reply packet
-// that a read finds cut is read straight into the reply's buffer.
+// is written at once, never held for company. A large reply is read
+// straight into its final buffer, with readv, its packets laid out as
+// they will lie there.
 //
 // A Client matches replies to requests by construction: each request
 // records the connection it went out on, and when a connection ends every
