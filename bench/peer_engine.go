@@ -226,7 +226,10 @@ func dialEngine(ctx context.Context, socket string) (RoundTripper, error) {
 // Call it from the client's goroutine.
 func (e engineConn) RoundTrip(_ context.Context, req []byte) (int, error) {
 	e.refresh()
-	reply, err := e.c.Call(req)
+	if err := e.c.SendUncopied(req); err != nil { // Send, below 32 KiB
+		return 0, err
+	}
+	reply, err := e.c.Recv()
 	return len(reply), err
 }
 
@@ -262,7 +265,7 @@ func (s *engineStream) Send(msg []byte) error {
 		}
 	}
 	if len(msg) > engineStreamQueueMax {
-		if err := s.c.Send(msg); err != nil {
+		if err := s.c.SendUncopied(msg); err != nil {
 			return err
 		}
 		s.unread++

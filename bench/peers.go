@@ -27,7 +27,7 @@ var peers = []PeerInfo{
 	},
 	{
 		Name:      "pktipc",
-		Doc:       "pktipc engine: gnet loops, echo handler inline on the loop (ReplyWriter.WriteUncopied); persistent engine.Client (stream: pipelined, messages up to 16 KiB queued and flushed 32 to a write (Client.Queue, Flush), every message answered by an empty reply, replies to requests read together written together)",
+		Doc:       "pktipc engine: gnet loops, echo handler inline on the loop (ReplyWriter.WriteUncopied); persistent engine.Client (Client.SendUncopied; stream: pipelined, messages up to 16 KiB queued and flushed 32 to a write (Client.Queue, Flush), every message answered by an empty reply, replies to requests read together written together)",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},
 		Quick:     true,
 		New:       func() Peer { return enginePeer{} },

@@ -331,3 +331,44 @@ func TestSendBufferOptions(t *testing.T) {
 		t.Fatalf("SO_SNDBUF = %d after asking for %d (wmem_max %d)", got, want, limit)
 	}
 }
+
+// TestSendUncopied: large requests sent from the caller's bytes (writev)
+// and small ones (Send's path), pipelined, get their own replies, with the
+// system's default send buffer too; after the server closed the idle
+// connection, a large one goes out on a new connection.
+func TestSendUncopied(t *testing.T) {
+	for _, buf := range []int{0, DefaultSendBuffer} {
+		t.Run(fmt.Sprint("sndbuf=", buf), func(t *testing.T) {
+			leakcheck.Check(t)
+			ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true), WithIdleTimeout(200*time.Millisecond))
+			c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(buf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sizes := []int{100_000, 10, 1 << 20, 65516, 3<<20 + 7}
+			for i, n := range sizes {
+				if err := c.SendUncopied(bytes.Repeat([]byte{byte('k' + i)}, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, n := range sizes {
+				got, err := c.Recv()
+				if want := append([]byte("re:"), bytes.Repeat([]byte{byte('k' + i)}, n)...); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("reply %d: %d bytes, %v; want %d", i, len(got), err, len(want))
+				}
+			}
+			waitFor(t, func() bool { st := ts.Stats(); return st.IdleTimeout == 1 && st.Open == 0 })
+			big := bytes.Repeat([]byte("z"), 200_000)
+			if err := c.SendUncopied(big); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := c.Recv(); err != nil || !bytes.Equal(got, append([]byte("re:"), big...)) {
+				t.Fatalf("after the idle close: %d bytes, %v", len(got), err)
+			}
+			if n := ts.Stats().Accepted; n != 2 {
+				t.Fatalf("accepted %d, want 2", n)
+			}
+		})
+	}
+}

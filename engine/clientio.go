@@ -195,3 +195,13 @@ func (c *Client) writeOnce(fd uintptr) bool {
 	}
 	return done
 }
+
+// writeGathered is the RawConn.Write callback of SendUncopied: writev of
+// the request's pieces until done or the socket is full.
+func (c *Client) writeGathered(fd uintptr) bool {
+	done, err := c.gw.writeSome(fd, &c.iov)
+	if err != nil {
+		c.werr = err
+	}
+	return done
+}

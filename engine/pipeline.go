@@ -62,6 +62,7 @@ type Client struct {
 	wbuf []byte // the requests being written; queued ones (Queue) collect here
 	woff int
 	werr error
+	gw   gather // a large request's pieces (SendUncopied)
 
 	rbuf   []byte
 	rstart int
@@ -86,8 +87,9 @@ type Client struct {
 	rgather       []byte
 	ringsDeclined bool // the server declined rings: offer the persistent handshake
 
-	readFn  func(fd uintptr) bool
-	writeFn func(fd uintptr) bool
+	readFn   func(fd uintptr) bool
+	writeFn  func(fd uintptr) bool
+	gatherFn func(fd uintptr) bool
 }
 
 const (
@@ -125,6 +127,7 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 	c.asm.SetBufferSource(&c.kept)
 	c.readFn = c.readOnce
 	c.writeFn = c.writeOnce
+	c.gatherFn = c.writeGathered
 	if err := c.connect(ctx); err != nil {
 		return nil, c.fail("dial", err)
 	}
@@ -221,6 +224,42 @@ func (c *Client) Send(req []byte) error {
 	if err := c.transmit(req); err != nil {
 		return err
 	}
+	c.queue.push(pending{gen: c.gen})
+	return nil
+}
+
+// SendUncopied is Send without Send's copy of a large req (32 KiB or
+// more): its packets go to the socket from where req lies, with writev and
+// their headers beside them. req must not change until SendUncopied
+// returns, and is free afterwards, as with Send. Unlike Send's, its
+// argument escapes to the heap: pass memory that lives there anyway, and
+// use Send for small requests and buffers on the stack. Where the request
+// cannot go out at once on an open persistent socket connection (queued
+// requests before it, a git server, rings, no connection yet), and for a
+// small req, it is Send.
+func (c *Client) SendUncopied(req []byte) error {
+	if !writevSupported || len(req) < gatherMin || c.closed.Load() || c.unsent > 0 || c.held > 0 ||
+		c.uc == nil || !c.persistent || c.rout != nil {
+		return c.Send(req)
+	}
+	c.gw.set(nil, req, true)
+	c.werr = nil
+	if err := c.rc.Write(c.gatherFn); err != nil && c.werr == nil {
+		c.werr = err
+	}
+	c.gw.release()
+	if err := c.werr; err != nil {
+		// As in transmit: the server acts only on whole requests, so
+		// nothing of req was processed.
+		retry := c.inflight == 0 && peerGone(err)
+		c.endConn(err)
+		if retry {
+			return c.Send(req) // the server closed the idle connection: a new one
+		}
+		return c.fail("send", sendFailure(err))
+	}
+	c.inflight++
+	c.spin.sent(c.now(), c.inflight)
 	c.queue.push(pending{gen: c.gen})
 	return nil
 }
