@@ -79,9 +79,10 @@
 //
 // Queue, Flush and SendBatch batch without waiting: queued requests leave
 // in one write when the caller flushes (or a batch fills), and a lone Send
-// is written at once, never held for company. A large reply is read
-// straight into its final buffer, with readv, its packets laid out as
-// they will lie there.
+// is written at once, never held for company. SendUncopied sends a large
+// request from the caller's bytes with writev, and a large reply is read
+// straight into its final buffer, with readv, its packets laid out as they
+// will lie there.
 //
 // A Client matches replies to requests by construction: each request
 // records the connection it went out on, and when a connection ends every
