@@ -121,11 +121,7 @@ func (c *Client) fillPlanned(plan [][]byte) error {
 	for len(c.rbuf) < frame.MinReadBuffer {
 		c.growBuffer()
 	}
-	planned := 0
-	for _, p := range plan {
-		planned += len(p)
-	}
-	room := planned - len(plan[0]) + frame.HeaderSize // the most Filled hands back, beyond the rest
+	planned, room := planSpan(plan)
 	c.rplan, c.rtail = plan, c.rbuf[room:]
 	c.rn, c.rerr = 0, nil
 	if err := c.rc.Read(c.readFn); err != nil && c.rerr == nil {

@@ -78,6 +78,17 @@ func (g *gather) release() {
 	g.parts = g.parts[:0]
 }
 
+// planSpan returns how many bytes the pieces of a frame.Assembler.Plan
+// hold, and how many of them Filled may hand back at most (all but the rest
+// of the packet under way, a header's worth more for a plan that starts
+// with a header): the room a reader keeps in front of its own buffer.
+func planSpan(plan [][]byte) (planned, room int) {
+	for _, p := range plan {
+		planned += len(p)
+	}
+	return planned, planned - len(plan[0]) + frame.HeaderSize
+}
+
 // planPackets is n where readv reads into many pieces at once, else 0:
 // a plain read fills one piece, so reading a packet's header on its own
 // would cost a system call per packet.

@@ -3,8 +3,6 @@ package engine
 import (
 	"errors"
 	"syscall"
-
-	"github.com/pktipc/pktipc/frame"
 )
 
 // Solo waiting. An event loop that serves a single persistent connection
@@ -91,10 +89,7 @@ func (c *conn) soloWait() action {
 			// buffer, uncopied, and what follows into the loop's, in one
 			// system call. The loop's first bytes stay free for what the
 			// assembler may hand back.
-			for _, p := range plan {
-				planned += len(p)
-			}
-			room = planned - len(plan[0]) + frame.HeaderSize
+			planned, room = planSpan(plan)
 			n, err = readInto(uintptr(fd), plan, l.rbuf[room:], &l.iov)
 		} else {
 			n, err = sysRead(uintptr(fd), l.rbuf[k:])
