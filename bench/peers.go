@@ -48,14 +48,14 @@ var peers = []PeerInfo{
 	},
 	{
 		Name:      "pktipc-shm",
-		Doc:       "pktipc engine over shared-memory rings: engine.WithRings (request and reply rings of four times the message, 64 KiB to 4 MiB, sealed memfds passed at the handshake), echo handler on the connection's goroutine, spinning waiters that park on the connection's socket; persistent engine.Client",
+		Doc:       "pktipc engine over shared-memory rings: engine.WithRings (request and reply rings of four times the message, 64 KiB to 4 MiB, sealed memfds passed at the handshake), echo handler on the connection's goroutine, spinning waiters that then sleep on the ring's futex (up to 2 ms, a lone wait) and then park on the connection's socket; persistent engine.Client",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},
 		Quick:     true,
 		New:       func() Peer { return enginePeer{server: engineSettings{Rings: true}} },
 	},
 	{
 		Name:      "pktipc-shm-park",
-		Doc:       "pktipc-shm with spinning off on both sides (engine.WithRingSpin(0), engine.WithClientSpin(0)): every wait parks on the connection's socket at once",
+		Doc:       "pktipc-shm with spinning off on both sides (engine.WithRingSpin(0), engine.WithClientSpin(0)): every wait sleeps on the ring's futex (up to 2 ms, when it is its process's only wait) and then parks on the connection's socket",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},
 		New:       func() Peer { return enginePeer{server: engineSettings{Rings: true, NoSpin: true}} },
 	},

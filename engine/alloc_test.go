@@ -200,7 +200,8 @@ func TestInlineRepliesAfterSizeChange(t *testing.T) {
 
 // TestZeroAllocsRings: a round trip over shared-memory rings allocates
 // nothing either, with the request leased from the ring and the reply
-// written into it in place (Reserve, Commit) or copied (Write).
+// written into it in place (Reserve, Commit) or copied (Write), and
+// neither do batches of queued requests.
 func TestZeroAllocsRings(t *testing.T) {
 	leakcheck.Check(t)
 	inPlace := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
@@ -223,9 +224,33 @@ func TestZeroAllocsRings(t *testing.T) {
 			t.Fatalf("size %d: no rings", tc.size)
 		}
 		allocs := callAllocs(t, c, tc.size)
-		c.Close()
 		if allocs != 0 {
 			t.Errorf("size %d: %v allocations per round trip over rings, want 0", tc.size, allocs)
 		}
+		if tc.size <= 4096 {
+			// Batches: Queue stages each request in the ring, Flush
+			// publishes them, Recv copies each reply out.
+			req := make([]byte, tc.size)
+			batch := func() {
+				for range 16 {
+					if err := c.Queue(req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := c.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				for range 16 {
+					if _, err := c.Recv(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			batch()
+			if allocs := testing.AllocsPerRun(200, batch); allocs != 0 {
+				t.Errorf("size %d: %v allocations per batch of 16 over rings, want 0", tc.size, allocs)
+			}
+		}
+		c.Close()
 	}
 }

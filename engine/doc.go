@@ -79,7 +79,9 @@
 //
 // Queue, Flush and SendBatch batch without waiting: queued requests leave
 // in one write when the caller flushes (or a batch fills), and a lone Send
-// is written at once, never held for company. SendUncopied sends a large
+// is written at once, never held for company. On rings, queued requests
+// are written into the ring and published together, with one store and
+// at most one wake-up. SendUncopied sends a large
 // request from the caller's bytes with writev, and a large reply is read
 // straight into its final buffer, with readv, its packets laid out as they
 // will lie there.
@@ -107,12 +109,15 @@
 // there with no copy at all. The client copies each reply out of its
 // ring, so a reply it returns cannot change under it. The socket stays open
 // for wake-ups only: a side that finds its ring empty spins for a moment
-// (WithRingSpin on the server, WithClientSpin on the client), then arms
-// the ring and waits on the socket in Go's netpoller, and the peer writes
-// a byte when it publishes. One goroutine per ring connection serves it,
-// parked in the netpoller while idle, so one epoll watches every ring and
-// an idle ring costs nothing; at most half of GOMAXPROCS of them spin at
-// once. The peer's death ends the socket, and with it any wait, at once.
+// (WithRingSpin on the server, WithClientSpin on the client); a wait
+// that is the only one of its process then sleeps on the ring's futex
+// for up to 2ms, which the peer's publish ends with one futex call; and
+// then it arms the ring and waits on the socket in Go's netpoller, and
+// the peer writes a byte when it publishes. One goroutine per ring
+// connection serves it, parked in the netpoller while idle, so one epoll
+// watches every ring and an idle ring costs nothing; at most half of
+// GOMAXPROCS of them spin, or sleep, at once. The peer's death ends the
+// socket, and with it any wait, at once (within the 2ms of a sleep).
 // Ring connections obey the same handlers, request size cap, deadlines
 // (idle, a request cut between records, handler, write), connection caps,
 // ring caps (WithRingLimits) and Shutdown as any other; a server that

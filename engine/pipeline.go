@@ -81,6 +81,9 @@ type Client struct {
 	rout          *ring.Writer
 	rin           *ring.Reader
 	rchunk        int
+	rstage        bool  // writeRing stages a request's last record (Queue)
+	rstaged       int   // bytes of requests staged and not yet published
+	rbatch        int   // staged bytes that make writeRing publish
 	halfProcs     int32 // the default spinning budget, read at the ring handshake
 	slices        ringSlices
 	rbell         [64]byte
@@ -268,9 +271,11 @@ func (c *Client) SendUncopied(req []byte) error {
 // out together, in one write where the socket takes them, at the next
 // Flush, Send or Recv, or once they fill a batch (64 KiB). Nothing waits for
 // more requests to come: a caller that queues should flush when it has
-// nothing more to send. Where batching does not apply (a git server, which
-// takes one request per connection, or shared-memory rings, where a
-// request costs no system call) Queue is Send.
+// nothing more to send. On shared-memory rings Queue writes the request
+// into the ring but leaves it unpublished, and the batch (up to 64 KiB, or
+// what a record of the ring holds) reaches the server with one store and
+// at most one wake-up. To a git server, which takes one request per
+// connection, Queue is Send.
 //
 // An error means req was not queued (it wraps ErrNotProcessed, or is
 // ErrClientClosed) and has no reply to Recv. A queued request that then
@@ -284,6 +289,12 @@ func (c *Client) Queue(req []byte) error {
 		if err := c.reconnect(); err != nil {
 			return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
 		}
+	}
+	if c.rout != nil && c.held == 0 && c.unsent == 0 && len(req) <= c.rout.MaxRecord() {
+		c.rstage = true
+		err := c.Send(req)
+		c.rstage = false
+		return err
 	}
 	if c.held > 0 || !c.persistent || c.rout != nil {
 		return c.Send(req)
@@ -302,6 +313,7 @@ func (c *Client) Flush() error {
 	if c.closed.Load() {
 		return ErrClientClosed
 	}
+	c.publishRing()
 	if c.unsent == 0 {
 		return nil
 	}
@@ -432,6 +444,7 @@ func (c *Client) Recv() ([]byte, error) {
 	if c.unsent > 0 {
 		_ = c.flush() // its failures are the requests' own
 	}
+	c.publishRing()
 	p := c.queue.front()
 	if p == nil {
 		return nil, ErrNoRequest

@@ -107,6 +107,7 @@ func (c *Client) mapRings(fds []int) error {
 	c.rout, c.rin = out, in
 	c.mu.Unlock()
 	c.rchunk = max(out.MaxRecord()/2, 1)
+	c.rstaged, c.rbatch = 0, min(clientBatchBytes, out.MaxRecord())
 	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	return nil
 }
@@ -156,6 +157,15 @@ func (c *Client) writeRing(req []byte) error {
 		}
 		copy(dst, req[off:off+n])
 		off += n
+		if off == len(req) && c.rstage && c.rstaged+n < c.rbatch {
+			// Queue: the record waits for the rest of the batch.
+			c.rstaged += n + 8
+			if err := c.rout.Stage(n, false); err != nil {
+				return err
+			}
+			return nil
+		}
+		c.rstaged = 0 // Commit publishes the staged records too
 		if err := c.rout.Commit(n, off < len(req)); err != nil {
 			return err
 		}
@@ -215,13 +225,21 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 }
 
 // waitRingReply waits until the reply ring has a record (or an error) to
-// give: a spin within the process's budget, then the socket.
+// give: a spin within the process's budget, a short sleep on the ring's
+// futex within the sleepers' budget (rings.go), then the socket.
 func (c *Client) waitRingReply() error {
 	waiting.Add(1)
 	defer waiting.Add(-1)
 	if c.ringSpin() {
 		ok := c.rin.Spin()
 		spinners.Add(-1)
+		if ok {
+			return nil
+		}
+	}
+	if d := c.ringSleepFor(waiting.Load()); d > 0 {
+		ok := c.rin.Sleep(d)
+		ringSleepers.Add(-1)
 		if ok {
 			return nil
 		}
@@ -269,6 +287,13 @@ func (c *Client) waitRingRoom(n int) error {
 			return nil
 		}
 	}
+	if d := c.ringSleepFor(waiting.Load() + 1); d > 0 {
+		ok := c.rout.Sleep(n, d)
+		ringSleepers.Add(-1)
+		if ok {
+			return nil
+		}
+	}
 	for !c.rout.Arm(n) {
 		if err := c.waitBell(); err != nil {
 			return err
@@ -295,4 +320,31 @@ func (c *Client) ringSpin() bool {
 	}
 	spinners.Add(-1)
 	return false
+}
+
+// ringSleepFor takes a place among the process's ring sleepers, for a
+// wait while waits waits of the process's Clients are under way, and
+// returns how long to sleep: ringSleep, or less where the Client's
+// deadline comes sooner. Zero: no place, or the deadline has passed;
+// otherwise the caller gives the place back with ringSleepers.Add(-1).
+func (c *Client) ringSleepFor(waits int32) time.Duration {
+	d := ringSleep
+	if dl := c.currentDeadline(); !dl.IsZero() {
+		if d = min(d, time.Until(dl)); d <= 0 {
+			return 0
+		}
+	}
+	if !ringSleepSlot(c.halfProcs, waits) {
+		return 0
+	}
+	return d
+}
+
+// publishRing publishes the requests Queue staged in the request ring, if
+// any: one store of the tail, and one wake-up at most, for all of them.
+func (c *Client) publishRing() {
+	if c.rstaged > 0 && c.rout != nil {
+		c.rout.Flush()
+		c.rstaged = 0
+	}
 }

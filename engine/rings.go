@@ -39,6 +39,8 @@ import (
 // peer is parked in Go's netpoller, like any socket reader: no thread is
 // blocked, one epoll watches every ring connection of the process, and the
 // end of the socket, the peer's death included, ends the wait at once.
+// Only a wait that is alone in its process first sleeps on the ring's
+// futex for a moment (ringSleep), where a prompt peer wakes it for less.
 var (
 	ringHelloPrefix = []byte("\x01pktipc/rings/1 ")
 	ringOKReply     = []byte("\x01pktipc/rings/1 ok")
@@ -60,6 +62,43 @@ const ringSpinCrowd = 128
 // would keep a goroutine looping without ever waiting. At the limit the
 // connection ends with errRingStale.
 const ringStaleLimit = 64
+
+// ringSleep is the longest a ring side sleeps on its ring's futex, once
+// its spin (if any) missed, before it arms the socket and waits in the
+// netpoller. The peer's commit wakes a sleeper with one futex call, and
+// the sleeper's thread returns to it directly: about half the cost of a
+// doorbell byte, which takes a send, an epoll wake-up and a read, on
+// both sides of every round trip. The sleep blocks a thread, so it is
+// short (a peer that answers within it is the case it is for), and at
+// most ringSleepers of the process's waits sleep at once; the end of the
+// peer shows on the socket within it.
+const ringSleep = 2 * time.Millisecond
+
+// ringSleepers counts the ring waits of this process (server and Client
+// alike) sleeping on a futex now. Each holds a thread, and its processor
+// until the scheduler hands it on, so the budget is half of GOMAXPROCS,
+// at least one: the rest of the process keeps processors to run on.
+var ringSleepers atomic.Int32
+
+// ringSleepSlot takes a place among the sleepers, within limit, for a
+// wait while waiting waits (this one included) are under way in its
+// group; the caller gives the place back with ringSleepers.Add(-1).
+//
+// Only a lone waiter sleeps. A sleeper's processor stays with its
+// blocked thread until the scheduler's monitor takes it back (tens of
+// microseconds at best), so with other connections waiting too, sleeping
+// would leave their wake-ups one processor short; they are cheaper in the
+// netpoller, which takes many at once.
+func ringSleepSlot(limit, waiting int32) bool {
+	if waiting > 1 {
+		return false
+	}
+	if ringSleepers.Add(1) <= limit {
+		return true
+	}
+	ringSleepers.Add(-1)
+	return false
+}
 
 var errRingStale = fmt.Errorf("%w: the peer keeps changing the ring between a look and a take", ring.ErrCorrupt)
 
@@ -541,13 +580,20 @@ func (rc *ringConn) next() ([]byte, bool, error) {
 }
 
 // waitRequest waits until the request ring has a record (or an error) to
-// give: a short spin, then the socket.
+// give: a short spin, a short sleep on the ring's futex, then the socket.
 func (rc *ringConn) waitRequest() error {
 	rc.s.rings.waiting.Add(1)
 	defer rc.s.rings.waiting.Add(-1)
 	if rc.s.rings.spin() {
 		ok := rc.in.Spin()
 		rc.s.rings.unspin()
+		if ok {
+			return nil
+		}
+	}
+	if ringSleepSlot(rc.s.rings.spinMax, rc.s.rings.waiting.Load()) {
+		ok := rc.in.Sleep(ringSleep)
+		ringSleepers.Add(-1)
 		if ok {
 			return nil
 		}
@@ -569,6 +615,13 @@ func (rc *ringConn) waitRoom(n int) error {
 	if rc.s.rings.spin() {
 		ok := rc.out.Spin(n)
 		rc.s.rings.unspin()
+		if ok {
+			return nil
+		}
+	}
+	if ringSleepSlot(rc.s.rings.spinMax, rc.s.rings.waiting.Load()+1) {
+		ok := rc.out.Sleep(n, ringSleep)
+		ringSleepers.Add(-1)
 		if ok {
 			return nil
 		}

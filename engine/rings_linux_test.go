@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -806,5 +807,202 @@ func TestRingsFlickeringClient(t *testing.T) {
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	if ts.Stats().ProtocolErrors == 0 {
 		t.Fatal("a flickering ring was not counted as a protocol error")
+	}
+}
+
+// TestRingSleepSlot: only a lone wait sleeps on a ring's futex, and no
+// more of them at once than the budget.
+func TestRingSleepSlot(t *testing.T) {
+	if ringSleepSlot(2, 2) {
+		ringSleepers.Add(-1)
+		t.Fatal("a wait slept with another wait under way")
+	}
+	if !ringSleepSlot(1, 1) {
+		t.Fatal("a lone wait could not sleep")
+	}
+	if ringSleepSlot(1, 1) {
+		ringSleepers.Add(-1)
+		t.Fatal("two waits slept with a budget of one")
+	}
+	ringSleepers.Add(-1)
+	if !ringSleepSlot(1, 0) {
+		t.Fatal("the place given back was not free again")
+	}
+	ringSleepers.Add(-1)
+}
+
+// TestRingsSleepThenSocket: with spinning off on both sides, a wait
+// sleeps on the ring's futex and, when the peer takes longer than the
+// sleep, on the socket; replies are right either way, a deadline shorter
+// than the sleep ends it, and the server's end wakes a sleeping client.
+func TestRingsSleepThenSocket(t *testing.T) {
+	leakcheck.Check(t)
+	block, block2 := make(chan struct{}), make(chan struct{})
+	defer close(block2)
+	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		switch string(req) {
+		case "slow":
+			time.Sleep(3 * ringSleep)
+		case "block":
+			select {
+			case <-block:
+			case <-ctx.Done():
+			}
+		case "block2":
+			select {
+			case <-block2:
+			case <-ctx.Done():
+			}
+		}
+		_, err := w.Write(req)
+		return err
+	}), withRings, WithRingSpin(0))
+	c := dialRings(t, ts.path, WithClientSpin(0))
+	for i := range 200 {
+		req := []byte(strconv.Itoa(i))
+		if i%50 == 49 {
+			req = []byte("slow")
+		}
+		got, err := c.Call(req)
+		if err != nil || string(got) != string(req) {
+			t.Fatalf("Call %d = %q, %v", i, got, err)
+		}
+	}
+	c.SetDeadline(time.Now().Add(ringSleep / 4))
+	if _, err := c.Call([]byte("block")); !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Call past its deadline: %v", err)
+	}
+	close(block)
+	c.SetDeadline(time.Time{})
+	c2 := dialRings(t, ts.path, WithClientSpin(0))
+	if _, err := c2.Call([]byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	// The server's Close closes its rings, which wakes a client asleep
+	// on one at once, not at the end of its sleep (nor a slice later).
+	if err := c2.Send([]byte("block2")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c2.Recv(); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	go ts.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("Recv while the server closed: %v, want ErrIncompleteReply", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Recv still waits after the server closed")
+	}
+	if n := ringSleepers.Load(); n != 0 {
+		t.Fatalf("%d sleeper places still taken", n)
+	}
+}
+
+// TestRingsQueue: on rings, Queue leaves requests unpublished until
+// Flush, Recv, Send or a full batch publishes them together; large
+// requests go out at once; replies come in order either way.
+func TestRingsQueue(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	c := dialRings(t, ts.path) // 64 KiB rings: a batch is a record, 32 KiB less a header
+	if _, err := c.Call([]byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	served := func() uint64 { return ts.Stats().Requests }
+	base := served()
+	for i := range 50 {
+		if err := c.Queue(pattern(64, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := served() - base; n != 0 {
+		t.Fatalf("%d queued requests reached the server before Flush", n)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		got, err := c.Recv()
+		if err != nil || !bytes.Equal(got, pattern(64, i)) {
+			t.Fatalf("Recv %d = %d bytes, %v", i, len(got), err)
+		}
+	}
+
+	// Recv publishes what is queued; so does a Send after it.
+	if err := c.Queue([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Recv(); err != nil || string(got) != "a" {
+		t.Fatalf("Recv after Queue = %q, %v", got, err)
+	}
+	if err := c.Queue([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send([]byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"b", "c"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+
+	// A full batch is published without Flush; a request larger than a
+	// record is sent at once, with the batch before it.
+	base = served()
+	const n = 20 // 20 of 2 KiB pass the 32 KiB batch
+	for i := range n {
+		if err := c.Queue(pattern(2048, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return served()-base >= 10 })
+	big := pattern(40<<10, 99)
+	if err := c.Queue(big); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return served()-base == n+1 })
+	for i := range n {
+		if got, err := c.Recv(); err != nil || !bytes.Equal(got, pattern(2048, i)) {
+			t.Fatalf("Recv %d = %d bytes, %v", i, len(got), err)
+		}
+	}
+	if got, err := c.Recv(); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("Recv of the large request = %d bytes, %v", len(got), err)
+	}
+	if _, err := c.Recv(); !errors.Is(err, ErrNoRequest) {
+		t.Fatalf("Recv with nothing sent: %v", err)
+	}
+}
+
+// TestRingsQueueServerGone: requests queued (published or not) when the
+// server goes away get an error from Recv, each in its turn, and none
+// is left behind; a request queued then fails at once.
+func TestRingsQueueServerGone(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	c := dialRings(t, ts.path)
+	if _, err := c.Call([]byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := c.Queue(pattern(64, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.Close()
+	for i := range 5 {
+		if _, err := c.Recv(); err == nil {
+			t.Fatalf("Recv %d after the server closed: no error", i)
+		}
+	}
+	if _, err := c.Recv(); !errors.Is(err, ErrNoRequest) {
+		t.Fatalf("Recv after the failed ones: %v, want ErrNoRequest", err)
+	}
+	if err := c.Queue([]byte("x")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Queue with the server gone: %v, want ErrNotProcessed", err)
 	}
 }

@@ -181,3 +181,108 @@ func TestSpin(t *testing.T) {
 		t.Fatal("Spin must report true once the reader closed: Reserve returns at once")
 	}
 }
+
+// TestSleep: Sleep reports readiness after sleeping on the futex: false
+// once its time is up on an empty (or full) ring, true when the peer's
+// publish (or release) or a Close wakes it long before that, and the
+// peer never rings the doorbell for a sleeper.
+func TestSleep(t *testing.T) {
+	checkLeaks(t)
+	wait, bell, err := NewDoorbell()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wait.Close()
+	w, r := newPair(t, MinCapacity, &Options{Spin: -1, Doorbell: bell})
+	bell.Close()
+	start := time.Now()
+	if r.Sleep(2 * time.Millisecond) {
+		t.Fatal("Sleep true on an empty ring")
+	}
+	if d := time.Since(start); d < 2*time.Millisecond {
+		t.Fatalf("Sleep gave up after %v, before its 2ms", d)
+	}
+	if r.s.rpark.Load() != 0 {
+		t.Fatal("Sleep left the parking word raised")
+	}
+	// A wake-up that is lost shows as a sleep to the end: 10 s, where a
+	// publish 5 ms in ends it.
+	const long = 10 * time.Second
+	wrote := make(chan error)
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		wrote <- w.Write([]byte("x"))
+	}()
+	start = time.Now()
+	if !r.Sleep(long) {
+		t.Fatal("Sleep false after a publish")
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= long/2 {
+		t.Fatalf("the publish did not wake the sleeper: %v", d)
+	}
+	if ok, _ := wait.Wait(0); ok {
+		t.Fatal("the writer rang the doorbell for a sleeper")
+	}
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Release()
+
+	n := 1000
+	for w.Spin(n) {
+		if err := w.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.Sleep(n, time.Millisecond) {
+		t.Fatal("Writer.Sleep true on a full ring")
+	}
+	read := make(chan error)
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		_, _, err := r.Next()
+		r.Release()
+		read <- err
+	}()
+	start = time.Now()
+	if !w.Sleep(n, long) {
+		t.Fatal("Writer.Sleep false after a release")
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= long/2 {
+		t.Fatalf("the release did not wake the writer: %v", d)
+	}
+	if ok, _ := wait.Wait(0); ok {
+		t.Fatal("the reader rang the doorbell for a sleeper")
+	}
+
+	// Close wakes the side's own sleeping owner.
+	for w.Spin(n) {
+		if err := w.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan error)
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		closed <- w.Close()
+	}()
+	start = time.Now()
+	if !w.Sleep(n, long) {
+		t.Fatal("Writer.Sleep false after Close: Reserve returns at once")
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= long/2 {
+		t.Fatalf("Close did not wake the writer: %v", d)
+	}
+	if _, err := w.Reserve(n); err != ErrClosed {
+		t.Fatalf("Reserve after Close: %v", err)
+	}
+}
