@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +41,20 @@ func childServer() int {
 		}
 	}
 	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if d, ok := strings.CutPrefix(string(req), "sleep "); ok {
+			// A reply held back: its client waits meanwhile.
+			dur, err := time.ParseDuration(d)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-time.After(dur):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			_, err = w.Write(req)
+			return err
+		}
 		if string(req) == "halfreply" {
 			// More than one flush worth, so part of it reaches the client,
 			// then never finish.
@@ -80,7 +95,7 @@ type child struct {
 }
 
 // startChild starts a server process at path and waits until it serves.
-func startChild(t *testing.T, path string, env ...string) *child {
+func startChild(t testing.TB, path string, env ...string) *child {
 	t.Helper()
 	c, err := spawnChild(path, env...)
 	if err != nil {
@@ -130,7 +145,7 @@ func (c *child) wait() error {
 }
 
 // stop ends the child with SIGTERM and returns its final stats.
-func (c *child) stop(t *testing.T) Stats {
+func (c *child) stop(t testing.TB) Stats {
 	t.Helper()
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

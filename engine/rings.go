@@ -659,13 +659,16 @@ func (rc *ringConn) waitBell() error {
 // wake-up that never comes (a peer that clears the parking word without
 // ringing, by malice or by a fault) costs a slice, never the whole
 // wait. Slices double from ringSliceMin to ringSliceMax while nothing
-// comes, so an idle connection wakes about once a second at most, and
-// start again short after a byte. Owned by the waiting goroutine.
+// comes, so an idle connection wakes once in ten seconds, and start again
+// short after a byte. An honest peer never needs a slice (the parking
+// handshake loses no wake-up), so the long ones cost only a peer that
+// breaks the protocol; the Client's deadline and the server's reaper end
+// a wait on time whatever the slice. Owned by the waiting goroutine.
 type ringSlices struct{ cur time.Duration }
 
 const (
 	ringSliceMin = time.Millisecond
-	ringSliceMax = 2 * time.Second
+	ringSliceMax = 10 * time.Second
 )
 
 func (s *ringSlices) next() time.Duration {

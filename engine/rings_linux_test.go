@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -567,7 +569,7 @@ func TestRingsSetupTeardown(t *testing.T) {
 }
 
 // cpuTime is the process's user and system time so far.
-func cpuTime(t *testing.T) time.Duration {
+func cpuTime(t testing.TB) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		t.Fatal(err)
@@ -1005,4 +1007,70 @@ func TestRingsQueueServerGone(t *testing.T) {
 	if err := c.Queue([]byte("x")); !errors.Is(err, ErrNotProcessed) {
 		t.Fatalf("Queue with the server gone: %v, want ErrNotProcessed", err)
 	}
+}
+
+var ringIdle = flag.Duration("ringidle", 10*time.Second, "how long BenchmarkRingsIdle stays idle")
+
+// BenchmarkRingsIdle measures what ring connections cost while nothing
+// happens: the CPU time of the server (a child process) and of this
+// process (the clients) over -ringidle (10 s) with four Clients idle on
+// their rings and four waiting for a reply that the server holds back
+// for the whole time. Run it with -benchtime=1x.
+func BenchmarkRingsIdle(b *testing.B) {
+	path := socketPath(b)
+	ch := startChild(b, path)
+	idle := *ringIdle
+	for range b.N {
+		var clients []*Client
+		for range 8 {
+			c := dialRings(b, path)
+			if _, err := c.Call([]byte("warm")); err != nil {
+				b.Fatal(err)
+			}
+			clients = append(clients, c)
+		}
+		var wg sync.WaitGroup
+		for _, c := range clients[4:] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.Call([]byte("sleep " + (idle + 200*time.Millisecond).String())); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		time.Sleep(100 * time.Millisecond) // past every spin and sleep
+		server0, client0 := taskCPU(b, ch.cmd.Process.Pid), cpuTime(b)
+		time.Sleep(idle)
+		server, client := taskCPU(b, ch.cmd.Process.Pid)-server0, cpuTime(b)-client0
+		wg.Wait()
+		for _, c := range clients {
+			c.Close()
+		}
+		scale := float64(10*time.Second) / float64(idle) / float64(time.Millisecond)
+		b.ReportMetric(float64(server)*scale, "server-ms/10s")
+		b.ReportMetric(float64(client)*scale, "client-ms/10s")
+	}
+}
+
+// taskCPU is the CPU time used so far by the threads of process pid, from
+// their schedstat (nanoseconds; threads that ended are not counted).
+func taskCPU(tb testing.TB, pid int) time.Duration {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		tb.Fatalf("no threads of process %d: %v", pid, err)
+	}
+	var sum time.Duration
+	for _, p := range tasks {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread ended
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(data), &ns); err != nil {
+			tb.Fatalf("%s: %q: %v", p, data, err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum
 }
