@@ -50,10 +50,12 @@ type cond interface {
 }
 
 // spinOnly spins like wait, for up to the spinner's current budget, but
-// never parks; it reports whether c became ready (or failed). It does not
-// shorten the spinner's budget when it fails: its caller waits elsewhere
-// (a doorbell), and a wait that ends there says nothing about how long
-// the next spin should be.
+// never parks; it reports whether c became ready (or failed). A spin that
+// succeeds doubles the budget (up to the maximum) and one that runs out
+// halves it (down to minSpin): a side whose peer keeps answering later
+// than the spin (one of many connections, each waiting its turn) stops
+// burning its processor on spins that miss, and one whose peer answers
+// promptly again spins in full again after a few waits.
 //
 // The clock is first read after 256 tries, so a spin that succeeds sooner
 // (a peer answering within a few microseconds, the common case it is for)
@@ -66,12 +68,14 @@ func spinOnly(c cond, sp *spinner) bool {
 	var start time.Time
 	for i := 1; ; i++ {
 		if ok, err := c.ready(); ok || err != nil {
+			sp.cur = min(sp.max, 2*sp.cur+minSpin)
 			return true
 		}
 		if i%256 == 0 {
 			if i == 256 {
 				start = time.Now()
 			} else if time.Since(start) >= sp.cur {
+				sp.cur = max(sp.cur/2, min(minSpin, sp.max))
 				return false
 			}
 		}
