@@ -150,4 +150,10 @@
 // used by one goroutine at a time (Close and SetDeadline excepted). Request
 // bytes passed to a handler are valid until it returns; a reply from
 // Client.Call or Client.Recv is valid until the next call on that Client.
+//
+// Importing the package on Linux stops the timers of the goroutine pool
+// that gnet makes when it is imported (gnet.pkg/pool/goroutine's
+// DefaultWorkerPool), which the engine does not use: they would wake an
+// idle process twice a second. A program that uses gnet's
+// EventLoop.Register or Enroll itself finds that pool closed.
 package engine
