@@ -106,6 +106,12 @@ var errRingStale = fmt.Errorf("%w: the peer keeps changing the ring between a lo
 // its handler panicked.
 var errHandlerPanic = errors.New("engine: handler panicked")
 
+// ringPiece is the largest record a reply's Write makes (writeRing): small
+// enough that the client starts copying a large reply out while the rest
+// is copied in, large enough that a record's bookkeeping is lost in the
+// copy.
+const ringPiece = 64 << 10
+
 // ringMaxGatherKeep bounds the buffer a ring connection keeps between
 // requests for gathering requests that span records.
 const ringMaxGatherKeep = 16 << 20
