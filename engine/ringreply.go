@@ -55,14 +55,14 @@ func (w *ReplyWriter) dropRing() {
 }
 
 // writeRing copies p into the reply ring: one record when it is at most
-// ringPiece bytes, else records of ringPiece bytes (or the connection's
-// chunk, if smaller), each published when the next is reserved, so that
+// ringPiece bytes and fits one, else records of ringPiece bytes (or the
+// connection's chunk, if smaller), each published when the next is reserved, so that
 // the client copies one out while the next is copied in: a large reply
 // costs about one copy's time instead of two. (The client copies every
 // reply out of the ring anyway, so pieces cost it nothing.)
 func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 	chunk := min(w.ring.chunk, ringPiece)
-	if len(p) <= ringPiece {
+	if len(p) <= min(ringPiece, w.ring.out.MaxRecord()) {
 		chunk = len(p)
 	}
 	done := 0
