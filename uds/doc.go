@@ -25,8 +25,11 @@
 //     exists, and its directory must belong to us and be closed to others
 //     (0700 by default; created with that mode if missing). /tmp itself is
 //     refused: use a private subdirectory or $XDG_RUNTIME_DIR.
-//   - Theft is noticed within a second (git: after 60 s idle), reported on
+//   - Theft is noticed at once when inotify reports it (the name unlinked,
+//     renamed or replaced, its directory or one above moved or deleted)
+//     and otherwise within a second (git: after 60 s idle), reported on
 //     Listener.Stolen, and Close unlinks only a socket that is still ours.
+//     An idle listener wakes once a second for the rest.
 //   - Peers are checked with SO_PEERCRED before any byte is read: same user
 //     or root by default; failure to read credentials denies.
 //   - Paths longer than sun_path (107 bytes) work without chdir: bind goes

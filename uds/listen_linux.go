@@ -124,8 +124,7 @@ func listenPath(path string, o *options) (_ *Listener, err error) {
 		}
 	}
 	l.pathClaim = pathClaim{abs: abs, dirfd: dirfd, base: base, lockfd: lockfd, lock: lock, dev: dev, ino: ino}
-	l.wg.Add(1)
-	go l.watch(o.watch)
+	l.startWatch(o.watch)
 	return l, nil
 }
 

@@ -40,6 +40,7 @@ type Listener struct {
 	stolen     chan struct{}
 	stolenOnce sync.Once
 	stolenErr  atomic.Pointer[error]
+	notified   atomic.Int64 // checks that an inotify event started (watch_linux.go)
 
 	// wake is a pipe whose write end Close writes to end a poll in
 	// AcceptFD (accept_linux.go); made by the first AcceptFD (wakeMu).

@@ -25,9 +25,14 @@ const (
 	// per queued connection; the kernel silently caps it at
 	// net.core.somaxconn (4096 by default).
 	DefaultBacklog = 512
-	// DefaultWatchInterval is how often the theft watcher lstats the path.
-	// A quarter of MaxWatchInterval leaves room for scheduling delays.
-	DefaultWatchInterval = 250 * time.Millisecond
+	// DefaultWatchInterval is how often the theft watcher lstats the path
+	// besides the checks that inotify triggers at once (an unlink, rename
+	// or new file at the name, the directory or one above it moved or
+	// deleted). The timer is left the rest (a mount over the directory, a
+	// symbolic link above it changed), so that an idle listener wakes once
+	// a second; where inotify is unavailable the timer runs at least four
+	// times a second.
+	DefaultWatchInterval = time.Second
 	// MaxWatchInterval bounds the watch interval: a stolen socket must be
 	// noticed within one second.
 	MaxWatchInterval = time.Second
@@ -216,8 +221,8 @@ func WithBacklog(n int) Option {
 }
 
 // WithWatchInterval sets how often the listener checks that its path still
-// names its socket (default 250 ms, between MinWatchInterval and
-// MaxWatchInterval).
+// names its socket, besides the checks inotify triggers (default 1 s,
+// between MinWatchInterval and MaxWatchInterval).
 func WithWatchInterval(d time.Duration) Option {
 	return func(o *options) error {
 		if d < MinWatchInterval || d > MaxWatchInterval {

@@ -3,7 +3,9 @@
 package uds
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/internal/leakcheck"
+	"golang.org/x/sys/unix"
 )
 
 // A stolen socket is noticed within a second, under load, and Close leaves
@@ -159,5 +162,105 @@ func TestStolenCheckedOnAcceptError(t *testing.T) {
 	case <-l.Stolen():
 	default:
 		t.Fatal("accept error did not trigger the theft check")
+	}
+}
+
+// Inotify starts the check at once: with the timer at its slowest, a
+// theft by unlink and bind, a rename of the socket's directory and one of
+// the directory above it are each noticed through an inotify event.
+func TestTheftNoticedByInotify(t *testing.T) {
+	leakcheck.Check(t)
+	cases := []struct {
+		name  string
+		steal func(t *testing.T, top, dir, path string)
+	}{
+		{"replaced", func(t *testing.T, _, _, path string) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			thief := plainListen(t, path)
+			t.Cleanup(func() { thief.Close() })
+		}},
+		{"directory renamed", func(t *testing.T, top, dir, _ string) {
+			if err := os.Rename(dir, filepath.Join(top, "moved")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"parent renamed", func(t *testing.T, top, _, _ string) {
+			if err := os.Rename(filepath.Join(top, "p"), filepath.Join(top, "q")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			top := tempDir(t)
+			dir := filepath.Join(top, "p", "d")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "s")
+			l := listen(t, path, WithWatchInterval(MaxWatchInterval))
+			// Other names in the directory start no check.
+			for i := range 20 {
+				other := filepath.Join(dir, "other")
+				if err := os.WriteFile(other, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if i%2 == 0 {
+					os.Remove(other)
+				}
+			}
+			tc.steal(t, top, dir, path)
+			select {
+			case <-l.Stolen():
+			case <-time.After(5 * time.Second):
+				t.Fatal("theft not noticed")
+			}
+			if l.notified.Load() == 0 {
+				t.Error("the theft was noticed by the timer, not by an inotify event")
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// concernsPath picks the events that can change what the path names.
+func TestConcernsPath(t *testing.T) {
+	event := func(wd int32, mask uint32, name string) []byte {
+		n := 0
+		if name != "" {
+			n = (len(name) + 1 + 15) &^ 15 // NUL-padded, as the kernel does
+		}
+		b := make([]byte, unix.SizeofInotifyEvent+n)
+		binary.NativeEndian.PutUint32(b[0:], uint32(wd))
+		binary.NativeEndian.PutUint32(b[4:], mask)
+		binary.NativeEndian.PutUint32(b[12:], uint32(n))
+		copy(b[unix.SizeofInotifyEvent:], name)
+		return b
+	}
+	join := func(evs ...[]byte) []byte { return bytes.Join(evs, nil) }
+	for _, tc := range []struct {
+		name string
+		buf  []byte
+		want bool
+	}{
+		{"other name", event(1, unix.IN_CREATE, "index.lock"), false},
+		{"other names", join(event(1, unix.IN_CREATE, "a"), event(1, unix.IN_DELETE, "b")), false},
+		{"our name deleted", event(1, unix.IN_DELETE, "s"), true},
+		{"our name after others", join(event(1, unix.IN_CREATE, "a"), event(1, unix.IN_MOVED_TO, "s")), true},
+		{"a longer name", event(1, unix.IN_DELETE, "ss"), false},
+		{"directory moved", event(1, unix.IN_MOVE_SELF, ""), true},
+		{"watch removed", event(1, unix.IN_IGNORED, ""), true},
+		{"a directory above", event(2, unix.IN_MOVE_SELF, ""), true},
+		{"overflow", event(-1, unix.IN_Q_OVERFLOW, ""), true},
+		{"cut short", event(1, unix.IN_CREATE, "abcdef")[:unix.SizeofInotifyEvent+2], true},
+		{"empty", nil, false},
+	} {
+		if got := concernsPath(tc.buf, 1, "s"); got != tc.want {
+			t.Errorf("%s: concernsPath = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
