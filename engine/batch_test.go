@@ -372,3 +372,33 @@ func TestSendUncopied(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleWaitsForSlowReader: a reply that gnet still holds for a peer
+// that reads slowly is not cut by the idle timeout: the connection
+// closes once the peer has read it, and the reply arrives whole.
+func TestIdleWaitsForSlowReader(t *testing.T) {
+	for _, inline := range []bool{true, false} {
+		t.Run(fmt.Sprint("inline=", inline), func(t *testing.T) {
+			leakcheck.Check(t)
+			ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(inline), WithIdleTimeout(50*time.Millisecond))
+			c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// More than the sockets' buffers hold, less than the
+			// high-water mark: the loop queues the rest and goes idle.
+			req := bytes.Repeat([]byte("s"), 3<<20)
+			if err := c.Send(req); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond) // six idle timeouts, reading nothing
+			got, err := c.Recv()
+			if err != nil || !bytes.Equal(got, append([]byte("re:"), req...)) {
+				t.Fatalf("reply after a slow read: %d bytes, %v; want %d", len(got), err, len(req)+3)
+			}
+			// (the first connection may time out before Send, under -race)
+			waitFor(t, func() bool { st := ts.Stats(); return st.Open == 0 && st.IdleTimeout >= 1 })
+		})
+	}
+}

@@ -1,6 +1,9 @@
 package engine
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Reaper periods. Deadlines are checked every tick (a twentieth of the
 // shortest timeout in force, within these bounds, so a deadline fires
@@ -198,9 +201,12 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 	}
 	a.mu.Unlock()
 	for _, c := range r.expired {
+		w := why(c.why.Load())
+		if w == whyIdle && c.onLoop(idleTask{c}) == nil {
+			continue // its loop decides (conn.idleExpired)
+		}
 		// gnet closes c on its loop, later: a pass that finds c again
 		// before then neither counts it nor closes it twice.
-		w := why(c.why.Load())
 		if c.expired.CompareAndSwap(0, int32(w)+1) { // the handler's cause, given at close
 			s.stats.timeouts[w].Add(1)
 			_ = c.gc.Close()
@@ -229,4 +235,36 @@ func (s *Server) pollDrains(r *reapScratch) bool {
 	n := len(r.drains)
 	clear(r.drains)
 	return n > 0
+}
+
+type idleTask struct{ c *conn }
+
+// Run decides, on the connection's loop, what an idle deadline that
+// passed means (conn.idleExpired).
+func (t idleTask) Run(context.Context) error { t.c.idleExpired(); return nil }
+
+// idleExpired runs on c's loop when the reaper found its idle deadline
+// passed. Idle starts once a reply is wholly handed to gnet, which may
+// still hold part of it for a peer that reads slowly: closing then would
+// cut a reply the peer is reading. Such a connection closes once the peer
+// has read the rest, within the write deadline; one with nothing queued
+// closes now. A request that came meanwhile ended the idle time.
+func (c *conn) idleExpired() {
+	if c.closed.Load() || why(c.why.Load()) != whyIdle {
+		return
+	}
+	now := c.s.now()
+	if d := c.s.timeout(whyIdle, false); d <= 0 || now-c.since.Load() < d {
+		return // idle again, from later
+	}
+	if c.gc.OutboundBuffered() > 0 {
+		c.s.stats.timeouts[whyIdle].Add(1)
+		c.closeAfter = true
+		c.startDrain(now) // the write deadline from now; a later idleTask returns early
+		return
+	}
+	if c.expired.CompareAndSwap(0, int32(whyIdle)+1) {
+		c.s.stats.timeouts[whyIdle].Add(1)
+		_ = c.gc.Close()
+	}
 }
