@@ -402,3 +402,34 @@ func TestIdleWaitsForSlowReader(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownWaitsForSlowReader: Shutdown closes an idle connection
+// only after its peer has read the reply gnet still holds for it.
+func TestShutdownWaitsForSlowReader(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true))
+	c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := bytes.Repeat([]byte("s"), 3<<20)
+	if err := c.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the loop has queued what the socket did not take
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- ts.Shutdown(ctx)
+	}()
+	time.Sleep(100 * time.Millisecond) // many reaper ticks while stopping, reading nothing
+	got, err := c.Recv()
+	if err != nil || !bytes.Equal(got, append([]byte("re:"), req...)) {
+		t.Fatalf("reply read during Shutdown: %d bytes, %v; want %d", len(got), err, len(req)+3)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}

@@ -88,7 +88,7 @@ func (s *Server) napFor(pressured bool) time.Duration {
 		return 0
 	}
 	s.napping.Store(true)
-	if !s.onlyLongDeadlines() {
+	if s.stopping.Load() || !s.onlyLongDeadlines() { // beginStop stores stopping, then hurries
 		s.napping.Store(false)
 		return 0
 	}
@@ -213,7 +213,9 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 		}
 	}
 	for _, c := range r.idle {
-		_ = c.gc.Close()
+		if c.onLoop(stopTask{c}) != nil {
+			_ = c.gc.Close()
+		}
 	}
 	clear(r.expired)
 	clear(r.idle)
@@ -235,6 +237,24 @@ func (s *Server) pollDrains(r *reapScratch) bool {
 	n := len(r.drains)
 	clear(r.drains)
 	return n > 0
+}
+
+type stopTask struct{ c *conn }
+
+// Run closes, on the connection's loop, a connection found idle while the
+// server stops: at once, or, if gnet still holds part of its last reply
+// for a slow reader, once the reader has it (within the write deadline).
+func (t stopTask) Run(context.Context) error {
+	c := t.c
+	if c.closed.Load() || c.phase != phaseIdle {
+		return nil // a request came meanwhile: it is served, then the connection closes
+	}
+	if c.gc.OutboundBuffered() > 0 {
+		c.closeAfter = true
+		c.startDrain(c.s.now())
+		return nil
+	}
+	return c.gc.Close()
 }
 
 type idleTask struct{ c *conn }

@@ -213,6 +213,7 @@ func (s *Server) stopGracefully() {
 func (s *Server) beginStop() {
 	s.stopOnce.Do(func() {
 		s.stopping.Store(true)
+		s.hurry() // a napping reaper closes the idle connections now, not after its nap
 		s.wakeParked()
 		close(s.stopCh)
 		if err := s.ln.Close(); err != nil {
