@@ -669,11 +669,14 @@ func (rc *ringConn) waitBell() error {
 // short after a byte. An honest peer never needs a slice (the parking
 // handshake loses no wake-up), so the long ones cost only a peer that
 // breaks the protocol; the Client's deadline and the server's reaper end
-// a wait on time whatever the slice. Owned by the waiting goroutine.
+// a wait on time whatever the slice. The first slice is not short
+// either: a slice that ends costs a wake-up and an allocation (net wraps
+// the deadline error), and a peer that is merely slow (a large message,
+// a busy machine) should not pay them. Owned by the waiting goroutine.
 type ringSlices struct{ cur time.Duration }
 
 const (
-	ringSliceMin = time.Millisecond
+	ringSliceMin = 20 * time.Millisecond
 	ringSliceMax = 10 * time.Second
 )
 
