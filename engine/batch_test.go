@@ -380,18 +380,7 @@ func TestIdleWaitsForSlowReader(t *testing.T) {
 	for _, inline := range []bool{true, false} {
 		t.Run(fmt.Sprint("inline=", inline), func(t *testing.T) {
 			leakcheck.Check(t)
-			ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(inline), WithIdleTimeout(50*time.Millisecond))
-			c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			// More than the sockets' buffers hold, less than the
-			// high-water mark: the loop queues the rest and goes idle.
-			req := bytes.Repeat([]byte("s"), 3<<20)
-			if err := c.Send(req); err != nil {
-				t.Fatal(err)
-			}
+			ts, c, req := sendUnread(t, WithInlineHandlers(inline), WithIdleTimeout(50*time.Millisecond))
 			time.Sleep(300 * time.Millisecond) // six idle timeouts, reading nothing
 			got, err := c.Recv()
 			if err != nil || !bytes.Equal(got, append([]byte("re:"), req...)) {
@@ -407,16 +396,7 @@ func TestIdleWaitsForSlowReader(t *testing.T) {
 // only after its peer has read the reply gnet still holds for it.
 func TestShutdownWaitsForSlowReader(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true))
-	c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := bytes.Repeat([]byte("s"), 3<<20)
-	if err := c.Send(req); err != nil {
-		t.Fatal(err)
-	}
+	ts, c, req := sendUnread(t, WithInlineHandlers(true))
 	time.Sleep(50 * time.Millisecond) // the loop has queued what the socket did not take
 	done := make(chan error, 1)
 	go func() {
@@ -432,4 +412,23 @@ func TestShutdownWaitsForSlowReader(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
+}
+
+// sendUnread starts an echo server with opts and sends it a request whose
+// reply is more than the sockets' buffers hold but less than the
+// high-water mark, so that the loop queues the rest of the reply and the
+// connection goes idle while the client reads nothing yet.
+func sendUnread(t *testing.T, opts ...Option) (*testServer, *Client, []byte) {
+	t.Helper()
+	ts := startServer(t, HandlerFunc(echo), opts...)
+	c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := bytes.Repeat([]byte("s"), 3<<20)
+	if err := c.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	return ts, c, req
 }

@@ -104,6 +104,13 @@ type drainTask struct{ c *conn }
 // Run checks, on the connection's loop, whether its outbound buffer drained.
 func (d drainTask) Run(context.Context) error { d.c.checkDrain(); return nil }
 
+// closeWhenRead closes c once its peer has read what gnet still holds for
+// it, under the write deadline from now. On c's loop.
+func (c *conn) closeWhenRead(now int64) {
+	c.closeAfter = true
+	c.startDrain(now)
+}
+
 func (c *conn) startDrain(now int64) {
 	c.setPhase(phaseDraining)
 	c.setDeadline(now, whyWrite)

@@ -83,7 +83,6 @@ type Client struct {
 	rchunk        int
 	rstage        bool  // writeRing stages a request's last record (Queue)
 	rstaged       int   // bytes of requests staged and not yet published
-	rbatch        int   // staged bytes that make writeRing publish
 	halfProcs     int32 // the default spinning budget, read at the ring handshake
 	slices        ringSlices
 	rbell         [64]byte

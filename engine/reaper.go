@@ -250,8 +250,7 @@ func (t stopTask) Run(context.Context) error {
 		return nil // a request came meanwhile: it is served, then the connection closes
 	}
 	if c.gc.OutboundBuffered() > 0 {
-		c.closeAfter = true
-		c.startDrain(c.s.now())
+		c.closeWhenRead(c.s.now())
 		return nil
 	}
 	return c.gc.Close()
@@ -279,8 +278,7 @@ func (c *conn) idleExpired() {
 	}
 	if c.gc.OutboundBuffered() > 0 {
 		c.s.stats.timeouts[whyIdle].Add(1)
-		c.closeAfter = true
-		c.startDrain(now) // the write deadline from now; a later idleTask returns early
+		c.closeWhenRead(now) // a later idleTask finds whyWrite and returns early
 		return
 	}
 	if c.expired.CompareAndSwap(0, int32(whyIdle)+1) {

@@ -107,7 +107,7 @@ func (c *Client) mapRings(fds []int) error {
 	c.rout, c.rin = out, in
 	c.mu.Unlock()
 	c.rchunk = max(out.MaxRecord()/2, 1)
-	c.rstaged, c.rbatch = 0, min(clientBatchBytes, out.MaxRecord())
+	c.rstaged = 0
 	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	return nil
 }
@@ -157,7 +157,7 @@ func (c *Client) writeRing(req []byte) error {
 		}
 		copy(dst, req[off:off+n])
 		off += n
-		if off == len(req) && c.rstage && c.rstaged+n < c.rbatch {
+		if off == len(req) && c.rstage && c.rstaged+n < min(clientBatchBytes, c.rout.MaxRecord()) {
 			// Queue: the record waits for the rest of the batch.
 			c.rstaged += n + 8
 			if err := c.rout.Stage(n, false); err != nil {

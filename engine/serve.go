@@ -239,8 +239,7 @@ func (c *conn) afterReply(now int64) (action, bool) {
 		if out == 0 {
 			return closeConn, true
 		}
-		c.closeAfter = true
-		c.startDrain(now)
+		c.closeWhenRead(now)
 		return keepConn, true
 	}
 	if out > c.s.opts.highWater {

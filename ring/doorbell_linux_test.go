@@ -158,11 +158,7 @@ func TestSpin(t *testing.T) {
 	}
 	r.Release()
 	n := 1000
-	for w.Spin(n) {
-		if err := w.Write(make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillRing(t, w, n)
 	done := make(chan bool)
 	go func() { done <- w.Spin(n) }()
 	// A release during the writer's spin, or before it, makes room.
@@ -232,11 +228,7 @@ func TestSleep(t *testing.T) {
 	r.Release()
 
 	n := 1000
-	for w.Spin(n) {
-		if err := w.Write(make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillRing(t, w, n)
 	if w.Sleep(n, time.Millisecond) {
 		t.Fatal("Writer.Sleep true on a full ring")
 	}
@@ -262,11 +254,7 @@ func TestSleep(t *testing.T) {
 	}
 
 	// Close wakes the side's own sleeping owner.
-	for w.Spin(n) {
-		if err := w.Write(make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillRing(t, w, n)
 	closed := make(chan error)
 	go func() {
 		time.Sleep(5 * time.Millisecond)
@@ -284,5 +272,16 @@ func TestSleep(t *testing.T) {
 	}
 	if _, err := w.Reserve(n); err != ErrClosed {
 		t.Fatalf("Reserve after Close: %v", err)
+	}
+}
+
+// fillRing writes records of n bytes until the ring has no room for one
+// more.
+func fillRing(t *testing.T, w *Writer, n int) {
+	t.Helper()
+	for w.Spin(n) {
+		if err := w.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
