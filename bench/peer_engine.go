@@ -136,7 +136,7 @@ func (p enginePeer) dialer(run Run) (
 ) {
 	var opts []engine.ClientOption
 	if p.server.Rings {
-		opts = append(opts, engine.WithRings(ringSize(run.Size)))
+		opts = append(opts, engine.WithRings(ringSize(run.Size)), engine.WithRingRepliesInPlace())
 	}
 	if p.server.NoSpin {
 		opts = append(opts, engine.WithClientSpin(0))

@@ -90,8 +90,8 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 		_ = sysClose(fd)
 		return false
 	case verdict == peekReady && end > 0:
-		if size, ok := s.peekedRingHello(end); ok && s.opts.persistent {
-			return s.adoptRing(fd, cred, end, size)
+		if ask, ok := s.peekedRingHello(end); ok && s.opts.persistent {
+			return s.adoptRing(fd, cred, end, ask)
 		}
 		var served bool
 		if served, pooled = s.serveOneShot(fd, cred, end); served {

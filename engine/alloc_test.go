@@ -212,11 +212,20 @@ func TestZeroAllocsRings(t *testing.T) {
 		return w.Commit(copy(p, req))
 	})
 	for _, tc := range []struct {
-		size int
-		h    Handler
-	}{{64, HandlerFunc(echoRaw)}, {4096, HandlerFunc(echoRaw)}, {1 << 20, HandlerFunc(echoRaw)}, {64, inPlace}, {100_000, inPlace}} {
+		size     int
+		h        Handler
+		clientIn bool // the client takes replies in place
+	}{
+		{64, HandlerFunc(echoRaw), false}, {4096, HandlerFunc(echoRaw), false}, {1 << 20, HandlerFunc(echoRaw), false},
+		{64, inPlace, false}, {100_000, inPlace, false},
+		{64, HandlerFunc(echoRaw), true}, {100_000, HandlerFunc(echoRaw), true},
+	} {
 		ts := startServer(t, tc.h, WithRingLimits(4, 1<<20))
-		c, err := Dial(context.Background(), ts.path, WithRings(1<<20))
+		opts := []ClientOption{WithRings(1 << 20)}
+		if tc.clientIn {
+			opts = append(opts, WithRingRepliesInPlace())
+		}
+		c, err := Dial(context.Background(), ts.path, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

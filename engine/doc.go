@@ -107,7 +107,10 @@
 // of that memory (valid until it returns), and ReplyWriter writes the
 // reply into the client's ring; Reserve and Commit let a handler build it
 // there with no copy at all. The client copies each reply out of its
-// ring, so a reply it returns cannot change under it. The socket stays open
+// ring, so a reply it returns cannot change under it, unless it was
+// dialled WithRingRepliesInPlace: then a reply that came as one record is
+// returned where it lies, valid until the next Recv, Call or Close, and a
+// large reply costs the client no copy either. The socket stays open
 // for wake-ups only: a side that finds its ring empty spins for a moment
 // (WithRingSpin on the server, WithClientSpin on the client); a wait
 // that is the only one of its process then sleeps on the ring's futex
@@ -130,7 +133,8 @@
 //
 // The handshake is an ordinary simple-ipc request, "\x01pktipc/persistent/1",
 // answered with "\x01pktipc/persistent/1 ok". The ring handshake,
-// "\x01pktipc/rings/1 <size>", is a connection's first request, answered
+// "\x01pktipc/rings/1 <size>" ("... <size> inplace" from a client that
+// reads replies in place), is a connection's first request, answered
 // with "\x01pktipc/rings/1 ok" and the two memfds (SCM_RIGHTS), or with
 // "\x01pktipc/rings/1 no" and a close. After it, requests end only at
 // a flush packet (0000), 0004 is an empty data packet, and 0001/0002 are

@@ -41,13 +41,19 @@ type Client struct {
 	// Shared with Close and SetDeadline. uc and rc change under mu (the
 	// owner reads them without it: only the owner changes them); closed
 	// and deadlineNS are read by the owner without mu, deadline only with
-	// it.
+	// it. rlease is 1 while a reply returned in place (WithRingRepliesInPlace)
+	// holds its record of the reply ring: the owner raises it, after which
+	// it checks closed, and whoever swaps it back to 0 gives the record
+	// back (the owner before it reads the ring again or drops it; Close,
+	// which set closed first). An owner that finds it taken by Close
+	// leaves the rings alone.
 	mu         sync.Mutex
 	closed     atomic.Bool
 	uc         *net.UnixConn
 	rc         syscall.RawConn
 	deadline   time.Time
 	deadlineNS atomic.Int64 // monotonic ns of the deadline; 0 = none
+	rlease     atomic.Int32
 
 	// The owner goroutine's.
 	gen        uint64 // numbers the connections; the open one's, or the last one's
@@ -186,8 +192,8 @@ func (c *Client) applyDeadlineLocked() {
 }
 
 // Call sends req and returns its reply. The reply aliases the Client's
-// buffer and is valid until the next call of Recv, Call or Close; copy it
-// to keep it.
+// buffer (or the reply ring: WithRingRepliesInPlace) and is valid until
+// the next call of Recv, Call or Close; copy it to keep it.
 func (c *Client) Call(req []byte) ([]byte, error) {
 	if err := c.Send(req); err != nil {
 		return nil, err
@@ -431,8 +437,8 @@ func (c *Client) transmit(req []byte) error {
 }
 
 // Recv returns the reply to the oldest request not yet answered. The reply
-// aliases the Client's buffer and is valid until the next call of Recv,
-// Call or Close. A request whose connection ended before its reply gives
+// aliases the Client's buffer (or the reply ring: WithRingRepliesInPlace)
+// and is valid until the next call of Recv, Call or Close. A request whose connection ended before its reply gives
 // ErrIncompleteReply (it may have been processed), and so does every later
 // request that was in flight on that connection, each in its own call.
 // With no request outstanding it returns ErrNoRequest.
@@ -506,6 +512,9 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.interruptRingsLocked()
+	if c.rlease.CompareAndSwap(1, 0) {
+		c.rin.Release() // unmaps the ring, closed above
+	}
 	// The owner goroutine may be using uc: close it, but leave the field;
 	// the owner sees closed and stops.
 	return c.uc.Close()

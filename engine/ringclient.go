@@ -25,6 +25,9 @@ import (
 func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
 	defer c.boundBy(ctx)()
 	hello := strconv.AppendInt(append([]byte(nil), ringHelloPrefix...), int64(c.opts.rings), 10)
+	if c.opts.inPlace {
+		hello = append(hello, ringInPlace...)
+	}
 	if err := c.write(hello); err != nil {
 		return false, ctxOr(ctx, err)
 	}
@@ -115,6 +118,7 @@ func (c *Client) mapRings(fds []int) error {
 // closeRingsLocked closes the rings of the open connection and forgets
 // them; the owner calls it, under mu.
 func (c *Client) closeRingsLocked() {
+	c.giveBackReply()
 	c.interruptRingsLocked()
 	c.rout, c.rin = nil, nil
 }
@@ -176,9 +180,13 @@ func (c *Client) writeRing(req []byte) error {
 }
 
 // readRingReply reads the next reply message from the reply ring into the
-// Client's reply buffer. The reply is a copy, so the server cannot change
-// it once it is returned, and nothing of the ring is held between calls.
+// Client's reply buffer, so that the server cannot change it once it is
+// returned; or, with WithRingRepliesInPlace, returns a reply of one record
+// where it lies, and keeps its lease until the next read (see rlease).
 func (c *Client) readRingReply() ([]byte, error) {
+	if !c.giveBackReply() {
+		return nil, ErrClientClosed
+	}
 	if cap(c.rgather) > clientKeep {
 		c.rgather = nil
 	}
@@ -191,6 +199,14 @@ func (c *Client) readRingReply() ([]byte, error) {
 			}
 			return nil, err
 		}
+		if first && !more && c.opts.inPlace && len(p) <= c.opts.maxReply {
+			c.rlease.Store(1)
+			if c.closed.Load() {
+				c.giveBackReply() // or Close does (see rlease)
+				return nil, ErrClientClosed
+			}
+			return p, nil
+		}
 		if len(buf)+len(p) > c.opts.maxReply {
 			c.rin.Release()
 			return nil, &frame.Error{Err: frame.ErrTooLarge, Length: len(buf) + len(p)}
@@ -202,6 +218,21 @@ func (c *Client) readRingReply() ([]byte, error) {
 			return buf, nil
 		}
 	}
+}
+
+// giveBackReply gives back the record of the reply last returned in
+// place, if any. It reports false when Close has taken it (Close gives it
+// back): the rings are then Close's to unmap, and the owner, which sees
+// closed, must not call them.
+func (c *Client) giveBackReply() bool {
+	if c.rlease.Load() == 0 {
+		return true
+	}
+	if !c.rlease.CompareAndSwap(1, 0) {
+		return false
+	}
+	c.rin.Release()
+	return true
 }
 
 // nextReply waits for the next record of the reply ring and takes it.

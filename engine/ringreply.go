@@ -54,15 +54,16 @@ func (w *ReplyWriter) dropRing() {
 	}
 }
 
-// writeRing copies p into the reply ring: one record when it is at most
-// ringPiece bytes and fits one, else records of ringPiece bytes (or the
-// connection's chunk, if smaller), each published when the next is reserved, so that
-// the client copies one out while the next is copied in: a large reply
-// costs about one copy's time instead of two. (The client copies every
-// reply out of the ring anyway, so pieces cost it nothing.)
+// writeRing copies p into the reply ring: one record when it fits one and
+// the client reads replies in place (a reply of one record then costs it
+// no copy) or it is at most ringPiece bytes; else records of ringPiece
+// bytes (or the connection's chunk, if smaller), each published when the
+// next is reserved, so that a client that copies replies out copies one
+// while the next is copied in: a large reply costs about one copy's time
+// instead of two.
 func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 	chunk := min(w.ring.chunk, ringPiece)
-	if len(p) <= min(ringPiece, w.ring.out.MaxRecord()) {
+	if len(p) <= w.ring.out.MaxRecord() && (w.ring.inPlace || len(p) <= ringPiece) {
 		chunk = len(p)
 	}
 	done := 0

@@ -18,7 +18,9 @@ import (
 )
 
 // Ring connections. A client that wants shared memory opens a connection
-// whose first request is the ring handshake, "\x01pktipc/rings/1 <size>".
+// whose first request is the ring handshake, "\x01pktipc/rings/1 <size>",
+// or "\x01pktipc/rings/1 <size> inplace" from a client that takes replies
+// where they lie in the ring (WithRingRepliesInPlace).
 // The accept loop recognises it in what it peeks and the connection never
 // joins an event loop: gnet reads with read(2), which would drop the
 // descriptors, and a ring connection's traffic does not pass through the
@@ -116,17 +118,30 @@ const ringPiece = 64 << 10
 // requests for gathering requests that span records.
 const ringMaxGatherKeep = 16 << 20
 
-// parseRingHello returns the ring size a handshake asks for.
-func parseRingHello(msg []byte) (int, bool) {
+// ringAsk is what a ring handshake asks for.
+type ringAsk struct {
+	size    int  // the data area of each ring
+	inPlace bool // the client reads replies in place: write each Write as one record
+}
+
+// ringInPlace is the handshake's word for WithRingRepliesInPlace.
+const ringInPlace = " inplace"
+
+// parseRingHello returns what a ring handshake asks for.
+func parseRingHello(msg []byte) (ringAsk, bool) {
 	rest, ok := bytes.CutPrefix(msg, ringHelloPrefix)
-	if !ok || len(rest) == 0 || len(rest) > 10 {
-		return 0, false
+	if !ok {
+		return ringAsk{}, false
+	}
+	rest, inPlace := bytes.CutSuffix(rest, []byte(ringInPlace))
+	if len(rest) == 0 || len(rest) > 10 {
+		return ringAsk{}, false
 	}
 	n, err := strconv.Atoi(string(rest))
 	if err != nil || n < ring.MinCapacity {
-		return 0, false
+		return ringAsk{}, false
 	}
-	return n, true
+	return ringAsk{size: n, inPlace: inPlace}, true
 }
 
 // moveToRings takes c out of its event loop for rings: its ring
@@ -134,7 +149,7 @@ func parseRingHello(msg []byte) (int, bool) {
 // so c joined a loop first. The socket is duplicated, the duplicate
 // adopted as a ring connection, and gnet's connection closed; nothing may
 // follow the handshake before its reply. On c's loop.
-func (c *conn) moveToRings(n, size int) (act action, stop bool) {
+func (c *conn) moveToRings(n int, ask ringAsk) (act action, stop bool) {
 	c.discard(n)
 	if len(c.pend) > 0 || c.gc.InboundBuffered() > 0 {
 		c.s.protocolError(c, errors.New("bytes after the ring handshake"))
@@ -148,7 +163,7 @@ func (c *conn) moveToRings(n, size int) (act action, stop bool) {
 	// first, or adopting would evict someone else at a cap for a
 	// connection that is about to close.
 	c.s.adm.release(c)
-	c.s.adoptRingConn(uc, c.peer, size)
+	c.s.adoptRingConn(uc, c.peer, ask)
 	return closeConn, true
 }
 
@@ -298,11 +313,11 @@ func (s *Server) reapRings(r *reapScratch) {
 
 // peekedRingHello reports whether the whole request in the first end
 // bytes of the accept loop's peek buffer is the ring handshake, and the
-// size it asks for. On the accept loop.
-func (s *Server) peekedRingHello(end int) (int, bool) {
+// what it asks for. On the accept loop.
+func (s *Server) peekedRingHello(end int) (ringAsk, bool) {
 	o := &s.oneshot
 	if end < len(ringHelloPrefix) || !bytes.Contains(o.peek[:min(end, 32)], ringHelloPrefix) {
-		return 0, false
+		return ringAsk{}, false
 	}
 	if o.asm == nil {
 		o.asm = frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest)
@@ -310,7 +325,7 @@ func (s *Server) peekedRingHello(end int) (int, bool) {
 	o.asm.Reset()
 	msg, _, done, err := o.asm.Next(o.peek[:end])
 	if err != nil || !done {
-		return 0, false
+		return ringAsk{}, false
 	}
 	return parseRingHello(msg)
 }
@@ -319,7 +334,7 @@ func (s *Server) peekedRingHello(end int) (int, bool) {
 // peeked) before it was accepted. On the accept loop, which it never
 // blocks: the rings are set up by the connection's own goroutine.
 // It owns fd and reports whether the descriptor table is full.
-func (s *Server) adoptRing(fd int, cred uds.Cred, end, size int) (fdErr bool) {
+func (s *Server) adoptRing(fd int, cred uds.Cred, end int, ask ringAsk) (fdErr bool) {
 	if !consume(fd, end, &s.oneshot.sink) {
 		_ = sysClose(fd)
 		return false
@@ -328,14 +343,14 @@ func (s *Server) adoptRing(fd int, cred uds.Cred, end, size int) (fdErr bool) {
 	if err != nil {
 		return s.connFailed(err)
 	}
-	s.adoptRingConn(uc, Peer{Cred: cred}, size)
+	s.adoptRingConn(uc, Peer{Cred: cred}, ask)
 	return false
 }
 
-// adoptRingConn counts uc, whose ring handshake asking for size bytes was
-// read, against the caps and starts its goroutine, or declines. A zero
-// peer.ID is given the next. Any goroutine; it never blocks.
-func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, size int) {
+// adoptRingConn counts uc, whose ring handshake asking for ask was read,
+// against the caps and starts its goroutine, or declines. A zero peer.ID
+// is given the next. Any goroutine; it never blocks.
+func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, ask ringAsk) {
 	if s.stopping.Load() || !s.rings.enter(s.opts.maxRings) {
 		_, _ = writeConn(uc, ringNoWire) // a fresh socket takes a few bytes
 		_ = uc.Close()
@@ -349,8 +364,8 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, size int) {
 	if peer.ID == 0 {
 		peer.ID = s.stats.accepted.Add(1)
 	}
-	rc := &ringConn{s: s, uc: uc, peer: peer}
-	go rc.run(grantRing(size, s.opts.ringSize))
+	rc := &ringConn{s: s, uc: uc, peer: peer, inPlace: ask.inPlace}
+	go rc.run(grantRing(ask.size, s.opts.ringSize))
 }
 
 // ringConn is a connection served through rings, by one goroutine (run).
@@ -369,14 +384,15 @@ type ringConn struct {
 	ctx    context.Context // carries peer; cancelled by kill
 	cancel context.CancelCauseFunc
 
-	in     *ring.Reader // requests
-	out    *ring.Writer // replies
-	chunk  int          // the largest record a reply Write makes
-	reply  ReplyWriter
-	gather []byte
-	bell   [64]byte
-	slices ringSlices
-	start  int64 // when the current handler started
+	in      *ring.Reader // requests
+	out     *ring.Writer // replies
+	chunk   int          // the largest record a reply Write makes
+	inPlace bool         // the client reads one-record replies in place (ringreply.go)
+	reply   ReplyWriter
+	gather  []byte
+	bell    [64]byte
+	slices  ringSlices
+	start   int64 // when the current handler started
 
 	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
 	since atomic.Int64 // when it started, by the reaper's clock (Server.clock)

@@ -106,9 +106,118 @@ func TestRingsReplyInPlace(t *testing.T) {
 	}
 }
 
-func TestRingsPipelined(t *testing.T) {
+// TestRingsClientInPlace: with WithRingRepliesInPlace, a reply of one
+// record is the ring's own memory, held until the next read; a longer one
+// (beyond a record, or in pieces) is gathered as before; and a reply in
+// place stays as it was while later requests go out.
+func TestRingsClientInPlace(t *testing.T) {
+	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
-	c := dialRings(t, ts.path)
+	c := dialRings(t, ts.path, WithRingRepliesInPlace())
+	for i, tc := range []struct {
+		n       int
+		inPlace bool
+	}{{0, true}, {1, true}, {4096, true}, {32<<10 - 8, true}, {32<<10 - 7, false}, {1<<20 + 3, false}, {64, true}} {
+		req := pattern(tc.n, i)
+		got, err := c.Call(req)
+		if err != nil || !bytes.Equal(got, req) {
+			t.Fatalf("Call(%d bytes): reply of %d bytes (differs: %v), %v", tc.n, len(got), !bytes.Equal(got, req), err)
+		}
+		if held := c.rlease.Load() == 1; held != tc.inPlace {
+			t.Fatalf("Call(%d bytes): reply in place %v, want %v", tc.n, held, tc.inPlace)
+		}
+	}
+	first, err := c.Call([]byte("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := c.Send(fmt.Appendf(nil, "later %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(first) != "first" {
+		t.Fatalf("a reply in place changed to %q while later requests went out", first)
+	}
+	for i := range 20 {
+		if got, err := c.Recv(); err != nil || string(got) != fmt.Sprintf("later %d", i) {
+			t.Fatalf("Recv = %q, %v", got, err)
+		}
+	}
+	// A reply of several records (the handler writes twice) is gathered.
+	ts2 := startServer(t, HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		w.Write(req[:1])
+		_, err := w.Write(req[1:])
+		return err
+	}), withRings)
+	c2 := dialRings(t, ts2.path, WithRingRepliesInPlace())
+	if got, err := c2.Call([]byte("two parts")); err != nil || string(got) != "two parts" || c2.rlease.Load() != 0 {
+		t.Fatalf("Call = %q, %v, in place %v; want \"two parts\" gathered", got, err, c2.rlease.Load() == 1)
+	}
+}
+
+// TestRingsInPlaceClose: Close gives back the record of a reply held in
+// place, whether the owner calls it or another goroutine does while the
+// owner is between calls or in one, and the rings are unmapped.
+func TestRingsInPlaceClose(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "slow" {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h, withRings)
+	maps := func() int {
+		b, _ := os.ReadFile("/proc/self/maps")
+		return bytes.Count(b, []byte("memfd:"))
+	}
+	for _, how := range []string{"owner", "other", "during"} {
+		c := dialRings(t, ts.path, WithRingRepliesInPlace())
+		if got, err := c.Call([]byte("held")); err != nil || string(got) != "held" || c.rlease.Load() != 1 {
+			t.Fatalf("%s: Call = %q, %v, in place %v", how, got, err, c.rlease.Load() == 1)
+		}
+		switch how {
+		case "owner":
+			c.Close()
+		case "other":
+			done := make(chan struct{})
+			go func() { c.Close(); close(done) }()
+			<-done
+			if _, err := c.Call([]byte("x")); !errors.Is(err, ErrClientClosed) {
+				t.Fatalf("%s: Call after Close: %v", how, err)
+			}
+		case "during":
+			if err := c.Send([]byte("slow")); err != nil {
+				t.Fatal(err)
+			}
+			go func() { time.Sleep(10 * time.Millisecond); c.Close() }()
+			if _, err := c.Recv(); !errors.Is(err, ErrClientClosed) {
+				t.Fatalf("%s: Recv across Close: %v", how, err)
+			}
+		}
+		if c.rlease.Load() != 0 {
+			t.Fatalf("%s: the reply's record is still held after Close", how)
+		}
+		waitFor(t, func() bool { return ts.Stats().Open == 0 })
+		waitFor(t, func() bool { return maps() == 0 })
+	}
+}
+
+func TestRingsPipelined(t *testing.T) {
+	for _, inPlace := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inplace=%v", inPlace), func(t *testing.T) { testRingsPipelined(t, inPlace) })
+	}
+}
+
+func testRingsPipelined(t *testing.T, inPlace bool) {
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	var opts []ClientOption
+	if inPlace {
+		opts = append(opts, WithRingRepliesInPlace())
+	}
+	c := dialRings(t, ts.path, opts...)
 	for round := range 20 {
 		const window = 40
 		for i := range window {
@@ -658,12 +767,17 @@ func TestRingsCutRepliesNeverWhole(t *testing.T) {
 }
 
 // TestRingsCloseDuringCalls: Close from another goroutine while the owner
-// is in Send or Recv ends the call with ErrClientClosed, never a panic.
+// is in Send or Recv ends the call with ErrClientClosed, never a panic,
+// also with replies held in place (every other round).
 func TestRingsCloseDuringCalls(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	for i := range 50 {
-		c := dialRings(t, ts.path)
+		var opts []ClientOption
+		if i%2 == 1 {
+			opts = append(opts, WithRingRepliesInPlace())
+		}
+		c := dialRings(t, ts.path, opts...)
 		done := make(chan error, 1)
 		go func() {
 			req := make([]byte, 1000*(i%5))
@@ -1073,4 +1187,28 @@ func taskCPU(tb testing.TB, pid int) time.Duration {
 		sum += time.Duration(ns)
 	}
 	return sum
+}
+
+func TestParseRingHello(t *testing.T) {
+	for _, tc := range []struct {
+		msg string
+		ask ringAsk
+		ok  bool
+	}{
+		{"\x01pktipc/rings/1 65536", ringAsk{size: 65536}, true},
+		{"\x01pktipc/rings/1 65536 inplace", ringAsk{size: 65536, inPlace: true}, true},
+		{"\x01pktipc/rings/1  inplace", ringAsk{}, false},
+		{"\x01pktipc/rings/1 inplace", ringAsk{}, false},
+		{"\x01pktipc/rings/1 65536 inplace inplace", ringAsk{}, false},
+		{"\x01pktipc/rings/1 65536inplace", ringAsk{}, false},
+		{"\x01pktipc/rings/1 12", ringAsk{}, false},
+		{"\x01pktipc/rings/1 99999999999", ringAsk{}, false},
+		{"\x01pktipc/rings/1 -65536", ringAsk{}, false},
+		{"\x01pktipc/rings/2 65536", ringAsk{}, false},
+	} {
+		ask, ok := parseRingHello([]byte(tc.msg))
+		if ask != tc.ask || ok != tc.ok {
+			t.Errorf("parseRingHello(%q) = %+v, %v; want %+v, %v", tc.msg, ask, ok, tc.ask, tc.ok)
+		}
+	}
 }

@@ -108,8 +108,8 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 		return c.acceptHello(now, n)
 	}
 	if !c.persistent && c.served == 0 && s.opts.persistent && bytes.HasPrefix(msg, ringHelloPrefix) {
-		if size, ok := parseRingHello(msg); ok {
-			return c.moveToRings(n, size)
+		if ask, ok := parseRingHello(msg); ok {
+			return c.moveToRings(n, ask)
 		}
 	}
 	c.served++
