@@ -116,8 +116,13 @@ const (
 )
 
 // timeline runs warm-up and window: it marks m, flips phase, and returns
-// early when every client has ended (clientsDone) or ctx is cancelled.
-func timeline(ctx context.Context, run Run, m *Meter, phase *atomic.Int32, clientsDone <-chan struct{}) error {
+// early when every client has ended (clientsDone) or ctx is cancelled. A
+// window in which no operation was measured yet (measured reports it)
+// stays open until one is, within stallTimeout: an operation begun in the
+// warm-up can outlast a short window (a stream collecting its replies on
+// a busy machine), and a run should measure something, over the time it
+// took, rather than fail.
+func timeline(ctx context.Context, run Run, m *Meter, phase *atomic.Int32, clientsDone <-chan struct{}, measured func() bool) error {
 	wait := func(d time.Duration) error {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -135,6 +140,14 @@ func timeline(ctx context.Context, run Run, m *Meter, phase *atomic.Int32, clien
 	phase.Store(phaseMeasure)
 	if err == nil {
 		err = wait(run.Duration)
+	}
+	for late := time.Now().Add(stallTimeout); err == nil && !measured() && time.Now().Before(late); {
+		select {
+		case <-clientsDone:
+			late = time.Time{}
+		default:
+			err = wait(time.Millisecond)
+		}
 	}
 	phase.Store(phaseStop)
 	return err
@@ -180,6 +193,8 @@ type clients struct {
 	rec   *Recorder
 	phase atomic.Int32
 	tally tally
+	// measured is set once an operation that began in the window ended.
+	measured atomic.Bool
 	wg    sync.WaitGroup
 }
 
@@ -254,6 +269,7 @@ func (l *clients) roundTrips(i int, sl *slot, connect bool) {
 func (l *clients) ops(i int, op func() (int, error)) bool {
 	s := l.rec.Sampler(i)
 	defer s.Flush()
+	measured := false
 	for {
 		p := l.phase.Load()
 		if p == phaseStop {
@@ -269,6 +285,10 @@ func (l *clients) ops(i int, op func() (int, error)) bool {
 		if p == phaseMeasure {
 			s.Record(t1 - t0)
 			l.tally.bytes.Add(int64(n))
+			if !measured {
+				measured = true
+				l.measured.Store(true)
+			}
 		}
 	}
 }
@@ -325,7 +345,7 @@ func (l *clients) finish(cancel context.CancelFunc, m *Meter, drained bool) (Loa
 		l.wg.Wait()
 		close(clientsDone)
 	}()
-	err := timeline(l.ctx, l.run, m, &l.phase, clientsDone)
+	err := timeline(l.ctx, l.run, m, &l.phase, clientsDone, l.measured.Load)
 	if !drained {
 		m.Stop()
 	}

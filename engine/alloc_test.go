@@ -263,3 +263,40 @@ func TestZeroAllocsRings(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestZeroAllocsPooledBatch: queued requests that a pooled server serves
+// as a batch on one worker allocate nothing per request either.
+func TestZeroAllocsPooledBatch(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := bytes.Repeat([]byte("p"), 64)
+	window := func() {
+		for range 32 {
+			if err := c.Queue(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for range 32 {
+			if _, err := c.Recv(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 50 {
+		window()
+	}
+	if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
+		t.Errorf("%v allocations per window of 32 pooled requests, want 0", allocs)
+	}
+	if ts.Stats().PoolBatched == 0 {
+		t.Fatal("no batch was served")
+	}
+}

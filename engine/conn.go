@@ -90,12 +90,14 @@ type conn struct {
 	phase       phase
 	closeAfter  bool // close once the outbound buffer is empty (SI)
 	batched     bool // the loop's: inline replies wait in the loop's reply buffer (process)
+	gathering   bool // the loop's: a pooled batch is open and not yet sent (dispatchPooled)
 	ackWaiting  bool // a worker waits for the outbound buffer to fall below the high-water mark
 
 	reply   ReplyWriter                // the loop's while inline; the worker's while handling
 	req     *bytebufferpool.ByteBuffer // the worker's copy of a request that lay in gnet's buffer
 	reqBig  []byte                     // the worker's: the assembler's buffer holding a gathered request
 	reqMsg  []byte                     // the worker's request: in req or reqBig
+	bends   []int                      // a pooled batch's requests before reqMsg: where each ends in req.B
 	reqHeld int                        // the loop's: cap(reqBig) while a worker has it, for the budget
 
 	phaseA  atomic.Int32 // copy of phase for the reaper

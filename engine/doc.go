@@ -54,7 +54,12 @@
 // Replies to requests that arrived together leave together: an inline
 // reply with another request waiting behind it is held in the loop's
 // buffer, and the replies go out in one write once the loop has served what
-// it read (Stats.Batched). A large part of a reply written with
+// it read (Stats.Batched). Pooled requests that arrived together on a
+// persistent connection go to one worker as a batch (up to 64 requests or
+// 64 KiB), which runs their handlers in turn, each with its own handler
+// deadline, and writes their replies together (Stats.PoolBatched): a
+// pipelining client costs one hand-off each way per batch, not per request.
+// A large part of a reply written with
 // ReplyWriter.WriteUncopied (32 KiB or more) goes from the handler's bytes
 // to the socket with writev, its packet headers beside it; and every
 // connection a loop serves asks the kernel for a send buffer that takes a

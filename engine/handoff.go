@@ -37,6 +37,11 @@ import (
 // which onClose closes. When the peer only half-closed, onClose leaves a
 // duplicate of the socket in rescue, and the worker finishes the reply on
 // it.
+//
+// A batch (dispatchPooled) goes through the same states as one request:
+// its requests lie in req, bends marks where each but the last ends, and
+// the last is reqMsg; the worker runs their handlers in turn into one
+// reply buffer (serveBatch), and only the last reply's end is final.
 
 // An ackMsg answers the hand-off numbered seq. gnet runs a hand-off's
 // callback even after the connection closed, when the worker may have
@@ -226,6 +231,39 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 	c.cancelHandler(net.ErrClosed)
 }
 
+// serveBatch runs, in order, the handlers of a pooled batch's requests
+// before its last (reqMsg, which the worker then serves as any pooled
+// request), each reply followed by its terminator in the reply buffer:
+// they leave with the last reply, or earlier, as the parts of a streamed
+// reply do. It reports false when a handler failed (panicked, its reply
+// failed, or the connection ended): the replies before it go out if none
+// of its own did, and finishPooled has ended the connection, as after a
+// single pooled request that failed. On the worker.
+func (s *Server) serveBatch(c *conn) bool {
+	w := &c.reply
+	start := 0
+	for _, end := range c.bends {
+		mark, sends := len(w.buf.B), w.sends
+		herr, panicked := s.call(c, c.req.B[start:end])
+		start = end
+		if panicked || w.err != nil || c.ctx.Err() != nil {
+			if mark > 0 && w.sends == sends && w.err == nil && c.ctx.Err() == nil {
+				_, _ = c.handOff(w.buf.B[:mark], false)
+			}
+			c.dropRequest()
+			c.finishPooled(herr, panicked)
+			return false
+		}
+		if errors.Is(herr, ErrQuit) {
+			s.requestQuit()
+		}
+		w.buf.B = frame.AppendFlush(w.buf.B)
+		w.n = 0
+		c.setDeadline(s.now(), whyHandler) // the next handler's own time
+	}
+	return true
+}
+
 func (s *Server) worker() {
 	defer s.workers.Done()
 	// Each worker has its own ack channel, so that an ack meant for the
@@ -234,6 +272,9 @@ func (s *Server) worker() {
 	for c := range s.jobs {
 		c.ack = ack
 		c.reply.begin(false)
+		if len(c.bends) > 0 && !s.serveBatch(c) {
+			continue
+		}
 		herr, panicked := s.call(c, c.reqMsg)
 		c.dropRequest()
 		c.finishPooled(herr, panicked)

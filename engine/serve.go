@@ -27,6 +27,14 @@ const peekWindow = 16 << 10
 // may write on its own, is dispatched.
 func (c *conn) process(now int64) action {
 	act := c.serveRequests(now)
+	if c.gathering {
+		if act == keepConn && !c.closed.Load() {
+			act = c.sendPooled(now)
+		} else {
+			c.gathering = false
+			c.dropRequest() // a protocol error behind it: the connection ends unanswered
+		}
+	}
 	if c.batched {
 		if !c.flushBatch() && act == keepConn {
 			act = closeConn
@@ -114,17 +122,29 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 	}
 	c.served++
 	s.stats.requests.Add(1)
-	pooled := !s.opts.inline && (c.firstPooled || !s.filterInline(msg))
+	// A request behind an open pooled batch joins it: its reply must not
+	// overtake theirs.
+	pooled := !s.opts.inline && (c.firstPooled || c.gathering || !s.filterInline(msg))
 	c.firstPooled = false
 	if pooled && c.batched && !c.flushBatch() {
 		return closeConn, true
 	}
 	c.prepareHandler(pooled)
 	if pooled {
-		return c.dispatchPooled(now, msg, n), true
+		return c.dispatchPooled(now, msg, n)
 	}
 	return c.serveInline(now, msg, n)
 }
+
+// pooledBatchMax and pooledBatchBytes bound a pooled batch: requests of a
+// persistent connection that came together, which one worker serves in
+// turn, so that a pipelining client costs one hand-off each way per batch
+// rather than per request. Their replies collect in one buffer and leave
+// together, as inline replies do.
+const (
+	pooledBatchMax   = 64
+	pooledBatchBytes = 64 << 10
+)
 
 // acceptHello answers the persistent handshake, whose n wire bytes are
 // still buffered, and switches c to the persistent mode.
@@ -140,11 +160,49 @@ func (c *conn) acceptHello(now int64, n int) (act action, stop bool) {
 	return keepConn, false
 }
 
-// dispatchPooled gives the request to a worker (handoff.go); the loop
-// reads no further request of c until the worker hands c back.
-func (c *conn) dispatchPooled(now int64, msg []byte, n int) action {
-	c.takeRequest(msg)
+// dispatchPooled takes the request for a worker (handoff.go): at once, or,
+// on a persistent connection with more bytes buffered behind it, as the
+// first of a batch that the requests behind it join (stop false: read
+// on), up to the batch's bounds; a gathered request (one that spanned
+// packets) is not copied and ends the batch. process sends a batch that
+// the buffered bytes end. The loop reads no further request of c until
+// the worker hands c back.
+func (c *conn) dispatchPooled(now int64, msg []byte, n int) (act action, stop bool) {
+	if c.gathering {
+		c.s.stats.poolBatched.Add(1)
+	}
+	if big := c.asm.Detach(); big != nil {
+		c.reqBig, c.reqMsg, c.reqHeld = big, msg, cap(big)
+		c.discard(n)
+		return c.sendPooled(now), true
+	}
+	if c.req == nil {
+		c.req = bufPool.Get()
+		c.req.B = c.req.B[:0]
+	}
+	c.req.B = append(c.req.B, msg...)
+	c.bends = append(c.bends, len(c.req.B))
 	c.discard(n)
+	if c.persistent && c.buffered() > 0 && len(c.bends) < pooledBatchMax && len(c.req.B) < pooledBatchBytes {
+		c.gathering = true
+		return keepConn, false
+	}
+	return c.sendPooled(now), true
+}
+
+// sendPooled gives the taken request, or batch, to a worker: the batch's
+// last request becomes reqMsg, unless a gathered one already is.
+func (c *conn) sendPooled(now int64) action {
+	c.gathering = false
+	if c.reqMsg == nil {
+		k := len(c.bends)
+		start := 0
+		if k > 1 {
+			start = c.bends[k-2]
+		}
+		c.reqMsg = c.req.B[start:c.bends[k-1]]
+		c.bends = c.bends[:k-1]
+	}
 	c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
 	c.setPhase(phaseHandling)
 	c.setDeadline(now, whyHandler)
@@ -204,19 +262,6 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool)
 	return c.afterReply(now)
 }
 
-// takeRequest gives msg a home for the worker: the assembler's buffer, if
-// msg lies there (no copy), or a pooled copy, since msg in gnet's buffer
-// dies with discard.
-func (c *conn) takeRequest(msg []byte) {
-	if big := c.asm.Detach(); big != nil {
-		c.reqBig, c.reqMsg, c.reqHeld = big, msg, cap(big)
-		return
-	}
-	c.req = bufPool.Get()
-	c.req.B = append(c.req.B[:0], msg...)
-	c.reqMsg = c.req.B
-}
-
 // dropRequest releases the request's buffer; its owner (the loop before
 // dispatch, the worker after) calls it.
 func (c *conn) dropRequest() {
@@ -229,6 +274,7 @@ func (c *conn) dropRequest() {
 		c.req = nil
 	}
 	c.reqMsg = nil
+	c.bends = c.bends[:0]
 }
 
 // afterReply decides what follows a reply that is wholly queued: close (git

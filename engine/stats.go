@@ -18,6 +18,7 @@ type counters struct {
 	spinMisses      atomic.Uint64
 	soloReads       atomic.Uint64
 	batched         atomic.Uint64
+	poolBatched     atomic.Uint64
 	drainFallbacks  atomic.Uint64
 	drainChecks     atomic.Uint64
 	evicted         atomic.Uint64
@@ -51,6 +52,7 @@ type Stats struct {
 	BusyPollMisses   uint64 // spins that did not
 	SoloReads        uint64 // requests read by a loop waiting on their connection alone (WithSoloWait)
 	Batched          uint64 // inline replies held to leave in one write with the replies after them
+	PoolBatched      uint64 // pooled requests that joined an earlier one's batch, for its worker to serve in turn
 	DrainChecks      uint64 // looks at a connection's outbound buffer after its peer read
 	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
 	Evicted          uint64 // connections without a whole request closed to make room at a cap
@@ -80,6 +82,7 @@ func (s *Server) Stats() Stats {
 		Panics:           c.panics.Load(),
 		Rescued:          c.rescued.Load(),
 		Batched:          c.batched.Load(),
+		PoolBatched:      c.poolBatched.Load(),
 		FirstByteTimeout: c.timeouts[whyFirstByte].Load(),
 		RequestTimeout:   c.timeouts[whyRequest].Load(),
 		IdleTimeout:      c.timeouts[whyIdle].Load(),

@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// queueAll queues reqs on c and flushes them in one write, so that the
+// server reads them together.
+func queueAll(t *testing.T, c *Client, reqs [][]byte) {
+	t.Helper()
+	for _, r := range reqs {
+		if err := c.Queue(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPooledBatch: requests that arrive together on a persistent
+// connection to a pooled server are served in turn by one worker, in
+// order, one handler at a time, and answered in order; a large request
+// (gathered from several packets) ends a batch, and the batch's bounds
+// hold.
+func TestPooledBatch(t *testing.T) {
+	leakcheck.Check(t)
+	var mu sync.Mutex
+	var order []string
+	running := 0
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		mu.Lock()
+		running++
+		if running > 1 {
+			mu.Unlock()
+			return errors.New("two handlers of one connection at once")
+		}
+		if len(req) < 16 {
+			order = append(order, string(req))
+		}
+		mu.Unlock()
+		_, err := w.Write(append([]byte("re:"), req...))
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return err
+	})
+	ts := startServer(t, h)
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reqs [][]byte
+	for i := range 150 {
+		switch i {
+		case 40:
+			reqs = append(reqs, bytes.Repeat([]byte("L"), 100_000)) // two packets: gathered
+		case 41:
+			reqs = append(reqs, nil)
+		default:
+			reqs = append(reqs, fmt.Appendf(nil, "r%d", i))
+		}
+	}
+	queueAll(t, c, reqs)
+	for i, r := range reqs {
+		got, err := c.Recv()
+		if want := append([]byte("re:"), r...); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("reply %d: %d bytes, %v; want %d bytes", i, len(got), err, len(want))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var want []string
+	for _, r := range reqs {
+		if len(r) < 16 {
+			want = append(want, string(r))
+		}
+	}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("handlers ran in the order %v, want %v", order, want)
+	}
+	// 150 requests in one write: batches of at most pooledBatchMax, one
+	// of them ended early by the gathered request.
+	if got := ts.Stats().PoolBatched; got == 0 || got > uint64(len(reqs)-2) {
+		t.Fatalf("PoolBatched = %d for %d requests that came together", got, len(reqs))
+	}
+}
+
+// TestPooledBatchFailure: a handler that panics in the middle of a batch
+// ends the connection as a single pooled request's panic does, after the
+// replies to the requests before it went out; the requests after it get
+// ErrIncompleteReply.
+func TestPooledBatchFailure(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "panic" {
+			panic("in the middle of a batch")
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h)
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), []byte("panic"), []byte("c")})
+	for _, want := range []string{"a", "b"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+	for range 2 {
+		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("Recv after the panic = %q, %v; want ErrIncompleteReply", got, err)
+		}
+	}
+	waitFor(t, func() bool { return ts.Stats().Panics == 1 && ts.Stats().Open == 0 })
+	if ts.Stats().PoolBatched == 0 {
+		t.Fatal("the requests were not served as a batch")
+	}
+	if got, err := c.Call([]byte("again")); err != nil || string(got) != "again" {
+		t.Fatalf("Call after the failed batch = %q, %v", got, err)
+	}
+}
+
+// TestPooledBatchHandlerTimeout: each handler of a batch has its own
+// time: handlers that each take most of the handler timeout, one after
+// another, are all served.
+func TestPooledBatchHandlerTimeout(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		select {
+		case <-time.After(60 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h, WithHandlerTimeout(150*time.Millisecond))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reqs := [][]byte{[]byte("1"), []byte("2"), []byte("3"), []byte("4"), []byte("5")}
+	queueAll(t, c, reqs)
+	for _, r := range reqs {
+		if got, err := c.Recv(); err != nil || !bytes.Equal(got, r) {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, r)
+		}
+	}
+	if st := ts.Stats(); st.HandlerTimeout != 0 || st.PoolBatched == 0 {
+		t.Fatalf("%d handler timeouts for handlers within their own time, %d requests batched", st.HandlerTimeout, st.PoolBatched)
+	}
+}
