@@ -195,7 +195,7 @@ type clients struct {
 	tally tally
 	// measured is set once an operation that began in the window ended.
 	measured atomic.Bool
-	wg    sync.WaitGroup
+	wg       sync.WaitGroup
 }
 
 func (g GoClient) newClients(ctx context.Context, run Run) *clients {
