@@ -57,8 +57,9 @@
 // it read (Stats.Batched). Pooled requests that arrived together on a
 // persistent connection go to one worker as a batch (up to 64 requests or
 // 64 KiB), which runs their handlers in turn, each with its own handler
-// deadline, and writes their replies together (Stats.PoolBatched): a
-// pipelining client costs one hand-off each way per batch, not per request.
+// deadline (Stats.PoolBatched): a pipelining client costs one hand-off
+// each way per batch, not per request. Each reply of a batch still leaves
+// before the next handler starts, since a pooled handler may block.
 // A large part of a reply written with
 // ReplyWriter.WriteUncopied (32 KiB or more) goes from the handler's bytes
 // to the socket with writev, its packet headers beside it; and every

@@ -40,8 +40,9 @@ import (
 //
 // A batch (dispatchPooled) goes through the same states as one request:
 // its requests lie in req, bends marks where each but the last ends, and
-// the last is reqMsg; the worker runs their handlers in turn into one
-// reply buffer (serveBatch), and only the last reply's end is final.
+// the last is reqMsg; the worker runs their handlers in turn (serveBatch),
+// each reply handed off as a part before the next starts, and only the
+// last reply's end is final.
 
 // An ackMsg answers the hand-off numbered seq. gnet runs a hand-off's
 // callback even after the connection closed, when the worker may have
@@ -233,34 +234,40 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 
 // serveBatch runs, in order, the handlers of a pooled batch's requests
 // before its last (reqMsg, which the worker then serves as any pooled
-// request), each reply followed by its terminator in the reply buffer:
-// they leave with the last reply, or earlier, as the parts of a streamed
-// reply do. It reports false when a handler failed (panicked, its reply
-// failed, or the connection ended): the replies before it go out if none
-// of its own did, and finishPooled has ended the connection, as after a
-// single pooled request that failed. On the worker.
+// request). Each finished reply, with its terminator, goes out before the
+// next handler starts: a handler may block, even on what its client does
+// once it has the replies before it, so none waits for a later one; what
+// the batch saves is the hand-offs between the loop and a worker. It
+// reports false when the batch ended early: a handler failed (panicked,
+// its reply failed, or the connection ended) or asked the server to quit,
+// and finishPooled has ended the request, as after a single pooled
+// request. On the worker.
 func (s *Server) serveBatch(c *conn) bool {
 	w := &c.reply
 	start := 0
-	for _, end := range c.bends {
-		mark, sends := len(w.buf.B), w.sends
+	for i, end := range c.bends {
+		if i > 0 {
+			c.setDeadline(s.now(), whyHandler) // each handler has its own time
+		}
 		herr, panicked := s.call(c, c.req.B[start:end])
 		start = end
-		if panicked || w.err != nil || c.ctx.Err() != nil {
-			if mark > 0 && w.sends == sends && w.err == nil && c.ctx.Err() == nil {
-				_, _ = c.handOff(w.buf.B[:mark], false)
-			}
+		if panicked || w.err != nil || c.ctx.Err() != nil || errors.Is(herr, ErrQuit) {
+			// A quit ends the batch as it ends a connection's requests:
+			// its reply is the last.
 			c.dropRequest()
 			c.finishPooled(herr, panicked)
 			return false
 		}
-		if errors.Is(herr, ErrQuit) {
-			s.requestQuit()
-		}
 		w.buf.B = frame.AppendFlush(w.buf.B)
 		w.n = 0
-		c.setDeadline(s.now(), whyHandler) // the next handler's own time
+		if err := w.flush(); err != nil {
+			w.err = err
+			c.dropRequest()
+			c.finishPooled(nil, false)
+			return false
+		}
 	}
+	c.setDeadline(s.now(), whyHandler)
 	return true
 }
 

@@ -41,11 +41,15 @@ type Client struct {
 	// Shared with Close and SetDeadline. uc and rc change under mu (the
 	// owner reads them without it: only the owner changes them); closed
 	// and deadlineNS are read by the owner without mu, deadline only with
-	// it. rlease is 1 while a reply returned in place (WithRingRepliesInPlace)
-	// holds its record of the reply ring: the owner raises it, after which
-	// it checks closed, and whoever swaps it back to 0 gives the record
-	// back (the owner before it reads the ring again or drops it; Close,
-	// which set closed first). An owner that finds it taken by Close
+	// it. rlease says whether a reply returned in place
+	// (WithRingRepliesInPlace) holds its record of rleased, the reply ring
+	// it came from (which may belong to a connection dropped since):
+	// leaseNone, leaseHeld, or leaseClosed once Close took it. The owner
+	// sets rleased and raises it to leaseHeld, then checks closed; the
+	// owner gives the record back at its next Recv, swapping leaseHeld for
+	// leaseNone, and Close, which sets closed first, swaps leaseHeld for
+	// leaseClosed and gives it back itself: only the one whose swap
+	// succeeded touches rleased, and an owner that finds leaseClosed
 	// leaves the rings alone.
 	mu         sync.Mutex
 	closed     atomic.Bool
@@ -54,6 +58,7 @@ type Client struct {
 	deadline   time.Time
 	deadlineNS atomic.Int64 // monotonic ns of the deadline; 0 = none
 	rlease     atomic.Int32
+	rleased    *ring.Reader
 
 	// The owner goroutine's.
 	gen        uint64 // numbers the connections; the open one's, or the last one's
@@ -443,7 +448,7 @@ func (c *Client) transmit(req []byte) error {
 // request that was in flight on that connection, each in its own call.
 // With no request outstanding it returns ErrNoRequest.
 func (c *Client) Recv() ([]byte, error) {
-	if c.closed.Load() {
+	if c.closed.Load() || !c.giveBackReply() {
 		return nil, ErrClientClosed
 	}
 	if c.unsent > 0 {
@@ -512,8 +517,8 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.interruptRingsLocked()
-	if c.rlease.CompareAndSwap(1, 0) {
-		c.rin.Release() // unmaps the ring, closed above
+	if c.rlease.CompareAndSwap(leaseHeld, leaseClosed) {
+		c.rleased.Release() // unmaps its ring, closed by now
 	}
 	// The owner goroutine may be using uc: close it, but leave the field;
 	// the owner sees closed and stops.

@@ -165,3 +165,134 @@ func TestPooledBatchHandlerTimeout(t *testing.T) {
 		t.Fatalf("%d handler timeouts for handlers within their own time, %d requests batched", st.HandlerTimeout, st.PoolBatched)
 	}
 }
+
+// TestPooledBatchRepliesGoFirst: the reply to each request of a batch
+// leaves before the next handler starts, so a handler that waits for its
+// client to act on an earlier reply does not wait forever.
+func TestPooledBatchRepliesGoFirst(t *testing.T) {
+	leakcheck.Check(t)
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "wait" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h)
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), []byte("wait"), []byte("c")})
+	for _, want := range []string{"a", "b"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv while a later handler waits = %q, %v; want %q", got, err, want)
+		}
+	}
+	close(release)
+	for _, want := range []string{"wait", "c"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+	if ts.Stats().PoolBatched == 0 {
+		t.Fatal("the requests were not served as a batch")
+	}
+}
+
+// TestPooledBatchTimeoutAfterReplies: a handler that runs out its time
+// in the middle of a batch ends the connection, and the replies finished
+// before it have reached the client.
+func TestPooledBatchTimeoutAfterReplies(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "slow" {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h, WithHandlerTimeout(200*time.Millisecond))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), []byte("c"), []byte("slow"), []byte("d")})
+	for _, want := range []string{"a", "b", "c"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+	for range 2 {
+		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("Recv after the timeout = %q, %v; want ErrIncompleteReply", got, err)
+		}
+	}
+	if st := ts.Stats(); st.HandlerTimeout != 1 || st.PoolBatched == 0 {
+		t.Fatalf("%d handler timeouts, %d requests batched; want 1 and some", st.HandlerTimeout, st.PoolBatched)
+	}
+}
+
+// TestPooledBatchErrorBehind: a malformed or oversized request behind a
+// batch ends the connection only after the batch's requests are answered.
+func TestPooledBatchErrorBehind(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), WithMaxRequestSize(1024))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), bytes.Repeat([]byte("x"), 4096)})
+	for _, want := range []string{"a", "b"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+	if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("Recv of the oversized request = %q, %v; want ErrIncompleteReply", got, err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	if st := ts.Stats(); st.ProtocolErrors != 1 || st.PoolBatched == 0 {
+		t.Fatalf("%d protocol errors, %d requests batched; want 1 and some", st.ProtocolErrors, st.PoolBatched)
+	}
+}
+
+// TestPooledBatchQuit: a handler that asks the server to quit in the
+// middle of a batch ends it: its reply is the connection's last.
+func TestPooledBatchQuit(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		_, err := w.Write(req)
+		if err == nil && string(req) == "quit" {
+			return ErrQuit
+		}
+		return err
+	})
+	ts := startServer(t, h)
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	queueAll(t, c, [][]byte{[]byte("a"), []byte("quit"), []byte("b")})
+	for _, want := range []string{"a", "quit"} {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+	if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+		t.Fatalf("Recv after the quit = %q, %v; want ErrIncompleteReply", got, err)
+	}
+}

@@ -45,7 +45,6 @@ type ReplyWriter struct {
 	base    int   // outbound bytes queued when an inline reply began
 	start   int   // where an inline reply began in the loop's buffer, behind batched replies
 	sentAt  int64 // when a pooled reply last went to the event loop
-	sends   int   // how many times a pooled reply went out (a batch's worker looks)
 
 	// On a ring connection (ringreply.go): its state, the record reserved
 	// and not yet committed (nil: none), and how much of it the reply
@@ -257,7 +256,6 @@ func (w *ReplyWriter) flush() error {
 	_, err := w.c.handOff(w.buf.B, false)
 	w.buf.B = w.buf.B[:0] // gnet wrote or copied it
 	w.sentAt = w.c.s.now()
-	w.sends++
 	return err
 }
 
@@ -335,7 +333,6 @@ func (w *ReplyWriter) writeDirectGathered(p []byte) (int, error) {
 	c.wgw.release()
 	w.buf.B = w.buf.B[:0]
 	w.sentAt = c.s.now()
-	w.sends++
 	if err != nil {
 		w.err = err
 		return 0, err

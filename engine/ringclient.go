@@ -117,8 +117,10 @@ func (c *Client) mapRings(fds []int) error {
 
 // closeRingsLocked closes the rings of the open connection and forgets
 // them; the owner calls it, under mu.
+//
+// A reply returned in place keeps its ring mapped (rleased) until the next
+// Recv or Close, even after its connection is gone.
 func (c *Client) closeRingsLocked() {
-	c.giveBackReply()
 	c.interruptRingsLocked()
 	c.rout, c.rin = nil, nil
 }
@@ -182,11 +184,9 @@ func (c *Client) writeRing(req []byte) error {
 // readRingReply reads the next reply message from the reply ring into the
 // Client's reply buffer, so that the server cannot change it once it is
 // returned; or, with WithRingRepliesInPlace, returns a reply of one record
-// where it lies, and keeps its lease until the next read (see rlease).
+// where it lies, and keeps its lease until the next Recv or Close (see
+// rlease; Recv gave back the previous one).
 func (c *Client) readRingReply() ([]byte, error) {
-	if !c.giveBackReply() {
-		return nil, ErrClientClosed
-	}
 	if cap(c.rgather) > clientKeep {
 		c.rgather = nil
 	}
@@ -200,7 +200,8 @@ func (c *Client) readRingReply() ([]byte, error) {
 			return nil, err
 		}
 		if first && !more && c.opts.inPlace && len(p) <= c.opts.maxReply {
-			c.rlease.Store(1)
+			c.rleased = c.rin
+			c.rlease.Store(leaseHeld)
 			if c.closed.Load() {
 				c.giveBackReply() // or Close does (see rlease)
 				return nil, ErrClientClosed
@@ -220,19 +221,30 @@ func (c *Client) readRingReply() ([]byte, error) {
 	}
 }
 
+// The states of Client.rlease.
+const (
+	leaseNone int32 = iota
+	leaseHeld
+	leaseClosed
+)
+
 // giveBackReply gives back the record of the reply last returned in
 // place, if any. It reports false when Close has taken it (Close gives it
 // back): the rings are then Close's to unmap, and the owner, which sees
 // closed, must not call them.
 func (c *Client) giveBackReply() bool {
-	if c.rlease.Load() == 0 {
+	switch c.rlease.Load() {
+	case leaseNone:
 		return true
+	case leaseHeld:
+		if c.rlease.CompareAndSwap(leaseHeld, leaseNone) {
+			r := c.rleased
+			c.rleased = nil
+			r.Release() // unmaps its ring if its connection is gone
+			return true
+		}
 	}
-	if !c.rlease.CompareAndSwap(1, 0) {
-		return false
-	}
-	c.rin.Release()
-	return true
+	return false
 }
 
 // nextReply waits for the next record of the reply ring and takes it.

@@ -123,7 +123,7 @@ func TestRingsClientInPlace(t *testing.T) {
 		if err != nil || !bytes.Equal(got, req) {
 			t.Fatalf("Call(%d bytes): reply of %d bytes (differs: %v), %v", tc.n, len(got), !bytes.Equal(got, req), err)
 		}
-		if held := c.rlease.Load() == 1; held != tc.inPlace {
+		if held := c.rlease.Load() == leaseHeld; held != tc.inPlace {
 			t.Fatalf("Call(%d bytes): reply in place %v, want %v", tc.n, held, tc.inPlace)
 		}
 	}
@@ -151,8 +151,8 @@ func TestRingsClientInPlace(t *testing.T) {
 		return err
 	}), withRings)
 	c2 := dialRings(t, ts2.path, WithRingRepliesInPlace())
-	if got, err := c2.Call([]byte("two parts")); err != nil || string(got) != "two parts" || c2.rlease.Load() != 0 {
-		t.Fatalf("Call = %q, %v, in place %v; want \"two parts\" gathered", got, err, c2.rlease.Load() == 1)
+	if got, err := c2.Call([]byte("two parts")); err != nil || string(got) != "two parts" || c2.rlease.Load() != leaseNone {
+		t.Fatalf("Call = %q, %v, in place %v; want \"two parts\" gathered", got, err, c2.rlease.Load() == leaseHeld)
 	}
 }
 
@@ -175,8 +175,8 @@ func TestRingsInPlaceClose(t *testing.T) {
 	}
 	for _, how := range []string{"owner", "other", "during"} {
 		c := dialRings(t, ts.path, WithRingRepliesInPlace())
-		if got, err := c.Call([]byte("held")); err != nil || string(got) != "held" || c.rlease.Load() != 1 {
-			t.Fatalf("%s: Call = %q, %v, in place %v", how, got, err, c.rlease.Load() == 1)
+		if got, err := c.Call([]byte("held")); err != nil || string(got) != "held" || c.rlease.Load() != leaseHeld {
+			t.Fatalf("%s: Call = %q, %v, in place %v", how, got, err, c.rlease.Load() == leaseHeld)
 		}
 		switch how {
 		case "owner":
@@ -197,12 +197,42 @@ func TestRingsInPlaceClose(t *testing.T) {
 				t.Fatalf("%s: Recv across Close: %v", how, err)
 			}
 		}
-		if c.rlease.Load() != 0 {
+		if c.rlease.Load() == leaseHeld {
 			t.Fatalf("%s: the reply's record is still held after Close", how)
 		}
 		waitFor(t, func() bool { return ts.Stats().Open == 0 })
 		waitFor(t, func() bool { return maps() == 0 })
 	}
+}
+
+// TestRingsInPlaceOutlivesConnection: a reply held in place stays mapped,
+// and unchanged, when its connection ends and a Send reconnects, until
+// the next Recv; then its ring is unmapped.
+func TestRingsInPlaceOutlivesConnection(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings, WithIdleTimeout(100*time.Millisecond))
+	maps := func() int {
+		b, _ := os.ReadFile("/proc/self/maps")
+		return bytes.Count(b, []byte("memfd:"))
+	}
+	c := dialRings(t, ts.path, WithRingRepliesInPlace())
+	held, err := c.Call([]byte("held reply"))
+	if err != nil || string(held) != "held reply" || c.rlease.Load() != leaseHeld {
+		t.Fatalf("Call = %q, %v, in place %v", held, err, c.rlease.Load() == leaseHeld)
+	}
+	waitFor(t, func() bool { return ts.Stats().IdleTimeout == 1 })
+	if err := c.Send([]byte("next")); err != nil { // finds the connection gone, reconnects
+		t.Fatal(err)
+	}
+	if string(held) != "held reply" {
+		t.Fatalf("the held reply reads %q after a reconnect", held)
+	}
+	if got, err := c.Recv(); err != nil || string(got) != "next" {
+		t.Fatalf("Recv = %q, %v", got, err)
+	}
+	c.Close()
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	waitFor(t, func() bool { return maps() == 0 })
 }
 
 func TestRingsPipelined(t *testing.T) {

@@ -32,7 +32,7 @@ func (c *conn) process(now int64) action {
 			act = c.sendPooled(now)
 		} else {
 			c.gathering = false
-			c.dropRequest() // a protocol error behind it: the connection ends unanswered
+			c.dropRequest() // the connection is closing: nobody to answer
 		}
 	}
 	if c.batched {
@@ -80,6 +80,11 @@ func (c *conn) serveRequests(now int64) action {
 		}
 		buf := c.peek(min(total, window))
 		msg, n, done, err := c.assembler().Next(buf)
+		if err != nil && c.gathering {
+			// The batch read before it goes first; the assembler keeps
+			// the error for the next look, after the batch.
+			return keepConn
+		}
 		if err != nil {
 			if !errors.Is(err, frame.ErrNoBuffer) { // the budget counted it
 				c.s.protocolError(c, err)
@@ -202,6 +207,9 @@ func (c *conn) sendPooled(now int64) action {
 		}
 		c.reqMsg = c.req.B[start:c.bends[k-1]]
 		c.bends = c.bends[:k-1]
+	}
+	if len(c.bends) > 0 {
+		c.reqHeld += cap(c.req.B) // the batch's copies, out of gnet's counted buffer now
 	}
 	c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
 	c.setPhase(phaseHandling)
