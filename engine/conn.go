@@ -87,6 +87,7 @@ type conn struct {
 	persistent  bool
 	firstPooled bool // the accept loop's one-shot path asked WithInlineFilter already: pool
 	served      uint64
+	lastWire    int // the wire size of the last whole message read (peekStart)
 	phase       phase
 	closeAfter  bool // close once the outbound buffer is empty (SI)
 	batched     bool // the loop's: inline replies wait in the loop's reply buffer (process)

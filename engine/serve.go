@@ -9,13 +9,23 @@ import (
 	"github.com/pktipc/pktipc/frame"
 )
 
-// peekWindow is how much of the inbound buffer process looks at first.
+// peekWindow is the most of the inbound buffer process looks at first.
 // gnet's Peek copies when the bytes are split between its ring and the read
-// buffer, so looking at everything a pipelining client has sent would copy
-// it all for every request; the window doubles only while one message needs
-// more (the assembler gathers large ones, so it stays near
-// frame.MinReadBuffer).
-const peekWindow = 16 << 10
+// buffer, or wrap around the ring (and then, for a peek that the ring holds
+// whole, it allocates the copy afresh each time), so looking at everything
+// a pipelining client has sent would copy it all for every request. The
+// window is twice the connection's last message, from peekMin up to
+// peekWindow, and doubles only while one message needs more (the assembler
+// gathers large ones, so it stays near frame.MinReadBuffer): requests that
+// queue in gnet's ring while a worker serves the connection are looked at
+// a few hundred bytes at a time, not 16 KiB each.
+const (
+	peekWindow = 16 << 10
+	peekMin    = 512
+)
+
+// peekStart is the first window for the next message.
+func (c *conn) peekStart() int { return min(max(2*c.lastWire, peekMin), peekWindow) }
 
 // process decodes and serves the requests buffered on the connection. It
 // runs on the event loop.
@@ -65,7 +75,7 @@ func (c *conn) flushBatch() bool {
 
 // serveRequests is process without the final flush of batched replies.
 func (c *conn) serveRequests(now int64) action {
-	window := peekWindow
+	window := c.peekStart()
 	for !c.closed.Load() {
 		total := c.buffered()
 		if total == 0 {
@@ -102,7 +112,8 @@ func (c *conn) serveRequests(now int64) action {
 			}
 			continue
 		}
-		window = peekWindow
+		c.lastWire = n
+		window = c.peekStart()
 		if act, stop := c.dispatch(now, msg, n); stop {
 			return act
 		}
