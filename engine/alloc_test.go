@@ -85,42 +85,45 @@ func TestZeroAllocsPipelined(t *testing.T) {
 }
 
 // TestZeroAllocsBatched: queued requests flushed in one write and
-// answered in one (inline replies batched) allocate nothing per request,
-// at 64 B and at 4 KiB.
+// answered together allocate nothing per request, at 64 B and at 4 KiB:
+// inline (replies batched in one write) and pooled (the requests served
+// as a batch by one worker).
 func TestZeroAllocsBatched(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true))
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for _, size := range []int{64, 4096} {
-		req := bytes.Repeat([]byte("b"), size)
-		window := func() {
-			for range 32 {
-				if err := c.Queue(req); err != nil {
+	for _, inline := range []bool{true, false} {
+		ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(inline))
+		c, err := Dial(context.Background(), ts.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{64, 4096} {
+			req := bytes.Repeat([]byte("b"), size)
+			window := func() {
+				for range 32 {
+					if err := c.Queue(req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := c.Flush(); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if err := c.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			for range 32 {
-				if _, err := c.Recv(); err != nil {
-					t.Fatal(err)
+				for range 32 {
+					if _, err := c.Recv(); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
+			for range 50 {
+				window()
+			}
+			if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
+				t.Errorf("inline %v, size %d: %v allocations per batch of 32 requests, want 0", inline, size, allocs)
+			}
 		}
-		for range 20 {
-			window()
+		c.Close()
+		if st := ts.Stats(); inline && st.Batched == 0 || !inline && st.PoolBatched == 0 {
+			t.Errorf("inline %v: no reply batched (%d) and no pooled batch (%d)", inline, st.Batched, st.PoolBatched)
 		}
-		if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
-			t.Errorf("size %d: %v allocations per batch of 32 requests, want 0", size, allocs)
-		}
-	}
-	if ts.Stats().Batched == 0 {
-		t.Error("no reply was batched")
 	}
 }
 
@@ -261,42 +264,5 @@ func TestZeroAllocsRings(t *testing.T) {
 			}
 		}
 		c.Close()
-	}
-}
-
-// TestZeroAllocsPooledBatch: queued requests that a pooled server serves
-// as a batch on one worker allocate nothing per request either.
-func TestZeroAllocsPooledBatch(t *testing.T) {
-	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw))
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := bytes.Repeat([]byte("p"), 64)
-	window := func() {
-		for range 32 {
-			if err := c.Queue(req); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := c.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for range 32 {
-			if _, err := c.Recv(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for range 50 {
-		window()
-	}
-	if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
-		t.Errorf("%v allocations per window of 32 pooled requests, want 0", allocs)
-	}
-	if ts.Stats().PoolBatched == 0 {
-		t.Fatal("no batch was served")
 	}
 }

@@ -26,6 +26,39 @@ func queueAll(t *testing.T, c *Client, reqs [][]byte) {
 	}
 }
 
+// dialClient dials a persistent Client to path, closed when the test
+// ends.
+func dialClient(t *testing.T, path string) *Client {
+	t.Helper()
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// expectReplies receives one reply per want, in order.
+func expectReplies(t *testing.T, c *Client, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if got, err := c.Recv(); err != nil || string(got) != want {
+			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
+		}
+	}
+}
+
+// expectIncomplete receives n replies, each of which must fail with
+// ErrIncompleteReply.
+func expectIncomplete(t *testing.T, c *Client, n int) {
+	t.Helper()
+	for range n {
+		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+			t.Fatalf("Recv = %q, %v; want ErrIncompleteReply", got, err)
+		}
+	}
+}
+
 // TestPooledBatch: requests that arrive together on a persistent
 // connection to a pooled server are served in turn by one worker, in
 // order, one handler at a time, and answered in order; a large request
@@ -54,11 +87,7 @@ func TestPooledBatch(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h)
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	var reqs [][]byte
 	for i := range 150 {
 		switch i {
@@ -109,22 +138,10 @@ func TestPooledBatchFailure(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h)
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), []byte("panic"), []byte("c")})
-	for _, want := range []string{"a", "b"} {
-		if got, err := c.Recv(); err != nil || string(got) != want {
-			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
-		}
-	}
-	for range 2 {
-		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
-			t.Fatalf("Recv after the panic = %q, %v; want ErrIncompleteReply", got, err)
-		}
-	}
+	expectReplies(t, c, "a", "b")
+	expectIncomplete(t, c, 2)
 	waitFor(t, func() bool { return ts.Stats().Panics == 1 && ts.Stats().Open == 0 })
 	if ts.Stats().PoolBatched == 0 {
 		t.Fatal("the requests were not served as a batch")
@@ -149,11 +166,7 @@ func TestPooledBatchHandlerTimeout(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h, WithHandlerTimeout(150*time.Millisecond))
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	reqs := [][]byte{[]byte("1"), []byte("2"), []byte("3"), []byte("4"), []byte("5")}
 	queueAll(t, c, reqs)
 	for _, r := range reqs {
@@ -184,26 +197,14 @@ func TestPooledBatchRepliesGoFirst(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h)
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), []byte("wait"), []byte("c")})
-	for _, want := range []string{"a", "b"} {
-		if got, err := c.Recv(); err != nil || string(got) != want {
-			t.Fatalf("Recv while a later handler waits = %q, %v; want %q", got, err, want)
-		}
-	}
+	expectReplies(t, c, "a", "b")
 	close(release)
-	for _, want := range []string{"wait", "c"} {
-		if got, err := c.Recv(); err != nil || string(got) != want {
-			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
-		}
-	}
+	expectReplies(t, c, "wait", "c")
 	if ts.Stats().PoolBatched == 0 {
 		t.Fatal("the requests were not served as a batch")
 	}
@@ -223,22 +224,10 @@ func TestPooledBatchTimeoutAfterReplies(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h, WithHandlerTimeout(200*time.Millisecond))
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), []byte("c"), []byte("slow"), []byte("d")})
-	for _, want := range []string{"a", "b", "c"} {
-		if got, err := c.Recv(); err != nil || string(got) != want {
-			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
-		}
-	}
-	for range 2 {
-		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
-			t.Fatalf("Recv after the timeout = %q, %v; want ErrIncompleteReply", got, err)
-		}
-	}
+	expectReplies(t, c, "a", "b", "c")
+	expectIncomplete(t, c, 2)
 	if st := ts.Stats(); st.HandlerTimeout != 1 || st.PoolBatched == 0 {
 		t.Fatalf("%d handler timeouts, %d requests batched; want 1 and some", st.HandlerTimeout, st.PoolBatched)
 	}
@@ -249,20 +238,10 @@ func TestPooledBatchTimeoutAfterReplies(t *testing.T) {
 func TestPooledBatchErrorBehind(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), WithMaxRequestSize(1024))
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	queueAll(t, c, [][]byte{[]byte("a"), []byte("b"), bytes.Repeat([]byte("x"), 4096)})
-	for _, want := range []string{"a", "b"} {
-		if got, err := c.Recv(); err != nil || string(got) != want {
-			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
-		}
-	}
-	if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
-		t.Fatalf("Recv of the oversized request = %q, %v; want ErrIncompleteReply", got, err)
-	}
+	expectReplies(t, c, "a", "b")
+	expectIncomplete(t, c, 1)
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	if st := ts.Stats(); st.ProtocolErrors != 1 || st.PoolBatched == 0 {
 		t.Fatalf("%d protocol errors, %d requests batched; want 1 and some", st.ProtocolErrors, st.PoolBatched)
@@ -281,18 +260,8 @@ func TestPooledBatchQuit(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h)
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, ts.path)
 	queueAll(t, c, [][]byte{[]byte("a"), []byte("quit"), []byte("b")})
-	for _, want := range []string{"a", "quit"} {
-		if got, err := c.Recv(); err != nil || string(got) != want {
-			t.Fatalf("Recv = %q, %v; want %q", got, err, want)
-		}
-	}
-	if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
-		t.Fatalf("Recv after the quit = %q, %v; want ErrIncompleteReply", got, err)
-	}
+	expectReplies(t, c, "a", "quit")
+	expectIncomplete(t, c, 1)
 }
