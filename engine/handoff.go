@@ -245,10 +245,7 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 func (s *Server) serveBatch(c *conn) bool {
 	w := &c.reply
 	start := 0
-	for i, end := range c.bends {
-		if i > 0 {
-			c.setDeadline(s.now(), whyHandler) // each handler has its own time
-		}
+	for _, end := range c.bends {
 		herr, panicked := s.call(c, c.req.B[start:end])
 		start = end
 		if panicked || w.err != nil || c.ctx.Err() != nil || errors.Is(herr, ErrQuit) {
@@ -266,8 +263,8 @@ func (s *Server) serveBatch(c *conn) bool {
 			c.finishPooled(nil, false)
 			return false
 		}
+		c.setDeadline(s.now(), whyHandler) // the next handler's own time
 	}
-	c.setDeadline(s.now(), whyHandler)
 	return true
 }
 

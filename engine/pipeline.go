@@ -443,10 +443,11 @@ func (c *Client) transmit(req []byte) error {
 
 // Recv returns the reply to the oldest request not yet answered. The reply
 // aliases the Client's buffer (or the reply ring: WithRingRepliesInPlace)
-// and is valid until the next call of Recv, Call or Close. A request whose connection ended before its reply gives
-// ErrIncompleteReply (it may have been processed), and so does every later
-// request that was in flight on that connection, each in its own call.
-// With no request outstanding it returns ErrNoRequest.
+// and is valid until the next call of Recv, Call or Close. A request whose
+// connection ended before its reply gives ErrIncompleteReply (it may have
+// been processed), and so does every later request that was in flight on
+// that connection, each in its own call. With no request outstanding it
+// returns ErrNoRequest.
 func (c *Client) Recv() ([]byte, error) {
 	if c.closed.Load() || !c.giveBackReply() {
 		return nil, ErrClientClosed
@@ -513,12 +514,17 @@ func (c *Client) fail(op string, err error) error {
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed.Swap(true) || c.uc == nil {
+	if c.closed.Swap(true) {
 		return nil
 	}
 	c.interruptRingsLocked()
 	if c.rlease.CompareAndSwap(leaseHeld, leaseClosed) {
-		c.rleased.Release() // unmaps its ring, closed by now
+		// Unmaps its ring, closed by now: also one whose connection is
+		// gone, with none open (uc nil).
+		c.rleased.Release()
+	}
+	if c.uc == nil {
+		return nil
 	}
 	// The owner goroutine may be using uc: close it, but leave the field;
 	// the owner sees closed and stops.

@@ -312,8 +312,8 @@ func (s *Server) reapRings(r *reapScratch) {
 }
 
 // peekedRingHello reports whether the whole request in the first end
-// bytes of the accept loop's peek buffer is the ring handshake, and the
-// what it asks for. On the accept loop.
+// bytes of the accept loop's peek buffer is the ring handshake, and what
+// it asks for. On the accept loop.
 func (s *Server) peekedRingHello(end int) (ringAsk, bool) {
 	o := &s.oneshot
 	if end < len(ringHelloPrefix) || !bytes.Contains(o.peek[:min(end, 32)], ringHelloPrefix) {

@@ -233,6 +233,23 @@ func TestRingsInPlaceOutlivesConnection(t *testing.T) {
 	c.Close()
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	waitFor(t, func() bool { return maps() == 0 })
+
+	// The server gone for good: the Send that finds the connection gone
+	// cannot reconnect, and Close, with no connection left, still gives
+	// the held reply's ring back.
+	c = dialRings(t, ts.path, WithRingRepliesInPlace())
+	if held, err = c.Call([]byte("held reply")); err != nil || c.rlease.Load() != leaseHeld {
+		t.Fatalf("Call = %q, %v, in place %v", held, err, c.rlease.Load() == leaseHeld)
+	}
+	ts.Close()
+	if err := c.Send([]byte("next")); err == nil {
+		t.Fatal("Send succeeded with the server gone")
+	}
+	if string(held) != "held reply" {
+		t.Fatalf("the held reply reads %q after its connection ended", held)
+	}
+	c.Close()
+	waitFor(t, func() bool { return maps() == 0 })
 }
 
 func TestRingsPipelined(t *testing.T) {

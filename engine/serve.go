@@ -155,8 +155,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 // pooledBatchMax and pooledBatchBytes bound a pooled batch: requests of a
 // persistent connection that came together, which one worker serves in
 // turn, so that a pipelining client costs one hand-off each way per batch
-// rather than per request. Their replies collect in one buffer and leave
-// together, as inline replies do.
+// rather than per request.
 const (
 	pooledBatchMax   = 64
 	pooledBatchBytes = 64 << 10
