@@ -83,7 +83,6 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 		// connections must not slow the loop down.
 		verdict, end = s.peekNew(fd)
 	}
-	pooled := false
 	switch {
 	case verdict == peekGone: // git's probe: dropped silently
 		s.stats.accepted.Add(1)
@@ -93,8 +92,7 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 		if ask, ok := s.peekedRingHello(end); ok && s.opts.persistent {
 			return s.adoptRing(fd, cred, end, ask)
 		}
-		var served bool
-		if served, pooled = s.serveOneShot(fd, cred, end); served {
+		if s.serveOneShot(fd, cred, end) {
 			return false
 		}
 	case verdict == peekWait && pressured:
@@ -111,7 +109,7 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 	if err != nil {
 		return s.connFailed(err)
 	}
-	return s.admitAndEnroll(uc, cred, pooled)
+	return s.admitAndEnroll(uc, cred)
 }
 
 // fdConn makes a net.UnixConn of an accepted descriptor, which it closes
@@ -148,14 +146,11 @@ func (s *Server) connFailed(err error) (fdErr bool) {
 // a whole request at a cap) and hands it to an event loop, or closes it.
 // It reports whether enrolling failed for lack of descriptors. It runs on
 // the accept loop and on lobby goroutines.
-// pooled says that WithInlineFilter sent its first request to the pool
-// already.
-func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, pooled bool) (fdErr bool) {
+func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
 	if !s.admitNew(uc, cred) {
 		return false
 	}
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-	c.firstPooled = pooled
 	// gnet picks the loop; any of them may be in a solo wait.
 	if err := s.enroll(uc, c); err != nil {
 		// EnrollContext closed uc.

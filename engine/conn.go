@@ -83,16 +83,15 @@ type conn struct {
 	ctx    context.Context // immutable; carries peer
 	cancel context.CancelCauseFunc
 
-	asm         *frame.Assembler
-	persistent  bool
-	firstPooled bool // the accept loop's one-shot path asked WithInlineFilter already: pool
-	served      uint64
-	lastWire    int // the wire size of the last whole message read (peekStart)
-	phase       phase
-	closeAfter  bool // close once the outbound buffer is empty (SI)
-	batched     bool // the loop's: inline replies wait in the loop's reply buffer (process)
-	gathering   bool // the loop's: a pooled batch is open and not yet sent (dispatchPooled)
-	ackWaiting  bool // a worker waits for the outbound buffer to fall below the high-water mark
+	asm        *frame.Assembler
+	persistent bool
+	served     uint64
+	lastWire   int // the wire size of the last whole message read (peekStart)
+	phase      phase
+	closeAfter bool // close once the outbound buffer is empty (SI)
+	batched    bool // the loop's: inline replies wait in the loop's reply buffer (process)
+	gathering  bool // the loop's: a pooled batch is open and not yet sent (dispatchPooled)
+	ackWaiting bool // a worker waits for the outbound buffer to fall below the high-water mark
 
 	reply   ReplyWriter                // the loop's while inline; the worker's while handling
 	req     *bytebufferpool.ByteBuffer // the worker's copy of a request that lay in gnet's buffer
@@ -132,8 +131,14 @@ type conn struct {
 	// onClose and the worker comes last (mu). wb, wn, werr, writeCB and
 	// the gathered write's wgw, wiov and gatherCB are the worker's, for
 	// writes through wf's RawConn.
-	wf       *os.File
-	wfd      int
+	wf  *os.File
+	wfd int
+
+	// shot: a one-shot connection served on a worker (oneshotpool.go),
+	// whose bare descriptor is shotFD; the worker's from the hand-off.
+	shot   bool
+	shotFD int
+
 	wrc      syscall.RawConn
 	direct   bool
 	wb       []byte

@@ -13,9 +13,11 @@
 // its own listener would delete whatever is there and stops on EMFILE.
 //
 // A connection whose whole request came with it (git's client writes its
-// request as soon as it connects) and whose handler runs inline is served
-// by the accept loop itself, as a blocking C server would: read, handle,
-// write, close. Other connections join an event loop. The loops number one
+// request as soon as it connects) is served as a blocking C server would:
+// read, handle, write, close, on its bare descriptor, by the accept loop
+// itself when its handler runs inline, and otherwise by a worker, to
+// which the accept loop hands the request and the descriptor. Other
+// connections join an event loop. The loops number one
 // less than GOMAXPROCS by default, so that a processor stays free for the
 // accept loop and the workers.
 //

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/valyala/bytebufferpool"
+
 	"github.com/pktipc/pktipc/frame"
 )
 
@@ -273,7 +275,12 @@ func (s *Server) worker() {
 	// Each worker has its own ack channel, so that an ack meant for the
 	// previous worker of a connection can never reach this one.
 	ack := make(chan ackMsg, 4)
+	var shotReply bytebufferpool.ByteBuffer // one-shot replies (oneshotpool.go)
 	for c := range s.jobs {
+		if c.shot {
+			s.serveShot(c, &shotReply)
+			continue
+		}
 		c.ack = ack
 		c.reply.begin(false)
 		if len(c.bends) > 0 && !s.serveBatch(c) {

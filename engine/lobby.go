@@ -147,7 +147,7 @@ func (s *Server) wait(w *waiter) {
 		return
 	}
 	s.stats.lobbyAdmitted.Add(1)
-	s.admitAndEnroll(w.uc, w.cred, false)
+	s.admitAndEnroll(w.uc, w.cred)
 }
 
 func (l *lobby) unlinkLocked(w *waiter) {

@@ -21,12 +21,14 @@ import (
 // accepted, as a blocking C server serves it: read, handle, write, close,
 // without a hand-off to an event loop (a descriptor duplicate, an epoll
 // registration and two wake-ups, whose scheduling made the tail of a
-// connection's latency). Only requests whose handler runs inline qualify
-// (WithInlineHandlers or WithInlineFilter), since the accept loop must not
-// block; the rest, the persistent handshake, and connections whose request
-// is not whole yet go to the loops as before. A reply the socket does not
-// take at once is finished by a goroutine of its own, bounded by the write
-// deadline, so one slow reader never stalls the accept loop.
+// connection's latency). A request whose handler runs inline
+// (WithInlineHandlers or WithInlineFilter) is served on the accept loop;
+// one whose handler may block goes to a worker with its descriptor
+// (oneshotpool.go), since the accept loop must not block. The persistent
+// handshake and connections whose request is not whole yet go to the
+// loops. A reply the socket does not take at once is finished by a
+// goroutine of its own, bounded by the write deadline, so one slow reader
+// never stalls the accept loop.
 
 // oneShotPeek is how much of a new connection's input the accept loop
 // looks at for a whole request: git's ordinary requests fit.
@@ -101,10 +103,10 @@ func judgeWhole(b []byte, full bool) (peekVerdict, int) {
 }
 
 // serveOneShot serves the whole request in the first end bytes of the
-// accept loop's peek buffer on the accept loop, and reports served; it
-// reports false, touching nothing, when the request must go to a loop, and
-// then pooled says that WithInlineFilter already sent it to the pool.
-func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bool) {
+// accept loop's peek buffer, on the accept loop or, for a handler that
+// runs on the workers, on a worker (oneshotpool.go), and reports served;
+// it reports false, touching nothing, when the request must go to a loop.
+func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	o := &s.oneshot
 	if o.asm == nil {
 		o.asm = frame.NewAssembler(frame.SimpleIPC, s.opts.maxRequest)
@@ -112,19 +114,20 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bo
 	o.asm.Reset()
 	msg, _, done, err := o.asm.Next(o.peek[:end])
 	if err != nil || !done || (s.opts.persistent && bytes.Equal(msg, helloRequest)) {
-		return false, false
+		return false
 	}
 	if !s.opts.inline && !s.filterInline(msg) {
-		return false, true
+		s.poolOneShot(fd, cred, msg, end)
+		return true
 	}
 	if !s.admitCred(cred, func() { _ = sysClose(fd) }) {
-		return true, false
+		return true
 	}
 	defer s.adm.unadmit(cred)
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
 	if s.stopping.Load() || !consume(fd, end, &o.sink) {
 		_ = sysClose(fd)
-		return true, false
+		return true
 	}
 	s.stats.requests.Add(1)
 	s.stats.oneShot.Add(1)
@@ -136,7 +139,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bo
 	if panicked || w.err != nil {
 		w.release()
 		_ = sysClose(fd) // no terminator: the client sees an incomplete reply
-		return true, false
+		return true
 	}
 	if errors.Is(herr, ErrQuit) {
 		s.requestQuit()
@@ -149,7 +152,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served, pooled bo
 		_ = sysClose(fd)
 	}
 	w.release()
-	return true, false
+	return true
 }
 
 // consume reads and drops the first n bytes of fd's input, which are
@@ -267,12 +270,22 @@ func (l *lingerers) close() {
 func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, fd int) {
 	w.buf = buf
 	w.buf.B = w.buf.B[:0]
-	w.err, w.n, w.inline, w.base, w.sock, w.oneShot = nil, 0, true, 0, fd, true
+	w.err, w.n, w.inline, w.base, w.sock, w.oneShot, w.waits = nil, 0, true, 0, fd, true, false
 }
 
 // flushOneShot writes what the socket takes of the reply so far and keeps
-// the rest; past the high-water mark the peer is not reading.
+// the rest; past the high-water mark the peer is not reading. On a
+// worker it writes it all, waiting for room.
 func (w *ReplyWriter) flushOneShot() error {
+	if w.waits { // a worker's: it may wait for room
+		err := w.c.s.writeShot(w.sock, w.buf.B)
+		w.buf.B = w.buf.B[:0]
+		w.sentAt = w.c.s.now()
+		if err != nil {
+			return net.ErrClosed
+		}
+		return nil
+	}
 	n, err := writeNow(w.sock, w.buf.B)
 	if err != nil {
 		return net.ErrClosed

@@ -47,6 +47,7 @@ func (s *Server) reaper() {
 		s.clock.Store(s.now())
 		pressured := s.reapConns(&r)
 		s.reapRings(&r)
+		s.reapShots(s.now())
 		drains := s.pollDrains(&r)
 		s.budget.tidy(s.stats.budgetClosed.Load())
 		if !s.reaperQuiet {

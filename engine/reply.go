@@ -42,6 +42,7 @@ type ReplyWriter struct {
 	inline  bool
 	sock    int // a one-shot reply's socket (oneshot.go), when oneShot
 	oneShot bool
+	waits   bool  // a one-shot reply on a worker: writes wait for room
 	base    int   // outbound bytes queued when an inline reply began
 	start   int   // where an inline reply began in the loop's buffer, behind batched replies
 	sentAt  int64 // when a pooled reply last went to the event loop
@@ -229,8 +230,8 @@ func (w *ReplyWriter) begin(inline bool) {
 }
 
 func (w *ReplyWriter) release() {
-	if w.inline {
-		w.buf, w.oneShot = nil, false // the loop's, or the accept loop's
+	if w.inline || w.oneShot {
+		w.buf, w.oneShot, w.waits = nil, false, false // the loop's, the accept loop's or a worker's
 		return
 	}
 	if w.buf != nil {

@@ -140,8 +140,7 @@ func (c *conn) dispatch(now int64, msg []byte, n int) (act action, stop bool) {
 	s.stats.requests.Add(1)
 	// A request behind an open pooled batch joins it: its reply must not
 	// overtake theirs.
-	pooled := !s.opts.inline && (c.firstPooled || c.gathering || !s.filterInline(msg))
-	c.firstPooled = false
+	pooled := !s.opts.inline && (c.gathering || !s.filterInline(msg))
 	if pooled && c.batched && !c.flushBatch() {
 		return closeConn, true
 	}

@@ -63,6 +63,7 @@ type Server struct {
 	budget    memBudget
 	oneshot   oneShot // the accept loop's
 	lingering lingerers
+	shots     shotSet // one-shot connections on the workers (oneshotpool.go)
 	rings     ringSet // connections served through shared-memory rings (rings.go)
 
 	serving    atomic.Bool
@@ -258,6 +259,7 @@ func (s *Server) Close() error {
 			// during gnet's stop waits forever.
 			<-s.acceptExit
 			s.lingering.close()
+			s.shots.close()
 			s.rings.close() // nothing adopts any more
 			if err := s.stopLoops(); err != nil {
 				s.closeErr = fmt.Errorf("engine: stop event loops: %w", err)
@@ -282,7 +284,7 @@ func (s *Server) requestQuit() {
 	s.quitOnce.Do(func() { close(s.quitCh) })
 }
 
-func (s *Server) openConns() int { return s.adm.openCount() + s.rings.open() }
+func (s *Server) openConns() int { return s.adm.openCount() + s.rings.open() + s.shots.count() }
 
 func (s *Server) watchDrain(c *conn)   { s.adm.watchDrain(c) }
 func (s *Server) unwatchDrain(c *conn) { s.adm.unwatchDrain(c) }

@@ -22,6 +22,8 @@ func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUn
 
 func readableWithin(int, time.Duration) bool { return false }
 
+func waitWritable(int, time.Duration) error { return errors.ErrUnsupported }
+
 func arenaAlloc(size int) []byte { return make([]byte, 0, size) }
 
 func arenaFree([]byte) {}

@@ -55,6 +55,11 @@ var transcripts = []transcript{
 	{name: "truncated then half-close", send: []string{"0008ping"}, halfCl: true},
 	{name: "request then half-close", send: []string{"0008ping0000"}, halfCl: true, reply: "0008pong0000"},
 	{name: "slow request then half-close", send: []string{"000cslowping0000"}, halfCl: true, reply: "0008pong0000"},
+	// In parts, the request goes to an event loop, which sees the half
+	// close while a worker runs the handler (the rescue path); whole, a
+	// worker serves it on the bare descriptor, which the half close does
+	// not disturb.
+	{name: "slow request in parts then half-close", send: []string{"000cslowping", "0000"}, halfCl: true, reply: "0008pong0000"},
 }
 
 // TestTranscripts replays every observed exchange of git's daemon against

@@ -60,61 +60,13 @@ type Monitor struct {
 	cookieDir string
 	cookieSeq atomic.Uint64
 	cookies   cookieSet
+	files     cookieFiles
 
 	queries, trivial atomic.Int64
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the watcher goroutine has ended
 	closeErr  error
-}
-
-// cookieSet holds the queries waiting for their cookie. The watcher
-// closes a waiter's channel when it sees the cookie, after journaling
-// every event before it. Invariant (mu): a name is in m from just before
-// its file is created until its query stops waiting.
-type cookieSet struct {
-	mu sync.Mutex
-	m  map[string]chan struct{}
-}
-
-func (c *cookieSet) add(name string) chan struct{} {
-	ch := make(chan struct{})
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[string]chan struct{})
-	}
-	c.m[name] = ch
-	c.mu.Unlock()
-	return ch
-}
-
-func (c *cookieSet) remove(name string) {
-	c.mu.Lock()
-	delete(c.m, name)
-	c.mu.Unlock()
-}
-
-// wakeAll wakes every waiting query: after an overflow their cookies'
-// events may be lost, and the new token makes their replies trivial
-// anyway. The watcher goroutine calls it.
-func (c *cookieSet) wakeAll() {
-	c.mu.Lock()
-	for name, ch := range c.m {
-		close(ch)
-		delete(c.m, name)
-	}
-	c.mu.Unlock()
-}
-
-// seen wakes the query waiting for the cookie name, if any. The watcher
-// goroutine calls it.
-func (c *cookieSet) seen(name string) {
-	c.mu.Lock()
-	if ch, ok := c.m[name]; ok {
-		close(ch)
-		delete(c.m, name)
-	}
-	c.mu.Unlock()
 }
 
 // Start watches opts.Worktree and returns a Monitor whose journal starts
@@ -154,6 +106,7 @@ func Start(ctx context.Context, opts Options) (*Monitor, error) {
 	if err := os.MkdirAll(m.cookieDir, 0o700); err != nil {
 		return nil, fmt.Errorf("fsmonitor: cookie directory: %w", err)
 	}
+	removeStaleCookies(m.cookieDir)
 	m.w, err = newWatcher(ctx, m)
 	if err != nil {
 		return nil, err
@@ -171,6 +124,7 @@ func (m *Monitor) Close() error {
 	m.closeOnce.Do(func() {
 		m.closeErr = m.w.close()
 		<-m.done
+		m.files.close()
 	})
 	return m.closeErr
 }
@@ -217,32 +171,6 @@ func (m *Monitor) query(ctx context.Context, req []byte) answer {
 		m.trivial.Add(1)
 	}
 	return a
-}
-
-// sync creates a cookie file and waits until the watcher has seen it.
-func (m *Monitor) sync(ctx context.Context) error {
-	name := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(m.cookieSeq.Add(1), 10)
-	seen := m.cookies.add(name)
-	defer m.cookies.remove(name)
-	path := filepath.Join(m.cookieDir, name)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("fsmonitor: cookie: %w", err)
-	}
-	f.Close()
-	defer os.Remove(path)
-	t := time.NewTimer(m.opts.CookieTimeout)
-	defer t.Stop()
-	select {
-	case <-seen:
-		return nil
-	case <-t.C:
-		return ErrCookieTimeout
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-m.done:
-		return ErrClosed
-	}
 }
 
 // ServeIPC answers one request of git's fsmonitor protocol: "quit" stops

@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,9 +260,84 @@ func TestMonitorCookieTimeout(t *testing.T) {
 		t.Fatal("a complete reply without the cookie")
 	}
 	a.expect("with the watcher back")
-	entries, _ := os.ReadDir(m.cookieDir)
-	if len(entries) != 0 {
+	// The late cookie's file went back to the pool, and the next query
+	// took it again.
+	if entries, _ := os.ReadDir(m.cookieDir); len(entries) > 1 {
 		t.Fatalf("cookies left behind: %v", entries)
+	}
+	m.Close()
+	if entries, _ := os.ReadDir(m.cookieDir); len(entries) != 0 {
+		t.Fatalf("cookies left after Close: %v", entries)
+	}
+}
+
+// TestMonitorCookieFiles: queries rename the same cookie file rather
+// than make one each, a burst of queries leaves a bounded pool, a file
+// removed from under the pool is made again, a new Monitor removes what
+// an old one left, and Close removes the pool.
+func TestMonitorCookieFiles(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	m := start(t, root, 5*time.Second)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask() // trivial, without a cookie
+	a.expect("the first query with a token")
+	inode := func() uint64 {
+		t.Helper()
+		entries, _ := os.ReadDir(m.cookieDir)
+		if len(entries) != 1 {
+			t.Fatalf("cookie files %v, want one", entries)
+		}
+		info, err := entries[0].Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Sys().(*syscall.Stat_t).Ino
+	}
+	first := inode()
+	for i := range 20 {
+		write(t, root, "f.txt", strconv.Itoa(i))
+		a.expect("a sequential query", "f.txt")
+	}
+	if ino := inode(); ino != first {
+		t.Fatalf("the cookie file is inode %d, was %d: made anew", ino, first)
+	}
+
+	var wg sync.WaitGroup
+	for range 4 * maxIdleCookies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, trivial := m.Query(context.Background(), a.token); trivial {
+				t.Error("a trivial reply in a burst")
+			}
+		}()
+	}
+	wg.Wait()
+	entries, _ := os.ReadDir(m.cookieDir)
+	if len(entries) == 0 || len(entries) > maxIdleCookies {
+		t.Fatalf("%d cookie files after a burst, want 1 to %d", len(entries), maxIdleCookies)
+	}
+
+	for _, e := range entries {
+		os.Remove(filepath.Join(m.cookieDir, e.Name()))
+	}
+	write(t, root, "g.txt", "x")
+	a.expect("with the pool removed", "g.txt")
+	inode()
+
+	stale := filepath.Join(m.cookieDir, "1-1")
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m2 := start(t, root, 5*time.Second)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a stale cookie survived a new Monitor: %v", err)
+	}
+	m2.Close()
+	m.Close()
+	if entries, _ := os.ReadDir(m.cookieDir); len(entries) != 0 {
+		t.Fatalf("cookie files after Close: %v", entries)
 	}
 }
 
@@ -286,5 +363,8 @@ func TestMonitorClose(t *testing.T) {
 	<-done
 	if err := m.Close(); err != nil {
 		t.Fatalf("a second Close: %v", err)
+	}
+	if entries, _ := os.ReadDir(m.cookieDir); len(entries) != 0 {
+		t.Fatalf("cookie files after Close: %v", entries)
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,15 +37,18 @@ var addWatch = unix.InotifyAddWatch
 // Invariant (mu): dirs and wds map each watch to its directory (relative,
 // "" for the root) and back; the run goroutine holds mu while it handles
 // a batch of events, and rescan (a flush) holds it while it walks, so the
-// maps change only under mu. refusedNow is set when a watch was refused
+// maps change only under mu. Every read of the descriptor is made under
+// mu too, by run or by a query's help, and handled before mu is let go. refusedNow is set when a watch was refused
 // and cleared by a rescan that watched everything.
 type watcher struct {
 	m    *Monitor
 	root string
-	f    *os.File // the inotify descriptor, read in Go's netpoller
+	f    *os.File        // the inotify descriptor, waited for in Go's netpoller
+	rc   syscall.RawConn // f's, through which every read goes
 	fd   int
-	buf  []byte
 	add  func(fd int, path string, mask uint32) (int, error)
+
+	closing atomic.Bool // set before f is closed: run's end is no failure
 
 	mu         sync.Mutex
 	dirs       map[int32]string
@@ -52,6 +58,8 @@ type watcher struct {
 	overflows  int64
 	refused    int64
 	changed    []string // scratch for one batch
+	buf        []byte   // one read's events
+	readErr    error    // the read that failed; no more reads after it
 }
 
 type watchStats struct {
@@ -74,6 +82,10 @@ func newWatcher(ctx context.Context, m *Monitor) (*watcher, error) {
 		add:  addWatch,
 		dirs: make(map[int32]string),
 		wds:  make(map[string]int32),
+	}
+	if w.rc, err = w.f.SyscallConn(); err != nil {
+		w.f.Close()
+		return nil, err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -180,21 +192,69 @@ func (w *watcher) forget(dir string) {
 	}
 }
 
-// run reads and handles events until the descriptor is closed.
+// run reads and handles events until the descriptor is closed or a read
+// fails.
 func (w *watcher) run() {
-	for {
-		n, err := w.f.Read(w.buf)
-		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
-				w.m.log.Error("fsmonitor: reading inotify events", "err", err)
-				w.m.j.spoil(err)
-			}
-			return
-		}
+	err := w.rc.Read(func(fd uintptr) bool {
 		w.mu.Lock()
-		w.handle(w.buf[:n])
-		w.mu.Unlock()
+		defer w.mu.Unlock()
+		return w.drain(int(fd))
+	})
+	if err != nil && !w.closing.Load() {
+		w.failed(err)
 	}
+}
+
+// help drains the kernel's queue on a query's goroutine. The cookie's
+// event is queued by the time the query's rename returns, so the query
+// need not wait for the watcher goroutine to be woken and scheduled; when
+// the goroutine holds mu it is handling events already, and the query
+// waits for it instead.
+func (w *watcher) help() {
+	if !w.mu.TryLock() {
+		return
+	}
+	defer w.mu.Unlock()
+	// Control keeps the descriptor open while drain reads it, without
+	// the read lock that run's waiting Read holds.
+	w.rc.Control(func(fd uintptr) { w.drain(int(fd)) })
+}
+
+// drain reads and handles events until the queue is empty, and reports
+// whether reading must stop for good (a read failed). Every read of the
+// descriptor is under mu, so events are handled in the kernel's order
+// whichever goroutine reads them. Under mu.
+func (w *watcher) drain(fd int) (stop bool) {
+	if w.readErr != nil {
+		return true
+	}
+	for {
+		n, err := unix.Read(fd, w.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			w.failed(os.NewSyscallError("read", err))
+			return true
+		case n == 0:
+			w.failed(io.ErrUnexpectedEOF)
+			return true
+		}
+		w.handle(w.buf[:n])
+	}
+}
+
+// failed makes every reply trivial once reading the queue failed: what
+// the kernel reports from then on cannot be trusted to be complete.
+func (w *watcher) failed(err error) {
+	if w.readErr != nil {
+		return
+	}
+	w.readErr = err
+	w.m.log.Error("fsmonitor: reading inotify events", "err", err)
+	w.m.j.spoil(err)
 }
 
 // handle journals one read's events, in order; a cookie's waiter is woken
@@ -310,5 +370,6 @@ func (w *watcher) stats() watchStats {
 // close closes the inotify descriptor, which ends run's read and drops
 // every watch.
 func (w *watcher) close() error {
+	w.closing.Store(true)
 	return w.f.Close()
 }

@@ -19,5 +19,6 @@ func newWatcher(context.Context, *Monitor) (*watcher, error) { return nil, error
 
 func (w *watcher) run()              {}
 func (w *watcher) rescan()           {}
+func (w *watcher) help()             {}
 func (w *watcher) stats() watchStats { return watchStats{} }
 func (w *watcher) close() error      { return errors.ErrUnsupported }

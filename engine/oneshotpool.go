@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/uds"
+)
+
+// The git-style path for handlers that run on the workers. The accept
+// loop, which must not block, takes the whole request off the bare
+// descriptor as for an inline handler, and gives both to a worker; the
+// worker runs the handler, writes the reply with plain system calls
+// (waiting for room, within the write deadline) and closes the
+// descriptor. Nothing is duplicated or enrolled in an event loop, so the
+// connection costs what it costs a blocking C server, plus one hand-off
+// to a worker. Such a connection counts against the caps from its accept
+// to its close; its handler deadline is the reaper's (reapShots), and
+// Close ends every one (shotSet.close). No event loop watches the socket
+// while the handler runs: a client that goes away is noticed at the
+// reply's write.
+
+// shotSet owns the descriptors of pooled one-shot connections while
+// workers serve them.
+//
+// Invariant (mu): a connection is in conns from its hand-off until its
+// worker is done with the descriptor, which is closed only after the
+// worker took it out; so the reaper and close, which shut a descriptor
+// down only under mu and only while it is in conns, never reach a closed
+// (or reused) number. closed is set once, by Close; nothing is added
+// after it.
+type shotSet struct {
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+}
+
+// add records c, whose descriptor is c.shotFD, or reports false once the
+// server closes.
+func (ss *shotSet) add(c *conn) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return false
+	}
+	if ss.conns == nil {
+		ss.conns = make(map[*conn]struct{})
+	}
+	ss.conns[c] = struct{}{}
+	return true
+}
+
+// remove takes c out; its worker may close its descriptor afterwards.
+func (ss *shotSet) remove(c *conn) {
+	ss.mu.Lock()
+	delete(ss.conns, c)
+	ss.mu.Unlock()
+}
+
+func (ss *shotSet) count() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.conns)
+}
+
+// endShot cancels c's handler with cause and shuts its socket down, so that a
+// worker waiting to write gives up and the client sees the end at once.
+// Under mu, with c in conns.
+func (c *conn) endShot(cause error) {
+	c.cancelHandler(cause)
+	_ = syscall.Shutdown(c.shotFD, syscall.SHUT_RDWR)
+}
+
+// close ends every connection still served: no new one is added.
+func (ss *shotSet) close() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.closed = true
+	for c := range ss.conns {
+		c.endShot(ErrServerClosed)
+	}
+}
+
+// poolOneShot hands the whole request msg, the first end bytes of fd's
+// input, to a worker with fd, which it owns from the call on. On the
+// accept loop.
+func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
+	if !s.admitCred(cred, func() { _ = sysClose(fd) }) {
+		return
+	}
+	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	c.shot, c.shotFD = true, fd
+	c.req = bufPool.Get()
+	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
+	c.reqMsg = c.req.B
+	if s.stopping.Load() || !consume(fd, end, &s.oneshot.sink) || !s.shots.add(c) {
+		c.dropRequest()
+		_ = sysClose(fd)
+		s.adm.unadmit(cred)
+		return
+	}
+	s.stats.requests.Add(1)
+	s.stats.oneShot.Add(1)
+	c.prepareHandler(false)
+	c.setDeadline(s.now(), whyHandler)
+	select {
+	case s.jobs <- c:
+	default:
+		// Unreachable while the queue holds a request per admitted
+		// connection; if it were full, do as git does: close without a
+		// reply.
+		s.shots.remove(c)
+		c.dropRequest()
+		_ = sysClose(fd)
+		s.adm.unadmit(cred)
+		s.stats.overloaded.Add(1)
+	}
+}
+
+// serveShot runs a pooled one-shot request's handler and finishes its
+// connection, with buf, the worker's, for the reply. On the worker.
+func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
+	fd := c.shotFD
+	w := &c.reply
+	w.beginOneShot(buf, fd)
+	// A worker's reply: parts go out as the handler writes them (those
+	// within a millisecond of the last send together), as on the loops'
+	// pooled path, not all at its end as the accept loop's.
+	w.inline, w.waits = false, true
+	w.sentAt = s.now() - streamFlushAfter
+	var herr error
+	panicked := false
+	if c.ctx.Err() == nil { // the server may have closed while it queued
+		herr, panicked = s.call(c, c.reqMsg)
+	}
+	c.dropRequest()
+	// A handler whose context ended (its deadline, Close) gets no
+	// terminator, as on the loops: the client must not take a reply cut
+	// short for a whole one.
+	if !panicked && w.err == nil && c.ctx.Err() == nil {
+		if errors.Is(herr, ErrQuit) {
+			s.requestQuit()
+		}
+		w.buf.B = frame.AppendFlush(w.buf.B)
+		_ = s.writeShot(fd, w.buf.B)
+	}
+	w.release()
+	buf.B = buf.B[:0]
+	s.shots.remove(c)
+	_ = sysClose(fd)
+	c.cancelHandler(net.ErrClosed)
+	s.adm.unadmit(c.peer.Cred)
+}
+
+// writeShot writes all of b on the one-shot socket fd, waiting for room
+// up to the write timeout. On a worker.
+func (s *Server) writeShot(fd int, b []byte) error {
+	var deadline time.Time
+	for {
+		n, err := writeNow(fd, b)
+		if err != nil {
+			return err
+		}
+		if b = b[n:]; len(b) == 0 {
+			return nil
+		}
+		wait := time.Duration(-1) // no write timeout: wait as long as it takes
+		if d := s.opts.writeTimeout; d > 0 {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(d)
+			}
+			if wait = time.Until(deadline); wait <= 0 {
+				s.stats.timeouts[whyWrite].Add(1)
+				return os.ErrDeadlineExceeded
+			}
+		}
+		if err := waitWritable(fd, wait); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.stats.timeouts[whyWrite].Add(1)
+			}
+			return err
+		}
+	}
+}
+
+// reapShots ends the pooled one-shot connections whose handler deadline
+// passed. On the reaper.
+func (s *Server) reapShots(now int64) {
+	d := int64(s.opts.handlerTimeout)
+	if d <= 0 {
+		return
+	}
+	ss := &s.shots
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for c := range ss.conns {
+		if now-c.since.Load() >= d && c.expired.CompareAndSwap(0, int32(whyHandler)+1) {
+			s.stats.timeouts[whyHandler].Add(1)
+			c.endShot(fmt.Errorf("engine: %s deadline exceeded: %w", whyHandler, os.ErrDeadlineExceeded))
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// queuedShots makes a server with a pooled handler and, before it
+// serves, connects a client per request and writes the request: the
+// accept loop then finds each whole, and serves it on the git-style
+// path, on a worker. It returns the server, once serving, the clients in
+// order, and a function that waits for Serve's result.
+func queuedShots(t *testing.T, h Handler, reqs []string, opts ...Option) (*Server, []*net.UnixConn, func() error) {
+	t.Helper()
+	s, err := NewServer(socketPath(t), h, append([]Option{WithInlineHandlers(false)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs []*net.UnixConn
+	for _, r := range reqs {
+		c := dialRaw(t, s.Path())
+		if _, err := c.Write(frame.AppendMessage(nil, []byte(r))); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	var once sync.Once
+	var serveErr error
+	wait := func() error {
+		once.Do(func() { serveErr = <-done })
+		return serveErr
+	}
+	t.Cleanup(func() {
+		s.Close()
+		wait()
+	})
+	return s, cs, wait
+}
+
+// TestPooledOneShot: a whole request whose handler runs on the workers is
+// served on the bare descriptor, never enrolled in a loop; its reply may
+// come in parts (each sent as written), and a large one to a slow reader
+// waits on its worker while the accept loop serves others.
+func TestPooledOneShot(t *testing.T) {
+	leakcheck.Check(t)
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		switch string(req) {
+		case "parts":
+			if _, err := w.WriteString("first"); err != nil {
+				return err
+			}
+			<-release // the client has the first part by now
+			_, err := w.WriteString("second")
+			return err
+		case "big":
+			_, err := w.Write(bytes.Repeat([]byte("b"), 3<<20))
+			return err
+		}
+		return echoRaw(ctx, req, w)
+	})
+	s, cs, _ := queuedShots(t, h, []string{"parts", "big", "echo"})
+	first := make([]byte, 9)
+	if _, err := cs[0].Read(first); err != nil || string(first) != "0009first" {
+		t.Fatalf("the first part: %q, %v", first, err)
+	}
+	close(release)
+	if rest, kind := readAll(t, cs[0]); string(rest) != "000asecond0000" || kind != kindEOF {
+		t.Fatalf("the rest: %q (%s)", rest, kind)
+	}
+	// The big reply's worker waits for its reader; the others are served.
+	if got, kind := readAll(t, cs[2]); string(got) != "0008echo0000" || kind != kindEOF {
+		t.Fatalf("echo: %q (%s)", got, kind)
+	}
+	if got, err := Send(context.Background(), s.Path(), []byte("next")); err != nil || string(got) != "next" {
+		t.Fatalf("beside a slow reader: %q, %v", got, err)
+	}
+	got, kind := readAll(t, cs[1])
+	if want := 3<<20 + 4*(3<<20/65516+1) + 4; len(got) != want || kind != kindEOF {
+		t.Fatalf("the slow reader got %d bytes (%s), want %d", len(got), kind, want)
+	}
+	st := s.Stats()
+	if st.OneShot < 3 {
+		t.Fatalf("stats %+v: want the three queued requests served one-shot", st)
+	}
+}
+
+// TestPooledOneShotDeadlines: a pooled one-shot handler that overruns its
+// deadline is cancelled with a deadline cause and its client sees the end
+// at once, without a terminator; a reply nobody reads ends at the write
+// deadline; neither holds a cap once ended.
+func TestPooledOneShotDeadlines(t *testing.T) {
+	leakcheck.Check(t)
+	causes := make(chan error, 1)
+	big := make([]byte, 1<<20) // well over what the socket holds
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "big" {
+			_, err := w.Write(big)
+			return err
+		}
+		<-ctx.Done()
+		causes <- context.Cause(ctx)
+		return ctx.Err()
+	})
+	s, cs, _ := queuedShots(t, h, []string{"block", "big"},
+		WithHandlerTimeout(300*time.Millisecond), WithWriteTimeout(50*time.Millisecond), WithMaxConns(2, 2))
+	start := time.Now()
+	got, _ := readAll(t, cs[0])
+	if bytes.HasSuffix(got, []byte("0000")) {
+		t.Fatalf("a reply with a terminator after the handler deadline: %q", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the client waited %v", d)
+	}
+	if err := <-causes; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the handler's cause: %v", err)
+	}
+	waitFor(t, func() bool { st := s.Stats(); return st.WriteTimeout == 1 && st.HandlerTimeout == 1 })
+	// Both gave their counts back: two more fit under the cap of two.
+	for range 2 {
+		c := dialRaw(t, s.Path())
+		if _, err := c.Write(frame.AppendMessage(nil, []byte("big"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return s.Stats().Requests == 4 })
+	if st := s.Stats(); st.OverCap != 0 {
+		t.Fatalf("a connection refused after the others ended: %+v", st)
+	}
+}
+
+// TestPooledOneShotClose: Close ends a pooled one-shot handler that
+// blocks (its context cancelled, its client told at once), and Shutdown
+// lets one that finishes do so.
+func TestPooledOneShotClose(t *testing.T) {
+	leakcheck.Check(t)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "finish" {
+			time.Sleep(50 * time.Millisecond)
+			return echoRaw(ctx, req, w)
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	s, cs, done := queuedShots(t, h, []string{"finish"})
+	waitFor(t, func() bool { return s.Stats().Requests == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got, kind := readAll(t, cs[0]); string(got) != "000afinish0000" || kind != kindEOF {
+		t.Fatalf("the reply finished under Shutdown: %q (%s)", got, kind)
+	}
+	if err := done(); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+
+	s2, cs2, done2 := queuedShots(t, h, []string{"block"})
+	waitFor(t, func() bool { return s2.Stats().Requests == 1 })
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, cs2[0]); len(got) != 0 {
+		t.Fatalf("a reply from a handler Close ended: %q", got)
+	}
+	if err := done2(); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+}
