@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/valyala/bytebufferpool"
@@ -76,7 +75,7 @@ func (ss *shotSet) count() int {
 // Under mu, with c in conns.
 func (c *conn) endShot(cause error) {
 	c.cancelHandler(cause)
-	_ = syscall.Shutdown(c.shotFD, syscall.SHUT_RDWR)
+	_ = sysShutdown(c.shotFD)
 }
 
 // close ends every connection still served: no new one is added.

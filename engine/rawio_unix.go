@@ -14,6 +14,7 @@ import (
 func sysRead(fd uintptr, p []byte) (int, error)  { return syscall.Read(int(fd), p) }
 func sysWrite(fd uintptr, p []byte) (int, error) { return syscall.Write(int(fd), p) }
 func sysClose(fd int) error                      { return syscall.Close(fd) }
+func sysShutdown(fd int) error                   { return syscall.Shutdown(fd, syscall.SHUT_RDWR) }
 
 // recvPeek reads what fd's input holds into p without consuming it or
 // waiting.
