@@ -22,10 +22,11 @@ import (
 // descriptor. Nothing is duplicated or enrolled in an event loop, so the
 // connection costs what it costs a blocking C server, plus one hand-off
 // to a worker. Such a connection counts against the caps from its accept
-// to its close; its handler deadline is the reaper's (reapShots), and
-// Close ends every one (shotSet.close). No event loop watches the socket
-// while the handler runs: a client that goes away is noticed at the
-// reply's write.
+// to its close. The reaper (reapShots) ends one at its handler deadline
+// and cancels the handler of one whose client hung up (a tick's poll of
+// the descriptors, as no event loop watches them; a half close is no
+// hang-up: git's client may shut its writing side and still read), and
+// Close ends every one (shotSet.close).
 
 // shotSet owns the descriptors of pooled one-shot connections while
 // workers serve them.
@@ -40,6 +41,8 @@ type shotSet struct {
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	closed bool
+	polled []*conn // the reaper's scratch: conns in the order of poll
+	poll   hangupPoll
 }
 
 // add records c, whose descriptor is c.shotFD, or reports false once the
@@ -100,16 +103,15 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	c.req = bufPool.Get()
 	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
 	c.reqMsg = c.req.B
+	// Whole before the reaper can see it: context, deadline.
+	c.prepareHandler(false)
+	c.setDeadline(s.now(), whyHandler)
 	if s.stopping.Load() || !consume(fd, end, &s.oneshot.sink) || !s.shots.add(c) {
-		c.dropRequest()
-		_ = sysClose(fd)
-		s.adm.unadmit(cred)
+		s.dropShot(c)
 		return
 	}
 	s.stats.requests.Add(1)
 	s.stats.oneShot.Add(1)
-	c.prepareHandler(false)
-	c.setDeadline(s.now(), whyHandler)
 	select {
 	case s.jobs <- c:
 	default:
@@ -117,11 +119,18 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 		// connection; if it were full, do as git does: close without a
 		// reply.
 		s.shots.remove(c)
-		c.dropRequest()
-		_ = sysClose(fd)
-		s.adm.unadmit(cred)
+		s.dropShot(c)
 		s.stats.overloaded.Add(1)
 	}
+}
+
+// dropShot closes a one-shot connection that no worker took, without a
+// reply.
+func (s *Server) dropShot(c *conn) {
+	c.dropRequest()
+	_ = sysClose(c.shotFD)
+	c.cancelHandler(net.ErrClosed)
+	s.adm.unadmit(c.peer.Cred)
 }
 
 // serveShot runs a pooled one-shot request's handler and finishes its
@@ -152,12 +161,19 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
 		_ = s.writeShot(fd, w.buf.B)
 	}
 	w.release()
+	if cap(buf.B) > shotReplyKeep {
+		buf.B = nil // a large reply's buffer is not kept for the small ones
+	}
 	buf.B = buf.B[:0]
 	s.shots.remove(c)
 	_ = sysClose(fd)
 	c.cancelHandler(net.ErrClosed)
 	s.adm.unadmit(c.peer.Cred)
 }
+
+// shotReplyKeep bounds the reply buffer a worker keeps between one-shot
+// requests.
+const shotReplyKeep = 64 << 10
 
 // writeShot writes all of b on the one-shot socket fd, waiting for room
 // up to the write timeout. On a worker.
@@ -191,19 +207,37 @@ func (s *Server) writeShot(fd int, b []byte) error {
 }
 
 // reapShots ends the pooled one-shot connections whose handler deadline
-// passed. On the reaper.
+// passed, and cancels the handlers of those whose client hung up. On the
+// reaper.
 func (s *Server) reapShots(now int64) {
 	d := int64(s.opts.handlerTimeout)
-	if d <= 0 {
-		return
-	}
 	ss := &s.shots
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if len(ss.conns) == 0 {
+		return
+	}
+	ss.polled = ss.polled[:0]
 	for c := range ss.conns {
-		if now-c.since.Load() >= d && c.expired.CompareAndSwap(0, int32(whyHandler)+1) {
+		if c.expired.Load() != 0 {
+			continue // ended already
+		}
+		if d > 0 && now-c.since.Load() >= d && c.expired.CompareAndSwap(0, int32(whyHandler)+1) {
 			s.stats.timeouts[whyHandler].Add(1)
 			c.endShot(fmt.Errorf("engine: %s deadline exceeded: %w", whyHandler, os.ErrDeadlineExceeded))
+			continue
+		}
+		ss.polled = append(ss.polled, c)
+	}
+	gone := ss.poll.check(ss.polled)
+	for i, c := range ss.polled {
+		if gone[i] && c.expired.CompareAndSwap(0, -1) {
+			c.cancelHandler(errPeerGone)
 		}
 	}
+	clear(ss.polled)
 }
+
+// errPeerGone is the cause a pooled one-shot handler's context gets when
+// its client hung up.
+var errPeerGone = fmt.Errorf("engine: the client closed the connection: %w", net.ErrClosed)

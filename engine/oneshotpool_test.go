@@ -179,3 +179,40 @@ func TestPooledOneShotClose(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 }
+
+// TestPooledOneShotHangUp: the handler of a client that hung up is
+// cancelled (the reaper polls the descriptors no loop watches), while a
+// client that only shut its writing side gets its reply.
+func TestPooledOneShotHangUp(t *testing.T) {
+	leakcheck.Check(t)
+	causes := make(chan error, 1)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "half" {
+			time.Sleep(50 * time.Millisecond) // the half close lands meanwhile
+			return echoRaw(ctx, req, w)
+		}
+		<-ctx.Done()
+		causes <- context.Cause(ctx)
+		return ctx.Err()
+	})
+	s, cs, _ := queuedShots(t, h, []string{"gone", "half"})
+	if err := cs[1].CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return s.Stats().Requests == 2 })
+	cs[0].Close()
+	select {
+	case err := <-causes:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("the cause: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler of a client that hung up was not cancelled")
+	}
+	if got, kind := readAll(t, cs[1]); string(got) != "0008half0000" || kind != kindEOF {
+		t.Fatalf("after a half close: %q (%s)", got, kind)
+	}
+	if st := s.Stats(); st.OneShot != 2 {
+		t.Fatalf("stats %+v: want both served one-shot", st)
+	}
+}

@@ -36,7 +36,7 @@ type Stats struct {
 	OverCap          uint64 // closed at once for exceeding a connection cap
 	AcceptExhausted  uint64 // accept or enroll failed for lack of descriptors
 	Shed             uint64 // clients closed by the spare-descriptor trick
-	Open             int    // connections open now on the event loops
+	Open             int    // connections open now on the event loops (not one-shot ones on workers)
 	Lingering        int    // one-shot connections whose reply waits for the peer to read
 	Requests         uint64 // requests handed to the handler
 	ProtocolErrors   uint64 // malformed or oversized requests
@@ -57,7 +57,7 @@ type Stats struct {
 	DrainFallbacks   uint64 // drains watched by the reaper's tick: no descriptor to watch with
 	Evicted          uint64 // connections without a whole request closed to make room at a cap
 	BudgetClosed     uint64 // connections closed, or refused a buffer, for the memory budget
-	OneShot          uint64 // requests served where they were accepted (git-style, whole on arrival)
+	OneShot          uint64 // requests served on the bare descriptor, by the accept loop or a worker (git-style, whole on arrival)
 	Lobbied          uint64 // connections that waited in the lobby (near a cap)
 	LobbyAdmitted    uint64 // ... and showed a whole request in time
 	LobbyClosed      uint64 // ... and were closed: no request in time, or their place taken

@@ -84,6 +84,30 @@ func waitWritable(fd int, d time.Duration) error {
 	}
 }
 
+// hangupPoll finds one-shot clients that hung up, for the reaper.
+type hangupPoll struct {
+	p    []unix.PollFd
+	gone []bool
+}
+
+// check polls the shot descriptors of cs without waiting and reports, per
+// connection, whether its peer closed completely: POLLHUP, which a half
+// close does not raise. The result is valid until the next check.
+func (h *hangupPoll) check(cs []*conn) []bool {
+	h.p = h.p[:0]
+	for _, c := range cs {
+		h.p = append(h.p, unix.PollFd{Fd: int32(c.shotFD)}) // POLLHUP and POLLERR need no asking
+	}
+	h.gone = append(h.gone[:0], make([]bool, len(cs))...)
+	if n, err := unix.Ppoll(h.p, &unix.Timespec{}, nil); err != nil || n == 0 {
+		return h.gone
+	}
+	for i := range h.p {
+		h.gone[i] = h.p[i].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+	}
+	return h.gone
+}
+
 // arenaAlloc maps size bytes (a multiple of the page size) for the memory
 // budget's arena, outside the Go heap, so that a buffer dropped from the
 // arena returns to the system at once instead of waiting for a garbage

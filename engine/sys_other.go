@@ -24,6 +24,10 @@ func readableWithin(int, time.Duration) bool { return false }
 
 func waitWritable(int, time.Duration) error { return errors.ErrUnsupported }
 
+type hangupPoll struct{}
+
+func (*hangupPoll) check(cs []*conn) []bool { return make([]bool, len(cs)) }
+
 func arenaAlloc(size int) []byte { return make([]byte, 0, size) }
 
 func arenaFree([]byte) {}

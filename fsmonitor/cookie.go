@@ -7,8 +7,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// monitors numbers the Monitors of this process, so that two of the same
+// worktree (in tests) never name a cookie alike.
+var monitors atomic.Uint64
 
 // maxIdleCookies bounds the cookie files kept between queries: as many
 // as queries usually wait at once; a burst beyond makes and removes more.
@@ -142,7 +147,7 @@ func removeStaleCookies(dir string) {
 // sync makes a cookie and waits until the watcher has seen it: every
 // change made before the cookie is then in the journal.
 func (m *Monitor) sync(ctx context.Context) error {
-	name := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(m.cookieSeq.Add(1), 10)
+	name := m.cookiePrefix + strconv.FormatUint(m.cookieSeq.Add(1), 10)
 	seen := m.cookies.add(name)
 	defer m.cookies.remove(name)
 	path := filepath.Join(m.cookieDir, name)
@@ -150,7 +155,7 @@ func (m *Monitor) sync(ctx context.Context) error {
 		return fmt.Errorf("fsmonitor: cookie: %w", err)
 	}
 	defer m.files.put(path)
-	m.w.help()
+	m.w.help(seen)
 	t := time.NewTimer(m.opts.CookieTimeout)
 	defer t.Stop()
 	select {

@@ -57,10 +57,11 @@ type Monitor struct {
 	j    *journal
 	w    *watcher
 
-	cookieDir string
-	cookieSeq atomic.Uint64
-	cookies   cookieSet
-	files     cookieFiles
+	cookieDir    string
+	cookiePrefix string // "<pid>-<monitor>-", before each cookie's number
+	cookieSeq    atomic.Uint64
+	cookies      cookieSet
+	files        cookieFiles
 
 	queries, trivial atomic.Int64
 
@@ -94,11 +95,12 @@ func Start(ctx context.Context, opts Options) (*Monitor, error) {
 		opts.JournalLimit = DefaultJournalLimit
 	}
 	m := &Monitor{
-		opts:      opts,
-		log:       opts.Logger,
-		j:         newJournal(os.Getpid(), opts.JournalLimit),
-		cookieDir: filepath.Join(opts.GitDir, "fsmonitor--daemon", "cookies"),
-		done:      make(chan struct{}),
+		opts:         opts,
+		log:          opts.Logger,
+		j:            newJournal(os.Getpid(), opts.JournalLimit),
+		cookieDir:    filepath.Join(opts.GitDir, "fsmonitor--daemon", "cookies"),
+		cookiePrefix: strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(monitors.Add(1), 10) + "-",
+		done:         make(chan struct{}),
 	}
 	if m.log == nil {
 		m.log = slog.Default()

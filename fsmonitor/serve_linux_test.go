@@ -142,12 +142,13 @@ func TestServeRestart(t *testing.T) {
 }
 
 // TestClientGoneBeforeCookie: a client that sends a query and closes
-// while the query waits for its cookie costs nothing lasting, and the
-// daemon answers the next one.
+// while the query waits for its cookie ends the query (its context is
+// cancelled: the server notices the hang-up), costs nothing lasting, and
+// the daemon answers the next one.
 func TestClientGoneBeforeCookie(t *testing.T) {
 	leakcheck.Check(t)
 	root := worktree(t)
-	m := start(t, root, 5*time.Second)
+	m := start(t, root, time.Minute)
 	socket := filepath.Join(root, ".git", SocketName)
 	srv, err := engine.NewServer(socket, m, engine.WithLogger(quiet), engine.WithListenOptions(uds.WithInsecureDir()))
 	if err != nil {
@@ -173,7 +174,15 @@ func TestClientGoneBeforeCookie(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	c.Close()
-	time.Sleep(20 * time.Millisecond)
+	// The cookie cannot be seen, and its timeout is a minute away: only
+	// the hang-up can end the query.
+	for start := time.Now(); m.trivial.Load() < 2; {
+		if time.Since(start) > 10*time.Second {
+			m.w.mu.Unlock()
+			t.Fatal("the query of a client that hung up still waits for its cookie")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	m.w.mu.Unlock()
 
 	write(t, root, "after.txt", "x")

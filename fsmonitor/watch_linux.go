@@ -38,8 +38,9 @@ var addWatch = unix.InotifyAddWatch
 // "" for the root) and back; the run goroutine holds mu while it handles
 // a batch of events, and rescan (a flush) holds it while it walks, so the
 // maps change only under mu. Every read of the descriptor is made under
-// mu too, by run or by a query's help, and handled before mu is let go. refusedNow is set when a watch was refused
-// and cleared by a rescan that watched everything.
+// mu too, by run or by a query's help, and handled before mu is let go.
+// refusedNow is set when a watch was refused and cleared by a rescan that
+// watched everything; readErr is set once, when a read failed.
 type watcher struct {
 	m    *Monitor
 	root string
@@ -198,37 +199,49 @@ func (w *watcher) run() {
 	err := w.rc.Read(func(fd uintptr) bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return w.drain(int(fd))
+		return w.drain(int(fd), nil)
 	})
 	if err != nil && !w.closing.Load() {
+		w.mu.Lock()
 		w.failed(err)
+		w.mu.Unlock()
 	}
 }
 
-// help drains the kernel's queue on a query's goroutine. The cookie's
-// event is queued by the time the query's rename returns, so the query
-// need not wait for the watcher goroutine to be woken and scheduled; when
-// the goroutine holds mu it is handling events already, and the query
-// waits for it instead.
-func (w *watcher) help() {
+// help reads and handles events on a query's goroutine until the query's
+// cookie is seen (seen closed) or the queue is empty. The cookie's event
+// is queued by the time the query's rename returns, so the query need not
+// wait for the watcher goroutine to be woken and scheduled; when the
+// goroutine holds mu it is handling events already, and the query waits
+// for it instead. What help leaves in the queue the goroutine reads: each
+// event queued since its last empty read woke it.
+func (w *watcher) help(seen <-chan struct{}) {
 	if !w.mu.TryLock() {
 		return
 	}
 	defer w.mu.Unlock()
 	// Control keeps the descriptor open while drain reads it, without
 	// the read lock that run's waiting Read holds.
-	w.rc.Control(func(fd uintptr) { w.drain(int(fd)) })
+	w.rc.Control(func(fd uintptr) { w.drain(int(fd), seen) })
 }
 
-// drain reads and handles events until the queue is empty, and reports
-// whether reading must stop for good (a read failed). Every read of the
-// descriptor is under mu, so events are handled in the kernel's order
-// whichever goroutine reads them. Under mu.
-func (w *watcher) drain(fd int) (stop bool) {
+// drain reads and handles events until the queue is empty or, when seen
+// is not nil, seen is closed, and reports whether reading must stop for
+// good (a read failed). Every read of the descriptor is under mu, so
+// events are handled in the kernel's order whichever goroutine reads
+// them. Under mu.
+func (w *watcher) drain(fd int, seen <-chan struct{}) (stop bool) {
 	if w.readErr != nil {
 		return true
 	}
 	for {
+		if seen != nil {
+			select {
+			case <-seen:
+				return false
+			default:
+			}
+		}
 		n, err := unix.Read(fd, w.buf)
 		switch {
 		case err == unix.EINTR:

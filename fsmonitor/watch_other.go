@@ -17,8 +17,8 @@ type watchStats struct {
 
 func newWatcher(context.Context, *Monitor) (*watcher, error) { return nil, errors.ErrUnsupported }
 
-func (w *watcher) run()              {}
-func (w *watcher) rescan()           {}
-func (w *watcher) help()             {}
-func (w *watcher) stats() watchStats { return watchStats{} }
-func (w *watcher) close() error      { return errors.ErrUnsupported }
+func (w *watcher) run()                 {}
+func (w *watcher) rescan()              {}
+func (w *watcher) help(<-chan struct{}) {}
+func (w *watcher) stats() watchStats    { return watchStats{} }
+func (w *watcher) close() error         { return errors.ErrUnsupported }
