@@ -96,7 +96,7 @@ func (c *cookieFiles) make(path string) error {
 		old := c.idle[n-1]
 		c.idle = c.idle[:n-1]
 		c.mu.Unlock()
-		if os.Rename(old, path) == nil {
+		if renameCookie(old, path) == nil {
 			return nil
 		}
 	}

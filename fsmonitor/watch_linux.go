@@ -17,6 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// renameCookie renames a cookie file: rename(2) alone, without
+// the look at the new name that os.Rename takes first.
+func renameCookie(old, new string) error { return unix.Rename(old, new) }
+
 // dirMask is what a directory's watch reports: entries created, deleted,
 // moved, written or changed, and the directory's own end. IN_EXCL_UNLINK
 // keeps unlinked files still open from reporting; IN_ONLYDIR and

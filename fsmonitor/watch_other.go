@@ -5,6 +5,7 @@ package fsmonitor
 import (
 	"context"
 	"errors"
+	"os"
 )
 
 type watcher struct{}
@@ -14,6 +15,8 @@ type watchStats struct {
 	refused   int64
 	watches   int
 }
+
+func renameCookie(old, new string) error { return os.Rename(old, new) }
 
 func newWatcher(context.Context, *Monitor) (*watcher, error) { return nil, errors.ErrUnsupported }
 

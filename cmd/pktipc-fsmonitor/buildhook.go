@@ -48,10 +48,23 @@ func buildHook(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		cc = "cc"
 	}
 	bin := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(self)
-	cmd := exec.CommandContext(ctx, cc, "-O2", "-o", out, `-DPKTIPC_FSMONITOR_BIN="`+bin+`"`, "-x", "c", "-")
-	cmd.Stdin = bytes.NewReader(hookSource)
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	if err := cmd.Run(); err != nil {
+	// Static first: git starts the hook for every command, and a static
+	// program starts without the dynamic loader's work. Where the C
+	// library has no static archive, the ordinary link does.
+	var errs bytes.Buffer
+	for _, link := range [][]string{{"-static"}, nil} {
+		args := append([]string{"-O2"}, link...)
+		args = append(args, "-o", out, `-DPKTIPC_FSMONITOR_BIN="`+bin+`"`, "-x", "c", "-")
+		cmd := exec.CommandContext(ctx, cc, args...)
+		cmd.Stdin = bytes.NewReader(hookSource)
+		errs.Reset()
+		cmd.Stdout, cmd.Stderr = &errs, &errs
+		if err = cmd.Run(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		stderr.Write(errs.Bytes())
 		fmt.Fprintf(stderr, "error: %s: %v\n", cc, err)
 		return exitFail
 	}

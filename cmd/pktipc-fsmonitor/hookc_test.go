@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,4 +158,62 @@ func TestBuildHookErrors(t *testing.T) {
 	if got := realMain(t.Context(), []string{"build-hook", filepath.Join(t.TempDir(), "h")}, &stdout, &stderr); got != exitFail {
 		t.Fatalf("failing compiler: exit %d, %s", got, stderr.String())
 	}
+}
+
+// build-hook links the hook statically where it can, and falls back to
+// the ordinary link where the C library has no static archive.
+func TestBuildHookLink(t *testing.T) {
+	if cHook == "" {
+		t.Skip("no C compiler")
+	}
+	dir := t.TempDir()
+	noStatic := filepath.Join(dir, "cc")
+	body := "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -static ] && { echo 'no static libc' >&2; exit 1; }; done\nexec '" + cc() + "' \"$@\"\n"
+	if err := os.WriteFile(noStatic, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cc     string
+		static bool
+	}{{cc(), true}, {noStatic, false}} {
+		t.Setenv("CC", tc.cc)
+		hook := filepath.Join(dir, "hook-"+strconv.FormatBool(tc.static))
+		var stdout, stderr bytes.Buffer
+		if got := realMain(t.Context(), []string{"build-hook", hook}, &stdout, &stderr); got != exitOK {
+			if tc.static {
+				t.Skipf("no static link here: %s", stderr.String())
+			}
+			t.Fatalf("CC=%s: exit %d, %s", tc.cc, got, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "no static libc") {
+			t.Fatalf("the fallback's first failure was reported: %s", stderr.String())
+		}
+		dynamic, err := interpreted(hook)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dynamic == tc.static {
+			t.Fatalf("CC=%s: the hook has a dynamic loader: %v, want static %v", tc.cc, dynamic, tc.static)
+		}
+		// Either way it runs: with no arguments it says how to use it.
+		if _, _, err := runHook(t, dir, hook, nil); err == nil {
+			t.Fatalf("CC=%s: the hook accepted no arguments", tc.cc)
+		}
+	}
+}
+
+// interpreted reports whether the ELF program at path names a dynamic
+// loader (a PT_INTERP header).
+func interpreted(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return true, nil
+		}
+	}
+	return false, nil
 }
