@@ -127,7 +127,13 @@ func TestPooledOneShotDeadlines(t *testing.T) {
 		t.Fatalf("the handler's cause: %v", err)
 	}
 	waitFor(t, func() bool { st := s.Stats(); return st.WriteTimeout == 1 && st.HandlerTimeout == 1 })
-	// Both gave their counts back: two more fit under the cap of two.
+	// Both give their counts back (a moment after the stats count the
+	// timeouts): two more then fit under the cap of two.
+	waitFor(t, func() bool {
+		s.adm.mu.Lock()
+		defer s.adm.mu.Unlock()
+		return s.adm.total == 0
+	})
 	for range 2 {
 		c := dialRaw(t, s.Path())
 		if _, err := c.Write(frame.AppendMessage(nil, []byte("big"))); err != nil {
