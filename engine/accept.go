@@ -76,12 +76,12 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 		return false
 	}
 	verdict, end := s.peekNew(fd)
-	if verdict == peekWait && !pressured && !s.ln.Waiting() && readableWithin(fd, oneShotGrace) {
+	if verdict == peekWait && !pressured && !s.ln.Waiting() {
 		// git's client writes its request right after connecting: a
 		// moment's wait keeps it on the git-style path. Only while
 		// nobody else waits to be accepted: a burst of silent
 		// connections must not slow the loop down.
-		verdict, end = s.peekNew(fd)
+		verdict, end = s.awaitRequest(fd)
 	}
 	switch {
 	case verdict == peekGone: // git's probe: dropped silently

@@ -50,6 +50,8 @@ type oneShot struct {
 	asm   *frame.Assembler
 	reply bytebufferpool.ByteBuffer
 	sink  []byte // what a served request's bytes are read into and dropped
+	// peeked is how many bytes the last peek saw.
+	peeked int
 }
 
 // lingerers owns the goroutines that finish one-shot replies.
@@ -74,13 +76,45 @@ func (s *Server) peekNew(fd int) (peekVerdict, int) {
 		o.peek = make([]byte, oneShotPeek)
 	}
 	n, err := recvPeek(fd, o.peek)
+	o.peeked = 0
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return peekWait, 0
 	case err != nil || n == 0:
 		return peekGone, 0
 	}
+	o.peeked = n
 	return judgeWhole(o.peek[:n], n == len(o.peek))
+}
+
+// partWait is how long the accept loop sleeps before it looks again at a
+// new connection that sent part of its request: git's client writes its
+// data packets and the flush that ends them in separate writes, which
+// follow each other within microseconds.
+const partWait = 20 * time.Microsecond
+
+// awaitRequest gives a new connection whose request is not whole yet
+// (peekWait) up to oneShotGrace to send the rest, and judges it again.
+// While it sent nothing, readiness says when to look; once it sent part,
+// the socket stays readable, so the loop looks every partWait.
+func (s *Server) awaitRequest(fd int) (peekVerdict, int) {
+	deadline := time.Now().Add(oneShotGrace)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return peekWait, 0
+		}
+		if s.oneshot.peeked == 0 {
+			if !readableWithin(fd, left) {
+				return peekWait, 0
+			}
+		} else if !pause(min(left, partWait)) {
+			return peekWait, 0
+		}
+		if v, end := s.peekNew(fd); v != peekWait {
+			return v, end
+		}
+	}
 }
 
 // judgeWhole is judgeRequest that also gives the end of a whole request.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +108,38 @@ func TestOneShotLingerEndsAtClose(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestOneShotRequestInParts: git's client writes its data packets and the
+// flush that ends them in separate writes; a request whose flush follows
+// within the grace is still served on the git-style path, not handed to a
+// loop when the first look finds only the data.
+func TestOneShotRequestInParts(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true))
+	const n = 20
+	for i := range n {
+		c := dialRaw(t, ts.path)
+		req, _ := frame.AppendPacket(nil, []byte("part "+strconv.Itoa(i)))
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		// git's client does more between its writes; a timer's sleep
+		// would take longer than the grace on a busy machine.
+		for start := time.Now(); time.Since(start) < 50*time.Microsecond; {
+		}
+		if _, err := c.Write(frame.AppendFlush(nil)); err != nil {
+			t.Fatal(err)
+		}
+		got, kind := readAll(t, c)
+		if want := string(frame.AppendFlush(req)); string(got) != want || kind != kindEOF {
+			t.Fatalf("request %d: %q (%s), want %q", i, got, kind, want)
+		}
+		c.Close()
+	}
+	// A loaded machine may delay a client past the grace now and then.
+	if st := ts.Stats(); st.OneShot < n*3/4 {
+		t.Fatalf("%d of %d requests in parts took the git-style path: %+v", st.OneShot, n, st)
 	}
 }

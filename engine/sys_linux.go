@@ -108,6 +108,14 @@ func (h *hangupPoll) check(cs []*conn) []bool {
 	return h.gone
 }
 
+// pause sleeps about d with the thread, as the accept loop's short waits
+// do (a signal may end it sooner), and reports whether it could.
+func pause(d time.Duration) bool {
+	ts := unix.NsecToTimespec(int64(d))
+	err := unix.Nanosleep(&ts, nil)
+	return err == nil || err == unix.EINTR
+}
+
 // arenaAlloc maps size bytes (a multiple of the page size) for the memory
 // budget's arena, outside the Go heap, so that a buffer dropped from the
 // arena returns to the system at once instead of waiting for a garbage

@@ -22,6 +22,8 @@ func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUn
 
 func readableWithin(int, time.Duration) bool { return false }
 
+func pause(time.Duration) bool { return false }
+
 func waitWritable(int, time.Duration) error { return errors.ErrUnsupported }
 
 type hangupPoll struct{}

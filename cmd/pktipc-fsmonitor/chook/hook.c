@@ -150,10 +150,17 @@ int main(int argc, char **argv)
 	size_t n = strlen(req);
 	if (n > MAX_PAYLOAD)
 		fallback();
-	char hdr[5];
-	snprintf(hdr, sizeof hdr, "%04zx", n + 4);
-	if (write_all(fd, hdr, 4) || write_all(fd, req, n) || write_all(fd, "0000", 4))
+	/* One write: the server serves a request that is whole when it
+	 * accepts the connection without handing it to an event loop. */
+	char *msg = malloc(n + 9);
+	if (!msg)
 		fallback();
+	snprintf(msg, 5, "%04zx", n + 4);
+	memcpy(msg + 4, req, n);
+	memcpy(msg + 4 + n, "0000", 4);
+	if (write_all(fd, msg, n + 8))
+		fallback();
+	free(msg);
 
 	size_t cap = 1 << 16, len = 0;
 	char *reply = malloc(cap);
