@@ -135,9 +135,12 @@ type conn struct {
 	wfd int
 
 	// shot: a one-shot connection served on a worker (oneshotpool.go),
-	// whose bare descriptor is shotFD; the worker's from the hand-off.
-	shot   bool
-	shotFD int
+	// whose bare descriptor is shotFD; the worker's from the hand-off,
+	// as is shotWait, the duplicate its reply waits for room on, if it
+	// had to.
+	shot     bool
+	shotFD   int
+	shotWait *net.UnixConn
 
 	wrc      syscall.RawConn
 	direct   bool

@@ -312,7 +312,7 @@ func (w *ReplyWriter) beginOneShot(buf *bytebufferpool.ByteBuffer, fd int) {
 // worker it writes it all, waiting for room.
 func (w *ReplyWriter) flushOneShot() error {
 	if w.waits { // a worker's: it may wait for room
-		err := w.c.s.writeShot(w.sock, w.buf.B)
+		err := w.c.s.writeShot(w.c, w.buf.B)
 		w.buf.B = w.buf.B[:0]
 		w.sentAt = w.c.s.now()
 		if err != nil {

@@ -17,11 +17,12 @@ import (
 // The git-style path for handlers that run on the workers. The accept
 // loop, which must not block, takes the whole request off the bare
 // descriptor as for an inline handler, and gives both to a worker; the
-// worker runs the handler, writes the reply with plain system calls
-// (waiting for room, within the write deadline) and closes the
-// descriptor. Nothing is duplicated or enrolled in an event loop, so the
-// connection costs what it costs a blocking C server, plus one hand-off
-// to a worker. Such a connection counts against the caps from its accept
+// worker runs the handler, writes the reply with plain system calls and
+// closes the descriptor. Nothing is duplicated or enrolled in an event
+// loop, so the connection costs what it costs a blocking C server, plus
+// one hand-off to a worker; only a reply the socket does not take at
+// once waits for room in Go's netpoller, on a duplicate, within the write
+// deadline. Such a connection counts against the caps from its accept
 // to its close. The reaper (reapShots) ends one at its handler deadline
 // and cancels the handler of one whose client hung up (a tick's poll of
 // the descriptors, as no event loop watches them; a half close is no
@@ -158,7 +159,7 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
 			s.requestQuit()
 		}
 		w.buf.B = frame.AppendFlush(w.buf.B)
-		_ = s.writeShot(fd, w.buf.B)
+		_ = s.writeShot(c, w.buf.B)
 	}
 	w.release()
 	if cap(buf.B) > shotReplyKeep {
@@ -166,6 +167,10 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
 	}
 	buf.B = buf.B[:0]
 	s.shots.remove(c)
+	if c.shotWait != nil {
+		_ = c.shotWait.Close()
+		c.shotWait = nil
+	}
 	_ = sysClose(fd)
 	c.cancelHandler(net.ErrClosed)
 	s.adm.unadmit(c.peer.Cred)
@@ -175,35 +180,31 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
 // requests.
 const shotReplyKeep = 64 << 10
 
-// writeShot writes all of b on the one-shot socket fd, waiting for room
-// up to the write timeout. On a worker.
-func (s *Server) writeShot(fd int, b []byte) error {
-	var deadline time.Time
-	for {
-		n, err := writeNow(fd, b)
+// writeShot writes all of b on c's one-shot socket; when the socket is
+// full, it waits for room in Go's netpoller, on a duplicate of the socket
+// made the first time (c.shotWait), up to the write timeout: a worker
+// waiting for a slow reader holds no thread. On the worker.
+func (s *Server) writeShot(c *conn, b []byte) error {
+	n, err := writeNow(c.shotFD, b)
+	if err != nil || n == len(b) {
+		return err
+	}
+	if c.shotWait == nil {
+		dup, err := sysDup(c.shotFD)
 		if err != nil {
 			return err
 		}
-		if b = b[n:]; len(b) == 0 {
-			return nil
-		}
-		wait := time.Duration(-1) // no write timeout: wait as long as it takes
-		if d := s.opts.writeTimeout; d > 0 {
-			if deadline.IsZero() {
-				deadline = time.Now().Add(d)
-			}
-			if wait = time.Until(deadline); wait <= 0 {
-				s.stats.timeouts[whyWrite].Add(1)
-				return os.ErrDeadlineExceeded
-			}
-		}
-		if err := waitWritable(fd, wait); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				s.stats.timeouts[whyWrite].Add(1)
-			}
+		if c.shotWait, err = fdConn(dup); err != nil {
 			return err
 		}
 	}
+	if d := s.opts.writeTimeout; d > 0 {
+		_ = c.shotWait.SetWriteDeadline(time.Now().Add(d))
+	}
+	if _, err = c.shotWait.Write(b[n:]); errors.Is(err, os.ErrDeadlineExceeded) {
+		s.stats.timeouts[whyWrite].Add(1)
+	}
+	return err
 }
 
 // reapShots ends the pooled one-shot connections whose handler deadline

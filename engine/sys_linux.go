@@ -2,8 +2,6 @@ package engine
 
 import (
 	"errors"
-	"net"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,31 +55,6 @@ func readableWithin(fd int, d time.Duration) bool {
 	ts := unix.NsecToTimespec(int64(d))
 	n, err := unix.Ppoll(p[:], &ts, nil)
 	return err == nil && n > 0
-}
-
-// waitWritable waits for room in the socket fd, at most d (forever when d
-// is negative); it fails when the time is up or the socket is gone.
-func waitWritable(fd int, d time.Duration) error {
-	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	var ts *unix.Timespec
-	if d >= 0 {
-		t := unix.NsecToTimespec(int64(d))
-		ts = &t
-	}
-	for {
-		n, err := unix.Ppoll(p[:], ts, nil)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return err
-		case n == 0:
-			return os.ErrDeadlineExceeded
-		case p[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0:
-			return net.ErrClosed
-		}
-		return nil
-	}
 }
 
 // hangupPoll finds one-shot clients that hung up, for the reaper.

@@ -24,8 +24,6 @@ func readableWithin(int, time.Duration) bool { return false }
 
 func pause(time.Duration) bool { return false }
 
-func waitWritable(int, time.Duration) error { return errors.ErrUnsupported }
-
 type hangupPoll struct{}
 
 func (*hangupPoll) check(cs []*conn) []bool { return make([]bool, len(cs)) }
