@@ -5,8 +5,6 @@ package engine
 import (
 	"os"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // The persistent client reads and writes its socket with raw non-blocking
@@ -17,7 +15,6 @@ func sysRead(fd uintptr, p []byte) (int, error)  { return syscall.Read(int(fd), 
 func sysWrite(fd uintptr, p []byte) (int, error) { return syscall.Write(int(fd), p) }
 func sysClose(fd int) error                      { return syscall.Close(fd) }
 func sysShutdown(fd int) error                   { return syscall.Shutdown(fd, syscall.SHUT_RDWR) }
-func sysDup(fd int) (int, error)                 { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
 
 // recvPeek reads what fd's input holds into p without consuming it or
 // waiting.

@@ -57,6 +57,9 @@ func readableWithin(fd int, d time.Duration) bool {
 	return err == nil && n > 0
 }
 
+// sysDup duplicates fd, close-on-exec.
+func sysDup(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
+
 // hangupPoll finds one-shot clients that hung up, for the reaper.
 type hangupPoll struct {
 	p    []unix.PollFd

@@ -24,6 +24,8 @@ func readableWithin(int, time.Duration) bool { return false }
 
 func pause(time.Duration) bool { return false }
 
+func sysDup(int) (int, error) { return -1, errors.ErrUnsupported }
+
 type hangupPoll struct{}
 
 func (*hangupPoll) check(cs []*conn) []bool { return make([]bool, len(cs)) }
