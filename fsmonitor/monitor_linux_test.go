@@ -265,9 +265,17 @@ func TestMonitorCookieTimeout(t *testing.T) {
 	if entries, _ := os.ReadDir(m.cookieDir); len(entries) > 1 {
 		t.Fatalf("cookies left behind: %v", entries)
 	}
-	m.Close()
+	closeEmpties(t, m)
+}
+
+// closeEmpties closes m and checks that its cookie files went with it.
+func closeEmpties(t *testing.T, m *Monitor) {
+	t.Helper()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if entries, _ := os.ReadDir(m.cookieDir); len(entries) != 0 {
-		t.Fatalf("cookies left after Close: %v", entries)
+		t.Fatalf("cookie files after Close: %v", entries)
 	}
 }
 
@@ -335,10 +343,7 @@ func TestMonitorCookieFiles(t *testing.T) {
 		t.Fatalf("a stale cookie survived a new Monitor: %v", err)
 	}
 	m2.Close()
-	m.Close()
-	if entries, _ := os.ReadDir(m.cookieDir); len(entries) != 0 {
-		t.Fatalf("cookie files after Close: %v", entries)
-	}
+	closeEmpties(t, m)
 }
 
 func TestMonitorClose(t *testing.T) {
@@ -361,10 +366,5 @@ func TestMonitorClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-done
-	if err := m.Close(); err != nil {
-		t.Fatalf("a second Close: %v", err)
-	}
-	if entries, _ := os.ReadDir(m.cookieDir); len(entries) != 0 {
-		t.Fatalf("cookie files after Close: %v", entries)
-	}
+	closeEmpties(t, m) // a second Close, once the query put its file back
 }
