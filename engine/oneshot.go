@@ -35,12 +35,13 @@ import (
 const oneShotPeek = 64 << 10
 
 // oneShotGrace is how long the accept loop waits for the request of a
-// connection that has sent nothing yet, when the server is not crowded,
-// before it hands the connection to a loop: git's client writes its
-// request right after connecting, and a connection served here costs a
-// fraction of one enrolled in a loop. A silent client costs the accept
-// loop this much once, and nothing when other connections wait to be
-// accepted or under pressure (the lobby).
+// connection that has sent nothing, or part of it, yet, when the server
+// is not crowded, before it hands the connection to a loop: git's client
+// writes its request right after connecting, and a connection served
+// here costs a fraction of one enrolled in a loop. A silent or slow
+// client costs the accept loop this much once, one that shut its writing
+// side after a part nothing more, and nothing when other connections wait
+// to be accepted or under pressure (the lobby).
 const oneShotGrace = 500 * time.Microsecond
 
 // oneShot is the accept loop's state for the git-style path; only the
@@ -96,7 +97,9 @@ const partWait = 20 * time.Microsecond
 // awaitRequest gives a new connection whose request is not whole yet
 // (peekWait) up to oneShotGrace to send the rest, and judges it again.
 // While it sent nothing, readiness says when to look; once it sent part,
-// the socket stays readable, so the loop looks every partWait.
+// the socket stays readable, so the loop looks every partWait, and stops
+// waiting when the peer shut its writing side (the rest cannot come) or
+// another connection waits to be accepted.
 func (s *Server) awaitRequest(fd int) (peekVerdict, int) {
 	deadline := time.Now().Add(oneShotGrace)
 	for {
@@ -108,7 +111,7 @@ func (s *Server) awaitRequest(fd int) (peekVerdict, int) {
 			if !readableWithin(fd, left) {
 				return peekWait, 0
 			}
-		} else if !pause(min(left, partWait)) {
+		} else if s.ln.Waiting() || !sendsMore(fd, min(left, partWait)) {
 			return peekWait, 0
 		}
 		if v, end := s.peekNew(fd); v != peekWait {

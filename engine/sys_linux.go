@@ -84,12 +84,21 @@ func (h *hangupPoll) check(cs []*conn) []bool {
 	return h.gone
 }
 
-// pause sleeps about d with the thread, as the accept loop's short waits
-// do (a signal may end it sooner), and reports whether it could.
-func pause(d time.Duration) bool {
+// sendsMore waits d, or less if the peer of fd shuts its writing side,
+// and reports whether the peer may still send (nor did the wait fail).
+// It does not wake for data: the accept loop calls it on a socket that
+// holds part of a request already, which is always readable.
+func sendsMore(fd int, d time.Duration) bool {
+	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
 	ts := unix.NsecToTimespec(int64(d))
-	err := unix.Nanosleep(&ts, nil)
-	return err == nil || err == unix.EINTR
+	n, err := unix.Ppoll(p[:], &ts, nil)
+	switch {
+	case err == unix.EINTR:
+		return true
+	case err != nil:
+		return false
+	}
+	return n == 0 || p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0
 }
 
 // arenaAlloc maps size bytes (a multiple of the page size) for the memory

@@ -22,7 +22,7 @@ func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUn
 
 func readableWithin(int, time.Duration) bool { return false }
 
-func pause(time.Duration) bool { return false }
+func sendsMore(int, time.Duration) bool { return false }
 
 func sysDup(int) (int, error) { return -1, errors.ErrUnsupported }
 
