@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -50,6 +51,11 @@ const (
 
 func (w why) String() string {
 	return [...]string{"first byte", "request", "idle", "handler", "write"}[w]
+}
+
+// exceeded is the cause a handler's context gets when deadline w passed.
+func (w why) exceeded() error {
+	return fmt.Errorf("engine: %s deadline exceeded: %w", w, os.ErrDeadlineExceeded)
 }
 
 // transport is what the protocol uses of a connection's gnet handle: its

@@ -2,10 +2,8 @@ package engine
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -106,7 +104,7 @@ func (c *conn) onClose(err error) {
 		// The handler, if one runs, has nobody left to answer.
 		cause := err
 		if w := c.expired.Load(); w != 0 {
-			cause = fmt.Errorf("engine: %s deadline exceeded: %w", why(w-1), os.ErrDeadlineExceeded)
+			cause = why(w - 1).exceeded()
 		} else if cause == nil {
 			cause = net.ErrClosed
 		}

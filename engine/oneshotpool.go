@@ -125,8 +125,8 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	}
 }
 
-// dropShot closes a one-shot connection that no worker took, without a
-// reply.
+// dropShot ends a pooled one-shot connection that is out of the set (or
+// never entered it): its request, descriptor, handler context and count.
 func (s *Server) dropShot(c *conn) {
 	c.dropRequest()
 	_ = sysClose(c.shotFD)
@@ -137,9 +137,8 @@ func (s *Server) dropShot(c *conn) {
 // serveShot runs a pooled one-shot request's handler and finishes its
 // connection, with buf, the worker's, for the reply. On the worker.
 func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
-	fd := c.shotFD
 	w := &c.reply
-	w.beginOneShot(buf, fd)
+	w.beginOneShot(buf, c.shotFD)
 	// A worker's reply: parts go out as the handler writes them (those
 	// within a millisecond of the last send together), as on the loops'
 	// pooled path, not all at its end as the accept loop's.
@@ -171,9 +170,7 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
 		_ = c.shotWait.Close()
 		c.shotWait = nil
 	}
-	_ = sysClose(fd)
-	c.cancelHandler(net.ErrClosed)
-	s.adm.unadmit(c.peer.Cred)
+	s.dropShot(c)
 }
 
 // shotReplyKeep bounds the reply buffer a worker keeps between one-shot
@@ -225,7 +222,7 @@ func (s *Server) reapShots(now int64) {
 		}
 		if d > 0 && now-c.since.Load() >= d && c.expired.CompareAndSwap(0, int32(whyHandler)+1) {
 			s.stats.timeouts[whyHandler].Add(1)
-			c.endShot(fmt.Errorf("engine: %s deadline exceeded: %w", whyHandler, os.ErrDeadlineExceeded))
+			c.endShot(whyHandler.exceeded())
 			continue
 		}
 		ss.polled = append(ss.polled, c)
