@@ -259,32 +259,47 @@ func (l *clients) roundTrips(i int, sl *slot, connect bool) {
 			err = fmt.Errorf("reply of %d bytes, want %d", n, want)
 		}
 		return len(req) + n, err
-	})
+	}, false)
 }
 
 // ops runs op again and again as client i until the run stops, timing
 // and counting the bytes of those in the measured phase. op returns the
 // payload bytes it moved. After a failure, recorded in the tally, the
 // client's connection is in an unknown state: ops returns false.
-func (l *clients) ops(i int, op func() (int, error)) bool {
+//
+// chained times the ops back to back, each from the end of the one before
+// (one clock read per op, and the loop's own few nanoseconds in each): for
+// a stream, whose sends take tens of nanoseconds, a second read per send
+// would be a good part of what is measured.
+func (l *clients) ops(i int, op func() (int, error), chained bool) bool {
 	s := l.rec.Sampler(i)
-	defer s.Flush()
+	var moved int64 // added to the tally once: an atomic add per op would cost a stream more than its send
+	defer func() {
+		s.Flush()
+		l.tally.bytes.Add(moved)
+	}()
 	measured := false
+	t1 := perf.Now()
 	for {
 		p := l.phase.Load()
 		if p == phaseStop {
 			return true
 		}
-		t0 := perf.Now()
+		t0 := t1
+		if !chained {
+			t0 = perf.Now()
+		}
 		n, err := op()
-		t1 := perf.Now()
+		t1 = perf.Now()
 		if err != nil {
 			l.tally.fail(l.ctx, err)
 			return false
 		}
 		if p == phaseMeasure {
-			s.Record(t1 - t0)
-			l.tally.bytes.Add(int64(n))
+			if s.Record(t1 - t0) {
+				t1 = perf.Now() // the flush is not the next op's
+			}
+			moved += int64(n)
 			if !measured {
 				measured = true
 				l.measured.Store(true)
@@ -402,7 +417,7 @@ func (g GoClient) stream(ctx context.Context, run Run, m *Meter) (Load, error) {
 func (l *clients) sends(i int, st Streamer) {
 	msg := l.g.Request(l.run.Size)
 	send := func() (int, error) { return len(msg), st.Send(msg) }
-	if !l.ops(i, send) {
+	if !l.ops(i, send, true) {
 		return
 	}
 	if err := st.Finish(l.ctx); err != nil {

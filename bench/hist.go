@@ -73,14 +73,17 @@ func (r *Recorder) Sampler(i int) *Sampler {
 	return &Sampler{shard: &r.shards[i%len(r.shards)], buf: make([]int64, 0, flushEvery)}
 }
 
-// Record adds one latency in nanoseconds. Call it from the sampler's
-// goroutine.
-func (s *Sampler) Record(ns int64) {
+// Record adds one latency in nanoseconds and reports whether it moved
+// the buffered samples into the shared histogram meanwhile, which takes
+// a while. Call it from the sampler's goroutine.
+func (s *Sampler) Record(ns int64) (flushed bool) {
 	s.buf = append(s.buf, ns)
 	s.n++
 	if len(s.buf) == cap(s.buf) {
 		s.Flush()
+		return true
 	}
+	return false
 }
 
 // Count returns how many samples were recorded. Call it from the sampler's

@@ -233,12 +233,15 @@ func (e engineConn) RoundTrip(_ context.Context, req []byte) (int, error) {
 	return len(reply), err
 }
 
-// engineStream pipelines one-way messages: it queues small ones and
-// flushes them engineStreamBatch at a time, sends large ones at once, and
-// collects the (empty) replies in batches, so that at most engineStreamWin
-// are unread.
+// engineStream sends a stream of messages. Over rings they are one-way
+// messages (engine.Client.Post), flushed engineStreamBatch at a time. On a
+// socket they are pipelined requests: it queues small ones and flushes
+// them engineStreamBatch at a time, sends large ones at once, and collects
+// the (empty) replies in batches, so that at most engineStreamWin are
+// unread.
 type engineStream struct {
 	*engineClient
+	sends  int // counts Send calls, to look at the clock for refresh once in a while
 	unread int
 	queued int
 	win    int // the window for this stream's message size (0: not yet known)
@@ -252,10 +255,23 @@ func openEngineStream(ctx context.Context, socket string, _ int) (Streamer, erro
 	return &engineStream{engineClient: e}, nil
 }
 
-// Send sends msg, first collecting half the window's replies when it is
-// full. Call it from the stream's goroutine.
+// Send sends msg: over rings as a one-way message (engine.Client.Post),
+// which gets no reply; on a socket as a request, first collecting half the
+// window's replies when it is full. Call it from the stream's goroutine.
 func (s *engineStream) Send(msg []byte) error {
-	s.refresh()
+	if s.sends++; s.sends%256 == 0 {
+		s.refresh()
+	}
+	if s.c.Rings() {
+		if err := s.c.Post(msg); err != nil {
+			return err
+		}
+		if s.queued++; s.queued >= engineStreamBatch {
+			s.queued = 0
+			return s.c.Flush()
+		}
+		return nil
+	}
 	if s.unread == 0 {
 		s.win = max(16, min(engineStreamWin, engineStreamBytes/max(len(msg), 1)))
 	}

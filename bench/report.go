@@ -81,9 +81,9 @@ func (res *Results) caseRecords(c Case) []*Record {
 func headlineNote(k Kind) string {
 	switch k {
 	case Stream:
-		return "x unix, x C: baseline payload/s ÷ this peer's (lower is better). Latencies: time to hand one message to the transport."
+		return "x unix, x C: baseline payload/s ÷ this peer's (lower is better). Latencies: time to hand one message to the transport, from the end of the one before."
 	case FDPass:
-		return "x unix, x C: baseline messages/s ÷ this peer's (lower is better). Latencies: time to hand one message to the transport."
+		return "x unix, x C: baseline messages/s ÷ this peer's (lower is better). Latencies: time to hand one message to the transport, from the end of the one before."
 	case Concurrency:
 		return "x unix, x C: baseline ops/s ÷ this peer's (lower is better)"
 	}

@@ -119,6 +119,23 @@ func TestZeroAllocsBatched(t *testing.T) {
 			if allocs := testing.AllocsPerRun(200, window); allocs != 0 {
 				t.Errorf("inline %v, size %d: %v allocations per batch of 32 requests, want 0", inline, size, allocs)
 			}
+			// Posts: their replies are read and dropped before the call's.
+			posts := func() {
+				for range 32 {
+					if err := c.Post(req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := c.Call(req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 20 {
+				posts()
+			}
+			if allocs := testing.AllocsPerRun(200, posts); allocs != 0 {
+				t.Errorf("inline %v, size %d: %v allocations per 32 posts and a call, want 0", inline, size, allocs)
+			}
 		}
 		c.Close()
 		if st := ts.Stats(); inline && st.Batched == 0 || !inline && st.PoolBatched == 0 {
@@ -261,6 +278,25 @@ func TestZeroAllocsRings(t *testing.T) {
 			batch()
 			if allocs := testing.AllocsPerRun(200, batch); allocs != 0 {
 				t.Errorf("size %d: %v allocations per batch of 16 over rings, want 0", tc.size, allocs)
+			}
+			// One-way messages: laid out in the Client's batch, copied into
+			// the ring at Flush, served with no reply.
+			posts := func() {
+				for range 64 {
+					if err := c.Post(req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := c.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			posts()
+			if allocs := testing.AllocsPerRun(200, posts); allocs != 0 {
+				t.Errorf("size %d: %v allocations per 64 posts over rings, want 0", tc.size, allocs)
+			}
+			if _, err := c.Call(req); err != nil { // and all of them were served
+				t.Fatal(err)
 			}
 		}
 		c.Close()

@@ -66,6 +66,7 @@ type Client struct {
 	declined   bool   // the server declined the handshake (git's): connect without offering it
 	inflight   int    // requests written on the open connection and not yet answered
 	held       int    // entries held for a git server, not yet written
+	dropping   int    // entries of posted messages whose replies are to be dropped (post.go)
 	unsent     int    // the newest entries, queued in wbuf and not yet written
 	queue      requestQueue
 	spin       spinPlan
@@ -93,6 +94,8 @@ type Client struct {
 	rin           *ring.Reader
 	rchunk        int
 	rstage        bool  // writeRing stages a request's last record (Queue)
+	rmark         bool  // writeRing marks the records: a one-way message (Post)
+	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
 	rstaged       int   // bytes of requests staged and not yet published
 	halfProcs     int32 // the default spinning budget, read at the ring handshake
 	slices        ringSlices
@@ -323,11 +326,18 @@ func (c *Client) Flush() error {
 	if c.closed.Load() {
 		return ErrClientClosed
 	}
-	c.publishRing()
-	if c.unsent == 0 {
-		return nil
+	if err := c.flushPosts(); err != nil {
+		return err
 	}
-	return c.flush()
+	if c.unsent > 0 {
+		if err := c.flush(); err != nil {
+			return err
+		}
+	}
+	if !c.persistent && c.dropping > 0 {
+		return c.dropReplies() // a git server's: see Post
+	}
+	return nil
 }
 
 // SendBatch queues every request of reqs and flushes them, in one write
@@ -455,14 +465,25 @@ func (c *Client) Recv() ([]byte, error) {
 	if c.unsent > 0 {
 		_ = c.flush() // its failures are the requests' own
 	}
-	c.publishRing()
-	p := c.queue.front()
-	if p == nil {
+	if err := c.publishRing(); err != nil {
+		c.endConn(err) // the requests in flight get their errors in turn
+	}
+	if c.queue.n == c.dropping {
 		return nil, ErrNoRequest
 	}
+	if err := c.dropReplies(); err != nil {
+		return nil, err
+	}
+	return c.recvFront()
+}
+
+// recvFront takes the entry at the head of the queue and returns its
+// reply, or its error.
+func (c *Client) recvFront() ([]byte, error) {
+	p := c.queue.front()
 	if p.err != nil {
 		err := p.err
-		c.queue.pop()
+		c.pop()
 		return nil, err
 	}
 	if p.held != nil {
@@ -473,7 +494,7 @@ func (c *Client) Recv() ([]byte, error) {
 		p.held = nil
 		c.held--
 		if err := c.transmit(req); err != nil {
-			c.queue.pop()
+			c.pop()
 			return nil, err
 		}
 		p.gen = c.gen
@@ -481,11 +502,11 @@ func (c *Client) Recv() ([]byte, error) {
 	if c.uc == nil || p.gen != c.gen {
 		// Unreachable while endConn fails every request of a connection
 		// it ends; never read another request's reply for it.
-		c.queue.pop()
+		c.pop()
 		return nil, c.fail("read", fmt.Errorf("%w: its connection is gone", ErrIncompleteReply))
 	}
 	msg, err := c.readReply()
-	c.queue.pop()
+	c.pop()
 	if err != nil {
 		c.inflight--
 		e := c.fail("read", readFailure(err))

@@ -56,7 +56,16 @@ type ReplyWriter struct {
 
 	scratch    []byte // Reserve's buffer where it cannot lend the transport's
 	scratchOut bool   // the last Reserve gave out scratch, not a ring record
+
+	// oneWay: the request is a one-way message (Client.Post), whose reply
+	// nobody reads; every write is dropped.
+	oneWay bool
 }
+
+// OneWay reports whether the request is a one-way message (Client.Post):
+// its client reads no reply, and what the handler writes is dropped, so a
+// handler may skip building a reply. The handler that received w calls it.
+func (w *ReplyWriter) OneWay() bool { return w.oneWay }
 
 // Write sends p as the next part of the reply. It copies p, so the caller
 // may reuse p at once. On the event loop (WithInlineHandlers) it never
@@ -73,6 +82,10 @@ func (w *ReplyWriter) Write(p []byte) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil // git writes nothing for an empty chunk, never 0004
+	}
+	if w.oneWay {
+		w.n += int64(len(p))
+		return len(p), nil
 	}
 	if w.ring != nil {
 		return w.writeRing(p)
@@ -118,6 +131,9 @@ func (w *ReplyWriter) Flush() error {
 	if w.err != nil {
 		return w.err
 	}
+	if w.oneWay {
+		return nil
+	}
 	if w.ring != nil {
 		if err := w.flushRing(); err != nil {
 			w.err = err
@@ -160,7 +176,7 @@ func (w *ReplyWriter) Reserve(n int) ([]byte, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("engine: Reserve(%d): negative size", n)
 	}
-	if w.ring != nil && n <= w.ring.out.MaxRecord() {
+	if w.ring != nil && !w.oneWay && n <= w.ring.out.MaxRecord() {
 		p, err := w.reserveRing(n)
 		if err != nil {
 			w.err = err

@@ -27,6 +27,7 @@ type pending struct {
 	held []byte // a git server's request waiting for its own connection
 	err  error  // set when its connection ended before its reply
 	end  int    // a queued request's end in the Client's write buffer, until flushed
+	drop bool   // a posted message (Client.Post): its reply and its error are dropped
 }
 
 // requestQueue is a FIFO of pending requests in a ring that grows to the

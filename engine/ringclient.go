@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -141,6 +142,11 @@ func (c *Client) interruptRingsLocked() {
 // records of rchunk bytes, so that the server can drain one while the next
 // is written.
 func (c *Client) writeRing(req []byte) error {
+	if len(c.rbatch) > 0 { // posted before req: they go first
+		if err := c.sendBatch(); err != nil {
+			return err
+		}
+	}
 	chunk := c.rchunk
 	if len(req) <= c.rout.MaxRecord() {
 		chunk = len(req)
@@ -162,6 +168,9 @@ func (c *Client) writeRing(req []byte) error {
 			return err
 		}
 		copy(dst, req[off:off+n])
+		if c.rmark {
+			c.rout.Mark()
+		}
 		off += n
 		if off == len(req) && c.rstage && c.rstaged+n < min(clientBatchBytes, c.rout.MaxRecord()) {
 			// Queue: the record waits for the rest of the batch.
@@ -320,7 +329,7 @@ func (c *Client) waitBell() error {
 
 // waitRingRoom waits until the request ring has room for n bytes.
 func (c *Client) waitRingRoom(n int) error {
-	if c.rout.Arm(n) {
+	if c.rout.Ready(n) { // not Arm: a spin that finds room would leave the doorbell armed
 		return nil
 	}
 	if c.ringSpin() {
@@ -383,11 +392,50 @@ func (c *Client) ringSleepFor(waits int32) time.Duration {
 	return d
 }
 
-// publishRing publishes the requests Queue staged in the request ring, if
-// any: one store of the tail, and one wake-up at most, for all of them.
-func (c *Client) publishRing() {
-	if c.rstaged > 0 && c.rout != nil {
+// publishRing moves the messages Post laid out (rbatch) into the request
+// ring and publishes them with the requests Queue staged there, if any:
+// one store of the tail, and one wake-up at most, for all of them. An
+// error comes from the ring (the connection is gone); the caller ends the
+// connection.
+func (c *Client) publishRing() error {
+	if c.rout == nil {
+		return nil
+	}
+	if len(c.rbatch) > 0 {
+		if err := c.sendBatch(); err != nil {
+			return err
+		}
+	}
+	if c.rstaged > 0 {
 		c.rout.Flush()
 		c.rstaged = 0
 	}
+	return nil
+}
+
+// sendBatch stages the messages Post laid out (rbatch) in the request
+// ring, waiting for room as writeRing does. When the ring refuses them,
+// they stay for the next connection if none of them, and nothing staged
+// before them, entered this one (a server that closed the idle connection
+// saw nothing); otherwise they are lost with the connection, as a posted
+// message the server has not taken is.
+func (c *Client) sendBatch() error {
+	staged := c.rstaged
+	b := c.rbatch
+	for len(b) > 0 {
+		n, err := c.rout.StageRecords(b)
+		b = b[n:]
+		c.rstaged += n
+		if err == nil && len(b) > 0 {
+			err = c.waitRingRoom(int(binary.LittleEndian.Uint32(b))) // the next record's payload
+		}
+		if err != nil {
+			if staged > 0 || len(b) < len(c.rbatch) {
+				c.rbatch = c.rbatch[:0]
+			}
+			return err
+		}
+	}
+	c.rbatch = c.rbatch[:0]
+	return nil
 }

@@ -9,9 +9,11 @@ import "github.com/pktipc/pktipc/ring"
 // no record beyond its data. Commit publishes, so the client can read the
 // first records of a large reply while the handler writes the rest.
 
-// beginRing readies w for a reply on its ring connection.
-func (w *ReplyWriter) beginRing() {
+// beginRing readies w for a reply on its ring connection; a one-way
+// message's reply is dropped.
+func (w *ReplyWriter) beginRing(oneWay bool) {
 	w.err, w.n, w.rres, w.rlen, w.scratchOut = nil, 0, nil, 0, false
+	w.oneWay = oneWay
 }
 
 // reserveRing commits the open record, if any, as a part of the reply

@@ -34,7 +34,9 @@ import (
 //
 // From then on a request is one ring message (one or more records, each
 // but the last flagged "more"), and so is its reply; replies come in the
-// order of the requests. The socket carries only doorbell bytes, each
+// order of the requests. A request whose first record is marked
+// (ring.Writer.Mark) is a one-way message (Client.Post): its handler runs
+// as any other's, and no reply goes back. The socket carries only doorbell bytes, each
 // meaning "look at the rings again": a side that finds its ring empty (or
 // full) spins briefly, then arms it and waits to read the socket, and the
 // peer's next commit (or release) writes a byte. So a side waiting for its
@@ -386,6 +388,14 @@ type ringConn struct {
 
 	in      *ring.Reader // requests
 	out     *ring.Writer // replies
+	// next is the request ring's next record, taken when the last request
+	// gave its record back (ReleaseNext) and not yet served: held, while
+	// hasNext, under the lease. served counts requests not yet added to
+	// the server's statistics.
+	next     []byte
+	nextMore bool
+	hasNext  bool
+	served   uint64
 	chunk   int          // the largest record a reply Write makes
 	inPlace bool         // the client reads one-record replies in place (ringreply.go)
 	reply   ReplyWriter
@@ -401,6 +411,9 @@ type ringConn struct {
 }
 
 func (rc *ringConn) setWhy(w why, since int64) {
+	if rc.why.Load() == int32(w) && rc.since.Load() == since {
+		return // a stream of requests within one tick of the clock
+	}
 	rc.since.Store(since)
 	rc.why.Store(int32(w))
 	if w != whyIdle && w != whyHandler {
@@ -443,6 +456,22 @@ func (rc *ringConn) run(size int) {
 		return
 	}
 	for rc.serveOne() {
+	}
+	if rc.hasNext {
+		rc.in.Release()
+	}
+	rc.countServed()
+}
+
+// countServed adds the requests served since the last call to the
+// server's statistics: at once for a request with a reply, and for a
+// stream of one-way messages once the ring runs dry (and at the end),
+// rather than per message, which would make every ring goroutine update
+// one shared word for each.
+func (rc *ringConn) countServed() {
+	if rc.served > 0 {
+		rc.s.stats.requests.Add(rc.served)
+		rc.served = 0
 	}
 }
 
@@ -500,11 +529,26 @@ func (rc *ringConn) serveOne() bool {
 	if s.stopping.Load() {
 		return false // between requests: a graceful stop closes here
 	}
-	rc.setWhy(whyIdle, s.clock.Load())
-	if rc.waitRequest() != nil {
-		return false
+	// A record taken when the last request gave its own back, or one
+	// there already, is served at once (the ring's deadline lies in the
+	// past, so Next does not wait): a busy connection, a stream of one-way
+	// messages above all, skips the wait's bookkeeping.
+	var p []byte
+	var more bool
+	var err error
+	if rc.hasNext {
+		p, more, rc.hasNext = rc.next, rc.nextMore, false
+		rc.next = nil
+	} else if p, more, err = rc.in.Next(); err == ring.ErrTimeout {
+		rc.countServed()
+		rc.setWhy(whyIdle, s.clock.Load())
+		if rc.waitRequest() != nil {
+			return false
+		}
+		p, more, err = rc.nextRecord()
 	}
-	req, leased, err := rc.readRequest()
+	oneWay := err == nil && rc.in.Marked() // the first record says
+	req, leased, err := rc.readRequest(p, more, err)
 	if err != nil {
 		if errors.Is(err, ring.ErrTooLarge) || errors.Is(err, ring.ErrCorrupt) {
 			s.stats.protocolErrors.Add(1)
@@ -514,12 +558,16 @@ func (rc *ringConn) serveOne() bool {
 		}
 		return false
 	}
-	s.stats.requests.Add(1)
+	if rc.served++; !oneWay {
+		rc.countServed() // counted before the client can see a reply
+	}
 	rc.start = s.clock.Load()
 	rc.setWhy(whyHandler, rc.start)
-	rc.reply.beginRing()
+	rc.reply.beginRing(oneWay)
 	herr, panicked := s.invoke(rc.ctx, rc.peer.ID, req, &rc.reply)
-	if leased {
+	if leased && !panicked {
+		rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
+	} else if leased {
 		rc.in.Release()
 	}
 	if cap(rc.gather) > ringMaxGatherKeep {
@@ -533,7 +581,7 @@ func (rc *ringConn) serveOne() bool {
 		rc.reply.dropRing()
 		return false
 	}
-	if rc.reply.finishRing() != nil {
+	if !oneWay && rc.reply.finishRing() != nil {
 		return false
 	}
 	if errors.Is(herr, ErrQuit) {
@@ -542,12 +590,11 @@ func (rc *ringConn) serveOne() bool {
 	return true
 }
 
-// readRequest takes the next request from the ring: a lease on the record
-// itself when the request is one record (valid until Release), or the
-// records gathered into rc.gather.
-func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
+// readRequest takes the request whose first record Next returned (p,
+// more, err): a lease on the record itself when the request is one record
+// (valid until Release), or the records gathered into rc.gather.
+func (rc *ringConn) readRequest(p []byte, more bool, err error) (req []byte, leased bool, _ error) {
 	limit := rc.s.opts.maxRequest
-	p, more, err := rc.next()
 	if err != nil {
 		return nil, false, err
 	}
@@ -573,7 +620,7 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 		if err := rc.waitRequest(); err != nil {
 			return nil, false, err
 		}
-		if p, more, err = rc.next(); err != nil {
+		if p, more, err = rc.nextRecord(); err != nil {
 			return nil, false, err
 		}
 	}
@@ -581,12 +628,12 @@ func (rc *ringConn) readRequest() (req []byte, leased bool, err error) {
 	return buf, false, nil
 }
 
-// next takes the next record of the request ring, which waitRequest said
-// is there. The ring's deadline lies in the past, so Next never sleeps in
+// nextRecord takes the next record of the request ring, which waitRequest
+// said is there. The ring's deadline lies in the past, so Next never sleeps in
 // the ring: when it finds nothing after all (a client that changed the
 // ring between Arm and Next), it reports ErrTimeout, and the wait goes
 // back to the socket.
-func (rc *ringConn) next() ([]byte, bool, error) {
+func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 	for stale := 0; ; stale++ {
 		p, more, err := rc.in.Next()
 		if err != ring.ErrTimeout {
@@ -631,7 +678,7 @@ func (rc *ringConn) waitRequest() error {
 // waitRoom waits until the reply ring has room for a record of n bytes
 // (or an error to give), under the write deadline.
 func (rc *ringConn) waitRoom(n int) error {
-	if rc.out.Arm(n) { // room known, or the ring says why not: no spin, no clock
+	if rc.out.Ready(n) { // room known, or the ring says why not: no spin, no clock
 		return nil
 	}
 	if rc.s.rings.spin() {

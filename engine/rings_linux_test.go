@@ -1259,3 +1259,105 @@ func TestParseRingHello(t *testing.T) {
 		}
 	}
 }
+
+// TestRingsPost: on rings a posted message is marked, its handler sees it
+// as one-way, and nothing comes back; posts are staged until Flush or a
+// full batch, also behind queued requests.
+func TestRingsPost(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	ts := startServer(t, l, withRings)
+	c := dialRings(t, ts.path)
+	testPost(t, c, l, true)
+
+	base := ts.Stats().Requests
+	for range 10 {
+		if err := c.Post([]byte("staged")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := ts.Stats().Requests - base; n != 0 {
+		t.Fatalf("%d posted messages reached the server before Flush", n)
+	}
+	if err := c.Queue([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Post([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Recv(); err != nil || string(got) != "re:queued" {
+		t.Fatalf("Recv = %q, %v", got, err)
+	}
+	waitFor(t, func() bool { return l.len() == 12 })
+	// A full batch goes without Flush.
+	for range 1000 {
+		if err := c.Post(pattern(100, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return l.len() >= 12+100 })
+	if c.queue.n != 0 || c.inflight != 0 {
+		t.Fatalf("posts left %d entries, %d in flight", c.queue.n, c.inflight)
+	}
+}
+
+// TestRingsPostServerGone: a post into rings whose server closed the idle
+// connection goes out on a new one; with the server gone, Flush and Post
+// fail.
+func TestRingsPostServerGone(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	ts := startServer(t, l, withRings, WithIdleTimeout(50*time.Millisecond))
+	c := dialRings(t, ts.path)
+	if err := c.Post([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 }) // idle: closed
+	if err := c.Post([]byte("second")); err != nil {
+		t.Fatalf("Post after the idle connection closed: %v", err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l.len() == 2 })
+	if !c.Rings() {
+		t.Fatal("the new connection has no rings")
+	}
+	if err := c.Post([]byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	ts.Close()
+	if err := c.Flush(); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Flush with the server gone: %v, want ErrNotProcessed", err)
+	}
+	if err := c.Post([]byte("x")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Post with the server gone: %v, want ErrNotProcessed", err)
+	}
+}
+
+// BenchmarkRingsPost measures one-way 64 B messages over rings, flushed
+// 64 at a time, with the server in this process.
+func BenchmarkRingsPost(b *testing.B) {
+	ts := startServer(b, HandlerFunc(func(context.Context, []byte, *ReplyWriter) error { return nil }), withRings)
+	c := dialRings(b, ts.path)
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for i := 0; b.Loop(); i++ {
+		if err := c.Post(msg); err != nil {
+			b.Fatal(err)
+		}
+		if i%64 == 63 {
+			if err := c.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := c.Call(nil); err != nil { // every message handled
+		b.Fatal(err)
+	}
+}

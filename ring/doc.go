@@ -69,6 +69,9 @@
 // header) streams through the ring as several records, each but the last
 // flagged "more"; Write and ReadMessage do the splitting and joining, and
 // Reserve/Commit and Next/Release give zero-copy access record by record.
+// A writer may mark a record (Writer.Mark) and the reader sees the mark
+// (Reader.Marked): one bit that the ring carries and its users give a
+// meaning, such as a message that wants no answer.
 //
 // Each side is used by one goroutine at a time (its owner); Close and
 // SetDeadline may be called from any goroutine.

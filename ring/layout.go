@@ -41,6 +41,7 @@ const (
 
 	flagMore = 1 // the message continues in the next record
 	flagPad  = 2 // filler up to the end of the data area; no payload
+	flagMark = 4 // the writer marked the record (Writer.Mark); its meaning is the users'
 )
 
 // recordSize is the bytes a record with an n-byte payload takes, padded

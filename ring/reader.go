@@ -12,10 +12,16 @@ import (
 type Reader struct {
 	s    *shared
 	head uint64 // position of the next record; never read back from the mapping
+	// published is the head as last stored for the writer: Release holds
+	// small steps back (flushHead).
+	published uint64
 	tail uint64 // the writer's tail as last read and checked
 	// lease is the size of the record handed out by Next and not yet
 	// released, or zero.
 	lease uint64
+	// marked says whether the record Next returned last carried the
+	// writer's mark.
+	marked bool
 	// partial is set while a message's records are being skipped after a
 	// ReadMessage that failed in its middle.
 	partial bool
@@ -47,7 +53,7 @@ func newReader(s *shared, opts *Options) (*Reader, error) {
 	}
 	r := &Reader{s: s, spin: newSpinner(o.Spin)}
 	r.head = s.head.Load()
-	r.tail = r.head
+	r.tail, r.published = r.head, r.head
 	if r.head%recordHeader != 0 {
 		// Records start on eight-byte boundaries, and their headers are
 		// read as aligned words.
@@ -82,7 +88,7 @@ func (r *Reader) Next() (p []byte, more bool, err error) {
 		return nil, false, ErrClosed
 	}
 	for {
-		p, more, size, err := r.peek()
+		p, flags, size, err := r.peek()
 		if err == nil && size == 0 {
 			// A writer that publishes only padding could keep this loop
 			// going: it ends at Close and at the deadline like a wait.
@@ -101,9 +107,16 @@ func (r *Reader) Next() (p []byte, more bool, err error) {
 			return nil, false, err
 		}
 		r.lease = size // the reference stays taken until Release
-		return p, more, nil
+		r.marked = flags&flagMark != 0
+		return p, flags&flagMore != 0, nil
 	}
 }
+
+// Marked reports whether the record Next returned last carried the
+// writer's mark (Writer.Mark). The header it comes from was read once, by
+// Next, so a peer cannot change the answer afterwards. The owner goroutine
+// calls it.
+func (r *Reader) Marked() bool { return r.marked }
 
 // Arm reports whether Next would return at once, with a record or an
 // error. If not, it asks the writer to ring this side's doorbell when it
@@ -152,11 +165,56 @@ func (r *Reader) Release() {
 	if r.lease == 0 {
 		return
 	}
+	r.giveBack()
+	r.s.release()
+}
+
+// ReleaseNext is Release followed by a Next that does not wait: it gives
+// the record back and, when the next record is there already, takes it
+// and returns it as Next would, with ok true; the lease passes from one
+// record to the next at less cost than a Release and a Next. With ok
+// false nothing is held (no record yet, the side closed, or an error for
+// Next to report). The owner goroutine calls it, with a lease held.
+func (r *Reader) ReleaseNext() (p []byte, more, ok bool) {
+	if r.lease == 0 {
+		return nil, false, false
+	}
+	r.giveBack()
+	if !r.s.life.isClosed() {
+		p, flags, size, err := r.peek()
+		if err == nil && size > 0 {
+			r.lease = size // the reference passes to this record
+			r.marked = flags&flagMark != 0
+			return p, flags&flagMore != 0, true
+		}
+	}
+	r.s.release()
+	return nil, false, false
+}
+
+// giveBack moves the head past the leased record. The head reaches the
+// writer (flushHead) once an eighth of the ring has been given back, when
+// the writer waits for room, or when the ring runs dry: a store of the
+// shared head per record would cost a locked instruction each, and the
+// writer needs the head only when it runs short of room.
+func (r *Reader) giveBack() {
 	r.head += r.lease
 	r.lease = 0
-	r.s.head.Store(r.head)
+	if r.head-r.published >= r.s.capacity/8 || r.s.wpark.Load() != 0 {
+		r.flushHead()
+	}
+}
+
+// flushHead stores the head for the writer, if it moved since the last
+// store, and wakes the writer if it waits for room. A writer that raises
+// its parking word and then reads the head, as this side stores the head
+// and then reads the word, cannot miss the room.
+func (r *Reader) flushHead() {
+	if r.published != r.head {
+		r.published = r.head
+		r.s.head.Store(r.head)
+	}
 	r.s.wake(r.s.wpark)
-	r.s.release()
 }
 
 // ReadMessage reads the next whole message, appending it to dst, and
@@ -225,22 +283,23 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// peek looks at the record at the head: its payload and size, or size 0
-// if the ring is empty. Padding records are consumed on the way.
-func (r *Reader) peek() (p []byte, more bool, size uint64, err error) {
+// peek looks at the record at the head: its payload, flags and size, or
+// size 0 if the ring is empty. Padding records are consumed on the way.
+func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 	if r.err != nil {
-		return nil, false, 0, r.err
+		return nil, 0, 0, r.err
 	}
 	for {
 		avail := r.tail - r.head
 		if avail == 0 {
 			t := r.s.tail.Load()
 			if t-r.head > r.s.capacity {
-				return nil, false, 0, r.fail("tail", t)
+				return nil, 0, 0, r.fail("tail", t)
 			}
 			r.tail, avail = t, t-r.head
 			if avail == 0 {
-				return nil, false, 0, nil
+				r.flushHead() // the ring is dry: the writer gets all the room
+				return nil, 0, 0, nil
 			}
 		}
 		off := r.head & r.s.mask
@@ -248,21 +307,20 @@ func (r *Reader) peek() (p []byte, more bool, size uint64, err error) {
 		n, flags := unpackRecord(word64(r.s.data, off).Load())
 		if flags == flagPad {
 			if toEnd > avail {
-				return nil, false, 0, r.fail("padding", toEnd)
+				return nil, 0, 0, r.fail("padding", toEnd)
 			}
 			r.head += toEnd
-			r.s.head.Store(r.head)
 			continue
 		}
-		if flags&^flagMore != 0 {
-			return nil, false, 0, r.fail("record flags", uint64(flags))
+		if flags&^(flagMore|flagMark) != 0 {
+			return nil, 0, 0, r.fail("record flags", uint64(flags))
 		}
 		size = recordSize(uint64(n))
 		if size > avail || size > toEnd {
-			return nil, false, 0, r.fail("record length", uint64(n))
+			return nil, 0, 0, r.fail("record length", uint64(n))
 		}
 		start := off + recordHeader
-		return r.s.data[start : start+uint64(n) : start+uint64(n)], flags&flagMore != 0, size, nil
+		return r.s.data[start : start+uint64(n) : start+uint64(n)], flags, size, nil
 	}
 }
 
@@ -294,6 +352,7 @@ func (r *Reader) ready() (bool, error) {
 	if r.s.tail.Load() != r.head {
 		return true, nil
 	}
+	r.flushHead() // about to wait: the writer gets all the room
 	if r.s.closed.Load()&closedWriter != 0 {
 		// The writer publishes its last tail before its flag.
 		if r.s.tail.Load() != r.head {

@@ -411,6 +411,71 @@ func TestStagedRecords(t *testing.T) {
 	}
 }
 
+// TestMarks: a mark set on a reservation reaches the reader with that
+// record alone, committed or staged, also on a record that pads past the
+// end of the data area; a mark without a reservation, or on a reservation
+// that Close dropped, marks nothing.
+func TestMarks(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	w.Mark() // no reservation: ignored
+	// 200 records of 100 bytes wrap the 4 KiB area several times.
+	want := make([]bool, 200)
+	for i := range want {
+		want[i] = i%3 == 0
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i, m := range want {
+			b, err := w.Reserve(100)
+			if err != nil {
+				return
+			}
+			b[0] = byte(i)
+			if m {
+				w.Mark()
+			}
+			if i%2 == 0 {
+				err = w.Stage(len(b), i%5 == 0)
+			} else {
+				err = w.Commit(len(b), false)
+			}
+			if err != nil {
+				return
+			}
+		}
+		w.Flush()
+	})
+	r.SetDeadline(time.Now().Add(10 * time.Second))
+	for i, m := range want {
+		p, more, err := r.Next()
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if p[0] != byte(i) || r.Marked() != m || more != (i%2 == 0 && i%5 == 0) {
+			t.Fatalf("record %d: first byte %d, marked %v, more %v; want %d, %v, %v", i, p[0], r.Marked(), more, byte(i), m, i%2 == 0 && i%5 == 0)
+		}
+		r.Release()
+	}
+	wg.Wait()
+
+	// A mark on a reservation dropped by Close does not outlive it.
+	if _, err := w.Reserve(8); err != nil {
+		t.Fatal(err)
+	}
+	w.Mark()
+	w.Close()
+	if err := w.Commit(8, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
+	}
+	if w.mark {
+		t.Fatal("the dropped reservation's mark is still set")
+	}
+	if _, _, err := r.Next(); err != io.EOF {
+		t.Fatalf("Next after the writer closed: %v, want io.EOF", err)
+	}
+}
+
 // TestSetDeadlineWakesParked: a deadline set while a side is parked with
 // none takes effect at once.
 func TestSetDeadlineWakesParked(t *testing.T) {

@@ -3,10 +3,21 @@ package ring
 import (
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // shared is one process's view of a ring's memory, used by one side.
+//
+// The owner changes life on every call; the padding makes the struct fill
+// an allocation size class of 256-byte slots, so that no other object
+// (the peer side's, in a process that holds both) shares its cache lines.
 type shared struct {
+	sides
+	_ [256 - unsafe.Sizeof(sides{})]byte
+}
+
+// sides is the state of shared.
+type sides struct {
 	mem      []byte // the whole mapping
 	data     []byte // mem[headerSize:]
 	capacity uint64
@@ -29,7 +40,7 @@ type shared struct {
 // data area of a valid capacity.
 func newShared(mem []byte, unmap func([]byte) error) *shared {
 	capacity := uint64(len(mem) - headerSize)
-	s := &shared{
+	s := &shared{sides: sides{
 		mem:      mem,
 		data:     mem[headerSize:],
 		capacity: capacity,
@@ -41,7 +52,7 @@ func newShared(mem []byte, unmap func([]byte) error) *shared {
 		closed:   word32(mem, offClosed),
 		unmap:    unmap,
 		bell:     -1,
-	}
+	}}
 	s.life.v.Store(1)
 	return s
 }

@@ -366,7 +366,7 @@ func TestCorruptValues(t *testing.T) {
 			s.tail.Store(c)
 		}},
 		{"unknown flags", "record flags", func(s *shared) {
-			word64(s.data, 0).Store(packRecord(0, 4))
+			word64(s.data, 0).Store(packRecord(0, 8))
 			s.tail.Store(8)
 		}},
 		{"padding beyond tail", "padding", func(s *shared) {

@@ -19,6 +19,7 @@ type Writer struct {
 	// held is the payload capacity of the reservation handed out by
 	// Reserve and not yet committed, or -1.
 	held int
+	mark bool   // Mark was called for the reservation held
 	need uint64 // bytes of free space the current wait is for
 	err  error  // sticky: the ring is corrupt or a message was broken
 	spin spinner
@@ -81,6 +82,16 @@ func (w *Writer) Reserve(n int) ([]byte, error) {
 	return w.s.data[start : start+uint64(n) : start+uint64(n)], nil
 }
 
+// Mark marks the record reserved now: Commit or Stage writes the mark
+// into its header, where the reader sees it (Reader.Marked). The ring
+// gives the mark no meaning; its users agree on one. Without a
+// reservation held it does nothing.
+func (w *Writer) Mark() {
+	if w.held >= 0 {
+		w.mark = true
+	}
+}
+
 // Commit publishes the first n bytes of the reservation as a record,
 // with any records staged before it; more says that the message continues
 // in the next record. The reader is woken if it waits. After Close it
@@ -125,13 +136,17 @@ func (w *Writer) finish(n int, more bool) error {
 		// Closed while the record was reserved: the record is dropped
 		// unpublished, so that no reader takes the last record of a
 		// message its writer abandoned for a whole message.
-		w.held = -1
+		w.held, w.mark = -1, false
 		w.s.release()
 		return ErrClosed
 	}
 	var flags uint32
 	if more {
 		flags = flagMore
+	}
+	if w.mark {
+		flags |= flagMark
+		w.mark = false
 	}
 	// A plain store: the tail's atomic store publishes it, and a locked
 	// store here would wait for the reader's cache line.
@@ -262,6 +277,22 @@ func (w *Writer) roomFor(n int, arm bool) bool {
 // line, which stays where the reader is.
 func (w *Writer) roomKnown() bool {
 	return w.err == nil && w.s.capacity-(w.tail-w.head) >= w.need
+}
+
+// Ready reports whether Reserve(n) would return at once, with room or an
+// error, without waiting and without arming: the check an owner makes
+// before it spins or arms. The owner goroutine calls it.
+func (w *Writer) Ready(n int) bool {
+	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
+		return true
+	}
+	defer w.s.release()
+	w.setNeed(uint64(n))
+	if w.roomKnown() {
+		return true
+	}
+	ok, err := w.ready()
+	return ok || err != nil
 }
 
 // Arm reports whether Reserve(n) would return at once, with room or an

@@ -1,0 +1,191 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// postLog is a handler that keeps what it was given, in order, with
+// whether each request came as a one-way message, and answers every one
+// (a one-way message's answer must be dropped).
+type postLog struct {
+	mu     sync.Mutex
+	reqs   [][]byte
+	oneWay []bool
+}
+
+func (l *postLog) ServeIPC(_ context.Context, req []byte, w *ReplyWriter) error {
+	l.mu.Lock()
+	l.reqs = append(l.reqs, bytes.Clone(req))
+	l.oneWay = append(l.oneWay, w.OneWay())
+	l.mu.Unlock()
+	if _, err := w.Write([]byte("re:")); err != nil {
+		return err
+	}
+	_, err := w.Write(req)
+	return err
+}
+
+func (l *postLog) reset() {
+	l.mu.Lock()
+	l.reqs, l.oneWay = nil, nil
+	l.mu.Unlock()
+}
+
+func (l *postLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.reqs)
+}
+
+// testPost mixes posted messages with calls on c, whose server logs into
+// l, and checks that every call gets its own reply, that the server saw
+// everything in order, and that the handler saw posted messages as
+// one-way exactly when marked says the transport carries the mark.
+func testPost(t *testing.T, c *Client, l *postLog, marked bool) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var sent [][]byte
+	var posted []bool
+	for i := range 400 {
+		n := rng.IntN(200)
+		if rng.IntN(20) == 0 {
+			n = 40_000 + rng.IntN(100_000) // beyond a record of a 64 KiB ring
+		}
+		msg := append(fmt.Appendf(nil, "%d:", i), pattern(n, i)...)
+		sent = append(sent, msg)
+		if rng.IntN(4) != 0 {
+			posted = append(posted, true)
+			if err := c.Post(msg); err != nil {
+				t.Fatalf("Post %d: %v", i, err)
+			}
+			continue
+		}
+		posted = append(posted, false)
+		got, err := c.Call(msg)
+		if err != nil || !bytes.Equal(got, append([]byte("re:"), msg...)) {
+			t.Fatalf("Call %d after posts: %.20q (%d bytes), %v", i, got, len(got), err)
+		}
+	}
+	if _, err := c.Recv(); !errors.Is(err, ErrNoRequest) {
+		t.Fatalf("Recv with only posted messages out: %v, want ErrNoRequest", err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l.len() == len(sent) })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range sent {
+		if !bytes.Equal(l.reqs[i], sent[i]) {
+			t.Fatalf("the server's message %d is %.20q, want %.20q", i, l.reqs[i], sent[i])
+		}
+		if want := posted[i] && marked; l.oneWay[i] != want {
+			t.Fatalf("message %d: OneWay %v, want %v", i, l.oneWay[i], want)
+		}
+	}
+	l.reqs, l.oneWay = nil, nil
+}
+
+// TestPostSocket: on a persistent socket connection a posted message is a
+// request whose reply the Client drops, before the reply of a later call
+// and at most postWindow at a time while the caller only posts.
+func TestPostSocket(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	ts := startServer(t, l)
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testPost(t, c, l, false)
+
+	// Only posts: the dropped replies are read as they come due.
+	for i := range 3 * postWindow {
+		if err := c.Post([]byte("p")); err != nil {
+			t.Fatal(err)
+		}
+		if c.dropping >= postWindow {
+			t.Fatalf("after post %d: %d replies to drop, want fewer than %d", i, c.dropping, postWindow)
+		}
+	}
+	if got, err := c.Call([]byte("last")); err != nil || string(got) != "re:last" {
+		t.Fatalf("Call after posts: %q, %v", got, err)
+	}
+	if c.dropping != 0 || c.queue.n != 0 {
+		t.Fatalf("after a call: %d replies to drop, %d entries; want none", c.dropping, c.queue.n)
+	}
+}
+
+// TestPostGitServer: a server that answers one request per connection gets
+// each posted message on its own connection, and Post waits for the reply
+// it drops, also behind a request sent before it.
+func TestPostGitServer(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	ts := startServer(t, l, WithPersistent(false))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l.reset() // the handler saw the persistent handshake, as git's would
+	if err := c.Post([]byte("alone")); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.len(); n != 1 {
+		t.Fatalf("the server has %d messages after Post returned, want 1", n)
+	}
+	if err := c.Send([]byte("req")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Post([]byte("behind")); err != nil { // held behind req
+		t.Fatal(err)
+	}
+	if got, err := c.Recv(); err != nil || string(got) != "re:req" {
+		t.Fatalf("Recv = %q, %v", got, err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.len(); n != 3 {
+		t.Fatalf("the server has %d messages after Flush, want 3", n)
+	}
+	l.reset()
+	testPost(t, c, l, false)
+}
+
+// TestPostClosed: Post after Close fails with ErrClientClosed, and Post to
+// a server that is gone fails with ErrNotProcessed.
+func TestPostClosed(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, &postLog{})
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var perr error
+	for range 3 * postWindow { // the socket may take some before it fails
+		if perr = c.Post([]byte("x")); perr != nil {
+			break
+		}
+	}
+	if !errors.Is(perr, ErrNotProcessed) {
+		t.Fatalf("Post to a closed server: %v, want ErrNotProcessed", perr)
+	}
+	c.Close()
+	if err := c.Post([]byte("x")); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("Post after Close: %v, want ErrClientClosed", err)
+	}
+}

@@ -1,0 +1,108 @@
+package ring
+
+import "encoding/binary"
+
+// Batches. A writer that sends many small messages pays, for each record
+// that Reserve and Stage make, two atomic updates of the mapping's
+// reference count; each waits for the stores before it (the record just
+// written, on cache lines the reader last held) to reach the cache. A
+// batch lays its records out in the writer's own memory first, and
+// StageRecords copies them into the ring under one reference: the copies'
+// stores overlap, and the reference count changes once per batch.
+
+// RecordSize is how many bytes a record carrying n payload bytes takes in
+// the ring and in a batch (AppendRecord): an eight-byte header and the
+// payload, padded to eight bytes.
+func RecordSize(n int) int { return int(recordSize(uint64(n))) }
+
+// AppendRecord appends to batch a record carrying p, laid out as the ring
+// lays records out: more says that the message continues in the next
+// record, and mark sets the record's mark (Writer.Mark). StageRecords
+// copies such records into a ring; each p must fit one record of it
+// (MaxRecord).
+func AppendRecord(batch, p []byte, more, mark bool) []byte {
+	var flags uint32
+	if more {
+		flags |= flagMore
+	}
+	if mark {
+		flags |= flagMark
+	}
+	batch = binary.LittleEndian.AppendUint64(batch, packRecord(uint32(len(p)), flags))
+	batch = append(batch, p...)
+	var pad [7]byte
+	return append(batch, pad[:RecordSize(len(p))-recordHeader-len(p)]...)
+}
+
+// StageRecords copies whole records of batch (made by AppendRecord) into
+// the ring, as many as there is room for now, and returns how many bytes
+// of batch it took. The records are staged, as Stage leaves a record: the
+// next Commit or Flush publishes them. It never waits: n < len(batch) with
+// a nil error means the ring is full; wait for room for the next record
+// (Spin, Arm) and call it again with the rest. A record that AppendRecord
+// could not have made for this ring (longer than MaxRecord, cut short)
+// gives ErrInvalid, with the records before it staged; the other errors
+// are Reserve's. The owner goroutine calls it, with no reservation held.
+func (w *Writer) StageRecords(batch []byte) (n int, err error) {
+	if w.held >= 0 {
+		return 0, ErrInvalid
+	}
+	if !w.s.life.acquire() {
+		return 0, ErrClosed
+	}
+	defer w.s.release()
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.s.closed.Load()&closedReader != 0 {
+		return 0, ErrPeerClosed
+	}
+	limit := uint64(w.MaxRecord())
+	for n < len(batch) {
+		size, ok := batchRecord(batch[n:], limit)
+		if !ok {
+			return n, ErrInvalid
+		}
+		_, off, toEnd := w.setNeed(size - recordHeader)
+		if !w.roomKnown() {
+			if ok, err := w.ready(); err != nil || !ok {
+				return n, err
+			}
+		}
+		if size > toEnd {
+			word64(w.s.data, off).Store(packRecord(0, flagPad))
+			w.tail += toEnd
+			off, toEnd = 0, w.s.capacity
+		}
+		// The run of whole records that fits before the end of the data
+		// area and in the room known goes in one copy.
+		room := min(toEnd, w.s.capacity-(w.tail-w.head))
+		run := size
+		for uint64(n)+run < uint64(len(batch)) {
+			next, ok := batchRecord(batch[uint64(n)+run:], limit)
+			if !ok || run+next > room {
+				break // an invalid record is reported when its turn comes
+			}
+			run += next
+		}
+		copy(w.s.data[off:off+run], batch[n:uint64(n)+run])
+		w.tail += run
+		n += int(run)
+	}
+	return n, nil
+}
+
+// batchRecord returns the size of the record at the start of b, a batch
+// the owner built, and whether it is one AppendRecord could have made for
+// a ring whose records carry at most limit bytes.
+func batchRecord(b []byte, limit uint64) (uint64, bool) {
+	if len(b) < recordHeader {
+		return 0, false
+	}
+	n, flags := unpackRecord(binary.LittleEndian.Uint64(b))
+	size := recordSize(uint64(n))
+	if uint64(n) > limit || flags&^(flagMore|flagMark) != 0 || size > uint64(len(b)) {
+		return 0, false
+	}
+	return size, true
+}

@@ -1,0 +1,230 @@
+package ring
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestStageRecords: batches of records of random sizes, marks and "more"
+// flags, staged into a small ring while a reader takes them: every record
+// arrives whole and in order, with its flags, across the padding at the
+// end of the data area, and a full ring takes part of a batch.
+func TestStageRecords(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	rng := rand.New(rand.NewPCG(3, 4))
+	type rec struct {
+		p          []byte
+		more, mark bool
+	}
+	var recs []rec
+	for i := range 5000 {
+		n := rng.IntN(300)
+		if rng.IntN(50) == 0 {
+			n = w.MaxRecord()
+		}
+		recs = append(recs, rec{message(nil, uint64(i), n), rng.IntN(3) == 0, rng.IntN(2) == 0})
+	}
+	var wg sync.WaitGroup
+	var werr error
+	partial := 0
+	wg.Go(func() {
+		var batch []byte
+		for i := 0; i < len(recs); {
+			batch = batch[:0]
+			for k := rng.IntN(40); k >= 0 && i < len(recs); k-- {
+				batch = AppendRecord(batch, recs[i].p, recs[i].more, recs[i].mark)
+				i++
+			}
+			for len(batch) > 0 {
+				n, err := w.StageRecords(batch)
+				if err != nil {
+					werr = err
+					return
+				}
+				batch = batch[n:]
+				if len(batch) > 0 {
+					// Full: the reader makes room for what it has seen.
+					partial++
+					w.Flush()
+					time.Sleep(10 * time.Microsecond)
+				}
+			}
+			w.Flush()
+		}
+	})
+	r.SetDeadline(time.Now().Add(20 * time.Second))
+	for i := 0; i < len(recs); {
+		p, more, err := r.Next()
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		want := recs[i]
+		if !bytes.Equal(p, want.p) || more != want.more || r.Marked() != want.mark {
+			t.Fatalf("record %d: %d bytes (equal %v), more %v, marked %v; want %d bytes, %v, %v",
+				i, len(p), bytes.Equal(p, want.p), more, r.Marked(), len(want.p), want.more, want.mark)
+		}
+		r.Release()
+		i++
+	}
+	wg.Wait()
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	if partial == 0 {
+		t.Error("no batch met a full ring")
+	}
+}
+
+// TestStageRecordsInvalid: records AppendRecord could not have made for
+// the ring are refused with the ones before them staged; a reservation
+// held, a closed ring and a closed reader are refused as Reserve refuses
+// them.
+func TestStageRecordsInvalid(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	good := AppendRecord(nil, []byte("ok"), false, true)
+	for name, bad := range map[string][]byte{
+		"too long":    AppendRecord(nil, make([]byte, w.MaxRecord()+1), false, false),
+		"cut short":   AppendRecord(nil, []byte("abcdef"), false, false)[:10],
+		"bad flags":   {1, 0, 0, 0, flagPad, 0, 0, 0, 'x', 0, 0, 0, 0, 0, 0, 0},
+		"half header": {1, 0, 0},
+	} {
+		n, err := w.StageRecords(append(append([]byte(nil), good...), bad...))
+		if n != len(good) || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%s: StageRecords = %d, %v; want %d, ErrInvalid", name, n, err, len(good))
+		}
+	}
+	w.Flush()
+	r.SetDeadline(time.Now().Add(time.Second))
+	for range 4 {
+		if p, _, err := r.Next(); err != nil || string(p) != "ok" || !r.Marked() {
+			t.Fatalf("staged record: %q, %v, marked %v", p, err, r.Marked())
+		}
+		r.Release()
+	}
+	if _, err := w.Reserve(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.StageRecords(good); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("StageRecords with a reservation held: %v", err)
+	}
+	w.Commit(0, false)
+	r.Close()
+	if _, err := w.StageRecords(good); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("StageRecords after the reader closed: %v", err)
+	}
+	w.Close()
+	if _, err := w.StageRecords(good); !errors.Is(err, ErrClosed) {
+		t.Fatalf("StageRecords after Close: %v", err)
+	}
+}
+
+// FuzzStageRecords: whatever bytes the owner passes as a batch, the ring
+// takes only records the reader accepts: no panic, and the reader finds
+// no corruption in what was published.
+func FuzzStageRecords(f *testing.F) {
+	f.Add(AppendRecord(AppendRecord(nil, []byte("hello"), true, true), nil, false, false))
+	f.Add([]byte{200, 0, 0, 0, 0, 0, 0, 0})
+	f.Add(bytes.Repeat(AppendRecord(nil, make([]byte, 900), false, false), 6))
+	f.Fuzz(func(t *testing.T, batch []byte) {
+		_, s, _ := heapRing(MinCapacity)
+		w, err := newWriter(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := w.StageRecords(batch)
+		if n > len(batch) || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Fatalf("StageRecords = %d, %v for %d bytes", n, err, len(batch))
+		}
+		w.Flush()
+		r, err := newReader(s, &Options{Spin: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.SetDeadline(time.Now().Add(-time.Second))
+		for {
+			_, _, err := r.Next()
+			if errors.Is(err, ErrTimeout) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("the reader of a staged batch: %v", err)
+			}
+			r.Release()
+		}
+	})
+}
+
+// TestReleaseNext: the lease passes from record to record while records
+// are there, nothing is held once none is, and a writer waiting for room
+// is woken by the records given back, though the head reaches it only in
+// steps.
+func TestReleaseNext(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	if _, _, ok := r.ReleaseNext(); ok {
+		t.Fatal("ReleaseNext without a lease returned a record")
+	}
+	for i := range 3 {
+		b, _ := w.Reserve(1)
+		b[0] = byte('a' + i)
+		w.Commit(1, false)
+	}
+	r.SetDeadline(time.Now().Add(10 * time.Second))
+	p, _, err := r.Next()
+	if err != nil || string(p) != "a" {
+		t.Fatalf("Next = %q, %v", p, err)
+	}
+	for _, want := range []string{"b", "c"} {
+		p, _, ok := r.ReleaseNext()
+		if !ok || string(p) != want {
+			t.Fatalf("ReleaseNext = %q, %v; want %q", p, ok, want)
+		}
+	}
+	if _, _, ok := r.ReleaseNext(); ok {
+		t.Fatal("ReleaseNext on a dry ring returned a record")
+	}
+	if got := r.s.head.Load(); got != r.head {
+		t.Fatalf("dry ring: shared head %d, reader's %d", got, r.head)
+	}
+
+	// A writer that fills the ring waits on the futex for room; the
+	// reader gives records back one at a time.
+	const n = 200
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		w.SetDeadline(time.Now().Add(10 * time.Second))
+		for i := range n {
+			b, err := w.Reserve(200)
+			if err != nil {
+				t.Errorf("Reserve %d: %v", i, err)
+				return
+			}
+			b[0] = byte(i)
+			w.Commit(200, false)
+		}
+	})
+	p, _, err = r.Next()
+	for i := 0; i < n; i++ {
+		if err != nil || p[0] != byte(i) {
+			t.Fatalf("record %d: %v, %v", i, p[:min(len(p), 1)], err)
+		}
+		if i%7 == 0 {
+			time.Sleep(100 * time.Microsecond) // the writer parks meanwhile
+		}
+		var ok bool
+		if p, _, ok = r.ReleaseNext(); !ok && i < n-1 {
+			p, _, err = r.Next()
+		}
+	}
+	wg.Wait()
+	w.Close()
+	if _, _, ok := r.ReleaseNext(); ok {
+		t.Fatal("a record after the last")
+	}
+}
