@@ -93,11 +93,11 @@ type Client struct {
 	rout          *ring.Writer
 	rin           *ring.Reader
 	rchunk        int
-	rstage        bool  // writeRing stages a request's last record (Queue)
-	rmark         bool  // writeRing marks the records: a one-way message (Post)
+	rstage        bool   // writeRing stages a request's last record (Queue)
+	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
-	rstaged       int   // bytes of requests staged and not yet published
-	halfProcs     int32 // the default spinning budget, read at the ring handshake
+	rstaged       int    // bytes of requests staged and not yet published
+	halfProcs     int32  // the default spinning budget, read at the ring handshake
 	slices        ringSlices
 	rbell         [64]byte
 	rgather       []byte

@@ -386,8 +386,8 @@ type ringConn struct {
 	ctx    context.Context // carries peer; cancelled by kill
 	cancel context.CancelCauseFunc
 
-	in      *ring.Reader // requests
-	out     *ring.Writer // replies
+	in  *ring.Reader // requests
+	out *ring.Writer // replies
 	// next is the request ring's next record, taken when the last request
 	// gave its record back (ReleaseNext) and not yet served: held, while
 	// hasNext, under the lease. served counts requests not yet added to
@@ -396,13 +396,13 @@ type ringConn struct {
 	nextMore bool
 	hasNext  bool
 	served   uint64
-	chunk   int          // the largest record a reply Write makes
-	inPlace bool         // the client reads one-record replies in place (ringreply.go)
-	reply   ReplyWriter
-	gather  []byte
-	bell    [64]byte
-	slices  ringSlices
-	start   int64 // when the current handler started
+	chunk    int  // the largest record a reply Write makes
+	inPlace  bool // the client reads one-record replies in place (ringreply.go)
+	reply    ReplyWriter
+	gather   []byte
+	bell     [64]byte
+	slices   ringSlices
+	start    int64 // when the current handler started
 
 	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
 	since atomic.Int64 // when it started, by the reaper's clock (Server.clock)

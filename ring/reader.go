@@ -15,7 +15,7 @@ type Reader struct {
 	// published is the head as last stored for the writer: Release holds
 	// small steps back (flushHead).
 	published uint64
-	tail uint64 // the writer's tail as last read and checked
+	tail      uint64 // the writer's tail as last read and checked
 	// lease is the size of the record handed out by Next and not yet
 	// released, or zero.
 	lease uint64
