@@ -372,7 +372,7 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, ask ringAsk) {
 
 // ringConn is a connection served through rings, by one goroutine (run).
 //
-// Invariant: the goroutine owns in, out, reply, gather and bell; other
+// Invariant: the goroutine owns in, out, reply, gather, bell and next; other
 // goroutines (the reaper, Close) only read why and since and call kill,
 // which closes the socket and both rings at most once: every wait of the
 // goroutine then ends, and its next ring or socket call fails. The rings'
@@ -386,8 +386,16 @@ type ringConn struct {
 	ctx    context.Context // carries peer; cancelled by kill
 	cancel context.CancelCauseFunc
 
-	in  *ring.Reader // requests
-	out *ring.Writer // replies
+	in      *ring.Reader // requests
+	out     *ring.Writer // replies
+	chunk   int          // the largest record a reply Write makes
+	inPlace bool         // the client reads one-record replies in place (ringreply.go)
+	reply   ReplyWriter
+	gather  []byte
+	bell    [64]byte
+	slices  ringSlices
+	start   int64 // when the current handler started
+
 	// next is the request ring's next record, taken when the last request
 	// gave its record back (ReleaseNext) and not yet served: held, while
 	// hasNext, under the lease. served counts requests not yet added to
@@ -396,13 +404,6 @@ type ringConn struct {
 	nextMore bool
 	hasNext  bool
 	served   uint64
-	chunk    int  // the largest record a reply Write makes
-	inPlace  bool // the client reads one-record replies in place (ringreply.go)
-	reply    ReplyWriter
-	gather   []byte
-	bell     [64]byte
-	slices   ringSlices
-	start    int64 // when the current handler started
 
 	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
 	since atomic.Int64 // when it started, by the reaper's clock (Server.clock)
