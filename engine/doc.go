@@ -94,6 +94,14 @@
 // straight into its final buffer, with readv, its packets laid out as they
 // will lie there.
 //
+// Post sends a one-way message: its handler runs as any request's, in
+// order with the Client's requests, and nothing comes back. On rings the
+// message is a marked record the server answers with nothing, and posts
+// are laid out in the Client's memory and copied into the ring a batch
+// at a time; on a socket, a post travels as a request whose reply the
+// Client reads and drops. A later request's reply says every message
+// posted before it was handled.
+//
 // A Client matches replies to requests by construction: each request
 // records the connection it went out on, and when a connection ends every
 // request still waiting on it fails at once, so a reply that comes later,
@@ -144,7 +152,9 @@
 // "\x01pktipc/rings/1 <size>" ("... <size> inplace" from a client that
 // reads replies in place), is a connection's first request, answered
 // with "\x01pktipc/rings/1 ok" and the two memfds (SCM_RIGHTS), or with
-// "\x01pktipc/rings/1 no" and a close. After it, requests end only at
+// "\x01pktipc/rings/1 no" and a close. On rings, a request whose first
+// record carries the ring's mark is one-way (Client.Post). After the
+// persistent handshake, requests end only at
 // a flush packet (0000), 0004 is an empty data packet, and 0001/0002 are
 // protocol errors; replies are unchanged. A git client never sends the
 // handshake, so it never sees the difference.

@@ -42,7 +42,11 @@
 // the peer's index; the peer publishes its index and then reads the parking
 // word, and only if it is raised clears it and wakes the waiter. A ring in
 // steady traffic therefore makes no system calls at all, and a wake-up
-// cannot be lost. Waits end at the side's deadline (SetDeadline) or when
+// cannot be lost. The reader stores its index in steps, not per record:
+// once an eighth of the ring has been given back, when the writer has
+// raised its parking word, and before the reader itself waits; a writer
+// that runs short of room parks, and the reader's next step wakes it.
+// Waits end at the side's deadline (SetDeadline) or when
 // either side closes. The death of a peer process is not visible in the
 // mapping: whoever owns the ring watches the connection it came on and
 // calls Close, which wakes an owner parked on the futex at once. The futex
@@ -69,6 +73,13 @@
 // header) streams through the ring as several records, each but the last
 // flagged "more"; Write and ReadMessage do the splitting and joining, and
 // Reserve/Commit and Next/Release give zero-copy access record by record.
+// Small messages in bulk go faster as a batch: the writer lays records out
+// in its own memory (AppendRecord) and StageRecords copies as many as fit
+// into the ring at once; on the reading side ReleaseNext gives a record
+// back and takes the next one in one step. Either way a record costs no
+// atomic update of the mapping's reference count, which each call of
+// Reserve, Stage, Next and Release makes.
+//
 // A writer may mark a record (Writer.Mark) and the reader sees the mark
 // (Reader.Marked): one bit that the ring carries and its users give a
 // meaning, such as a message that wants no answer.
