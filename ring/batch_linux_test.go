@@ -2,7 +2,9 @@ package ring
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -226,5 +228,114 @@ func TestReleaseNext(t *testing.T) {
 	w.Close()
 	if _, _, ok := r.ReleaseNext(); ok {
 		t.Fatal("a record after the last")
+	}
+}
+
+// TestNoLostWakeUpBatched is TestNoLostWakeUp for batches: the writer
+// stages batches of random sizes (StageRecords) and, when the ring is
+// full, arms it and waits on a doorbell that the reader rings as it gives
+// records back in steps; the reader takes records with Next and passes
+// its lease on with ReleaseNext, parking on the futex when the ring is
+// dry. Both sides pause at random. A lost wake-up stalls one side past a
+// deadline that each side moves on as it progresses.
+func TestNoLostWakeUpBatched(t *testing.T) {
+	checkLeaks(t)
+	n := *stressMessages
+	if testing.Short() {
+		n = min(n, 20_000)
+	}
+	bellW, ringW, err := NewDoorbell() // the writer waits on bellW; the reader rings ringW
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bellW.Close()
+	f, err := Create(MinCapacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(f, &Options{Spin: time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReader(f, &Options{Spin: time.Microsecond, Doorbell: ringW})
+	f.Close()
+	ringW.Close()
+	if err != nil {
+		w.Close()
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	const stall = 30 * time.Second
+	pause := func(rng *rand.Rand) {
+		switch rng.IntN(64) {
+		case 0:
+			time.Sleep(time.Duration(rng.IntN(50)) * time.Microsecond)
+		case 1, 2:
+			for range rng.IntN(2000) {
+				spinPause()
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(5, 1))
+		var msg [64]byte
+		var batch []byte
+		for i := 0; i < n; {
+			pause(rng)
+			batch = batch[:0]
+			for k := 1 + rng.IntN(40); k > 0 && i < n; k-- {
+				binary.LittleEndian.PutUint64(msg[:], uint64(i))
+				batch = AppendRecord(batch, msg[:8+rng.IntN(57)], false, i%2 == 0)
+				i++
+			}
+			for len(batch) > 0 {
+				m, err := w.StageRecords(batch)
+				if err != nil {
+					done <- err
+					return
+				}
+				batch = batch[m:]
+				if len(batch) == 0 {
+					break
+				}
+				next := int(binary.LittleEndian.Uint32(batch))
+				for !w.Arm(next) {
+					if ok, err := bellW.Wait(stall); err != nil || !ok {
+						done <- fmt.Errorf("doorbell wait for room before message %d: %v, %v (a lost wake-up)", i, ok, err)
+						return
+					}
+					if err := bellW.Drain(); err != nil {
+						done <- err
+						return
+					}
+				}
+			}
+			w.Flush()
+		}
+		done <- nil
+	}()
+	rng := rand.New(rand.NewPCG(5, 2))
+	for i := 0; i < n; {
+		r.SetDeadline(time.Now().Add(stall))
+		p, _, err := r.Next()
+		for ; err == nil; i++ {
+			if len(p) < 8 || binary.LittleEndian.Uint64(p) != uint64(i) || r.Marked() != (i%2 == 0) {
+				t.Fatalf("message %d: got %x, marked %v", i, p, r.Marked())
+			}
+			pause(rng)
+			var ok bool
+			if p, _, ok = r.ReleaseNext(); !ok {
+				i++
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("message %d of %d: %v (a lost wake-up)", i, n, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("writer: %v", err)
 	}
 }
