@@ -110,6 +110,7 @@ func (c *Client) dropConn() {
 	c.closeRingsLocked()
 	c.mu.Unlock()
 	c.inflight, c.persistent = 0, false
+	c.rbatch = c.rbatch[:0] // posts not yet in a ring go with the connection (see flushPosts)
 }
 
 // endConn closes the open connection after cause ended it. Requests still

@@ -150,14 +150,14 @@
 // The handshake is an ordinary simple-ipc request, "\x01pktipc/persistent/1",
 // answered with "\x01pktipc/persistent/1 ok". The ring handshake,
 // "\x01pktipc/rings/1 <size>" ("... <size> inplace" from a client that
-// reads replies in place), is a connection's first request, answered
-// with "\x01pktipc/rings/1 ok" and the two memfds (SCM_RIGHTS), or with
+// reads replies in place), is a connection's first request, answered with
+// "\x01pktipc/rings/1 ok oneway" and the two memfds (SCM_RIGHTS), or with
 // "\x01pktipc/rings/1 no" and a close. On rings, a request whose first
 // record carries the ring's mark is one-way (Client.Post). After the
-// persistent handshake, requests end only at
-// a flush packet (0000), 0004 is an empty data packet, and 0001/0002 are
-// protocol errors; replies are unchanged. A git client never sends the
-// handshake, so it never sees the difference.
+// persistent handshake, requests end only at a flush packet (0000), 0004
+// is an empty data packet, and 0001/0002 are protocol errors; replies are
+// unchanged. A git client never sends the handshake, so it never sees the
+// difference.
 //
 // # Inside
 //

@@ -72,7 +72,12 @@ type testServer struct {
 // startServer runs a server until the test ends and checks Serve's result.
 func startServer(t testing.TB, h Handler, opts ...Option) *testServer {
 	t.Helper()
-	path := socketPath(t)
+	return startServerAt(t, socketPath(t), h, opts...)
+}
+
+// startServerAt is startServer at path.
+func startServerAt(t testing.TB, path string, h Handler, opts ...Option) *testServer {
+	t.Helper()
 	s, err := NewServer(path, h, opts...)
 	if err != nil {
 		t.Fatal(err)

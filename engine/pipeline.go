@@ -67,6 +67,7 @@ type Client struct {
 	inflight   int    // requests written on the open connection and not yet answered
 	held       int    // entries held for a git server, not yet written
 	dropping   int    // entries of posted messages whose replies are to be dropped (post.go)
+	dropBytes  int    // bytes of those messages, since none was outstanding
 	unsent     int    // the newest entries, queued in wbuf and not yet written
 	queue      requestQueue
 	spin       spinPlan
@@ -96,6 +97,7 @@ type Client struct {
 	rstage        bool   // writeRing stages a request's last record (Queue)
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
+	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published
 	halfProcs     int32  // the default spinning budget, read at the ring handshake
 	slices        ringSlices

@@ -1,16 +1,22 @@
 package engine
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/pktipc/pktipc/ring"
 )
 
-// postWindow bounds the one-way messages a Client has sent as requests
-// (on a socket connection) whose replies it has not yet read and dropped:
-// at the bound, Post reads those replies, so that they do not pile up in
-// the socket while the caller only posts.
-const postWindow = 256
+// postWindow and postWindowBytes bound the one-way messages a Client has
+// sent as requests (on a socket connection, or on rings without one-way
+// messages) whose replies it has not yet read and dropped: at either
+// bound, Post reads those replies, so that they do not pile up while the
+// caller only posts and the server stop for want of room to answer. On
+// rings the byte bound is a quarter of the reply ring's record.
+const (
+	postWindow      = 256
+	postWindowBytes = 256 << 10
+)
 
 // Post sends msg as a one-way message: the server runs its handler on it
 // as on any request (ReplyWriter.OneWay tells the handler), and there is
@@ -48,7 +54,7 @@ func (c *Client) Post(msg []byte) error {
 			return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
 		}
 	}
-	if c.rout == nil || c.held > 0 {
+	if c.rout == nil || c.held > 0 || !c.roneway {
 		return c.postRequest(msg)
 	}
 	return c.postRing(msg)
@@ -84,7 +90,7 @@ func (c *Client) postRing(msg []byte) error {
 // one and nothing of the Client's was lost with it.
 func (c *Client) postLarge(msg []byte) error {
 	for retried := false; ; retried = true {
-		staged := c.rstaged
+		staged := c.rstaged + len(c.rbatch) // writeRing stages the batch first
 		c.rmark = true
 		err := c.writeRing(msg)
 		c.rmark = false
@@ -99,38 +105,76 @@ func (c *Client) postLarge(msg []byte) error {
 		if err := c.reconnect(); err != nil {
 			return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
 		}
-		if c.rout == nil {
-			return c.postRequest(msg) // the server no longer grants rings
+		if c.rout == nil || !c.roneway {
+			return c.postRequest(msg) // the server no longer grants rings, or one-way messages
 		}
 	}
 }
 
 // flushPosts publishes what the Client staged in the request ring, with
 // the posted messages of its batch. When the ring refuses a batch that
-// none of the connection's ring holds (sendBatch), it goes once more on a
-// new connection. A batch left for a connection without rings is lost,
-// as posts are with their connection.
+// none of the connection's ring holds and nothing was staged before it (a
+// server that closed the idle connection saw none of it), the batch goes
+// once more, on a new connection, laid out again for its rings (their
+// records may be smaller) or as requests where it has none. It runs only
+// at the top of Post and Flush, where nothing else of the Client is being
+// written: a batch sent again comes before anything sent after it.
 func (c *Client) flushPosts() error {
-	for retried := false; ; retried = true {
-		if c.uc == nil && len(c.rbatch) > 0 {
-			if err := c.reconnect(); err != nil {
-				c.rbatch = c.rbatch[:0]
-				return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
-			}
+	if c.rout == nil {
+		return nil
+	}
+	staged := c.rstaged
+	err := c.publishRing()
+	if err == nil {
+		return nil
+	}
+	batch := c.rbatch
+	c.rbatch = nil // dropConn empties the Client's batch; this one may go again
+	retry := staged == 0 && len(batch) > 0 && c.inflight == 0 && peerGone(err)
+	c.endConn(err)
+	if !retry {
+		return c.fail("send", sendFailure(err))
+	}
+	if err := c.reconnect(); err != nil {
+		return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
+	}
+	for len(batch) > 0 {
+		n := int(binary.LittleEndian.Uint32(batch))
+		if err := c.postAgain(batch[ring.RecordHeader : ring.RecordHeader+n]); err != nil {
+			return err
 		}
-		if c.rout == nil {
-			c.rbatch = c.rbatch[:0]
-			return nil
-		}
-		err := c.publishRing()
-		if err == nil {
-			return nil
-		}
+		batch = batch[ring.RecordSize(n):]
+	}
+	if err := c.publishRing(); err != nil {
 		c.endConn(err)
-		if retried || len(c.rbatch) == 0 {
+		return c.fail("send", sendFailure(err))
+	}
+	if c.unsent > 0 {
+		return c.flush()
+	}
+	return nil
+}
+
+// postAgain posts msg on the connection flushPosts opened, without another
+// retry: into its batch when it takes one-way messages, else as a request
+// whose reply is dropped.
+func (c *Client) postAgain(msg []byte) error {
+	if c.rout == nil || !c.roneway {
+		return c.postRequest(msg)
+	}
+	size := ring.RecordSize(len(msg))
+	if limit := min(clientBatchBytes, c.rout.MaxRecord()); size > limit || len(c.rbatch)+size > limit {
+		c.rmark = true
+		err := c.writeRing(msg) // after the batch
+		c.rmark = false
+		if err != nil {
+			c.endConn(err)
 			return c.fail("send", sendFailure(err))
 		}
+		return nil
 	}
+	c.rbatch = ring.AppendRecord(c.rbatch, msg, false, true)
+	return nil
 }
 
 // postRequest sends msg as a request whose reply is dropped: the Client
@@ -142,7 +186,12 @@ func (c *Client) postRequest(msg []byte) error {
 	}
 	c.queue.at(c.queue.n - 1).drop = true
 	c.dropping++
-	if !c.persistent || c.dropping >= postWindow {
+	c.dropBytes += len(msg)
+	limit := postWindowBytes
+	if c.rin != nil {
+		limit = c.rin.MaxRecord() / 4
+	}
+	if !c.persistent || c.dropping >= postWindow || c.dropBytes >= limit {
 		if c.unsent > 0 {
 			_ = c.flush() // its failures are the requests' own
 		}
@@ -162,6 +211,9 @@ func (c *Client) dropReplies() error {
 		if !c.giveBackReply() {
 			return ErrClientClosed
 		}
+	}
+	if c.dropping == 0 {
+		c.dropBytes = 0
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, ctxOr(ctx, err)
 	}
-	if string(msg) != string(ringOKReply) {
+	if string(msg) != string(ringOKReply) && string(msg) != string(ringOKPlain) {
 		return false, nil
 	}
 	if len(fds) != 2 {
@@ -46,6 +46,7 @@ func (c *Client) ringHandshake(ctx context.Context) (bool, error) {
 	if err := c.mapRings(fds); err != nil {
 		return false, err
 	}
+	c.roneway = string(msg) == string(ringOKReply)
 	c.applyDeadline()
 	return true, nil
 }
@@ -414,13 +415,12 @@ func (c *Client) publishRing() error {
 }
 
 // sendBatch stages the messages Post laid out (rbatch) in the request
-// ring, waiting for room as writeRing does. When the ring refuses them,
-// they stay for the next connection if none of them, and nothing staged
-// before them, entered this one (a server that closed the idle connection
-// saw nothing); otherwise they are lost with the connection, as a posted
+// ring, waiting for room as writeRing does, and empties the batch. When
+// the ring refuses them, the batch stays as it was if none of it entered
+// the ring (the caller may send it on a new connection: flushPosts); the
+// rest of a batch cut short is lost with the connection, as a posted
 // message the server has not taken is.
 func (c *Client) sendBatch() error {
-	staged := c.rstaged
 	b := c.rbatch
 	for len(b) > 0 {
 		n, err := c.rout.StageRecords(b)
@@ -430,7 +430,7 @@ func (c *Client) sendBatch() error {
 			err = c.waitRingRoom(int(binary.LittleEndian.Uint32(b))) // the next record's payload
 		}
 		if err != nil {
-			if staged > 0 || len(b) < len(c.rbatch) {
+			if len(b) < len(c.rbatch) {
 				c.rbatch = c.rbatch[:0]
 			}
 			return err

@@ -27,8 +27,10 @@ import (
 // socket anyway. The server makes two rings in sealed memfds (requests,
 // client to server; replies, server to client), each with a data area of
 // the size asked (at most WithRingLimits' size), and answers
-// "\x01pktipc/rings/1 ok" with both memfds attached (SCM_RIGHTS); a server
-// that will not (rings refused, at their cap, stopping) answers
+// "\x01pktipc/rings/1 ok oneway" with both memfds attached (SCM_RIGHTS):
+// "oneway" says it takes one-way messages (below), and a client that gets
+// a plain "... ok" sends none. A server that will not (rings refused, at
+// their cap, stopping) answers
 // "\x01pktipc/rings/1 no" and closes, and the client offers the persistent
 // handshake on a new connection instead.
 //
@@ -47,7 +49,8 @@ import (
 // futex for a moment (ringSleep), where a prompt peer wakes it for less.
 var (
 	ringHelloPrefix = []byte("\x01pktipc/rings/1 ")
-	ringOKReply     = []byte("\x01pktipc/rings/1 ok")
+	ringOKReply     = []byte("\x01pktipc/rings/1 ok oneway")
+	ringOKPlain     = []byte("\x01pktipc/rings/1 ok") // a server that takes no one-way messages
 	ringNoReply     = []byte("\x01pktipc/rings/1 no")
 	ringOKWire      = frame.AppendMessage(nil, ringOKReply)
 	ringNoWire      = frame.AppendMessage(nil, ringNoReply)

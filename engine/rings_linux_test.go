@@ -1300,6 +1300,95 @@ func TestRingsPost(t *testing.T) {
 	if c.queue.n != 0 || c.inflight != 0 {
 		t.Fatalf("posts left %d entries, %d in flight", c.queue.n, c.inflight)
 	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l.len() == 12+1000 })
+	l.reset()
+
+	// Rings from a server that answered a plain "ok" (no one-way
+	// messages): posts are requests whose replies the Client drops.
+	c.roneway = false
+	testPost(t, c, l, false)
+}
+
+// TestRingsRepliesFillBothRings: pipelined requests that fill the request
+// ring, whose replies fill the reply ring, while the Client is still
+// writing: the server, blocked writing a reply, must have given back the
+// requests it took, or the two sides wait for each other.
+func TestRingsRepliesFillBothRings(t *testing.T) {
+	leakcheck.Check(t)
+	reply := make([]byte, 2000)
+	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+		_, err := w.Write(reply)
+		return err
+	}), withRings)
+	c := dialRings(t, ts.path) // 64 KiB rings
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	const n = 4096 + 16 // 16-byte records: a ring's worth and more
+	for i := range n {
+		if err := c.Queue([]byte("12345678")); err != nil {
+			t.Fatalf("Queue %d: %v", i, err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if got, err := c.Recv(); err != nil || len(got) != len(reply) {
+			t.Fatalf("Recv %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+}
+
+// TestRingsPostsOutliveIdleClose: posts laid out for rings whose server
+// has gone, before any of them reached it, go at the next Flush to the
+// server that took its place: as one-way messages laid out again for its
+// smaller rings, or as requests to a server without rings; before a call
+// made after them.
+func TestRingsPostsOutliveIdleClose(t *testing.T) {
+	leakcheck.Check(t)
+	for _, next := range []string{"smaller rings", "no rings"} {
+		path := socketPath(t)
+		a, err := NewServer(path, &postLog{}, withRings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- a.Serve(context.Background()) }()
+		c := dialRings(t, path)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Call([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		big := pattern(3000, 1) // beyond a record of a 4 KiB ring
+		for _, msg := range [][]byte{[]byte("one"), big, []byte("three")} {
+			if err := c.Post(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.Close()
+		<-errc
+		l := &postLog{}
+		opts := []Option{WithRingLimits(64, 4096)}
+		if next == "no rings" {
+			opts = nil
+		}
+		startServerAt(t, path, l, opts...)
+		if err := c.Flush(); err != nil {
+			t.Fatalf("%s: Flush: %v", next, err)
+		}
+		if got, err := c.Call([]byte("after")); err != nil || string(got) != "re:after" {
+			t.Fatalf("%s: Call: %q, %v", next, got, err)
+		}
+		l.mu.Lock()
+		if len(l.reqs) != 4 || string(l.reqs[0]) != "one" || !bytes.Equal(l.reqs[1], big) || string(l.reqs[2]) != "three" ||
+			string(l.reqs[3]) != "after" || l.oneWay[0] != (next == "smaller rings") {
+			t.Errorf("%s: the new server got %d requests (%.8q...), one-way %v", next, len(l.reqs), l.reqs, l.oneWay)
+		}
+		l.mu.Unlock()
+		c.Close()
+	}
 }
 
 // TestRingsPostServerGone: a post into rings whose server closed the idle

@@ -10,6 +10,11 @@ import "encoding/binary"
 // StageRecords copies them into the ring under one reference: the copies'
 // stores overlap, and the reference count changes once per batch.
 
+// RecordHeader is the size of a record's header, which AppendRecord puts
+// before the payload: a little-endian uint32 payload length and a uint32
+// of flags.
+const RecordHeader = recordHeader
+
 // RecordSize is how many bytes a record carrying n payload bytes takes in
 // the ring and in a batch (AppendRecord): an eight-byte header and the
 // payload, padded to eight bytes.

@@ -339,3 +339,51 @@ func TestNoLostWakeUpBatched(t *testing.T) {
 		t.Fatalf("writer: %v", err)
 	}
 }
+
+// TestReleasedRoomSeen: a reader that gives records back and then stops
+// calling into the ring (its owner busy elsewhere) leaves the room it gave
+// back visible to a writer, parked on the futex or armed, at once.
+func TestReleasedRoomSeen(t *testing.T) {
+	checkLeaks(t)
+	for _, mode := range []string{"futex", "arm"} {
+		for _, next := range []bool{false, true} {
+			w, r := newPair(t, MinCapacity, &Options{Spin: -1})
+			for w.Ready(64) {
+				b, err := w.Reserve(64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.Commit(len(b), false)
+			}
+			r.SetDeadline(time.Now().Add(time.Second))
+			if _, _, err := r.Next(); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if next {
+					if _, _, ok := r.ReleaseNext(); !ok {
+						t.Fatal("ReleaseNext on a full ring took nothing")
+					}
+				} else {
+					r.Release()
+					if _, _, err := r.Next(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			r.Release() // four records given back, then the reader stops
+			switch mode {
+			case "futex":
+				w.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := w.Reserve(64); err != nil {
+					t.Fatalf("%s, ReleaseNext %v: Reserve with room given back: %v", mode, next, err)
+				}
+				w.Commit(0, false)
+			case "arm":
+				if !w.Arm(64) {
+					t.Fatalf("%s, ReleaseNext %v: Arm found no room given back", mode, next)
+				}
+			}
+		}
+	}
+}

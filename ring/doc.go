@@ -42,11 +42,7 @@
 // the peer's index; the peer publishes its index and then reads the parking
 // word, and only if it is raised clears it and wakes the waiter. A ring in
 // steady traffic therefore makes no system calls at all, and a wake-up
-// cannot be lost. The reader stores its index in steps, not per record:
-// once an eighth of the ring has been given back, when the writer has
-// raised its parking word, and before the reader itself waits; a writer
-// that runs short of room parks, and the reader's next step wakes it.
-// Waits end at the side's deadline (SetDeadline) or when
+// cannot be lost. Waits end at the side's deadline (SetDeadline) or when
 // either side closes. The death of a peer process is not visible in the
 // mapping: whoever owns the ring watches the connection it came on and
 // calls Close, which wakes an owner parked on the futex at once. The futex

@@ -12,10 +12,7 @@ import (
 type Reader struct {
 	s    *shared
 	head uint64 // position of the next record; never read back from the mapping
-	// published is the head as last stored for the writer: Release holds
-	// small steps back (flushHead).
-	published uint64
-	tail      uint64 // the writer's tail as last read and checked
+	tail uint64 // the writer's tail as last read and checked
 	// lease is the size of the record handed out by Next and not yet
 	// released, or zero.
 	lease uint64
@@ -53,7 +50,7 @@ func newReader(s *shared, opts *Options) (*Reader, error) {
 	}
 	r := &Reader{s: s, spin: newSpinner(o.Spin)}
 	r.head = s.head.Load()
-	r.tail, r.published = r.head, r.head
+	r.tail = r.head
 	if r.head%recordHeader != 0 {
 		// Records start on eight-byte boundaries, and their headers are
 		// read as aligned words.
@@ -192,28 +189,12 @@ func (r *Reader) ReleaseNext() (p []byte, more, ok bool) {
 	return nil, false, false
 }
 
-// giveBack moves the head past the leased record. The head reaches the
-// writer (flushHead) once an eighth of the ring has been given back, when
-// the writer waits for room, or when the ring runs dry: a store of the
-// shared head per record would cost a locked instruction each, and the
-// writer needs the head only when it runs short of room.
+// giveBack moves the head past the leased record, for the writer, and
+// wakes the writer if it waits for room.
 func (r *Reader) giveBack() {
 	r.head += r.lease
 	r.lease = 0
-	if r.head-r.published >= r.s.capacity/8 || r.s.wpark.Load() != 0 {
-		r.flushHead()
-	}
-}
-
-// flushHead stores the head for the writer, if it moved since the last
-// store, and wakes the writer if it waits for room. A writer that raises
-// its parking word and then reads the head, as this side stores the head
-// and then reads the word, cannot miss the room.
-func (r *Reader) flushHead() {
-	if r.published != r.head {
-		r.published = r.head
-		r.s.head.Store(r.head)
-	}
+	r.s.head.Store(r.head)
 	r.s.wake(r.s.wpark)
 }
 
@@ -298,7 +279,6 @@ func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 			}
 			r.tail, avail = t, t-r.head
 			if avail == 0 {
-				r.flushHead() // the ring is dry: the writer gets all the room
 				return nil, 0, 0, nil
 			}
 		}
@@ -310,6 +290,7 @@ func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 				return nil, 0, 0, r.fail("padding", toEnd)
 			}
 			r.head += toEnd
+			r.s.head.Store(r.head)
 			continue
 		}
 		if flags&^(flagMore|flagMark) != 0 {
@@ -352,7 +333,6 @@ func (r *Reader) ready() (bool, error) {
 	if r.s.tail.Load() != r.head {
 		return true, nil
 	}
-	r.flushHead() // about to wait: the writer gets all the room
 	if r.s.closed.Load()&closedWriter != 0 {
 		// The writer publishes its last tail before its flag.
 		if r.s.tail.Load() != r.head {
