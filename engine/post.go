@@ -36,12 +36,21 @@ const (
 // Messages and requests of one Client reach the server in the order sent
 // and their handlers finish in that order, so the reply to a request sent
 // after a message says that the message was handled. A nil error means
-// msg went into the connection, not that it was handled: like any one-way
-// message, one the server has not taken when the connection ends (the
-// server stops, a deadline closes the connection) is lost with it,
-// unreported. An error means msg was not sent (it wraps ErrNotProcessed,
-// or is ErrClientClosed); a connection found gone with earlier messages
-// still unpublished in its ring gives an error too, as those are lost.
+// msg went into the Client's batch or the connection, not that it was
+// handled: like any one-way message, one the server has not taken when
+// the connection ends (the server stops, a deadline closes it) is lost
+// with it, unreported. The one exception is a batch on rings that none of
+// the connection saw (a server that closed the idle connection): Post and
+// Flush send it again on a new connection. An error means msg was not
+// sent (it wraps ErrNotProcessed, or is ErrClientClosed), and with it the
+// messages of its batch.
+//
+// On a socket the replies of posted messages are read (and dropped) when
+// a request behind them is received, or once 256 of them or 256 KiB of
+// messages are outstanding; but not past the reply of a request sent
+// before them: a caller that posts many messages while such a reply waits
+// unread should Recv it, as with any pipeline, or the server stops for
+// want of a reader.
 //
 // Only the owner goroutine may call it, like Send. msg may be reused as
 // soon as Post returns.
