@@ -75,6 +75,15 @@ func startServer(t testing.TB, h Handler, opts ...Option) *testServer {
 	return startServerAt(t, socketPath(t), h, opts...)
 }
 
+// pattern is n bytes that differ with seed.
+func pattern(n, seed int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + seed)
+	}
+	return b
+}
+
 // startServerAt is startServer at path.
 func startServerAt(t testing.TB, path string, h Handler, opts ...Option) *testServer {
 	t.Helper()

@@ -37,15 +37,6 @@ func dialRings(t testing.TB, path string, opts ...ClientOption) *Client {
 	return c
 }
 
-// pattern is n bytes that differ with seed.
-func pattern(n, seed int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*7 + seed)
-	}
-	return b
-}
-
 func TestRingsRoundTrip(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
