@@ -267,16 +267,7 @@ func TestNoLostWakeUpBatched(t *testing.T) {
 	defer r.Close()
 	defer w.Close()
 	const stall = 30 * time.Second
-	pause := func(rng *rand.Rand) {
-		switch rng.IntN(64) {
-		case 0:
-			time.Sleep(time.Duration(rng.IntN(50)) * time.Microsecond)
-		case 1, 2:
-			for range rng.IntN(2000) {
-				spinPause()
-			}
-		}
-	}
+	pause := stressPause
 	done := make(chan error, 1)
 	go func() {
 		rng := rand.New(rand.NewPCG(5, 1))

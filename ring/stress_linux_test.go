@@ -47,18 +47,7 @@ func TestNoLostWakeUp(t *testing.T) {
 		const stall = 30 * time.Second
 		w.SetDeadline(time.Now().Add(stall))
 		r.SetDeadline(time.Now().Add(stall))
-		pause := func(rng *rand.Rand) {
-			switch rng.IntN(64) {
-			case 0:
-				time.Sleep(time.Duration(rng.IntN(50)) * time.Microsecond)
-			case 1, 2:
-				for range rng.IntN(2000) {
-					spinPause()
-				}
-			case 3:
-				runtime.Gosched()
-			}
-		}
+		pause := stressPause
 		done := make(chan error, 1)
 		go func() {
 			rng := rand.New(rand.NewPCG(uint64(round), 1))
@@ -105,6 +94,22 @@ func TestNoLostWakeUp(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("round %d: writer: %v", round, err)
 		}
+	}
+}
+
+// stressPause pauses a side of a stress test now and then, at random: a
+// sleep, a spin, or a yield, so that each side catches the other in every
+// state.
+func stressPause(rng *rand.Rand) {
+	switch rng.IntN(64) {
+	case 0:
+		time.Sleep(time.Duration(rng.IntN(50)) * time.Microsecond)
+	case 1, 2:
+		for range rng.IntN(2000) {
+			spinPause()
+		}
+	case 3:
+		runtime.Gosched()
 	}
 }
 

@@ -249,12 +249,22 @@ func (w *Writer) setNeed(n uint64) (size, off, toEnd uint64) {
 // arming; it reports whether Reserve(n) would now return at once. Staged
 // records are published first: the reader cannot make room for records it
 // has not seen. The owner goroutine calls it.
-func (w *Writer) Spin(n int) bool { return w.roomFor(n, false) }
+func (w *Writer) Spin(n int) bool { return w.roomFor(n, roomSpin, 0) }
 
-// roomFor is Spin (arm false) and Arm (arm true): whether Reserve(n)
-// would return at once, known without looking at the reader's head, or
-// learnt by spinning, or by arming the doorbell.
-func (w *Writer) roomFor(n int, arm bool) bool {
+// How roomFor learns whether there is room.
+const (
+	roomLook  = iota // read the reader's head once (Ready)
+	roomSpin         // spin (Spin)
+	roomSleep        // sleep on the futex (Sleep)
+	roomArm          // arm the doorbell (Arm)
+)
+
+// roomFor is Ready, Spin, Sleep (for up to d) and Arm: whether
+// Reserve(n) would return at once, known without looking at the reader's
+// head, or learnt as how says. Staged records are published before a
+// spin or a sleep: the reader cannot make room for records it has not
+// seen (arm publishes them itself).
+func (w *Writer) roomFor(n int, how int, d time.Duration) bool {
 	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
 		return true
 	}
@@ -263,11 +273,18 @@ func (w *Writer) roomFor(n int, arm bool) bool {
 	if w.roomKnown() {
 		return true
 	}
-	if arm {
+	switch how {
+	case roomLook:
+		ok, err := w.ready()
+		return ok || err != nil
+	case roomArm:
 		return w.arm()
 	}
 	if w.published != w.tail {
 		w.publish()
+	}
+	if how == roomSleep {
+		return sleep(w, w.s.wpark, d)
 	}
 	return spinOnly(w, &w.spin)
 }
@@ -282,25 +299,14 @@ func (w *Writer) roomKnown() bool {
 // Ready reports whether Reserve(n) would return at once, with room or an
 // error, without waiting and without arming: the check an owner makes
 // before it spins or arms. The owner goroutine calls it.
-func (w *Writer) Ready(n int) bool {
-	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
-		return true
-	}
-	defer w.s.release()
-	w.setNeed(uint64(n))
-	if w.roomKnown() {
-		return true
-	}
-	ok, err := w.ready()
-	return ok || err != nil
-}
+func (w *Writer) Ready(n int) bool { return w.roomFor(n, roomLook, 0) }
 
 // Arm reports whether Reserve(n) would return at once, with room or an
 // error. If not, it asks the reader to ring this side's doorbell when it
 // next releases a record (or closes) and reports false: the owner then
 // waits until the doorbell's other end is readable, drains it, and calls
 // Arm again. The owner goroutine calls it.
-func (w *Writer) Arm(n int) bool { return w.roomFor(n, true) }
+func (w *Writer) Arm(n int) bool { return w.roomFor(n, roomArm, 0) }
 
 // arm raises the writer's parking word for the doorbell unless there is
 // room after all; on the owner's reference.

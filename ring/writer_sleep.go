@@ -29,20 +29,7 @@ func (r *Reader) Sleep(d time.Duration) bool {
 // futex for at most d, like Reader.Sleep; staged records are published
 // first. It reports whether Reserve(n) would now return at once. The
 // owner goroutine calls it.
-func (w *Writer) Sleep(n int, d time.Duration) bool {
-	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
-		return true
-	}
-	defer w.s.release()
-	w.setNeed(uint64(n))
-	if w.roomKnown() {
-		return true
-	}
-	if w.published != w.tail {
-		w.publish()
-	}
-	return sleep(w, w.s.wpark, d)
-}
+func (w *Writer) Sleep(n int, d time.Duration) bool { return w.roomFor(n, roomSleep, d) }
 
 // sleep parks on word until c is ready, for at most d, without spinning
 // first and without learning; it reports whether c became ready (or
