@@ -265,14 +265,17 @@ const (
 // spin or a sleep: the reader cannot make room for records it has not
 // seen (arm publishes them itself).
 func (w *Writer) roomFor(n int, how int, d time.Duration) bool {
-	if w.held >= 0 || n < 0 || n > w.MaxRecord() || !w.s.life.acquire() {
+	if w.held >= 0 || n < 0 || n > w.MaxRecord() {
+		return true
+	}
+	// Room known from the head last read is this side's own state: no
+	// reference to the mapping, and no atomic instruction, for the
+	// common case.
+	w.setNeed(uint64(n))
+	if w.roomKnown() || !w.s.life.acquire() {
 		return true
 	}
 	defer w.s.release()
-	w.setNeed(uint64(n))
-	if w.roomKnown() {
-		return true
-	}
 	switch how {
 	case roomLook:
 		ok, err := w.ready()
