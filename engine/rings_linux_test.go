@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -1439,5 +1440,99 @@ func BenchmarkRingsPost(b *testing.B) {
 	}
 	if _, err := c.Call(nil); err != nil { // every message handled
 		b.Fatal(err)
+	}
+}
+
+// TestPostsNeverMisattribute: posts mixed with pipelined requests while
+// the server restarts at random, on rings and on a socket: every reply a
+// Client returns is its own request's (the handler echoes posts too, so a
+// post's reply taken for a request's would show), and every failure is
+// typed.
+func TestPostsNeverMisattribute(t *testing.T) {
+	leakcheck.Check(t)
+	for _, rings := range []bool{true, false} {
+		path := socketPath(t)
+		var opts []Option
+		if rings {
+			opts = append(opts, withRings)
+		}
+		start := func() (*Server, chan error) {
+			s, err := NewServer(path, HandlerFunc(echoRaw), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- s.Serve(context.Background()) }()
+			return s, errc
+		}
+		s, errc := start()
+		var copts []ClientOption
+		if rings {
+			copts = append(copts, WithRings(1<<16))
+		}
+		c, err := Dial(context.Background(), path, copts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		rng := rand.New(rand.NewPCG(7, 8))
+		var sent []string // requests sent and not yet received
+		verified, failed := 0, 0
+		recv := func() {
+			want := sent[0]
+			sent = sent[1:]
+			got, err := c.Recv()
+			switch {
+			case err == nil && string(got) != want:
+				t.Fatalf("rings %v: Recv returned %q for %q", rings, got, want)
+			case err == nil:
+				verified++
+			case errors.Is(err, ErrIncompleteReply), errors.Is(err, ErrNotProcessed):
+				failed++
+			default:
+				t.Fatalf("rings %v: Recv for %q: untyped %v", rings, want, err)
+			}
+		}
+		for i := range 3000 {
+			switch k := rng.IntN(10); {
+			case k < 4:
+				msg := fmt.Appendf(nil, "post-%d", i)
+				if err := c.Post(append(msg, pattern(rng.IntN(3)*20_000, i)...)); err != nil && !errors.Is(err, ErrNotProcessed) {
+					t.Fatalf("rings %v: Post: untyped %v", rings, err)
+				}
+			case k < 7:
+				req := fmt.Sprintf("req-%d", i)
+				if err := c.Send([]byte(req)); err != nil {
+					if !errors.Is(err, ErrNotProcessed) {
+						t.Fatalf("rings %v: Send: untyped %v", rings, err)
+					}
+					failed++
+					continue
+				}
+				sent = append(sent, req)
+			case k < 9 && len(sent) > 0:
+				recv()
+			default:
+				_ = c.Flush()
+			}
+			if i%500 == 250 { // a restart with requests in flight
+				s.Close()
+				<-errc
+				s, errc = start()
+			}
+		}
+		for len(sent) > 0 {
+			recv()
+		}
+		if got, err := c.Call([]byte("last")); err != nil || string(got) != "last" {
+			t.Fatalf("rings %v: last Call = %q, %v", rings, got, err)
+		}
+		t.Logf("rings %v: %d replies verified, %d requests failed", rings, verified, failed)
+		if verified < 100 || failed == 0 {
+			t.Errorf("rings %v: %d replies verified, %d requests failed; want at least 100, and failures from the restarts", rings, verified, failed)
+		}
+		c.Close()
+		s.Close()
+		<-errc
 	}
 }
