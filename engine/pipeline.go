@@ -101,7 +101,7 @@ type Client struct {
 	rstaged       int    // bytes of requests staged and not yet published
 	halfProcs     int32  // the default spinning budget, read at the ring handshake
 	slices        ringSlices
-	rbell         ringBell // waits on the socket for the rings (rings.go)
+	rbell         [64]byte
 	rgather       []byte
 	ringsDeclined bool // the server declined rings: offer the persistent handshake
 

@@ -108,11 +108,6 @@ func (c *Client) mapRings(fds []int) error {
 	// where a server could keep them; every wait is on the socket.
 	out.SetDeadline(time.Unix(1, 0))
 	in.SetDeadline(time.Unix(1, 0))
-	if err := c.rbell.init(c.uc, in, out); err != nil {
-		_ = out.Close()
-		_ = in.Close()
-		return err
-	}
 	c.mu.Lock()
 	c.rout, c.rin = out, in
 	c.mu.Unlock()
@@ -302,34 +297,35 @@ func (c *Client) waitRingReply() error {
 			return nil
 		}
 	}
-	return c.waitBell(-1)
-}
-
-// waitBell waits, with the ring armed (ringBell), until the reply ring
-// has a record (room < 0) or the request ring room for a record of room
-// bytes, or an error to give; each wait on the socket is bounded by a
-// slice of time (ringSlices): a wake-up that never comes, from a server
-// that clears the parking word without ringing, costs a slice, not the
-// deadline. The Client's deadline still ends the wait.
-func (c *Client) waitBell(room int) error {
-	own := c.currentDeadline()
-	for {
-		limit := time.Now().Add(c.slices.next())
-		if !own.IsZero() && own.Before(limit) {
-			limit = own
-		}
-		_ = c.uc.SetReadDeadline(limit)
-		err := c.rbell.wait(room)
-		_ = c.uc.SetReadDeadline(own)
-		if err == nil {
-			c.slices.reset()
-			return nil
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) || !own.IsZero() && !time.Now().Before(own) || c.closed.Load() {
+	for !c.rin.Arm() {
+		if err := c.waitBell(); err != nil {
 			return err
 		}
-		// A slice ended: the ring is looked at again.
 	}
+	return nil
+}
+
+// waitBell waits for a doorbell byte on the socket, or for a slice of
+// time (ringSlices): a wake-up that never comes, from a server that
+// clears the parking word without ringing, costs a slice, not the
+// deadline. The Client's deadline still ends the wait.
+func (c *Client) waitBell() error {
+	own := c.currentDeadline()
+	limit := time.Now().Add(c.slices.next())
+	if !own.IsZero() && own.Before(limit) {
+		limit = own
+	}
+	_ = c.uc.SetReadDeadline(limit)
+	_, err := c.uc.Read(c.rbell[:])
+	_ = c.uc.SetReadDeadline(own)
+	if err == nil {
+		c.slices.reset()
+		return nil
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) && (own.IsZero() || time.Now().Before(own)) && !c.closed.Load() {
+		return nil // a slice ended: look at the ring again
+	}
+	return err
 }
 
 // waitRingRoom waits until the request ring has room for n bytes.
@@ -351,7 +347,12 @@ func (c *Client) waitRingRoom(n int) error {
 			return nil
 		}
 	}
-	return c.waitBell(n)
+	for !c.rout.Arm(n) {
+		if err := c.waitBell(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ringSpin takes a place in the process's spinning budget (clientspin.go);

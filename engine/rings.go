@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
@@ -397,9 +395,9 @@ type ringConn struct {
 	inPlace bool         // the client reads one-record replies in place (ringreply.go)
 	reply   ReplyWriter
 	gather  []byte
+	bell    [64]byte
 	slices  ringSlices
 	start   int64 // when the current handler started
-	bell    ringBell
 
 	// next is the request ring's next record, taken when the last request
 	// gave its record back (ReleaseNext) and not yet served: held, while
@@ -518,9 +516,6 @@ func (rc *ringConn) setup(size int) error {
 	rc.in.SetDeadline(time.Unix(1, 0))
 	rc.out.SetDeadline(time.Unix(1, 0))
 	rc.chunk = max(rc.out.MaxRecord()/2, 1)
-	if err := rc.bell.init(rc.uc, rc.in, rc.out); err != nil {
-		return err
-	}
 	if d := s.opts.writeTimeout; d > 0 {
 		_ = rc.uc.SetWriteDeadline(time.Now().Add(d))
 	}
@@ -676,7 +671,12 @@ func (rc *ringConn) waitRequest() error {
 			return nil
 		}
 	}
-	return rc.waitBell(-1)
+	for !rc.in.Arm() {
+		if err := rc.waitBell(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // waitRoom waits until the reply ring has room for a record of n bytes
@@ -704,100 +704,27 @@ func (rc *ringConn) waitRoom(n int) error {
 	}
 	rc.setWhy(whyWrite, rc.s.now())
 	defer rc.setWhy(whyHandler, rc.start)
-	return rc.waitBell(n)
-}
-
-// waitBell waits until the request ring has a record (room < 0) or the
-// reply ring room for a record of room bytes, or an error to give, with
-// the ring armed: the client rings the socket when it commits or releases
-// a record. An error (the client closed, kill) ends the connection.
-func (rc *ringConn) waitBell(room int) error {
-	for {
-		_ = rc.uc.SetReadDeadline(time.Now().Add(rc.slices.next()))
-		err := rc.bell.wait(room)
-		if err == nil {
-			rc.slices.reset()
-			return nil
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+	for !rc.out.Arm(n) {
+		if err := rc.waitBell(); err != nil {
 			return err
 		}
-		// A slice ended: the ring is looked at again (ringSlices).
 	}
-}
-
-// ringBell waits for a ring side to be ready with the side armed, parked
-// in Go's netpoller on the connection's socket, to which the peer writes
-// a byte when it finds the side armed. The socket's turning readable is
-// the wake-up: the callback reads the bytes that woke it and arms the
-// side again (Arm), and the goroutine parks only while Arm says the side
-// is not ready. So a wait costs one read, of the bytes that ended it,
-// where a read that waits would cost a second that finds nothing before
-// it parks. Owned by the goroutine that waits; its callback is made once,
-// so a wait allocates nothing.
-type ringBell struct {
-	raw   syscall.RawConn
-	in    *ring.Reader
-	out   *ring.Writer
-	room  int  // what the wait is for: a record to read (-1), or room for room bytes
-	woken bool // the callback ran before in this wait: the socket woke it
-	err   error
-	buf   [64]byte
-	fn    func(fd uintptr) bool
-}
-
-func (b *ringBell) init(uc *net.UnixConn, in *ring.Reader, out *ring.Writer) error {
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	b.raw, b.in, b.out = raw, in, out
-	b.fn = b.ready
 	return nil
 }
 
-// wait returns once the side is ready (nil), the socket's read deadline
-// passes (os.ErrDeadlineExceeded), or the socket ends (its error).
-func (b *ringBell) wait(room int) error {
-	b.room, b.woken, b.err = room, false, nil
-	if err := b.raw.Read(b.fn); err != nil {
-		return err
+// waitBell waits for a doorbell byte: the client committed or released a
+// record. An error (the client closed, kill) ends the connection.
+func (rc *ringConn) waitBell() error {
+	_ = rc.uc.SetReadDeadline(time.Now().Add(rc.slices.next()))
+	_, err := rc.uc.Read(rc.bell[:])
+	if err == nil {
+		rc.slices.reset()
+		return nil
 	}
-	return b.err
-}
-
-// ready is the netpoller's callback: true ends the wait.
-func (b *ringBell) ready(fd uintptr) bool {
-	if b.woken && !b.drain(fd) {
-		return true
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil // a slice ended: look at the ring again (ringSlices)
 	}
-	b.woken = true
-	if b.room < 0 {
-		return b.in.Arm()
-	}
-	return b.out.Arm(b.room)
-}
-
-// drain reads the doorbell bytes waiting on the socket, so that it never
-// fills: a full socket would take no more bytes, and a peer's byte that
-// is not taken wakes nobody. False, with err set, when the socket ended.
-func (b *ringBell) drain(fd uintptr) bool {
-	for {
-		n, err := sysRead(fd, b.buf[:])
-		switch {
-		case err == syscall.EINTR:
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			b.err = err
-			return false
-		case n == 0:
-			b.err = io.EOF
-			return false
-		case n < len(b.buf):
-			return true
-		}
-	}
+	return err
 }
 
 // ringSlices bounds a wait on the socket: the waiting side looks at its

@@ -1536,3 +1536,110 @@ func TestPostsNeverMisattribute(t *testing.T) {
 		<-errc
 	}
 }
+
+// TestRingsClientDeathNoticed: a client whose process dies closes its
+// socket and never marks its rings closed. The server notices at once
+// whether it waits for a request, runs a handler when the client dies, or
+// waits with a stray doorbell byte unread.
+func TestRingsClientDeathNoticed(t *testing.T) {
+	leakcheck.Check(t)
+	for _, when := range []string{"waiting", "in a handler", "with a byte pending"} {
+		ts := startServer(t, HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+			if string(req) == "slow" {
+				time.Sleep(100 * time.Millisecond)
+			}
+			_, err := w.Write(req)
+			return err
+		}), withRings)
+		uc, reqF, repF := rawRings(t, ts.path, 0)
+		w, err := ring.NewWriter(reqF, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ring.NewReader(repF, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(msg string) {
+			b, err := w.Reserve(len(msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Commit(copy(b, msg), false)
+			if _, err := uc.Write([]byte{1}); err != nil { // the doorbell, whether or not the server waits on it
+				t.Fatal(err)
+			}
+		}
+		r.SetDeadline(time.Now().Add(5 * time.Second))
+		send("x")
+		if got, err := r.ReadMessage(nil, 16); err != nil || string(got) != "x" {
+			t.Fatalf("%s: reply %q, %v", when, got, err)
+		}
+		switch when {
+		case "waiting":
+			time.Sleep(50 * time.Millisecond)
+		case "in a handler":
+			send("slow")
+			time.Sleep(30 * time.Millisecond)
+		case "with a byte pending":
+			send("slow")
+			time.Sleep(30 * time.Millisecond)
+			if _, err := uc.Write([]byte{1}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // the server waits again, the byte unread or read
+		}
+		start := time.Now()
+		uc.Close() // the process dies: its rings stay as they were
+		waitWithin(t, time.Second, func() bool { return ts.Stats().Open == 0 })
+		t.Logf("%s: the server noticed after %v", when, time.Since(start))
+		w.Close()
+		r.Close()
+		ts.Close()
+	}
+}
+
+// TestRingsServerKilled: a Client on rings whose server process is
+// killed gets an error at once, whether it waits for the reply or
+// comes to Recv after the death.
+func TestRingsServerKilled(t *testing.T) {
+	for _, when := range []string{"during Recv", "before Recv"} {
+		path := socketPath(t)
+		ch := startChild(t, path)
+		c := dialRings(t, path, WithClientSpin(0))
+		if !c.Rings() {
+			t.Fatal("no rings")
+		}
+		if _, err := c.Call([]byte("warm")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send([]byte("sleep 10s")); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		if when == "during Recv" {
+			go func() { _, err := c.Recv(); done <- err }()
+		}
+		time.Sleep(50 * time.Millisecond)
+		start := time.Now()
+		_ = ch.cmd.Process.Kill()
+		if when == "before Recv" {
+			time.Sleep(50 * time.Millisecond)
+			go func() { _, err := c.Recv(); done <- err }()
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrIncompleteReply) {
+				t.Fatalf("%s: %v, want ErrIncompleteReply", when, err)
+			}
+			t.Logf("%s: Recv failed %v after the kill", when, time.Since(start))
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("%s: the Client noticed after %v", when, d)
+			}
+		case <-time.After(10 * time.Second):
+			c.Close()
+			<-done
+			t.Fatalf("%s: Recv still waits 10s after the server died", when)
+		}
+	}
+}
