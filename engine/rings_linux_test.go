@@ -289,16 +289,7 @@ func TestRingsRestartNeverMisattributes(t *testing.T) {
 		_, err := w.Write(req)
 		return err
 	})
-	start := func() (*Server, chan error) {
-		s, err := NewServer(path, h, withRings)
-		if err != nil {
-			t.Fatal(err)
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- s.Serve(context.Background()) }()
-		return s, errc
-	}
-	s, errc := start()
+	s := serveAt(t, path, h, withRings)
 	c := dialRings(t, path)
 	for _, r := range []string{"slow", "B", "C"} {
 		if err := c.Send([]byte(r)); err != nil {
@@ -306,11 +297,9 @@ func TestRingsRestartNeverMisattributes(t *testing.T) {
 		}
 	}
 	time.Sleep(20 * time.Millisecond)
-	s.Close()
-	<-errc
+	s.close(t)
 	close(release)
-	s, errc = start()
-	defer func() { s.Close(); <-errc }()
+	serveAt(t, path, h, withRings)
 	for _, r := range []string{"slow", "B", "C"} {
 		if got, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
 			t.Fatalf("Recv for %s after the server closed = %q, %v; want ErrIncompleteReply", r, got, err)
@@ -1456,16 +1445,7 @@ func TestPostsNeverMisattribute(t *testing.T) {
 		if rings {
 			opts = append(opts, withRings)
 		}
-		start := func() (*Server, chan error) {
-			s, err := NewServer(path, HandlerFunc(echoRaw), opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			errc := make(chan error, 1)
-			go func() { errc <- s.Serve(context.Background()) }()
-			return s, errc
-		}
-		s, errc := start()
+		s := serveAt(t, path, HandlerFunc(echoRaw), opts...)
 		var copts []ClientOption
 		if rings {
 			copts = append(copts, WithRings(1<<16))
@@ -1516,9 +1496,8 @@ func TestPostsNeverMisattribute(t *testing.T) {
 				_ = c.Flush()
 			}
 			if i%500 == 250 { // a restart with requests in flight
-				s.Close()
-				<-errc
-				s, errc = start()
+				s.close(t)
+				s = serveAt(t, path, HandlerFunc(echoRaw), opts...)
 			}
 		}
 		for len(sent) > 0 {
@@ -1532,8 +1511,7 @@ func TestPostsNeverMisattribute(t *testing.T) {
 			t.Errorf("rings %v: %d replies verified, %d requests failed; want at least 100, and failures from the restarts", rings, verified, failed)
 		}
 		c.Close()
-		s.Close()
-		<-errc
+		s.close(t)
 	}
 }
 
