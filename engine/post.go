@@ -76,7 +76,7 @@ func (c *Client) Post(msg []byte) error {
 // message. A message too large for the batch goes into the ring at once,
 // in records, after the batch.
 func (c *Client) postRing(msg []byte) error {
-	limit := min(clientBatchBytes, c.rout.MaxRecord())
+	limit := c.ringBatch()
 	size := ring.RecordSize(len(msg))
 	if size > limit {
 		return c.postLarge(msg)
@@ -172,7 +172,7 @@ func (c *Client) postAgain(msg []byte) error {
 		return c.postRequest(msg)
 	}
 	size := ring.RecordSize(len(msg))
-	if limit := min(clientBatchBytes, c.rout.MaxRecord()); size > limit || len(c.rbatch)+size > limit {
+	if limit := c.ringBatch(); size > limit || len(c.rbatch)+size > limit {
 		c.rmark = true
 		err := c.writeRing(msg) // after the batch
 		c.rmark = false

@@ -173,7 +173,7 @@ func (c *Client) writeRing(req []byte) error {
 			c.rout.Mark()
 		}
 		off += n
-		if off == len(req) && c.rstage && c.rstaged+n < min(clientBatchBytes, c.rout.MaxRecord()) {
+		if off == len(req) && c.rstage && c.rstaged+n < c.ringBatch() {
 			// Queue: the record waits for the rest of the batch.
 			c.rstaged += n + 8
 			if err := c.rout.Stage(n, false); err != nil {
@@ -190,6 +190,11 @@ func (c *Client) writeRing(req []byte) error {
 		}
 	}
 }
+
+// ringBatch is how many bytes of staged requests and posted messages make
+// a batch on rings: clientBatchBytes, or a record of the request ring if
+// that is less.
+func (c *Client) ringBatch() int { return min(clientBatchBytes, c.rout.MaxRecord()) }
 
 // readRingReply reads the next reply message from the reply ring into the
 // Client's reply buffer, so that the server cannot change it once it is

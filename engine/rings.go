@@ -30,21 +30,21 @@ import (
 // "\x01pktipc/rings/1 ok oneway" with both memfds attached (SCM_RIGHTS):
 // "oneway" says it takes one-way messages (below), and a client that gets
 // a plain "... ok" sends none. A server that will not (rings refused, at
-// their cap, stopping) answers
-// "\x01pktipc/rings/1 no" and closes, and the client offers the persistent
-// handshake on a new connection instead.
+// their cap, stopping) answers "\x01pktipc/rings/1 no" and closes, and the
+// client offers the persistent handshake on a new connection instead.
 //
 // From then on a request is one ring message (one or more records, each
 // but the last flagged "more"), and so is its reply; replies come in the
 // order of the requests. A request whose first record is marked
 // (ring.Writer.Mark) is a one-way message (Client.Post): its handler runs
-// as any other's, and no reply goes back. The socket carries only doorbell bytes, each
-// meaning "look at the rings again": a side that finds its ring empty (or
-// full) spins briefly, then arms it and waits to read the socket, and the
-// peer's next commit (or release) writes a byte. So a side waiting for its
-// peer is parked in Go's netpoller, like any socket reader: no thread is
-// blocked, one epoll watches every ring connection of the process, and the
-// end of the socket, the peer's death included, ends the wait at once.
+// as any other's, and no reply goes back. The socket carries only
+// doorbell bytes, each meaning "look at the rings again": a side that
+// finds its ring empty (or full) spins briefly, then arms it and waits to
+// read the socket, and the peer's next commit (or release) writes a byte.
+// So a side waiting for its peer is parked in Go's netpoller, like any
+// socket reader: no thread is blocked, one epoll watches every ring
+// connection of the process, and the end of the socket, the peer's death
+// included, ends the wait at once.
 // Only a wait that is alone in its process first sleeps on the ring's
 // futex for a moment (ringSleep), where a prompt peer wakes it for less.
 var (
@@ -632,11 +632,11 @@ func (rc *ringConn) readRequest(p []byte, more bool, err error) (req []byte, lea
 	return buf, false, nil
 }
 
-// nextRecord takes the next record of the request ring, which waitRequest
-// said is there. The ring's deadline lies in the past, so Next never sleeps in
-// the ring: when it finds nothing after all (a client that changed the
-// ring between Arm and Next), it reports ErrTimeout, and the wait goes
-// back to the socket.
+// nextRecord takes the next record of the request ring, which
+// waitRequest said is there. The ring's deadline lies in the past, so Next
+// never sleeps in the ring: when it finds nothing after all (a client that
+// changed the ring between Arm and Next), it reports ErrTimeout, and the
+// wait goes back to the socket.
 func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 	for stale := 0; ; stale++ {
 		p, more, err := rc.in.Next()

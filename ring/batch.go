@@ -56,29 +56,17 @@ func (w *Writer) StageRecords(batch []byte) (n int, err error) {
 		return 0, ErrClosed
 	}
 	defer w.s.release()
-	if w.err != nil {
-		return 0, w.err
-	}
-	if w.s.closed.Load()&closedReader != 0 {
-		return 0, ErrPeerClosed
-	}
 	limit := uint64(w.MaxRecord())
 	for n < len(batch) {
 		size, ok := batchRecord(batch[n:], limit)
 		if !ok {
 			return n, ErrInvalid
 		}
-		_, off, toEnd := w.setNeed(size - recordHeader)
-		if !w.roomKnown() {
-			if ok, err := w.ready(); err != nil || !ok {
-				return n, err
-			}
+		if ok, err := w.place(size - recordHeader); err != nil || !ok {
+			return n, err
 		}
-		if size > toEnd {
-			word64(w.s.data, off).Store(packRecord(0, flagPad))
-			w.tail += toEnd
-			off, toEnd = 0, w.s.capacity
-		}
+		off := w.tail & w.s.mask
+		toEnd := w.s.capacity - off
 		// The run of whole records that fits before the end of the data
 		// area and in the room known goes in one copy.
 		room := min(toEnd, w.s.capacity-(w.tail-w.head))

@@ -202,33 +202,45 @@ func (w *Writer) Close() error {
 // and writes a padding record first if it would cross the end of the data
 // area.
 func (w *Writer) reserve(n uint64) error {
+	for {
+		ok, err := w.place(n)
+		if err != nil || ok {
+			return err
+		}
+		// The reader cannot make room for records it has not seen.
+		if w.published != w.tail {
+			w.publish()
+		}
+		if err := wait(w, w.s.wpark, &w.spin, &w.dl); err != nil {
+			return err
+		}
+	}
+}
+
+// place readies the tail for a record of n payload bytes when the head
+// leaves room for it, writing a padding record first where the record
+// would cross the end of the data area, and reports whether it did. It
+// never waits.
+func (w *Writer) place(n uint64) (bool, error) {
 	if w.err != nil {
-		return w.err
+		return false, w.err
 	}
 	size, off, toEnd := w.setNeed(n)
 	if w.s.closed.Load()&closedReader != 0 {
-		return ErrPeerClosed
+		return false, ErrPeerClosed
 	}
 	// The head last read is enough most of the time; reading the reader's
 	// cache line only when it is not keeps the line where the reader is.
 	if !w.roomKnown() {
-		if ok, err := w.ready(); err != nil {
-			return err
-		} else if !ok {
-			// The reader cannot make room for records it has not seen.
-			if w.published != w.tail {
-				w.publish()
-			}
-			if err := wait(w, w.s.wpark, &w.spin, &w.dl); err != nil {
-				return err
-			}
+		if ok, err := w.ready(); err != nil || !ok {
+			return false, err
 		}
 	}
 	if size > toEnd {
 		word64(w.s.data, off).Store(packRecord(0, flagPad))
 		w.tail += toEnd
 	}
-	return nil
+	return true, nil
 }
 
 // setNeed sets w.need for a record of n payload bytes: its size, and the
