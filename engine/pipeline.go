@@ -102,6 +102,7 @@ type Client struct {
 	halfProcs     int32  // the default spinning budget, read at the ring handshake
 	slices        ringSlices
 	rbell         [64]byte
+	rwait         ringWait // the reply ring's place in clientRings
 	rgather       []byte
 	ringsDeclined bool // the server declined rings: offer the persistent handshake
 

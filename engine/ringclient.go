@@ -111,6 +111,10 @@ func (c *Client) mapRings(fds []int) error {
 	c.mu.Lock()
 	c.rout, c.rin = out, in
 	c.mu.Unlock()
+	if c.rwait.wake == nil {
+		c.rwait = newRingWait(in)
+	}
+	c.rwait.r = in
 	c.rchunk = max(out.MaxRecord()/2, 1)
 	c.rstaged = 0
 	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
@@ -286,7 +290,18 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 // give: a spin within the process's budget, a short sleep on the ring's
 // futex within the sleepers' budget (rings.go), then the socket.
 func (c *Client) waitRingReply() error {
-	waiting.Add(1)
+	if waiting.Add(1) > 1 && c.opts.ringSpin > 0 {
+		// Other Clients of the process wait too: one watch for all.
+		defer waiting.Add(-1)
+		until := time.Now().Add(ringWatchMax)
+		if own := c.currentDeadline(); !own.IsZero() && own.Before(until) {
+			until = own
+		}
+		if clientRings.wait(&c.rwait, until) && c.rin.Ready() {
+			return nil
+		}
+		return c.waitReplyArmed()
+	}
 	defer waiting.Add(-1)
 	if c.ringSpin() {
 		ok := c.rin.Spin()
@@ -302,6 +317,16 @@ func (c *Client) waitRingReply() error {
 			return nil
 		}
 	}
+	return c.waitReplyArmed()
+}
+
+// clientRings is the watch (ringWatch) of the process's Clients on rings
+// whose replies are slow to come while others wait too.
+var clientRings = ringWatch{idle: DefaultClientRingSpin}
+
+// waitReplyArmed waits on the socket until the reply ring has a record
+// (or an error) to give.
+func (c *Client) waitReplyArmed() error {
 	for !c.rin.Arm() {
 		if err := c.waitBell(); err != nil {
 			return err

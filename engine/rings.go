@@ -217,6 +217,7 @@ type ringSet struct {
 	wg       sync.WaitGroup
 	spinning atomic.Int32
 	waiting  atomic.Int32 // goroutines waiting for a request now
+	watch    ringWatch    // for the waits that are not alone (idle: the ring spin)
 }
 
 func (rs *ringSet) enter(limit int) bool {
@@ -272,6 +273,7 @@ func (rs *ringSet) close() {
 		rc.kill(ErrServerClosed)
 	}
 	rs.wg.Wait()
+	rs.watch.stop()
 }
 
 // spin takes a place among the spinning goroutines; false means the
@@ -391,6 +393,7 @@ type ringConn struct {
 
 	in      *ring.Reader // requests
 	out     *ring.Writer // replies
+	watch   ringWait     // in's place in the server's watch
 	chunk   int          // the largest record a reply Write makes
 	inPlace bool         // the client reads one-record replies in place (ringreply.go)
 	reply   ReplyWriter
@@ -507,6 +510,7 @@ func (rc *ringConn) setup(size int) error {
 	if rc.in, err = ring.NewReader(reqF, opts); err != nil {
 		return err
 	}
+	rc.watch = newRingWait(rc.in)
 	if rc.out, err = ring.NewWriter(repF, opts); err != nil {
 		return err
 	}
@@ -653,10 +657,19 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 }
 
 // waitRequest waits until the request ring has a record (or an error) to
-// give: a short spin, a short sleep on the ring's futex, then the socket.
+// give: while other connections wait too, in the server's watch (ringWatch);
+// alone, a short spin and a short sleep on the ring's futex; then the
+// socket.
 func (rc *ringConn) waitRequest() error {
-	rc.s.rings.waiting.Add(1)
-	defer rc.s.rings.waiting.Add(-1)
+	rs := &rc.s.rings
+	if rs.waiting.Add(1) > 1 && rc.s.opts.ringSpin > 0 {
+		defer rs.waiting.Add(-1)
+		if rs.watch.wait(&rc.watch, time.Now().Add(ringWatchMax)) && rc.in.Ready() {
+			return nil
+		}
+		return rc.waitArmed()
+	}
+	defer rs.waiting.Add(-1)
 	if rc.s.rings.spin() {
 		ok := rc.in.Spin()
 		rc.s.rings.unspin()
@@ -671,6 +684,12 @@ func (rc *ringConn) waitRequest() error {
 			return nil
 		}
 	}
+	return rc.waitArmed()
+}
+
+// waitArmed waits on the socket until the request ring has a record (or
+// an error) to give.
+func (rc *ringConn) waitArmed() error {
 	for !rc.in.Arm() {
 		if err := rc.waitBell(); err != nil {
 			return err

@@ -140,6 +140,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 	}
 	s.reactor.stats = &s.stats
 	s.rings.spinMax = int32(max(1, runtime.GOMAXPROCS(0)/2))
+	s.rings.watch.idle = s.opts.ringSpin
 	return s, nil
 }
 

@@ -142,6 +142,20 @@ func (r *Reader) Arm() bool {
 	}
 }
 
+// Ready reports whether Next would return at once, with a record or an
+// error, without waiting and without arming: the look a watcher takes at a
+// ring whose owner waits for it to say so. The owner goroutine calls it, or
+// a goroutine it has handed the Reader to while it waits (the hand-over
+// and the hand-back ordering their uses); it only reads.
+func (r *Reader) Ready() bool {
+	if r.lease != 0 || !r.s.life.acquire() {
+		return true
+	}
+	ok, err := r.ready()
+	r.s.release()
+	return ok || err != nil
+}
+
 // Spin waits for Next to have something to return, by spinning for at
 // most the side's adaptive spin (Options.Spin), without parking and
 // without arming; it reports whether Next would now return at once. An

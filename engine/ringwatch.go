@@ -1,0 +1,146 @@
+package engine
+
+import (
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/pktipc/pktipc/ring"
+)
+
+// ringWatchMax bounds a ring's stay in a watch: a side whose peer sends
+// nothing for this long goes back to waiting on its socket, where the end
+// of the peer (a client that died, say) shows.
+const ringWatchMax = 20 * time.Millisecond
+
+// ringWatch lets many ring sides that wait for their peers cost one
+// spinning goroutine rather than one each. A side with nothing to read,
+// while others wait too, hands its ring's Reader to the watch and blocks on
+// a channel, without arming the ring: its peer, which finds the side not
+// parked, rings no doorbell. The watch's goroutine looks at every ring it
+// holds in turn, yielding its processor between rounds, and hands a ring
+// back (one send on its channel) once Next would return at once (a record,
+// the end, an error such as Close), once its stay (ringWatchMax, or less)
+// ends, or when the watch ends; the side then takes its record, or arms
+// the ring and waits on its socket as before. A watch in which nothing
+// came for idle hands every ring back and its goroutine ends; the next
+// hand-over starts another.
+//
+// The gain is on a crowded machine: a side spinning for its own ring keeps
+// a processor from the peers it waits for, and a side parked on its socket
+// costs its peer a doorbell write and itself an epoll wake-up and a read.
+// A watch costs a look per ring per round and two goroutine switches per
+// hand-back.
+//
+// Invariant (mu): added holds the sides handed over and not yet taken by
+// the goroutine; running says that a goroutine runs (wg counts it);
+// stopped is set once, by stop, after which wait refuses. From the
+// hand-over to the send on its wake channel a side's Reader is used by the
+// watch's goroutine alone, which only looks (Reader.Ready); before and
+// after, by its owner alone.
+type ringWatch struct {
+	idle time.Duration // set before the first wait
+
+	mu      sync.Mutex
+	added   []*ringWait
+	running bool
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// ringWait is one side's place in a watch, made with the side and reused
+// for each of its waits.
+type ringWait struct {
+	r     *ring.Reader
+	wake  chan struct{} // capacity 1: the watch never blocks on it
+	until time.Time     // when the watch hands the ring back anyway
+}
+
+func newRingWait(r *ring.Reader) ringWait {
+	return ringWait{r: r, wake: make(chan struct{}, 1)}
+}
+
+// wait hands w's ring to the watch and blocks until the watch hands it
+// back, at until at the latest; false means that the watch has stopped
+// and nothing waited. Whether the ring has something is for the caller to
+// look at. The side's owner goroutine calls it.
+func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
+	w.until = until
+	rw.mu.Lock()
+	if rw.stopped {
+		rw.mu.Unlock()
+		return false
+	}
+	rw.added = append(rw.added, w)
+	if !rw.running {
+		rw.running = true
+		rw.wg.Add(1)
+		go rw.run()
+	}
+	rw.mu.Unlock()
+	<-w.wake
+	return true
+}
+
+// stop hands every ring back, ends the goroutine and waits for it; later
+// waits refuse. Any goroutine; once or more.
+func (rw *ringWatch) stop() {
+	rw.mu.Lock()
+	rw.stopped = true
+	rw.mu.Unlock()
+	rw.wg.Wait()
+}
+
+// run is the watch's goroutine.
+func (rw *ringWatch) run() {
+	defer rw.wg.Done()
+	var held []*ringWait
+	last := time.Now() // when a ring last had something, or came
+	for {
+		rw.mu.Lock()
+		if len(rw.added) > 0 {
+			held = append(held, rw.added...)
+			clear(rw.added)
+			rw.added = rw.added[:0]
+			last = time.Now()
+		}
+		now := time.Now()
+		if rw.stopped || (len(held) == 0 && now.Sub(last) > rw.idle) {
+			rw.running = false
+			rw.mu.Unlock()
+			handBack(held)
+			return
+		}
+		rw.mu.Unlock()
+		for i := 0; i < len(held); {
+			w := held[i]
+			ready := w.r.Ready()
+			if !ready && now.Before(w.until) {
+				i++
+				continue
+			}
+			if ready {
+				last = now
+			}
+			n := len(held) - 1
+			held[i], held[n] = held[n], nil
+			held = held[:n]
+			w.wake <- struct{}{}
+		}
+		if len(held) > 0 && now.Sub(last) > rw.idle {
+			// Nothing came for a while: each side waits on its socket,
+			// where a request costs a doorbell but waiting costs nothing.
+			handBack(held)
+			held = held[:0]
+		}
+		runtime.Gosched()
+	}
+}
+
+// handBack hands every ring of held back to its owner.
+func handBack(held []*ringWait) {
+	for i, w := range held {
+		w.wake <- struct{}{}
+		held[i] = nil
+	}
+}
