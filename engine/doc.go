@@ -127,16 +127,20 @@
 // dialled WithRingRepliesInPlace: then a reply that came as one record is
 // returned where it lies, valid until the next Recv, Call or Close, and a
 // large reply costs the client no copy either. The socket stays open
-// for wake-ups only: a side that finds its ring empty spins for a moment
-// (WithRingSpin on the server, WithClientSpin on the client); a wait
-// that is the only one of its process then sleeps on the ring's futex
-// for up to 2ms, which the peer's publish ends with one futex call; and
-// then it arms the ring and waits on the socket in Go's netpoller, and
-// the peer writes a byte when it publishes. One goroutine per ring
-// connection serves it, parked in the netpoller while idle, so one epoll
-// watches every ring and an idle ring costs nothing; at most half of
-// GOMAXPROCS of them spin, or sleep, at once. The peer's death ends the
-// socket, and with it any wait, at once (within the 2ms of a sleep).
+// for wake-ups only. A wait that is the only one of its process spins for
+// a moment (WithRingSpin on the server, WithClientSpin on the client) and
+// then sleeps on the ring's futex for up to 2ms, which the peer's publish
+// ends with one futex call. Waits that are not alone hand their rings to
+// one watching goroutine (the server's, or the process's for Clients),
+// which looks at each ring in turn and wakes its owner when a record
+// comes: a crowd of connections costs one spinning goroutine and no
+// system call per message. A wait that found nothing (for the spin, or
+// for 20ms in the watch) arms the ring and waits on the socket in Go's
+// netpoller, and the peer writes a byte when it publishes. One goroutine
+// per ring connection serves it, parked in the netpoller while idle, so
+// one epoll watches every idle ring and an idle ring costs nothing. The
+// peer's death ends the socket, and with it any wait, at once (within the
+// 2ms of a sleep, or the 20ms of a watch).
 // Ring connections obey the same handlers, request size cap, deadlines
 // (idle, a request cut between records, handler, write), connection caps,
 // ring caps (WithRingLimits) and Shutdown as any other; a server that

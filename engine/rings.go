@@ -46,7 +46,9 @@ import (
 // connection of the process, and the end of the socket, the peer's death
 // included, ends the wait at once.
 // Only a wait that is alone in its process first sleeps on the ring's
-// futex for a moment (ringSleep), where a prompt peer wakes it for less.
+// futex for a moment (ringSleep), where a prompt peer wakes it for less;
+// waits that are not alone are watched instead (ringwatch.go) before they
+// arm.
 var (
 	ringHelloPrefix = []byte("\x01pktipc/rings/1 ")
 	ringOKReply     = []byte("\x01pktipc/rings/1 ok oneway")
@@ -573,11 +575,6 @@ func (rc *ringConn) serveOne() bool {
 	rc.setWhy(whyHandler, rc.start)
 	rc.reply.beginRing(oneWay)
 	herr, panicked := s.invoke(rc.ctx, rc.peer.ID, req, &rc.reply)
-	if leased && !panicked {
-		rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
-	} else if leased {
-		rc.in.Release()
-	}
 	if cap(rc.gather) > ringMaxGatherKeep {
 		rc.gather = nil
 	}
@@ -585,11 +582,33 @@ func (rc *ringConn) serveOne() bool {
 		// The reply stops where it was: the rings close first, so that
 		// the record the handler held is dropped, not published, and the
 		// client sees the reply cut.
+		if leased {
+			rc.in.Release()
+		}
 		rc.kill(errHandlerPanic)
 		rc.reply.dropRing()
 		return false
 	}
-	if !oneWay && rc.reply.finishRing() != nil {
+	// A reply whose last record is reserved is committed before the
+	// request's record goes back: the commit's locked store waits for the
+	// reply's bytes to reach the client's cache lines, and the release's,
+	// coming after, then waits for nothing; the other way round both wait.
+	// A reply with nothing reserved may have to wait for room, so the
+	// request's record goes back first, as the client may need it.
+	done := oneWay
+	if !done && rc.reply.rres != nil {
+		if rc.reply.finishRing() != nil {
+			if leased {
+				rc.in.Release()
+			}
+			return false
+		}
+		done = true
+	}
+	if leased {
+		rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
+	}
+	if !done && rc.reply.finishRing() != nil {
 		return false
 	}
 	if errors.Is(herr, ErrQuit) {

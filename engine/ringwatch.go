@@ -3,6 +3,7 @@ package engine
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pktipc/pktipc/ring"
@@ -40,6 +41,10 @@ const ringWatchMax = 20 * time.Millisecond
 // after, by its owner alone.
 type ringWatch struct {
 	idle time.Duration // set before the first wait
+
+	// handed counts the rings handed back with something to read, for
+	// the tests.
+	handed atomic.Uint64
 
 	mu      sync.Mutex
 	added   []*ringWait
@@ -121,6 +126,7 @@ func (rw *ringWatch) run() {
 			}
 			if ready {
 				last = now
+				rw.handed.Add(1)
 			}
 			n := len(held) - 1
 			held[i], held[n] = held[n], nil

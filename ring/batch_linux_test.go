@@ -378,3 +378,41 @@ func TestReleasedRoomSeen(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderReady: Ready says whether Next would return at once, and
+// never arms the ring: a commit after a false Ready wakes nothing.
+func TestReaderReady(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	if r.Ready() {
+		t.Fatal("Ready on an empty ring")
+	}
+	if got := r.s.rpark.Load(); got != 0 {
+		t.Fatalf("Ready armed the ring: parking word %d", got)
+	}
+	b, _ := w.Reserve(1)
+	b[0] = 'a'
+	w.Commit(1, false)
+	if !r.Ready() {
+		t.Fatal("not Ready with a record committed")
+	}
+	r.SetDeadline(time.Now().Add(10 * time.Second))
+	if p, _, err := r.Next(); err != nil || string(p) != "a" {
+		t.Fatalf("Next = %q, %v", p, err)
+	}
+	if !r.Ready() {
+		t.Fatal("not Ready with a lease held (Next returns ErrInvalid at once)")
+	}
+	r.Release()
+	if r.Ready() {
+		t.Fatal("Ready on a drained ring")
+	}
+	w.Close()
+	if !r.Ready() {
+		t.Fatal("not Ready after the writer closed (Next returns io.EOF at once)")
+	}
+	r.Close()
+	if !r.Ready() {
+		t.Fatal("not Ready after Close (Next returns ErrClosed at once)")
+	}
+}

@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+	"github.com/pktipc/pktipc/ring"
+)
+
+// watchedRing is a ring of this process for the watch's tests: its
+// writer, and its reader in a place for a watch.
+type watchedRing struct {
+	w    *ring.Writer
+	wait ringWait
+}
+
+func newWatchedRing(t *testing.T) *watchedRing {
+	t.Helper()
+	f, err := ring.Create(ring.MinCapacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := ring.NewWriter(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ring.NewReader(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetDeadline(time.Unix(1, 0)) // Next never waits: the watch does
+	t.Cleanup(func() {
+		w.Close()
+		r.Close()
+	})
+	return &watchedRing{w: w, wait: newRingWait(r)}
+}
+
+func (wr *watchedRing) send(t *testing.T, msg string) {
+	p, err := wr.w.Reserve(len(msg))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if err := wr.w.Commit(copy(p, msg), false); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestRingWatchHandsBackEveryRecord: rings written in a random order, a
+// record at a time, each read by a goroutine that waits in one watch
+// while its ring is empty: every wait ends with the ring's record there,
+// and every record is read once, in order.
+func TestRingWatchHandsBackEveryRecord(t *testing.T) {
+	leakcheck.Check(t)
+	const rings, each = 32, 50
+	rw := &ringWatch{idle: time.Minute}
+	defer rw.stop()
+	all := make([]*watchedRing, rings)
+	for i := range all {
+		all[i] = newWatchedRing(t)
+	}
+	taken := make([]chan struct{}, rings) // a record was read: the next may go
+	var wg sync.WaitGroup
+	for i, wr := range all {
+		taken[i] = make(chan struct{}, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := wr.wait.r
+			for k := range each {
+				if !r.Ready() {
+					if !rw.wait(&wr.wait, time.Now().Add(time.Minute)) {
+						t.Errorf("ring %d: the watch refused", i)
+						return
+					}
+					if !r.Ready() {
+						t.Errorf("ring %d: handed back with nothing to read", i)
+						return
+					}
+				}
+				p, _, err := r.Next()
+				if want := fmt.Sprintf("%d/%d", i, k); err != nil || string(p) != want {
+					t.Errorf("ring %d: read %q, %v; want %q", i, p, err, want)
+					return
+				}
+				r.Release()
+				taken[i] <- struct{}{}
+			}
+		}()
+	}
+	next := make([]int, rings)
+	for left := rings * each; left > 0; left-- {
+		i := rand.IntN(rings)
+		for next[i] == each {
+			i = (i + 1) % rings
+		}
+		if next[i] > 0 {
+			<-taken[i]
+		}
+		all[i].send(t, fmt.Sprintf("%d/%d", i, next[i]))
+		next[i]++
+	}
+	wg.Wait()
+	if rw.handed.Load() == 0 {
+		t.Error("no ring was handed back with a record: the test did not wait in the watch")
+	}
+}
+
+// TestRingWatchHandsBackWithoutRecords: a ring with nothing to read goes
+// back at its time, when the watch has been idle, when the ring closes,
+// and when the watch stops; a stopped watch takes nothing.
+func TestRingWatchHandsBackWithoutRecords(t *testing.T) {
+	leakcheck.Check(t)
+	within := func(name string, rw *ringWatch, wr *watchedRing, until time.Duration, act func(), least, most time.Duration) {
+		t.Helper()
+		start := time.Now()
+		done := make(chan bool, 1)
+		go func() { done <- rw.wait(&wr.wait, start.Add(until)) }()
+		if act != nil {
+			time.Sleep(least)
+			act()
+		}
+		select {
+		case ok := <-done:
+			if took := time.Since(start); !ok || took < least || took > most {
+				t.Errorf("%s: wait = %v after %v; want true within [%v, %v]", name, ok, took, least, most)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still waiting after 10s", name)
+		}
+	}
+	long := &ringWatch{idle: time.Minute}
+	within("its time", long, newWatchedRing(t), 30*time.Millisecond, nil, 30*time.Millisecond, 5*time.Second)
+
+	idle := &ringWatch{idle: 20 * time.Millisecond}
+	within("idle watch", idle, newWatchedRing(t), time.Minute, nil, 20*time.Millisecond, 5*time.Second)
+	idle.stop()
+
+	wr := newWatchedRing(t)
+	within("ring closed", long, wr, time.Minute, func() { wr.wait.r.Close() }, 20*time.Millisecond, 5*time.Second)
+	if !wr.wait.r.Ready() {
+		t.Error("a closed ring is not Ready")
+	}
+
+	within("watch stopped", long, newWatchedRing(t), time.Minute, long.stop, 20*time.Millisecond, 5*time.Second)
+	if long.wait(&newWatchedRing(t).wait, time.Now().Add(time.Minute)) {
+		t.Error("a stopped watch took a ring")
+	}
+}
+
+// TestRingWatchAllocs: a wait in the watch allocates nothing once the
+// watch runs.
+func TestRingWatchAllocs(t *testing.T) {
+	leakcheck.Check(t)
+	rw := &ringWatch{idle: time.Minute}
+	defer rw.stop()
+	wr := newWatchedRing(t)
+	cycle := func() {
+		wr.send(t, "x")
+		if !rw.wait(&wr.wait, time.Now().Add(time.Minute)) {
+			t.Fatal("the watch refused")
+		}
+		if _, _, err := wr.wait.r.Next(); err != nil {
+			t.Fatal(err)
+		}
+		wr.wait.r.Release()
+	}
+	cycle()
+	if n := testing.AllocsPerRun(200, cycle); n != 0 {
+		t.Errorf("%v allocations per wait; want 0", n)
+	}
+}
+
+// TestRingsCrowdWatched: many Clients calling at once on rings; their
+// waits (and the server's) go through the watches and every reply is
+// the right one.
+func TestRingsCrowdWatched(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	serverBefore, clientBefore := ts.Server.rings.watch.handed.Load(), clientRings.handed.Load()
+	const clients, calls = 12, 300
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := dialRings(t, ts.path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range calls {
+				req := pattern(1+(i*calls+k)%700, i*calls+k)
+				got, err := c.Call(req)
+				if err != nil || !bytes.Equal(got, req) {
+					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ts.Server.rings.watch.handed.Load() == serverBefore {
+		t.Error("no server wait went through the watch")
+	}
+	if clientRings.handed.Load() == clientBefore {
+		t.Error("no Client wait went through the watch")
+	}
+}
+
+// TestRingsWatchedDeathNoticed: a ring client that dies while its
+// connection sits in the server's watch (other clients keep the watch
+// busy) is noticed within the watch's bound and the socket's wake-up.
+func TestRingsWatchedDeathNoticed(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 3 {
+		c := dialRings(t, ts.path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ctx.Err() == nil; k++ {
+				req := pattern(64, i*1000+k)
+				if got, err := c.Call(req); err != nil || !bytes.Equal(got, req) {
+					t.Errorf("busy client %d: %d bytes, %v", i, len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	uc, reqF, repF := rawRings(t, ts.path, 0)
+	w, err := ring.NewWriter(reqF, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := ring.NewReader(repF, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.SetDeadline(time.Now().Add(5 * time.Second))
+	p, err := w.Reserve(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Commit(copy(p, "x"), false)
+	_, _ = uc.Write([]byte{1})
+	if got, err := r.ReadMessage(nil, 16); err != nil || string(got) != "x" {
+		t.Fatalf("reply %q, %v", got, err)
+	}
+	time.Sleep(5 * time.Millisecond) // in the watch now
+	open := ts.Stats().Open
+	start := time.Now()
+	uc.Close()
+	waitWithin(t, 2*time.Second, func() bool { return ts.Stats().Open < open })
+	t.Logf("the server noticed after %v", time.Since(start))
+}
