@@ -100,6 +100,7 @@ type Client struct {
 	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published
 	halfProcs     int32  // the default spinning budget, read at the ring handshake
+	watchOK       bool   // ring waits may use clientRings (set at the handshake)
 	slices        ringSlices
 	rbell         [64]byte
 	rwait         ringWait // the reply ring's place in clientRings
@@ -174,6 +175,7 @@ func (c *Client) SetDeadline(t time.Time) error {
 	defer c.mu.Unlock()
 	c.deadline = t
 	c.applyDeadlineLocked()
+	c.rwait.cut.Store(true) // a wait in clientRings looks at the deadline again
 	return nil
 }
 

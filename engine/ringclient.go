@@ -110,14 +110,15 @@ func (c *Client) mapRings(fds []int) error {
 	in.SetDeadline(time.Unix(1, 0))
 	c.mu.Lock()
 	c.rout, c.rin = out, in
-	c.mu.Unlock()
 	if c.rwait.wake == nil {
-		c.rwait = newRingWait(in)
+		c.rwait.wake = make(chan struct{}, 1)
 	}
 	c.rwait.r = in
+	c.mu.Unlock()
 	c.rchunk = max(out.MaxRecord()/2, 1)
 	c.rstaged = 0
 	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
+	c.watchOK = c.opts.ringSpin > 0 && runtime.GOMAXPROCS(0) > 1 // see Server's watchOK
 	return nil
 }
 
@@ -290,9 +291,13 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 // give: a spin within the process's budget, a short sleep on the ring's
 // futex within the sleepers' budget (rings.go), then the socket.
 func (c *Client) waitRingReply() error {
-	if waiting.Add(1) > 1 && c.opts.ringSpin > 0 {
+	if waiting.Add(1) > 1 && c.watchOK {
 		// Other Clients of the process wait too: one watch for all.
 		defer waiting.Add(-1)
+		if c.rin.Ready() { // a record there already (the next of a reply, say)
+			return nil
+		}
+		c.rwait.cut.Store(false) // before the deadline is read: a later SetDeadline sets it
 		until := time.Now().Add(ringWatchMax)
 		if own := c.currentDeadline(); !own.IsZero() && own.Before(until) {
 			until = own

@@ -220,6 +220,7 @@ type ringSet struct {
 	spinning atomic.Int32
 	waiting  atomic.Int32 // goroutines waiting for a request now
 	watch    ringWatch    // for the waits that are not alone (idle: the ring spin)
+	watchOK  bool         // waits may use watch: the ring spin is on, and GOMAXPROCS > 1
 }
 
 func (rs *ringSet) enter(limit int) bool {
@@ -681,8 +682,11 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 // socket.
 func (rc *ringConn) waitRequest() error {
 	rs := &rc.s.rings
-	if rs.waiting.Add(1) > 1 && rc.s.opts.ringSpin > 0 {
+	if rs.waiting.Add(1) > 1 && rs.watchOK {
 		defer rs.waiting.Add(-1)
+		if rc.in.Ready() { // a record there already (the next of a request, say)
+			return nil
+		}
 		if rs.watch.wait(&rc.watch, time.Now().Add(ringWatchMax)) && rc.in.Ready() {
 			return nil
 		}

@@ -22,7 +22,7 @@ const ringWatchMax = 20 * time.Millisecond
 // holds in turn, yielding its processor between rounds, and hands a ring
 // back (one send on its channel) once Next would return at once (a record,
 // the end, an error such as Close), once its stay (ringWatchMax, or less)
-// ends, or when the watch ends; the side then takes its record, or arms
+// ends (or its owner's deadline moves), or when the watch ends; the side then takes its record, or arms
 // the ring and waits on its socket as before. A watch in which nothing
 // came for idle hands every ring back and its goroutine ends; the next
 // hand-over starts another.
@@ -51,6 +51,8 @@ type ringWatch struct {
 	running bool
 	stopped bool
 	wg      sync.WaitGroup
+	spare   []*ringWait // the last goroutine's array of held rings, for the next
+	runFn   func()      // rw.run, made once: a go statement with a method value allocates
 }
 
 // ringWait is one side's place in a watch, made with the side and reused
@@ -59,6 +61,7 @@ type ringWait struct {
 	r     *ring.Reader
 	wake  chan struct{} // capacity 1: the watch never blocks on it
 	until time.Time     // when the watch hands the ring back anyway
+	cut   atomic.Bool   // hand the ring back now: the owner's deadline moved
 }
 
 func newRingWait(r *ring.Reader) ringWait {
@@ -66,8 +69,8 @@ func newRingWait(r *ring.Reader) ringWait {
 }
 
 // wait hands w's ring to the watch and blocks until the watch hands it
-// back, at until at the latest; false means that the watch has stopped
-// and nothing waited. Whether the ring has something is for the caller to
+// back, at until at the latest (or once w.cut is set); false means that
+// the watch has stopped and nothing waited. Whether the ring has something is for the caller to
 // look at. The side's owner goroutine calls it.
 func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 	w.until = until
@@ -80,7 +83,10 @@ func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 	if !rw.running {
 		rw.running = true
 		rw.wg.Add(1)
-		go rw.run()
+		if rw.runFn == nil {
+			rw.runFn = rw.run
+		}
+		go rw.runFn()
 	}
 	rw.mu.Unlock()
 	<-w.wake
@@ -99,7 +105,10 @@ func (rw *ringWatch) stop() {
 // run is the watch's goroutine.
 func (rw *ringWatch) run() {
 	defer rw.wg.Done()
-	var held []*ringWait
+	rw.mu.Lock()
+	held := rw.spare
+	rw.spare = nil
+	rw.mu.Unlock()
 	last := time.Now() // when a ring last had something, or came
 	for {
 		rw.mu.Lock()
@@ -111,16 +120,17 @@ func (rw *ringWatch) run() {
 		}
 		now := time.Now()
 		if rw.stopped || (len(held) == 0 && now.Sub(last) > rw.idle) {
+			handBack(held)
+			rw.spare = held[:0]
 			rw.running = false
 			rw.mu.Unlock()
-			handBack(held)
 			return
 		}
 		rw.mu.Unlock()
 		for i := 0; i < len(held); {
 			w := held[i]
 			ready := w.r.Ready()
-			if !ready && now.Before(w.until) {
+			if !ready && now.Before(w.until) && !w.cut.Load() {
 				i++
 				continue
 			}

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -210,59 +209,4 @@ func TestRingsCrowdWatched(t *testing.T) {
 	if clientRings.handed.Load() == clientBefore {
 		t.Error("no Client wait went through the watch")
 	}
-}
-
-// TestRingsWatchedDeathNoticed: a ring client that dies while its
-// connection sits in the server's watch (other clients keep the watch
-// busy) is noticed within the watch's bound and the socket's wake-up.
-func TestRingsWatchedDeathNoticed(t *testing.T) {
-	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw), withRings)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := range 3 {
-		c := dialRings(t, ts.path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := 0; ctx.Err() == nil; k++ {
-				req := pattern(64, i*1000+k)
-				if got, err := c.Call(req); err != nil || !bytes.Equal(got, req) {
-					t.Errorf("busy client %d: %d bytes, %v", i, len(got), err)
-					return
-				}
-			}
-		}()
-	}
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	uc, reqF, repF := rawRings(t, ts.path, 0)
-	w, err := ring.NewWriter(reqF, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	r, err := ring.NewReader(repF, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	r.SetDeadline(time.Now().Add(5 * time.Second))
-	p, err := w.Reserve(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Commit(copy(p, "x"), false)
-	_, _ = uc.Write([]byte{1})
-	if got, err := r.ReadMessage(nil, 16); err != nil || string(got) != "x" {
-		t.Fatalf("reply %q, %v", got, err)
-	}
-	time.Sleep(5 * time.Millisecond) // in the watch now
-	open := ts.Stats().Open
-	start := time.Now()
-	uc.Close()
-	waitWithin(t, 2*time.Second, func() bool { return ts.Stats().Open < open })
-	t.Logf("the server noticed after %v", time.Since(start))
 }
