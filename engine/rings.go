@@ -590,26 +590,10 @@ func (rc *ringConn) serveOne() bool {
 		rc.reply.dropRing()
 		return false
 	}
-	// A reply whose last record is reserved is committed before the
-	// request's record goes back: the commit's locked store waits for the
-	// reply's bytes to reach the client's cache lines, and the release's,
-	// coming after, then waits for nothing; the other way round both wait.
-	// A reply with nothing reserved may have to wait for room, so the
-	// request's record goes back first, as the client may need it.
-	done := oneWay
-	if !done && rc.reply.rres != nil {
-		if rc.reply.finishRing() != nil {
-			if leased {
-				rc.in.Release()
-			}
-			return false
-		}
-		done = true
-	}
 	if leased {
 		rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
 	}
-	if !done && rc.reply.finishRing() != nil {
+	if !oneWay && rc.reply.finishRing() != nil {
 		return false
 	}
 	if errors.Is(herr, ErrQuit) {
