@@ -291,9 +291,10 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 // give: a spin within the process's budget, a short sleep on the ring's
 // futex within the sleepers' budget (rings.go), then the socket.
 func (c *Client) waitRingReply() error {
-	if waiting.Add(1) > 1 && c.watchOK {
+	crowd := waiting.Add(1) > 1
+	defer waiting.Add(-1)
+	if crowd && c.watchOK {
 		// Other Clients of the process wait too: one watch for all.
-		defer waiting.Add(-1)
 		if c.rin.Ready() { // a record there already (the next of a reply, say)
 			return nil
 		}
@@ -302,12 +303,13 @@ func (c *Client) waitRingReply() error {
 		if own := c.currentDeadline(); !own.IsZero() && own.Before(until) {
 			until = own
 		}
-		if clientRings.wait(&c.rwait, until) && c.rin.Ready() {
-			return nil
+		if clientRings.wait(&c.rwait, until) {
+			if c.rin.Ready() {
+				return nil
+			}
+			return c.waitReplyArmed()
 		}
-		return c.waitReplyArmed()
 	}
-	defer waiting.Add(-1)
 	if c.ringSpin() {
 		ok := c.rin.Spin()
 		spinners.Add(-1)
@@ -327,7 +329,7 @@ func (c *Client) waitRingReply() error {
 
 // clientRings is the watch (ringWatch) of the process's Clients on rings
 // whose replies are slow to come while others wait too.
-var clientRings = ringWatch{idle: DefaultClientRingSpin}
+var clientRings = ringWatch{idle: DefaultClientRingSpin, procs: true}
 
 // waitReplyArmed waits on the socket until the reply ring has a record
 // (or an error) to give.

@@ -666,17 +666,19 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 // socket.
 func (rc *ringConn) waitRequest() error {
 	rs := &rc.s.rings
-	if rs.waiting.Add(1) > 1 && rs.watchOK {
-		defer rs.waiting.Add(-1)
+	crowd := rs.waiting.Add(1) > 1
+	defer rs.waiting.Add(-1)
+	if crowd && rs.watchOK {
 		if rc.in.Ready() { // a record there already (the next of a request, say)
 			return nil
 		}
-		if rs.watch.wait(&rc.watch, time.Now().Add(ringWatchMax)) && rc.in.Ready() {
-			return nil
+		if rs.watch.wait(&rc.watch, time.Now().Add(ringWatchMax)) {
+			if rc.in.Ready() {
+				return nil
+			}
+			return rc.waitArmed()
 		}
-		return rc.waitArmed()
 	}
-	defer rs.waiting.Add(-1)
 	if rc.s.rings.spin() {
 		ok := rc.in.Spin()
 		rc.s.rings.unspin()

@@ -40,7 +40,8 @@ const ringWatchMax = 20 * time.Millisecond
 // watch's goroutine alone, which only looks (Reader.Ready); before and
 // after, by its owner alone.
 type ringWatch struct {
-	idle time.Duration // set before the first wait
+	idle  time.Duration // set before the first wait
+	procs bool          // the goroutine runs only within the process's budget (watching)
 
 	// handed counts the rings handed back with something to read, for
 	// the tests.
@@ -54,6 +55,16 @@ type ringWatch struct {
 	spare   []*ringWait // the last goroutine's array of held rings, for the next
 	runFn   func()      // rw.run, made once: a go statement with a method value allocates
 }
+
+// watching counts the watches of the process whose goroutine runs. A
+// watch's goroutine is always ready to run while it holds rings, and Go's
+// scheduler polls the network only on a processor that has nothing else
+// to run (or from its monitor, every 10ms at best): so a watch starts only
+// while fewer than GOMAXPROCS-1 others run, which leaves a processor that
+// runs out of work and polls. A server and its Clients in one process
+// (tests, say) then share one watch between them, and the other waits
+// spin and park as lone ones do.
+var watching atomic.Int32
 
 // ringWait is one side's place in a watch, made with the side and reused
 // for each of its waits.
@@ -70,7 +81,8 @@ func newRingWait(r *ring.Reader) ringWait {
 
 // wait hands w's ring to the watch and blocks until the watch hands it
 // back, at until at the latest (or once w.cut is set); false means that
-// the watch has stopped and nothing waited. Whether the ring has something is for the caller to
+// nothing waited: the watch has stopped, or its goroutine would be one
+// too many (watching). Whether the ring has something is for the caller to
 // look at. The side's owner goroutine calls it.
 func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 	w.until = until
@@ -79,8 +91,12 @@ func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 		rw.mu.Unlock()
 		return false
 	}
-	rw.added = append(rw.added, w)
 	if !rw.running {
+		if rw.procs && watching.Add(1) > int32(runtime.GOMAXPROCS(0)-1) {
+			watching.Add(-1)
+			rw.mu.Unlock()
+			return false
+		}
 		rw.running = true
 		rw.wg.Add(1)
 		if rw.runFn == nil {
@@ -88,6 +104,7 @@ func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 		}
 		go rw.runFn()
 	}
+	rw.added = append(rw.added, w)
 	rw.mu.Unlock()
 	<-w.wake
 	return true
@@ -123,6 +140,9 @@ func (rw *ringWatch) run() {
 			handBack(held)
 			rw.spare = held[:0]
 			rw.running = false
+			if rw.procs {
+				watching.Add(-1)
+			}
 			rw.mu.Unlock()
 			return
 		}

@@ -348,7 +348,8 @@ func TestRingWatchDeadlineOnTime(t *testing.T) {
 		_, err := c.Call([]byte("block"))
 		late := time.Since(start) - d
 		t.Logf("deadline %v: late by %v (%v)", d, late, err)
-		if err == nil || late > 10*time.Millisecond {
+		if err == nil || late > 50*time.Millisecond { // a loaded machine may not run the Client at once
+
 			t.Errorf("deadline %v: late by %v, %v", d, late, err)
 		}
 		c.Close()

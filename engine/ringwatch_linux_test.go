@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -179,8 +180,8 @@ func TestRingWatchAllocs(t *testing.T) {
 }
 
 // TestRingsCrowdWatched: many Clients calling at once on rings; their
-// waits (and the server's) go through the watches and every reply is
-// the right one.
+// waits or the server's go through a watch and every reply is the right
+// one.
 func TestRingsCrowdWatched(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
@@ -203,10 +204,100 @@ func TestRingsCrowdWatched(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if ts.Server.rings.watch.handed.Load() == serverBefore {
-		t.Error("no server wait went through the watch")
+	// In one process (GOMAXPROCS-1 watches at once: watching) the server's
+	// and the Clients' watches may take turns, or one may run throughout.
+	if ts.Server.rings.watch.handed.Load() == serverBefore && clientRings.handed.Load() == clientBefore {
+		t.Error("no wait went through a watch")
 	}
-	if clientRings.handed.Load() == clientBefore {
-		t.Error("no Client wait went through the watch")
+}
+
+// TestZeroAllocsRingsCrowd: Clients calling at once on rings, whose waits
+// (and the server's) go through the watches, allocate nothing per round
+// trip either, on either side.
+func TestZeroAllocsRingsCrowd(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	const clients, calls = 6, 20
+	start := make([]chan struct{}, clients)
+	done := make(chan error, clients)
+	var wg sync.WaitGroup
+	defer func() {
+		for _, ch := range start {
+			close(ch)
+		}
+		wg.Wait()
+	}()
+	for i := range clients {
+		c := dialRings(t, ts.path)
+		start[i] = make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := pattern(64, i)
+			for range start[i] {
+				var err error
+				for range calls {
+					if err = c.Send(req); err != nil {
+						break
+					}
+					if _, err = c.Recv(); err != nil {
+						break
+					}
+				}
+				done <- err
+			}
+		}()
+	}
+	round := func() {
+		for _, ch := range start {
+			ch <- struct{}{}
+		}
+		for range clients {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 20 {
+		round()
+	}
+	before := ts.Server.rings.watch.handed.Load() + clientRings.handed.Load()
+	if allocs := testing.AllocsPerRun(50, round); allocs != 0 {
+		t.Errorf("%v allocations per round of %d calls by %d Clients at once, want 0", allocs, calls, clients)
+	}
+	if ts.Server.rings.watch.handed.Load()+clientRings.handed.Load() == before {
+		t.Error("no wait went through a watch: the test measured the lone path")
+	}
+}
+
+// TestRingWatchBudget: a watch's goroutine starts only while fewer than
+// GOMAXPROCS-1 others of the process run, so that a processor is left to
+// poll the network; a wait it refuses returns false at once.
+func TestRingWatchBudget(t *testing.T) {
+	leakcheck.Check(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	if n := watching.Load(); n != 0 {
+		t.Fatalf("%d watches run before the test", n)
+	}
+	first := &ringWatch{idle: time.Minute, procs: true}
+	second := &ringWatch{idle: time.Minute, procs: true}
+	held := newWatchedRing(t)
+	done := make(chan bool, 1)
+	go func() { done <- first.wait(&held.wait, time.Now().Add(time.Minute)) }()
+	waitWithin(t, 5*time.Second, func() bool { return watching.Load() == 1 })
+	start := time.Now()
+	if second.wait(&newWatchedRing(t).wait, time.Now().Add(time.Minute)) {
+		t.Error("a second watch started with GOMAXPROCS 2")
+	} else if took := time.Since(start); took > time.Second {
+		t.Errorf("a refused wait took %v", took)
+	}
+	held.send(t, "x")
+	if ok := <-done; !ok {
+		t.Error("the first watch refused its wait")
+	}
+	first.stop()
+	second.stop()
+	if n := watching.Load(); n != 0 {
+		t.Errorf("%d watches run after both stopped", n)
 	}
 }
