@@ -127,14 +127,15 @@
 // dialled WithRingRepliesInPlace: then a reply that came as one record is
 // returned where it lies, valid until the next Recv, Call or Close, and a
 // large reply costs the client no copy either. The socket stays open
-// for wake-ups only. A wait that is the only one of its process spins for
-// a moment (WithRingSpin on the server, WithClientSpin on the client) and
-// then sleeps on the ring's futex for up to 2ms, which the peer's publish
-// ends with one futex call. Waits that are not alone hand their rings to
-// one watching goroutine (the server's, or the process's for Clients),
-// which looks at each ring in turn and wakes its owner when a record
-// comes: a crowd of connections costs one spinning goroutine and no
-// system call per message. A wait that found nothing (for the spin, or
+// for wake-ups only. A wait spins for a moment (WithRingSpin on the
+// server, WithClientSpin on the client; half of GOMAXPROCS of them at
+// once), and one that is the only one of its process then sleeps on the
+// ring's futex for up to 2ms, which the peer's publish ends with one
+// futex call. Waits in a crowd (more than two at once) hand their rings
+// to one watching goroutine instead (the server's, or the process's for
+// Clients), which looks at each ring in turn and wakes its owner when a
+// record comes: a crowd of connections costs one spinning goroutine and
+// no system call per message. A wait that found nothing (for the spin, or
 // for 20ms in the watch) arms the ring and waits on the socket in Go's
 // netpoller, and the peer writes a byte when it publishes. One goroutine
 // per ring connection serves it, parked in the netpoller while idle, so

@@ -291,10 +291,11 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 // give: a spin within the process's budget, a short sleep on the ring's
 // futex within the sleepers' budget (rings.go), then the socket.
 func (c *Client) waitRingReply() error {
-	crowd := waiting.Add(1) > 1
+	crowd := waiting.Add(1) > ringCrowd
 	defer waiting.Add(-1)
 	if crowd && c.watchOK {
 		// Other Clients of the process wait too: one watch for all.
+		// (The count is of every Client's waits, on rings or not.)
 		if c.rin.Ready() { // a record there already (the next of a reply, say)
 			return nil
 		}
@@ -328,7 +329,7 @@ func (c *Client) waitRingReply() error {
 }
 
 // clientRings is the watch (ringWatch) of the process's Clients on rings
-// whose replies are slow to come while others wait too.
+// whose replies are slow to come in a crowd of waits.
 var clientRings = ringWatch{idle: DefaultClientRingSpin, procs: true}
 
 // waitReplyArmed waits on the socket until the reply ring has a record

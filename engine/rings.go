@@ -47,8 +47,8 @@ import (
 // included, ends the wait at once.
 // Only a wait that is alone in its process first sleeps on the ring's
 // futex for a moment (ringSleep), where a prompt peer wakes it for less;
-// waits that are not alone are watched instead (ringwatch.go) before they
-// arm.
+// waits in a crowd (more than ringCrowd at once) are watched instead
+// (ringwatch.go) before they arm.
 var (
 	ringHelloPrefix = []byte("\x01pktipc/rings/1 ")
 	ringOKReply     = []byte("\x01pktipc/rings/1 ok oneway")
@@ -219,7 +219,7 @@ type ringSet struct {
 	wg       sync.WaitGroup
 	spinning atomic.Int32
 	waiting  atomic.Int32 // goroutines waiting for a request now
-	watch    ringWatch    // for the waits that are not alone (idle: the ring spin)
+	watch    ringWatch    // for the waits in a crowd (idle: the ring spin)
 	watchOK  bool         // waits may use watch: the ring spin is on, and GOMAXPROCS > 1
 }
 
@@ -661,12 +661,12 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 }
 
 // waitRequest waits until the request ring has a record (or an error) to
-// give: while other connections wait too, in the server's watch (ringWatch);
-// alone, a short spin and a short sleep on the ring's futex; then the
-// socket.
+// give: in a crowd of waits (more than ringCrowd), in the server's watch
+// (ringWatch); else a short spin and, alone, a short sleep on the ring's
+// futex; then the socket.
 func (rc *ringConn) waitRequest() error {
 	rs := &rc.s.rings
-	crowd := rs.waiting.Add(1) > 1
+	crowd := rs.waiting.Add(1) > ringCrowd
 	defer rs.waiting.Add(-1)
 	if crowd && rs.watchOK {
 		if rc.in.Ready() { // a record there already (the next of a request, say)

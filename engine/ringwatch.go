@@ -9,6 +9,12 @@ import (
 	"github.com/pktipc/pktipc/ring"
 )
 
+// ringCrowd is how many waits of a process (the one that looks included)
+// must be under way for a ring wait to go to a watch. With two, the
+// spinning wait (one per two processors) mostly catches its own peer,
+// and a hop through the watch's goroutine would cost more than it saves.
+const ringCrowd = 2
+
 // ringWatchMax bounds a ring's stay in a watch: a side whose peer sends
 // nothing for this long goes back to waiting on its socket, where the end
 // of the peer (a client that died, say) shows.
@@ -16,7 +22,7 @@ const ringWatchMax = 20 * time.Millisecond
 
 // ringWatch lets many ring sides that wait for their peers cost one
 // spinning goroutine rather than one each. A side with nothing to read,
-// while others wait too, hands its ring's Reader to the watch and blocks on
+// in a crowd of waits (more than ringCrowd), hands its ring's Reader to the watch and blocks on
 // a channel, without arming the ring: its peer, which finds the side not
 // parked, rings no doorbell. The watch's goroutine looks at every ring it
 // holds in turn, yielding its processor between rounds, and hands a ring
@@ -50,6 +56,7 @@ type ringWatch struct {
 	mu      sync.Mutex
 	added   []*ringWait
 	running bool
+	starts  uint64 // goroutines started, for the tests
 	stopped bool
 	wg      sync.WaitGroup
 	spare   []*ringWait // the last goroutine's array of held rings, for the next
@@ -98,6 +105,7 @@ func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 			return false
 		}
 		rw.running = true
+		rw.starts++
 		rw.wg.Add(1)
 		if rw.runFn == nil {
 			rw.runFn = rw.run

@@ -118,6 +118,8 @@ func TestRingWatchSetDeadlineCuts(t *testing.T) {
 	// while no watch goroutine runs.
 	setWatchIdle(t, &clientRings, 100*time.Millisecond)
 	waitWithin(t, 5*time.Second, func() bool { return waiting.Load() >= 1 })
+	waiting.Add(ringCrowd - 1) // with the other Client, ringCrowd wait
+	defer waiting.Add(1 - ringCrowd)
 
 	best := time.Hour
 	for round := range 5 {
@@ -166,8 +168,8 @@ func TestRingWatchClientCloseWhileWatched(t *testing.T) {
 		return nil
 	}), withRings)
 	defer close(block)
-	waiting.Add(1) // another Client waits
-	defer waiting.Add(-1)
+	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
+	defer waiting.Add(-ringCrowd)
 	for round := range 10 {
 		c := dialRings(t, ts.path)
 		if err := c.Send([]byte("block")); err != nil {
@@ -294,17 +296,31 @@ func TestRingWatchServerCloseWhileWatched(t *testing.T) {
 		}
 	}
 }
+
+// TestRingWatchAllocsPerSpacedCall: a server with idle ring connections
+// (enough that a wait for a request is in a crowd) serving a client that
+// calls every 2 ms, so that the watch's goroutine ends between calls and
+// starts again, allocates nothing per call.
 func TestRingWatchAllocsPerSpacedCall(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), WithRingLimits(4, 1<<20))
-	idle, err := Dial(context.Background(), ts.path, WithRings(1<<16))
-	if err != nil {
-		t.Fatal(err)
+	for range ringCrowd {
+		idle, err := Dial(context.Background(), ts.path, WithRings(1<<16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.Close()
+		if _, err := idle.Call([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	defer idle.Close()
-	if _, err := idle.Call([]byte("x")); err != nil {
-		t.Fatal(err)
+	started := func() uint64 {
+		w := &ts.Server.rings.watch
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.starts
 	}
+	before := started()
 	c, err := Dial(context.Background(), ts.path, WithRings(1<<16))
 	if err != nil {
 		t.Fatal(err)
@@ -323,6 +339,9 @@ func TestRingWatchAllocsPerSpacedCall(t *testing.T) {
 	if a := testing.AllocsPerRun(100, call); a >= 1 {
 		t.Errorf("%v allocations per call, want 0", a)
 	}
+	if started() == before {
+		t.Error("the server's watch never started again: the test measured another path")
+	}
 }
 
 // TestRingWatchDeadlineOnTime: a deadline set before the call fires on
@@ -339,8 +358,8 @@ func TestRingWatchDeadlineOnTime(t *testing.T) {
 	}), withRings)
 	defer close(block)
 	setWatchIdle(t, &clientRings, 100*time.Millisecond)
-	waiting.Add(1)
-	defer waiting.Add(-1)
+	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
+	defer waiting.Add(-ringCrowd)
 	for _, d := range []time.Duration{5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond} {
 		c := dialRings(t, ts.path)
 		c.SetDeadline(time.Now().Add(d))
@@ -509,8 +528,8 @@ func TestRingWatchPresentReplySkipsWatch(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // every reply is in the ring
 	waitWithin(t, 5*time.Second, func() bool { return !clientRings.runningNow() })
-	waiting.Add(1) // another Client waits
-	defer waiting.Add(-1)
+	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
+	defer waiting.Add(-ringCrowd)
 	clientRings.mu.Lock()
 	done := make(chan error, 1)
 	go func() { _, err := c.Recv(); done <- err }()
@@ -553,8 +572,8 @@ func TestRingWatchPresentRecordSkipsWatch(t *testing.T) {
 	}
 	defer r.Close()
 	rs := &ts.rings
-	rs.waiting.Add(1) // another connection waits
-	defer rs.waiting.Add(-1)
+	rs.waiting.Add(ringCrowd) // other connections wait: this one's waits are in a crowd
+	defer rs.waiting.Add(-ringCrowd)
 	time.Sleep(50 * time.Millisecond) // the connection waits on its socket
 	// One request of three records, all committed before the doorbell.
 	for i, part := range []string{"a", "b", "c"} {
