@@ -417,18 +417,7 @@ func TestRingsBesideOtherClients(t *testing.T) {
 // socket at once, not at a timeout.
 func TestRingsPeerGone(t *testing.T) {
 	leakcheck.Check(t)
-	block := make(chan struct{})
-	defer close(block)
-	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if string(req) == "block" {
-			select {
-			case <-block:
-			case <-ctx.Done():
-			}
-		}
-		_, err := w.Write(req)
-		return err
-	}), withRings)
+	ts := startBlockingServer(t, false)
 	c := dialRings(t, ts.path)
 	if _, err := c.Call([]byte("x")); err != nil {
 		t.Fatal(err)

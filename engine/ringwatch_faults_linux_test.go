@@ -17,31 +17,34 @@ import (
 // is committed that is never taken, so Ready stays true.
 func watchTestRing(t *testing.T, ready bool) *ring.Reader {
 	t.Helper()
-	f, err := ring.Create(ring.MinCapacity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := ring.NewReader(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := ring.NewWriter(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wr := newWatchedRing(t)
 	if ready {
-		b, err := w.Reserve(1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[0] = 'x'
-		if err := w.Commit(1, false); err != nil {
-			t.Fatal(err)
-		}
+		wr.send(t, "x")
 	}
-	t.Cleanup(func() { w.Close(); r.Close() })
-	return r
+	return wr.wait.r
+}
+
+// startBlockingServer starts a server on rings whose handler holds a
+// request "block" (every request, with all) until the test ends or the
+// request's context does, and then echoes it (answers nothing, with all).
+func startBlockingServer(t *testing.T, all bool) *testServer {
+	t.Helper()
+	block := make(chan struct{})
+	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if all || string(req) == "block" {
+			select {
+			case <-block:
+			case <-ctx.Done():
+			}
+		}
+		if all {
+			return nil
+		}
+		_, err := w.Write(req)
+		return err
+	}), withRings)
+	t.Cleanup(func() { close(block) }) // before the server's own clean-up
+	return ts
 }
 
 // setWatchIdle sets rw.idle to d until the test ends, while no goroutine
@@ -92,18 +95,7 @@ func TestRingWatchRestartAllocs(t *testing.T) {
 // stay (ringWatchMax) ends.
 func TestRingWatchSetDeadlineCuts(t *testing.T) {
 	leakcheck.Check(t)
-	block := make(chan struct{})
-	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if string(req) == "block" {
-			select {
-			case <-block:
-			case <-ctx.Done():
-			}
-		}
-		_, err := w.Write(req)
-		return err
-	}), withRings)
-	defer close(block)
+	ts := startBlockingServer(t, false)
 	// Another Client waits for a long time: the target's waits are not
 	// alone.
 	other := dialRings(t, ts.path)
@@ -159,15 +151,7 @@ func TestRingWatchSetDeadlineCuts(t *testing.T) {
 // call ends promptly with ErrClientClosed.
 func TestRingWatchClientCloseWhileWatched(t *testing.T) {
 	leakcheck.Check(t)
-	block := make(chan struct{})
-	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return nil
-	}), withRings)
-	defer close(block)
+	ts := startBlockingServer(t, true)
 	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
 	defer waiting.Add(-ringCrowd)
 	for round := range 10 {
@@ -259,11 +243,12 @@ func TestRingWatchStress(t *testing.T) {
 	t.Logf("%d calls", calls.Load())
 }
 
-// TestRingWatchServerCloseWhileWatched: the server's Close while its ring
-// goroutines wait in its watch returns promptly.
-func TestRingWatchServerCloseWhileWatched(t *testing.T) {
+// TestRingWatchServerEndsWhileWatched: the server's Close, or Shutdown,
+// while its ring goroutines wait in its watch (or have just left it)
+// returns promptly.
+func TestRingWatchServerEndsWhileWatched(t *testing.T) {
 	leakcheck.Check(t)
-	for round := range 5 {
+	for round := range 6 {
 		s, err := NewServer(socketPath(t), HandlerFunc(echoRaw), withRings)
 		if err != nil {
 			t.Fatal(err)
@@ -278,17 +263,26 @@ func TestRingWatchServerCloseWhileWatched(t *testing.T) {
 			}
 			cs = append(cs, c)
 		}
-		time.Sleep(time.Duration(round) * 100 * time.Microsecond)
+		time.Sleep(time.Duration(round/2) * 100 * time.Microsecond)
 		start := time.Now()
 		done := make(chan error, 1)
-		go func() { done <- s.Close() }()
+		if round%2 == 0 {
+			go func() { done <- s.Close() }()
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			go func() { done <- s.Shutdown(ctx) }()
+		}
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("round %d: %v", round, err)
+			}
 		case <-time.After(5 * time.Second):
-			t.Fatal("Close hangs")
+			t.Fatalf("round %d: the server's end hangs", round)
 		}
 		if d := time.Since(start); d > time.Second {
-			t.Errorf("Close took %v", d)
+			t.Errorf("round %d: the server's end took %v", round, d)
 		}
 		<-errc
 		for _, c := range cs {
@@ -348,15 +342,7 @@ func TestRingWatchAllocsPerSpacedCall(t *testing.T) {
 // time while the wait is in the watch.
 func TestRingWatchDeadlineOnTime(t *testing.T) {
 	leakcheck.Check(t)
-	block := make(chan struct{})
-	ts := startServer(t, HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return nil
-	}), withRings)
-	defer close(block)
+	ts := startBlockingServer(t, true)
 	setWatchIdle(t, &clientRings, 100*time.Millisecond)
 	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
 	defer waiting.Add(-ringCrowd)
@@ -368,40 +354,8 @@ func TestRingWatchDeadlineOnTime(t *testing.T) {
 		late := time.Since(start) - d
 		t.Logf("deadline %v: late by %v (%v)", d, late, err)
 		if err == nil || late > 50*time.Millisecond { // a loaded machine may not run the Client at once
-
 			t.Errorf("deadline %v: late by %v, %v", d, late, err)
 		}
-		c.Close()
-	}
-}
-
-// TestRingWatchShutdown: Shutdown with ring connections idle in the
-// server's watch returns promptly.
-func TestRingWatchShutdown(t *testing.T) {
-	leakcheck.Check(t)
-	s, err := NewServer(socketPath(t), HandlerFunc(echoRaw), withRings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(context.Background()) }()
-	var cs []*Client
-	for range 4 {
-		c := dialRings(t, s.Path())
-		if _, err := c.Call([]byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		cs = append(cs, c)
-	}
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v after %v", err, time.Since(start))
-	}
-	t.Logf("Shutdown took %v", time.Since(start))
-	<-errc
-	for _, c := range cs {
 		c.Close()
 	}
 }
