@@ -266,6 +266,7 @@ func futexWait(word *atomic.Uint32, val uint32, timeout time.Duration) {
 // futexWake wakes the waiters on word.
 func futexWake(word *atomic.Uint32) {
 	const futexWakeOp = 1
-	// All waiters: the peer may be sleeping on the word too.
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWakeOp, math.MaxInt32, 0, 0, 0)
+	// All waiters: the peer may be sleeping on the word too. A wake never
+	// blocks, so it skips the scheduler's bookkeeping for one that might.
+	unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWakeOp, math.MaxInt32, 0, 0, 0)
 }
