@@ -9,9 +9,9 @@ import (
 	"github.com/pktipc/pktipc/ring"
 )
 
-// ringCrowd is how many waits of a process (the one that looks included)
-// must be under way for a ring wait to go to a watch. With two, the
-// spinning wait (one per two processors) mostly catches its own peer,
+// ringCrowd: a ring wait goes to a watch while more than ringCrowd waits
+// of its process (or server), itself included, are under way. With two,
+// the spinning wait (one per two processors) mostly catches its own peer,
 // and a hop through the watch's goroutine would cost more than it saves.
 const ringCrowd = 2
 
@@ -21,17 +21,17 @@ const ringCrowd = 2
 const ringWatchMax = 20 * time.Millisecond
 
 // ringWatch lets many ring sides that wait for their peers cost one
-// spinning goroutine rather than one each. A side with nothing to read,
-// in a crowd of waits (more than ringCrowd), hands its ring's Reader to the watch and blocks on
-// a channel, without arming the ring: its peer, which finds the side not
+// spinning goroutine rather than one each. A side with nothing to read, in
+// a crowd of waits, hands its ring's Reader to the watch and blocks on a
+// channel, without arming the ring: its peer, which finds the side not
 // parked, rings no doorbell. The watch's goroutine looks at every ring it
 // holds in turn, yielding its processor between rounds, and hands a ring
 // back (one send on its channel) once Next would return at once (a record,
-// the end, an error such as Close), once its stay (ringWatchMax, or less)
-// ends (or its owner's deadline moves), or when the watch ends; the side then takes its record, or arms
-// the ring and waits on its socket as before. A watch in which nothing
-// came for idle hands every ring back and its goroutine ends; the next
-// hand-over starts another.
+// the end, an error such as Close), once its stay ends (ringWatchMax, or
+// the owner's deadline) or its owner's deadline moves, or when the watch
+// stops; the side then takes its record, or arms the ring and waits on its
+// socket as before. A watch in which nothing came for idle hands every
+// ring back and its goroutine ends; the next hand-over starts another.
 //
 // The gain is on a crowded machine: a side spinning for its own ring keeps
 // a processor from the peers it waits for, and a side parked on its socket
