@@ -679,14 +679,14 @@ func (rc *ringConn) waitRequest() error {
 			return rc.waitArmed()
 		}
 	}
-	if rc.s.rings.spin() {
+	if rs.spin() {
 		ok := rc.in.Spin()
-		rc.s.rings.unspin()
+		rs.unspin()
 		if ok {
 			return nil
 		}
 	}
-	if ringSleepSlot(rc.s.rings.spinMax, rc.s.rings.waiting.Load()) {
+	if ringSleepSlot(rs.spinMax, rs.waiting.Load()) {
 		ok := rc.in.Sleep(ringSleep)
 		ringSleepers.Add(-1)
 		if ok {

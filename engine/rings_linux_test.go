@@ -601,6 +601,25 @@ func rawRings(t *testing.T, path string, wait time.Duration) (*net.UnixConn, *os
 	return uc, req, rep
 }
 
+// rawRingPeer is a ring client without engine.Client: the handshake by
+// hand (rawRings), the request ring's writer and the reply ring's reader,
+// both closed when the test ends (the caller may close them sooner).
+func rawRingPeer(t *testing.T, path string) (*net.UnixConn, *ring.Writer, *ring.Reader) {
+	t.Helper()
+	uc, reqF, repF := rawRings(t, path, 0)
+	w, err := ring.NewWriter(reqF, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ring.NewReader(repF, nil)
+	if err != nil {
+		w.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); r.Close() })
+	return uc, w, r
+}
+
 // TestRingsLateHandshake: a handshake that comes after the connection
 // joined an event loop still moves it to rings, and the rings work with
 // a peer that is not engine.Client (futex waits on its side).
@@ -1518,15 +1537,7 @@ func TestRingsClientDeathNoticed(t *testing.T) {
 			_, err := w.Write(req)
 			return err
 		}), withRings)
-		uc, reqF, repF := rawRings(t, ts.path, 0)
-		w, err := ring.NewWriter(reqF, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := ring.NewReader(repF, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		uc, w, r := rawRingPeer(t, ts.path)
 		send := func(msg string) {
 			b, err := w.Reserve(len(msg))
 			if err != nil {

@@ -74,7 +74,10 @@ type ringWatch struct {
 var watching atomic.Int32
 
 // ringWait is one side's place in a watch, made with the side and reused
-// for each of its waits.
+// for each of its waits. The owner sets r (between waits) and until (before
+// each hand-over); the watch reads them while it holds the side. cut may be
+// set by any goroutine (Client.SetDeadline); the owner clears it before it
+// reads its deadline for a wait.
 type ringWait struct {
 	r     *ring.Reader
 	wake  chan struct{} // capacity 1: the watch never blocks on it
@@ -137,13 +140,13 @@ func (rw *ringWatch) run() {
 	last := time.Now() // when a ring last had something, or came
 	for {
 		rw.mu.Lock()
+		now := time.Now()
 		if len(rw.added) > 0 {
 			held = append(held, rw.added...)
 			clear(rw.added)
 			rw.added = rw.added[:0]
-			last = time.Now()
+			last = now
 		}
-		now := time.Now()
 		if rw.stopped || (len(held) == 0 && now.Sub(last) > rw.idle) {
 			handBack(held)
 			rw.spare = held[:0]

@@ -426,15 +426,7 @@ func TestRingWatchClientDeathNoticed(t *testing.T) {
 	}()
 	defer func() { close(stop); <-busyDone }()
 	for round := range 3 {
-		uc, reqF, repF := rawRings(t, ts.path, 0)
-		w, err := ring.NewWriter(reqF, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := ring.NewReader(repF, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		uc, w, r := rawRingPeer(t, ts.path)
 		b, _ := w.Reserve(1)
 		b[0] = 'x'
 		w.Commit(1, false)
@@ -514,17 +506,7 @@ func TestRingWatchPresentReplySkipsWatch(t *testing.T) {
 func TestRingWatchPresentRecordSkipsWatch(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
-	uc, reqF, repF := rawRings(t, ts.path, 0)
-	w, err := ring.NewWriter(reqF, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	r, err := ring.NewReader(repF, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	uc, w, r := rawRingPeer(t, ts.path)
 	rs := &ts.rings
 	rs.waiting.Add(ringCrowd) // other connections wait: this one's waits are in a crowd
 	defer rs.waiting.Add(-ringCrowd)

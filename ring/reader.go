@@ -145,9 +145,9 @@ func (r *Reader) Arm() bool {
 // Ready reports whether Next would return at once with a record or an
 // error other than ErrTimeout (as Arm and Spin, it does not look at the
 // deadline), without waiting and without arming: the look a watcher takes
-// at a ring whose owner waits for it to say so. The owner goroutine calls it, or
-// a goroutine it has handed the Reader to while it waits (the hand-over
-// and the hand-back ordering their uses); it only reads.
+// at a ring whose owner waits for it to say so. The owner goroutine calls
+// it, or a goroutine it has handed the Reader to while it waits (the
+// hand-over and the hand-back ordering their uses); it only reads.
 func (r *Reader) Ready() bool {
 	if r.lease != 0 || r.err != nil || !r.s.life.acquire() {
 		return true
