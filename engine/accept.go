@@ -76,10 +76,10 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 		return false
 	}
 	verdict, end := s.peekNew(fd)
-	if verdict == peekWait && !pressured && !s.ln.Waiting() {
+	if verdict == peekWait && !pressured {
 		// git's client writes its request right after connecting: a
-		// moment's wait keeps it on the git-style path. Only while
-		// nobody else waits to be accepted: a burst of silent
+		// moment's wait keeps it on the git-style path. It ends when
+		// anyone else waits to be accepted: a burst of silent
 		// connections must not slow the loop down.
 		verdict, end = s.awaitRequest(fd)
 	}

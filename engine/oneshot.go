@@ -53,7 +53,25 @@ type oneShot struct {
 	sink  []byte // what a served request's bytes are read into and dropped
 	// peeked is how many bytes the last peek saw.
 	peeked int
+	// in is awaitRequest's wait, run by the listening socket's RawConn
+	// (lnRC) through wait, made once so that a wait allocates nothing.
+	in   inputWait
+	lnRC syscall.RawConn
+	wait func(lfd uintptr)
 }
+
+// inputWait is a wait of the accept loop for a new connection's input
+// (awaitInput): its arguments, then its results.
+type inputWait struct {
+	fd     int
+	events int16
+	d      time.Duration
+	// news: the connection raised events, hung up or failed; queued:
+	// another connection waits to be accepted.
+	news, queued bool
+}
+
+func (w *inputWait) poll(lfd uintptr) { awaitInput(w, int(lfd)) }
 
 // lingerers owns the goroutines that finish one-shot replies.
 //
@@ -98,21 +116,39 @@ const partWait = 20 * time.Microsecond
 // (peekWait) up to oneShotGrace to send the rest, and judges it again.
 // While it sent nothing, readiness says when to look; once it sent part,
 // the socket stays readable, so the loop looks every partWait, and stops
-// waiting when the peer shut its writing side (the rest cannot come) or
-// another connection waits to be accepted.
+// waiting when the peer shut its writing side (the rest cannot come).
+// Either wait ends as soon as another connection waits to be accepted: a
+// slow client must not hold up the ones behind it. It gives up, too, when
+// the wait cannot be made.
 func (s *Server) awaitRequest(fd int) (peekVerdict, int) {
+	o := &s.oneshot
+	if o.lnRC == nil {
+		rc, err := s.ln.SyscallConn()
+		if err != nil {
+			return peekWait, 0
+		}
+		o.lnRC, o.wait = rc, o.in.poll
+	}
 	deadline := time.Now().Add(oneShotGrace)
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return peekWait, 0
 		}
-		if s.oneshot.peeked == 0 {
-			if !readableWithin(fd, left) {
-				return peekWait, 0
-			}
-		} else if s.ln.Waiting() || !sendsMore(fd, min(left, partWait)) {
+		o.in.fd = fd
+		if o.peeked == 0 {
+			o.in.events, o.in.d = inputData, left
+		} else {
+			o.in.events, o.in.d = inputEnd, min(left, partWait)
+		}
+		if o.lnRC.Control(o.wait) != nil || o.in.queued {
 			return peekWait, 0
+		}
+		if o.peeked == 0 && !o.in.news {
+			return peekWait, 0 // nothing came within the grace
+		}
+		if o.peeked > 0 && o.in.news {
+			return peekWait, 0 // the peer shut its writing side: the rest cannot come
 		}
 		if v, end := s.peekNew(fd); v != peekWait {
 			return v, end

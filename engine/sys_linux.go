@@ -2,7 +2,6 @@ package engine
 
 import (
 	"errors"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,15 +47,6 @@ func waitReadable(p *pollSet, fd, bell int) (bool, error) {
 	return p[0].Revents != 0, nil
 }
 
-// readableWithin waits at most d for fd to become readable (or closed)
-// and reports whether it did.
-func readableWithin(fd int, d time.Duration) bool {
-	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	ts := unix.NsecToTimespec(int64(d))
-	n, err := unix.Ppoll(p[:], &ts, nil)
-	return err == nil && n > 0
-}
-
 // sysDup duplicates fd, close-on-exec.
 func sysDup(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
 
@@ -84,22 +74,28 @@ func (h *hangupPoll) check(cs []*conn) []bool {
 	return h.gone
 }
 
-// sendsMore waits d, or less if the peer of fd shuts its writing side,
-// and reports whether the peer may still send (nor did the wait fail).
-// It does not wake for data: the accept loop calls it on a socket that
-// holds part of a request already, which is always readable.
-func sendsMore(fd int, d time.Duration) bool {
-	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-	ts := unix.NsecToTimespec(int64(d))
-	n, err := unix.Ppoll(p[:], &ts, nil)
-	switch {
-	case err == unix.EINTR:
-		return true
-	case err != nil:
-		return false
+// awaitInput is inputWait's poll: it waits up to w.d for news on the new
+// connection w.fd (w.events, or a hang-up or an error) or for a
+// connection waiting on the listening socket lfd, whichever comes first.
+// An interrupted or failed wait reports neither.
+func awaitInput(w *inputWait, lfd int) {
+	p := [2]unix.PollFd{{Fd: int32(w.fd), Events: w.events}, {Fd: int32(lfd), Events: unix.POLLIN}}
+	ts := unix.NsecToTimespec(int64(w.d))
+	w.news, w.queued = false, false
+	if n, err := unix.Ppoll(p[:], &ts, nil); err != nil || n == 0 {
+		return
 	}
-	return n == 0 || p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0
+	w.news = p[0].Revents != 0
+	w.queued = p[1].Revents != 0
 }
+
+// Events for inputWait: the first bytes of a request, or the end of the
+// peer's writing side (a socket that holds part of a request already is
+// always readable).
+const (
+	inputData int16 = unix.POLLIN
+	inputEnd  int16 = unix.POLLRDHUP
+)
 
 // arenaAlloc maps size bytes (a multiple of the page size) for the memory
 // budget's arena, outside the Go heap, so that a buffer dropped from the

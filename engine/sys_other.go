@@ -5,7 +5,6 @@ package engine
 import (
 	"errors"
 	"syscall"
-	"time"
 )
 
 func peerHalfClosed(int) bool { return false }
@@ -20,9 +19,12 @@ type pollSet struct{}
 
 func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUnsupported }
 
-func readableWithin(int, time.Duration) bool { return false }
+func awaitInput(w *inputWait, _ int) { w.news, w.queued = false, false }
 
-func sendsMore(int, time.Duration) bool { return false }
+const (
+	inputData int16 = 1
+	inputEnd  int16 = 2
+)
 
 func sysDup(int) (int, error) { return -1, errors.ErrUnsupported }
 

@@ -42,45 +42,79 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 }
 
 // acceptFD is AcceptFD. The accept goroutine takes connections with
-// accept4 on the listening socket and, when there is none, waits in
-// poll(2) on the socket and the listener's wake pipe, its thread blocked
-// as a C server's is; Close writes the pipe. The socket is not registered
-// with Go's netpoller a second time (a duplicate registered beside the
-// listener's own was seen to miss wake-ups), and the listener's RawConn
-// keeps its descriptor open across the wait.
+// accept4 and, when there is none, parks in Go's netpoller until the
+// socket is readable, as net's own Accept does; its thread is free for
+// other goroutines meanwhile. It waits on a duplicate of the socket (acc):
+// the listener's RawConn refuses Read, and the duplicate's registration in
+// the netpoller is the duplicate's own, so the listener's Accept and
+// deadlines are untouched. Close closes the duplicate, which ends the
+// wait.
 func (l *Listener) acceptFD() (int, Cred, error) {
-	rc, err := l.ul.SyscallConn()
+	acc, err := l.accFile()
 	if err != nil {
 		return -1, Cred{}, err
 	}
-	wake, err := l.wakeAcquire()
+	rc, err := acc.SyscallConn()
 	if err != nil {
-		return -1, Cred{}, err
+		return -1, Cred{}, net.ErrClosed
 	}
-	defer l.wakeRelease()
 	for {
 		nfd, aerr := -1, error(nil)
-		cerr := rc.Control(func(fd uintptr) {
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
-			for !l.closing.Load() {
+		cerr := rc.Read(func(fd uintptr) bool {
+			for {
 				nfd, aerr = rawAccept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 				switch aerr {
 				case unix.EINTR, unix.ECONNABORTED:
 					continue
 				case unix.EAGAIN:
-					if _, perr := unix.Poll(pfd, -1); perr != nil && perr != unix.EINTR {
-						aerr = perr
-						return
-					}
-					continue
+					return l.closing.Load() // false: wait for readability
 				}
-				return
+				return true
 			}
-			aerr = net.ErrClosed
 		})
 		if fd, cred, done, err := l.admitAccepted(nfd, aerr, cerr); done {
 			return fd, cred, err
 		}
+	}
+}
+
+// accFile returns the duplicate of the listening socket that acceptFD
+// waits on, making it on first use.
+func (l *Listener) accFile() (*os.File, error) {
+	l.accMu.Lock()
+	defer l.accMu.Unlock()
+	if l.accClosed {
+		return nil, net.ErrClosed
+	}
+	if l.acc != nil {
+		return l.acc, nil
+	}
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return nil, net.ErrClosed
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, net.ErrClosed
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl", derr)
+	}
+	// A non-blocking descriptor: os.NewFile registers it with the
+	// netpoller.
+	l.acc = os.NewFile(uintptr(dup), l.path)
+	return l.acc, nil
+}
+
+// closeAcc closes acceptFD's duplicate, which wakes a waiting acceptFD
+// with an error; none is made afterwards.
+func (l *Listener) closeAcc() {
+	l.accMu.Lock()
+	defer l.accMu.Unlock()
+	l.accClosed = true
+	if l.acc != nil {
+		_ = l.acc.Close()
+		l.acc = nil
 	}
 }
 
@@ -132,56 +166,6 @@ func (l *Listener) admitAccepted(nfd int, aerr, cerr error) (fd int, cred Cred, 
 		return -1, Cred{}, false, nil
 	}
 	return nfd, cred, true, nil
-}
-
-// wakeAcquire returns the read end of the pipe that Close writes to end
-// an acceptFD's poll, making the pipe on first use, and counts the caller
-// as a user until wakeRelease.
-func (l *Listener) wakeAcquire() (int, error) {
-	l.wakeMu.Lock()
-	defer l.wakeMu.Unlock()
-	if l.wakeClosed {
-		return -1, net.ErrClosed
-	}
-	if l.wake[0] < 0 {
-		var p [2]int
-		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-			return -1, os.NewSyscallError("pipe2", err)
-		}
-		l.wake = p
-	}
-	l.wakeUsers++
-	return l.wake[0], nil
-}
-
-// wakeRelease ends a use of the pipe; the last after Close closes it.
-func (l *Listener) wakeRelease() {
-	l.wakeMu.Lock()
-	defer l.wakeMu.Unlock()
-	l.wakeUsers--
-	l.closeWakeLocked()
-}
-
-// closeWake ends every acceptFD's poll: Close calls it before it closes
-// the socket, since closing waits for the RawConn.Control that an
-// acceptFD polls in. The byte written stays unread, so a poll that starts
-// later returns at once. The pipe is closed by whoever is last.
-func (l *Listener) closeWake() {
-	l.wakeMu.Lock()
-	defer l.wakeMu.Unlock()
-	l.wakeClosed = true
-	if l.wake[1] >= 0 {
-		unix.Write(l.wake[1], []byte{0})
-	}
-	l.closeWakeLocked()
-}
-
-func (l *Listener) closeWakeLocked() {
-	if l.wakeClosed && l.wakeUsers == 0 && l.wake[0] >= 0 {
-		unix.Close(l.wake[0])
-		unix.Close(l.wake[1])
-		l.wake = [2]int{-1, -1}
-	}
 }
 
 // waiting is Waiting: a poll of the listening socket that does not wait.

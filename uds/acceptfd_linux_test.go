@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -88,5 +89,66 @@ func TestAcceptFD(t *testing.T) {
 	l.Close()
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("AcceptFD after Close: %v", err)
+	}
+}
+
+// TestAcceptFDWakesForEveryConnection: AcceptFD parks in the netpoller
+// between connections; each of a long run of connections, made one at a
+// time after gaps of every kind (none, a yield, a sleep long enough for
+// the acceptor to park), is accepted without waiting for a later one.
+// A lost wake-up leaves a connection in the backlog with nothing behind
+// it, and the test fails at its per-connection bound instead of hanging.
+func TestAcceptFDWakesForEveryConnection(t *testing.T) {
+	leakcheck.Check(t)
+	path := filepath.Join(tempDir(t), "s")
+	l := listen(t, path)
+	rounds := 3000
+	if testing.Short() {
+		rounds = 500
+	}
+	got := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			fd, _, err := l.AcceptFD()
+			if err != nil {
+				got <- err
+				return
+			}
+			unix.Close(fd)
+			got <- nil
+		}
+	}()
+	for i := range rounds {
+		switch i % 4 {
+		case 1:
+			runtime.Gosched()
+		case 2:
+			time.Sleep(50 * time.Microsecond)
+		case 3:
+			time.Sleep(time.Millisecond)
+		}
+		c, err := Dial(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("connection %d still in the backlog after 10 s: a lost wake-up", i)
+		}
+		c.Close()
+	}
+	l.Close()
+	<-done
+	if err := <-got; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AcceptFD after Close: %v", err)
+	}
+	if _, _, err := l.AcceptFD(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AcceptFD on a closed listener: %v", err)
 	}
 }

@@ -31,7 +31,6 @@ func openListener(path string, opts []Option) (*Listener, error) {
 // path afterwards.
 func newListener(ul *net.UnixListener, path string, o *options) *Listener {
 	return &Listener{
-		wake:      [2]int{-1, -1},
 		ul:        ul,
 		path:      path,
 		addr:      &net.UnixAddr{Name: path, Net: "unix"},
@@ -218,7 +217,7 @@ func (l *Listener) close() error {
 	if l.dirfd >= 0 {
 		unlinkIfOurs(l.dirfd, l.base, l.dev, l.ino)
 	}
-	l.closeWake() // first: Close waits for an AcceptFD's poll to end
+	l.closeAcc()
 	err := l.ul.Close()
 	if l.dirfd >= 0 {
 		releaseLock(l.dirfd, l.lock, l.lockfd)

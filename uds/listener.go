@@ -3,6 +3,7 @@ package uds
 import (
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,12 +43,12 @@ type Listener struct {
 	stolenErr  atomic.Pointer[error]
 	notified   atomic.Int64 // checks that an inotify event started (watch_linux.go)
 
-	// wake is a pipe whose write end Close writes to end a poll in
-	// AcceptFD (accept_linux.go); made by the first AcceptFD (wakeMu).
-	wakeMu     sync.Mutex
-	wake       [2]int
-	wakeUsers  int
-	wakeClosed bool
+	// acc is a duplicate of the listening socket that AcceptFD waits on in
+	// Go's netpoller (accept_linux.go): made by the first AcceptFD, closed
+	// by Close; accMu guards both, and accClosed says Close has run.
+	accMu     sync.Mutex
+	acc       *os.File
+	accClosed bool
 
 	closing   atomic.Bool
 	closeOnce sync.Once
@@ -102,8 +103,8 @@ func (l *Listener) AcceptUnix() (*net.UnixConn, Cred, error) { return l.accept()
 // plain reads and writes saves what a net.UnixConn costs per connection
 // (a getsockname, an epoll registration and its removal); net.FileConn
 // makes one later if needed. While no connection waits, the calling
-// goroutine's thread blocks in poll(2), as a C server's accept thread
-// does, so AcceptFD suits one dedicated accept goroutine; it ignores
+// goroutine parks in Go's netpoller on a duplicate of the listening
+// socket (made by the first call, closed by Close); it ignores
 // SetDeadline. The policy, the errors and the theft check are
 // AcceptUnix's. Safe for concurrent use; Close from any goroutine
 // unblocks it.
