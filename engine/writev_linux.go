@@ -41,7 +41,7 @@ func (g *gather) writeSome(fd uintptr, iov *[]iovec) (done bool, err error) {
 			g.next = len(g.parts)
 			break
 		}
-		n, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
 		clear(v) // the pieces stay the caller's
 		switch errno {
 		case 0:
@@ -77,7 +77,7 @@ func readInto(fd uintptr, pieces [][]byte, tail []byte, iov *[]iovec) (int, erro
 	if len(v) == 0 {
 		return 0, nil
 	}
-	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
 	clear(v)
 	if errno != 0 {
 		return 0, errno

@@ -185,8 +185,13 @@ func (l *Listener) waiting() bool {
 
 // rawAccept4 is accept4(2) without the peer's address, which a Unix
 // socket's client seldom has and unix.Accept4 would decode and allocate.
+// The listening socket is non-blocking, so accept4 never waits, and it is
+// a raw system call: an ordinary one, the first after the process went
+// idle, wakes the runtime's monitor thread, which then polls every 20
+// microseconds until the process is idle again; for a server woken once
+// per connection that costs more context switches than the connection.
 func rawAccept4(fd, flags int) (int, error) {
-	nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, uintptr(flags), 0, 0)
+	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, uintptr(flags), 0, 0)
 	if e != 0 {
 		return -1, e
 	}

@@ -5,6 +5,7 @@ package uds
 import (
 	"fmt"
 	"net"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,8 +13,17 @@ import (
 // Seams: tests swap these to inject failures; a failure to read
 // credentials or to refuse descriptors must deny the peer.
 var (
+	// getsockopt never waits: a raw system call, as accept4 is (see
+	// rawAccept4).
 	getPeerCred = func(fd int) (*unix.Ucred, error) {
-		return unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		uc := new(unix.Ucred)
+		l := uint32(unsafe.Sizeof(*uc))
+		_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERCRED,
+			uintptr(unsafe.Pointer(uc)), uintptr(unsafe.Pointer(&l)), 0)
+		if e != 0 {
+			return nil, e
+		}
+		return uc, nil
 	}
 	setPassRights = func(fd int, on bool) error {
 		v := 0
