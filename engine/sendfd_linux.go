@@ -90,13 +90,13 @@ func (c *oneShotConn) close() {
 	if c.file != nil {
 		c.file.Close()
 	} else {
-		unix.Close(c.fd)
+		sysClose(c.fd)
 	}
 }
 
 func (c *oneShotConn) writeAll(b []byte) error {
 	for len(b) > 0 {
-		n, err := unix.Write(c.fd, b)
+		n, err := sysWrite(uintptr(c.fd), b)
 		switch {
 		case err == nil:
 			b = b[n:]
@@ -123,7 +123,7 @@ func (c *oneShotConn) Read(p []byte) (int, error) {
 		}
 	}
 	for {
-		n, err := unix.Read(c.fd, p)
+		n, err := sysRead(uintptr(c.fd), p)
 		switch {
 		case err == nil && n == 0:
 			return 0, io.EOF
