@@ -212,7 +212,9 @@ func TestRingsInPlaceOutlivesConnection(t *testing.T) {
 	if err != nil || string(held) != "held reply" || c.rlease.Load() != leaseHeld {
 		t.Fatalf("Call = %q, %v, in place %v", held, err, c.rlease.Load() == leaseHeld)
 	}
-	waitFor(t, func() bool { return ts.Stats().IdleTimeout == 1 })
+	// The timeout is counted before the connection is closed: wait for
+	// both, or the Send could go out on the connection as it ends.
+	waitFor(t, func() bool { st := ts.Stats(); return st.IdleTimeout == 1 && st.Open == 0 })
 	if err := c.Send([]byte("next")); err != nil { // finds the connection gone, reconnects
 		t.Fatal(err)
 	}
