@@ -149,7 +149,7 @@ func (c *conn) produce() (Event, bool) {
 		}
 		c.makeRoom()
 		space := len(c.rbuf) - c.re
-		n, err := unix.Read(c.fd, c.rbuf[c.re:])
+		n, err := rawRead(c.fd, c.rbuf[c.re:])
 		switch {
 		case err == unix.EAGAIN:
 			c.readable = false
@@ -378,6 +378,35 @@ func iovec(b []byte) unix.Iovec {
 // iovMax is the kernel's limit on iovecs per writev.
 const iovMax = 1024
 
+// The socket calls of a connection cannot wait (its descriptor is
+// non-blocking), so they are raw system calls: an ordinary one, the first
+// after the process went idle, wakes the runtime's monitor thread, which
+// then polls every 20 microseconds until the process is idle again.
+
+// rawRead is read(2) of p on the non-blocking fd, as a raw system call.
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawWrite is write(2) of p on the non-blocking fd, as a raw system call.
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 // writev writes what it can of iov without blocking.
 func writev(fd int, iov []unix.Iovec) (int, error) {
 	for len(iov) > 0 && iov[0].Len == 0 {
@@ -386,7 +415,7 @@ func writev(fd int, iov []unix.Iovec) (int, error) {
 	if len(iov) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(min(len(iov), iovMax)))
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(min(len(iov), iovMax)))
 	if e != 0 {
 		return 0, e
 	}

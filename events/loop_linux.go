@@ -308,7 +308,7 @@ func (l *loop) wakeLocked() {
 	if l.sleeping && l.wakefd >= 0 {
 		l.sleeping = false
 		var one = [8]byte{1}
-		unix.Write(l.wakefd, one[:])
+		rawWrite(l.wakefd, one[:])
 	}
 }
 
@@ -616,7 +616,7 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 		e := &evs[i]
 		if e.Fd < 0 {
 			var b [8]byte
-			unix.Read(l.wakefd, b[:])
+			rawRead(l.wakefd, b[:])
 			continue
 		}
 		l.mu.Lock()
