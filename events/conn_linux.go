@@ -149,7 +149,7 @@ func (c *conn) produce() (Event, bool) {
 		}
 		c.makeRoom()
 		space := len(c.rbuf) - c.re
-		n, err := rawRead(c.fd, c.rbuf[c.re:])
+		n, err := rawIO(unix.SYS_READ, c.fd, c.rbuf[c.re:])
 		switch {
 		case err == unix.EAGAIN:
 			c.readable = false
@@ -383,24 +383,13 @@ const iovMax = 1024
 // after the process went idle, wakes the runtime's monitor thread, which
 // then polls every 20 microseconds until the process is idle again.
 
-// rawRead is read(2) of p on the non-blocking fd, as a raw system call.
-func rawRead(fd int, p []byte) (int, error) {
+// rawIO is read(2) or write(2) (trap) of p on the non-blocking fd, as a
+// raw system call.
+func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-// rawWrite is write(2) of p on the non-blocking fd, as a raw system call.
-func rawWrite(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}

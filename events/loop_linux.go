@@ -308,7 +308,7 @@ func (l *loop) wakeLocked() {
 	if l.sleeping && l.wakefd >= 0 {
 		l.sleeping = false
 		var one = [8]byte{1}
-		rawWrite(l.wakefd, one[:])
+		rawIO(unix.SYS_WRITE, l.wakefd, one[:])
 	}
 }
 
@@ -616,7 +616,7 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 		e := &evs[i]
 		if e.Fd < 0 {
 			var b [8]byte
-			rawRead(l.wakefd, b[:])
+			rawIO(unix.SYS_READ, l.wakefd, b[:])
 			continue
 		}
 		l.mu.Lock()
