@@ -232,7 +232,8 @@ func (c *conn) sendPooled(now int64) action {
 		// takes the processor back from the system call (tens of
 		// microseconds at best). Yielding runs it here at once, with the
 		// request warm in this core's cache; the loop goes to the global
-		// run queue, which the woken thread serves.
+		// run queue, which the woken thread serves (with one processor,
+		// the loop runs again once the worker blocks or ends).
 		runtime.Gosched()
 		return keepConn
 	default:
