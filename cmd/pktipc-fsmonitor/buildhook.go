@@ -69,5 +69,6 @@ func buildHook(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFail
 	}
 	fmt.Fprintf(stdout, "wrote %s; use it with\n  git config core.fsmonitor '%s'\n  git config core.fsmonitorHookVersion 2\n", out, out)
+	fmt.Fprintf(stdout, "and, in a large worktree,\n  git config core.untrackedCache true\n  git config core.splitIndex true\n  git config core.preloadIndex false\n")
 	return exitOK
 }

@@ -31,6 +31,18 @@
 //	pktipc-fsmonitor build-hook ~/.local/bin/pktipc-fsmonitor-hook
 //	git config core.fsmonitor ~/.local/bin/pktipc-fsmonitor-hook
 //
+// With a monitor, what is left of a status in a large worktree is git's
+// own work on the index; three settings cut it:
+//
+//	git config core.untrackedCache true   # read only the directories that changed
+//	git config core.splitIndex true       # write only the entries that changed
+//	git config core.preloadIndex false    # no threads to lstat what the monitor vouches for
+//
+// A monitored status writes the index every time, to keep the monitor's
+// token, so a split index saves most of that write; preloading starts up
+// to 20 threads to lstat entries, and with a monitor nearly every entry
+// is already known to be clean.
+//
 // start runs `pktipc-fsmonitor run` in a new session, appending its output
 // to .git/fsmonitor--daemon/log, and waits until it answers, at most
 // fsmonitor.startTimeout seconds (default 60); a daemon that already

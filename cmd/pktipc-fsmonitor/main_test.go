@@ -113,12 +113,15 @@ func (w *worktree) useHook() {
 	w.useHookCommand("'" + binary + "' hook")
 }
 
-// useHookCommand configures cmd as git's fsmonitor hook.
+// useHookCommand configures cmd as git's fsmonitor hook, with the
+// settings the command's documentation recommends beside it.
 func (w *worktree) useHookCommand(cmd string) {
 	w.t.Helper()
 	w.git("config", "core.fsmonitor", cmd)
 	w.git("config", "core.fsmonitorHookVersion", "2")
 	w.git("config", "core.untrackedCache", "true")
+	w.git("config", "core.splitIndex", "true")
+	w.git("config", "core.preloadIndex", "false")
 }
 
 // git runs git in the worktree and returns its output; failing is fatal.
@@ -284,15 +287,16 @@ func (w *worktree) monitored(extra ...string) statusOf {
 	return statusOf{out: out, took: took, trace: string(tr)}
 }
 
-// reference runs git status without the monitor or the untracked cache,
-// and without writing the index: a plain status would drop the monitor's
+// reference runs git status as git's defaults would, without the monitor
+// or the untracked cache and with the index preloaded by threads, and
+// without writing the index: a plain status would drop the monitor's
 // token from the index, and the next monitored status would scan
 // everything instead of asking the monitor what changed.
 func (w *worktree) reference(extra ...string) statusOf {
 	w.t.Helper()
 	begin := time.Now()
 	out := w.git(append([]string{"--no-optional-locks", "-c", "core.fsmonitor=", "-c", "core.untrackedCache=false",
-		"status", "--porcelain=v1"}, extra...)...)
+		"-c", "core.preloadIndex=true", "status", "--porcelain=v1"}, extra...)...)
 	return statusOf{out: out, took: time.Since(begin)}
 }
 
