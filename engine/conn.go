@@ -143,9 +143,11 @@ type conn struct {
 	// shot: a one-shot connection served on a worker (oneshotpool.go),
 	// whose bare descriptor is shotFD; the worker's from the hand-off,
 	// as is shotWait, the duplicate its reply waits for room on, if it
-	// had to.
+	// had to. shotIn is the request's length on the wire, still unread
+	// in the socket (only peeked) until the connection is closed.
 	shot     bool
 	shotFD   int
+	shotIn   int
 	shotWait *net.UnixConn
 
 	wrc      syscall.RawConn

@@ -276,9 +276,10 @@ func (s *Server) worker() {
 	// previous worker of a connection can never reach this one.
 	ack := make(chan ackMsg, 4)
 	var shotReply bytebufferpool.ByteBuffer // one-shot replies (oneshotpool.go)
+	var shotSink []byte                     // and their requests, read after the reply
 	for c := range s.jobs {
 		if c.shot {
-			s.serveShot(c, &shotReply)
+			s.serveShot(c, &shotReply, &shotSink)
 			continue
 		}
 		c.ack = ack

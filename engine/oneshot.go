@@ -198,8 +198,8 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	}
 	defer s.adm.unadmit(cred)
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-	if s.stopping.Load() || !consume(fd, end, &o.sink) {
-		_ = sysClose(fd)
+	if s.stopping.Load() {
+		closeShot(fd, end, &o.sink)
 		return true
 	}
 	s.stats.requests.Add(1)
@@ -211,7 +211,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	w := &c.reply
 	if panicked || w.err != nil {
 		w.release()
-		_ = sysClose(fd) // no terminator: the client sees an incomplete reply
+		closeShot(fd, end, &o.sink) // no terminator: the client sees an incomplete reply
 		return true
 	}
 	if errors.Is(herr, ErrQuit) {
@@ -219,13 +219,32 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	}
 	w.buf.B = frame.AppendFlush(w.buf.B)
 	n, err := writeNow(fd, w.buf.B)
-	if n < len(w.buf.B) && err == nil {
+	switch {
+	case !consume(fd, end, &o.sink):
+		_ = sysClose(fd)
+	case n < len(w.buf.B) && err == nil:
 		s.linger(fd, w.buf.B[n:])
-	} else {
+	default:
 		_ = sysClose(fd)
 	}
 	w.release()
 	return true
+}
+
+// A one-shot request is read from its socket (it was only peeked) after
+// the reply is written, not before the handler runs. Reading it frees
+// the client's send buffer, and the kernel then wakes whatever waits on
+// the client's socket: the client itself, asleep until the reply comes,
+// which wakes for nothing and sleeps again. Once the reply has woken it,
+// nothing waits there. It is read at all because closing a socket with
+// unread input resets the connection: the client would see ECONNRESET
+// rather than the end of the reply.
+
+// closeShot reads and drops the first end bytes of fd's input (the
+// request, peeked so far) and closes fd.
+func closeShot(fd, end int, sink *[]byte) {
+	consume(fd, end, sink)
+	_ = sysClose(fd)
 }
 
 // consume reads and drops the first n bytes of fd's input, which are

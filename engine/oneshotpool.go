@@ -100,15 +100,15 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 		return
 	}
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
-	c.shot, c.shotFD = true, fd
+	c.shot, c.shotFD, c.shotIn = true, fd, end
 	c.req = bufPool.Get()
 	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
 	c.reqMsg = c.req.B
 	// Whole before the reaper can see it: context, deadline.
 	c.prepareHandler(false)
 	c.setDeadline(s.now(), whyHandler)
-	if s.stopping.Load() || !consume(fd, end, &s.oneshot.sink) || !s.shots.add(c) {
-		s.dropShot(c)
+	if s.stopping.Load() || !s.shots.add(c) {
+		s.dropShot(c, &s.oneshot.sink)
 		return
 	}
 	s.stats.requests.Add(1)
@@ -120,23 +120,25 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 		// connection; if it were full, do as git does: close without a
 		// reply.
 		s.shots.remove(c)
-		s.dropShot(c)
+		s.dropShot(c, &s.oneshot.sink)
 		s.stats.overloaded.Add(1)
 	}
 }
 
 // dropShot ends a pooled one-shot connection that is out of the set (or
-// never entered it): its request, descriptor, handler context and count.
-func (s *Server) dropShot(c *conn) {
+// never entered it): its request, descriptor (read first, with sink: see
+// closeShot), handler context and count.
+func (s *Server) dropShot(c *conn, sink *[]byte) {
 	c.dropRequest()
-	_ = sysClose(c.shotFD)
+	closeShot(c.shotFD, c.shotIn, sink)
 	c.cancelHandler(net.ErrClosed)
 	s.adm.unadmit(c.peer.Cred)
 }
 
 // serveShot runs a pooled one-shot request's handler and finishes its
-// connection, with buf, the worker's, for the reply. On the worker.
-func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
+// connection, with buf and sink, the worker's, for the reply and for
+// reading the request off the socket. On the worker.
+func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer, sink *[]byte) {
 	w := &c.reply
 	w.beginOneShot(buf, c.shotFD)
 	// A worker's reply: parts go out as the handler writes them (those
@@ -170,7 +172,7 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer) {
 		_ = c.shotWait.Close()
 		c.shotWait = nil
 	}
-	s.dropShot(c)
+	s.dropShot(c, sink)
 }
 
 // shotReplyKeep bounds the reply buffer a worker keeps between one-shot
