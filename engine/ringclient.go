@@ -300,12 +300,8 @@ func (c *Client) waitRingReply() error {
 			return nil
 		}
 		c.rwait.cut.Store(false) // before the deadline is read: a later SetDeadline sets it
-		until := time.Now().Add(ringWatchMax)
-		if own := c.currentDeadline(); !own.IsZero() && own.Before(until) {
-			until = own
-		}
-		if clientRings.wait(&c.rwait, until) {
-			if c.rin.Ready() {
+		if clientRings.wait(&c.rwait, c.currentDeadline()) {
+			if c.rwait.ready || c.rin.Ready() {
 				return nil
 			}
 			return c.waitReplyArmed()

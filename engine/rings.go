@@ -672,8 +672,8 @@ func (rc *ringConn) waitRequest() error {
 		if rc.in.Ready() { // a record there already (the next of a request, say)
 			return nil
 		}
-		if rs.watch.wait(&rc.watch, time.Now().Add(ringWatchMax)) {
-			if rc.in.Ready() {
+		if rs.watch.wait(&rc.watch, time.Time{}) {
+			if rc.watch.ready || rc.in.Ready() {
 				return nil
 			}
 			return rc.waitArmed()

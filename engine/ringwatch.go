@@ -43,10 +43,12 @@ const ringWatchMax = 20 * time.Millisecond
 // the goroutine; running says that a goroutine runs (wg counts it);
 // stopped is set once, by stop, after which wait refuses. From the
 // hand-over to the send on its wake channel a side's Reader is used by the
-// watch's goroutine alone, which only looks (Reader.Ready); before and
-// after, by its owner alone.
+// watch's goroutine alone, which pins its mapping for the stay
+// (Reader.Hold: then a look is only loads) and only looks (Reader.Ready);
+// before and after, by its owner alone.
 type ringWatch struct {
 	idle  time.Duration // set before the first wait
+	stay  time.Duration // the longest a ring stays (0: ringWatchMax); set before the first wait
 	procs bool          // the goroutine runs only within the process's budget (watching)
 
 	// handed counts the rings handed back with something to read, for
@@ -79,10 +81,17 @@ var watching atomic.Int32
 // set by any goroutine (Client.SetDeadline); the owner clears it before it
 // reads its deadline for a wait.
 type ringWait struct {
-	r     *ring.Reader
-	wake  chan struct{} // capacity 1: the watch never blocks on it
-	until time.Time     // when the watch hands the ring back anyway
-	cut   atomic.Bool   // hand the ring back now: the owner's deadline moved
+	r    *ring.Reader
+	wake chan struct{} // capacity 1: the watch never blocks on it
+	own  time.Time     // the owner's deadline for this wait, or zero
+	cut  atomic.Bool   // hand the ring back now: the owner's deadline moved
+	// Set by the watch's goroutine while it has w: until, when it hands
+	// the ring back anyway (ringWatchMax after it took it, or own);
+	// pinned, whether it holds r's mapping (Reader.Hold); ready, whether
+	// it handed the ring back because Next would return at once.
+	until  time.Time
+	pinned bool
+	ready  bool
 }
 
 func newRingWait(r *ring.Reader) ringWait {
@@ -90,12 +99,13 @@ func newRingWait(r *ring.Reader) ringWait {
 }
 
 // wait hands w's ring to the watch and blocks until the watch hands it
-// back, at until at the latest (or once w.cut is set); false means that
-// nothing waited: the watch has stopped, or its goroutine would be one
-// too many (watching). Whether the ring has something is for the caller to
-// look at. The side's owner goroutine calls it.
-func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
-	w.until = until
+// back, its stay (ringWatchMax) later or at deadline (zero: none) at the latest, or
+// once w.cut is set; false means that nothing waited: the watch has
+// stopped, or its goroutine would be one too many (watching). w.ready
+// then says whether the watch saw something for Next; otherwise the
+// caller looks itself. The side's owner goroutine calls it.
+func (rw *ringWatch) wait(w *ringWait, deadline time.Time) bool {
+	w.own, w.ready = deadline, false
 	rw.mu.Lock()
 	if rw.stopped {
 		rw.mu.Unlock()
@@ -121,6 +131,13 @@ func (rw *ringWatch) wait(w *ringWait, until time.Time) bool {
 	return true
 }
 
+func (rw *ringWatch) maxStay() time.Duration {
+	if rw.stay > 0 {
+		return rw.stay
+	}
+	return ringWatchMax
+}
+
 // stop hands every ring back, ends the goroutine and waits for it; later
 // waits refuse. Any goroutine; once or more.
 func (rw *ringWatch) stop() {
@@ -142,6 +159,13 @@ func (rw *ringWatch) run() {
 		rw.mu.Lock()
 		now := time.Now()
 		if len(rw.added) > 0 {
+			for _, w := range rw.added {
+				w.pinned = w.r.Hold()
+				w.until = now.Add(rw.maxStay())
+				if !w.own.IsZero() && w.own.Before(w.until) {
+					w.until = w.own
+				}
+			}
 			held = append(held, rw.added...)
 			clear(rw.added)
 			rw.added = rw.added[:0]
@@ -168,11 +192,12 @@ func (rw *ringWatch) run() {
 			if ready {
 				last = now
 				rw.handed.Add(1)
+				w.ready = true
 			}
 			n := len(held) - 1
 			held[i], held[n] = held[n], nil
 			held = held[:n]
-			w.wake <- struct{}{}
+			w.handBack()
 		}
 		if len(held) > 0 && now.Sub(last) > rw.idle {
 			// Nothing came for a while: each side waits on its socket,
@@ -187,7 +212,17 @@ func (rw *ringWatch) run() {
 // handBack hands every ring of held back to its owner.
 func handBack(held []*ringWait) {
 	for i, w := range held {
-		w.wake <- struct{}{}
+		w.handBack()
 		held[i] = nil
 	}
+}
+
+// handBack ends the watch's Hold of w's ring, if it took one, and wakes
+// w's owner. On the watch's goroutine.
+func (w *ringWait) handBack() {
+	if w.pinned {
+		w.pinned = false
+		w.r.Unhold()
+	}
+	w.wake <- struct{}{}
 }

@@ -61,7 +61,7 @@ func (wr *watchedRing) send(t *testing.T, msg string) {
 func TestRingWatchHandsBackEveryRecord(t *testing.T) {
 	leakcheck.Check(t)
 	const rings, each = 32, 50
-	rw := &ringWatch{idle: time.Minute}
+	rw := &ringWatch{idle: time.Minute, stay: time.Minute}
 	defer rw.stop()
 	all := make([]*watchedRing, rings)
 	for i := range all {
@@ -137,10 +137,10 @@ func TestRingWatchHandsBackWithoutRecords(t *testing.T) {
 			t.Fatalf("%s: still waiting after 10s", name)
 		}
 	}
-	long := &ringWatch{idle: time.Minute}
+	long := &ringWatch{idle: time.Minute, stay: time.Minute}
 	within("its time", long, newWatchedRing(t), 30*time.Millisecond, nil, 30*time.Millisecond, 5*time.Second)
 
-	idle := &ringWatch{idle: 20 * time.Millisecond}
+	idle := &ringWatch{idle: 20 * time.Millisecond, stay: time.Minute}
 	within("idle watch", idle, newWatchedRing(t), time.Minute, nil, 20*time.Millisecond, 5*time.Second)
 	idle.stop()
 
@@ -160,7 +160,7 @@ func TestRingWatchHandsBackWithoutRecords(t *testing.T) {
 // watch runs.
 func TestRingWatchAllocs(t *testing.T) {
 	leakcheck.Check(t)
-	rw := &ringWatch{idle: time.Minute}
+	rw := &ringWatch{idle: time.Minute, stay: time.Minute}
 	defer rw.stop()
 	wr := newWatchedRing(t)
 	cycle := func() {
@@ -293,8 +293,8 @@ func TestRingWatchBudget(t *testing.T) {
 	if n := watching.Load(); n != 0 {
 		t.Fatalf("%d watches run before the test", n)
 	}
-	first := &ringWatch{idle: time.Minute, procs: true}
-	second := &ringWatch{idle: time.Minute, procs: true}
+	first := &ringWatch{idle: time.Minute, stay: time.Minute, procs: true}
+	second := &ringWatch{idle: time.Minute, stay: time.Minute, procs: true}
 	held := newWatchedRing(t)
 	done := make(chan bool, 1)
 	go func() { done <- first.wait(&held.wait, time.Now().Add(time.Minute)) }()

@@ -22,9 +22,12 @@ type Reader struct {
 	// partial is set while a message's records are being skipped after a
 	// ReadMessage that failed in its middle.
 	partial bool
-	err     error // sticky: the ring is corrupt
-	spin    spinner
-	dl      deadline
+	// held says that the mapping is pinned by Hold: Ready takes no
+	// reference of its own.
+	held bool
+	err  error // sticky: the ring is corrupt
+	spin spinner
+	dl   deadline
 }
 
 // Options tunes a side of a ring.
@@ -149,12 +152,43 @@ func (r *Reader) Arm() bool {
 // it, or a goroutine it has handed the Reader to while it waits (the
 // hand-over and the hand-back ordering their uses); it only reads.
 func (r *Reader) Ready() bool {
-	if r.lease != 0 || r.err != nil || !r.s.life.acquire() {
+	if r.lease != 0 || r.err != nil {
+		return true
+	}
+	if r.held {
+		ok, err := r.ready()
+		return ok || err != nil
+	}
+	if !r.s.life.acquire() {
 		return true
 	}
 	ok, err := r.ready()
 	r.s.release()
 	return ok || err != nil
+}
+
+// Hold pins the mapping for a run of Ready calls, so that each of them is
+// only loads: a reference taken and dropped per look is an atomic write
+// to a cache line the owner's calls write too, and a watcher looking at
+// many rings from another processor would pull that line back and forth.
+// It reports false, holding nothing, once the side is closed (Ready then
+// says so at once). Close still ends the side; the mapping outlives it
+// until Unhold. The goroutine that may call Ready calls Hold and Unhold,
+// in pairs, and nothing else of the Reader's in between.
+func (r *Reader) Hold() bool {
+	if r.held || !r.s.life.acquire() {
+		return false
+	}
+	r.held = true
+	return true
+}
+
+// Unhold ends a Hold; without one it does nothing.
+func (r *Reader) Unhold() {
+	if r.held {
+		r.held = false
+		r.s.release()
+	}
 }
 
 // Spin waits for Next to have something to return, by spinning for at

@@ -350,6 +350,57 @@ func TestUnmapAfterLastUse(t *testing.T) {
 	}
 }
 
+// TestHold: Ready under Hold takes no reference of its own (the
+// reference count does not move), sees records and the end of the side,
+// and keeps the mapping through a Close from another goroutine until
+// Unhold, which unmaps it once; a Hold of a closed side holds nothing.
+func TestHold(t *testing.T) {
+	checkLeaks(t)
+	_, s, unmapped := heapRing(MinCapacity)
+	r, err := newReader(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Hold() {
+		t.Fatal("Hold of an open side failed")
+	}
+	if r.Hold() {
+		t.Fatal("a second Hold took another reference")
+	}
+	refs := s.life.v.Load()
+	if r.Ready() {
+		t.Fatal("Ready on an empty ring")
+	}
+	word64(s.data, 0).Store(packRecord(8, 0))
+	s.tail.Store(16)
+	if !r.Ready() {
+		t.Fatal("Ready missed a published record")
+	}
+	if got := s.life.v.Load(); got != refs {
+		t.Fatalf("Ready under Hold moved the reference count from %d to %d", refs, got)
+	}
+	done := make(chan struct{})
+	go func() { r.Close(); close(done) }()
+	<-done
+	if unmapped.Load() != 0 {
+		t.Fatal("unmapped while held")
+	}
+	if !r.Ready() {
+		t.Fatal("a closed side is not Ready under Hold")
+	}
+	r.Unhold()
+	if unmapped.Load() != 1 {
+		t.Fatalf("unmapped %d times after Unhold, want once", unmapped.Load())
+	}
+	r.Unhold() // nothing held: nothing happens
+	if r.Hold() {
+		t.Fatal("Hold of a closed side succeeded")
+	}
+	if !r.Ready() || unmapped.Load() != 1 {
+		t.Fatalf("after Close and Unhold: Ready false or %d unmaps", unmapped.Load())
+	}
+}
+
 // TestStagedRecords: staged records stay invisible until Flush or the next
 // Commit, and a writer that runs out of room publishes what it staged
 // instead of waiting for a reader that cannot see it.
