@@ -73,7 +73,7 @@ func countSleeps(f func() error) (int64, error) {
 	if err := unix.Getrusage(unix.RUSAGE_THREAD, &after); err != nil {
 		return 0, err
 	}
-	return after.Nvcsw - before.Nvcsw, err
+	return int64(after.Nvcsw - before.Nvcsw), err
 }
 
 // roundTrip is git's client on a blocking socket: connect, write the

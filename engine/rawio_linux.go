@@ -20,20 +20,6 @@ func sysWrite(fd uintptr, p []byte) (int, error) { return rawIO(syscall.SYS_WRIT
 func sysClose(fd int) error                      { return rawErr(syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)) }
 func sysShutdown(fd int) error                   { return syscall.Shutdown(fd, syscall.SHUT_RDWR) }
 
-// recvPeek reads what fd's input holds into p without consuming it or
-// waiting.
-func recvPeek(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
 // rawIO is read(2) or write(2) (trap) of p on fd as a raw system call.
 // The address is converted in the call itself, so that p stays alive and
 // in place through it.

@@ -157,20 +157,22 @@ func WithDirMode(mode os.FileMode) Option {
 // otherwise). An existing directory's group is left alone.
 func WithGroup(group string) Option {
 	return func(o *options) error {
-		gid, err := strconv.Atoi(group)
+		gid, err := strconv.ParseInt(group, 10, 64)
 		if err != nil {
 			g, lerr := user.LookupGroup(group)
 			if lerr != nil {
 				return fmt.Errorf("%w: group %q: %w", ErrInvalidOption, group, lerr)
 			}
-			if gid, err = strconv.Atoi(g.Gid); err != nil {
+			if gid, err = strconv.ParseInt(g.Gid, 10, 64); err != nil {
 				return fmt.Errorf("%w: group %q has a non-numeric id %q", ErrInvalidOption, group, g.Gid)
 			}
 		}
-		if gid < 0 || gid > 1<<32-2 {
+		// A gid is 32 bits, all ones meaning "unchanged"; where int is 32
+		// bits, ids above its range cannot be passed on.
+		if gid < 0 || gid > 1<<32-2 || int64(int(gid)) != gid {
 			return fmt.Errorf("%w: group id %d out of range", ErrInvalidOption, gid)
 		}
-		o.gid = gid
+		o.gid = int(gid)
 		return nil
 	}
 }
