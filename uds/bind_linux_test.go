@@ -20,7 +20,11 @@ import (
 // The path appears only once the socket listens, and disappears before it
 // stops: a client connecting in a loop through 50 starts and stops never
 // sees a socket that refuses (which a WaitIfNotFound client would take for
-// a dead server).
+// a dead server). One exception no order of calls can close: a connect
+// that looked the path up before the unlink and, preempted, reached the
+// socket only after its close is refused. Such a straddle is rare even on
+// a loaded machine, so a couple are let pass; a path left to a closed
+// socket (or made before listen) refuses hundreds of connections here.
 func TestPathNeverRefuses(t *testing.T) {
 	leakcheck.Check(t)
 	path := filepath.Join(tempDir(t), "s")
@@ -56,7 +60,7 @@ func TestPathNeverRefuses(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if refused != 0 {
+	if refused > 2 {
 		t.Errorf("the path refused %d connections (and accepted %d)", refused, connected)
 	}
 	if connected == 0 {
