@@ -99,11 +99,12 @@ func newRingWait(r *ring.Reader) ringWait {
 }
 
 // wait hands w's ring to the watch and blocks until the watch hands it
-// back, its stay (ringWatchMax) later or at deadline (zero: none) at the latest, or
-// once w.cut is set; false means that nothing waited: the watch has
-// stopped, or its goroutine would be one too many (watching). w.ready
-// then says whether the watch saw something for Next; otherwise the
-// caller looks itself. The side's owner goroutine calls it.
+// back: at the end of its stay (ringWatchMax) or at deadline (zero: none)
+// at the latest, or once w.cut is set. False means that nothing waited:
+// the watch has stopped, or its goroutine would be one too many
+// (watching). After a wait, w.ready says whether the watch saw something
+// for Next; if not, the caller looks itself. The side's owner goroutine
+// calls it.
 func (rw *ringWatch) wait(w *ringWait, deadline time.Time) bool {
 	w.own, w.ready = deadline, false
 	rw.mu.Lock()
@@ -131,6 +132,7 @@ func (rw *ringWatch) wait(w *ringWait, deadline time.Time) bool {
 	return true
 }
 
+// maxStay is the longest a ring stays in the watch.
 func (rw *ringWatch) maxStay() time.Duration {
 	if rw.stay > 0 {
 		return rw.stay
