@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,13 +51,9 @@ func (l *Listener) accept() (*net.UnixConn, Cred, error) {
 // deadlines are untouched. Close closes the duplicate, which ends the
 // wait.
 func (l *Listener) acceptFD() (int, Cred, error) {
-	acc, err := l.accFile()
+	rc, err := l.accConn()
 	if err != nil {
 		return -1, Cred{}, err
-	}
-	rc, err := acc.SyscallConn()
-	if err != nil {
-		return -1, Cred{}, net.ErrClosed
 	}
 	for {
 		nfd, aerr := -1, error(nil)
@@ -78,16 +75,16 @@ func (l *Listener) acceptFD() (int, Cred, error) {
 	}
 }
 
-// accFile returns the duplicate of the listening socket that acceptFD
-// waits on, making it on first use.
-func (l *Listener) accFile() (*os.File, error) {
+// accConn returns the RawConn of the duplicate of the listening socket
+// that acceptFD waits on, making both on first use.
+func (l *Listener) accConn() (syscall.RawConn, error) {
 	l.accMu.Lock()
 	defer l.accMu.Unlock()
 	if l.accClosed {
 		return nil, net.ErrClosed
 	}
 	if l.acc != nil {
-		return l.acc, nil
+		return l.accRC, nil
 	}
 	rc, err := l.ul.SyscallConn()
 	if err != nil {
@@ -102,8 +99,14 @@ func (l *Listener) accFile() (*os.File, error) {
 	}
 	// A non-blocking descriptor: os.NewFile registers it with the
 	// netpoller.
-	l.acc = os.NewFile(uintptr(dup), l.path)
-	return l.acc, nil
+	acc := os.NewFile(uintptr(dup), l.path)
+	arc, err := acc.SyscallConn()
+	if err != nil {
+		_ = acc.Close()
+		return nil, net.ErrClosed
+	}
+	l.acc, l.accRC = acc, arc
+	return arc, nil
 }
 
 // closeAcc closes acceptFD's duplicate, which wakes a waiting acceptFD
@@ -114,7 +117,7 @@ func (l *Listener) closeAcc() {
 	l.accClosed = true
 	if l.acc != nil {
 		_ = l.acc.Close()
-		l.acc = nil
+		l.acc, l.accRC = nil, nil
 	}
 }
 

@@ -44,10 +44,12 @@ type Listener struct {
 	notified   atomic.Int64 // checks that an inotify event started (watch_linux.go)
 
 	// acc is a duplicate of the listening socket that AcceptFD waits on in
-	// Go's netpoller (accept_linux.go): made by the first AcceptFD, closed
-	// by Close; accMu guards both, and accClosed says Close has run.
+	// Go's netpoller (accept_linux.go), accRC its RawConn: made by the
+	// first AcceptFD, closed by Close; accMu guards them, and accClosed
+	// says Close has run.
 	accMu     sync.Mutex
 	acc       *os.File
+	accRC     syscall.RawConn
 	accClosed bool
 
 	closing   atomic.Bool
