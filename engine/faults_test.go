@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
 	"github.com/pktipc/pktipc/uds"
 )
@@ -106,6 +107,49 @@ func TestSlowClients(t *testing.T) {
 	st := ts.Stats()
 	if st.FirstByteTimeout != 10 || st.RequestTimeout != 11 {
 		t.Errorf("timeouts: first byte %d (want 10), request %d (want 11)", st.FirstByteTimeout, st.RequestTimeout)
+	}
+}
+
+// TestLateLoopKeepsPromptClient: the first-byte deadline is the client's,
+// not the server's: a connection whose request arrived in time but waits
+// unread behind a busy loop is not closed for silence.
+func TestLateLoopKeepsPromptClient(t *testing.T) {
+	leakcheck.Check(t)
+	started := make(chan struct{}, 1)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "block" {
+			started <- struct{}{}
+			time.Sleep(time.Second) // holds the only loop
+		}
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, h, WithEventLoops(1), WithInlineHandlers(true),
+		WithFirstByteTimeout(200*time.Millisecond))
+	blocker, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close()
+	_ = blocker.SetDeadline(time.Now().Add(10 * time.Second))
+	prompt := dialRaw(t, ts.path)
+	waitFor(t, func() bool { return ts.Stats().Open == 2 }) // on the loop, under its first-byte deadline
+	if err := blocker.Send([]byte("block")); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if _, err := prompt.Write(frame.AppendMessage(nil, []byte("ping"))); err != nil {
+		t.Fatal(err)
+	}
+	got, kind := readAll(t, prompt)
+	if want := frame.AppendMessage(nil, []byte("ping")); !bytes.Equal(got, want) || kind != kindEOF {
+		t.Errorf("prompt client got %q (%s), want %q and the end", got, kind, want)
+	}
+	if got, err := blocker.Recv(); err != nil || string(got) != "block" {
+		t.Errorf("blocker: %q, %v", got, err)
+	}
+	if st := ts.Stats(); st.FirstByteTimeout != 0 {
+		t.Errorf("FirstByteTimeout = %d for a client that sent its request in time", st.FirstByteTimeout)
 	}
 }
 

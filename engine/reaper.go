@@ -143,6 +143,17 @@ func (s *Server) hurry() {
 type reapScratch struct {
 	expired, idle, drains []*conn
 	rings                 []*ringConn
+	peek                  [1]byte
+}
+
+// spoke reports whether c's input holds bytes its loop has not read: the
+// client sent in time, and a loop held up (by an inline handler, or a
+// starved processor) has yet to look. Peeking consumes nothing. Should c
+// close meanwhile and its descriptor be reused, the answer is about
+// another socket and costs at most a tick.
+func (r *reapScratch) spoke(c *conn) bool {
+	n, err := recvPeek(c.gc.Fd(), r.peek[:])
+	return err == nil && n > 0
 }
 
 // timeout is the length of deadline w, tightened under pressure; 0 means
@@ -203,6 +214,9 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 	a.mu.Unlock()
 	for _, c := range r.expired {
 		w := why(c.why.Load())
+		if w == whyFirstByte && r.spoke(c) {
+			continue // its loop is late, not its client: it reads the request
+		}
 		if w == whyIdle && c.onLoop(idleTask{c}) == nil {
 			continue // its loop decides (conn.idleExpired)
 		}
