@@ -25,11 +25,14 @@
 //     exists, and its directory must belong to us and be closed to others
 //     (0700 by default; created with that mode if missing). /tmp itself is
 //     refused: use a private subdirectory or $XDG_RUNTIME_DIR.
-//   - Theft is noticed at once when inotify reports it (the name unlinked,
-//     renamed or replaced, its directory or one above moved or deleted)
-//     and otherwise within a second (git: after 60 s idle), reported on
-//     Listener.Stolen, and Close unlinks only a socket that is still ours.
-//     An idle listener wakes once a second for the rest.
+//   - Theft is noticed at once, through events: inotify reports the name
+//     unlinked, renamed or replaced, a symbolic link on the path replaced,
+//     or a directory on it moved or deleted, and the mount table's poll a
+//     mount over it. It is reported on Listener.Stolen, and Close unlinks
+//     only a socket that is still ours. Where events cover the path (local
+//     filesystems) an idle listener sleeps, with a sweep each minute for
+//     what no event reports; elsewhere a timer checks each second (git:
+//     after 60 s idle).
 //   - Peers are checked with SO_PEERCRED before any byte is read: same user
 //     or root by default; failure to read credentials denies.
 //   - Paths longer than sun_path (107 bytes) work without chdir: bind goes

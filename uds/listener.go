@@ -41,7 +41,9 @@ type Listener struct {
 	stolen     chan struct{}
 	stolenOnce sync.Once
 	stolenErr  atomic.Pointer[error]
-	notified   atomic.Int64 // checks that an inotify event started (watch_linux.go)
+	notified   atomic.Int64 // checks that an event started (watch_linux.go)
+	ticks      atomic.Int64 // checks that the watch's timer started
+	evented    bool         // events cover the path: the timer is a slow sweep
 
 	// acc is a duplicate of the listening socket that AcceptFD waits on in
 	// Go's netpoller (accept_linux.go), accRC its RawConn: made by the

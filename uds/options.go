@@ -26,12 +26,11 @@ const (
 	// net.core.somaxconn (4096 by default).
 	DefaultBacklog = 512
 	// DefaultWatchInterval is how often the theft watcher lstats the path
-	// besides the checks that inotify triggers at once (an unlink, rename
-	// or new file at the name, the directory or one above it moved or
-	// deleted). The timer is left the rest (a mount over the directory, a
-	// symbolic link above it changed), so that an idle listener wakes once
-	// a second; where inotify is unavailable the timer runs at least four
-	// times a second.
+	// where events do not cover it: no inotify instance left, a directory
+	// that cannot be watched, or a filesystem whose changes may not pass
+	// through this kernel (network, FUSE). Elsewhere inotify and the mount
+	// table's poll start every check, and the timer is a sweep each minute;
+	// without inotify the timer runs at least four times a second.
 	DefaultWatchInterval = time.Second
 	// MaxWatchInterval bounds the watch interval: a stolen socket must be
 	// noticed within one second.
@@ -223,8 +222,8 @@ func WithBacklog(n int) Option {
 }
 
 // WithWatchInterval sets how often the listener checks that its path still
-// names its socket, besides the checks inotify triggers (default 1 s,
-// between MinWatchInterval and MaxWatchInterval).
+// names its socket where events do not cover the path (default 1 s,
+// between MinWatchInterval and MaxWatchInterval; see DefaultWatchInterval).
 func WithWatchInterval(d time.Duration) Option {
 	return func(o *options) error {
 		if d < MinWatchInterval || d > MaxWatchInterval {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -227,6 +228,146 @@ func TestTheftNoticedByInotify(t *testing.T) {
 	}
 }
 
+// A path through symbolic links is watched along the links: replacing
+// either link of a chain is noticed through an event, with the timer at its
+// slowest.
+func TestTheftThroughSymlinks(t *testing.T) {
+	leakcheck.Check(t)
+	for _, link := range []string{"link", filepath.Join("b", "link2")} {
+		t.Run(filepath.Base(link), func(t *testing.T) {
+			top := tempDir(t)
+			for _, d := range []string{"real/d", "b", "other"} {
+				if err := os.MkdirAll(filepath.Join(top, d), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// top/link -> b/link2 -> ../real
+			if err := os.Symlink("../real", filepath.Join(top, "b", "link2")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("b/link2", filepath.Join(top, "link")); err != nil {
+				t.Fatal(err)
+			}
+			l := listen(t, filepath.Join(top, "link", "d", "s"), WithWatchInterval(MaxWatchInterval))
+			if !localFS(top) {
+				t.Skipf("%s is not on a filesystem whose changes inotify sees", top)
+			}
+			if !l.evented {
+				t.Fatal("the watch does not cover a path through links")
+			}
+			// Point the link elsewhere, atomically: the path names nothing.
+			at := filepath.Join(top, link)
+			if err := os.Symlink(filepath.Join(top, "other"), at+".new"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(at+".new", at); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-l.Stolen():
+			case <-time.After(5 * time.Second):
+				t.Fatal("theft not noticed")
+			}
+			if l.notified.Load() == 0 {
+				t.Error("the theft was noticed by the timer, not by an event")
+			}
+		})
+	}
+}
+
+// A mount over the socket's directory hides the socket: the mount table's
+// change starts the check. It needs the right to mount.
+func TestTheftByMount(t *testing.T) {
+	leakcheck.Check(t)
+	top := tempDir(t)
+	dir := filepath.Join(top, "d")
+	l := listen(t, filepath.Join(dir, "s"), WithWatchInterval(MaxWatchInterval))
+	if !localFS(top) {
+		t.Skipf("%s is not on a filesystem whose changes inotify sees", top)
+	}
+	if !l.evented {
+		t.Fatal("the watch of a path on a local filesystem is not complete")
+	}
+	if err := unix.Mount("pktipc-test", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("cannot mount here: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	select {
+	case <-l.Stolen():
+	case <-time.After(5 * time.Second):
+		t.Fatal("mount over the directory not noticed")
+	}
+	if l.notified.Load() == 0 {
+		t.Error("the mount was noticed by the timer, not by the mount table's event")
+	}
+}
+
+// Where events cover the path, an idle listener's watch does not wake on
+// a timer: the default interval's ticks would come each second.
+func TestIdleWatchSleeps(t *testing.T) {
+	leakcheck.Check(t)
+	top := tempDir(t)
+	if !localFS(top) {
+		t.Skipf("%s is not on a filesystem whose changes inotify sees", top)
+	}
+	l := listen(t, filepath.Join(top, "s"))
+	if !l.evented {
+		t.Fatal("the watch of a path on a local filesystem is not complete")
+	}
+	time.Sleep(DefaultWatchInterval * 3 / 2)
+	if n := l.ticks.Load(); n != 0 {
+		t.Fatalf("%d timer checks in %v", n, DefaultWatchInterval*3/2)
+	}
+	select {
+	case <-l.Stolen():
+		t.Fatalf("stolen: %v", l.StolenErr())
+	default:
+	}
+}
+
+// resolvePath follows links as the kernel does.
+func TestResolvePath(t *testing.T) {
+	top, err := filepath.EvalSymlinks(tempDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"real/d", "b"} {
+		if err := os.MkdirAll(filepath.Join(top, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustLink := func(target, at string) {
+		if err := os.Symlink(target, filepath.Join(top, at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustLink("../real", "b/link2")
+	mustLink("b/link2", "link")
+	mustLink(filepath.Join(top, "real"), "abs")
+	mustLink("loop", "loop")
+	for _, tc := range []struct {
+		path, want string
+		links      []dirEntry
+	}{
+		{"real/d/s", "real/d/s", nil},
+		{"link/d/s", "real/d/s", []dirEntry{{top, "link"}, {top + "/b", "link2"}}},
+		{"abs/./d/../d/s", "real/d/s", []dirEntry{{top, "abs"}}},
+		{"b/link2/s", "real/s", []dirEntry{{top + "/b", "link2"}}},
+		{"real/d/link", "real/d/link", nil}, // the last name is not followed
+	} {
+		got, links, err := resolvePath(filepath.Join(top, tc.path))
+		if err != nil || got != filepath.Join(top, tc.want) || !slices.Equal(links, tc.links) {
+			t.Errorf("resolvePath(%s) = %s, %v, %v; want %s, %v", tc.path, got, links, err, tc.want, tc.links)
+		}
+	}
+	if _, _, err := resolvePath(filepath.Join(top, "loop", "s")); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("a loop of links: %v, want ELOOP", err)
+	}
+	if _, _, err := resolvePath(filepath.Join(top, "missing", "s")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing directory: %v, want ErrNotExist", err)
+	}
+}
+
 // concernsPath picks the events that can change what the path names.
 func TestConcernsPath(t *testing.T) {
 	event := func(wd int32, mask uint32, name string) []byte {
@@ -258,8 +399,13 @@ func TestConcernsPath(t *testing.T) {
 		{"overflow", event(-1, unix.IN_Q_OVERFLOW, ""), true},
 		{"cut short", event(1, unix.IN_CREATE, "abcdef")[:unix.SizeofInotifyEvent+2], true},
 		{"empty", nil, false},
+		{"a link replaced", event(3, unix.IN_MOVED_TO, "run"), true},
+		{"a link's neighbour", event(3, unix.IN_CREATE, "lock"), false},
+		{"a link's directory moved", event(3, unix.IN_MOVE_SELF, ""), true},
+		{"our name in a link's directory", event(3, unix.IN_DELETE, "s"), false},
 	} {
-		if got := concernsPath(tc.buf, 1, "s"); got != tc.want {
+		names := map[int32][]string{1: {"s"}, 3: {"run", "var"}}
+		if got := concernsPath(tc.buf, names); got != tc.want {
 			t.Errorf("%s: concernsPath = %v, want %v", tc.name, got, tc.want)
 		}
 	}
