@@ -12,7 +12,8 @@
 // file and take one side of it; they refuse a file that is not a memfd with
 // those seals, whose size is not a header page plus a power-of-two data
 // area, or whose header is not a ring's. The size comes from fstat, never
-// from the header.
+// from the header. The whole mapping is faulted in when it is made, so
+// that the data path takes no page faults.
 //
 // The file holds a one-page header and the data area. The header keeps each
 // index on its own cache line: the producer's tail, the consumer's head

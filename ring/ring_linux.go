@@ -245,7 +245,19 @@ func mapFD(fd int) ([]byte, error) {
 	if err != nil {
 		return nil, &FileError{Reason: "mmap failed", Err: os.NewSyscallError("mmap", err)}
 	}
+	populate(mem)
 	return mem, nil
+}
+
+// populate faults in the whole mapping, writable, now: the pages of a
+// ring are all used once its records have gone round it, and a fault in
+// the data path costs a message a trap (and, in a virtual machine whose
+// host backs guest memory lazily, an exit to the host) where set-up pays
+// them all at once. The first side to map the memfd allocates its pages.
+// Kernels before 5.14 lack the advice: the pages are then faulted in as
+// they are first used.
+func populate(mem []byte) {
+	_ = unix.Madvise(mem, unix.MADV_POPULATE_WRITE)
 }
 
 // futexWait sleeps while *word == val, for at most timeout (forever if

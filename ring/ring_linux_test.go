@@ -7,9 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // message builds the i-th test message: its index, then bytes derived
@@ -653,5 +656,60 @@ func TestEOFPastDeadline(t *testing.T) {
 	}
 	if _, _, err := r.Next(); err != io.EOF {
 		t.Fatalf("Next after the writer closed, past the deadline: %v, want io.EOF", err)
+	}
+}
+
+// Both sides' mappings are in place once they are made: records going
+// round the ring for the first time take no page faults.
+func TestMappingPopulated(t *testing.T) {
+	checkLeaks(t)
+	probe, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.Madvise(probe, unix.MADV_POPULATE_WRITE)
+	unix.Munmap(probe)
+	if err != nil {
+		t.Skipf("no MADV_POPULATE_WRITE here (Linux 5.14): %v", err)
+	}
+	const capacity = 1 << 20
+	f, err := Create(capacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := NewWriter(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, err := NewReader(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	msg := bytes.Repeat([]byte{1}, 64<<10)
+	buf := bytes.Repeat([]byte{2}, len(msg)) // both in place before the count
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	faults := func() int64 {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return ru.Minflt
+	}
+	before := faults()
+	for range 2 * capacity / len(msg) { // twice round
+		if err := w.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadMessage(buf[:0], len(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without the mappings in place: a fault per page on each side.
+	if n := faults() - before; n > 8 {
+		t.Errorf("%d page faults in two passes round a ring of %d pages", n, capacity/os.Getpagesize())
 	}
 }
