@@ -86,7 +86,8 @@ type conn struct {
 	loop *loopState
 	peer Peer // immutable
 
-	ctx    context.Context // immutable; carries peer
+	ctx    context.Context // immutable once set; &pctx
+	pctx   peerCtx
 	cancel context.CancelCauseFunc
 
 	asm        *frame.Assembler
@@ -207,7 +208,8 @@ func (c *conn) assembler() *frame.Assembler {
 func (c *conn) prepareHandler(pooled bool) {
 	if c.ctx == nil {
 		ctx, cancel := context.WithCancelCause(c.s.baseCtx)
-		c.ctx = context.WithValue(ctx, peerKey{}, &c.peer)
+		c.pctx = peerCtx{ctx, &c.peer}
+		c.ctx = &c.pctx
 		c.cancel = cancel
 	}
 	if pooled && c.done == nil {

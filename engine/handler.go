@@ -36,6 +36,24 @@ func (f HandlerFunc) ServeIPC(ctx context.Context, req []byte, w *ReplyWriter) e
 
 type peerKey struct{}
 
+// peerCtx is a connection's handler context: its cancelable context, which
+// answers the peer key itself. It lies in the connection's state, so that
+// giving handlers their peer allocates nothing (context.WithValue would,
+// once per connection, and a git-style client makes a connection per
+// request).
+type peerCtx struct {
+	context.Context
+	peer *Peer
+}
+
+// Value returns the peer for the peer key and asks the parent otherwise.
+func (c *peerCtx) Value(key any) any {
+	if _, ok := key.(peerKey); ok {
+		return c.peer
+	}
+	return c.Context.Value(key)
+}
+
 // Peer describes the client of a connection, as the kernel reported it when
 // the client connected (SO_PEERCRED). A client that changes its uid later
 // keeps this identity.

@@ -391,7 +391,8 @@ type ringConn struct {
 	uc   *net.UnixConn
 	peer Peer // immutable
 
-	ctx    context.Context // carries peer; cancelled by kill
+	ctx    context.Context // &pctx, which carries peer; cancelled by kill
+	pctx   peerCtx
 	cancel context.CancelCauseFunc
 
 	in      *ring.Reader // requests
@@ -490,7 +491,8 @@ func (rc *ringConn) countServed() {
 func (rc *ringConn) setup(size int) error {
 	s := rc.s
 	ctx, cancel := context.WithCancelCause(s.baseCtx)
-	rc.ctx = context.WithValue(ctx, peerKey{}, &rc.peer)
+	rc.pctx = peerCtx{ctx, &rc.peer}
+	rc.ctx = &rc.pctx
 	rc.cancel = cancel
 	rc.reply.ring = rc
 	reqF, err := ring.Create(size)

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 ./scripts/testdeps.sh
 go test -race -timeout 20m "$@" ./...
 pkgs=$(grep -l '^//go:build !race' $(git ls-files --cached --others --exclude-standard '*_test.go') | xargs -n1 dirname | sort -u | sed 's|^|./|')
-exec go test -count=1 -timeout 10m "$@" -run 'NoAlloc|DoesNotAllocate|ZeroAllocs|Calibration|SizeChange|IdleConnections' $pkgs
+exec go test -count=1 -timeout 10m "$@" -run 'NoAlloc|DoesNotAllocate|ZeroAllocs|OneShotAllocs|Calibration|SizeChange|IdleConnections' $pkgs

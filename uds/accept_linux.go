@@ -55,23 +55,51 @@ func (l *Listener) acceptFD() (int, Cred, error) {
 	if err != nil {
 		return -1, Cred{}, err
 	}
+	a := acceptCalls.Get().(*acceptCall)
+	a.l = l
+	defer func() {
+		a.l = nil
+		acceptCalls.Put(a)
+	}()
 	for {
-		nfd, aerr := -1, error(nil)
-		cerr := rc.Read(func(fd uintptr) bool {
-			for {
-				nfd, aerr = rawAccept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-				switch aerr {
-				case unix.EINTR, unix.ECONNABORTED:
-					continue
-				case unix.EAGAIN:
-					return l.closing.Load() // false: wait for readability
-				}
-				return true
-			}
-		})
-		if fd, cred, done, err := l.admitAccepted(nfd, aerr, cerr); done {
+		a.nfd, a.err = -1, nil
+		cerr := rc.Read(a.read)
+		if fd, cred, done, err := l.admitAccepted(a.nfd, a.err, cerr); done {
 			return fd, cred, err
 		}
+	}
+}
+
+// acceptCall is the state of one acceptFD call that its RawConn.Read
+// callback fills in. A closure would be made, with the variables it sets,
+// on every call; acceptCalls keeps states with their callback bound, so
+// that an accept allocates nothing (a git-style client makes a connection
+// per request).
+type acceptCall struct {
+	l    *Listener
+	nfd  int
+	err  error
+	read func(fd uintptr) bool // a.accept
+}
+
+var acceptCalls = sync.Pool{New: func() any {
+	a := new(acceptCall)
+	a.read = a.accept
+	return a
+}}
+
+// accept takes a connection with accept4; false (no connection yet, the
+// listener open) waits for readability.
+func (a *acceptCall) accept(fd uintptr) bool {
+	for {
+		a.nfd, a.err = rawAccept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch a.err {
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EAGAIN:
+			return a.l.closing.Load()
+		}
+		return true
 	}
 }
 

@@ -15,13 +15,15 @@ import (
 var (
 	// getsockopt never waits: a raw system call, as accept4 is (see
 	// rawAccept4).
-	getPeerCred = func(fd int) (*unix.Ucred, error) {
-		uc := new(unix.Ucred)
-		l := uint32(unsafe.Sizeof(*uc))
+	// The credentials come back by value: a pointer would cost an
+	// allocation per accepted connection.
+	getPeerCred = func(fd int) (unix.Ucred, error) {
+		var uc unix.Ucred
+		l := uint32(unsafe.Sizeof(uc))
 		_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERCRED,
-			uintptr(unsafe.Pointer(uc)), uintptr(unsafe.Pointer(&l)), 0)
+			uintptr(unsafe.Pointer(&uc)), uintptr(unsafe.Pointer(&l)), 0)
 		if e != 0 {
-			return nil, e
+			return unix.Ucred{}, e
 		}
 		return uc, nil
 	}
@@ -54,9 +56,6 @@ func fdCred(fd int) (Cred, error) {
 	uc, err := getPeerCred(fd)
 	if err != nil {
 		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: %w", err)
-	}
-	if uc == nil {
-		return Cred{}, fmt.Errorf("uds: SO_PEERCRED: no credentials")
 	}
 	return Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}, nil
 }

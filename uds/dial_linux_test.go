@@ -291,7 +291,7 @@ func TestDialServerCredFailure(t *testing.T) {
 	path := filepath.Join(tempDir(t), "s")
 	// Swapped before the server starts: its accept loop reads the seam too
 	// (and so denies us as well, which does not matter here).
-	swap(t, &getPeerCred, func(int) (*unix.Ucred, error) { return nil, syscall.EINVAL })
+	swap(t, &getPeerCred, func(int) (unix.Ucred, error) { return unix.Ucred{}, syscall.EINVAL })
 	serve(t, listen(t, path))
 	if _, err := Dial(context.Background(), path, ServerPolicy(AllowAll())); !errors.Is(err, ErrDenied) || !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("Dial when SO_PEERCRED fails: %v, want ErrDenied", err)

@@ -222,13 +222,17 @@ func TestPeerCredFailureDenies(t *testing.T) {
 	l := listen(t, path, WithPolicy(AllowAll()))
 	var failing sync.Mutex // guards fail
 	fail := true
-	swap(t, &getPeerCred, func(fd int) (*unix.Ucred, error) {
+	swap(t, &getPeerCred, func(fd int) (unix.Ucred, error) {
 		failing.Lock()
 		defer failing.Unlock()
 		if fail {
-			return nil, syscall.ENOTCONN
+			return unix.Ucred{}, syscall.ENOTCONN
 		}
-		return unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		uc, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			return unix.Ucred{}, err
+		}
+		return *uc, nil
 	})
 	returned := acceptAll(t, l)
 	c, err := Dial(context.Background(), path)
