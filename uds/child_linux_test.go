@@ -45,6 +45,8 @@ func runChild() bool {
 		fmt.Println(State(path))
 	case "listen-group":
 		code = childListenGroup(path, opt)
+	case "mount":
+		code = childMount(path)
 	default:
 		fmt.Println("unknown mode", mode)
 		code = 2
@@ -153,10 +155,39 @@ func errnoName(err error) string {
 	return "other:" + strings.ReplaceAll(err.Error(), " ", "_")
 }
 
+// childMount listens at path, mounts a tmpfs over the socket's directory
+// (in its own mount namespace: see child.ownMounts) and reports how the
+// theft was noticed: "stolen <checks started by events>", "missed",
+// "incomplete" (the watch did not cover the path) or "nomount <error>".
+func childMount(path string) int {
+	l, err := Listen(path, WithWatchInterval(MaxWatchInterval))
+	if err != nil {
+		fmt.Println("err", err)
+		return 1
+	}
+	defer l.Close()
+	if !l.evented {
+		fmt.Println("incomplete")
+		return 0
+	}
+	if err := syscall.Mount("pktipc-test", filepath.Dir(path), "tmpfs", 0, "size=64k"); err != nil {
+		fmt.Println("nomount", errnoName(err))
+		return 0
+	}
+	select {
+	case <-l.Stolen():
+		fmt.Println("stolen", l.notified.Load())
+	case <-time.After(5 * time.Second):
+		fmt.Println("missed")
+	}
+	return 0
+}
+
 // child describes one helper process.
 type child struct {
 	mode, path, opt string
 	asNobody        bool // run as uid/gid 65534 (needs root)
+	ownMounts       bool // in a mount namespace of its own (needs root), whose mounts die with it
 	bin             string
 	extra           []*os.File
 }
@@ -172,6 +203,11 @@ func (c child) command(ctx context.Context) *exec.Cmd {
 	cmd.ExtraFiles = c.extra
 	if c.asNobody {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	}
+	if c.ownMounts {
+		// The child's mounts are private to its namespace (os/exec makes
+		// them so), and nothing is left mounted when it exits.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	}
 	return cmd
 }
