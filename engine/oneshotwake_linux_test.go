@@ -47,15 +47,20 @@ func TestOneShotWakesClientOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st := ts.Stats(); st.OneShot < rounds {
-				t.Fatalf("%d of %d requests took the git-style path", st.OneShot, rounds+1)
+			// A client held up between connect and write past the accept
+			// loop's grace (a loaded machine) is served by an event loop
+			// instead, correctly, at a few sleeps more; those are allowed
+			// for, and there must be few of them.
+			missed := int64(rounds+1) - int64(ts.Stats().OneShot)
+			if missed > rounds/10 {
+				t.Fatalf("%d of %d requests took the git-style path", rounds+1-missed, rounds+1)
 			}
 			// Some more for the runtime's own waits on this thread: woken first
 			// by the read of the request, it slept about twice per request.
-			if sleeps > rounds+rounds/4 {
-				t.Errorf("the client slept %d times in %d round trips: woken before its reply", sleeps, rounds)
+			if limit := rounds + rounds/4 + 4*missed; sleeps > limit {
+				t.Errorf("the client slept %d times in %d round trips (%d off the git-style path): woken before its reply", sleeps, rounds, missed)
 			}
-			t.Logf("%d sleeps in %d round trips", sleeps, rounds)
+			t.Logf("%d sleeps in %d round trips, %d off the git-style path", sleeps, rounds, missed)
 		})
 	}
 }
