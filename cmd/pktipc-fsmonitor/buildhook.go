@@ -26,6 +26,10 @@ func buildHook(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if len(args) != 1 {
 		return usage(stderr, "build-hook takes the path of the program to write")
 	}
+	if strings.HasPrefix(args[0], "-") {
+		// An option (--help) is far likelier than a file so named.
+		return usage(stderr, fmt.Sprintf("build-hook takes a path, not an option: %q (./%s writes that file)", args[0], args[0]))
+	}
 	out, err := filepath.Abs(args[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)

@@ -5,6 +5,8 @@ package main
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,6 +154,14 @@ func TestBuildHookErrors(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if got := realMain(t.Context(), []string{"build-hook"}, &stdout, &stderr); got != exitUsage {
 		t.Fatalf("no path: exit %d", got)
+	}
+	// An option is refused, not written as a file in the current directory.
+	t.Chdir(t.TempDir())
+	if got := realMain(t.Context(), []string{"build-hook", "--help"}, &stdout, &stderr); got != exitUsage {
+		t.Fatalf("--help: exit %d", got)
+	}
+	if _, err := os.Lstat("--help"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("build-hook --help wrote a file: %v", err)
 	}
 	t.Setenv("CC", "false")
 	stderr.Reset()
