@@ -340,7 +340,9 @@ func TestSendUncopied(t *testing.T) {
 	for _, buf := range []int{0, DefaultSendBuffer} {
 		t.Run(fmt.Sprint("sndbuf=", buf), func(t *testing.T) {
 			leakcheck.Check(t)
-			ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true), WithIdleTimeout(200*time.Millisecond))
+			// The idle timeout must not end the connection while the
+			// client, starved on a loaded machine, is between two sends.
+			ts := startServer(t, HandlerFunc(echo), WithInlineHandlers(true), WithIdleTimeout(time.Second))
 			c, err := Dial(context.Background(), ts.path, WithClientSendBuffer(buf))
 			if err != nil {
 				t.Fatal(err)
