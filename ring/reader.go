@@ -243,7 +243,7 @@ func (r *Reader) ReleaseNext() (p []byte, more, ok bool) {
 func (r *Reader) giveBack() {
 	r.head += r.lease
 	r.lease = 0
-	r.s.head.Store(r.head)
+	publishIndex(r.s.head, r.head)
 	r.s.wake(r.s.wpark)
 }
 
@@ -339,7 +339,7 @@ func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 				return nil, 0, 0, r.fail("padding", toEnd)
 			}
 			r.head += toEnd
-			r.s.head.Store(r.head)
+			publishIndex(r.s.head, r.head)
 			continue
 		}
 		if flags&^(flagMore|flagMark) != 0 {

@@ -159,7 +159,7 @@ func (w *Writer) finish(n int, more bool) error {
 // publish stores the tail for the reader and wakes it if it waits.
 func (w *Writer) publish() {
 	w.published = w.tail
-	w.s.tail.Store(w.tail)
+	publishIndex(w.s.tail, w.tail)
 	w.s.wake(w.s.rpark)
 }
 
