@@ -673,21 +673,7 @@ func TestMappingPopulated(t *testing.T) {
 		t.Skipf("no MADV_POPULATE_WRITE here (Linux 5.14): %v", err)
 	}
 	const capacity = 1 << 20
-	f, err := Create(capacity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w, err := NewWriter(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	r, err := NewReader(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	w, r := newPair(t, capacity, nil)
 	msg := bytes.Repeat([]byte{1}, 64<<10)
 	buf := bytes.Repeat([]byte{2}, len(msg)) // both in place before the count
 	runtime.LockOSThread()

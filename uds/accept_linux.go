@@ -58,7 +58,7 @@ func (l *Listener) acceptFD() (int, Cred, error) {
 	a := acceptCalls.Get().(*acceptCall)
 	a.l = l
 	defer func() {
-		a.l = nil
+		a.l, a.err = nil, nil
 		acceptCalls.Put(a)
 	}()
 	for {

@@ -214,14 +214,7 @@ func TestTheftNoticedByInotify(t *testing.T) {
 				}
 			}
 			tc.steal(t, top, dir, path)
-			select {
-			case <-l.Stolen():
-			case <-time.After(5 * time.Second):
-				t.Fatal("theft not noticed")
-			}
-			if l.notified.Load() == 0 {
-				t.Error("the theft was noticed by the timer, not by an inotify event")
-			}
+			waitTheftEvent(t, l)
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -264,14 +257,7 @@ func TestTheftThroughSymlinks(t *testing.T) {
 			if err := os.Rename(at+".new", at); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case <-l.Stolen():
-			case <-time.After(5 * time.Second):
-				t.Fatal("theft not noticed")
-			}
-			if l.notified.Load() == 0 {
-				t.Error("the theft was noticed by the timer, not by an event")
-			}
+			waitTheftEvent(t, l)
 		})
 	}
 }
@@ -416,5 +402,19 @@ func TestConcernsPath(t *testing.T) {
 		if got := concernsPath(tc.buf, names); got != tc.want {
 			t.Errorf("%s: concernsPath = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// waitTheftEvent waits for l to report its path stolen and checks that an
+// inotify event, not the timer, noticed it.
+func waitTheftEvent(t *testing.T, l *Listener) {
+	t.Helper()
+	select {
+	case <-l.Stolen():
+	case <-time.After(5 * time.Second):
+		t.Fatal("theft not noticed")
+	}
+	if l.notified.Load() == 0 {
+		t.Error("the theft was noticed by the timer, not by an inotify event")
 	}
 }
