@@ -240,6 +240,7 @@ func TestReleaseNext(t *testing.T) {
 // deadline that each side moves on as it progresses.
 func TestNoLostWakeUpBatched(t *testing.T) {
 	checkLeaks(t)
+	unboundSleeps(t)
 	n := *stressMessages
 	if testing.Short() {
 		n = min(n, 20_000)

@@ -23,6 +23,7 @@ var (
 // the reader waits on a doorbell (Arm) instead of the futex.
 func TestNoLostWakeUp(t *testing.T) {
 	checkLeaks(t)
+	unboundSleeps(t)
 	n := *stressMessages
 	if testing.Short() {
 		n = min(n, 20_000)
@@ -111,6 +112,15 @@ func stressPause(rng *rand.Rand) {
 	case 3:
 		runtime.Gosched()
 	}
+}
+
+// unboundSleeps lets a futex sleep last to the side's deadline for the
+// rest of the test, so that a lost wake-up stalls the side until the test
+// fails instead of costing it a second (maxSleep) and going unseen.
+func unboundSleeps(t *testing.T) {
+	old := maxSleep
+	maxSleep = time.Hour
+	t.Cleanup(func() { maxSleep = old })
 }
 
 // TestSetupTeardown makes rings, maps both sides, passes a message and

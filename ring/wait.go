@@ -9,8 +9,11 @@ import (
 const DefaultSpin = 20 * time.Microsecond
 
 // maxSleep bounds one futex sleep: how late a parked side may notice its
-// Close or deadline when the peer tampers with the parking word.
-const maxSleep = time.Second
+// Close or deadline when the peer tampers with the parking word. A
+// variable so that the wake-up stress tests can lift the bound: with it,
+// a lost wake-up would cost a second and go unseen; without it, the side
+// sleeps to its deadline and the test fails.
+var maxSleep = time.Second
 
 // minSpin is the least a spinning side keeps trying, so that it can learn
 // that spinning pays again.
