@@ -114,12 +114,19 @@ func NewDoorbell() (wait *Doorbell, ring *os.File, err error) {
 // caller's (epoll, an event loop). It stays valid until Close.
 func (d *Doorbell) Fd() int { return d.fd }
 
+// drainReads bounds the reads of one Drain: the ringing side belongs to
+// the peer, which could otherwise keep the doorbell full and Drain
+// reading for as long as it likes.
+const drainReads = 4
+
 // Drain reads the bytes the doorbell holds, so that it stops being
 // readable until it is rung again. It reports io.EOF once the ringing
-// side is gone.
+// side is gone. It reads a bounded amount: a doorbell rung faster than
+// that stays readable, and a poller sees it again. The owner goroutine
+// calls it.
 func (d *Doorbell) Drain() error {
-	var buf [64]byte
-	for {
+	var buf [4096]byte
+	for range drainReads {
 		n, err := unix.Read(d.fd, buf[:])
 		switch {
 		case n == 0 && err == nil:
@@ -132,6 +139,7 @@ func (d *Doorbell) Drain() error {
 			return os.NewSyscallError("read", err)
 		}
 	}
+	return nil
 }
 
 // Wait blocks until the doorbell is readable, for at most timeout

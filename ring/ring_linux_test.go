@@ -549,15 +549,14 @@ func TestSetDeadlineWakesParked(t *testing.T) {
 	}
 }
 
-// TestStolenWakeUp: a peer that sleeps on this side's parking word, to
-// absorb the wake-up meant for it, delays Close by at most one bounded
-// sleep.
+// TestStolenWakeUp: a peer that takes the parking word back from a
+// sleeping side, so that Close finds nobody parked and wakes nobody, delays
+// Close's notice by at most one bounded sleep (maxSleep).
 func TestStolenWakeUp(t *testing.T) {
 	checkLeaks(t)
 	_, r := newPair(t, MinCapacity, &Options{Spin: -1})
 	r.s.life.acquire() // keeps the mapping for the thief until it is done
 	var thief sync.WaitGroup
-	r.s.rpark.Store(parkedFutex)
 	stop := make(chan struct{})
 	thief.Go(func() {
 		for {
@@ -566,8 +565,11 @@ func TestStolenWakeUp(t *testing.T) {
 				return
 			default:
 			}
-			r.s.rpark.Store(parkedFutex)
-			futexWait(r.s.rpark, parkedFutex, 10*time.Millisecond)
+			// Let the reader fall asleep on the word, then clear it: its
+			// futex sleep goes on, and a wake-up that checks the word
+			// first (Close's) skips it.
+			time.Sleep(time.Millisecond)
+			r.s.rpark.CompareAndSwap(parkedFutex, 0)
 		}
 	})
 	done := make(chan error)
@@ -587,6 +589,46 @@ func TestStolenWakeUp(t *testing.T) {
 	close(stop)
 	thief.Wait()
 	r.s.release()
+}
+
+// TestWriteCloseRace: Close from another goroutine while Write copies its
+// messages in: a Write that returns nil delivered its message, and one
+// that fails delivered none, whichever step Close interrupted.
+func TestWriteCloseRace(t *testing.T) {
+	checkLeaks(t)
+	msg := make([]byte, 40<<10) // one record, and a copy long enough to be caught in
+	for round := range 100 {
+		w, r := newPair(t, 256<<10, nil)
+		wrote := make(chan int, 1)
+		go func() {
+			n := 0
+			for w.Write(msg) == nil {
+				n++
+			}
+			wrote <- n
+		}()
+		time.Sleep(time.Duration(round%20) * 10 * time.Microsecond)
+		w.Close()
+		var got int
+		buf := make([]byte, 0, len(msg))
+		for {
+			m, err := r.ReadMessage(buf[:0], len(msg))
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("round %d: read after %d messages: %v", round, got, err)
+			}
+			if len(m) != len(msg) {
+				t.Fatalf("round %d: message %d is %d bytes, want %d", round, got, len(m), len(msg))
+			}
+			got++
+		}
+		if n := <-wrote; got != n {
+			t.Fatalf("round %d: %d Writes returned nil, the reader got %d messages", round, n, got)
+		}
+		r.Close()
+	}
 }
 
 // TestEndlessMessageDeadline: a writer that never ends its message keeps

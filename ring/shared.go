@@ -59,14 +59,10 @@ func newShared(mem []byte, unmap func([]byte) error) *shared {
 
 // markClosed sets the side's flag in the shared header. The peer may
 // write the word too; a lost update there costs only a late notice, since
-// each side also keeps its own state.
+// each side also keeps its own state. One locked OR, not a loop of
+// compare-and-swaps that a peer storing to the word could keep failing.
 func (s *shared) markClosed(flag uint32) {
-	for {
-		old := s.closed.Load()
-		if old&flag != 0 || s.closed.CompareAndSwap(old, old|flag) {
-			return
-		}
-	}
+	s.closed.Or(flag)
 }
 
 // Values of a parking word.

@@ -85,7 +85,7 @@ func (w *Writer) Reserve(n int) ([]byte, error) {
 // Mark marks the record reserved now: Commit or Stage writes the mark
 // into its header, where the reader sees it (Reader.Marked). The ring
 // gives the mark no meaning; its users agree on one. Without a
-// reservation held it does nothing.
+// reservation held it does nothing. The owner goroutine calls it.
 func (w *Writer) Mark() {
 	if w.held >= 0 {
 		w.mark = true
@@ -109,7 +109,8 @@ func (w *Writer) Commit(n int, more bool) error {
 // unpublished: records staged one after another reach the reader together
 // at the next Commit or Flush, for one store of the tail and at most one
 // wake-up instead of one each. Reserve flushes by itself before it waits
-// for room; Close does not, so staged records not flushed are lost.
+// for room; Close does not, so staged records not flushed are lost. The
+// owner goroutine calls it.
 func (w *Writer) Stage(n int, more bool) error {
 	if err := w.finish(n, more); err != nil {
 		return err
@@ -118,7 +119,8 @@ func (w *Writer) Stage(n int, more bool) error {
 	return nil
 }
 
-// Flush publishes the staged records, if any.
+// Flush publishes the staged records, if any. The owner goroutine calls
+// it.
 func (w *Writer) Flush() {
 	if w.published != w.tail && w.s.life.acquire() {
 		w.publish()
@@ -181,7 +183,11 @@ func (w *Writer) Write(p []byte) error {
 		}
 		copy(b, p[:n])
 		p = p[n:]
-		w.Commit(n, len(p) > 0)
+		if err := w.Commit(n, len(p) > 0); err != nil {
+			// Closed under the reservation: the record was dropped, and
+			// with it the message.
+			return err
+		}
 		first = false
 	}
 	return nil
