@@ -44,7 +44,9 @@ func TestDrainWaitsWithoutPolling(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			leakcheck.Check(t)
 			ts := startServer(t, HandlerFunc(bigReply), WithInlineHandlers(tc.inline), WithWorkers(conns),
-				WithOutboundHighWater(tc.mark), WithWriteTimeout(20*time.Second))
+				// A write timeout that a loaded machine, making 150 MiB
+				// of replies under -race, cannot reach before the read.
+				WithOutboundHighWater(tc.mark), WithWriteTimeout(5*time.Minute))
 			cs := make([]*net.UnixConn, conns)
 			msg := frame.AppendMessage(nil, bigRequest(reply))
 			for i := range cs {
