@@ -12,7 +12,7 @@ import (
 // twice the outbound high-water mark, so a crowd of connections could hold
 // far more than the machine has. The budget bounds the sum: request bytes
 // (gnet's inbound buffer, the assembler's gathering buffer, a pooled
-// handler's request) and reply bytes queued for peers (gnet's outbound
+// handler's request, a ring connection's gathering buffer) and reply bytes queued for peers (gnet's outbound
 // buffer), plus the large buffers kept for reuse. When the sum would pass
 // seven eighths of the limit, the connection holding the most is closed (or
 // refused a larger buffer, if it is the one asking); a smaller one is never
@@ -89,11 +89,27 @@ func arenaClass(n int) int {
 // buffer of the class, or of a class up to arenaStretch larger, is taken
 // before new memory. It runs on c's loop.
 func (b *memBudget) get(s *Server, c *conn, n int) []byte {
-	k := arenaClass(n)
-	if k >= arenaClasses {
+	buf, size, fits := b.lend(n)
+	if buf != nil || size == 0 {
+		return buf
+	}
+	if !fits && !s.relieve(c, size) {
 		return nil
 	}
+	return arenaAlloc(int(size))
+}
+
+// lend takes a cached buffer of at least n bytes, of n's class or up to
+// arenaStretch classes larger. Failing that, it returns the size of new
+// memory for n and whether the budget has room for it, having dropped
+// cached buffers to make room; size 0 means that n is beyond the arena.
+func (b *memBudget) lend(n int) (buf []byte, size int64, fits bool) {
+	k := arenaClass(n)
+	if k >= arenaClasses {
+		return nil, 0, false
+	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.busy = true
 	for j := k; j < min(k+arenaStretch+1, arenaClasses); j++ {
 		if l := b.free[j]; len(l) > 0 {
@@ -101,17 +117,33 @@ func (b *memBudget) get(s *Server, c *conn, n int) []byte {
 			l[len(l)-1] = nil
 			b.free[j] = l[:len(l)-1]
 			b.setCached(b.cached - int64(cap(buf)))
-			b.mu.Unlock()
-			return buf[:0]
+			return buf[:0], 0, true
 		}
 	}
-	size := int64(1) << (k + arenaMinClass)
-	fits := b.makeRoomLocked(size)
-	b.mu.Unlock()
-	if !fits && !s.relieve(c, size) {
-		return nil
+	size = int64(1) << (k + arenaMinClass)
+	return nil, size, b.makeRoomLocked(size)
+}
+
+// take lends a buffer of at least n bytes that no connection's account
+// covers (a ring connection's gathering buffer), charged to the budget
+// until give takes it back; nil when the budget has no room for it. Any
+// goroutine.
+func (b *memBudget) take(n int) []byte {
+	buf, size, fits := b.lend(n)
+	if buf == nil {
+		if !fits {
+			return nil
+		}
+		buf = arenaAlloc(int(size))
 	}
-	return arenaAlloc(int(size))
+	b.used.Add(int64(cap(buf)))
+	return buf
+}
+
+// give takes back a buffer from take. Any goroutine.
+func (b *memBudget) give(buf []byte) {
+	b.used.Add(-int64(cap(buf)))
+	b.put(buf)
 }
 
 // makeRoom is makeRoomLocked for callers without mu.

@@ -111,6 +111,7 @@ func (c *Client) dropConn() {
 	c.mu.Unlock()
 	c.inflight, c.persistent = 0, false
 	c.rbatch = c.rbatch[:0] // posts not yet in a ring go with the connection (see flushPosts)
+	c.rposted = false
 }
 
 // endConn closes the open connection after cause ended it. Requests still

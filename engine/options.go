@@ -303,7 +303,10 @@ func WithMaxConns(total, perUID int) Option {
 // connections together: requests being read, requests waiting for a
 // worker, replies waiting for their peers, and large buffers kept for
 // reuse (default DefaultMemoryBudget). Past it, the connection holding the
-// most is closed, or refused the larger buffer it asks for. It must be at
+// most is closed, or refused the larger buffer it asks for (a connection
+// on rings that gathers a request spanning records is closed when its
+// buffer does not fit). The rings themselves are bounded apart
+// (WithRingLimits). It must be at
 // least the request size cap. The Go runtime holds garbage on top of it
 // between collections (GOGC); set GOMEMLIMIT to bound the process itself.
 func WithMemoryBudget(n int64) Option {

@@ -97,6 +97,7 @@ type Client struct {
 	rstage        bool   // writeRing stages a request's last record (Queue)
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
+	rposted       bool   // posted messages went into the open connection's request ring after its last request: none is confirmed handled
 	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published
 	halfProcs     int32  // the default spinning budget, read at the ring handshake
@@ -206,7 +207,7 @@ func (c *Client) applyDeadlineLocked() {
 
 // Call sends req and returns its reply. The reply aliases the Client's
 // buffer (or the reply ring: WithRingRepliesInPlace) and is valid until
-// the next call of Recv, Call or Close; copy it to keep it.
+// the next call of Recv, Call, Post, Flush or Close; copy it to keep it.
 func (c *Client) Call(req []byte) ([]byte, error) {
 	if err := c.Send(req); err != nil {
 		return nil, err
@@ -429,6 +430,13 @@ func (c *Client) failStaged(from int, err error) error {
 // transmit writes req on the open connection, opening one if there is
 // none.
 func (c *Client) transmit(req []byte) error {
+	if len(c.rbatch) > 0 {
+		// Posted messages go first, with flushPosts' care for a batch
+		// that a server gone idle never saw.
+		if err := c.flushPosts(); err != nil {
+			return err
+		}
+	}
 	for retried := false; ; retried = true {
 		if c.uc == nil {
 			if err := c.reconnect(); err != nil {
@@ -438,10 +446,18 @@ func (c *Client) transmit(req []byte) error {
 		err := c.write(req)
 		if err == nil {
 			c.inflight++
+			c.rposted = false  // req's reply will confirm them
 			if c.rout == nil { // the socket's spin plan; rings spin their own way
 				c.spin.sent(c.now(), c.inflight)
 			}
 			return nil
+		}
+		if peerGone(err) && c.postsAtRisk() {
+			// The connection ended before the server took the one-way
+			// messages posted on it: sent on a new one, req's reply would
+			// say they were handled, and they may be lost.
+			c.endConn(err)
+			return c.fail("send", fmt.Errorf("%w: the connection ended after messages posted on it, which may be lost: %w", ErrNotProcessed, peerCause(err)))
 		}
 		// The server acts only on whole requests: nothing of req was
 		// processed, whatever part of it was written.
@@ -458,21 +474,17 @@ func (c *Client) transmit(req []byte) error {
 
 // Recv returns the reply to the oldest request not yet answered. The reply
 // aliases the Client's buffer (or the reply ring: WithRingRepliesInPlace)
-// and is valid until the next call of Recv, Call or Close. A request whose
-// connection ended before its reply gives ErrIncompleteReply (it may have
-// been processed), and so does every later request that was in flight on
-// that connection, each in its own call. With no request outstanding it
-// returns ErrNoRequest.
+// and is valid until the next call of Recv, Call, Post, Flush or Close
+// (Post and Flush read the replies of posted messages, where the server
+// answers them). A request whose connection ended before its reply gives
+// ErrIncompleteReply (it may have been processed), and so does every
+// later request that was in flight on that connection, each in its own
+// call. With no request outstanding it returns ErrNoRequest.
 func (c *Client) Recv() ([]byte, error) {
 	if c.closed.Load() || !c.giveBackReply() {
 		return nil, ErrClientClosed
 	}
-	if c.unsent > 0 {
-		_ = c.flush() // its failures are the requests' own
-	}
-	if err := c.publishRing(); err != nil {
-		c.endConn(err) // the requests in flight get their errors in turn
-	}
+	c.sendQueued()
 	if c.queue.n == c.dropping {
 		return nil, ErrNoRequest
 	}
@@ -480,6 +492,18 @@ func (c *Client) Recv() ([]byte, error) {
 		return nil, err
 	}
 	return c.recvFront()
+}
+
+// sendQueued sends the requests queued and not yet sent, before a wait
+// for their replies: written to the socket, or published in the request
+// ring. Its failures are the requests' own: they get their errors in turn.
+func (c *Client) sendQueued() {
+	if c.unsent > 0 {
+		_ = c.flush()
+	}
+	if err := c.publishRing(); err != nil {
+		c.endConn(err)
+	}
 }
 
 // recvFront takes the entry at the head of the queue and returns its

@@ -39,11 +39,14 @@ const (
 // msg went into the Client's batch or the connection, not that it was
 // handled: like any one-way message, one the server has not taken when
 // the connection ends (the server stops, a deadline closes it) is lost
-// with it, unreported. The one exception is a batch on rings that none of
-// the connection saw (a server that closed the idle connection): Post and
-// Flush send it again on a new connection. An error means msg was not
-// sent (it wraps ErrNotProcessed, or is ErrClientClosed), and with it the
-// messages of its batch.
+// with it. The one exception is a batch on rings that none of the
+// connection saw (a server that closed the idle connection): the next
+// Post, Flush or request sends it again on a new connection. A request
+// that finds the connection gone before the server took every message
+// posted on it is not sent again on a new one, where its reply would
+// vouch for them: it fails with ErrNotProcessed. An error means msg
+// was not sent (it wraps ErrNotProcessed, or is ErrClientClosed), and
+// with it the messages of its batch.
 //
 // On a socket the replies of posted messages are read (and dropped) when
 // a request behind them is received, or once 256 of them or 256 KiB of
@@ -100,13 +103,15 @@ func (c *Client) postRing(msg []byte) error {
 func (c *Client) postLarge(msg []byte) error {
 	for retried := false; ; retried = true {
 		staged := c.rstaged + len(c.rbatch) // writeRing stages the batch first
+		earlier := c.rposted
 		c.rmark = true
 		err := c.writeRing(msg)
 		c.rmark = false
 		if err == nil {
+			c.rposted = true
 			return nil
 		}
-		retry := !retried && c.inflight == 0 && staged == 0 && peerGone(err)
+		retry := !retried && c.inflight == 0 && staged == 0 && !(earlier && c.postsAtRisk()) && peerGone(err)
 		c.endConn(err)
 		if !retry {
 			return c.fail("send", sendFailure(err))
@@ -125,21 +130,24 @@ func (c *Client) postLarge(msg []byte) error {
 // none of the connection's ring holds and nothing was staged before it (a
 // server that closed the idle connection saw none of it), the batch goes
 // once more, on a new connection, laid out again for its rings (their
-// records may be smaller) or as requests where it has none. It runs only
-// at the top of Post and Flush, where nothing else of the Client is being
+// records may be smaller) or as requests where it has none; not after
+// earlier messages that may not have been handled (postsAtRisk), which
+// the new connection's replies would seem to vouch for. It runs only at the top
+// of Post, Flush and transmit, where nothing else of the Client is being
 // written: a batch sent again comes before anything sent after it.
 func (c *Client) flushPosts() error {
 	if c.rout == nil {
 		return nil
 	}
-	staged := c.rstaged
+	staged, earlier := c.rstaged, c.rposted
 	err := c.publishRing()
 	if err == nil {
 		return nil
 	}
+	risk := earlier && c.postsAtRisk() // before endConn forgets the rings
 	batch := c.rbatch
 	c.rbatch = nil // dropConn empties the Client's batch; this one may go again
-	retry := staged == 0 && len(batch) > 0 && c.inflight == 0 && peerGone(err)
+	retry := staged == 0 && !risk && len(batch) > 0 && c.inflight == 0 && peerGone(err)
 	c.endConn(err)
 	if !retry {
 		return c.fail("send", sendFailure(err))
@@ -162,6 +170,14 @@ func (c *Client) flushPosts() error {
 		return c.flush()
 	}
 	return nil
+}
+
+// postsAtRisk reports whether messages posted on the open connection
+// since its last request (rposted) may not have been handled: the server
+// has not given back every record of the request ring, which it does as
+// each handler returns. Before the connection is dropped.
+func (c *Client) postsAtRisk() bool {
+	return c.rposted && (c.rout == nil || !c.rout.Taken())
 }
 
 // postAgain posts msg on the connection flushPosts opened, without another
@@ -201,9 +217,7 @@ func (c *Client) postRequest(msg []byte) error {
 		limit = c.rin.MaxRecord() / 4
 	}
 	if !c.persistent || c.dropping >= postWindow || c.dropBytes >= limit {
-		if c.unsent > 0 {
-			_ = c.flush() // its failures are the requests' own
-		}
+		c.sendQueued() // staged in the request ring too, or their replies never come
 		return c.dropReplies()
 	}
 	return nil
@@ -211,9 +225,14 @@ func (c *Client) postRequest(msg []byte) error {
 
 // dropReplies reads and drops the replies of the posted messages at the
 // head of the queue, and their errors: a one-way message's failure is not
-// reported. Only Close's error is returned.
+// reported. Only Close's error is returned. Like Recv, it ends the
+// validity of the reply Recv returned last: the reply ring's record held
+// for it is given back before the next is taken.
 func (c *Client) dropReplies() error {
 	for p := c.queue.front(); p != nil && p.drop; p = c.queue.front() {
+		if !c.giveBackReply() {
+			return ErrClientClosed
+		}
 		if _, err := c.recvFront(); err == ErrClientClosed {
 			return err
 		}

@@ -109,6 +109,13 @@ func (c *Client) mapRings(fds []int) error {
 	out.SetDeadline(time.Unix(1, 0))
 	in.SetDeadline(time.Unix(1, 0))
 	c.mu.Lock()
+	if c.closed.Load() {
+		// Close ran during the handshake and found no rings to close.
+		c.mu.Unlock()
+		_ = out.Close()
+		_ = in.Close()
+		return ErrClientClosed
+	}
 	c.rout, c.rin = out, in
 	if c.rwait.wake == nil {
 		c.rwait.wake = make(chan struct{}, 1)
@@ -460,6 +467,7 @@ func (c *Client) sendBatch() error {
 		n, err := c.rout.StageRecords(b)
 		b = b[n:]
 		c.rstaged += n
+		c.rposted = c.rposted || n > 0
 		if err == nil && len(b) > 0 {
 			err = c.waitRingRoom(int(binary.LittleEndian.Uint32(b))) // the next record's payload
 		}

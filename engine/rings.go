@@ -121,9 +121,9 @@ var errHandlerPanic = errors.New("engine: handler panicked")
 // copy.
 const ringPiece = 64 << 10
 
-// ringMaxGatherKeep bounds the buffer a ring connection keeps between
-// requests for gathering requests that span records.
-const ringMaxGatherKeep = 16 << 20
+// errRingBudget: the memory budget has no room for a request gathered
+// from several records.
+var errRingBudget = errors.New("engine: ring request beyond the memory budget")
 
 // ringAsk is what a ring handshake asks for.
 type ringAsk struct {
@@ -401,7 +401,7 @@ type ringConn struct {
 	chunk   int          // the largest record a reply Write makes
 	inPlace bool         // the client reads one-record replies in place (ringreply.go)
 	reply   ReplyWriter
-	gather  []byte
+	gather  []byte // a request that spans records, in a buffer of the memory budget's (take)
 	bell    [64]byte
 	slices  ringSlices
 	start   int64 // when the current handler started
@@ -471,7 +471,33 @@ func (rc *ringConn) run(size int) {
 	if rc.hasNext {
 		rc.in.Release()
 	}
+	rc.dropGather()
 	rc.countServed()
+}
+
+// growGather returns buf (rc.gather) moved to a buffer of the memory
+// budget's with room for need bytes, or false when the budget has no room
+// for it. The buffers come from the budget's arena, which charges them
+// while they are out and keeps them for the next large request of any
+// connection. On the connection's goroutine.
+func (rc *ringConn) growGather(buf []byte, need int) ([]byte, bool) {
+	nb := rc.s.budget.take(max(need, 2*cap(buf)))
+	if nb == nil {
+		return buf, false
+	}
+	nb = append(nb, buf...)
+	rc.dropGather()
+	rc.gather = nb // given back whatever the request's end
+	return nb, true
+}
+
+// dropGather gives the gathering buffer back to the memory budget. On the
+// connection's goroutine.
+func (rc *ringConn) dropGather() {
+	if rc.gather != nil {
+		rc.s.budget.give(rc.gather)
+		rc.gather = nil
+	}
 }
 
 // countServed adds the requests served since the last call to the
@@ -563,6 +589,10 @@ func (rc *ringConn) serveOne() bool {
 	oneWay := err == nil && rc.in.Marked() // the first record says
 	req, leased, err := rc.readRequest(p, more, err)
 	if err != nil {
+		if err == errRingBudget {
+			s.stats.budgetClosed.Add(1)
+			s.log.Debug("engine: ring request beyond the memory budget; closing connection", "conn", rc.peer.ID)
+		}
 		if errors.Is(err, ring.ErrTooLarge) || errors.Is(err, ring.ErrCorrupt) {
 			s.stats.protocolErrors.Add(1)
 			if s.logProto.allow(s.now()) {
@@ -578,9 +608,7 @@ func (rc *ringConn) serveOne() bool {
 	rc.setWhy(whyHandler, rc.start)
 	rc.reply.beginRing(oneWay)
 	herr, panicked := s.invoke(rc.ctx, rc.peer.ID, req, &rc.reply)
-	if cap(rc.gather) > ringMaxGatherKeep {
-		rc.gather = nil
-	}
+	rc.dropGather() // for the next request that spans records, of any connection
 	if panicked {
 		// The reply stops where it was: the rings close first, so that
 		// the record the handler held is dropped, not published, and the
@@ -625,6 +653,13 @@ func (rc *ringConn) readRequest(p []byte, more bool, err error) (req []byte, lea
 		if len(buf)+len(p) > limit {
 			rc.in.Release()
 			return nil, false, ring.ErrTooLarge
+		}
+		if len(buf)+len(p) > cap(buf) {
+			var ok bool
+			if buf, ok = rc.growGather(buf, len(buf)+len(p)); !ok {
+				rc.in.Release()
+				return nil, false, errRingBudget
+			}
 		}
 		buf = append(buf, p...)
 		rc.in.Release()

@@ -512,6 +512,37 @@ func TestRingsBounds(t *testing.T) {
 	}
 }
 
+// TestRingsGatherBudget: a request that spans records is gathered into a
+// buffer charged to the memory budget. One the budget has room for is
+// served, and its buffer given back after it; one it has no room for
+// closes its connection (BudgetClosed) before it is gathered whole.
+func TestRingsGatherBudget(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings, WithMemoryBudget(1<<20), WithMaxRequestSize(4<<20))
+	c := dialRings(t, ts.path) // 64 KiB rings: records of up to 32 KiB
+	req := pattern(512<<10, 1)
+	if got, err := c.Call(req); err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("Call(512 KiB) = %d bytes, %v", len(got), err)
+	}
+	if st := ts.Stats(); st.Buffered != 0 || st.BudgetClosed != 0 {
+		t.Fatalf("after a 512 KiB request within the budget: Buffered %d, BudgetClosed %d; want 0, 0", st.Buffered, st.BudgetClosed)
+	}
+	// The server closes when the buffer would pass the budget: while the
+	// client still writes (not processed, and sent once more on a new
+	// connection), or after.
+	if _, err := c.Call(pattern(2<<20, 2)); !errors.Is(err, ErrIncompleteReply) && !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call(2 MiB beyond the budget) = %v, want ErrIncompleteReply or ErrNotProcessed", err)
+	}
+	if got := ts.Stats().BudgetClosed; got < 1 || got > 2 {
+		t.Fatalf("BudgetClosed = %d, want 1 or 2", got)
+	}
+	if got, err := c.Call([]byte("after")); err != nil || string(got) != "after" {
+		t.Fatalf("Call after the refusal = %q, %v", got, err)
+	}
+	c.Close()
+	waitFor(t, func() bool { st := ts.Stats(); return st.Open == 0 && st.Buffered == 0 })
+}
+
 // TestRingsShutdown: Shutdown closes idle ring connections at once and
 // lets a request in progress finish.
 func TestRingsShutdown(t *testing.T) {
@@ -802,6 +833,49 @@ func TestRingsCutRepliesNeverWhole(t *testing.T) {
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	b, _ := os.ReadFile("/proc/self/maps")
 	waitFor(t, func() bool { b, _ = os.ReadFile("/proc/self/maps"); return !bytes.Contains(b, []byte("memfd:")) })
+}
+
+// TestRingsMappedAfterClose: rings that a handshake maps after Close has
+// run (Close found none to close) are closed at once, not installed on a
+// Client that no call will use again: no mapping stays.
+func TestRingsMappedAfterClose(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	c, err := Dial(context.Background(), ts.path) // no rings: the handshake is done by hand
+	if err != nil {
+		t.Fatal(err)
+	}
+	memfds := func() int {
+		b, _ := os.ReadFile("/proc/self/maps")
+		return bytes.Count(b, []byte("memfd:pktipc-ring"))
+	}
+	before := memfds()
+	var fds []int
+	for range 2 {
+		f, err := ring.Create(1 << 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := syscall.Dup(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+	}
+	defer closeFDs(fds)
+	c.closed.Store(true) // Close ran during the handshake, with no rings to close
+	if err := c.mapRings(fds); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("mapRings after Close = %v, want ErrClientClosed", err)
+	}
+	if c.rout != nil || c.rin != nil {
+		t.Fatal("rings installed on a closed Client")
+	}
+	if n := memfds(); n != before {
+		t.Fatalf("%d ring mappings after the refused handshake, %d before", n, before)
+	}
+	c.closed.Store(false)
+	c.Close()
 }
 
 // TestRingsCloseDuringCalls: Close from another goroutine while the owner
@@ -1303,6 +1377,34 @@ func TestRingsPost(t *testing.T) {
 	testPost(t, c, l, false)
 }
 
+// TestRingsPostAfterReplyInPlace: posts that the server answers (rings
+// without one-way messages) after a reply returned in place: the Client
+// gives the reply's record back before it reads the posts' replies, and
+// every message reaches the server, on one connection.
+func TestRingsPostAfterReplyInPlace(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	c := dialRings(t, ts.path, WithRingRepliesInPlace())
+	c.roneway = false // as from a server that answered a plain "ok"
+	const rounds, posts = 3, postWindow + 10
+	for range rounds {
+		if got, err := c.Call([]byte("call")); err != nil || string(got) != "call" {
+			t.Fatalf("Call = %q, %v", got, err)
+		}
+		for i := range posts {
+			if err := c.Post([]byte("post")); err != nil {
+				t.Fatalf("Post %d: %v", i, err)
+			}
+		}
+	}
+	if got, err := c.Call([]byte("last")); err != nil || string(got) != "last" {
+		t.Fatalf("last Call = %q, %v", got, err)
+	}
+	if st := ts.Stats(); st.Requests != rounds*(1+posts)+1 || st.Accepted != 1 {
+		t.Fatalf("the server took %d requests on %d connections, want %d on 1", st.Requests, st.Accepted, rounds*(1+posts)+1)
+	}
+}
+
 // TestRingsRepliesFillBothRings: pipelined requests that fill the request
 // ring, whose replies fill the reply ring, while the Client is still
 // writing: the server, blocked writing a reply, must have given back the
@@ -1329,6 +1431,90 @@ func TestRingsRepliesFillBothRings(t *testing.T) {
 		if got, err := c.Recv(); err != nil || len(got) != len(reply) {
 			t.Fatalf("Recv %d: %d bytes, %v", i, len(got), err)
 		}
+	}
+}
+
+// TestRingsPostsBeforeCall: a request sent after one-way messages never
+// returns a reply that vouches for messages the server did not take.
+// Messages still in the Client's batch when the server went away go first
+// on the new connection; messages in the old connection's ring that the
+// server never took make the request fail (ErrNotProcessed) instead of
+// going on a new connection; messages it took do not.
+func TestRingsPostsBeforeCall(t *testing.T) {
+	leakcheck.Check(t)
+	blocked := make(chan struct{}, 1)
+	h := func(l *postLog) Handler {
+		return HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+			if string(req) == "block" {
+				blocked <- struct{}{}
+				<-ctx.Done() // until the server closes
+				return ctx.Err()
+			}
+			return l.ServeIPC(ctx, req, w)
+		})
+	}
+	path := socketPath(t)
+	a := startServerAt(t, path, h(&postLog{}), withRings)
+	c := dialRings(t, path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	call := func(req string) error {
+		got, err := c.Call([]byte(req))
+		if err == nil && string(got) != "re:"+req {
+			t.Fatalf("Call(%s) = %q", req, got)
+		}
+		return err
+	}
+	if err := call("hello"); err != nil {
+		t.Fatal(err)
+	}
+
+	// In the batch, not yet in the ring, when the server goes.
+	if err := c.Post([]byte("batched")); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	l := &postLog{}
+	b := startServerAt(t, path, h(l), withRings)
+	if err := call("after batched"); err != nil {
+		t.Fatalf("Call after a batch the old server never saw: %v", err)
+	}
+	l.mu.Lock()
+	if len(l.reqs) != 2 || string(l.reqs[0]) != "batched" || !l.oneWay[0] {
+		t.Errorf("the new server got %q (one-way %v), want the batch before the call", l.reqs, l.oneWay)
+	}
+	l.mu.Unlock()
+
+	// In the ring, not taken: the server is stuck in the message before.
+	for _, msg := range []string{"block", "untaken"} {
+		if err := c.Post([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	b.Close()
+	l = &postLog{}
+	d := startServerAt(t, path, h(l), withRings, WithIdleTimeout(50*time.Millisecond))
+	if err := call("after untaken"); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after messages the server never took: %v, want ErrNotProcessed", err)
+	}
+	if err := call("again"); err != nil {
+		t.Fatalf("the next Call: %v", err)
+	}
+
+	// In the ring and taken, then the connection closed for idleness.
+	if err := c.Post([]byte("taken")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l.len() == 2 })        // "again", "taken"
+	waitFor(t, func() bool { return d.Stats().Open == 0 }) // closed for idleness
+	if err := call("after taken"); err != nil {
+		t.Fatalf("Call after messages the server took, its connection closed for idleness: %v", err)
 	}
 }
 

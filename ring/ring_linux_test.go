@@ -591,6 +591,52 @@ func TestStolenWakeUp(t *testing.T) {
 	r.s.release()
 }
 
+// TestWriterTaken: Taken is true only while the reader has given back
+// every published record: not while one is unread or leased, nor once the
+// writer's side is closed; staged records do not count until published.
+func TestWriterTaken(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	if !w.Taken() {
+		t.Fatal("Taken false on a fresh ring")
+	}
+	if err := w.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if w.Taken() {
+		t.Fatal("Taken true with a record unread")
+	}
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if w.Taken() {
+		t.Fatal("Taken true with a record leased")
+	}
+	r.Release()
+	if !w.Taken() {
+		t.Fatal("Taken false with every record given back")
+	}
+	b, err := w.Reserve(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b, "two")
+	if err := w.Stage(3, false); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Taken() {
+		t.Fatal("Taken false for a record staged, not published")
+	}
+	w.Flush()
+	if w.Taken() {
+		t.Fatal("Taken true with a published record unread")
+	}
+	w.Close()
+	if w.Taken() {
+		t.Fatal("Taken true after Close")
+	}
+}
+
 // TestWriteCloseRace: Close from another goroutine while Write copies its
 // messages in: a Write that returns nil delivered its message, and one
 // that fails delivered none, whichever step Close interrupted.

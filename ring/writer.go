@@ -165,6 +165,19 @@ func (w *Writer) publish() {
 	w.s.wake(w.s.rpark)
 }
 
+// Taken reports whether the reader has given back every record published
+// so far, as far as the shared header says: with a reader that gives a
+// record back once it is done with it, it has finished with them all. It
+// reports false once the side is closed or the ring is corrupt. The owner
+// goroutine calls it.
+func (w *Writer) Taken() bool {
+	if w.err != nil || !w.s.life.acquire() {
+		return false
+	}
+	defer w.s.release()
+	return w.s.head.Load() == w.published
+}
+
 // Write sends p as one message, copying it into the ring in records of at
 // most a quarter of the data area, so that the reader can drain one while
 // the next is written. A deadline that passes after the first record
