@@ -131,8 +131,8 @@ func WithRings(size int) ClientOption {
 // reply that came as one record of the reply ring (one that the handler
 // wrote with one Write, of up to half the ring) where it lies in the ring,
 // instead of copying it out: a large reply then costs the Client no copy.
-// Such a reply is valid until the next Recv, Call, Post, Flush or Close,
-// as any reply is, and keeps its part of the ring until then. Two things
+// Such a reply is valid until the Client's next call, as any reply is,
+// and keeps its part of the ring until then. Two things
 // differ from a copy: the server process can still write to it, so a
 // caller that does not trust the server copies it before it validates it;
 // and Close, on whatever goroutine, unmaps it, so it must not be read once

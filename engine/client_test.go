@@ -234,6 +234,27 @@ func TestClientReconnectsAfterIdleClose(t *testing.T) {
 }
 
 // TestSetDeadlineDuringReconnect: SetDeadline from another goroutine while
+// TestBoundByLateCut: a handshake's context that ends as the handshake
+// finishes leaves no past deadline on the connection for the next call.
+func TestBoundByLateCut(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 200 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := c.boundBy(ctx)
+		cancel()
+		done()
+		if got, err := c.Call([]byte("x")); err != nil || string(got) != "x" {
+			t.Fatalf("round %d: Call after a late cut = %q, %v", i, got, err)
+		}
+	}
+}
+
 // the owner reconnects (the race detector checks the sharing).
 func TestSetDeadlineDuringReconnect(t *testing.T) {
 	leakcheck.Check(t)

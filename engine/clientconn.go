@@ -89,6 +89,9 @@ func (c *Client) handshake(ctx context.Context) (bool, error) {
 // where it is earlier than the Client's, and its end, which cuts the
 // handshake short. The caller calls the returned function when the
 // handshake is over, and restores the Client's deadline after success.
+// A cut that comes after the handshake is over (ctx ended a moment too
+// late) is undone: the returned function waits for it and restores the
+// Client's deadline again.
 func (c *Client) boundBy(ctx context.Context) func() {
 	uc := c.uc
 	if d, ok := ctx.Deadline(); ok {
@@ -96,8 +99,19 @@ func (c *Client) boundBy(ctx context.Context) func() {
 			_ = uc.SetDeadline(d)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { _ = uc.SetDeadline(time.Unix(1, 0)) })
-	return func() { stop() }
+	cut := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = uc.SetDeadline(time.Unix(1, 0))
+		close(cut)
+	})
+	return func() {
+		if !stop() {
+			<-cut
+			if c.uc == uc {
+				c.applyDeadline()
+			}
+		}
+	}
 }
 
 // dropConn closes the open connection; nothing may be in flight on it.

@@ -125,9 +125,9 @@
 // there with no copy at all. The client copies each reply out of its
 // ring, so a reply it returns cannot change under it, unless it was
 // dialled WithRingRepliesInPlace: then a reply that came as one record is
-// returned where it lies, valid until the next Recv, Call, Post, Flush or
-// Close, and a large reply costs the client no copy either. The socket stays open
-// for wake-ups only. A wait spins for a moment (WithRingSpin on the
+// returned where it lies, valid until the Client's next call, and a large
+// reply costs the client no copy either. The socket stays open for
+// wake-ups only. A wait spins for a moment (WithRingSpin on the
 // server, WithClientSpin on the client; half of GOMAXPROCS of them at
 // once), and one that is the only one of its process then sleeps on the
 // ring's futex for up to 2ms, which the peer's publish ends with one

@@ -207,7 +207,7 @@ func (c *Client) applyDeadlineLocked() {
 
 // Call sends req and returns its reply. The reply aliases the Client's
 // buffer (or the reply ring: WithRingRepliesInPlace) and is valid until
-// the next call of Recv, Call, Post, Flush or Close; copy it to keep it.
+// the Client's next call; copy it to keep it.
 func (c *Client) Call(req []byte) ([]byte, error) {
 	if err := c.Send(req); err != nil {
 		return nil, err
@@ -474,12 +474,13 @@ func (c *Client) transmit(req []byte) error {
 
 // Recv returns the reply to the oldest request not yet answered. The reply
 // aliases the Client's buffer (or the reply ring: WithRingRepliesInPlace)
-// and is valid until the next call of Recv, Call, Post, Flush or Close
-// (Post and Flush read the replies of posted messages, where the server
-// answers them). A request whose connection ended before its reply gives
-// ErrIncompleteReply (it may have been processed), and so does every
-// later request that was in flight on that connection, each in its own
-// call. With no request outstanding it returns ErrNoRequest.
+// and is valid until the Client's next call (any call may read into the
+// buffer: Post and Flush read the replies of posted messages, a call that
+// opens a new connection its handshake's reply). A request whose
+// connection ended before its reply gives ErrIncompleteReply (it may have
+// been processed), and so does every later request that was in flight on
+// that connection, each in its own call. With no request outstanding it
+// returns ErrNoRequest.
 func (c *Client) Recv() ([]byte, error) {
 	if c.closed.Load() || !c.giveBackReply() {
 		return nil, ErrClientClosed
@@ -496,14 +497,14 @@ func (c *Client) Recv() ([]byte, error) {
 
 // sendQueued sends the requests queued and not yet sent, before a wait
 // for their replies: written to the socket, or published in the request
-// ring. Its failures are the requests' own: they get their errors in turn.
+// ring with the posted messages before them (flushPosts, which sends a
+// batch again on a new connection where the server closed the idle one).
+// Its failures are the requests' own: they get their errors in turn.
 func (c *Client) sendQueued() {
 	if c.unsent > 0 {
 		_ = c.flush()
 	}
-	if err := c.publishRing(); err != nil {
-		c.endConn(err)
-	}
+	_ = c.flushPosts()
 }
 
 // recvFront takes the entry at the head of the queue and returns its

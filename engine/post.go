@@ -88,6 +88,11 @@ func (c *Client) postRing(msg []byte) error {
 		if err := c.flushPosts(); err != nil {
 			return err
 		}
+		if c.rout == nil || !c.roneway || c.ringBatch() != limit {
+			// flushPosts moved to a new connection, which takes no
+			// one-way messages, or lays them out for other rings.
+			return c.Post(msg)
+		}
 	}
 	c.rbatch = ring.AppendRecord(c.rbatch, msg, false, true)
 	if len(c.rbatch)+c.rstaged >= limit {

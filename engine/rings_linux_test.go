@@ -1518,6 +1518,57 @@ func TestRingsPostsBeforeCall(t *testing.T) {
 	}
 }
 
+// TestRingsPostBatchOnNewConnection: a batch of posts that the server
+// closed its connection under goes again on the new connection, however
+// it is reached: by a Post that overflows the batch onto a server without
+// rings (the overflowing message then goes as a request too), or by Recv.
+func TestRingsPostBatchOnNewConnection(t *testing.T) {
+	leakcheck.Check(t)
+	for _, via := range []string{"Post", "Recv"} {
+		path := socketPath(t)
+		a := startServerAt(t, path, &postLog{}, withRings)
+		c := dialRings(t, path)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := c.Send([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.Recv(); err != nil || string(got) != "re:hello" {
+			t.Fatalf("%s: Recv = %q, %v", via, got, err)
+		}
+		msg := pattern(1000, 1)
+		n := c.ringBatch()/ring.RecordSize(len(msg)) - 1 // the batch's last message still fits
+		for range n {
+			if err := c.Post(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.Close()
+		l := &postLog{}
+		startServerAt(t, path, l) // no rings
+		want := n
+		switch via {
+		case "Post":
+			for range 2 { // the second overflows the batch
+				if err := c.Post(msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want += 2
+		case "Recv":
+			if _, err := c.Recv(); !errors.Is(err, ErrNoRequest) {
+				t.Fatalf("Recv with no request: %v", err)
+			}
+		}
+		if got, err := c.Call([]byte("after")); err != nil || string(got) != "re:after" {
+			t.Fatalf("%s: Call = %q, %v", via, got, err)
+		}
+		if got := l.len(); got != want+1 {
+			t.Fatalf("%s: the new server got %d messages, want %d posts and the call", via, got, want)
+		}
+		c.Close()
+	}
+}
+
 // TestRingsPostsOutliveIdleClose: posts laid out for rings whose server
 // has gone, before any of them reached it, go at the next Flush to the
 // server that took its place: as one-way messages laid out again for its
