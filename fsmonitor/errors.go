@@ -15,4 +15,9 @@ var (
 	// (fs.inotify.max_user_watches): a directory is not watched, and
 	// replies are trivial until a flush watches every directory.
 	ErrWatchLimit = errors.New("fsmonitor: out of inotify watches")
+
+	// ErrRemote is Start's refusal of a worktree on a network or FUSE
+	// filesystem, where the kernel reports only this machine's changes
+	// (Options.AllowRemote, git's fsmonitor.allowRemote).
+	ErrRemote = errors.New("fsmonitor: worktree on a remote filesystem")
 )

@@ -38,6 +38,10 @@ type Options struct {
 	// Logger receives overflows, refused watches and watcher errors.
 	// Default: slog.Default().
 	Logger *slog.Logger
+	// AllowRemote lets the worktree be on a network or FUSE filesystem
+	// (git's fsmonitor.allowRemote). The kernel reports only the changes
+	// made on this machine there, so replies may miss others'.
+	AllowRemote bool
 }
 
 // Stats counts what a Monitor has done.
@@ -80,6 +84,16 @@ func Start(ctx context.Context, opts Options) (*Monitor, error) {
 	root, err := filepath.Abs(opts.Worktree)
 	if err != nil {
 		return nil, err
+	}
+	// The watches take no links (a link swapped in must not move them),
+	// so the root is the real directory.
+	if root, err = filepath.EvalSymlinks(root); err != nil {
+		return nil, fmt.Errorf("fsmonitor: worktree: %w", err)
+	}
+	if !opts.AllowRemote {
+		if kind, err := fsKind(root); err == nil && kind == fsRemote {
+			return nil, fmt.Errorf("%w: %s (set AllowRemote to watch it anyway)", ErrRemote, root)
+		}
 	}
 	opts.Worktree = root
 	if opts.GitDir == "" {

@@ -214,6 +214,7 @@ func TestMonitorWatchLimit(t *testing.T) {
 		}
 		return unix.InotifyAddWatch(fd, path, mask)
 	}
+	t.Cleanup(func() { addWatch = unix.InotifyAddWatch })
 	m := start(t, root, 5*time.Second)
 	addWatch = unix.InotifyAddWatch // the watcher keeps its own
 	a := &asker{t: t, m: m, token: "builtin:fake"}
@@ -245,6 +246,65 @@ func TestMonitorWatchLimit(t *testing.T) {
 	a.ask() // the new token
 	write(t, root, "nowatch/file", "z")
 	a.expect("watched after the flush", "nowatch/file")
+}
+
+// TestMonitorUnwatchableDir: a directory the kernel will not watch for a
+// reason other than the watch limit (no read permission: git may still
+// stat the tracked files in it) leaves every reply trivial; once its
+// attributes change and it can be watched, the journal starts over under a
+// new token, complete, and reports changes in it.
+func TestMonitorUnwatchableDir(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	write(t, root, "locked/file", "x")
+	var refuse atomic.Bool
+	refuse.Store(true)
+	addWatch = func(fd int, path string, mask uint32) (int, error) {
+		if refuse.Load() && strings.HasSuffix(path, "/locked") {
+			return -1, unix.EACCES
+		}
+		return unix.InotifyAddWatch(fd, path, mask)
+	}
+	t.Cleanup(func() { addWatch = unix.InotifyAddWatch })
+	m := start(t, root, 5*time.Second)
+	addWatch = unix.InotifyAddWatch // the watcher keeps its own
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	write(t, root, "locked/file", "y")
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("a complete reply while a directory is not watched")
+	}
+	before, why := m.Token()
+	if !errors.Is(why, unix.EACCES) {
+		t.Fatalf("Token's reason %v, want the refused watch's", why)
+	}
+	refuse.Store(false)
+	if err := os.Chmod(filepath.Join(root, "locked"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a.ask() // its cookie comes after the attribute change
+	if after, why := m.Token(); after == before || why != nil {
+		t.Fatalf("token %q -> %q (%v) once the directory can be watched: want a new, complete one", before, after, why)
+	}
+	a.ask() // the new token
+	write(t, root, "locked/file", "z")
+	a.expect("watched once its attributes changed", "locked/file")
+}
+
+// TestMonitorWorktreeLink: a worktree named through a symbolic link is
+// watched in the directory the link names (the watches follow no links).
+func TestMonitorWorktreeLink(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(root, link); err != nil {
+		t.Fatal(err)
+	}
+	m := start(t, link, 5*time.Second)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	write(t, root, "a.txt", "x")
+	a.expect("a file written through the real path", "a.txt")
 }
 
 func TestMonitorCookieTimeout(t *testing.T) {
@@ -365,6 +425,9 @@ func TestMonitorClose(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The query ends: trivially, or completely where the watcher saw its
+	// cookie before Close (the test cannot tell which comes first); a
+	// query that Close left waiting would hang the test.
 	<-done
 	closeEmpties(t, m) // a second Close, once the query put its file back
 }

@@ -43,8 +43,11 @@ var addWatch = unix.InotifyAddWatch
 // a batch of events, and rescan (a flush) holds it while it walks, so the
 // maps change only under mu. Every read of the descriptor is made under
 // mu too, by run or by a query's help, and handled before mu is let go.
-// refusedNow is set when a watch was refused and cleared by a rescan that
-// watched everything; readErr is set once, when a read failed.
+// refusedNow is set when a watch was refused for want of watches and
+// cleared by a rescan that watched everything; unwatched holds the
+// directories that exist but could not be watched for another reason (no
+// read permission), while the journal is incomplete; readErr is set once,
+// when a read failed.
 type watcher struct {
 	m    *Monitor
 	root string
@@ -60,6 +63,7 @@ type watcher struct {
 	wds        map[string]int32
 	cookieWd   int32
 	refusedNow bool
+	unwatched  map[string]error
 	overflows  int64
 	refused    int64
 	changed    []string // scratch for one batch
@@ -85,8 +89,9 @@ func newWatcher(ctx context.Context, m *Monitor) (*watcher, error) {
 		fd:   fd,
 		buf:  make([]byte, 64<<10),
 		add:  addWatch,
-		dirs: make(map[int32]string),
-		wds:  make(map[string]int32),
+		dirs:      make(map[int32]string),
+		wds:       make(map[string]int32),
+		unwatched: make(map[string]error),
 	}
 	if w.rc, err = w.f.SyscallConn(); err != nil {
 		w.f.Close()
@@ -103,6 +108,13 @@ func newWatcher(ctx context.Context, m *Monitor) (*watcher, error) {
 	if err := w.watchTree(ctx, "", false); err != nil {
 		w.f.Close()
 		return nil, err
+	}
+	if _, ok := w.wds[""]; !ok && !w.refusedNow {
+		w.f.Close()
+		if err := w.unwatched[""]; err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("fsmonitor: watching %s: not a directory", w.root)
 	}
 	if w.refusedNow {
 		w.m.j.reset(ErrWatchLimit)
@@ -155,20 +167,36 @@ func (w *watcher) watchTree(ctx context.Context, dir string, report bool) error 
 	return nil
 }
 
-// watchDir adds or refreshes the watch of one directory. Under mu.
+// watchDir adds or refreshes the watch of one directory. A directory that
+// is gone, or is no directory any more, is left to its parent's events;
+// one that is there but cannot be watched leaves the journal incomplete:
+// changes in it would go unseen. Under mu.
 func (w *watcher) watchDir(rel string) bool {
 	wd, err := w.add(w.fd, filepath.Join(w.root, rel), dirMask)
 	if err != nil {
-		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENOMEM) {
+		switch {
+		case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENOMEM):
 			w.refused++
 			if !w.refusedNow {
 				w.m.log.Error("fsmonitor: the kernel refused a watch; replies are trivial until a flush", "dir", rel, "err", watchErr(err))
 			}
 			w.refusedNow = true
 			w.m.j.spoil(watchErr(err))
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		default:
+			// No read permission, say: git may still stat tracked files
+			// in it. Watched again when its attributes change.
+			w.refused++
+			if _, ok := w.unwatched[rel]; !ok {
+				w.m.log.Error("fsmonitor: a directory cannot be watched; replies are trivial until it can", "dir", rel, "err", err)
+			}
+			err = fmt.Errorf("fsmonitor: watching %s: %w", filepath.Join(w.root, rel), err)
+			w.unwatched[rel] = err
+			w.m.j.spoil(err)
 		}
 		return false
 	}
+	delete(w.unwatched, rel)
 	if old, ok := w.wds[rel]; ok && old != int32(wd) {
 		// Another directory under this name before: its watch goes.
 		delete(w.dirs, old)
@@ -188,6 +216,11 @@ func (w *watcher) watchDir(rel string) bool {
 // or was deleted. Under mu.
 func (w *watcher) forget(dir string) {
 	prefix := dir + "/"
+	for rel := range w.unwatched {
+		if rel == dir || strings.HasPrefix(rel, prefix) {
+			delete(w.unwatched, rel)
+		}
+	}
 	for rel, wd := range w.wds {
 		if rel == dir || strings.HasPrefix(rel, prefix) {
 			delete(w.wds, rel)
@@ -345,6 +378,13 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 		w.watchTree(context.Background(), rel, true)
 	case mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
 		w.forget(rel)
+	case mask&unix.IN_ATTRIB != 0:
+		if _, ok := w.unwatched[rel]; ok {
+			// Perhaps readable now: what changed in it meanwhile went
+			// unseen, so the journal starts over, as after an overflow.
+			w.changed = w.changed[:0]
+			w.resync()
+		}
 	}
 }
 
@@ -359,16 +399,22 @@ func (w *watcher) overflow() {
 	w.m.cookies.wakeAll()
 }
 
-// resync walks the whole tree again and starts a new token. Under mu.
+// resync walks the whole tree again and starts a new token, incomplete
+// while a directory is left unwatched. Under mu.
 func (w *watcher) resync() {
 	w.refusedNow = false
+	clear(w.unwatched)
 	w.watchTree(context.Background(), "", false)
 	w.changed = w.changed[:0]
-	if w.refusedNow {
-		w.m.j.reset(ErrWatchLimit)
-	} else {
-		w.m.j.reset(nil)
+	var why error
+	for _, err := range w.unwatched {
+		why = err
+		break
 	}
+	if w.refusedNow {
+		why = ErrWatchLimit
+	}
+	w.m.j.reset(why)
 }
 
 // rescan is a flush: a new token, after watching every directory again.

@@ -61,7 +61,13 @@ func answers(ctx context.Context, socket string) bool {
 func run(ctx context.Context, r *repo, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := fsmonitor.Serve(ctx, fsmonitor.Options{Worktree: r.worktree, GitDir: r.gitDir}, r.socket)
+	allow, err := gitConfig(ctx, "--type=bool", "fsmonitor.allowRemote")
+	if err != nil {
+		fmt.Fprintf(stderr, "error: fsmonitor--daemon: %v\n", err)
+		return exitFail
+	}
+	opts := fsmonitor.Options{Worktree: r.worktree, GitDir: r.gitDir, AllowRemote: allow == "true"}
+	err = fsmonitor.Serve(ctx, opts, r.socket)
 	switch {
 	case err == nil, ctx.Err() != nil:
 		return exitOK
