@@ -83,12 +83,12 @@ func newWatcher(ctx context.Context, m *Monitor) (*watcher, error) {
 		return nil, os.NewSyscallError("inotify_init1", err)
 	}
 	w := &watcher{
-		m:    m,
-		root: m.opts.Worktree,
-		f:    os.NewFile(uintptr(fd), "inotify"),
-		fd:   fd,
-		buf:  make([]byte, 64<<10),
-		add:  addWatch,
+		m:         m,
+		root:      m.opts.Worktree,
+		f:         os.NewFile(uintptr(fd), "inotify"),
+		fd:        fd,
+		buf:       make([]byte, 64<<10),
+		add:       addWatch,
 		dirs:      make(map[int32]string),
 		wds:       make(map[string]int32),
 		unwatched: make(map[string]error),
