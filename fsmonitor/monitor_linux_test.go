@@ -291,6 +291,35 @@ func TestMonitorUnwatchableDir(t *testing.T) {
 	a.expect("watched once its attributes changed", "locked/file")
 }
 
+// TestMonitorRemovedTreeUnwatched: the watches of a removed tree of
+// directories end (the kernel's IN_IGNORED for each), as do those of a
+// tree moved out of the worktree (forget), and the removal is reported.
+func TestMonitorRemovedTreeUnwatched(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	for _, d := range []string{"gone", "moved"} {
+		for i := range 20 {
+			write(t, root, fmt.Sprintf("%s/d%d/e/file", d, i), "x")
+		}
+	}
+	m := start(t, root, 5*time.Second)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	if n := m.Stats().Watches; n != 2+2*(1+20*2) {
+		t.Fatalf("%d watches, want %d", n, 2+2*(1+20*2))
+	}
+	if err := os.RemoveAll(filepath.Join(root, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(root, "moved"), filepath.Join(t.TempDir(), "moved")); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("a tree removed and one moved away", "gone/", "moved/")
+	if n := m.Stats().Watches; n != 2 {
+		t.Fatalf("%d watches after the trees went, want 2 (the root and the cookies)", n)
+	}
+}
+
 // TestMonitorWorktreeLink: a worktree named through a symbolic link is
 // watched in the directory the link names (the watches follow no links).
 func TestMonitorWorktreeLink(t *testing.T) {

@@ -212,20 +212,33 @@ func (w *watcher) watchDir(rel string) bool {
 	return true
 }
 
-// forget drops the watches of dir and everything under it: it moved away
-// or was deleted. Under mu.
+// forget drops the watches of dir and everything under it: it moved away,
+// and its watches with it. It looks at every watch, so it is not for
+// deletions: the kernel ends a deleted directory's watch itself
+// (IN_IGNORED), and a tree of directories removed one by one would cost
+// a look at every watch for each. Under mu.
 func (w *watcher) forget(dir string) {
+	w.forgetUnwatched(dir)
 	prefix := dir + "/"
-	for rel := range w.unwatched {
-		if rel == dir || strings.HasPrefix(rel, prefix) {
-			delete(w.unwatched, rel)
-		}
-	}
 	for rel, wd := range w.wds {
 		if rel == dir || strings.HasPrefix(rel, prefix) {
 			delete(w.wds, rel)
 			delete(w.dirs, wd)
 			unix.InotifyRmWatch(w.fd, uint32(wd))
+		}
+	}
+}
+
+// forgetUnwatched drops dir and everything under it from the directories
+// that could not be watched: they are gone. Under mu.
+func (w *watcher) forgetUnwatched(dir string) {
+	if len(w.unwatched) == 0 {
+		return
+	}
+	prefix := dir + "/"
+	for rel := range w.unwatched {
+		if rel == dir || strings.HasPrefix(rel, prefix) {
+			delete(w.unwatched, rel)
 		}
 	}
 }
@@ -376,8 +389,10 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 	switch {
 	case mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
 		w.watchTree(context.Background(), rel, true)
-	case mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
+	case mask&unix.IN_MOVED_FROM != 0:
 		w.forget(rel)
+	case mask&unix.IN_DELETE != 0:
+		w.forgetUnwatched(rel) // its watch ends with IN_IGNORED
 	case mask&unix.IN_ATTRIB != 0:
 		if _, ok := w.unwatched[rel]; ok {
 			// Perhaps readable now: what changed in it meanwhile went
