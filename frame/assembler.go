@@ -450,7 +450,10 @@ func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
 	a.tailVal = v
 	gathering := a.absorbed > 0 || pos >= AbsorbThreshold
 	part := gathering && v > HeaderSize // the header of an incomplete data packet
-	if !gathering || (a.npkt == 0 && !part) {
+	if !gathering || (pos == 0 && !part) {
+		// Nothing to absorb yet. (A run of empty packets, which
+		// Persistent mode skips, is absorbed like data packets: the
+		// caller's buffer must not fill with them.)
 		return nil, 0, false, nil
 	}
 	if part {

@@ -175,6 +175,31 @@ func TestAssemblerZeroCopy(t *testing.T) {
 	}
 }
 
+// TestAssemblerEmptyPacketRun: in Persistent mode a run of empty data
+// packets longer than the read buffer is absorbed like data packets, so
+// the reader always makes progress, and the message after them (and one
+// among them) arrives whole.
+func TestAssemblerEmptyPacketRun(t *testing.T) {
+	run := bytes.Repeat([]byte("0004"), 60000) // 240,000 bytes, beyond MinReadBuffer
+	var in []byte
+	in = append(in, run...)
+	in = append(in, "0008ping"...)
+	in = append(in, run...)
+	in = append(in, "0000"...)
+	in = append(in, run...)
+	in = append(in, "0008pong0000"...)
+	r := NewReader(bytes.NewReader(in), Persistent, 0)
+	for _, want := range []string{"ping", "pong"} {
+		msg, err := r.ReadMessage()
+		if err != nil || string(msg) != want {
+			t.Fatalf("ReadMessage = %q, %v; want %q", msg, err, want)
+		}
+	}
+	if _, err := r.ReadMessage(); err != io.EOF {
+		t.Fatalf("at the end: %v, want io.EOF", err)
+	}
+}
+
 // A message larger than AbsorbThreshold that arrives in pieces is absorbed,
 // first once the threshold is reached, then packet by packet: the caller
 // never has to hold more than MinReadBuffer bytes, and the scan resumes

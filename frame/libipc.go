@@ -20,9 +20,14 @@ const (
 	// LibIPCCHeaderSize is the old (C 0.7.2) LibIPC header: type, 4-byte
 	// big-endian payload length, user type.
 	LibIPCCHeaderSize = 6
-	// LibIPCCMaxPayload is the old C library's limit: 2,000,000 bytes per
-	// frame including the header, the size of its stack buffers.
+	// LibIPCCMaxPayload is the largest payload the old C library's header
+	// check lets through (2,000,000 bytes per frame including the header),
+	// and the most its decoder here accepts.
 	LibIPCCMaxPayload = 2000000 - LibIPCCHeaderSize
+	// LibIPCCMaxSend is the largest payload a C peer can hold: its receive
+	// buffer (1,999,994 bytes) includes the header, so a larger frame that
+	// its header check passes makes it fail. The encoders send no more.
+	LibIPCCMaxSend = 1999994 - LibIPCCHeaderSize
 )
 
 // DecodeLibIPC decodes the current LibIPC frame (4-byte big-endian length,
@@ -48,10 +53,10 @@ func DecodeLibIPC(b []byte, maxPayload int) (payload []byte, n int, err error) {
 	if uint64(l) > uint64(maxPayload) {
 		return nil, 0, &LibIPCError{Err: ErrTooLong, Type: -1, Length: int64(l)}
 	}
-	end := LibIPCHeaderSize + int(l)
-	if len(b) < end {
-		return nil, 0, nil
+	if uint64(len(b)) < LibIPCHeaderSize+uint64(l) {
+		return nil, 0, nil // compared in 64 bits: l may be near the int limit of a 32-bit build
 	}
+	end := LibIPCHeaderSize + int(l)
 	return b[LibIPCHeaderSize:end:end], end, nil
 }
 
@@ -152,8 +157,8 @@ func DecodeLibIPCC(b []byte) (CFrame, int, error) {
 }
 
 // AppendLibIPCC appends f as one old-LibIPC frame. An unknown type
-// (ErrUnknownType) or a payload over LibIPCCMaxPayload (ErrTooLong) is
-// refused and dst returned unchanged.
+// (ErrUnknownType) or a payload over LibIPCCMaxSend (ErrTooLong), which a
+// C peer could not hold, is refused and dst returned unchanged.
 func AppendLibIPCC(dst []byte, f CFrame) ([]byte, error) {
 	dst, err := AppendLibIPCCHeader(dst, f.Type, f.UserType, len(f.Payload))
 	if err != nil {
@@ -168,8 +173,8 @@ func AppendLibIPCCHeader(dst []byte, t CType, userType uint8, payloadLen int) ([
 	if t > CNetworkLookup {
 		return dst, fmt.Errorf("%w: %d", ErrUnknownType, t)
 	}
-	if payloadLen < 0 || payloadLen > LibIPCCMaxPayload {
-		return dst, fmt.Errorf("%w: LibIPC C payload of %d bytes, at most %d allowed", ErrTooLong, payloadLen, LibIPCCMaxPayload)
+	if payloadLen < 0 || payloadLen > LibIPCCMaxSend {
+		return dst, fmt.Errorf("%w: LibIPC C payload of %d bytes, at most %d allowed", ErrTooLong, payloadLen, LibIPCCMaxSend)
 	}
 	dst = append(dst, byte(t))
 	dst = binary.BigEndian.AppendUint32(dst, uint32(payloadLen))

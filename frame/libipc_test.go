@@ -141,7 +141,12 @@ func TestLibIPCCGolden(t *testing.T) {
 					t.Fatalf("payload is not a capacity-limited subslice of the input")
 				}
 				enc, err := AppendLibIPCC(nil, f)
-				if err != nil || !bytes.Equal(enc, p[:n]) {
+				if len(f.Payload) > LibIPCCMaxSend {
+					// Decoded, but more than a C peer can hold: never sent.
+					if !errors.Is(err, ErrTooLong) {
+						t.Fatalf("AppendLibIPCC of %d bytes: %v, want ErrTooLong", len(f.Payload), err)
+					}
+				} else if err != nil || !bytes.Equal(enc, p[:n]) {
 					t.Fatalf("AppendLibIPCC = %x %v", enc[:min(len(enc), 8)], err)
 				}
 				// Every proper prefix needs more (or, for the unknown type,
@@ -179,7 +184,12 @@ func TestLibIPCCEncodeLimits(t *testing.T) {
 	if out, err := AppendLibIPCC([]byte("x"), CFrame{Type: 4}); !errors.Is(err, ErrUnknownType) || string(out) != "x" {
 		t.Errorf("unknown type: %q %v", out, err)
 	}
-	if out, err := AppendLibIPCC(nil, CFrame{Type: CData, Payload: make([]byte, LibIPCCMaxPayload+1)}); !errors.Is(err, ErrTooLong) || out != nil {
+	// A C peer holds at most LibIPCCMaxSend: the encoder sends no more,
+	// though the decoder takes up to LibIPCCMaxPayload.
+	if out, err := AppendLibIPCC(nil, CFrame{Type: CData, Payload: make([]byte, LibIPCCMaxSend)}); err != nil || len(out) != LibIPCCHeaderSize+LibIPCCMaxSend {
+		t.Fatalf("AppendLibIPCC(LibIPCCMaxSend bytes) = %d bytes, %v", len(out), err)
+	}
+	if out, err := AppendLibIPCC(nil, CFrame{Type: CData, Payload: make([]byte, LibIPCCMaxSend+1)}); !errors.Is(err, ErrTooLong) || out != nil {
 		t.Errorf("oversize: %v", err)
 	}
 	if out, err := AppendLibIPCCHeader(nil, CNetworkLookup, 7, 2); err != nil || string(out) != hexb(3, 0, 0, 0, 2, 7) {
