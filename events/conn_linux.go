@@ -276,6 +276,16 @@ func (c *conn) decode() (Event, bool, error) {
 	}
 }
 
+// overlaps reports whether a and b share memory.
+func overlaps(a, b []byte) bool {
+	if cap(a) == 0 || cap(b) == 0 {
+		return false
+	}
+	pa := uintptr(unsafe.Pointer(unsafe.SliceData(a)))
+	pb := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return pa < pb+uintptr(cap(b)) && pb < pa+uintptr(cap(a))
+}
+
 // needFrom records how many bytes the frame at the start of b needs, once
 // its length (a 4-byte big-endian field at lenAt) is known.
 func (c *conn) needFrom(b []byte, hdr, lenAt int) {
@@ -297,7 +307,10 @@ func (c *conn) relay(p *conn, ev Event) (Event, bool) {
 	out, res := ev.Data, Forward
 	if c.xform != nil {
 		out, res = c.xform(l.scratch[:0], ev.Data)
-		if cap(out) > cap(l.scratch) {
+		// A larger result is the scratch from now on, unless it is (part
+		// of) the message itself, which lies in the connection's read
+		// buffer: the next transform would write over unread input.
+		if cap(out) > cap(l.scratch) && !overlaps(out[:cap(out)], ev.Data) {
 			l.scratch = out[:0]
 		}
 	}

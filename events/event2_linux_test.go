@@ -233,6 +233,48 @@ func TestSwitch(t *testing.T) {
 	l.Close()
 }
 
+// A transform that returns the message itself (its documented right) for
+// a message larger than the Loop's scratch leaves the input after it
+// intact: the result is not taken as scratch, whose next use would write
+// into the read buffer.
+func TestSwitchTransformReturnsMessage(t *testing.T) {
+	ctx := checked(t)
+	l := newTestLoop(t)
+	a, pa := pair(t, l, LibIPC)
+	b, pb := pair(t, l, LibIPC)
+	big := bytes.Repeat([]byte("m"), 100)
+	xf := func(dst, msg []byte) ([]byte, SwitchResult) {
+		if len(msg) == len(big) {
+			return msg, Forward
+		}
+		return append(append(dst, "T:"...), msg...), Forward
+	}
+	if err := l.AddSwitch(a, b, xf, nil); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, err := l.WaitEvent(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	// The large message first; then two in one write, which land where it
+	// lay in the read buffer, the second waiting there while the first is
+	// relayed.
+	writeAll(t, pa, enc(t, LibIPC, 0, big))
+	if got, _ := readFrame(t, pb, LibIPC); !bytes.Equal(got, big) {
+		t.Fatalf("relayed %.20q, want the message itself", got)
+	}
+	writeAll(t, pa, append(enc(t, LibIPC, 0, []byte("x")), enc(t, LibIPC, 0, []byte("hello"))...))
+	for _, want := range []string{"T:x", "T:hello"} {
+		if got, _ := readFrame(t, pb, LibIPC); string(got) != want {
+			t.Fatalf("relayed %.20q, want %.20q", got, want)
+		}
+	}
+	l.Close()
+}
+
 // A transform that answers SwitchError ends both sides.
 func TestSwitchTransformError(t *testing.T) {
 	ctx := checked(t)
