@@ -128,6 +128,7 @@ type Passer struct {
 	recvq         ring[*inbound]
 	inFree        []*inbound
 	consumers     ring[*consumer]
+	cancelled     int // consumers in the queue whose receive gave up (stCancelled)
 	consFree      []*consumer
 	cbq           ring[cbWork]
 	handler       func(*Message, error)
@@ -421,7 +422,7 @@ func (p *Passer) RecvInto(deadline time.Time, m *Message) error {
 	p.consumers.push(c)
 	p.dispatchLocked()
 	if c.state == stPending && !deadline.IsZero() && !time.Now().Before(deadline) {
-		c.state = stCancelled // dispatch recycles it
+		p.cancelLocked(c)
 		p.mu.Unlock()
 		return fmt.Errorf("fdpass: receive: %w", os.ErrDeadlineExceeded)
 	}
@@ -436,7 +437,7 @@ func (p *Passer) RecvInto(deadline time.Time, m *Message) error {
 	case <-tc:
 		p.mu.Lock()
 		if c.state == stPending {
-			c.state = stCancelled
+			p.cancelLocked(c)
 			p.mu.Unlock()
 			return fmt.Errorf("fdpass: receive: %w", os.ErrDeadlineExceeded)
 		}
@@ -506,6 +507,33 @@ func (p *Passer) OnRecv(fn func(m *Message, err error)) {
 	p.mu.Unlock()
 }
 
+// cancelLocked marks a pending waiter's receive given up. It stays queued
+// until dispatch or a compaction takes it out: once cancelled waiters are
+// half the queue, the queue is compacted, so that a receiver polling with
+// short deadlines behind one that waits long cannot grow it without bound.
+func (p *Passer) cancelLocked(c *consumer) {
+	c.state = stCancelled
+	p.cancelled++
+	if p.cancelled <= p.consumers.len()/2 {
+		return
+	}
+	for n := p.consumers.len(); n > 0; n-- {
+		q := p.consumers.pop()
+		if q.state == stCancelled {
+			p.recycleCancelledLocked(q)
+		} else {
+			p.consumers.push(q)
+		}
+	}
+}
+
+// recycleCancelledLocked frees a cancelled consumer taken off the queue.
+func (p *Passer) recycleCancelledLocked(c *consumer) {
+	p.cancelled--
+	c.dst = nil
+	p.consFree = append(p.consFree, c)
+}
+
 func (p *Passer) getConsumerLocked() *consumer {
 	if n := len(p.consFree); n > 0 {
 		c := p.consFree[n-1]
@@ -562,8 +590,7 @@ func (p *Passer) dispatchLocked() {
 		for p.consumers.len() > 0 {
 			c = p.consumers.pop()
 			if c.state == stCancelled {
-				c.dst = nil
-				p.consFree = append(p.consFree, c)
+				p.recycleCancelledLocked(c)
 				c = nil
 				continue
 			}
@@ -604,8 +631,7 @@ func (p *Passer) dispatchLocked() {
 		c := p.consumers.pop()
 		switch {
 		case c.state == stCancelled:
-			c.dst = nil
-			p.consFree = append(p.consFree, c)
+			p.recycleCancelledLocked(c)
 		case c.kind == consWaiter:
 			c.err = err
 			c.state = stServed

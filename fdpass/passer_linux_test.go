@@ -47,6 +47,54 @@ func checkContents(t *testing.T, m *Message, want ...string) {
 	}
 }
 
+// TestRecvTimeoutsDoNotAccumulate: receives that give up at their deadline
+// leave the waiting queue bounded, also behind a receiver that waits
+// without one; the messages that come later go, in order, to the waiters
+// still there.
+func TestRecvTimeoutsDoNotAccumulate(t *testing.T) {
+	a, b := pair(t)
+	long := make(chan error, 1)
+	var lm Message
+	go func() { long <- b.RecvInto(time.Time{}, &lm) }()
+	waitQueued := func(n int) {
+		t.Helper()
+		for start := time.Now(); ; time.Sleep(time.Millisecond) {
+			b.mu.Lock()
+			got := b.consumers.len() - b.cancelled
+			b.mu.Unlock()
+			if got == n {
+				return
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%d receivers waiting, want %d", got, n)
+			}
+		}
+	}
+	waitQueued(1)
+	var m Message
+	for i := range 10_000 {
+		past := time.Now().Add(-time.Second)
+		if i%2 == 1 {
+			past = time.Now().Add(time.Microsecond)
+		}
+		if err := b.RecvInto(past, &m); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("receive %d: %v, want a deadline error", i, err)
+		}
+	}
+	b.mu.Lock()
+	queued, cancelled := b.consumers.len(), b.cancelled
+	b.mu.Unlock()
+	if queued > 3 || cancelled > 2 {
+		t.Fatalf("after 10,000 receives that gave up: %d queued, %d of them cancelled", queued, cancelled)
+	}
+	if err := a.Send(nil, []byte("first"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-long; err != nil || string(lm.Data) != "first" {
+		t.Fatalf("the receiver without a deadline got %q, %v", lm.Data, err)
+	}
+}
+
 func TestFramedRoundTrip(t *testing.T) {
 	leakcheck.Check(t)
 	a, b := pair(t)
