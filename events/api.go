@@ -163,7 +163,9 @@ func (l *Loop) CloseConn(id ConnID) error { return l.l.closeID(id) }
 // for a protocol the Loop does not speak, such as descriptor passing with
 // fdpass.New (the Loop reads with read(2), which would drop descriptors).
 // It fails with ErrBuffered if the Loop holds bytes read from it or
-// messages queued for it.
+// messages queued for it, and with ErrClosed once a write on it failed
+// (its Disconnection comes as an event). The MessageTx events of messages
+// already written come before Detach returns.
 func (l *Loop) Detach(id ConnID) (*net.UnixConn, error) { return l.l.detach(id) }
 
 // Stats returns a snapshot of the Loop's load.

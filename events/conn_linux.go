@@ -132,7 +132,11 @@ func (c *conn) produce() (Event, bool) {
 		if c.rs < c.re || c.format == PktLine && c.asm != nil && c.asm.Buffered() > 0 {
 			ev, ok, err := c.decode()
 			if err != nil {
-				return c.end(err), true
+				if err == errFarewell {
+					err = nil
+				}
+				c.end(err)
+				return Event{}, false
 			}
 			if ok {
 				if c.rs < c.re || c.readable {
@@ -157,13 +161,15 @@ func (c *conn) produce() (Event, bool) {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return c.end(c.failedOr(&ConnError{Conn: c.id, Op: "read", Err: os.NewSyscallError("read", err)})), true
+			c.end(c.failedOr(&ConnError{Conn: c.id, Op: "read", Err: os.NewSyscallError("read", err)}))
+			return Event{}, false
 		case n == 0:
 			var cause error
 			if c.rs < c.re || c.asm != nil && c.asm.Buffered() > 0 {
 				cause = &ConnError{Conn: c.id, Op: "read", Err: fmt.Errorf("%w: %d bytes of a frame", ErrTruncated, c.re-c.rs)}
 			}
-			return c.end(c.failedOr(cause)), true
+			c.end(c.failedOr(cause))
+			return Event{}, false
 		}
 		c.re += n
 		if n < space && !c.hup {
@@ -175,11 +181,17 @@ func (c *conn) produce() (Event, bool) {
 	}
 }
 
-// end closes c (and its switch partner) and returns c's Disconnection.
-func (c *conn) end(cause error) Event {
-	c.l.closeConn(c, cause, false)
-	return Event{Kind: Disconnection, Conn: c.id, FD: -1, Err: cause}
+// end closes c (and its switch partner) and queues c's Disconnection
+// behind the events still owed for its messages (the MessageTx of frames
+// written, or dropped with the queue), which come first. The caller
+// produces no event itself.
+func (c *conn) end(cause error) {
+	c.l.closeConn(c, cause, true)
 }
+
+// errFarewell is decode's word that the peer said goodbye (the C
+// library's server-close frame): the connection ends without an error.
+var errFarewell = errors.New("events: peer's farewell")
 
 // makeRoom compacts or grows the read buffer so that a read can bring
 // what the decoder waits for.
@@ -243,7 +255,7 @@ func (c *conn) decode() (Event, bool, error) {
 		c.need = 0
 		if f.Type == frame.CServerClose {
 			// The C library's farewell: the peer is going away.
-			return c.end(nil), true, nil
+			return Event{}, false, errFarewell
 		}
 		return Event{Kind: MessageRx, Conn: c.id, FD: -1, Data: f.Payload, Type: f.Type, UserType: f.UserType}, true, nil
 	}
@@ -317,8 +329,8 @@ func (c *conn) relay(p *conn, ev Event) (Event, bool) {
 	switch res {
 	case Forward:
 		if err := p.schedule(ev.UserType, out, true); err != nil {
-			ev := c.end(err)
-			return ev, true
+			c.end(err)
+			return Event{}, false
 		}
 	case Ignore:
 	default:
@@ -326,7 +338,8 @@ func (c *conn) relay(p *conn, ev Event) (Event, bool) {
 		if res == FDClosing {
 			cause = nil
 		}
-		return c.end(cause), true
+		c.end(cause)
+		return Event{}, false
 	}
 	ev.Kind = SwitchRx
 	return ev, true

@@ -107,6 +107,58 @@ func TestDetachBuffered(t *testing.T) {
 	c.Close()
 }
 
+// A message written before Detach is still reported (MessageTx); a
+// connection whose write failed is not handed out, and its end is
+// reported.
+func TestDetachOwedEvents(t *testing.T) {
+	ctx := checked(t)
+	l := newTestLoop(t, WithWriteTimeout(20*time.Millisecond))
+	id, peer := pair(t, l, LibIPC)
+	if err := l.Schedule(id, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Detach(id) // "hi" went to the socket at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	expect(t, ctx, l, MessageTx, id)
+	if got, _ := readFrame(t, peer, LibIPC); string(got) != "hi" {
+		t.Fatalf("the peer read %q", got)
+	}
+
+	// A Write that times out half-way through a frame shuts the write
+	// side down.
+	id, _ = pair(t, l, LibIPC) // a peer that never reads
+	msg := make([]byte, 99_000)
+	err = nil
+	for i := 0; err == nil; i++ {
+		if i == 1000 {
+			t.Fatal("1000 Writes to a peer that reads nothing did not time out")
+		}
+		err = l.Write(id, msg)
+	}
+	if !errors.Is(err, ErrWriteTimeout) {
+		t.Fatalf("Write: %v, want ErrWriteTimeout", err)
+	}
+	c2 := l.l.lookup(id)
+	c2.wmu.Lock()
+	torn := c2.wclosed
+	c2.wmu.Unlock()
+	if !torn {
+		t.Log("the Write that timed out had written nothing: no torn frame to look at")
+		return
+	}
+	if _, err := l.Detach(id); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Detach after a failed write: %v, want ErrClosed", err)
+	}
+	for {
+		if ev := next(t, ctx, l); ev.Conn == id && ev.Kind == Disconnection {
+			break
+		}
+	}
+}
+
 // Run hands every event to its callback and stops with the callback's
 // error.
 func TestRun(t *testing.T) {

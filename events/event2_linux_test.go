@@ -275,6 +275,41 @@ func TestSwitchTransformReturnsMessage(t *testing.T) {
 	l.Close()
 }
 
+// A connection whose peer goes while messages wait in its queue reports
+// each of them (MessageTx, with the error for those dropped) before its
+// Disconnection, and nothing after it.
+func TestDisconnectionAfterItsMessages(t *testing.T) {
+	ctx := checked(t)
+	l := newTestLoop(t)
+	id, peer := pair(t, l, LibIPC) // a peer that reads nothing
+	big := make([]byte, 64<<10)
+	const n = 12 // more than the socket takes: some wait in the queue
+	for i := range n {
+		if err := l.Schedule(id, big); err != nil {
+			t.Fatalf("Schedule %d: %v", i, err)
+		}
+	}
+	unix.Close(peer)
+	tx := 0
+	for {
+		ev := next(t, ctx, l)
+		if ev.Conn != id {
+			continue
+		}
+		if ev.Kind == Disconnection {
+			break
+		}
+		if ev.Kind != MessageTx {
+			t.Fatalf("%v before the Disconnection", ev.Kind)
+		}
+		tx++
+	}
+	if tx != n {
+		t.Fatalf("%d MessageTx before the Disconnection, want %d", tx, n)
+	}
+	quiet(t, l, 50*time.Millisecond)
+}
+
 // A transform that answers SwitchError ends both sides.
 func TestSwitchTransformError(t *testing.T) {
 	ctx := checked(t)

@@ -1024,6 +1024,16 @@ func (l *loop) detach(id ConnID) (*net.UnixConn, error) {
 	if c.rs < c.re || c.asm != nil && c.asm.Buffered() > 0 || c.outHead < len(c.outq) {
 		return nil, &ConnError{Conn: id, Op: "detach", Err: ErrBuffered}
 	}
+	if c.wclosed {
+		// A write failed: the socket is shut down, and the Loop reports
+		// its end.
+		return nil, &ConnError{Conn: id, Op: "detach", Err: ErrClosed}
+	}
+	// Frames written but not yet reported are reported, as when a
+	// connection ends.
+	for ev, ok := c.nextTx(); ok; ev, ok = c.nextTx() {
+		l.post(c, ev)
+	}
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	l.release(c)
 	c.wclosed = true
