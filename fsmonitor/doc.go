@@ -32,6 +32,11 @@
 // trailing slash, which git takes as "everything under it". An overflow
 // of the kernel's queue starts a new token and watches what was missed;
 // running out of watches (fs.inotify.max_user_watches) is logged as an
-// error and turns every reply trivial until a flush finds room again.
-// Other platforms return errors.ErrUnsupported.
+// error and turns every reply trivial until a flush finds room again; a
+// directory that cannot be watched for another reason (no read
+// permission) turns them trivial until it can be. A worktree on a network
+// or FUSE filesystem, where the kernel sees only this machine's changes,
+// is refused unless Options.AllowRemote; once the worktree or its git
+// directory is removed, Serve stops (ErrGone). Other platforms return
+// errors.ErrUnsupported.
 package fsmonitor

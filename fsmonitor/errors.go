@@ -20,4 +20,9 @@ var (
 	// filesystem, where the kernel reports only this machine's changes
 	// (Options.AllowRemote, git's fsmonitor.allowRemote).
 	ErrRemote = errors.New("fsmonitor: worktree on a remote filesystem")
+
+	// ErrGone is Serve's return when the worktree or its git directory
+	// was removed or moved away (Monitor.Gone): there is nothing left to
+	// watch, as git's own daemon concludes.
+	ErrGone = errors.New("fsmonitor: worktree or git directory gone")
 )

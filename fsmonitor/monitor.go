@@ -69,6 +69,9 @@ type Monitor struct {
 
 	queries, trivial atomic.Int64
 
+	goneOnce sync.Once
+	gone     chan struct{} // closed when the worktree or the git directory went away
+
 	closeOnce sync.Once
 	done      chan struct{} // closed when the watcher goroutine has ended
 	closeErr  error
@@ -115,6 +118,7 @@ func Start(ctx context.Context, opts Options) (*Monitor, error) {
 		cookieDir:    filepath.Join(opts.GitDir, "fsmonitor--daemon", "cookies"),
 		cookiePrefix: strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(monitors.Add(1), 10) + "-",
 		done:         make(chan struct{}),
+		gone:         make(chan struct{}),
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -133,6 +137,14 @@ func Start(ctx context.Context, opts Options) (*Monitor, error) {
 	}()
 	return m, nil
 }
+
+// Gone returns a channel closed once the worktree or its git directory
+// (where the cookies are) was removed or moved away; the Monitor answers
+// trivially from then on. Any goroutine.
+func (m *Monitor) Gone() <-chan struct{} { return m.gone }
+
+// setGone closes gone, once. Under the watcher's mu.
+func (m *Monitor) setGone() { m.goneOnce.Do(func() { close(m.gone) }) }
 
 // Close stops the watcher, waits for its goroutine and releases its
 // descriptors. Queries waiting for cookies end with trivial replies.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 
 	"github.com/pktipc/pktipc/engine"
 	"github.com/pktipc/pktipc/uds"
@@ -11,8 +12,10 @@ import (
 
 // Serve watches opts.Worktree and serves git's fsmonitor protocol on
 // pktipc's engine at socket (SocketPath of opts.GitDir when empty) until
-// ctx ends, a client sends "quit", or the socket is stolen. It returns nil
-// after a quit and ctx's error when ctx ended; the engine's claim on the
+// ctx ends, a client sends "quit", the socket is stolen, or the worktree
+// or its git directory goes away. It returns nil after a quit, ctx's
+// error when ctx ended, and ErrGone when there is nothing left to watch
+// (Monitor.Gone); the engine's claim on the
 // path (a live daemon there is refused, a dead socket replaced) applies.
 // Handlers run on the engine's workers: options that make them inline are
 // overridden.
@@ -39,9 +42,23 @@ func Serve(ctx context.Context, opts Options, socket string, serverOpts ...engin
 		return err
 	}
 	m.log.Info("fsmonitor: serving", "worktree", m.opts.Worktree, "socket", srv.Path())
-	err = srv.Serve(ctx)
-	if errors.Is(err, engine.ErrServerClosed) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-m.Gone():
+			cancel(ErrGone)
+		case <-sctx.Done():
+		}
+	})
+	err = srv.Serve(sctx)
+	cancel(nil)
+	wg.Wait()
+	switch {
+	case errors.Is(err, engine.ErrServerClosed):
 		return nil
+	case ctx.Err() == nil && errors.Is(context.Cause(sctx), ErrGone):
+		return ErrGone
 	}
 	return err
 }

@@ -119,6 +119,47 @@ func TestServe(t *testing.T) {
 
 // TestServeRestart: a token of a daemon that was restarted gets a trivial
 // reply (with the new daemon's token), never the new daemon's changes.
+// TestServeWorktreeGone: Serve ends with ErrGone once the worktree, or
+// its git directory, is removed: nothing is left to watch.
+func TestServeWorktreeGone(t *testing.T) {
+	leakcheck.Check(t)
+	for _, gone := range []string{"worktree", "git directory"} {
+		root := worktree(t)
+		gitDir := filepath.Join(t.TempDir(), "git") // the socket's home survives the worktree
+		if err := os.Mkdir(gitDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		socket := filepath.Join(t.TempDir(), "s")
+		done := make(chan error, 1)
+		go func() {
+			done <- Serve(context.Background(), Options{Worktree: root, GitDir: gitDir, Logger: quiet}, socket, engine.WithLogger(quiet))
+		}()
+		for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := engine.Send(context.Background(), socket, []byte("builtin:fake")); err == nil {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s: the daemon never answered", gone)
+			}
+		}
+		victim := root
+		if gone == "git directory" {
+			victim = gitDir
+		}
+		if err := os.RemoveAll(victim); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrGone) {
+				t.Fatalf("%s removed: Serve = %v, want ErrGone", gone, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s removed: Serve still running after 10 s", gone)
+		}
+	}
+}
+
 func TestServeRestart(t *testing.T) {
 	leakcheck.Check(t)
 	root := worktree(t)

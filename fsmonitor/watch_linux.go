@@ -355,6 +355,7 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 		if mask&(unix.IN_DELETE_SELF|unix.IN_IGNORED) != 0 {
 			w.m.log.Error("fsmonitor: the cookie directory went away; replies are trivial")
 			w.m.j.spoil(errors.New("fsmonitor: cookie directory removed"))
+			w.m.setGone()
 		}
 		return
 	}
@@ -374,6 +375,7 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 		if dir == "" && mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF) != 0 {
 			w.m.log.Error("fsmonitor: the worktree moved or was deleted; replies are trivial")
 			w.m.j.spoil(errors.New("fsmonitor: worktree moved or deleted"))
+			w.m.setGone()
 		}
 		return
 	}

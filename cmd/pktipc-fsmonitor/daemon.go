@@ -71,6 +71,10 @@ func run(ctx context.Context, r *repo, stderr io.Writer) int {
 	switch {
 	case err == nil, ctx.Err() != nil:
 		return exitOK
+	case errors.Is(err, fsmonitor.ErrGone):
+		// Nothing left to watch: the end of the daemon's job, as for git's.
+		fmt.Fprintf(stderr, "fsmonitor--daemon: %v; stopped\n", err)
+		return exitOK
 	case errors.Is(err, uds.ErrInUse):
 		fmt.Fprintf(stderr, "error: fsmonitor--daemon is already running '%s'\n", r.worktree)
 	default:
