@@ -32,7 +32,8 @@
 // trailing slash, which git takes as "everything under it". An overflow
 // of the kernel's queue starts a new token and watches what was missed;
 // running out of watches (fs.inotify.max_user_watches) is logged as an
-// error and turns every reply trivial until a flush finds room again; a
+// error and turns every reply trivial until a flush, or one of the
+// watcher's own tries every few seconds, finds room again; a
 // directory that cannot be watched for another reason (no read
 // permission) turns them trivial until it can be. A worktree on a network
 // or FUSE filesystem, where the kernel sees only this machine's changes,

@@ -13,7 +13,8 @@ var (
 
 	// ErrWatchLimit means that the kernel refused a watch
 	// (fs.inotify.max_user_watches): a directory is not watched, and
-	// replies are trivial until a flush watches every directory.
+	// replies are trivial until a flush, or the watcher's own retry,
+	// watches every directory.
 	ErrWatchLimit = errors.New("fsmonitor: out of inotify watches")
 
 	// ErrRemote is Start's refusal of a worktree on a network or FUSE

@@ -248,6 +248,48 @@ func TestMonitorWatchLimit(t *testing.T) {
 	a.expect("watched after the flush", "nowatch/file")
 }
 
+// TestMonitorWatchLimitRetry: after the kernel refused watches, the
+// watcher tries again by itself (refusedRetry), without a flush, and
+// replies are complete once everything is watched.
+func TestMonitorWatchLimitRetry(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	write(t, root, "nowatch/file", "x")
+	var refuse atomic.Bool
+	refuse.Store(true)
+	addWatch = func(fd int, path string, mask uint32) (int, error) {
+		if refuse.Load() && strings.Contains(path, "nowatch") {
+			return -1, unix.ENOSPC
+		}
+		return unix.InotifyAddWatch(fd, path, mask)
+	}
+	old := refusedRetry
+	refusedRetry = 20 * time.Millisecond
+	t.Cleanup(func() { addWatch, refusedRetry = unix.InotifyAddWatch, old })
+	m := start(t, root, 5*time.Second)
+	addWatch = unix.InotifyAddWatch // the watcher keeps its own
+	if _, why := m.Token(); !errors.Is(why, ErrWatchLimit) {
+		t.Fatalf("Token's reason %v, want ErrWatchLimit", why)
+	}
+	time.Sleep(100 * time.Millisecond) // retries that still find no room
+	if _, why := m.Token(); !errors.Is(why, ErrWatchLimit) {
+		t.Fatalf("after retries without room: %v, want ErrWatchLimit", why)
+	}
+	refuse.Store(false)
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		if _, why := m.Token(); why == nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("replies still trivial 10 s after watches became available")
+		}
+	}
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	write(t, root, "nowatch/file", "y")
+	a.expect("watched after the retry", "nowatch/file")
+}
+
 // TestMonitorUnwatchableDir: a directory the kernel will not watch for a
 // reason other than the watch limit (no read permission: git may still
 // stat the tracked files in it) leaves every reply trivial; once its

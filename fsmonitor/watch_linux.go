@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +35,12 @@ const dirMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MODIFY | unix.IN_ATTRI
 // addWatch is a seam for tests (a refused watch); a watcher keeps the
 // value it had when the watcher was made.
 var addWatch = unix.InotifyAddWatch
+
+// refusedRetry is how often a watcher whose watches the kernel refused
+// (the watch limit) walks the tree again to find room, which others may
+// have freed: without it, replies would stay trivial until a flush, which
+// git never sends. A variable for the tests.
+var refusedRetry = 10 * time.Second
 
 // watcher is the inotify side of a Monitor: one watch per directory of
 // the worktree except .git, plus the cookie directory.
@@ -63,6 +70,7 @@ type watcher struct {
 	wds        map[string]int32
 	cookieWd   int32
 	refusedNow bool
+	retryAt    time.Time // the read deadline armRetry set, or zero
 	unwatched  map[string]error
 	overflows  int64
 	refused    int64
@@ -244,17 +252,49 @@ func (w *watcher) forgetUnwatched(dir string) {
 }
 
 // run reads and handles events until the descriptor is closed or a read
-// fails.
+// fails. While watches are refused it wakes every refusedRetry to try
+// again (a read deadline).
 func (w *watcher) run() {
-	err := w.rc.Read(func(fd uintptr) bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.drain(int(fd), nil)
-	})
-	if err != nil && !w.closing.Load() {
-		w.mu.Lock()
-		w.failed(err)
-		w.mu.Unlock()
+	for {
+		err := w.rc.Read(func(fd uintptr) bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			stop := w.drain(int(fd), nil)
+			w.armRetry()
+			return stop
+		})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.mu.Lock()
+			if w.refusedNow {
+				w.changed = w.changed[:0]
+				w.resync()
+			}
+			// The deadline has passed: cleared, or every read would fail.
+			w.retryAt = time.Time{}
+			_ = w.f.SetReadDeadline(time.Time{})
+			w.armRetry()
+			w.mu.Unlock()
+			continue
+		}
+		if err != nil && !w.closing.Load() {
+			w.mu.Lock()
+			w.failed(err)
+			w.mu.Unlock()
+		}
+		return
+	}
+}
+
+// armRetry sets the read deadline at which run tries the refused watches
+// again, or clears it once none is refused. Under mu.
+func (w *watcher) armRetry() {
+	switch {
+	case w.refusedNow && w.retryAt.IsZero():
+		w.retryAt = time.Now().Add(refusedRetry)
+		_ = w.f.SetReadDeadline(w.retryAt)
+	case !w.refusedNow && !w.retryAt.IsZero():
+		w.retryAt = time.Time{}
+		_ = w.f.SetReadDeadline(time.Time{})
 	}
 }
 
