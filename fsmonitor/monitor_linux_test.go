@@ -362,6 +362,33 @@ func TestMonitorRemovedTreeUnwatched(t *testing.T) {
 	}
 }
 
+// TestMonitorResyncDropsUnreached: a walk after lost events (an
+// overflow, a flush) drops the watches of directories it no longer
+// reaches, which moved out of the worktree meanwhile.
+func TestMonitorResyncDropsUnreached(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	write(t, root, "away/sub/file", "x")
+	write(t, root, "stay/file", "x")
+	m := start(t, root, 5*time.Second)
+	if n := m.Stats().Watches; n != 5 { // the root, the cookies, away, away/sub, stay
+		t.Fatalf("%d watches, want 5", n)
+	}
+	m.w.mu.Lock() // the move's events wait, as lost ones would
+	err := os.Rename(filepath.Join(root, "away"), filepath.Join(t.TempDir(), "away"))
+	if err == nil {
+		m.w.resync()
+	}
+	n := len(m.w.dirs) + 1
+	m.w.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("%d watches after the walk, want 3 (the root, the cookies, stay)", n)
+	}
+}
+
 // TestMonitorWorktreeLink: a worktree named through a symbolic link is
 // watched in the directory the link names (the watches follow no links).
 func TestMonitorWorktreeLink(t *testing.T) {

@@ -70,7 +70,8 @@ type watcher struct {
 	wds        map[string]int32
 	cookieWd   int32
 	refusedNow bool
-	retryAt    time.Time // the read deadline armRetry set, or zero
+	retryAt    time.Time        // the read deadline armRetry set, or zero
+	sweep      map[string]int32 // during resync: the watches not yet seen by the walk
 	unwatched  map[string]error
 	overflows  int64
 	refused    int64
@@ -217,6 +218,7 @@ func (w *watcher) watchDir(rel string) bool {
 	}
 	w.dirs[int32(wd)] = rel
 	w.wds[rel] = int32(wd)
+	delete(w.sweep, rel)
 	return true
 }
 
@@ -461,7 +463,19 @@ func (w *watcher) overflow() {
 func (w *watcher) resync() {
 	w.refusedNow = false
 	clear(w.unwatched)
+	// The watches the walk does not reach are of directories that moved
+	// out of the worktree, or went, while events were lost: they go.
+	w.sweep = make(map[string]int32, len(w.wds))
+	for rel, wd := range w.wds {
+		w.sweep[rel] = wd
+	}
 	w.watchTree(context.Background(), "", false)
+	for rel, wd := range w.sweep {
+		delete(w.wds, rel)
+		delete(w.dirs, wd)
+		unix.InotifyRmWatch(w.fd, uint32(wd))
+	}
+	w.sweep = nil
 	w.changed = w.changed[:0]
 	var why error
 	for _, err := range w.unwatched {
