@@ -218,7 +218,9 @@ func (g GoClient) drive(ctx context.Context, run Run, m *Meter, connect bool) (L
 	}
 	if !connect {
 		for i := range slots {
-			rt, err := g.Dial(ctx, run.Socket)
+			dctx, cancel := context.WithTimeout(ctx, stallTimeout) // a server that never completes the handshake
+			rt, err := g.Dial(dctx, run.Socket)
+			cancel()
 			if err != nil {
 				closeAll()
 				return Load{}, fmt.Errorf("bench: dial client %d of %d: %w", i+1, run.Conns, err)
@@ -346,7 +348,7 @@ func (t *tally) fail(ctx context.Context, err error) {
 func (t *tally) load(rec *Recorder) Load {
 	load := Load{Hist: rec.Merged(), Bytes: t.bytes.Load(), Errors: t.errors.Load()}
 	if e := t.first.Load(); e != nil {
-		load.Notes = append(load.Notes, fmt.Sprintf("first error: %v", *e))
+		load.Notes = append(load.Notes, fmt.Sprintf("%d operations failed; the first: %v", load.Errors, *e))
 	}
 	return load
 }
@@ -392,7 +394,9 @@ func (g GoClient) stream(ctx context.Context, run Run, m *Meter) (Load, error) {
 		}
 	}
 	for i := range streams {
-		s, err := g.OpenStream(ctx, run.Socket, run.Size)
+		dctx, cancel := context.WithTimeout(ctx, stallTimeout)
+		s, err := g.OpenStream(dctx, run.Socket, run.Size)
+		cancel()
 		if err != nil {
 			closeAll()
 			return Load{}, fmt.Errorf("bench: open stream %d of %d: %w", i+1, run.Conns, err)

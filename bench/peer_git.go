@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pktipc/pktipc/internal/gitipc"
@@ -90,7 +91,11 @@ type gitBatchResult struct {
 }
 
 func (p *gitPeer) runTool(ctx context.Context, env *Env, args ...string) (gitBatchResult, []byte, error) {
-	cmd := env.Command(ctx, p.tool, args...)
+	// One process makes one batch: a wedged server must not hold the
+	// whole plan.
+	tctx, cancel := context.WithTimeout(ctx, stallTimeout)
+	defer cancel()
+	cmd := env.Command(tctx, p.tool, args...)
 	stderr := &tailWriter{}
 	cmd.Stderr = stderr
 	var stdout bytes.Buffer
@@ -102,6 +107,9 @@ func (p *gitPeer) runTool(ctx context.Context, env *Env, args ...string) (gitBat
 		res.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	if err != nil && ctx.Err() == nil {
+		if tctx.Err() != nil {
+			return res, nil, fmt.Errorf("test-tool %s did not end within %v", strings.Join(args, " "), stallTimeout)
+		}
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			return res, nil, err
