@@ -138,7 +138,10 @@ func (t *torture) idle(ctx context.Context, r *TortureReport) error {
 		return err
 	}
 	defer srv.stop()
-	alone := pingLatency(ctx, socket, 2000)
+	alone, err := pingLatency(ctx, socket, 2000)
+	if err != nil {
+		return fmt.Errorf("ping alone: %w", err)
+	}
 	before := rss(srv.pid())
 	cs, err := dialConns(ctx, socket, conns)
 	defer func() { closeConns(cs) }()
@@ -147,7 +150,10 @@ func (t *torture) idle(ctx context.Context, r *TortureReport) error {
 	}
 	time.Sleep(2 * time.Second)
 	m := rss(srv.pid())
-	beside := pingLatency(ctx, socket, 2000)
+	beside, err := pingLatency(ctx, socket, 2000)
+	if err != nil {
+		return fmt.Errorf("ping beside %d idle connections: %w", conns, err)
+	}
 	// This binary carries every benchmark peer (gRPC, plots...), about
 	// 17 MiB before the first connection; the engine's own share is the
 	// growth. engine's TestIdleConnectionsMemory holds a server that is
@@ -193,22 +199,28 @@ func closeConns(cs []*net.UnixConn) {
 	}
 }
 
-// pingLatency measures n pings on one persistent connection.
-func pingLatency(ctx context.Context, socket string, n int) *Histogram {
+// pingLatency measures n pings on one persistent connection, each
+// answered "pong" (git's test daemon's answer); any failure
+// fails the measurement, so that a check never compares empty histograms.
+func pingLatency(ctx context.Context, socket string, n int) (*Histogram, error) {
 	h := NewHistogram()
 	c, err := dialWait(ctx, socket)
 	if err != nil {
-		return h
+		return nil, err
 	}
 	defer c.Close()
-	for range n {
+	for i := range n {
 		start := time.Now()
-		if _, err := c.Call([]byte("ping")); err != nil {
-			return h
+		got, err := c.Call([]byte("ping"))
+		if err != nil {
+			return nil, fmt.Errorf("ping %d of %d: %w", i+1, n, err)
+		}
+		if string(got) != "pong" {
+			return nil, fmt.Errorf("ping %d of %d: answered %.20q", i+1, n, got)
 		}
 		_ = h.RecordValue(clampNS(time.Since(start).Nanoseconds()))
 	}
-	return h
+	return h, nil
 }
 
 // pipelined: sixteen pipelined 4 MiB replies on one connection against one
