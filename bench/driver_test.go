@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,3 +51,29 @@ func TestWindowWaitsForAMeasure(t *testing.T) {
 		t.Fatalf("record: %d ops, %v", rec.Ops, err)
 	}
 }
+
+// TestNoOpsSaysWhy: a run in which every operation failed fails with
+// ErrNoOps and the clients' first error, not with ErrNoOps alone.
+func TestNoOpsSaysWhy(t *testing.T) {
+	g := GoClient{Dial: func(context.Context, string) (RoundTripper, error) {
+		return failing{}, nil
+	}}
+	run := Run{Case: Case{PingPong, 64, 1}, Peer: "fake", Duration: 30 * time.Millisecond, Warmup: 10 * time.Millisecond}
+	m := newMeter(0, false)
+	load, err := g.Run(context.Background(), run, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = buildRecord(run, load, m)
+	if !errors.Is(err, ErrNoOps) || !strings.Contains(err.Error(), errRefused.Error()) {
+		t.Fatalf("buildRecord = %v, want ErrNoOps with the first error", err)
+	}
+}
+
+var errRefused = errors.New("refused by the fake server")
+
+// failing is a RoundTripper whose every call fails.
+type failing struct{}
+
+func (failing) RoundTrip(context.Context, []byte) (int, error) { return 0, errRefused }
+func (failing) Close() error                                   { return nil }

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -154,6 +156,9 @@ func buildRecord(run Run, load Load, m *Meter) (Record, error) {
 		return rec, ErrNoWindow
 	}
 	if load.Hist == nil || load.Hist.TotalCount() == 0 {
+		if len(load.Notes) > 0 { // the clients' first error says why
+			return rec, fmt.Errorf("%w: %s", ErrNoOps, strings.Join(load.Notes, "; "))
+		}
 		return rec, ErrNoOps
 	}
 	w := m.window(load.Window)
