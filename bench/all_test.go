@@ -204,6 +204,44 @@ func TestCancelStopsEverything(t *testing.T) {
 	}
 }
 
+// TestCancelKeepsRatios: a run stopped part-way still has the ratio
+// columns of the cases that finished.
+func TestCancelKeepsRatios(t *testing.T) {
+	leakcheck.Check(t)
+	plan, err := Selection{Peers: []string{BaselineUnix, BaselineC}, Scenarios: []Kind{PingPong}, Sizes: []int{64, 4096},
+		Duration: 100 * time.Millisecond, Warmup: 10 * time.Millisecond}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := NewRunner(WithTempDir(t.TempDir()), WithProgress(func(p Progress) {
+		if !p.Done && p.Run.Size == 4096 {
+			cancel() // the 64 B case is done
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Run(ctx, plan)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	n := 0
+	for _, rec := range res.Records {
+		if rec.Size != 64 {
+			continue
+		}
+		n++
+		if rec.XUnix == nil || rec.XC == nil {
+			t.Errorf("%s at 64 B: no ratio after the run was stopped", rec.Peer)
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d records of the finished case, want 2", n)
+	}
+}
+
 // childCount counts live processes whose parent is this process.
 func childCount(t *testing.T) int {
 	t.Helper()

@@ -188,6 +188,7 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 		rec, err := r.runOne(ctx, env, p, run)
 		if ctx.Err() != nil {
 			res.WallNS = int64(time.Since(start))
+			computeRatios(res) // for the cases that finished
 			return res, ctx.Err()
 		}
 		if err != nil {
