@@ -203,20 +203,32 @@ func TestMonitorOverflow(t *testing.T) {
 	a.expect("after the overflow", "flood/late/file")
 }
 
-func TestMonitorWatchLimit(t *testing.T) {
-	leakcheck.Check(t)
-	root := worktree(t)
-	var refuse atomic.Bool
+// startRefusing starts a Monitor of root whose kernel, as its watcher
+// sees it, refuses with errno the watches of the paths that match while
+// the returned flag is set (it is, at first).
+func startRefusing(t *testing.T, root string, match func(path string) bool, errno unix.Errno) (*Monitor, *atomic.Bool) {
+	t.Helper()
+	refuse := new(atomic.Bool)
 	refuse.Store(true)
 	addWatch = func(fd int, path string, mask uint32) (int, error) {
-		if refuse.Load() && strings.Contains(path, "nowatch") {
-			return -1, unix.ENOSPC
+		if refuse.Load() && match(path) {
+			return -1, errno
 		}
 		return unix.InotifyAddWatch(fd, path, mask)
 	}
 	t.Cleanup(func() { addWatch = unix.InotifyAddWatch })
 	m := start(t, root, 5*time.Second)
 	addWatch = unix.InotifyAddWatch // the watcher keeps its own
+	return m, refuse
+}
+
+// noWatch matches the paths of the "nowatch" directories.
+func noWatch(path string) bool { return strings.Contains(path, "nowatch") }
+
+func TestMonitorWatchLimit(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	m, refuse := startRefusing(t, root, noWatch, unix.ENOSPC)
 	a := &asker{t: t, m: m, token: "builtin:fake"}
 	a.ask()
 
@@ -255,19 +267,10 @@ func TestMonitorWatchLimitRetry(t *testing.T) {
 	leakcheck.Check(t)
 	root := worktree(t)
 	write(t, root, "nowatch/file", "x")
-	var refuse atomic.Bool
-	refuse.Store(true)
-	addWatch = func(fd int, path string, mask uint32) (int, error) {
-		if refuse.Load() && strings.Contains(path, "nowatch") {
-			return -1, unix.ENOSPC
-		}
-		return unix.InotifyAddWatch(fd, path, mask)
-	}
 	old := refusedRetry
 	refusedRetry = 20 * time.Millisecond
-	t.Cleanup(func() { addWatch, refusedRetry = unix.InotifyAddWatch, old })
-	m := start(t, root, 5*time.Second)
-	addWatch = unix.InotifyAddWatch // the watcher keeps its own
+	t.Cleanup(func() { refusedRetry = old })
+	m, refuse := startRefusing(t, root, noWatch, unix.ENOSPC)
 	if _, why := m.Token(); !errors.Is(why, ErrWatchLimit) {
 		t.Fatalf("Token's reason %v, want ErrWatchLimit", why)
 	}
@@ -299,17 +302,8 @@ func TestMonitorUnwatchableDir(t *testing.T) {
 	leakcheck.Check(t)
 	root := worktree(t)
 	write(t, root, "locked/file", "x")
-	var refuse atomic.Bool
-	refuse.Store(true)
-	addWatch = func(fd int, path string, mask uint32) (int, error) {
-		if refuse.Load() && strings.HasSuffix(path, "/locked") {
-			return -1, unix.EACCES
-		}
-		return unix.InotifyAddWatch(fd, path, mask)
-	}
-	t.Cleanup(func() { addWatch = unix.InotifyAddWatch })
-	m := start(t, root, 5*time.Second)
-	addWatch = unix.InotifyAddWatch // the watcher keeps its own
+	locked := func(path string) bool { return strings.HasSuffix(path, "/locked") }
+	m, refuse := startRefusing(t, root, locked, unix.EACCES)
 	a := &asker{t: t, m: m, token: "builtin:fake"}
 	a.ask()
 	write(t, root, "locked/file", "y")
