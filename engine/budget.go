@@ -12,8 +12,9 @@ import (
 // twice the outbound high-water mark, so a crowd of connections could hold
 // far more than the machine has. The budget bounds the sum: request bytes
 // (gnet's inbound buffer, the assembler's gathering buffer, a pooled
-// handler's request, a ring connection's gathering buffer) and reply bytes queued for peers (gnet's outbound
-// buffer), plus the large buffers kept for reuse. When the sum would pass
+// handler's request, a ring connection's gathering buffer) and reply bytes
+// queued for peers (gnet's outbound buffer), plus the large buffers kept
+// for reuse. When the sum would pass
 // seven eighths of the limit, the connection holding the most is closed (or
 // refused a larger buffer, if it is the one asking); a smaller one is never
 // closed for a larger one's sake. The last eighth holds the buffers of

@@ -108,7 +108,6 @@ func (c *Client) postRing(msg []byte) error {
 func (c *Client) postLarge(msg []byte) error {
 	for retried := false; ; retried = true {
 		staged := c.rstaged + len(c.rbatch) // writeRing stages the batch first
-		earlier := c.rposted
 		c.rmark = true
 		err := c.writeRing(msg)
 		c.rmark = false
@@ -116,7 +115,8 @@ func (c *Client) postLarge(msg []byte) error {
 			c.rposted = true
 			return nil
 		}
-		retry := !retried && c.inflight == 0 && staged == 0 && !(earlier && c.postsAtRisk()) && peerGone(err)
+		// With nothing staged, writeRing sent no batch: rposted is as it was.
+		retry := !retried && c.inflight == 0 && staged == 0 && !c.postsAtRisk() && peerGone(err)
 		c.endConn(err)
 		if !retry {
 			return c.fail("send", sendFailure(err))
@@ -137,19 +137,21 @@ func (c *Client) postLarge(msg []byte) error {
 // once more, on a new connection, laid out again for its rings (their
 // records may be smaller) or as requests where it has none; not after
 // earlier messages that may not have been handled (postsAtRisk), which
-// the new connection's replies would seem to vouch for. It runs only at the top
-// of Post, Flush and transmit, where nothing else of the Client is being
-// written: a batch sent again comes before anything sent after it.
+// the new connection's replies would seem to vouch for. It runs only at
+// the top of Post, Flush and transmit, where nothing else of the Client is
+// being written: a batch sent again comes before anything sent after it.
 func (c *Client) flushPosts() error {
 	if c.rout == nil {
 		return nil
 	}
-	staged, earlier := c.rstaged, c.rposted
+	staged := c.rstaged
 	err := c.publishRing()
 	if err == nil {
 		return nil
 	}
-	risk := earlier && c.postsAtRisk() // before endConn forgets the rings
+	// Before endConn forgets the rings. A batch that sendBatch staged in
+	// part set rposted, but it is gone from rbatch then: no retry anyway.
+	risk := c.postsAtRisk()
 	batch := c.rbatch
 	c.rbatch = nil // dropConn empties the Client's batch; this one may go again
 	retry := staged == 0 && !risk && len(batch) > 0 && c.inflight == 0 && peerGone(err)

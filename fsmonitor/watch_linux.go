@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -465,10 +466,7 @@ func (w *watcher) resync() {
 	clear(w.unwatched)
 	// The watches the walk does not reach are of directories that moved
 	// out of the worktree, or went, while events were lost: they go.
-	w.sweep = make(map[string]int32, len(w.wds))
-	for rel, wd := range w.wds {
-		w.sweep[rel] = wd
-	}
+	w.sweep = maps.Clone(w.wds)
 	w.watchTree(context.Background(), "", false)
 	for rel, wd := range w.sweep {
 		delete(w.wds, rel)
