@@ -381,6 +381,27 @@ func TestMonitorResyncDropsUnreached(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("%d watches after the walk, want 3 (the root, the cookies, stay)", n)
 	}
+
+	// A directory renamed within the worktree while events were lost
+	// keeps its watch (the kernel's, under its new name): the walk's
+	// sweep of the old name must not take it away.
+	m.w.mu.Lock()
+	err = os.Rename(filepath.Join(root, "stay"), filepath.Join(root, "renamed"))
+	if err == nil {
+		m.w.resync()
+	}
+	n = len(m.w.dirs) + 1
+	m.w.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("%d watches after a rename and the walk, want 3", n)
+	}
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	write(t, root, "renamed/file", "y")
+	a.expect("a file in the renamed directory", "renamed/file")
 }
 
 // TestMonitorWorktreeLink: a worktree named through a symbolic link is

@@ -469,9 +469,15 @@ func (w *watcher) resync() {
 	w.sweep = maps.Clone(w.wds)
 	w.watchTree(context.Background(), "", false)
 	for rel, wd := range w.sweep {
-		delete(w.wds, rel)
-		delete(w.dirs, wd)
-		unix.InotifyRmWatch(w.fd, uint32(wd))
+		if w.wds[rel] == wd {
+			delete(w.wds, rel)
+		}
+		// The same watch may have come back under another name (a
+		// directory renamed within the worktree): then it stays.
+		if w.dirs[wd] == rel {
+			delete(w.dirs, wd)
+			unix.InotifyRmWatch(w.fd, uint32(wd))
+		}
 	}
 	w.sweep = nil
 	w.changed = w.changed[:0]
