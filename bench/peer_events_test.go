@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pktipc/pktipc/events"
+	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
 
@@ -74,31 +77,97 @@ func TestEventsEcho(t *testing.T) {
 }
 
 // Finish returns only once the server has read every message of its own
-// stream, whatever the others still send.
+// stream, whatever the others still send. The server here is a slow one of
+// the test's own, which notes how many messages of a connection it had read
+// when it acknowledged; a Finish that returned before the acknowledgement,
+// or took another reply for it, sees no note or a short count.
 func TestEventsStreamFinish(t *testing.T) {
 	leakcheck.Check(t)
-	path := startEvents(t, Stream)
+	if runtime.GOOS != "linux" {
+		t.Skip("package events runs on Linux only")
+	}
+	path := testEnv(t).TempPath("s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams = 3
+	// acked[i] receives the count of messages the server had read on the
+	// i-th connection it accepted when it acknowledged that connection.
+	var acked [streams]chan int
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	for i := range acked {
+		acked[i] = make(chan int, 1)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range streams {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r := frame.NewReader(c, frame.Persistent, MaxSize)
+				for n := 0; ; n++ {
+					msg, err := r.ReadMessage()
+					if err != nil {
+						return
+					}
+					if len(msg) == 0 {
+						acked[i] <- n
+						if _, err := c.Write(frame.AppendFlush(nil)); err != nil {
+							return
+						}
+						continue
+					}
+					time.Sleep(time.Millisecond) // a slow reader
+				}
+			}()
+		}
+	}()
 	ctx := context.Background()
-	var streams [3]Streamer
-	for i := range streams {
+	var ss [streams]Streamer
+	for i := range ss {
+		// Connect one at a time, so that the i-th accepted is ss[i].
 		s, err := openEventsStream(ctx, path, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		streams[i] = s
+		if _, err := s.(eventsStream).RoundTrip(ctx, nil); err != nil {
+			t.Fatalf("stream %d: first acknowledgement: %v", i, err)
+		}
+		if n := <-acked[i]; n != 0 {
+			t.Fatalf("stream %d: first acknowledgement after %d messages", i, n)
+		}
+		ss[i] = s
 	}
 	msg := patternPayload(64 << 10)
-	for i, s := range streams {
-		for range 50 * (i + 1) {
+	for i, s := range ss {
+		for range 20 * (i + 1) {
 			if err := s.Send(msg); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	for i := len(streams) - 1; i >= 0; i-- {
-		if err := streams[i].Finish(ctx); err != nil {
-			t.Errorf("stream %d: %v", i, err)
+	for i := streams - 1; i >= 0; i-- {
+		if err := ss[i].Finish(ctx); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		select {
+		case n := <-acked[i]:
+			// The count includes the first, empty message.
+			if want := 20*(i+1) + 1; n != want {
+				t.Errorf("stream %d: Finish returned after an acknowledgement of %d messages, want %d", i, n, want)
+			}
+		default:
+			t.Errorf("stream %d: Finish returned before the server acknowledged", i)
 		}
 	}
 }
