@@ -75,13 +75,15 @@ func bindAt(fd int, path string, at dirName, base, tmp string, o *options) (dev,
 		}
 		return 0, 0, fmt.Errorf("uds: bind %s: %w", path, err)
 	}
-	h, err := unix.Openat(at.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	h, err := sysOpenat(at.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
+		dropStartName(at, name, tmp)
 		return 0, 0, fmt.Errorf("uds: open bound socket %s: %w", path, err)
 	}
 	defer unix.Close(h)
 	var st unix.Stat_t
 	if err := unix.Fstat(h, &st); err != nil {
+		dropStartName(at, name, tmp)
 		return 0, 0, fmt.Errorf("uds: fstat %s: %w", path, err)
 	}
 	if !isSock(&st) {
@@ -93,6 +95,20 @@ func bindAt(fd int, path string, at dirName, base, tmp string, o *options) (dev,
 		return 0, 0, err
 	}
 	return dev, ino, nil
+}
+
+// sysOpenat is unix.Openat; the tests make it fail.
+var sysOpenat = unix.Openat
+
+// dropStartName removes the socket just bound at name when its identity
+// could not be read (out of descriptors, say), if name is the start-up
+// name: no one else binds there while this starter holds the lock. At the
+// final name it could be someone else's by now, and is left to the next
+// starter's reclaim.
+func dropStartName(at dirName, name, tmp string) {
+	if name == tmp {
+		unix.Unlinkat(at.fd, name, 0)
+	}
 }
 
 // setupBound finishes the socket bound at name (handle h) and publishes it

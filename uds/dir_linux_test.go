@@ -282,3 +282,21 @@ func watchmanAccess(t *testing.T, egid uint32) {
 		}
 	})
 }
+
+// A Listen that cannot open the socket it bound (out of descriptors, say)
+// fails and leaves nothing in the directory, not even its start-up name.
+func TestBoundSocketUnopenable(t *testing.T) {
+	leakcheck.Check(t)
+	swap(t, &sysOpenat, func(int, string, int, uint32) (int, error) { return -1, unix.EMFILE })
+	dir := tempDir(t)
+	if _, err := Listen(filepath.Join(dir, "s")); !errors.Is(err, unix.EMFILE) {
+		t.Fatalf("Listen: %v, want EMFILE", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("left in the directory: %s", e.Name())
+	}
+}
