@@ -265,3 +265,44 @@ func TestPooledBatchQuit(t *testing.T) {
 	expectReplies(t, c, "a", "quit")
 	expectIncomplete(t, c, 1)
 }
+
+// quitEcho echoes, and answers "quit" (after a moment, so that the batch
+// it came in is read whole) with ErrQuit.
+func quitEcho(_ context.Context, req []byte, w *ReplyWriter) error {
+	if string(req) == "quit" {
+		time.Sleep(30 * time.Millisecond)
+		_, _ = w.WriteString("quit")
+		return ErrQuit
+	}
+	_, err := w.Write(req)
+	return err
+}
+
+// A quit's reply is the last on its connection: a request pipelined
+// behind it, in its batch or after, gets no reply, so none can take the
+// reply of another. Serve's goroutine, which stops the server, may not
+// have run yet when the connection goes on (quitOnce taken here stands in
+// for one that never does), pooled or inline.
+func TestQuitReplyIsTheLast(t *testing.T) {
+	leakcheck.Check(t)
+	for _, inline := range []bool{false, true} {
+		for _, serveLate := range []bool{false, true} {
+			t.Run(fmt.Sprintf("inline=%v,serveLate=%v", inline, serveLate), func(t *testing.T) {
+				ts := startServer(t, HandlerFunc(quitEcho), WithInlineHandlers(inline))
+				if serveLate {
+					ts.quitOnce.Do(func() {})
+				}
+				c := dialClient(t, ts.path)
+				queueAll(t, c, [][]byte{[]byte("quit"), []byte("b")})
+				time.Sleep(10 * time.Millisecond)
+				if err := c.Send([]byte("c")); err != nil {
+					t.Fatal(err)
+				}
+				expectReplies(t, c, "quit")
+				if got, err := c.Recv(); err == nil {
+					t.Fatalf("request b got reply %q", got)
+				}
+			})
+		}
+	}
+}

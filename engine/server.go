@@ -288,6 +288,11 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) requestQuit() {
+	// stopping first, before the quit's reply is queued: the reply must be
+	// its connection's last, and Serve's goroutine, which stops the server
+	// on quitCh, may run only after the loop has gone on to the requests
+	// pipelined behind it.
+	s.stopping.Store(true)
 	s.quitOnce.Do(func() { close(s.quitCh) })
 }
 
