@@ -416,6 +416,37 @@ func TestShutdownWaitsForSlowReader(t *testing.T) {
 	}
 }
 
+// Shutdown lets a git-style reply that the socket did not take at once
+// (written on by a lingering goroutine) finish, as it lets any request in
+// progress.
+func TestShutdownWaitsForLingeringReply(t *testing.T) {
+	leakcheck.Check(t)
+	big := pattern(1<<20, 9)
+	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+		_, err := w.Write(big)
+		return err
+	}), WithInlineHandlers(true))
+	c := dialRaw(t, ts.path)
+	if _, err := c.Write([]byte("0007big0000")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Lingering == 1 })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- ts.Shutdown(ctx)
+	}()
+	time.Sleep(100 * time.Millisecond) // Shutdown waits while nothing is read
+	got, _ := readAll(t, c)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if want := frame.AppendFlush(frame.AppendData(nil, big)); !bytes.Equal(got, want) {
+		t.Fatalf("read %d reply bytes during Shutdown, want %d", len(got), len(want))
+	}
+}
+
 // sendUnread starts an echo server with opts and sends it a request whose
 // reply is more than the sockets' buffers hold but less than the
 // high-water mark, so that the loop queues the rest of the reply and the

@@ -28,8 +28,9 @@ type Server struct {
 	//  4. beginStop (Shutdown, Close): stopping is set (no new requests),
 	//     parked loops are rung, the listener closes and unlinks its path if it
 	//     is still ours, lobby waiters are closed.
-	//  5. Shutdown waits until no connection is open (the reaper closes idle
-	//     ones; busy ones close after their reply), then calls Close.
+	//  5. Shutdown waits until no connection is open and no one-shot reply
+	//     lingers (the reaper closes idle ones; busy ones close after their
+	//     reply), then calls Close.
 	//  6. Close runs step 4 if it has not run, and sets closing (a closing
 	//     connection no longer gets a rescue socket).
 	//  7. It waits for the accept loop to exit (an enrolment during gnet's
@@ -239,7 +240,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginStop()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for s.openConns() > 0 {
+	// A one-shot reply still lingering is a request in progress too: its
+	// write deadline bounds it.
+	for s.openConns()+s.lingering.count() > 0 {
 		select {
 		case <-ctx.Done():
 			_ = s.Close()

@@ -36,7 +36,7 @@ type Stats struct {
 	OverCap          uint64 // closed at once for exceeding a connection cap
 	AcceptExhausted  uint64 // accept or enroll failed for lack of descriptors
 	Shed             uint64 // clients closed by the spare-descriptor trick
-	Open             int    // connections open now on the event loops (not one-shot ones on workers)
+	Open             int    // connections open now: on the event loops, on rings, and one-shot ones on workers (not Lingering)
 	Lingering        int    // one-shot connections whose reply waits for the peer to read
 	Requests         uint64 // requests handed to the handler
 	ProtocolErrors   uint64 // malformed or oversized requests
