@@ -141,9 +141,18 @@ func (s *Server) hurry() {
 
 // reapScratch keeps the reaper's lists between ticks.
 type reapScratch struct {
-	expired, idle, drains []*conn
-	rings                 []*ringConn
-	peek                  [1]byte
+	expired      []expiry
+	idle, drains []*conn
+	rings        []ringExpiry
+	peek         [1]byte
+}
+
+// expiry is a connection whose deadline had passed when the reaper
+// looked: which deadline, and since when.
+type expiry struct {
+	c     *conn
+	why   why
+	since int64
 }
 
 // spoke reports whether c's input holds bytes its loop has not read: the
@@ -197,7 +206,15 @@ func (s *Server) reaperTick(pressured bool) time.Duration {
 // ones while the server stops. It reports whether any connection was under
 // pressure.
 func (s *Server) reapConns(r *reapScratch) (pressured bool) {
-	now := s.now()
+	pressured = s.findExpired(r, s.now())
+	s.closeExpired(r)
+	return pressured
+}
+
+// findExpired lists in r the connections whose deadline has passed at
+// now, and the idle ones while the server stops, and reports whether any
+// connection was under pressure.
+func (s *Server) findExpired(r *reapScratch, now int64) (pressured bool) {
 	stopping := s.stopping.Load()
 	r.expired, r.idle = r.expired[:0], r.idle[:0]
 	a := s.adm
@@ -205,15 +222,28 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 	for c := range a.open {
 		p := a.pressuredLocked(c.peer.Cred.UID)
 		pressured = pressured || p
-		if d := s.timeout(why(c.why.Load()), p); d > 0 && now-c.since.Load() >= d {
-			r.expired = append(r.expired, c)
+		w := why(c.why.Load())
+		since := c.since.Load()
+		if d := s.timeout(w, p); d > 0 && now-since >= d {
+			r.expired = append(r.expired, expiry{c, w, since})
 		} else if stopping && phase(c.phaseA.Load()) == phaseIdle {
 			r.idle = append(r.idle, c)
 		}
 	}
 	a.mu.Unlock()
-	for _, c := range r.expired {
-		w := why(c.why.Load())
+	return pressured
+}
+
+// closeExpired closes the connections findExpired listed, unless their
+// loop moved on meanwhile.
+func (s *Server) closeExpired(r *reapScratch) {
+	for _, e := range r.expired {
+		c, w := e.c, e.why
+		if why(c.why.Load()) != w || c.since.Load() != e.since {
+			// Its loop moved on meanwhile (a request came to an idle
+			// connection, say): its new deadline has not passed.
+			continue
+		}
 		if w == whyFirstByte && r.spoke(c) {
 			continue // its loop is late, not its client: it reads the request
 		}
@@ -234,7 +264,6 @@ func (s *Server) reapConns(r *reapScratch) (pressured bool) {
 	}
 	clear(r.expired)
 	clear(r.idle)
-	return pressured
 }
 
 // pollDrains asks the loops of drains without a write watch to look at

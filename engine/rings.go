@@ -296,6 +296,16 @@ func (rs *ringSet) spin() bool {
 
 func (rs *ringSet) unspin() { rs.spinning.Add(-1) }
 
+// ringExpiry is a ring connection the reaper found past its deadline
+// (expired), or idle while the server stops: which deadline ran, and since
+// when.
+type ringExpiry struct {
+	rc      *ringConn
+	why     why
+	since   int64
+	expired bool
+}
+
 // reap closes the ring connections whose deadline passed (idle, a request
 // cut between records, a handler, a reply waiting for room), and the idle
 // ones while the server stops. On the reaper.
@@ -307,16 +317,22 @@ func (s *Server) reapRings(r *reapScratch) {
 	rs.mu.Lock()
 	for rc := range rs.conns {
 		w := why(rc.why.Load())
-		if d := s.timeout(w, false); d > 0 && now-rc.since.Load() >= d {
-			s.stats.timeouts[w].Add(1)
-			r.rings = append(r.rings, rc)
+		since := rc.since.Load()
+		if d := s.timeout(w, false); d > 0 && now-since >= d {
+			r.rings = append(r.rings, ringExpiry{rc, w, since, true})
 		} else if stopping && w == whyIdle {
-			r.rings = append(r.rings, rc)
+			r.rings = append(r.rings, ringExpiry{rc, w, since, false})
 		}
 	}
 	rs.mu.Unlock()
-	for _, rc := range r.rings {
-		rc.kill(fmt.Errorf("engine: %s timeout: %w", why(rc.why.Load()), context.DeadlineExceeded))
+	for _, e := range r.rings {
+		if why(e.rc.why.Load()) != e.why || e.rc.since.Load() != e.since {
+			continue // it moved on meanwhile: a request came, say
+		}
+		if e.expired {
+			s.stats.timeouts[e.why].Add(1)
+		}
+		e.rc.kill(fmt.Errorf("engine: %s timeout: %w", e.why, context.DeadlineExceeded))
 	}
 	clear(r.rings)
 }
