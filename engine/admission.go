@@ -91,10 +91,11 @@ func (a *admission) unadmit(cred uds.Cred) {
 	a.dec(cred.UID)
 }
 
-// settle records that a connection admitted for rings is open: it is no
-// longer pending, and it never joins open (ring connections are counted,
-// never evicted: they completed a handshake). forget gives its count back
-// when it closes.
+// settle records that a connection admitted for rings, or a one-shot
+// connection whose reply lingers, is open: it is no longer pending, and it
+// never joins open (such connections are counted, never evicted: a ring
+// completed a handshake, a lingering reply answers a request served).
+// forget gives its count back when it closes.
 func (a *admission) settle() {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -447,6 +447,71 @@ func TestShutdownWaitsForLingeringReply(t *testing.T) {
 	}
 }
 
+// Shutdown lets a git-style request that the accept loop is serving
+// itself finish, and its reply too, which the socket does not take at once.
+func TestShutdownWaitsForAcceptLoopRequest(t *testing.T) {
+	leakcheck.Check(t)
+	big := pattern(1<<20, 5)
+	started := make(chan struct{})
+	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		_, err := w.Write(big)
+		return err
+	}), WithInlineHandlers(true))
+	c := dialRaw(t, ts.path)
+	if _, err := c.Write([]byte("0007big0000")); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- ts.Shutdown(ctx)
+	}()
+	time.Sleep(300 * time.Millisecond) // the reply lingers, unread
+	got, _ := readAll(t, c)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if want := frame.AppendFlush(frame.AppendData(nil, big)); !bytes.Equal(got, want) {
+		t.Fatalf("read %d reply bytes during Shutdown, want %d", len(got), len(want))
+	}
+}
+
+// A git-style reply left to linger keeps its connection's place under
+// the caps until it is written: clients that never read hold no more
+// connections than the caps allow.
+func TestLingeringRepliesWithinCaps(t *testing.T) {
+	leakcheck.Check(t)
+	big := pattern(1<<20, 3)
+	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+		_, err := w.Write(big)
+		return err
+	}), WithInlineHandlers(true), WithMaxConns(4, 4))
+	var cs []*net.UnixConn
+	for range 16 {
+		c := dialRaw(t, ts.path)
+		cs = append(cs, c)
+		if _, err := c.Write([]byte("0007big0000")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { st := ts.Stats(); return st.Lingering+int(st.OverCap) == 16 })
+	if st := ts.Stats(); st.Lingering > 4 {
+		t.Fatalf("%d replies linger with a cap of 4 connections (over the cap: %d)", st.Lingering, st.OverCap)
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+	waitFor(t, func() bool { return ts.Stats().Lingering == 0 })
+	// Their places are given back: a request is served again.
+	if got, err := Send(context.Background(), ts.path, []byte("x")); err != nil || len(got) != len(big) {
+		t.Fatalf("Send after the lingering replies: %d bytes, %v", len(got), err)
+	}
+}
+
 // sendUnread starts an echo server with opts and sends it a request whose
 // reply is more than the sockets' buffers hold but less than the
 // high-water mark, so that the loop queues the rest of the reply and the

@@ -196,7 +196,12 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	if !s.admitCred(cred, func() { _ = sysClose(fd) }) {
 		return true
 	}
-	defer s.adm.unadmit(cred)
+	lingers := false
+	defer func() {
+		if !lingers {
+			s.adm.unadmit(cred)
+		}
+	}()
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
 	if s.stopping.Load() {
 		closeShot(fd, end, &o.sink)
@@ -223,7 +228,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	case !consume(fd, end, &o.sink):
 		_ = sysClose(fd)
 	case n < len(w.buf.B) && err == nil:
-		s.linger(fd, w.buf.B[n:])
+		lingers = s.linger(fd, cred, w.buf.B[n:])
 	default:
 		_ = sysClose(fd)
 	}
@@ -301,11 +306,15 @@ func writeConn(uc *net.UnixConn, b []byte) (int, error) {
 
 // linger finishes a one-shot reply the socket fd did not take at once, on
 // a goroutine of its own, then closes the connection. It copies rest, and
-// owns fd from the call on.
-func (s *Server) linger(fd int, rest []byte) {
+// owns fd from the call on. The connection keeps its place under the caps
+// until it closes: a client that never reads must not hold connections
+// beyond them. It reports whether the reply lingers; then the connection's
+// admission is settled here and given back when it closes, and otherwise
+// it is the caller's to give back.
+func (s *Server) linger(fd int, cred uds.Cred, rest []byte) bool {
 	uc, err := fdConn(fd)
 	if err != nil {
-		return // the client sees an incomplete reply
+		return false // the client sees an incomplete reply
 	}
 	l := &s.lingering
 	// The deadline before the registration: close sets a past one on
@@ -317,7 +326,7 @@ func (s *Server) linger(fd int, rest []byte) {
 	if l.closed {
 		l.mu.Unlock()
 		_ = uc.Close()
-		return
+		return false
 	}
 	if l.conns == nil {
 		l.conns = make(map[*net.UnixConn]struct{})
@@ -327,6 +336,7 @@ func (s *Server) linger(fd int, rest []byte) {
 	l.mu.Unlock()
 	b := bytes.Clone(rest)
 	s.budget.used.Add(int64(len(b)))
+	s.adm.settle()
 	go func() {
 		defer l.wg.Done()
 		if _, err := uc.Write(b); errors.Is(err, os.ErrDeadlineExceeded) {
@@ -337,7 +347,9 @@ func (s *Server) linger(fd int, rest []byte) {
 		delete(l.conns, uc)
 		l.mu.Unlock()
 		_ = uc.Close()
+		s.adm.forget(cred)
 	}()
+	return true
 }
 
 func (l *lingerers) count() int {

@@ -238,6 +238,21 @@ func (s *Server) beginStop() {
 // safe to call from any goroutine, also while Serve runs.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginStop()
+	s.startMu.Lock()
+	started := s.gcli != nil
+	s.startMu.Unlock()
+	if started {
+		// The accept loop may be serving a git-style request itself: it
+		// is in progress too, and its reply may go on to linger.
+		select {
+		case <-s.acceptExit:
+		case <-ctx.Done():
+			_ = s.Close()
+			return ctx.Err()
+		case <-s.done:
+			return s.closeErr
+		}
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	// A one-shot reply still lingering is a request in progress too: its
