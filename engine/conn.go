@@ -105,7 +105,7 @@ type conn struct {
 	reqBig  []byte                     // the worker's: the assembler's buffer holding a gathered request
 	reqMsg  []byte                     // the worker's request: in req or reqBig
 	bends   []int                      // a pooled batch's requests before reqMsg: where each ends in req.B
-	reqHeld int                        // the loop's: cap(reqBig), and a batch's req, while a worker has them, for the budget
+	reqHeld int                        // the loop's: cap(reqBig), and a batch's req, while a worker has them, for the budget; a pooled one-shot's request, charged until its worker drops it
 
 	phaseA  atomic.Int32 // copy of phase for the reaper
 	since   atomic.Int64 // monotonic ns when the current deadline started

@@ -101,6 +101,16 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	}
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
 	c.shot, c.shotFD, c.shotIn = true, fd, end
+	// The copy waits for a worker: the memory budget covers it, and a
+	// request it has no room for is closed without a reply, as one over
+	// the queue would be.
+	if !s.budget.makeRoom(int64(len(msg))) {
+		s.stats.budgetClosed.Add(1)
+		s.dropShot(c, &s.oneshot.sink)
+		return
+	}
+	c.reqHeld = len(msg)
+	s.budget.used.Add(int64(c.reqHeld))
 	c.req = bufPool.Get()
 	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
 	c.reqMsg = c.req.B
@@ -129,10 +139,19 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 // never entered it): its request, descriptor (read first, with sink: see
 // closeShot), handler context and count.
 func (s *Server) dropShot(c *conn, sink *[]byte) {
-	c.dropRequest()
+	s.dropShotRequest(c)
 	closeShot(c.shotFD, c.shotIn, sink)
 	c.cancelHandler(net.ErrClosed)
 	s.adm.unadmit(c.peer.Cred)
+}
+
+// dropShotRequest releases a pooled one-shot request's copy and gives its
+// bytes back to the budget; once or more. On the accept loop before the
+// hand-off, on the worker after.
+func (s *Server) dropShotRequest(c *conn) {
+	s.budget.used.Add(-int64(c.reqHeld))
+	c.reqHeld = 0
+	c.dropRequest()
 }
 
 // serveShot runs a pooled one-shot request's handler and finishes its
@@ -151,7 +170,7 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer, sink *[]byte
 	if c.ctx.Err() == nil { // the server may have closed while it queued
 		herr, panicked = s.call(c, c.reqMsg)
 	}
-	c.dropRequest()
+	s.dropShotRequest(c)
 	// A handler whose context ended (its deadline, Close) gets no
 	// terminator, as on the loops: the client must not take a reply cut
 	// short for a whole one.

@@ -222,3 +222,33 @@ func TestPooledOneShotHangUp(t *testing.T) {
 		t.Fatalf("stats %+v: want both served one-shot", st)
 	}
 }
+
+// Pooled git-style requests waiting for a worker are charged to the memory
+// budget until their worker is done with them, and one the budget has no
+// room for is closed without a reply.
+func TestQueuedShotsInBudget(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(func(ctx context.Context, _ []byte, w *ReplyWriter) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}), WithWorkers(1), WithMemoryBudget(1<<20))
+	req := frame.AppendFlush(frame.AppendData(nil, bytes.Repeat([]byte("q"), 60<<10)))
+	var cs []*net.UnixConn
+	for range 40 {
+		c := dialRaw(t, ts.path)
+		cs = append(cs, c)
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 7/8 of 1 MiB holds 14 copies of 60 KiB.
+	waitFor(t, func() bool { st := ts.Stats(); return st.OneShot+st.BudgetClosed == 40 })
+	st := ts.Stats()
+	if st.BudgetClosed == 0 || st.Buffered < 10*60<<10 || st.Buffered > 7<<20/8 {
+		t.Fatalf("40 requests of 60 KiB queued with a budget of 1 MiB: %d closed for the budget, %d bytes charged", st.BudgetClosed, st.Buffered)
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+	waitFor(t, func() bool { return ts.Stats().Buffered == 0 })
+}
