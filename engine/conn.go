@@ -105,6 +105,7 @@ type conn struct {
 	reqBig  []byte                     // the worker's: the assembler's buffer holding a gathered request
 	reqMsg  []byte                     // the worker's request: in req or reqBig
 	bends   []int                      // a pooled batch's requests before reqMsg: where each ends in req.B
+	hstart  int64                      // when the running pooled handler started (its deadline's start); set by whoever starts it
 	reqHeld int                        // the loop's: cap(reqBig), and a batch's req, while a worker has them, for the budget; a pooled one-shot's request, charged until its worker drops it
 
 	phaseA  atomic.Int32 // copy of phase for the reaper

@@ -131,7 +131,9 @@ func (c *conn) checkDrain() {
 		if out <= c.s.opts.highWater {
 			c.ackWaiting = false
 			c.unwatchWrite()
-			c.setDeadline(c.s.now(), whyHandler)
+			// The handler's time runs from its start: waits for its
+			// peer to read must not extend it.
+			c.setDeadline(c.hstart, whyHandler)
 			c.ack <- ackMsg{c.ackSeq, nil}
 		}
 		return

@@ -265,7 +265,8 @@ func (s *Server) serveBatch(c *conn) bool {
 			c.finishPooled(nil, false)
 			return false
 		}
-		c.setDeadline(s.now(), whyHandler) // the next handler's own time
+		c.hstart = s.now()
+		c.setDeadline(c.hstart, whyHandler) // the next handler's own time
 	}
 	return true
 }

@@ -223,6 +223,7 @@ func (c *conn) sendPooled(now int64) action {
 	}
 	c.direct = c.gc.OutboundBuffered() == 0 && c.openWriteFD()
 	c.setPhase(phaseHandling)
+	c.hstart = now
 	c.setDeadline(now, whyHandler)
 	select {
 	case c.s.jobs <- c:
