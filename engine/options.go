@@ -306,8 +306,10 @@ func WithMaxConns(total, perUID int) Option {
 // most is closed, or refused the larger buffer it asks for (a connection
 // on rings that gathers a request spanning records is closed when its
 // buffer does not fit). The rings themselves are bounded apart
-// (WithRingLimits). It must be at
-// least the request size cap. The Go runtime holds garbage on top of it
+// (WithRingLimits). A request whose gathering buffer (a power of two at
+// least its size) does not fit within seven eighths of the budget is
+// refused, its connection closed: keep the budget well above the request
+// size cap (WithMaxRequestSize). The Go runtime holds garbage on top of it
 // between collections (GOGC); set GOMEMLIMIT to bound the process itself.
 func WithMemoryBudget(n int64) Option {
 	return func(o *options) error {

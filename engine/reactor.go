@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -100,8 +101,17 @@ func (r *reactor) enroll(uc *net.UnixConn, c *conn) error {
 	r.wakeParked()
 	_, err := r.gcli.EnrollContext(uc, c)
 	r.enrolling.Add(-1)
+	if err == nil && c.gc == nil {
+		// gnet could not add the descriptor to its poller: it closed it
+		// and reports no error, and OnOpen (which sets gc, and which
+		// EnrollContext waits for) never ran.
+		err = errNotEnrolled
+	}
 	return err
 }
+
+// errNotEnrolled: an event loop could not watch a new connection.
+var errNotEnrolled = errors.New("engine: the event loop could not watch the connection")
 
 // loopStateLocked returns el's state, made at its first connection; the
 // caller holds mu.
