@@ -233,6 +233,9 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 		_ = sysClose(fd)
 	}
 	w.release()
+	if cap(o.reply.B) > shotReplyKeep {
+		o.reply.B = nil // a large reply's buffer is not kept for the small ones
+	}
 	return true
 }
 

@@ -153,3 +153,31 @@ func TestOneShotRequestInParts(t *testing.T) {
 		t.Fatalf("%d of %d requests in parts took the git-style path: %+v", st.OneShot, n, st)
 	}
 }
+
+// The accept loop keeps no large reply buffer after a large git-style
+// reply: the next replies are small, and it would sit outside the budget.
+func TestOneShotReplyBufferShrinks(t *testing.T) {
+	leakcheck.Check(t)
+	big := pattern(1<<20, 1)
+	ts := startServer(t, HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "big" {
+			_, err := w.Write(big)
+			return err
+		}
+		_, err := w.WriteString("small")
+		return err
+	}), WithInlineHandlers(true))
+	for _, req := range []string{"big", "small"} {
+		got, err := Send(context.Background(), ts.path, []byte(req))
+		if err != nil || (req == "big") != (len(got) == len(big)) {
+			t.Fatalf("%s: %d bytes, %v", req, len(got), err)
+		}
+	}
+	// The accept loop served both (inline, whole on arrival); it has
+	// finished with its buffer once Stats counts both.
+	waitFor(t, func() bool { return ts.Stats().OneShot == 2 })
+	ts.Close()
+	if n := cap(ts.oneshot.reply.B); n > shotReplyKeep {
+		t.Fatalf("the accept loop keeps a reply buffer of %d bytes", n)
+	}
+}
