@@ -34,6 +34,10 @@ func eventAttr(e Event) (typ uint32, config uint64) {
 	}
 }
 
+// errKernelOnly: context switches happen in kernel mode, so counting them
+// in user mode only, where the kernel allows no more, would count none.
+var errKernelOnly = fmt.Errorf("context switches are counted in kernel mode, and only user mode may be counted here: %w", unix.EACCES)
+
 // refused reports whether err means "the kernel will not count this here",
 // as opposed to a failure of ours (EMFILE, EINVAL from a bad attribute).
 func refused(err error) bool {
@@ -64,7 +68,8 @@ type Counters struct {
 // nil as long as at least one event could be opened. When none could, the
 // error matches ErrUnavailable. If the kernel refuses to count kernel-mode
 // events (perf_event_paranoid 2 without CAP_PERFMON), the counters fall back
-// to user mode only, which UserOnly reports.
+// to user mode only, which UserOnly reports; context switches, which
+// happen in kernel mode, are then unavailable rather than counted as none.
 func OpenCounters(pid int, events ...Event) (*Counters, error) {
 	if len(events) == 0 {
 		events = AllEvents
@@ -111,6 +116,9 @@ func OpenCounters(pid int, events ...Event) (*Counters, error) {
 
 // open opens event e on every thread; on any error it closes what it opened.
 func (c *Counters) open(e Event, tids []int) error {
+	if e == ContextSwitches && c.userOnly {
+		return errKernelOnly
+	}
 	typ, config := eventAttr(e)
 	attr := unix.PerfEventAttr{
 		Type:        typ,
@@ -125,7 +133,7 @@ func (c *Counters) open(e Event, tids []int) error {
 	var fds []int
 	for _, tid := range tids {
 		fd, err := perfEventOpen(&attr, tid, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
-		if err != nil && errors.Is(err, unix.EACCES) && !c.userOnly {
+		if err != nil && errors.Is(err, unix.EACCES) && !c.userOnly && e != ContextSwitches {
 			// perf_event_paranoid >= 2 allows user-mode counting only.
 			attr.Bits |= unix.PerfBitExcludeKernel | unix.PerfBitExcludeHv
 			fd, err = perfEventOpen(&attr, tid, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
