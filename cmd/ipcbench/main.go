@@ -69,6 +69,9 @@ func main() {
 func realMain(args []string, cio *cmdIO) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal asks for a clean stop; a second one, should the
+	// clean-up hang, kills as it would without ipcbench's handler.
+	context.AfterFunc(ctx, stop)
 	if len(args) == 0 || (strings.HasPrefix(args[0], "-") && !isHelp(args[0])) {
 		return runCommand(ctx, cio, args)
 	}
@@ -97,6 +100,10 @@ func usage(w io.Writer) {
 func help(cio *cmdIO, args []string) int {
 	if len(args) == 0 {
 		usage(cio.stdout)
+		return exitOK
+	}
+	if args[0] == "help" {
+		fmt.Fprintln(cio.stdout, "usage: ipcbench help [command]\n\nWith a command, shows its flags; without, lists the commands.")
 		return exitOK
 	}
 	c, ok := lookup(args[0])

@@ -77,6 +77,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--test-tool=" + dir}, "is not a regular file"},
 		{[]string{"report", "--test-tool=" + plain}, "is not executable"},
 		{[]string{"report", "--bogus"}, "flag provided but not defined"},
+		{[]string{"torture", "chaos", "--soak", "1h"}, `unexpected argument "chaos"`},
 	} {
 		stdout, stderr, code := runIpcbench(t, nil, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
@@ -102,6 +103,9 @@ func TestHelp(t *testing.T) {
 	}
 	if _, stderr, code := runIpcbench(t, nil, "run", "-h"); code != 0 || !strings.Contains(stderr, "-plot") {
 		t.Errorf("run -h: exit %d:\n%s", code, stderr)
+	}
+	if stdout, stderr, code := runIpcbench(t, nil, "help", "help"); code != 0 || !strings.Contains(stdout, "usage: ipcbench help") {
+		t.Errorf("help help: exit %d: %q %q", code, stdout, stderr)
 	}
 }
 

@@ -48,7 +48,7 @@ type serviceFlags struct {
 func (s *serviceFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&s.name, "service", "", "service name, a socket in the run directory (required)")
 	fs.StringVar(&s.format, "format", events.PktLine.String(), "wire format: pktline, libipc (LibIPC's 4-byte length) or libipc-c (the old C LibIPC's 6-byte header)")
-	fs.StringVar(&s.runDir, "rundir", "", "run directory (default: $XDG_RUNTIME_DIR/pktipc for pktline, $RUNDIR or /tmp/.libipc-run for libipc, $IPC_RUNDIR or /run/ipc for libipc-c)")
+	fs.StringVar(&s.runDir, "rundir", "", "run directory (default: $XDG_RUNTIME_DIR/pktipc, or $TMPDIR/pktipc-UID without it, for pktline; $RUNDIR or /tmp/.libipc-run for libipc; $IPC_RUNDIR or /run/ipc for libipc-c)")
 }
 
 // service is a validated serviceFlags.
@@ -193,7 +193,7 @@ func pongCommand(ctx context.Context, cio *cmdIO, args []string) int {
 	}
 	svc, err := sf.resolve()
 	if err == nil {
-		err = checkPongFlags(fs, svc.format, *count, *size)
+		err = checkPongFlags(fs, svc.format, *count, *size, *message)
 	}
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "ipcbench pong: %v\n", err)
@@ -260,17 +260,21 @@ func pongCommand(ctx context.Context, cio *cmdIO, args []string) int {
 	return exitOK
 }
 
-// checkPongFlags validates pong's message flags for format f.
-func checkPongFlags(fs *flag.FlagSet, f events.Format, count, size int) error {
+// checkPongFlags validates pong's message flags for format f: the size of
+// --message's text, or --count and --size.
+func checkPongFlags(fs *flag.FlagSet, f events.Format, count, size int, message string) error {
+	lo := 0
+	if f == events.LibIPC {
+		lo = 1 // LibIPC peers take an empty message for a disconnection
+	}
 	if flagSet(fs, "message") {
 		if flagSet(fs, "count") || flagSet(fs, "size") {
 			return errors.New("--message sends its text once: it does not go with --count or --size")
 		}
+		if n := len(message); n < lo || n > maxPayload(f) {
+			return fmt.Errorf("--message of %d bytes: %s carries %d to %d bytes", n, f, lo, maxPayload(f))
+		}
 		return nil
-	}
-	lo := 0
-	if f == events.LibIPC {
-		lo = 1 // LibIPC peers take an empty message for a disconnection
 	}
 	switch {
 	case count < 1:

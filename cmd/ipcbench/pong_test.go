@@ -262,6 +262,7 @@ func TestPongUsageErrors(t *testing.T) {
 		{[]string{"pong", "--service=x", "--format=zig"}, "want pktline, libipc or libipc-c"},
 		{[]string{"pong", "--service=x", "--format=libipc", "--size=0"}, "--size 0: libipc carries 1 to 99992 bytes"},
 		{[]string{"pong", "--service=x", "--format=libipc-c", "--size=1999989"}, "--size 1999989: libipc-c carries 0 to 1999988 bytes"},
+		{[]string{"pong", "--service=x", "--format=libipc", "--message="}, "--message of 0 bytes: libipc carries 1 to 99992 bytes"},
 		{[]string{"pong", "--service=x", "--count=0"}, "--count 0: want at least 1"},
 		{[]string{"pong", "--service=x", "--message=hi", "--count=3"}, "does not go with --count or --size"},
 		{[]string{"pongd", "--service=x", "extra"}, `unexpected argument "extra"`},

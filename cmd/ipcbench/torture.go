@@ -34,11 +34,8 @@ func tortureCommand(ctx context.Context, cio *cmdIO, args []string) int {
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, done := parseFlags(fs, args); done {
+		return code
 	}
 	o := bench.TortureOptions{Scenarios: bench.SplitList(*scenarios), Phase: *phase, Soak: *soak, Budget: *budget, Progress: cio.stderr}
 	reports, err := bench.Torture(ctx, o)

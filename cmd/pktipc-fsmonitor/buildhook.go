@@ -47,9 +47,10 @@ func buildHook(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "error: this program's path %q cannot be compiled in\n", self)
 		return exitFail
 	}
-	cc := os.Getenv("CC")
-	if cc == "" {
-		cc = "cc"
+	// $CC may carry arguments ("ccache gcc", "gcc -m64"), as make takes it.
+	cc := strings.Fields(os.Getenv("CC"))
+	if len(cc) == 0 {
+		cc = []string{"cc"}
 	}
 	bin := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(self)
 	// Static first: git starts the hook for every command, and a static
@@ -57,9 +58,9 @@ func buildHook(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// library has no static archive, the ordinary link does.
 	var errs bytes.Buffer
 	for _, link := range [][]string{{"-static"}, nil} {
-		args := append([]string{"-O2"}, link...)
+		args := append(append(cc[1:len(cc):len(cc)], "-O2"), link...)
 		args = append(args, "-o", out, `-DPKTIPC_FSMONITOR_BIN="`+bin+`"`, "-x", "c", "-")
-		cmd := exec.CommandContext(ctx, cc, args...)
+		cmd := exec.CommandContext(ctx, cc[0], args...)
 		cmd.Stdin = bytes.NewReader(hookSource)
 		errs.Reset()
 		cmd.Stdout, cmd.Stderr = &errs, &errs
@@ -69,7 +70,7 @@ func buildHook(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if err != nil {
 		stderr.Write(errs.Bytes())
-		fmt.Fprintf(stderr, "error: %s: %v\n", cc, err)
+		fmt.Fprintf(stderr, "error: %s: %v\n", strings.Join(cc, " "), err)
 		return exitFail
 	}
 	fmt.Fprintf(stdout, "wrote %s; use it with\n  git config core.fsmonitor '%s'\n  git config core.fsmonitorHookVersion 2\n", out, out)

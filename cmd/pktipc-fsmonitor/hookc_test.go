@@ -185,9 +185,9 @@ func TestBuildHookLink(t *testing.T) {
 	for _, tc := range []struct {
 		cc     string
 		static bool
-	}{{cc(), true}, {noStatic, false}} {
+	}{{cc(), true}, {noStatic, false}, {noStatic + " -Wall", false}} {
 		t.Setenv("CC", tc.cc)
-		hook := filepath.Join(dir, "hook-"+strconv.FormatBool(tc.static))
+		hook := filepath.Join(dir, "hook-"+strconv.Itoa(len(tc.cc)))
 		var stdout, stderr bytes.Buffer
 		if got := realMain(t.Context(), []string{"build-hook", hook}, &stdout, &stderr); got != exitOK {
 			if tc.static {

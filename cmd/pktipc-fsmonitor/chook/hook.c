@@ -135,13 +135,15 @@ int main(int argc, char **argv)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		fallback();
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	strcpy(sa.sun_path, ".git/" SOCKET_NAME);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-		fallback(); /* no daemon: the Go command starts one */
+	/* Before connect: a Unix socket's connect waits on a full backlog
+	 * (a wedged daemon) for as long as SO_SNDTIMEO allows. */
 	struct timeval tv = {.tv_sec = QUERY_TIMEOUT_S};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	strcpy(sa.sun_path, ".git/" SOCKET_NAME);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		fallback(); /* no daemon, or a wedged one: the Go hook takes over */
 
 	/* The request: git's first token may be a V1 timestamp; the daemon
 	 * answers anything but its own tokens trivially. An empty one asks as
