@@ -17,8 +17,9 @@
 //	ipcbench simple-ipc SUBCOMMAND [options]   git's own syntax: ipcbench can stand in
 //	                                           for test-tool (run --test-tool=PATH-OF-IPCBENCH)
 //
-// Like git's, these exit with status 0 or 1 (128 for an unknown simple-ipc
-// subcommand); serve also stops cleanly, removing its socket, on SIGINT or
+// Like git's, these exit with status 0 or 1; the simple-ipc form exits as
+// test-tool does on usage errors and -h (129) and on an unknown subcommand
+// (128). serve also stops cleanly, removing its socket, on SIGINT or
 // SIGTERM.
 //
 // LibIPC's pong example on package events, in any of its wire formats

@@ -21,8 +21,12 @@ import (
 // binary can stand in for test-tool (ipcbench run --test-tool=ipcbench).
 // The work is in internal/gitipc; this file only parses options.
 
-// exitGitDie is git's status when it dies (an unknown subcommand).
-const exitGitDie = 128
+// exitGitDie is git's status when it dies (an unknown subcommand);
+// exitGitUsage its status after a usage message (a bad option, -h).
+const (
+	exitGitDie   = 128
+	exitGitUsage = 129
+)
 
 // gitCommands maps ipcbench's command names to git's subcommands.
 var gitCommands = []struct{ name, sub, summary string }{
@@ -38,7 +42,7 @@ var gitCommands = []struct{ name, sub, summary string }{
 func init() {
 	for _, gc := range gitCommands {
 		register(command{name: gc.name, summary: gc.summary, run: func(ctx context.Context, cio *cmdIO, args []string) int {
-			return runGitCommand(ctx, cio, gc.name, gc.sub, args)
+			return runGitCommand(ctx, cio, gc.name, gc.sub, args, false)
 		}})
 	}
 	register(command{name: "simple-ipc", summary: "git's `test-tool simple-ipc SUBCOMMAND [options]` syntax (ipcbench can stand in for test-tool)", run: simpleIPCCommand})
@@ -88,12 +92,17 @@ func parseGitArgs(fs *flag.FlagSet, args []string) error {
 }
 
 // runGitCommand parses git's options and runs sub. name is the command
-// as the user typed it, for messages.
-func runGitCommand(ctx context.Context, cio *cmdIO, name, sub string, args []string) int {
+// as the user typed it, for messages. asGit: usage errors and -h exit as
+// git's parse_options does (129), for the simple-ipc syntax that stands in
+// for test-tool; otherwise as ipcbench's other commands.
+func runGitCommand(ctx context.Context, cio *cmdIO, name, sub string, args []string, asGit bool) int {
 	fs := newFlagSet(name, name+" [--name=PATH] [options]", cio)
 	opts := gitFlags(fs)
 	if err := parseGitArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		switch {
+		case asGit:
+			return exitGitUsage
+		case errors.Is(err, flag.ErrHelp):
 			return exitOK
 		}
 		return exitUsage
@@ -128,13 +137,10 @@ func simpleIPCCommand(ctx context.Context, cio *cmdIO, args []string) int {
 			fmt.Fprintf(cio.stderr, ", %s", s)
 		}
 		fmt.Fprintf(cio.stderr, "\nOptions: see 'ipcbench help send'.\n")
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
+		return exitGitUsage // as git's usage_with_options, -h included
 	}
 	if len(args) == 1 && args[0] == "SUPPORTS_SIMPLE_IPC" {
 		return exitOK
 	}
-	return runGitCommand(ctx, cio, "simple-ipc "+args[0], args[0], args[1:])
+	return runGitCommand(ctx, cio, "simple-ipc "+args[0], args[0], args[1:], true)
 }

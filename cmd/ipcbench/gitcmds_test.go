@@ -262,6 +262,12 @@ func TestGitCommandSyntax(t *testing.T) {
 	if _, e, code := gitRun(t, dir, "send", "--threads=many"); code != exitUsage || !strings.Contains(e, "invalid value") {
 		t.Errorf("bad option: exit %d, %q", code, e)
 	}
+	// The simple-ipc form exits as test-tool's parse_options does.
+	for _, args := range [][]string{{"simple-ipc"}, {"simple-ipc", "-h"}, {"simple-ipc", "send", "--threads=many"}, {"simple-ipc", "send", "-h"}} {
+		if _, _, code := gitRun(t, dir, args...); code != exitGitUsage {
+			t.Errorf("%s: exit %d, want %d", strings.Join(args, " "), code, exitGitUsage)
+		}
+	}
 	if o, _, code := gitRun(t, dir, "help", "send"); code != 0 || !strings.Contains(o, "-token") || !strings.Contains(o, "-bytecount") {
 		t.Errorf("help send: exit %d\n%s", code, o)
 	}
