@@ -100,13 +100,13 @@ type conn struct {
 	gathering  bool // the loop's: a pooled batch is open and not yet sent (dispatchPooled)
 	ackWaiting bool // a worker waits for the outbound buffer to fall below the high-water mark
 
-	reply   ReplyWriter                // the loop's while inline; the worker's while handling
-	req     *bytebufferpool.ByteBuffer // the worker's copy of a request that lay in gnet's buffer
-	reqBig  []byte                     // the worker's: the assembler's buffer holding a gathered request
-	reqMsg  []byte                     // the worker's request: in req or reqBig
-	bends   []int                      // a pooled batch's requests before reqMsg: where each ends in req.B
-	hstart  int64                      // when the running pooled handler started (its deadline's start); set by whoever starts it
-	reqHeld int                        // the loop's: cap(reqBig), and a batch's req, while a worker has them, for the budget; a pooled one-shot's request, charged until its worker drops it
+	reply   ReplyWriter // the loop's while inline; the worker's while handling
+	reqHeld int         // the loop's: cap(reqBig), and a batch's req, while a worker has them, for the budget; a pooled one-shot's request, charged until its worker drops it
+
+	// The state of requests served on workers, made at the first one
+	// (ensureWorkerIO): an idle connection, or one whose handlers run on
+	// its loop, does without it. Its fields are promoted.
+	*workerIO
 
 	phaseA  atomic.Int32 // copy of phase for the reaper
 	since   atomic.Int64 // monotonic ns when the current deadline started
@@ -120,47 +120,14 @@ type conn struct {
 	provenLoop      bool          // the loop's: admission.prove ran
 	closed          atomic.Bool   // set by OnClose
 	done            chan struct{} // closed by OnClose: wakes a worker waiting for an ack
-	ack             chan ackMsg   // loop -> worker: a hand-off was done; the current worker's own channel
-	ackSeq          uint64        // the worker's current hand-off, echoed in its ackMsg
 
 	mu         sync.Mutex
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
 	workerGone bool          // the worker gave up the reply; nothing to rescue for
 
-	// wf is a duplicate of the socket on which a worker writes a pooled
-	// reply itself (no hand-off to the loop), made at the first pooled
-	// request; nil when there is none. A duplicate, because gnet may close
-	// its descriptor (peer gone) while the worker writes, and the number
-	// could then name another client's socket. The worker waits for room
-	// in Go's netpoller, until the write deadline; onClose wakes it with a
-	// past deadline. direct is set by the loop when it dispatches (nothing
-	// is queued in gnet, so the worker's bytes cannot overtake any); with
-	// it clear the reply goes through gnet. wf is closed by whichever of
-	// onClose and the worker comes last (mu). wb, wn, werr, writeCB and
-	// the gathered write's wgw, wiov and gatherCB are the worker's, for
-	// writes through wf's RawConn.
-	wf  *os.File
-	wfd int
-
 	// shot: a one-shot connection served on a worker (oneshotpool.go),
-	// whose bare descriptor is shotFD; the worker's from the hand-off,
-	// as is shotWait, the duplicate its reply waits for room on, if it
-	// had to. shotIn is the request's length on the wire, still unread
-	// in the socket (only peeked) until the connection is closed.
-	shot     bool
-	shotFD   int
-	shotIn   int
-	shotWait *net.UnixConn
-
-	wrc      syscall.RawConn
-	direct   bool
-	wb       []byte
-	wn       int
-	werr     error
-	writeCB  func(fd uintptr) bool
-	wgw      gather
-	wiov     []iovec
-	gatherCB func(fd uintptr) bool
+	// its state in workerIO.
+	shot bool
 
 	// pend holds request bytes the loop read itself (soloWait) and has not
 	// consumed; they come before anything in gnet's inbound buffer. It
@@ -178,16 +145,95 @@ type conn struct {
 	pollDrain bool
 }
 
+// workerIO is the part of a connection's state that only requests served
+// on workers use: their copies, the hand-off's channel, and the worker's
+// own writes. Who owns what is said at each field; the loop makes it
+// before the first such request is dispatched (ensureWorkerIO), which
+// orders it before the worker's uses.
+type workerIO struct {
+	req    *bytebufferpool.ByteBuffer // the worker's copy of a request that lay in gnet's buffer
+	reqBig []byte                     // the worker's: the assembler's buffer holding a gathered request
+	reqMsg []byte                     // the worker's request: in req or reqBig
+	bends  []int                      // a pooled batch's requests before reqMsg: where each ends in req.B
+	hstart int64                      // when the running pooled handler started (its deadline's start); set by whoever starts it
+
+	ack    chan ackMsg // loop -> worker: a hand-off was done; the current worker's own channel
+	ackSeq uint64      // the worker's current hand-off, echoed in its ackMsg
+
+	// wf is a duplicate of the socket on which a worker writes a pooled
+	// reply itself (no hand-off to the loop), made at the first pooled
+	// request; nil when there is none. A duplicate, because gnet may close
+	// its descriptor (peer gone) while the worker writes, and the number
+	// could then name another client's socket. The worker waits for room
+	// in Go's netpoller, until the write deadline; onClose wakes it with a
+	// past deadline. direct is set by the loop when it dispatches (nothing
+	// is queued in gnet, so the worker's bytes cannot overtake any); with
+	// it clear the reply goes through gnet. wf is closed by whichever of
+	// onClose and the worker comes last (mu). wb, wn, werr, writeCB and
+	// the gathered write's wgw, wiov and gatherCB are the worker's, for
+	// writes through wf's RawConn.
+	wf  *os.File
+	wfd int
+
+	// A one-shot connection served on a worker (conn.shot) has its bare
+	// descriptor in shotFD; the worker's from the hand-off, as is
+	// shotWait, the duplicate its reply waits for room on, if it had to.
+	// shotIn is the request's length on the wire, still unread in the
+	// socket (only peeked) until the connection is closed.
+	shotFD   int
+	shotIn   int
+	shotWait *net.UnixConn
+
+	wrc      syscall.RawConn
+	direct   bool
+	wb       []byte
+	wn       int
+	werr     error
+	writeCB  func(fd uintptr) bool
+	wgw      gather
+	wiov     []iovec
+	gatherCB func(fd uintptr) bool
+}
+
+// ensureWorkerIO makes c's workerIO if it has none. On the loop, before
+// the first hand-off to a worker (a one-shot connection served on a worker
+// has it from newShotConn).
+func (c *conn) ensureWorkerIO() {
+	if c.workerIO == nil {
+		c.workerIO = &workerIO{wfd: -1}
+	}
+}
+
 // newConn makes the state of an accepted connection. What only a
 // connection that sends requests needs (the assembler, the handler's
 // context, the pooled path's channel and callbacks) is made when it first
 // does, so that an idle connection costs little.
 func (s *Server) newConn(p Peer) *conn {
-	c := &conn{s: s, peer: p, wfd: -1}
+	c := &conn{}
+	s.initConn(c, p)
+	return c
+}
+
+// shotConn is a one-shot connection served on a worker: the connection
+// and its workerIO, which it always needs, in one allocation.
+type shotConn struct {
+	conn
+	io workerIO
+}
+
+// newShotConn is newConn for a one-shot connection served on a worker.
+func (s *Server) newShotConn(p Peer) *conn {
+	sc := &shotConn{io: workerIO{wfd: -1}}
+	sc.workerIO = &sc.io
+	s.initConn(&sc.conn, p)
+	return &sc.conn
+}
+
+func (s *Server) initConn(c *conn, p Peer) {
+	c.s, c.peer = s, p
 	c.drain = drainTask{c}
 	c.final = finalTask{c}
 	c.reply.c = c
-	return c
 }
 
 // assembler returns c's assembler, made at the first request. On the loop.
@@ -214,6 +260,7 @@ func (c *conn) prepareHandler(pooled bool) {
 		c.cancel = cancel
 	}
 	if pooled && c.done == nil {
+		c.ensureWorkerIO()
 		c.done = make(chan struct{})
 		c.bindWriteCallbacks()
 	}

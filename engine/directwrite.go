@@ -102,7 +102,7 @@ func (c *conn) openWriteFD() bool {
 
 // closeWriteFD closes the duplicate; the caller holds mu.
 func (c *conn) closeWriteFD() {
-	if c.wf != nil {
+	if c.workerIO != nil && c.wf != nil {
 		_ = c.wf.Close()
 		c.wf, c.wfd, c.wrc = nil, -1, nil
 	}

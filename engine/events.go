@@ -96,7 +96,7 @@ func (c *conn) onClose(err error) {
 	rescued := c.rescue != nil
 	if c.phase != phaseHandling || c.workerGone {
 		c.closeWriteFD() // else the worker closes it when it is done
-	} else if c.wf != nil && !rescued {
+	} else if c.workerIO != nil && c.wf != nil && !rescued {
 		_ = c.wf.SetWriteDeadline(time.Unix(1, 0)) // a worker waiting for room gives up
 	}
 	c.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pktipc/pktipc/perf"
 	"github.com/pktipc/pktipc/uds"
@@ -72,4 +73,14 @@ func TestIdleConnectionsMemory(t *testing.T) {
 		t.Fatalf("%.1f MiB resident with %d idle connections, want below 32 MiB", float64(m.RSS)/(1<<20), conns)
 	}
 	runtime.KeepAlive(cs)
+}
+
+// An idle connection's state stays within the 512-byte size class: the
+// state of requests served on workers lives apart (workerIO), made at the
+// first one. A field added to conn that crosses the class costs every idle
+// connection the next one (576 bytes or more).
+func TestConnStateSize(t *testing.T) {
+	if n := unsafe.Sizeof(conn{}); n > 512 {
+		t.Fatalf("conn is %d bytes, want at most 512: move what idle connections do not need into workerIO", n)
+	}
 }

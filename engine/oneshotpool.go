@@ -99,7 +99,7 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	if !s.admitCred(cred, func() { _ = sysClose(fd) }) {
 		return
 	}
-	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	c := s.newShotConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
 	c.shot, c.shotFD, c.shotIn = true, fd, end
 	// The copy waits for a worker: the memory budget covers it, and a
 	// request it has no room for is closed without a reply, as one over

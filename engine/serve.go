@@ -183,6 +183,7 @@ func (c *conn) acceptHello(now int64, n int) (act action, stop bool) {
 // the buffered bytes end. The loop reads no further request of c until
 // the worker hands c back.
 func (c *conn) dispatchPooled(now int64, msg []byte, n int) (act action, stop bool) {
+	c.ensureWorkerIO()
 	if c.gathering {
 		c.s.stats.poolBatched.Add(1)
 	}
@@ -293,6 +294,9 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool)
 // dropRequest releases the request's buffer; its owner (the loop before
 // dispatch, the worker after) calls it.
 func (c *conn) dropRequest() {
+	if c.workerIO == nil {
+		return // no request was ever copied
+	}
 	if c.reqBig != nil {
 		c.s.budget.put(c.reqBig)
 		c.reqBig = nil
