@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/valyala/bytebufferpool"
-
 	"github.com/pktipc/pktipc/frame"
 )
 
@@ -276,8 +274,8 @@ func (s *Server) worker() {
 	// Each worker has its own ack channel, so that an ack meant for the
 	// previous worker of a connection can never reach this one.
 	ack := make(chan ackMsg, 4)
-	var shotReply bytebufferpool.ByteBuffer // one-shot replies (oneshotpool.go)
-	var shotSink []byte                     // and their requests, read after the reply
+	var shotReply shotBuf // one-shot replies (oneshotpool.go)
+	var shotSink []byte   // and their requests, read after the reply
 	for c := range s.jobs {
 		if c.shot {
 			s.serveShot(c, &shotReply, &shotSink)

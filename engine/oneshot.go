@@ -49,7 +49,7 @@ const oneShotGrace = 500 * time.Microsecond
 type oneShot struct {
 	peek  []byte
 	asm   *frame.Assembler
-	reply bytebufferpool.ByteBuffer
+	reply shotBuf
 	sink  []byte // what a served request's bytes are read into and dropped
 	// peeked is how many bytes the last peek saw.
 	peeked int
@@ -210,7 +210,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 	s.stats.requests.Add(1)
 	s.stats.oneShot.Add(1)
 	c.prepareHandler(false)
-	c.reply.beginOneShot(&o.reply, fd)
+	c.reply.beginOneShot(&o.reply.ByteBuffer, fd)
 	herr, panicked := s.call(c, msg)
 	c.cancelHandler(net.ErrClosed)
 	w := &c.reply
@@ -233,9 +233,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 		_ = sysClose(fd)
 	}
 	w.release()
-	if cap(o.reply.B) > shotReplyKeep {
-		o.reply.B = nil // a large reply's buffer is not kept for the small ones
-	}
+	o.reply.done()
 	return true
 }
 

@@ -154,8 +154,9 @@ func TestOneShotRequestInParts(t *testing.T) {
 	}
 }
 
-// The accept loop keeps no large reply buffer after a large git-style
-// reply: the next replies are small, and it would sit outside the budget.
+// The accept loop keeps the buffer of a large git-style reply while large
+// replies come, and not after a run of small ones: it sits outside the
+// budget.
 func TestOneShotReplyBufferShrinks(t *testing.T) {
 	leakcheck.Check(t)
 	big := pattern(1<<20, 1)
@@ -167,17 +168,51 @@ func TestOneShotReplyBufferShrinks(t *testing.T) {
 		_, err := w.WriteString("small")
 		return err
 	}), WithInlineHandlers(true))
-	for _, req := range []string{"big", "small"} {
+	send := func(req string) {
+		t.Helper()
 		got, err := Send(context.Background(), ts.path, []byte(req))
 		if err != nil || (req == "big") != (len(got) == len(big)) {
 			t.Fatalf("%s: %d bytes, %v", req, len(got), err)
 		}
 	}
-	// The accept loop served both (inline, whole on arrival); it has
-	// finished with its buffer once Stats counts both.
-	waitFor(t, func() bool { return ts.Stats().OneShot == 2 })
+	send("big")
+	send("big")
+	for range shotBufSmallRuns {
+		send("small")
+	}
+	// The accept loop served them all (inline, whole on arrival); it has
+	// finished with its buffer once Stats counts them.
+	waitFor(t, func() bool { return ts.Stats().OneShot == 2+shotBufSmallRuns })
 	ts.Close()
 	if n := cap(ts.oneshot.reply.B); n > shotReplyKeep {
 		t.Fatalf("the accept loop keeps a reply buffer of %d bytes", n)
+	}
+}
+
+// A worker's one-shot reply buffer: kept across large replies, dropped
+// after a run of small ones.
+func TestShotBufKeepsWhileLarge(t *testing.T) {
+	var b shotBuf
+	b.B = append(b.B, make([]byte, 1<<20)...)
+	b.done()
+	large := cap(b.B)
+	for i := range shotBufSmallRuns - 1 {
+		b.B = append(b.B, "small"...)
+		b.done()
+		if cap(b.B) != large {
+			t.Fatalf("dropped after %d small replies", i+1)
+		}
+	}
+	b.B = append(b.B, make([]byte, 1<<20)...) // a large one starts the count again
+	b.done()
+	for range shotBufSmallRuns {
+		if cap(b.B) <= shotReplyKeep {
+			t.Fatal("dropped before a whole run of small replies")
+		}
+		b.B = append(b.B, "small"...)
+		b.done()
+	}
+	if cap(b.B) > shotReplyKeep {
+		t.Fatalf("kept %d bytes after %d small replies", cap(b.B), shotBufSmallRuns)
 	}
 }

@@ -157,9 +157,9 @@ func (s *Server) dropShotRequest(c *conn) {
 // serveShot runs a pooled one-shot request's handler and finishes its
 // connection, with buf and sink, the worker's, for the reply and for
 // reading the request off the socket. On the worker.
-func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer, sink *[]byte) {
+func (s *Server) serveShot(c *conn, buf *shotBuf, sink *[]byte) {
 	w := &c.reply
-	w.beginOneShot(buf, c.shotFD)
+	w.beginOneShot(&buf.ByteBuffer, c.shotFD)
 	// A worker's reply: parts go out as the handler writes them (those
 	// within a millisecond of the last send together), as on the loops'
 	// pooled path, not all at its end as the accept loop's.
@@ -182,10 +182,7 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer, sink *[]byte
 		_ = s.writeShot(c, w.buf.B)
 	}
 	w.release()
-	if cap(buf.B) > shotReplyKeep {
-		buf.B = nil // a large reply's buffer is not kept for the small ones
-	}
-	buf.B = buf.B[:0]
+	buf.done()
 	s.shots.remove(c)
 	if c.shotWait != nil {
 		_ = c.shotWait.Close()
@@ -194,9 +191,35 @@ func (s *Server) serveShot(c *conn, buf *bytebufferpool.ByteBuffer, sink *[]byte
 	s.dropShot(c, sink)
 }
 
-// shotReplyKeep bounds the reply buffer a worker keeps between one-shot
-// requests.
-const shotReplyKeep = 64 << 10
+// shotBuf is the buffer the accept loop, or a worker, writes its one-shot
+// replies in. One grown for a large reply (over shotReplyKeep) is kept
+// while large replies keep coming, since a fresh one for each would be
+// allocated, cleared and collected every time, and dropped after
+// shotBufSmallRuns small replies in a row, so that a burst of large
+// replies leaves no large buffer behind for long. Its owner alone uses it.
+type shotBuf struct {
+	bytebufferpool.ByteBuffer
+	small int // small replies in a row while the buffer is large
+}
+
+const (
+	shotReplyKeep    = 64 << 10
+	shotBufSmallRuns = 64
+)
+
+// done ends a reply, which B still holds.
+func (b *shotBuf) done() {
+	switch {
+	case cap(b.B) <= shotReplyKeep:
+	case len(b.B) > shotReplyKeep:
+		b.small = 0
+	default:
+		if b.small++; b.small >= shotBufSmallRuns {
+			b.B, b.small = nil, 0
+		}
+	}
+	b.B = b.B[:0]
+}
 
 // writeShot writes all of b on c's one-shot socket; when the socket is
 // full, it waits for room in Go's netpoller, on a duplicate of the socket
