@@ -416,67 +416,48 @@ func TestShutdownWaitsForSlowReader(t *testing.T) {
 	}
 }
 
-// Shutdown lets a git-style reply that the socket did not take at once
-// (written on by a lingering goroutine) finish, as it lets any request in
-// progress.
-func TestShutdownWaitsForLingeringReply(t *testing.T) {
-	leakcheck.Check(t)
-	big := pattern(1<<20, 9)
-	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
-		_, err := w.Write(big)
-		return err
-	}), WithInlineHandlers(true))
-	c := dialRaw(t, ts.path)
-	if _, err := c.Write([]byte("0007big0000")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return ts.Stats().Lingering == 1 })
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- ts.Shutdown(ctx)
-	}()
-	time.Sleep(100 * time.Millisecond) // Shutdown waits while nothing is read
-	got, _ := readAll(t, c)
-	if err := <-done; err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if want := frame.AppendFlush(frame.AppendData(nil, big)); !bytes.Equal(got, want) {
-		t.Fatalf("read %d reply bytes during Shutdown, want %d", len(got), len(want))
-	}
-}
-
-// Shutdown lets a git-style request that the accept loop is serving
-// itself finish, and its reply too, which the socket does not take at once.
-func TestShutdownWaitsForAcceptLoopRequest(t *testing.T) {
-	leakcheck.Check(t)
-	big := pattern(1<<20, 5)
-	started := make(chan struct{})
-	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
-		close(started)
-		time.Sleep(200 * time.Millisecond)
-		_, err := w.Write(big)
-		return err
-	}), WithInlineHandlers(true))
-	c := dialRaw(t, ts.path)
-	if _, err := c.Write([]byte("0007big0000")); err != nil {
-		t.Fatal(err)
-	}
-	<-started
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- ts.Shutdown(ctx)
-	}()
-	time.Sleep(300 * time.Millisecond) // the reply lingers, unread
-	got, _ := readAll(t, c)
-	if err := <-done; err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if want := frame.AppendFlush(frame.AppendData(nil, big)); !bytes.Equal(got, want) {
-		t.Fatalf("read %d reply bytes during Shutdown, want %d", len(got), len(want))
+// Shutdown lets a git-style request in progress finish: one whose reply
+// the socket did not take at once (written on by a lingering goroutine),
+// and one the accept loop is still serving itself, whose reply then
+// lingers.
+func TestShutdownWaitsForOneShot(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler time.Duration // how long the handler takes
+	}{{"lingering", 0}, {"serving", 200 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			big := pattern(1<<20, 9)
+			started := make(chan struct{})
+			ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+				close(started)
+				time.Sleep(tc.handler)
+				_, err := w.Write(big)
+				return err
+			}), WithInlineHandlers(true))
+			c := dialRaw(t, ts.path)
+			if _, err := c.Write([]byte("0007big0000")); err != nil {
+				t.Fatal(err)
+			}
+			<-started
+			if tc.handler == 0 {
+				waitFor(t, func() bool { return ts.Stats().Lingering == 1 })
+			}
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				done <- ts.Shutdown(ctx)
+			}()
+			time.Sleep(tc.handler + 100*time.Millisecond) // Shutdown waits while nothing is read
+			got, _ := readAll(t, c)
+			if err := <-done; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if want := frame.AppendFlush(frame.AppendData(nil, big)); !bytes.Equal(got, want) {
+				t.Fatalf("read %d reply bytes during Shutdown, want %d", len(got), len(want))
+			}
+		})
 	}
 }
 
