@@ -150,6 +150,19 @@ func (c *conn) finishDirect() error {
 	return c.waitAck(ack, seq)
 }
 
+// setWaitDeadline puts a pooled handler held back until its peer reads
+// under the earlier of the write deadline, from now, and its own, from its
+// start: the reaper sees one deadline at a time, and the handler's must
+// not lapse unseen while it waits. On the loop.
+func (c *conn) setWaitDeadline(now int64) {
+	h, wr := int64(c.s.opts.handlerTimeout), int64(c.s.opts.writeTimeout)
+	if h > 0 && (wr == 0 || c.hstart+h <= now+wr) {
+		c.setDeadline(c.hstart, whyHandler)
+		return
+	}
+	c.setDeadline(now, whyWrite)
+}
+
 // onChunkWritten runs on the loop after gnet took a chunk of a pooled reply.
 // gnet copies what the kernel did not take, so the worker may reuse b; it
 // is told only once the outbound buffer is below the high-water mark.
@@ -160,7 +173,7 @@ func (c *conn) onChunkWritten(err error) error {
 	}
 	if c.gc.OutboundBuffered() > c.s.opts.highWater {
 		c.ackWaiting = true
-		c.setDeadline(c.s.now(), whyWrite)
+		c.setWaitDeadline(c.s.now())
 		c.watchWrite()
 		return nil
 	}

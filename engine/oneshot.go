@@ -233,7 +233,7 @@ func (s *Server) serveOneShot(fd int, cred uds.Cred, end int) (served bool) {
 		_ = sysClose(fd)
 	}
 	w.release()
-	o.reply.done()
+	o.reply.done(w.n)
 	return true
 }
 

@@ -194,23 +194,23 @@ func TestOneShotReplyBufferShrinks(t *testing.T) {
 func TestShotBufKeepsWhileLarge(t *testing.T) {
 	var b shotBuf
 	b.B = append(b.B, make([]byte, 1<<20)...)
-	b.done()
+	b.done(1 << 20)
 	large := cap(b.B)
 	for i := range shotBufSmallRuns - 1 {
 		b.B = append(b.B, "small"...)
-		b.done()
+		b.done(5)
 		if cap(b.B) != large {
 			t.Fatalf("dropped after %d small replies", i+1)
 		}
 	}
-	b.B = append(b.B, make([]byte, 1<<20)...) // a large one starts the count again
-	b.done()
+	b.B = append(b.B[:0], "0000"...) // a large one, sent in parts, starts the count again
+	b.done(1 << 20)
 	for range shotBufSmallRuns {
 		if cap(b.B) <= shotReplyKeep {
 			t.Fatal("dropped before a whole run of small replies")
 		}
 		b.B = append(b.B, "small"...)
-		b.done()
+		b.done(5)
 	}
 	if cap(b.B) > shotReplyKeep {
 		t.Fatalf("kept %d bytes after %d small replies", cap(b.B), shotBufSmallRuns)

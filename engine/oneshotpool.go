@@ -101,19 +101,19 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	}
 	c := s.newShotConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
 	c.shot, c.shotFD, c.shotIn = true, fd, end
-	// The copy waits for a worker: the memory budget covers it, and a
-	// request it has no room for is closed without a reply, as one over
-	// the queue would be.
-	if !s.budget.makeRoom(int64(len(msg))) {
+	c.req = bufPool.Get()
+	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
+	c.reqMsg = c.req.B
+	// The copy waits for a worker: the memory budget covers the buffer
+	// holding it, and a request it has no room for is closed without a
+	// reply, as one over the queue would be.
+	if !s.budget.makeRoom(int64(cap(c.req.B))) {
 		s.stats.budgetClosed.Add(1)
 		s.dropShot(c, &s.oneshot.sink)
 		return
 	}
-	c.reqHeld = len(msg)
+	c.reqHeld = cap(c.req.B)
 	s.budget.used.Add(int64(c.reqHeld))
-	c.req = bufPool.Get()
-	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
-	c.reqMsg = c.req.B
 	// Whole before the reaper can see it: context, deadline.
 	c.prepareHandler(false)
 	c.setDeadline(s.now(), whyHandler)
@@ -182,7 +182,7 @@ func (s *Server) serveShot(c *conn, buf *shotBuf, sink *[]byte) {
 		_ = s.writeShot(c, w.buf.B)
 	}
 	w.release()
-	buf.done()
+	buf.done(w.n)
 	s.shots.remove(c)
 	if c.shotWait != nil {
 		_ = c.shotWait.Close()
@@ -207,11 +207,12 @@ const (
 	shotBufSmallRuns = 64
 )
 
-// done ends a reply, which B still holds.
-func (b *shotBuf) done() {
+// done ends a reply of n payload bytes (a worker's went out in parts,
+// so B does not show its size).
+func (b *shotBuf) done(n int64) {
 	switch {
 	case cap(b.B) <= shotReplyKeep:
-	case len(b.B) > shotReplyKeep:
+	case n > shotReplyKeep:
 		b.small = 0
 	default:
 		if b.small++; b.small >= shotBufSmallRuns {

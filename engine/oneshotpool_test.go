@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
+	"github.com/pktipc/pktipc/uds"
 )
 
 // queuedShots makes a server with a pooled handler and, before it
@@ -228,27 +232,74 @@ func TestPooledOneShotHangUp(t *testing.T) {
 // room for is closed without a reply.
 func TestQueuedShotsInBudget(t *testing.T) {
 	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(func(ctx context.Context, _ []byte, w *ReplyWriter) error {
+	reqs := make([]string, 40)
+	for i := range reqs {
+		reqs[i] = strings.Repeat("q", 60<<10)
+	}
+	// Every request is in its socket before Serve: each is whole when the
+	// accept loop looks, and goes to the workers.
+	s, cs, _ := queuedShots(t, HandlerFunc(func(ctx context.Context, _ []byte, w *ReplyWriter) error {
 		<-ctx.Done()
 		return ctx.Err()
-	}), WithWorkers(1), WithMemoryBudget(1<<20))
-	req := frame.AppendFlush(frame.AppendData(nil, bytes.Repeat([]byte("q"), 60<<10)))
-	var cs []*net.UnixConn
-	for range 40 {
-		c := dialRaw(t, ts.path)
-		cs = append(cs, c)
-		if _, err := c.Write(req); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// 7/8 of 1 MiB holds 14 copies of 60 KiB.
-	waitFor(t, func() bool { st := ts.Stats(); return st.OneShot+st.BudgetClosed == 40 })
-	st := ts.Stats()
-	if st.BudgetClosed == 0 || st.Buffered < 10*60<<10 || st.Buffered > 7<<20/8 {
+	}), reqs, WithWorkers(1), WithMemoryBudget(1<<20))
+	// 7/8 of 1 MiB holds at most 14 copies of 60 KiB: the rest are closed.
+	waitFor(t, func() bool { st := s.Stats(); return st.OneShot+st.BudgetClosed == 40 })
+	st := s.Stats()
+	if st.BudgetClosed < 40-14 || st.Buffered < 60<<10 || st.Buffered > 7<<20/8 {
 		t.Fatalf("40 requests of 60 KiB queued with a budget of 1 MiB: %d closed for the budget, %d bytes charged", st.BudgetClosed, st.Buffered)
 	}
 	for _, c := range cs {
 		c.Close()
 	}
-	waitFor(t, func() bool { return ts.Stats().Buffered == 0 })
+	waitFor(t, func() bool { return s.Stats().Buffered == 0 })
+}
+
+// A worker keeps its one-shot reply buffer across large replies, which it
+// sends in parts as the handler writes them.
+func TestWorkerShotBufKeepsWhileLarge(t *testing.T) {
+	leakcheck.Check(t)
+	big := pattern(1<<20, 5)
+	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+		_, err := w.Write(big)
+		return err
+	}))
+	s := ts.Server
+	req := frame.AppendMessage(nil, []byte("big"))
+	var buf shotBuf
+	var sink []byte
+	for i := range 3 {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.SetNonblock(fds[0], true); err != nil {
+			t.Fatal(err)
+		}
+		client := os.NewFile(uintptr(fds[1]), "client")
+		if _, err := client.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		read := make(chan int64)
+		go func() {
+			n, _ := io.Copy(io.Discard, client)
+			client.Close()
+			read <- n
+		}()
+		// As the accept loop hands a shot over (poolOneShot).
+		s.adm.admit(uds.Cred{})
+		c := s.newShotConn(Peer{})
+		c.shot, c.shotFD, c.shotIn = true, fds[0], len(req)
+		c.req = bufPool.Get()
+		c.req.B = append(c.req.B[:0], "big"...)
+		c.reqMsg = c.req.B
+		c.prepareHandler(false)
+		s.shots.add(c)
+		s.serveShot(c, &buf, &sink)
+		if n := <-read; n != int64(len(frame.AppendFlush(frame.AppendData(nil, big)))) {
+			t.Fatalf("reply %d: %d bytes", i+1, n)
+		}
+		if buf.small != 0 || cap(buf.B) <= shotReplyKeep {
+			t.Fatalf("after %d large replies: %d small in a row, a buffer of %d bytes", i+1, buf.small, cap(buf.B))
+		}
+	}
 }
