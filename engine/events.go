@@ -92,6 +92,11 @@ func (c *conn) onClose(err error) {
 		}
 		c.mu.Unlock()
 	}
+	if s.closing.Load() && c.phase == phaseHandling {
+		// Close: the worker's duplicate of the socket must not keep the
+		// connection open while its handler runs on.
+		_ = sysShutdown(c.gc.Fd())
+	}
 	c.mu.Lock()
 	rescued := c.rescue != nil
 	if c.phase != phaseHandling || c.workerGone {
