@@ -792,3 +792,42 @@ func TestLobby(t *testing.T) {
 		t.Fatalf("%d connections enrolled for 50 clients: %+v", n, st)
 	}
 }
+
+// Close ends every connection at once, one whose pooled handler ignores
+// its context and runs on included: its client sees the end while the
+// handler still runs, and Close returns once the handler does.
+func TestCloseEndsConnectionOfRunningHandler(t *testing.T) {
+	leakcheck.Check(t)
+	release := make(chan struct{})
+	running := make(chan struct{})
+	s, err := NewServer(socketPath(t), HandlerFunc(func(context.Context, []byte, *ReplyWriter) error {
+		close(running)
+		<-release // deaf to its context
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background()) }()
+	c, err := Dial(context.Background(), s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // the hang, if Close leaves it open
+	if err := c.Send([]byte("wait")); err != nil {
+		t.Fatal(err)
+	}
+	<-running
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	if _, err := c.Recv(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Recv while the handler runs on after Close: %v, want the connection's end", err)
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	<-served
+}

@@ -271,8 +271,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the server at once: the listener, every connection and the
-// event loops close; it waits for running handlers to return (their
-// contexts are cancelled). It is idempotent and safe for concurrent use.
+// event loops close (a client whose handler still runs sees its
+// connection end too); it waits for running handlers to return (their
+// contexts are cancelled), so a handler that ignores its context holds
+// Close up. It is idempotent and safe for concurrent use.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.beginStop()
