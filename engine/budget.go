@@ -28,12 +28,12 @@ import (
 // garbage grow to as much again as the live heap: under a crowd of large
 // requests the process would hold about twice its budget. After load, the
 // arena keeps only arenaKeep bytes.
-const (
-	// DefaultMemoryBudget bounds the bytes the server buffers for all its
-	// connections (WithMemoryBudget): sixteen requests at the default size
-	// cap.
-	DefaultMemoryBudget = 16 * DefaultMaxRequestSize
 
+// DefaultMemoryBudget bounds the bytes the server buffers for all its
+// connections (WithMemoryBudget): sixteen requests at the default size cap.
+const DefaultMemoryBudget = 16 * DefaultMaxRequestSize
+
+const (
 	// arenaMinClass is the smallest arena buffer (64 KiB); smaller
 	// gathering buffers are allocated as usual.
 	arenaMinClass = 16

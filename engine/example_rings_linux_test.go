@@ -13,8 +13,10 @@ import (
 
 // A Client on shared-memory rings: the request is written into memory the
 // server's handler reads in place, and with WithRingRepliesInPlace the
-// reply is read where the handler wrote it, with no copy on either side.
-// The reply stays valid until the next Recv, Call or Close.
+// reply is read where the handler wrote it, with no copy on the client's
+// side. The reply stays valid until the Client's next call, whichever it
+// is. The handler here builds its reply with Reserve and Commit, in the
+// reply ring itself.
 func ExampleWithRingRepliesInPlace() {
 	dir, err := os.MkdirTemp("", "pktipc-example")
 	if err != nil {
@@ -24,8 +26,13 @@ func ExampleWithRingRepliesInPlace() {
 	path := filepath.Join(dir, "ipc")
 	srv, err := engine.NewServer(path, engine.HandlerFunc(
 		func(ctx context.Context, req []byte, w *engine.ReplyWriter) error {
-			_, err := w.Write(append([]byte("seen "), req...))
-			return err
+			b, err := w.Reserve(len("seen ") + len(req))
+			if err != nil {
+				return err
+			}
+			n := copy(b, "seen ")
+			n += copy(b[n:], req)
+			return w.Commit(n)
 		}), engine.WithRingLimits(4, 1<<20))
 	if err != nil {
 		log.Fatal(err)

@@ -16,8 +16,8 @@ const (
 	// fsmonitor daemon runs 8 IPC threads.
 	DefaultWorkers = 8
 
-	// DefaultMaxRequestSize caps one request. git has no cap;
-	// a 200 MB request grew its daemon by 200 MB.
+	// DefaultMaxRequestSize caps one request. git has no cap: its daemon
+	// holds any request whole, however large.
 	DefaultMaxRequestSize = frame.DefaultMaxMessageSize
 
 	// DefaultFirstByteTimeout closes a connection that sends nothing.
@@ -33,9 +33,8 @@ const (
 	DefaultIdleTimeout = 2 * time.Minute
 
 	// DefaultHandlerTimeout cancels a handler's context after this long and
-	// closes its connection: a handler stuck for good frees its worker.
-	// git's slowest test command
-	// takes about 10 s.
+	// closes its connection: a handler stuck for good frees its worker,
+	// and a slow one has ample time.
 	DefaultHandlerTimeout = 2 * time.Minute
 
 	// DefaultWriteTimeout closes a connection whose reply has not drained
@@ -57,16 +56,16 @@ const (
 	DefaultSendBuffer = 1 << 20
 
 	// DefaultMaxConns and DefaultMaxConnsPerUID cap connections, so a
-	// crowd cannot take every descriptor (the numbers systemd's varlink uses).
+	// crowd cannot take every descriptor.
 	DefaultMaxConns       = 4096
 	DefaultMaxConnsPerUID = 1024
 
 	// DefaultBusyPoll is the longest an event loop spins after answering a
 	// request on a persistent connection, waiting for the next one instead of
-	// sleeping in epoll_wait: off. On a 2-core machine a
-	// spinning loop competes for a core with the client it waits for (whose
-	// own spin, DefaultClientSpin, pays), so round trips were no faster and
-	// the server spent more CPU per request. With cores to spare, try
+	// sleeping in epoll_wait: off. Where cores are few, a spinning loop
+	// competes for one with the client it waits for (whose own spin,
+	// DefaultClientSpin, pays), and spends CPU for round trips no faster.
+	// With cores to spare, try
 	// WithBusyPoll(50 * time.Microsecond); the spin adapts to its peer and
 	// switches itself off when it does not pay.
 	DefaultBusyPoll = 0
@@ -287,8 +286,9 @@ func WithSendBuffer(n int) Option {
 // connection has, the new one is accepted and closed at once, before any
 // read. From three quarters of a cap on, the first-byte and request
 // deadlines tighten to at most 2 s and 3 s, and a new connection joins an
-// event loop only once its request is there: until then, for about two
-// seconds at most, it waits in a lobby that costs the loops nothing.
+// event loop only once its request is there: until then, for one to three
+// seconds (two on average), it waits in a lobby that costs the loops
+// nothing.
 func WithMaxConns(total, perUID int) Option {
 	return func(o *options) error {
 		o.maxConns, o.maxConnsPerUID = total, perUID

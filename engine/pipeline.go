@@ -19,20 +19,20 @@ import (
 // requests and pipelines them when the server is pktipc's, and falls back
 // to one connection per request when the server is git's.
 //
-// One goroutine at a time may call Send, Recv and Call (use one Client per
-// goroutine); it may pipeline: Send several requests, then Recv their replies
-// in the same order. Close and SetDeadline may be called from any goroutine:
-// Close interrupts a call in progress, which returns ErrClientClosed.
+// One goroutine at a time, the Client's owner, may call its methods other
+// than Close and SetDeadline (use one Client per goroutine); it may
+// pipeline: Send several requests, then Recv their replies in the same
+// order. Close and SetDeadline may be called from any goroutine: Close
+// interrupts a call in progress, which returns ErrClientClosed.
 //
-// Replies are matched to requests by construction. Every request sent and
-// not yet received has an entry in queue, in order; an entry written on a
-// connection carries that connection's number (gen). A server answers a
-// connection's requests in order, so Recv reads a reply only for the entry at
-// the head of the queue, and only from the connection that entry went out
-// on. When a connection ends, every entry still waiting on it gets its
-// error at once (endConn), so no reply that comes later, on any connection,
-// can be taken for its answer; Recv reports those errors in turn. inflight
-// counts the entries of the open connection that have no error yet.
+// Replies are matched to requests by construction: the Client remembers,
+// in order, every request sent and not yet answered, and the connection
+// it went out on. A server answers a connection's requests in order, so
+// Recv reads a reply only for the oldest request, and only from the
+// connection that request went out on. When a connection ends, every
+// request still waiting on it gets its error at once, so no reply that
+// comes later, on any connection, can be taken for its answer; Recv
+// reports those errors in turn.
 type Client struct {
 	path  string
 	opts  clientOptions
@@ -60,7 +60,11 @@ type Client struct {
 	rlease     atomic.Int32
 	rleased    *ring.Reader
 
-	// The owner goroutine's.
+	// The owner goroutine's. Invariant: every request sent and not yet
+	// received has an entry in queue, in order; an entry written on a
+	// connection carries that connection's gen; when a connection ends,
+	// every entry still waiting on it gets its error (endConn); inflight
+	// counts the open connection's entries without an error.
 	gen        uint64 // numbers the connections; the open one's, or the last one's
 	persistent bool   // the open connection accepted the handshake
 	declined   bool   // the server declined the handshake (git's): connect without offering it
@@ -208,6 +212,7 @@ func (c *Client) applyDeadlineLocked() {
 // Call sends req and returns its reply. The reply aliases the Client's
 // buffer (or the reply ring: WithRingRepliesInPlace) and is valid until
 // the Client's next call; copy it to keep it.
+// The owner goroutine calls it.
 func (c *Client) Call(req []byte) ([]byte, error) {
 	if err := c.Send(req); err != nil {
 		return nil, err
@@ -221,6 +226,7 @@ func (c *Client) Call(req []byte) ([]byte, error) {
 // to it. Requests queued before it (Queue) go out with it, in one write
 // where the socket takes them. An error means req was not sent (it wraps
 // ErrNotProcessed, or is ErrClientClosed) and has no reply to Recv.
+// The owner goroutine calls it.
 func (c *Client) Send(req []byte) error {
 	if c.closed.Load() {
 		return ErrClientClosed
@@ -259,6 +265,7 @@ func (c *Client) Send(req []byte) error {
 // cannot go out at once on an open persistent socket connection (queued
 // requests before it, a git server, rings, no connection yet), and for a
 // small req, it is Send.
+// The owner goroutine calls it.
 func (c *Client) SendUncopied(req []byte) error {
 	if !writevSupported || len(req) < gatherMin || c.closed.Load() || c.unsent > 0 || c.held > 0 ||
 		c.uc == nil || !c.persistent || c.rout != nil {
@@ -300,6 +307,7 @@ func (c *Client) SendUncopied(req []byte) error {
 // ErrClientClosed) and has no reply to Recv. A queued request that then
 // fails to go out whole gets its error from Recv, in its turn, as does one
 // whose connection ends before its reply.
+// The owner goroutine calls it.
 func (c *Client) Queue(req []byte) error {
 	if c.closed.Load() {
 		return ErrClientClosed
@@ -328,6 +336,7 @@ func (c *Client) Queue(req []byte) error {
 // Flush writes the requests queued by Queue, in one write where the socket
 // takes them all. An error means some of them did not reach the server
 // whole; each queued request still has its reply, or its error, for Recv.
+// The owner goroutine calls it.
 func (c *Client) Flush() error {
 	if c.closed.Load() {
 		return ErrClientClosed
@@ -350,6 +359,7 @@ func (c *Client) Flush() error {
 // where the socket takes them. n counts the requests that have a reply,
 // or an error, for Recv: all of them unless Queue refused one, whose error
 // err is then. A non-nil err with n == len(reqs) is Flush's.
+// The owner goroutine calls it.
 func (c *Client) SendBatch(reqs [][]byte) (n int, err error) {
 	for i, req := range reqs {
 		if err := c.Queue(req); err != nil {
@@ -481,6 +491,7 @@ func (c *Client) transmit(req []byte) error {
 // been processed), and so does every later request that was in flight on
 // that connection, each in its own call. With no request outstanding it
 // returns ErrNoRequest.
+// The owner goroutine calls it.
 func (c *Client) Recv() ([]byte, error) {
 	if c.closed.Load() || !c.giveBackReply() {
 		return nil, ErrClientClosed

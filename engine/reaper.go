@@ -65,8 +65,8 @@ func (s *Server) reaper() {
 
 // napFor returns how long the reaper may sleep when only long deadlines
 // run (idle, handler), or 0. An idle server then wakes a few times a
-// minute instead of ten times a second: on a virtual machine each wake-up
-// of an idle Go process costs about 200 µs of CPU. A connection that
+// minute instead of ten times a second: each wake-up of an idle Go process
+// costs CPU, more so on a virtual machine. A connection that
 // starts a short deadline (first byte, request, write) cuts the nap short
 // (hurry). Any of these keeps the reaper on its usual tick: the server
 // stopping, pressure, drains, a connection not yet enrolled, loops parked

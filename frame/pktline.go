@@ -13,8 +13,8 @@ const (
 	// one packet. Writers split longer messages at this size.
 	MaxPayloadSize = MaxPacketSize - HeaderSize
 	// DefaultMaxMessageSize is the assembler's default total-size cap. git
-	// has none (a 200 MB request grows its daemon by 200 MB); 16 MiB is far
-	// above any simple-ipc message git sends and bounds memory per connection.
+	// has none (its daemon holds any request whole); 16 MiB is far above
+	// any simple-ipc message git sends and bounds memory per connection.
 	DefaultMaxMessageSize = 16 << 20
 )
 
