@@ -165,16 +165,21 @@ func (s *Server) serveShot(c *conn, buf *shotBuf, sink *[]byte) {
 	// pooled path, not all at its end as the accept loop's.
 	w.inline, w.waits = false, true
 	w.sentAt = s.now() - streamFlushAfter
+	// A connection still queued when the server began to stop (Shutdown,
+	// a quit) or closed is closed unserved, as git closes the connections
+	// it has not started on: a stop waits for requests in progress, not
+	// for a queue.
+	started := c.ctx.Err() == nil && !s.stopping.Load()
 	var herr error
 	panicked := false
-	if c.ctx.Err() == nil { // the server may have closed while it queued
+	if started {
 		herr, panicked = s.call(c, c.reqMsg)
 	}
 	s.dropShotRequest(c)
 	// A handler whose context ended (its deadline, Close) gets no
 	// terminator, as on the loops: the client must not take a reply cut
 	// short for a whole one.
-	if !panicked && w.err == nil && c.ctx.Err() == nil {
+	if started && !panicked && w.err == nil && c.ctx.Err() == nil {
 		if errors.Is(herr, ErrQuit) {
 			s.requestQuit()
 		}

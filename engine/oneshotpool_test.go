@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,4 +250,48 @@ func TestQueuedShotsInBudget(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, func() bool { return s.Stats().Buffered == 0 })
+}
+
+// Shutdown lets the git-style request in progress finish and closes the
+// ones still queued for a worker unserved, as git closes the connections
+// it has not started on.
+func TestShutdownClosesQueuedShots(t *testing.T) {
+	leakcheck.Check(t)
+	release := make(chan struct{})
+	var calls atomic.Int32
+	s, cs, wait := queuedShots(t, HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if calls.Add(1) == 1 {
+			<-release
+		}
+		_, err := w.Write(req)
+		return err
+	}), []string{"first", "q1", "q2", "q3"}, WithWorkers(1))
+	waitFor(t, func() bool { return s.Stats().Requests == 4 && calls.Load() == 1 })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	waitFor(t, func() bool { return s.stopping.Load() })
+	close(release)
+	for i, c := range cs {
+		got, _ := readAll(t, c)
+		want := []byte(nil)
+		if i == 0 {
+			want = frame.AppendMessage(nil, []byte("first"))
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("client %d got %q, want %q", i, got, want)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the handler ran %d times, want once", n)
+	}
+	if err := wait(); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
 }

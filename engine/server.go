@@ -233,9 +233,11 @@ func (s *Server) beginStop() {
 }
 
 // Shutdown stops the server gracefully: it stops accepting at once, lets
-// requests in progress finish, closes idle connections, and returns when
-// none is left or ctx ends; then it closes the server as Close does. It is
-// safe to call from any goroutine, also while Serve runs.
+// requests in progress finish (git-style replies still being written
+// included), closes idle connections and, unserved, git-style connections
+// still queued for a worker, and returns when none is left or ctx ends;
+// then it closes the server as Close does. It is safe to call from any
+// goroutine, also while Serve runs.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginStop()
 	s.startMu.Lock()

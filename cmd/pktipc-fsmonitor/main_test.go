@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/fsmonitor"
+	"github.com/pktipc/pktipc/internal/leakcheck"
 	"github.com/pktipc/pktipc/uds"
 )
 
@@ -41,7 +42,16 @@ var cHook string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(testMain(m))
+	code := testMain(m)
+	if code == 0 {
+		// The tests run the command in this process too: nothing it
+		// started may outlive them.
+		if err := leakcheck.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left after the tests:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func testMain(m *testing.M) int {

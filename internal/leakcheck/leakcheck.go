@@ -25,6 +25,14 @@ func VerifyTestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, GoleakOptions...)
 }
 
+// Find reports the goroutines still running beyond the test binary's
+// own, with GoleakOptions: for a TestMain that runs m.Run itself (it
+// sets the package up and tears it down around the run) and checks
+// after it.
+func Find() error {
+	return goleak.Find(GoleakOptions...)
+}
+
 // CountFDs returns the number of open descriptors of this process, read from
 // /proc/self/fd. It returns -1 where /proc is not available.
 func CountFDs() int {
