@@ -831,3 +831,36 @@ func TestCloseEndsConnectionOfRunningHandler(t *testing.T) {
 	}
 	<-served
 }
+
+// A server on a listener the caller made (socket activation hands one
+// over, uds.Inherited) serves it like its own, and closes it when it
+// stops; options about making a listener are refused.
+func TestServerOnCallersListener(t *testing.T) {
+	leakcheck.Check(t)
+	path := socketPath(t)
+	ln, err := uds.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewServerListener(ln, HandlerFunc(echo), WithListenOptions(uds.WithMode(0o666))); err == nil {
+		t.Fatal("WithListenOptions accepted for a listener already made")
+	}
+	s, err := NewServerListener(ln, HandlerFunc(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background()) }()
+	if got, err := Send(context.Background(), path, []byte("ping")); err != nil || string(got) != "re:ping" {
+		t.Fatalf("Send: %q, %v", got, err)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	if st := uds.State(path); st == uds.Listening {
+		t.Fatal("the listener still listens after Shutdown")
+	}
+}

@@ -119,6 +119,33 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newServer(ln, h, o), nil
+}
+
+// NewServerListener returns a server that answers with h on ln, a
+// listener made by the caller: one a service manager passed
+// (uds.Inherited), say. The server owns ln from then on and closes it when
+// it stops. WithListenOptions is refused: ln's own options apply.
+func NewServerListener(ln *uds.Listener, h Handler, opts ...Option) (*Server, error) {
+	if ln == nil {
+		return nil, &OptionError{"Listener", nil, "must not be nil"}
+	}
+	if h == nil {
+		return nil, &OptionError{"Handler", nil, "must not be nil"}
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if len(o.listen) > 0 {
+		return nil, &OptionError{"ListenOptions", o.listen, "do not apply to a listener the caller made"}
+	}
+	return newServer(ln, h, o), nil
+}
+
+func newServer(ln *uds.Listener, h Handler, o options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:       o,
@@ -148,7 +175,7 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 	// netpoller runs when a processor has nothing else) for up to its
 	// monitor's 10ms.
 	s.rings.watchOK = s.opts.ringSpin > 0 && runtime.GOMAXPROCS(0) > 1
-	return s, nil
+	return s
 }
 
 // Path returns the socket path the server owns.

@@ -47,6 +47,8 @@ func runChild() bool {
 		code = childListenGroup(path, opt)
 	case "mount":
 		code = childMount(path)
+	case "inherit":
+		code = childInherit()
 	default:
 		fmt.Println("unknown mode", mode)
 		code = 2

@@ -39,6 +39,14 @@
 //     through /proc/self/fd/<directory handle>/<name> and connect through
 //     /proc/self/fd/<O_PATH handle of the socket>.
 //
+// # Socket activation
+//
+// A server a service manager starts with its sockets already made (systemd's
+// socket activation) takes them over with Inherited: listening sockets become
+// Listeners that leave their path to the manager, connected ones UnixConns,
+// anything else passed is closed; the environment variables that said so are
+// unset. engine.NewServerListener serves such a Listener.
+//
 // # Process-wide state
 //
 // The umask is per process. Listen narrows it for the microseconds of a
