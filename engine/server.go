@@ -125,7 +125,8 @@ func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
 // NewServerListener returns a server that answers with h on ln, a
 // listener made by the caller: one a service manager passed
 // (uds.Inherited), say. The server owns ln from then on and closes it when
-// it stops. WithListenOptions is refused: ln's own options apply.
+// it stops; on an error it is still the caller's. WithListenOptions is
+// refused: ln's own options apply.
 func NewServerListener(ln *uds.Listener, h Handler, opts ...Option) (*Server, error) {
 	if ln == nil {
 		return nil, &OptionError{"Listener", nil, "must not be nil"}

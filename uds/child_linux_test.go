@@ -48,7 +48,7 @@ func runChild() bool {
 	case "mount":
 		code = childMount(path)
 	case "inherit":
-		code = childInherit()
+		code = childInherit(opt)
 	default:
 		fmt.Println("unknown mode", mode)
 		code = 2

@@ -21,9 +21,9 @@ type Activation struct {
 	Conns []*net.UnixConn
 }
 
-// InheritError says why Inherited closed a descriptor it was passed
-// instead of taking it over: it is not a Unix stream socket, or could not
-// be looked at.
+// InheritError says why Inherited did not take over a descriptor it was
+// passed: it is not a Unix stream socket, the policy refused its peer, or
+// it could not be looked at.
 type InheritError struct {
 	FD  int
 	Err error
@@ -39,12 +39,16 @@ func (e *InheritError) Unwrap() error { return e.Err }
 // process (socket activation). It reads and unsets LISTEN_PID, LISTEN_FDS
 // and LISTEN_FDNAMES, so that children do not take them for theirs; when
 // they are absent or name another process it takes nothing and returns an
-// empty Activation. Each descriptor passed is made close-on-exec and told
-// apart with SO_ACCEPTCONN: listening Unix stream sockets become Listeners
+// empty Activation. Every descriptor passed is made close-on-exec and told
+// apart with SO_ACCEPTCONN. Listening Unix stream sockets become Listeners
 // with opts' policy and SO_PASSRIGHTS setting (the options about the path,
-// its directory and mode do not apply), connected ones UnixConns; any other
-// descriptor is closed, and the error returned beside what was taken joins
-// an *InheritError for each. Call it once, early, before anything else
-// opens descriptors. On systems other than Linux it returns
-// errors.ErrUnsupported.
+// its directory and mode do not apply; Path is the name the socket was
+// bound to). Connected ones become UnixConns once they pass what an
+// accepted connection passes: the policy on the peer's credentials, and
+// SO_PASSRIGHTS. Other sockets, and connections the policy refuses, are
+// closed; a descriptor that is not a socket is left open (it may be the
+// runtime's, where the count says more than was passed). The error
+// returned beside what was taken joins an *InheritError for each
+// descriptor not taken. Call it once, early. On systems other than Linux
+// it returns errors.ErrUnsupported.
 func Inherited(opts ...Option) (*Activation, error) { return inherited(opts) }

@@ -18,9 +18,20 @@ const listenFDsStart = 3
 // maxInherited bounds LISTEN_FDS: a larger count is not a manager's.
 const maxInherited = 1 << 16
 
-// errNotStreamSocket: an inherited descriptor that is not a Unix stream
-// socket.
-var errNotStreamSocket = errors.New("not a Unix stream socket")
+// Errors for the descriptors Inherited does not take.
+var (
+	errNotSocket       = errors.New("not a socket: left open")
+	errNotStreamSocket = errors.New("not a Unix stream socket: closed")
+)
+
+// What a passed descriptor is.
+const (
+	fdNone     = iota // not open: the count said more than was passed
+	fdOther           // not a socket
+	fdForeign         // a socket other than a Unix stream socket
+	fdListener        // a listening Unix stream socket
+	fdConn            // a connected Unix stream socket
+)
 
 func inherited(opts []Option) (*Activation, error) {
 	o, err := newOptions(opts)
@@ -42,47 +53,79 @@ func inherited(opts []Option) (*Activation, error) {
 	if err != nil || n < 0 || n > maxInherited {
 		return a, fmt.Errorf("uds: LISTEN_FDS=%q: not a count of descriptors", nfds)
 	}
-	var errs []error
-	for fd := listenFDsStart; fd < listenFDsStart+n; fd++ {
-		if err := a.take(fd, o); err != nil {
-			errs = append(errs, &InheritError{FD: fd, Err: err})
+	// Every descriptor is looked at, and made close-on-exec, before any is
+	// taken over: taking one over copies it to the lowest free number,
+	// which must not be one this loop has yet to look at. A number not
+	// open (a count larger than what was passed) may be taken by such a
+	// copy, or by the runtime: it is left alone, and so is anything that
+	// is not a socket, which the runtime may have opened there too.
+	kinds := make([]int, n)
+	errs := make([]error, n)
+	for i := range kinds {
+		kinds[i], errs[i] = classify(listenFDsStart + i)
+	}
+	for i, k := range kinds {
+		fd := listenFDsStart + i
+		switch k {
+		case fdForeign:
+			unix.Close(fd)
+		case fdListener:
+			errs[i] = a.takeListener(fd, o)
+		case fdConn:
+			errs[i] = a.takeConn(fd, o)
 		}
 	}
-	return a, errors.Join(errs...)
+	var all []error
+	for i, err := range errs {
+		if err != nil {
+			all = append(all, &InheritError{FD: listenFDsStart + i, Err: err})
+		}
+	}
+	return a, errors.Join(all...)
 }
 
-// take adds descriptor fd to a, or closes it and says why.
-func (a *Activation) take(fd int, o *options) error {
+// classify says what descriptor fd is, and makes it close-on-exec if it is
+// open.
+func classify(fd int) (int, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return err // not open: nothing to close
+		return fdNone, err
 	}
 	unix.CloseOnExec(fd)
-	if err := checkStreamSocket(fd, &st); err != nil {
-		unix.Close(fd)
-		return err
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fdOther, errNotSocket
+	}
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return fdForeign, err
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fdForeign, err
+	}
+	if domain != unix.AF_UNIX || typ != unix.SOCK_STREAM {
+		return fdForeign, errNotStreamSocket
 	}
 	listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
 	if err != nil {
-		unix.Close(fd)
-		return err
+		return fdForeign, err
 	}
-	if listening == 0 {
-		f := os.NewFile(uintptr(fd), "inherited")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
-		a.Conns = append(a.Conns, c.(*net.UnixConn))
-		return nil
+	if listening != 0 {
+		return fdListener, nil
 	}
+	return fdConn, nil
+}
+
+// takeListener adds the listening socket fd to a, or closes it.
+func (a *Activation) takeListener(fd int, o *options) error {
+	// The manager keeps the socket across the server's restarts: set
+	// SO_PASSRIGHTS as asked either way, not only off.
 	rightsOff := false
+	if err := setPassRights(fd, o.passRights); err != nil && err != unix.ENOPROTOOPT {
+		unix.Close(fd)
+		return fmt.Errorf("SO_PASSRIGHTS: %w", err)
+	}
 	if !o.passRights {
-		if err := refusePassRights(fd); err != nil {
-			unix.Close(fd)
-			return err
-		}
 		rightsOff = rightsOffOn(fd)
 	}
 	path := ""
@@ -101,22 +144,27 @@ func (a *Activation) take(fd int, o *options) error {
 	return nil
 }
 
-// checkStreamSocket reports whether fd (whose fstat is st) is a Unix
-// stream socket.
-func checkStreamSocket(fd int, st *unix.Stat_t) error {
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return errNotStreamSocket
+// takeConn adds the connected socket fd to a, with the checks a
+// connection accepted on a Listener gets (the policy on the peer's
+// credentials, SO_PASSRIGHTS), or closes it.
+func (a *Activation) takeConn(fd int, o *options) error {
+	cred, err := fdCred(fd)
+	if err == nil && !o.passRights {
+		err = refusePassRights(fd)
 	}
-	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err == nil {
+		err = o.policy.Allow(cred)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "inherited")
+	c, err := net.FileConn(f)
+	f.Close()
 	if err != nil {
 		return err
 	}
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil {
-		return err
-	}
-	if domain != unix.AF_UNIX || typ != unix.SOCK_STREAM {
-		return errNotStreamSocket
-	}
+	a.Conns = append(a.Conns, c.(*net.UnixConn))
 	return nil
 }

@@ -18,15 +18,20 @@ import (
 )
 
 // childInherit takes over what its service manager (the test) passed:
-// it prints what it got, answers one connection on each listener, writes
-// on each connection, and exits.
-func childInherit() int {
-	a, err := Inherited()
+// it prints what it got and whether descriptor 5 is close-on-exec, answers
+// one connection on each listener (unless its policy denies everyone:
+// opt "deny"), writes on each connection, and exits.
+func childInherit(opt string) int {
+	var opts []Option
+	if opt == "deny" {
+		opts = append(opts, WithPolicy(PolicyFunc(func(Cred) error { return ErrDenied })))
+	}
+	a, err := Inherited(opts...)
+	notTaken := 0
 	var ie *InheritError
-	closed := 0
 	for _, e := range unwrapAll(err) {
 		if errors.As(e, &ie) {
-			closed++
+			notTaken++
 		}
 	}
 	env := "unset"
@@ -35,26 +40,21 @@ func childInherit() int {
 			env = "set"
 		}
 	}
-	cloexec := "cloexec"
-	for _, l := range a.Listeners {
-		if rc, err := l.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) {
-				if flags, _ := unixFcntl(int(fd)); flags&syscall.FD_CLOEXEC == 0 {
-					cloexec = "inheritable"
-				}
-			})
-		}
+	fd5 := "fd5=inheritable"
+	if flags, err := unixFcntl(5); err == nil && flags&syscall.FD_CLOEXEC != 0 {
+		fd5 = "fd5=cloexec"
 	}
-	fmt.Printf("listeners=%d conns=%d closed=%d env=%s %s\n", len(a.Listeners), len(a.Conns), closed, env, cloexec)
+	fmt.Printf("listeners=%d conns=%d nottaken=%d env=%s %s\n", len(a.Listeners), len(a.Conns), notTaken, env, fd5)
 	for _, c := range a.Conns {
 		c.Write([]byte("conn"))
 		c.Close()
 	}
 	for _, l := range a.Listeners {
-		c, _, err := l.AcceptUnix()
-		if err == nil {
-			c.Write([]byte("hello"))
-			c.Close()
+		if opt != "deny" {
+			if c, _, err := l.AcceptUnix(); err == nil {
+				c.Write([]byte("hello"))
+				c.Close()
+			}
 		}
 		l.Close()
 	}
@@ -80,11 +80,32 @@ func unixFcntl(fd int) (int, error) {
 }
 
 // A server started by a service manager takes over the sockets passed to
-// it: a listener, served and left in place on Close; a connected socket;
-// and not a descriptor that is no Unix stream socket, which it closes and
-// reports. It unsets the variables.
+// it: a listener, served and left in place on Close; a connected socket,
+// once its peer passes the policy; not a descriptor that is no socket,
+// which it reports and leaves open, close-on-exec. It unsets the variables.
 func TestInheritedSockets(t *testing.T) {
 	leakcheck.Check(t)
+	for _, tc := range []struct {
+		opt, line, conn, hello string
+	}{
+		{"", "listeners=1 conns=1 nottaken=1 env=unset fd5=cloexec", "conn", "hello"},
+		{"deny", "listeners=1 conns=0 nottaken=2 env=unset fd5=cloexec", "", ""},
+	} {
+		t.Run("policy="+tc.opt, func(t *testing.T) {
+			line, conn, hello := runActivated(t, tc.opt)
+			if line != tc.line || conn != tc.conn || hello != tc.hello {
+				t.Fatalf("the child says %q, writes %q on the connection and %q on the listener; want %q, %q, %q",
+					line, conn, hello, tc.line, tc.conn, tc.hello)
+			}
+		})
+	}
+}
+
+// runActivated starts a child as a service manager would, with a
+// listening socket, a connected one and a pipe from descriptor 3 on, and
+// returns its report, what it wrote on the connection, and what a client
+// of the listener read.
+func runActivated(t *testing.T, opt string) (line, conn, hello string) {
 	dir := tempDir(t)
 	path := filepath.Join(dir, "activated")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -105,18 +126,16 @@ func TestInheritedSockets(t *testing.T) {
 	ours, theirs := os.NewFile(uintptr(pair[0]), "ours"), os.NewFile(uintptr(pair[1]), "theirs")
 	defer ours.Close()
 	defer theirs.Close()
-	// Not a socket: the child closes it and says so.
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pr.Close()
 	defer pw.Close()
-
 	// LISTEN_PID must name the child itself: a shell sets it to its own
 	// pid, which exec keeps.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0"`, os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"=inherit", "LISTEN_FDS=3", "LISTEN_FDNAMES=a:b:c")
+	cmd.Env = append(os.Environ(), childEnv+"=inherit", childOptEnv+"="+opt, "LISTEN_FDS=3", "LISTEN_FDNAMES=a:b:c")
 	cmd.ExtraFiles = []*os.File{lf, theirs, pw} // descriptors 3, 4, 5
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -125,27 +144,26 @@ func TestInheritedSockets(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
 	theirs.Close()
 	pw.Close()
-	line := make([]byte, 128)
-	n, err := out.Read(line)
+	buf := make([]byte, 128)
+	n, err := out.Read(buf)
 	if err != nil {
+		cmd.Wait()
 		t.Fatal(err)
 	}
-	if got, want := strings.TrimSpace(string(line[:n])), "listeners=1 conns=1 closed=1 env=unset cloexec"; got != want {
-		t.Fatalf("the child says %q, want %q", got, want)
-	}
-	if got, _ := io.ReadAll(ours); string(got) != "conn" {
-		t.Errorf("on the passed connection: %q", got)
-	}
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if got, _ := io.ReadAll(c); string(got) != "hello" {
-		t.Errorf("from the passed listener: %q", got)
+	line = strings.TrimSpace(string(buf[:n]))
+	got, _ := io.ReadAll(ours)
+	conn = string(got)
+	if opt != "deny" {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			cmd.Wait()
+			t.Fatal(err)
+		}
+		got, _ = io.ReadAll(c)
+		c.Close()
+		hello = string(got)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
@@ -153,6 +171,7 @@ func TestInheritedSockets(t *testing.T) {
 	if _, err := os.Lstat(path); err != nil {
 		t.Errorf("the activated socket's path is gone after the child's Close: %v", err)
 	}
+	return line, conn, hello
 }
 
 // Variables meant for another process take nothing (no descriptor is
