@@ -467,28 +467,26 @@ func TestShutdownWaitsForOneShot(t *testing.T) {
 func TestLingeringRepliesWithinCaps(t *testing.T) {
 	leakcheck.Check(t)
 	big := pattern(1<<20, 3)
-	ts := startServer(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
+	reqs := make([]string, 16)
+	for i := range reqs {
+		reqs[i] = "big"
+	}
+	// Every request is whole before Serve: the accept loop serves each
+	// itself (or refuses it at the cap), none waits in the lobby.
+	s, cs, _ := queuedShots(t, HandlerFunc(func(_ context.Context, _ []byte, w *ReplyWriter) error {
 		_, err := w.Write(big)
 		return err
-	}), WithInlineHandlers(true), WithMaxConns(4, 4))
-	var cs []*net.UnixConn
-	for range 16 {
-		c := dialRaw(t, ts.path)
-		cs = append(cs, c)
-		if _, err := c.Write([]byte("0007big0000")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, func() bool { st := ts.Stats(); return st.Lingering+int(st.OverCap) == 16 })
-	if st := ts.Stats(); st.Lingering > 4 {
+	}), reqs, WithInlineHandlers(true), WithMaxConns(4, 4))
+	waitFor(t, func() bool { st := s.Stats(); return st.Lingering+int(st.OverCap) == 16 })
+	if st := s.Stats(); st.Lingering > 4 {
 		t.Fatalf("%d replies linger with a cap of 4 connections (over the cap: %d)", st.Lingering, st.OverCap)
 	}
 	for _, c := range cs {
 		c.Close()
 	}
-	waitFor(t, func() bool { return ts.Stats().Lingering == 0 })
+	waitFor(t, func() bool { return s.Stats().Lingering == 0 })
 	// Their places are given back: a request is served again.
-	if got, err := Send(context.Background(), ts.path, []byte("x")); err != nil || len(got) != len(big) {
+	if got, err := Send(context.Background(), s.Path(), []byte("x")); err != nil || len(got) != len(big) {
 		t.Fatalf("Send after the lingering replies: %d bytes, %v", len(got), err)
 	}
 }
