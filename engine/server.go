@@ -105,14 +105,9 @@ type Server struct {
 // server, replacing a dead socket) and returns a server that answers with
 // h once Serve runs.
 func NewServer(path string, h Handler, opts ...Option) (*Server, error) {
-	if h == nil {
-		return nil, &OptionError{"Handler", nil, "must not be nil"}
-	}
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := serverOptions(h, opts)
+	if err != nil {
+		return nil, err
 	}
 	lopts := append([]uds.Option{uds.WithLogger(o.logger), uds.WithBacklog(listenBacklog)}, o.listen...)
 	ln, err := uds.Listen(path, lopts...)
@@ -131,19 +126,28 @@ func NewServerListener(ln *uds.Listener, h Handler, opts ...Option) (*Server, er
 	if ln == nil {
 		return nil, &OptionError{"Listener", nil, "must not be nil"}
 	}
-	if h == nil {
-		return nil, &OptionError{"Handler", nil, "must not be nil"}
-	}
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := serverOptions(h, opts)
+	if err != nil {
+		return nil, err
 	}
 	if len(o.listen) > 0 {
 		return nil, &OptionError{"ListenOptions", o.listen, "do not apply to a listener the caller made"}
 	}
 	return newServer(ln, h, o), nil
+}
+
+// serverOptions checks h and applies opts to the defaults.
+func serverOptions(h Handler, opts []Option) (options, error) {
+	o := defaultOptions()
+	if h == nil {
+		return o, &OptionError{"Handler", nil, "must not be nil"}
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
 }
 
 func newServer(ln *uds.Listener, h Handler, o options) *Server {
