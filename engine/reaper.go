@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -147,12 +148,24 @@ type reapScratch struct {
 	peek         [1]byte
 }
 
-// expiry is a connection whose deadline had passed when the reaper
-// looked: which deadline, and since when.
-type expiry struct {
-	c     *conn
+// seen is a deadline as the reaper saw it: which one, and since when. The
+// deadline's owner stores since, then why; a later look that finds both
+// unchanged knows the deadline was not started again in between.
+type seen struct {
 	why   why
 	since int64
+}
+
+// look reads the deadline held in w and since.
+func look(w *atomic.Int32, since *atomic.Int64) seen {
+	return seen{why(w.Load()), since.Load()}
+}
+
+// expiry is a connection whose deadline had passed when the reaper
+// looked.
+type expiry struct {
+	c *conn
+	seen
 }
 
 // spoke reports whether c's input holds bytes its loop has not read: the
@@ -222,10 +235,9 @@ func (s *Server) findExpired(r *reapScratch, now int64) (pressured bool) {
 	for c := range a.open {
 		p := a.pressuredLocked(c.peer.Cred.UID)
 		pressured = pressured || p
-		w := why(c.why.Load())
-		since := c.since.Load()
-		if d := s.timeout(w, p); d > 0 && now-since >= d {
-			r.expired = append(r.expired, expiry{c, w, since})
+		d := look(&c.why, &c.since)
+		if t := s.timeout(d.why, p); t > 0 && now-d.since >= t {
+			r.expired = append(r.expired, expiry{c, d})
 		} else if stopping && phase(c.phaseA.Load()) == phaseIdle {
 			r.idle = append(r.idle, c)
 		}
@@ -239,7 +251,7 @@ func (s *Server) findExpired(r *reapScratch, now int64) (pressured bool) {
 func (s *Server) closeExpired(r *reapScratch) {
 	for _, e := range r.expired {
 		c, w := e.c, e.why
-		if why(c.why.Load()) != w || c.since.Load() != e.since {
+		if look(&c.why, &c.since) != e.seen {
 			// Its loop moved on meanwhile (a request came to an idle
 			// connection, say): its new deadline has not passed.
 			continue

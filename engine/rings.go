@@ -300,9 +300,8 @@ func (rs *ringSet) unspin() { rs.spinning.Add(-1) }
 // (expired), or idle while the server stops: which deadline ran, and since
 // when.
 type ringExpiry struct {
-	rc      *ringConn
-	why     why
-	since   int64
+	rc *ringConn
+	seen
 	expired bool
 }
 
@@ -316,17 +315,16 @@ func (s *Server) reapRings(r *reapScratch) {
 	r.rings = r.rings[:0]
 	rs.mu.Lock()
 	for rc := range rs.conns {
-		w := why(rc.why.Load())
-		since := rc.since.Load()
-		if d := s.timeout(w, false); d > 0 && now-since >= d {
-			r.rings = append(r.rings, ringExpiry{rc, w, since, true})
-		} else if stopping && w == whyIdle {
-			r.rings = append(r.rings, ringExpiry{rc, w, since, false})
+		d := look(&rc.why, &rc.since)
+		if t := s.timeout(d.why, false); t > 0 && now-d.since >= t {
+			r.rings = append(r.rings, ringExpiry{rc, d, true})
+		} else if stopping && d.why == whyIdle {
+			r.rings = append(r.rings, ringExpiry{rc, d, false})
 		}
 	}
 	rs.mu.Unlock()
 	for _, e := range r.rings {
-		if why(e.rc.why.Load()) != e.why || e.rc.since.Load() != e.since {
+		if look(&e.rc.why, &e.rc.since) != e.seen {
 			continue // it moved on meanwhile: a request came, say
 		}
 		if e.expired {

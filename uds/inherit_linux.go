@@ -120,14 +120,11 @@ func classify(fd int) (int, error) {
 func (a *Activation) takeListener(fd int, o *options) error {
 	// The manager keeps the socket across the server's restarts: set
 	// SO_PASSRIGHTS as asked either way, not only off.
-	rightsOff := false
 	if err := setPassRights(fd, o.passRights); err != nil && err != unix.ENOPROTOOPT {
 		unix.Close(fd)
 		return fmt.Errorf("SO_PASSRIGHTS: %w", err)
 	}
-	if !o.passRights {
-		rightsOff = rightsOffOn(fd)
-	}
+	rightsOff := !o.passRights && rightsOffOn(fd)
 	path := ""
 	if sa, err := unix.Getsockname(fd); err == nil {
 		if u, ok := sa.(*unix.SockaddrUnix); ok {
