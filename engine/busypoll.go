@@ -7,22 +7,20 @@ import (
 )
 
 // Busy polling: after a loop answers a request on a persistent connection
-// it may spin for a short while before going back to gnet's poller. The
-// poller runs epoll_wait with a zero timeout after every batch of events; if
-// the next request arrived during the spin, that call finds it and the loop
-// never sleeps: no wake-up latency, and a round trip costs three system
-// calls (epoll_wait, read, write) instead of four. The spin is learned per
-// loop from the gaps it observes and switches itself off when the peer is
-// too slow for it to pay. A loop spins only while it serves one connection:
-// with more, the next event is usually another connection's, which a spin
-// would only delay (and the gaps would teach it nothing about its peer).
+// it may poll that connection for a short while, instead of sleeping until
+// the next request wakes it. A local peer that sends its next request at
+// once then finds the loop awake: the round trip costs no wake-up on either
+// side, and a wake-up is most of a local round trip's time and much of its
+// CPU. The poll ends the moment the request is there (or the loop's
+// doorbell rings), so a spin that catches it costs no latency. The budget
+// is learned per loop from the gaps it observes: it follows a peer that
+// comes back within it, grows to catch one that came a little too late,
+// and switches itself off for a while after spins that could not have
+// caught anything. A loop spins only while it serves one connection: with
+// more, the next event is usually another connection's, which a spin would
+// only delay.
 const (
-	// spinHitGap is the least gap taken as "the event was already there";
-	// the loop calibrates the real bound from the fastest gaps it sees
-	// (what epoll_wait with a zero timeout plus a read costs depends on the
-	// machine: a few microseconds).
-	spinHitGap = 3_000 // ns
-	// spinMin is the floor a successful spin decays to.
+	// spinMin is the shortest spin planned.
 	spinMin = 1_000 // ns
 	// spinCooldown: after spinMaxMisses spins in a row that could not have
 	// caught the next request, spinning stays off for this long before the
@@ -36,12 +34,12 @@ const (
 type loopState struct {
 	max       int64 // longest spin, ns; 0 disables
 	spin      int64 // current spin, ns; 0 = not spinning
-	lastExit  int64
-	spun      int64 // how long the loop spun before lastExit
+	lastExit  int64 // when the loop last stopped waiting actively
+	spun      int64 // how long the loop spun before lastExit; 0 = no spin
+	caught    bool  // the spin ended because the next request came
 	armed     bool  // lastExit followed a reply on a persistent connection
 	coolUntil int64
-	fastGap   int64 // running minimum of gaps after a spin, drifting up
-	misses    int   // consecutive spins too short to have caught anything
+	misses    int // consecutive spins too short to have caught anything
 	conns     int   // connections open on the loop
 	bell      *doorbell
 	stats     *counters
@@ -56,14 +54,6 @@ type loopState struct {
 	iov   []iovec                    // the writev and readv scratch of writeGathered and soloWait
 }
 
-// hitBound is the gap under which the next event is taken to have been
-// waiting when the loop came back: four times the fastest such gap seen,
-// since a sleep in epoll_wait would have added a wake-up, many times longer
-// than such a gap.
-func (l *loopState) hitBound() int64 {
-	return max(spinHitGap, 4*l.fastGap)
-}
-
 // enter learns from the gap between the loop's last return and this event.
 func (l *loopState) enter(now int64) {
 	if !l.armed {
@@ -71,50 +61,55 @@ func (l *loopState) enter(now int64) {
 	}
 	l.armed = false
 	gap := now - l.lastExit
-	spun := l.spun
-	l.spun = 0
-	if spun > 0 {
-		if l.fastGap == 0 || gap < l.fastGap {
-			l.fastGap = gap
-		} else {
-			l.fastGap += l.fastGap/64 + 1 // forget a lucky minimum slowly
-		}
-	}
 	switch {
-	case spun > 0 && gap <= l.hitBound():
+	case l.caught:
+		// The spin caught the request: keep the budget at about twice the
+		// wait it took, moving down slowly so that one fast reply does not
+		// cut it short.
 		l.stats.spinHits.Add(1)
 		l.misses = 0
-		l.spin = max(l.spin-l.spin/16, spinMin) // creep down towards the peer's pace
-	case spun > 0:
+		l.spin = min(max(l.spin-l.spin/16, 2*l.spun, spinMin), l.max)
+	case l.spun > 0:
 		l.stats.spinMisses.Add(1)
-		if need := spun + gap; need <= l.max {
+		if need := l.spun + gap; need <= l.max {
 			l.misses = 0
-			l.spin = min(need+need/4, l.max)
+			l.spin = min(need+need/4, l.max) // a little longer would have caught it
 		} else if l.misses++; l.misses >= spinMaxMisses {
 			l.misses = 0
 			l.spin = 0
 			l.coolUntil = now + spinCooldown
 		}
-	case gap > spinHitGap && gap <= l.max && now >= l.coolUntil:
-		l.spin = min(gap+gap/4, l.max) // we slept; a spin this long would not have
+	case gap <= l.max && now >= l.coolUntil:
+		l.spin = max(gap+gap/4, spinMin) // the loop slept; a spin this long would not have
 	}
+	l.spun, l.caught = 0, false
 }
 
-// exit spins if the loop just answered a persistent request and spinning
-// pays, then records the time of return.
-func (l *loopState) exit(s *Server, candidate bool) {
+// exit runs when the loop is done with an event. If the loop just answered
+// a request on its only connection (candidate) and spinning pays, it polls
+// the connection fd and the doorbell bell until the next request is there,
+// the bell rings or the budget is spent, and reports whether the request
+// came. It then records the time, for enter.
+func (l *loopState) exit(s *Server, candidate bool, fd, bell int) bool {
 	if l.max == 0 {
-		return // never armed, so enter never reads lastExit
+		return false // never armed, so enter never reads lastExit
 	}
 	now := s.now()
 	candidate = candidate && l.conns == 1
+	l.spun, l.caught = 0, false
 	if candidate && l.spin > 0 {
-		end := now + l.spin
-		for now < end {
+		start, end := now, now+l.spin
+		for {
+			ready, rang := pollNow(fd, bell)
 			now = s.now()
+			if ready || rang || now >= end {
+				l.caught = ready
+				break
+			}
 		}
-		l.spun = l.spin
+		l.spun = max(now-start, 1)
 	}
-	l.armed = candidate && l.max > 0
+	l.armed = candidate
 	l.lastExit = now
+	return l.caught
 }

@@ -57,7 +57,11 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	if candidate && c.canSoloWait() {
 		return c.soloWait().gnetAction() // it spins first if busy polling is on
 	}
-	c.loop.exit(e.s, candidate)
+	bell := -1
+	if c.loop.bell != nil {
+		bell = c.loop.bell.lfd
+	}
+	c.loop.exit(e.s, candidate, gc.Fd(), bell) // gnet's poller finds what a spin caught
 	return act.gnetAction()
 }
 

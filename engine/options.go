@@ -60,15 +60,14 @@ const (
 	DefaultMaxConns       = 4096
 	DefaultMaxConnsPerUID = 1024
 
-	// DefaultBusyPoll is the longest an event loop spins after answering a
-	// request on a persistent connection, waiting for the next one instead of
-	// sleeping in epoll_wait: off. Where cores are few, a spinning loop
-	// competes for one with the client it waits for (whose own spin,
-	// DefaultClientSpin, pays), and spends CPU for round trips no faster.
-	// With cores to spare, try
-	// WithBusyPoll(50 * time.Microsecond); the spin adapts to its peer and
-	// switches itself off when it does not pay.
-	DefaultBusyPoll = 0
+	// DefaultBusyPoll is the longest an event loop polls its only
+	// persistent connection after answering a request, for the next one,
+	// before it sleeps. A local client that sends its next request at once
+	// then finds the loop awake, and neither side pays a wake-up. The
+	// poll ends as soon as the request is there, adapts to the client's
+	// pace and switches itself off when it does not pay; it needs Linux and
+	// a second CPU (the client cannot run on the one the loop spins on).
+	DefaultBusyPoll = 50 * time.Microsecond
 
 	// DefaultSoloWait: an event loop that serves a single persistent
 	// connection waits on it for the next request after a reply, and reads
@@ -322,7 +321,8 @@ func WithMemoryBudget(n int64) Option {
 }
 
 // WithBusyPoll sets the longest spin of an event loop waiting for the next
-// request on a persistent connection (default DefaultBusyPoll, 0 disables).
+// request on its only persistent connection (default DefaultBusyPoll, 0
+// disables). Without Linux or on a single CPU loops never spin.
 func WithBusyPoll(d time.Duration) Option {
 	return func(o *options) error {
 		o.busyPoll = d

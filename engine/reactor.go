@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,13 @@ type reactor struct {
 	stats    *counters // the server's
 }
 
-// newReactor returns a reactor whose loops will busy-poll up to busyPoll.
+// newReactor returns a reactor whose loops will busy-poll up to busyPoll
+// where they can: the poll's look needs ppoll (as solo waits do), and on a
+// single CPU a loop that spins only keeps its peer from running.
 func newReactor(busyPoll time.Duration) reactor {
+	if !soloSupported || runtime.NumCPU() < 2 {
+		busyPoll = 0
+	}
 	return reactor{loops: make(map[gnet.EventLoop]*loopState), busyPoll: int64(busyPoll)}
 }
 

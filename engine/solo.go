@@ -59,15 +59,20 @@ func (c *conn) soloWait() action {
 	l, s := c.loop, c.s
 	fd := c.gc.Fd()
 	for c.canSoloWait() {
-		// A busy poll (WithBusyPoll) spins first: a request that comes
-		// meanwhile finds the thread awake, and ppoll returns at once.
-		l.exit(s, c.phase == phaseIdle)
 		// Dekker with wakeParked: either a waker sees parked, or the loop
 		// sees what the waker announced first.
 		if !s.park(l, &s.stopping) {
+			l.exit(s, false, fd, l.bell.lfd)
 			break
 		}
-		ready, err := waitReadable(&l.pfds, fd, l.bell.lfd)
+		// A busy poll (WithBusyPoll) looks first: a request that comes
+		// meanwhile finds the loop awake. It counts as parked, so that
+		// wakers ring the bell it looks at too.
+		ready := l.exit(s, c.phase == phaseIdle, fd, l.bell.lfd)
+		var err error
+		if !ready {
+			ready, err = waitReadable(&l.pfds, fd, l.bell.lfd)
+		}
 		s.unpark(l)
 		if err != nil || !ready {
 			break // rang or interrupted: gnet takes over

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,20 @@ func fdExhausted(err error) bool {
 
 // soloSupported: solo waits need ppoll.
 const soloSupported = true
+
+// pollNow looks, without waiting, whether fd or bell is readable: a busy
+// poll's look (loopState.exit). A raw system call: it runs in a loop on
+// the event loop and never blocks.
+func pollNow(fd, bell int) (ready, rang bool) {
+	p := pollSet{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(bell), Events: unix.POLLIN}}
+	var zero unix.Timespec
+	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+	if e != 0 || n == 0 {
+		return false, false
+	}
+	return p[0].Revents != 0, p[1].Revents != 0
+}
 
 // pollSet is the loop's ppoll array for solo waits: the connection and the
 // loop's doorbell.

@@ -17,6 +17,8 @@ const soloSupported = false
 
 type pollSet struct{}
 
+func pollNow(int, int) (bool, bool) { return false, false }
+
 func waitReadable(*pollSet, int, int) (bool, error) { return false, errors.ErrUnsupported }
 
 func awaitInput(w *inputWait, _ int) { w.news, w.queued = false, false }

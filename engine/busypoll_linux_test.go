@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"syscall"
+	"testing"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// TestBusyPollLearns drives a loop's spin with a socket pair standing for
+// its connection and doorbell: a spin ends as soon as the request is
+// there, or the bell rings; a peer that comes back within a little more
+// than the spin makes it longer, a slow peer turns it off, and a loop with
+// more than one connection never spins.
+func TestBusyPollLearns(t *testing.T) {
+	leakcheck.Check(t)
+	s, err := NewServer(socketPath(t), HandlerFunc(echoRaw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, bell := socketPairT(t), socketPairT(t)
+	fd, bfd := conn[0], bell[0]
+	const us = 1000
+	l := &loopState{max: 50 * us, stats: &s.stats, conns: 1}
+
+	// The loop slept for 20 µs before the next request: a 25 µs spin would
+	// have caught it.
+	l.armed, l.lastExit = true, 0
+	l.enter(20 * us)
+	if l.spin != 25*us {
+		t.Fatalf("after a 20 µs sleep: spin %d ns, want 25000", l.spin)
+	}
+
+	// The request is there: the spin catches it at once, and a hit keeps
+	// the budget.
+	if _, err := syscall.Write(conn[1], []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if !l.exit(s, true, fd, bfd) || !l.armed || l.spun >= 25*us {
+		t.Fatalf("exit with a request waiting: caught %v, armed %v, spun %d ns", l.caught, l.armed, l.spun)
+	}
+	l.enter(s.now())
+	if got := s.stats.spinHits.Load(); got != 1 || l.spin == 0 {
+		t.Fatalf("hits %d, spin %d: want 1 hit and the spin kept", got, l.spin)
+	}
+	drain(t, fd)
+
+	// Nothing comes: the spin runs its budget out. The request came 10 µs
+	// later, so the next spin is longer.
+	l.spin = 5 * us
+	if l.exit(s, true, fd, bfd) || l.spun < 5*us {
+		t.Fatalf("exit with nothing waiting: caught %v, spun %d ns", l.caught, l.spun)
+	}
+	spun := l.spun
+	l.enter(l.lastExit + 10*us)
+	if want := min(spun+10*us+(spun+10*us)/4, 50*us); l.spin != want {
+		t.Fatalf("after a near miss: spin %d ns, want %d", l.spin, want)
+	}
+
+	// The bell rings: the spin ends at once without a request.
+	if _, err := syscall.Write(bell[1], []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	l.spin = 50 * us
+	if l.exit(s, true, fd, bfd) || l.spun >= 50*us {
+		t.Fatalf("exit with the bell rung: caught %v, spun %d ns", l.caught, l.spun)
+	}
+	l.enter(l.lastExit + 1)
+	drain(t, bfd)
+
+	// A peer far slower than the longest spin: after spinMaxMisses misses
+	// spinning stops and cools down.
+	for range spinMaxMisses {
+		l.spin = 2 * us
+		l.exit(s, true, fd, bfd)
+		l.enter(l.lastExit + 5_000*us)
+	}
+	if l.spin != 0 || l.coolUntil == 0 {
+		t.Fatalf("after slow peers: spin %d, cooldown %d", l.spin, l.coolUntil)
+	}
+
+	// With two connections on the loop there is no spin and nothing learnt.
+	l = &loopState{max: 50 * us, stats: &s.stats, conns: 2, spin: 25 * us}
+	l.exit(s, true, fd, bfd)
+	if l.armed || l.spun != 0 {
+		t.Fatalf("exit with two connections: armed %v, spun %d", l.armed, l.spun)
+	}
+}
+
+// socketPairT is socketPair, closed when the test ends.
+func socketPairT(t *testing.T) [2]int {
+	t.Helper()
+	p, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(p[0]); syscall.Close(p[1]) })
+	return p
+}
+
+// drain reads what waits on fd, which must not be empty.
+func drain(t *testing.T, fd int) {
+	t.Helper()
+	if _, err := syscall.Read(fd, make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+}
