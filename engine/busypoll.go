@@ -40,7 +40,7 @@ type loopState struct {
 	armed     bool  // lastExit followed a reply on a persistent connection
 	coolUntil int64
 	misses    int // consecutive spins too short to have caught anything
-	conns     int   // connections open on the loop
+	conns     int // connections open on the loop
 	bell      *doorbell
 	stats     *counters
 
