@@ -1,9 +1,17 @@
 package engine
 
 import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"runtime"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
 
@@ -104,5 +112,62 @@ func drain(t *testing.T, fd int) {
 	t.Helper()
 	if _, err := syscall.Read(fd, make([]byte, 64)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBusyPollGivesWay: a loop whose spin always finds the next request
+// waiting (a client that streams requests) still takes a new connection
+// on: the spin counts as a solo wait, so the enrolment finds it, and the
+// loop goes back to gnet. A spin that skipped that look would serve the
+// first client for as long as it streams.
+func TestBusyPollGivesWay(t *testing.T) {
+	leakcheck.Check(t)
+	if runtime.NumCPU() < 2 {
+		t.Skip("loops never spin on one CPU")
+	}
+	ts := startServer(t, HandlerFunc(echoRaw), WithInlineHandlers(true), WithEventLoops(1),
+		WithBusyPoll(time.Millisecond))
+	a := rawPersistent(t, ts.path).(*net.UnixConn)
+	_ = a.SetDeadline(time.Now().Add(time.Minute)) // it outlasts the second client's wait
+	batch := bytes.Repeat(frame.AppendMessage(nil, []byte("a")), 64)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(2)
+	go func() { // the stream: requests, always some waiting
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := a.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // its replies, read as they come so that none waits in the loop
+		defer wg.Done()
+		_, _ = io.Copy(io.Discard, a)
+	}()
+	defer func() {
+		close(stop)
+		_ = a.Close()
+		wg.Wait()
+	}()
+	waitFor(t, func() bool { return ts.Stats().BusyPollHits >= 10 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := Dial(ctx, ts.path) // the handshake is the loop's first request from b
+	if err != nil {
+		t.Fatalf("second client: %v", err)
+	}
+	defer b.Close()
+	if err := b.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Call([]byte("b")); err != nil || string(got) != "b" {
+		t.Fatalf("second client: %q, %v", got, err)
 	}
 }
