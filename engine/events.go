@@ -57,6 +57,9 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	if candidate && c.canSoloWait() {
 		return c.soloWait().gnetAction() // it spins first if busy polling is on
 	}
+	// A reply still queued in gnet goes out when the loop returns: no spin
+	// for a request the client cannot send before it has the reply.
+	candidate = candidate && c.gc.OutboundBuffered() == 0
 	bell := -1
 	if c.loop.bell != nil {
 		bell = c.loop.bell.lfd
