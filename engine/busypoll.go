@@ -80,7 +80,7 @@ func (l *loopState) enter(now int64) {
 			l.coolUntil = now + spinCooldown
 		}
 	case gap <= l.max && now >= l.coolUntil:
-		l.spin = max(gap+gap/4, spinMin) // the loop slept; a spin this long would not have
+		l.spin = min(max(gap+gap/4, spinMin), l.max) // the loop slept; a spin this long would not have
 	}
 	l.spun, l.caught = 0, false
 }

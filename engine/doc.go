@@ -73,11 +73,12 @@
 // itself after a reply (WithSoloWait, on by default) and serves the next
 // request without going back to gnet's poller, whose idle path costs a
 // futex and two more system calls per round trip: ppoll, read and write
-// remain, as in a blocking C server. Before it sleeps there, it polls the
-// socket for a moment (WithBusyPoll): a client that sends its next request
-// at once finds the loop awake, and the round trip pays no wake-up on the
-// server's side. The poll learns the client's pace and switches itself off
-// for clients too slow for it to pay.
+// remain, as in a blocking C server. After a reply from an inline handler,
+// it polls the socket for a moment before it sleeps there (WithBusyPoll):
+// a client that sends its next request at once finds the loop awake, and
+// the round trip pays no wake-up on the server's side. The poll learns the
+// client's pace and switches itself off for clients too slow for it to
+// pay.
 //
 // # Clients
 //

@@ -61,12 +61,13 @@ const (
 	DefaultMaxConnsPerUID = 1024
 
 	// DefaultBusyPoll is the longest an event loop polls its only
-	// persistent connection after answering a request, for the next one,
-	// before it sleeps. A local client that sends its next request at once
-	// then finds the loop awake, and neither side pays a wake-up. The
-	// poll ends as soon as the request is there, adapts to the client's
-	// pace and switches itself off when it does not pay; it needs Linux and
-	// a second CPU (the client cannot run on the one the loop spins on).
+	// persistent connection after answering a request inline on the loop
+	// (WithInlineHandlers, WithInlineFilter), for the next one, before it
+	// sleeps. A local client that sends its next request at once then finds
+	// the loop awake, and neither side pays a wake-up. The poll ends as soon
+	// as the request is there, adapts to the client's pace and switches
+	// itself off when it does not pay; it needs Linux and GOMAXPROCS of two
+	// or more (the client cannot run on the processor the loop spins on).
 	DefaultBusyPoll = 50 * time.Microsecond
 
 	// DefaultSoloWait: an event loop that serves a single persistent
@@ -321,8 +322,9 @@ func WithMemoryBudget(n int64) Option {
 }
 
 // WithBusyPoll sets the longest spin of an event loop waiting for the next
-// request on its only persistent connection (default DefaultBusyPoll, 0
-// disables). Without Linux or on a single CPU loops never spin.
+// request on its only persistent connection, after a reply from an inline
+// handler (default DefaultBusyPoll, 0 disables). Without Linux or with
+// GOMAXPROCS 1 loops never spin.
 func WithBusyPoll(d time.Duration) Option {
 	return func(o *options) error {
 		o.busyPoll = d

@@ -46,10 +46,11 @@ type reactor struct {
 }
 
 // newReactor returns a reactor whose loops will busy-poll up to busyPoll
-// where they can: the poll's look needs ppoll (as solo waits do), and on a
-// single CPU a loop that spins only keeps its peer from running.
+// where they can: the poll's look needs ppoll (as solo waits do), and with
+// a single processor (GOMAXPROCS follows a container's CPU quota too) a
+// loop that spins only keeps its peer from running.
 func newReactor(busyPoll time.Duration) reactor {
-	if !soloSupported || runtime.NumCPU() < 2 {
+	if !soloSupported || runtime.GOMAXPROCS(0) < 2 {
 		busyPoll = 0
 	}
 	return reactor{loops: make(map[gnet.EventLoop]*loopState), busyPoll: int64(busyPoll)}
