@@ -27,7 +27,10 @@ func (f PolicyFunc) Allow(c Cred) error {
 }
 
 // SameUser is the default policy: the peer's effective uid equals ours
-// (taken when SameUser is called), or the peer is root.
+// (taken when SameUser is called), or the peer is root. A process that runs
+// as the overflow id (65534, often "nobody") shares that id with every peer
+// whose id is unmapped in its user namespace (Cred), so SameUser admits
+// them too: such a server should run as a user of its own.
 func SameUser() Policy { return sameUser{euid: uint32(os.Geteuid())} }
 
 type sameUser struct{ euid uint32 }
