@@ -62,8 +62,7 @@ func (c *conn) soloWait() action {
 		// Dekker with wakeParked: either a waker sees parked, or the loop
 		// sees what the waker announced first.
 		if !s.park(l, &s.stopping) {
-			l.exit(s, false, fd, l.bell.lfd)
-			break
+			break // nothing armed: enter has run since the last spin
 		}
 		// A busy poll (WithBusyPoll) looks first: a request that comes
 		// meanwhile finds the loop awake. It counts as parked, so that
