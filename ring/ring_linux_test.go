@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -785,5 +786,65 @@ func TestMappingPopulated(t *testing.T) {
 	// Without the mappings in place: a fault per page on each side.
 	if n := faults() - before; n > 8 {
 		t.Errorf("%d page faults in two passes round a ring of %d pages", n, capacity/os.Getpagesize())
+	}
+}
+
+// TestRewind: a large record goes back to the start of the data area
+// when the reader has given back every record, and nowhere else: not
+// while a record is unread, not when the padding would overlap it, and
+// never for a small record. Every message still arrives whole
+// and in order.
+func TestRewind(t *testing.T) {
+	checkLeaks(t)
+	const capacity = 64 << 10
+	const large = capacity/rewindMin + 100
+	w, r := newPair(t, capacity, nil)
+	var sent uint64
+	// put reserves a record of n bytes, checks that its payload starts
+	// at offset want of the data area, and fills it with message sent.
+	put := func(n int, want uint64) {
+		t.Helper()
+		p, err := w.Reserve(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := uint64(uintptr(unsafe.Pointer(&p[0])) - uintptr(unsafe.Pointer(&w.s.data[0]))); got != want {
+			t.Fatalf("record %d of %d bytes at offset %d, want %d", sent, n, got, want)
+		}
+		copy(p, message(nil, sent, n))
+		sent++
+		if err := w.Commit(n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got uint64
+	take := func(count int) {
+		t.Helper()
+		for range count {
+			p, _, err := r.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := message(nil, got, len(p)); !bytes.Equal(p, want) {
+				t.Fatalf("message %d differs", got)
+			}
+			got++
+			r.Release()
+		}
+	}
+	put(100, recordHeader)
+	take(1)
+	small := recordSize(100)
+	put(large, small+recordHeader) // the padding would overlap it
+	take(1)
+	put(large, recordHeader) // rewound
+	take(1)
+	put(100, recordSize(large)+recordHeader) // small: never
+	put(large, recordSize(large)+small+recordHeader) // one unread
+	take(2)
+	put(large, recordHeader) // rewound again
+	take(1)
+	if got != sent {
+		t.Fatalf("read %d messages of %d", got, sent)
 	}
 }
