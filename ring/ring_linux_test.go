@@ -839,7 +839,7 @@ func TestRewind(t *testing.T) {
 	take(1)
 	put(large, recordHeader) // rewound
 	take(1)
-	put(100, recordSize(large)+recordHeader) // small: never
+	put(100, recordSize(large)+recordHeader)         // small: never
 	put(large, recordSize(large)+small+recordHeader) // one unread
 	take(2)
 	put(large, recordHeader) // rewound again
