@@ -340,6 +340,7 @@ func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 			}
 			r.head += toEnd
 			publishIndex(r.s.head, r.head)
+			r.s.wake(r.s.wpark) // the padding may be the room a writer waits for
 			continue
 		}
 		if flags&^(flagMore|flagMark) != 0 {

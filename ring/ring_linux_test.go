@@ -848,3 +848,50 @@ func TestRewind(t *testing.T) {
 		t.Fatalf("read %d messages of %d", got, sent)
 	}
 }
+
+// TestPaddingWakesWriter: a writer waiting for room that a padding record
+// holds is woken when the reader steps over the padding, not only when it
+// gives back the record after it, which a reader may hold for long (a
+// server's handler working on a request).
+func TestPaddingWakesWriter(t *testing.T) {
+	checkLeaks(t)
+	unboundSleeps(t) // without the wake-up, the writer sleeps to its deadline
+	const capacity = 64 << 10
+	const large = capacity/rewindMin + 100
+	w, r := newPair(t, capacity, &Options{Spin: -1})
+	for range 2 { // the second record goes back to the start, after a padding record
+		if err := w.Write(make([]byte, large)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadMessage(nil, large); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Write(make([]byte, large)); err != nil { // rewound: padding, then this
+		t.Fatal(err)
+	}
+	w.SetDeadline(time.Now().Add(10 * time.Second))
+	done := make(chan error, 1)
+	go func() { done <- w.Write(make([]byte, large)) }() // no room before the padding goes
+	for w.s.wpark.Load() != parkedFutex {
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := r.Next(); err != nil { // steps over the padding, holds the record
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		w.Close() // ends the wait, so that the test leaves nothing running
+		<-done
+		r.Release()
+		t.Fatal("the writer still waits for room the padding left")
+	}
+	r.Release()
+	if _, err := r.ReadMessage(nil, large); err != nil {
+		t.Fatal(err)
+	}
+}
