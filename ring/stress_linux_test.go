@@ -52,13 +52,18 @@ func TestNoLostWakeUp(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			rng := rand.New(rand.NewPCG(uint64(round), 1))
-			var msg [24]byte
+			// Mostly small messages; one in eight large enough that its
+			// records go back to the start of an empty ring (Writer.rewind).
+			var msg [1800]byte
 			for i := range n {
 				if i%1024 == 0 {
 					w.SetDeadline(time.Now().Add(stall))
 				}
 				pause(rng)
-				size := 8 + rng.IntN(len(msg)-7)
+				size := 8 + rng.IntN(17)
+				if rng.IntN(8) == 0 {
+					size = 8 + rng.IntN(len(msg)-7)
+				}
 				binary.LittleEndian.PutUint64(msg[:], uint64(i))
 				if err := w.Write(msg[:size]); err != nil {
 					done <- err
@@ -68,7 +73,7 @@ func TestNoLostWakeUp(t *testing.T) {
 			done <- nil
 		}()
 		rng := rand.New(rand.NewPCG(uint64(round), 2))
-		buf := make([]byte, 0, 64)
+		buf := make([]byte, 0, 2048)
 		for i := range n {
 			if i%1024 == 0 {
 				r.SetDeadline(time.Now().Add(stall))
@@ -84,7 +89,7 @@ func TestNoLostWakeUp(t *testing.T) {
 					}
 				}
 			}
-			got, err := r.ReadMessage(buf[:0], 64)
+			got, err := r.ReadMessage(buf[:0], cap(buf))
 			if err != nil {
 				t.Fatalf("round %d: message %d of %d: %v (a lost wake-up)", round, i, n, err)
 			}
