@@ -269,10 +269,9 @@ func (w *Writer) place(n uint64) (bool, error) {
 // (off >= size) and both fit. A ring that carries large messages one at a
 // time (requests and replies of a round trip) then reuses the same pages
 // for each, rather than a new part of a mapping several times the message:
-// with many such rings, a smaller set of pages in use means fewer misses
-// of the caches and of the TLB on each copy, and for the small records
-// that do not qualify, reading the reader's cache line each time would
-// cost more than it saves.
+// with many such rings, a smaller set of pages in use makes each copy
+// cheaper. Small records do not qualify: for them, reading the reader's
+// cache line each time costs more than it saves.
 func (w *Writer) rewind(size, off uint64) bool {
 	if off < size || size < w.s.capacity/rewindMin || w.published != w.tail {
 		return false
