@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	stressMessages = flag.Int("ring.stress", 100_000, "messages in TestNoLostWakeUp (the long run: 10000000)")
+	stressMessages = flag.Int("ring.stress", 100_000, "messages in TestNoLostWakeUp and TestNoLostWakeUpBatched (the long run: 10000000, with -timeout 60m)")
 	setupRounds    = flag.Int("ring.setups", 2_000, "rings made and torn down in TestSetupTeardown (the long run: 100000)")
 )
 
