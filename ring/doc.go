@@ -21,8 +21,8 @@
 // sides' closed flags. A record is an eight-byte header (payload length,
 // flags) and its payload, padded to eight bytes; a record never wraps
 // around the end of the data area (a padding record fills the rest), so
-// every payload is one contiguous slice of the mapping. A large record
-// (an eighth of the data area or more) that finds the ring empty goes back
+// every payload is one contiguous slice of the mapping. A record of a
+// mebibyte or more that begins a message and finds the ring empty goes back
 // to the start of the data area the same way, so that a ring carrying large
 // messages one at a time keeps using the same pages.
 //

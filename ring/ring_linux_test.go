@@ -789,20 +789,20 @@ func TestMappingPopulated(t *testing.T) {
 	}
 }
 
-// TestRewind: a large record goes back to the start of the data area
-// when the reader has given back every record, and nowhere else: not
-// while a record is unread, not when the padding would overlap it, and
-// never for a small record. Every message still arrives whole
-// and in order.
+// TestRewind: a record of a mebibyte goes back to the start of the data
+// area when the reader has given back every record, and nowhere else: not
+// while a record is unread, not when the padding would overlap it, not in
+// the middle of a message, and never for a small record. Every message
+// still arrives whole and in order.
 func TestRewind(t *testing.T) {
 	checkLeaks(t)
-	const capacity = 64 << 10
-	const large = capacity/rewindMin + 100
+	const capacity = 4 << 20
+	const large = 1<<20 + 100
 	w, r := newPair(t, capacity, nil)
 	var sent uint64
 	// put reserves a record of n bytes, checks that its payload starts
 	// at offset want of the data area, and fills it with message sent.
-	put := func(n int, want uint64) {
+	put := func(n int, want uint64, more bool) {
 		t.Helper()
 		p, err := w.Reserve(n)
 		if err != nil {
@@ -813,7 +813,7 @@ func TestRewind(t *testing.T) {
 		}
 		copy(p, message(nil, sent, n))
 		sent++
-		if err := w.Commit(n, false); err != nil {
+		if err := w.Commit(n, more); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -826,27 +826,40 @@ func TestRewind(t *testing.T) {
 				t.Fatal(err)
 			}
 			if want := message(nil, got, len(p)); !bytes.Equal(p, want) {
-				t.Fatalf("message %d differs", got)
+				t.Fatalf("record %d differs", got)
 			}
 			got++
 			r.Release()
 		}
 	}
-	put(100, recordHeader)
-	take(1)
 	small := recordSize(100)
-	put(large, small+recordHeader) // the padding would overlap it
+	big := recordSize(large)
+	put(100, recordHeader, false)
 	take(1)
-	put(large, recordHeader) // rewound
+	put(large, small+recordHeader, false) // the padding would overlap it
 	take(1)
-	put(100, recordSize(large)+recordHeader)         // small: never
-	put(large, recordSize(large)+small+recordHeader) // one unread
+	put(large, recordHeader, false) // rewound
+	take(1)
+	put(100, big+recordHeader, false)         // small: never
+	put(large, big+small+recordHeader, false) // one unread
 	take(2)
-	put(large, recordHeader) // rewound again
+	put(large, recordHeader, true) // rewound: the first record of a message
+	take(1)
+	put(large, big+recordHeader, false) // the ring is empty, but the message goes on
+	take(1)
+	put(large, recordHeader, false) // rewound again
 	take(1)
 	if got != sent {
-		t.Fatalf("read %d messages of %d", got, sent)
+		t.Fatalf("read %d records of %d", got, sent)
 	}
+}
+
+// rewindFrom lets records of n bytes or more rewind for the rest of the
+// test, so that small rings can show it.
+func rewindFrom(t *testing.T, n int) {
+	old := rewindMin
+	rewindMin = recordSize(uint64(n))
+	t.Cleanup(func() { rewindMin = old })
 }
 
 // TestPaddingWakesWriter: a writer waiting for room that a padding record
@@ -857,7 +870,8 @@ func TestPaddingWakesWriter(t *testing.T) {
 	checkLeaks(t)
 	unboundSleeps(t) // without the wake-up, the writer sleeps to its deadline
 	const capacity = 64 << 10
-	const large = capacity/rewindMin + 100
+	const large = capacity/8 + 100
+	rewindFrom(t, large)
 	w, r := newPair(t, capacity, &Options{Spin: -1})
 	for range 2 { // the second record goes back to the start, after a padding record
 		if err := w.Write(make([]byte, large)); err != nil {

@@ -24,6 +24,7 @@ var (
 func TestNoLostWakeUp(t *testing.T) {
 	checkLeaks(t)
 	unboundSleeps(t)
+	rewindFrom(t, 512)
 	n := *stressMessages
 	if testing.Short() {
 		n = min(n, 20_000)
@@ -53,7 +54,8 @@ func TestNoLostWakeUp(t *testing.T) {
 		go func() {
 			rng := rand.New(rand.NewPCG(uint64(round), 1))
 			// Mostly small messages; one in eight large enough that its
-			// records go back to the start of an empty ring (Writer.rewind).
+			// first record goes back to the start of an empty ring
+			// (Writer.rewind; rewindFrom above).
 			var msg [1800]byte
 			for i := range n {
 				if i%1024 == 0 {

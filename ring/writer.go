@@ -20,6 +20,7 @@ type Writer struct {
 	// Reserve and not yet committed, or -1.
 	held int
 	mark bool   // Mark was called for the reservation held
+	cont bool   // the last record finished said "more": the next continues its message
 	need uint64 // bytes of free space the current wait is for
 	err  error  // sticky: the ring is corrupt or a message was broken
 	spin spinner
@@ -146,6 +147,7 @@ func (w *Writer) finish(n int, more bool) error {
 	if more {
 		flags = flagMore
 	}
+	w.cont = more
 	if w.mark {
 		flags |= flagMark
 		w.mark = false
@@ -264,16 +266,15 @@ func (w *Writer) place(n uint64) (bool, error) {
 
 // rewind reports whether a record of size bytes, due at offset off, should
 // go to the start of the data area instead, after a padding record: when
-// it is large (rewindMin), nothing is staged, and the reader has given
-// back every record, so that the padding and the record do not overlap
-// (off >= size) and both fit. A ring that carries large messages one at a
-// time (requests and replies of a round trip) then reuses the same pages
-// for each, rather than a new part of a mapping several times the message:
-// with many such rings, a smaller set of pages in use makes each copy
-// cheaper. Small records do not qualify: for them, reading the reader's
-// cache line each time costs more than it saves.
+// it is large (rewindMin) and begins a message, nothing is staged, and the
+// reader has given back every record, so that the padding and the record
+// do not overlap (off >= size) and both fit. A ring that carries large
+// messages one at a time (requests and replies of a round trip) then
+// reuses the same pages for each, rather than a new part of a mapping
+// several times the message: with many such rings, a smaller set of pages
+// in use makes each copy cheaper.
 func (w *Writer) rewind(size, off uint64) bool {
-	if off < size || size < w.s.capacity/rewindMin || w.published != w.tail {
+	if off < size || size < rewindMin || w.cont || w.published != w.tail {
 		return false
 	}
 	if h := w.s.head.Load(); h == w.tail {
@@ -283,8 +284,16 @@ func (w *Writer) rewind(size, off uint64) bool {
 	return false
 }
 
-// rewindMin: records of at least 1/rewindMin of the data area rewind.
-const rewindMin = 8
+// rewindMin is the smallest record that rewinds: one of a mebibyte. Copies
+// that large go past the caches (Go's copy switches to non-temporal stores
+// there on amd64), and for them the smaller set of pages pays. A smaller
+// record is copied through the caches, where writing it over the lines the
+// reader has just read makes the two sides pass those lines back and
+// forth: rewinding records of 64 KiB made 64 clients slower. Nor do the
+// later records of a message rewind, for the same reason: their reader is
+// still copying out the records before them. A variable so that the
+// stress tests can rewind small records.
+var rewindMin = recordSize(1 << 20)
 
 // setNeed sets w.need for a record of n payload bytes: its size, and the
 // rest of the data area before it if it does not fit there.
