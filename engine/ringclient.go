@@ -436,7 +436,7 @@ func (c *Client) ringSleepFor(waits int32) time.Duration {
 
 // publishRing moves the messages Post laid out (rbatch) into the request
 // ring and publishes them with the requests Queue staged there, if any:
-// one store of the tail, and one wake-up at most, for all of them. An
+// one publishing store, and one wake-up at most, for all of them. An
 // error comes from the ring (the connection is gone); the caller ends the
 // connection.
 func (c *Client) publishRing() error {

@@ -995,20 +995,24 @@ func TestReaperNapsAndHurries(t *testing.T) {
 	}
 }
 
-// TestRingsFlickeringClient: a client that keeps moving the request
-// ring's tail back and forth, so that the server sees a record when it
-// looks and none when it takes, ends its connection instead of keeping a
-// server goroutine looping.
+// TestRingsFlickeringClient: a client that keeps sealing and clearing the
+// header word at the request ring's start, so that the server sees a
+// record when it looks and none when it takes, ends its connection
+// instead of keeping a server goroutine looping: on the stale limit, or
+// on the record's unknown flags when a take catches it.
 func TestRingsFlickeringClient(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	uc, reqF, _ := rawRings(t, ts.path, 0)
-	m, err := syscall.Mmap(int(reqF.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	m, err := syscall.Mmap(int(reqF.Fd()), 0, 8192, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer syscall.Munmap(m)
-	tail := (*atomic.Uint64)(unsafe.Pointer(&m[64])) // the ring's tail word (ring/layout.go)
+	// The first record's header (ring/layout.go): no payload, a flag
+	// the ring does not know, and the seal of the first lap.
+	word := (*atomic.Uint64)(unsafe.Pointer(&m[4096]))
+	const sealed = uint64(8|0x8000<<16) << 32
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -1019,7 +1023,7 @@ func TestRingsFlickeringClient(t *testing.T) {
 				return
 			default:
 			}
-			tail.Store(8 * (i & 1))
+			word.Store(sealed * (i & 1))
 			if i%1024 == 0 {
 				_, _ = uc.Write([]byte{1})
 			}

@@ -12,7 +12,8 @@ import "encoding/binary"
 
 // RecordHeader is the size of a record's header, which AppendRecord puts
 // before the payload: a little-endian uint32 payload length and a uint32
-// of flags.
+// of flags, whose top half (the seal that publishes a record in the ring)
+// StageRecords fills in.
 const RecordHeader = recordHeader
 
 // RecordSize is how many bytes a record carrying n payload bytes takes in
@@ -78,7 +79,24 @@ func (w *Writer) StageRecords(batch []byte) (n int, err error) {
 			}
 			run += next
 		}
-		copy(w.s.data[off:off+run], batch[n:uint64(n)+run])
+		// The headers copied carry no seal: each gets one below, the
+		// same for the whole run, which lies in one lap. The first one's
+		// word is not copied when nothing is staged before it: the reader
+		// may be looking at that word, which must hold no header until
+		// publish stores it (see seal).
+		sealed := uint64(seal(w.tail, w.s.shift)) << 32
+		src, dst := batch[n:uint64(n)+run], w.s.data[off:off+run]
+		at := uint64(0)
+		if w.tail == w.published {
+			w.hold = binary.LittleEndian.Uint64(src) | sealed
+			at = recordSize(w.hold & 0xffff_ffff)
+			copy(dst[recordHeader:], src[recordHeader:])
+		} else {
+			copy(dst, src)
+		}
+		for ; at < run; at += recordSize(binary.LittleEndian.Uint64(src[at:]) & 0xffff_ffff) {
+			binary.LittleEndian.PutUint64(dst[at:], binary.LittleEndian.Uint64(src[at:])|sealed)
+		}
 		w.tail += run
 		n += int(run)
 	}

@@ -15,13 +15,21 @@
 // from the header. The whole mapping is faulted in when it is made, so
 // that the data path takes no page faults.
 //
-// The file holds a one-page header and the data area. The header keeps each
-// index on its own cache line: the producer's tail, the consumer's head
-// (both byte positions that only grow), one parking word per side and the
-// sides' closed flags. A record is an eight-byte header (payload length,
-// flags) and its payload, padded to eight bytes; a record never wraps
-// around the end of the data area (a padding record fills the rest), so
-// every payload is one contiguous slice of the mapping. A record of a
+// The file holds a one-page header and the data area. The header keeps, each
+// on its own cache line, the consumer's head (a byte position that only
+// grows), one parking word per side and the sides' closed flags. A record
+// is an eight-byte header (payload length, flags) and its payload, padded
+// to eight bytes; a record never wraps around the end of the data area (a
+// padding record fills the rest), so every payload is one contiguous slice
+// of the mapping. Records publish themselves: the producer stores a
+// record's header last, sealed with the lap of the record's position, and
+// the consumer takes the record at its head once the header there carries
+// that seal. There is no shared tail: the consumer that waits for a record
+// looks at the cache line the record arrives in, and finds its header
+// there, rather than at an index the producer writes on every message and
+// then at the record. Staged records (below) stay hidden behind the first
+// one's header, which the producer keeps to itself until it publishes. A
+// record of a
 // mebibyte or more that begins a message and finds the ring empty goes back
 // to the start of the data area the same way, so that a ring carrying large
 // messages one at a time keeps using the same pages.
@@ -29,10 +37,11 @@
 // # Trust
 //
 // The mapping is shared with a process that may be hostile or broken. Each
-// side keeps its own index in a local variable and never reads it back from
-// the mapping; the peer's index and every record header are read once, with
-// an atomic load, and bounds-checked before use. A value out of range ends
-// the side with a *CorruptError; nothing the peer writes can make this
+// side keeps its own position in a local variable and never reads it back
+// from the mapping; the consumer's head and every record header are read
+// once, with an atomic load, and checked before use. A value out of range,
+// or a word at the head that no producer leaves there, ends the side with
+// a *CorruptError; nothing the peer writes can make this
 // package panic, read or write outside the mapping, or wait past a
 // deadline. A payload leased from the mapping can still change under the
 // reader while it looks at it: a reader that parses untrusted input copies
@@ -42,9 +51,10 @@
 //
 // A side that finds the ring empty (reader) or full (writer) spins for an
 // adaptive while, then parks on a futex in the shared header. Parking is a
-// Dekker handshake: the waiter raises its parking word and then re-reads
-// the peer's index; the peer publishes its index and then reads the parking
-// word, and only if it is raised clears it and wakes the waiter. A ring in
+// Dekker handshake: the waiter raises its parking word and then looks again
+// (the consumer at the header at its head, the producer at the head); the
+// peer publishes (a header, or its head) and then reads the parking word,
+// and only if it is raised clears it and wakes the waiter. A ring in
 // steady traffic therefore makes no system calls at all, and a wake-up
 // cannot be lost. Waits end at the side's deadline (SetDeadline) or when
 // either side closes. The death of a peer process is not visible in the

@@ -69,7 +69,7 @@ func (e *FileError) Unwrap() []error {
 // CorruptError reports a value read from the shared header or a record
 // header that breaks the ring's invariants. The side that saw it is ended.
 type CorruptError struct {
-	Field string // "tail", "head", "record length", "record flags"
+	Field string // "head", "record header", "record length", "record flags", "padding"
 	Value uint64 // the value read
 	At    uint64 // the reader's or writer's own position when it was read
 }

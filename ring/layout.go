@@ -12,13 +12,13 @@ import (
 const (
 	offMagic    = 0                     // uint64 magic: a ring of this layout
 	offCapacity = 8                     // uint64 data-area size, informational only
-	offTail     = 1 * 64                // uint64 written by the writer: end of published records
+	offReserved = 1 * 64                // unused: records publish themselves (seal)
 	offHead     = 2 * 64                // uint64 written by the reader: end of released records
 	offRPark    = 3 * 64                // uint32 futex word: 1 while the reader is parked
 	offWPark    = 4 * 64                // uint32 futex word: 1 while the writer is parked
 	offClosed   = 5 * 64                // uint32 closedWriter | closedReader
 	headerSize  = 4096                  // the data area starts on the next page
-	magic       = 0x5054_4b52_494e_4731 // identifies this layout ("PTKRING1")
+	magic       = 0x5054_4b52_494e_4732 // identifies this layout ("PTKRING2")
 )
 
 // Closed flags in the shared header.
@@ -37,12 +37,26 @@ const (
 
 // Records.
 const (
-	recordHeader = 8 // uint32 length, uint32 flags, little-endian
+	recordHeader = 8 // uint32 length, uint32 flags (the top half: the seal), little-endian
 
 	flagMore = 1 // the message continues in the next record
 	flagPad  = 2 // filler up to the end of the data area; no payload
 	flagMark = 4 // the writer marked the record (Writer.Mark); its meaning is the users'
+
+	// sealMask is the part of a header's flags word that holds its seal.
+	sealMask = 0xffff_0000
 )
+
+// seal is the mark a record header at position pos carries in the top
+// half of its flags word once it is published, for a data area of
+// 1<<shift bytes: the lap of the position, with the top bit set. A
+// header is the record's publication: the reader takes the record at its
+// head once the word there carries that position's seal. What else the
+// word there can hold is zero (the writer clears the word after its last
+// published record, where it is free, before it publishes), or, in a
+// full ring, the header of the record one lap before, whose seal differs;
+// so no stale word passes for a record.
+func seal(pos uint64, shift uint8) uint32 { return (uint32(pos>>shift)&0x7fff | 0x8000) << 16 }
 
 // recordSize is the bytes a record with an n-byte payload takes, padded
 // to eight. n is at most MaxCapacity, so this does not overflow.

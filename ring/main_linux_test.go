@@ -83,3 +83,9 @@ func heapRing(capacity int) (mem []byte, s *shared, unmapped *atomic.Int32) {
 	s = newShared(mem, func([]byte) error { n.Add(1); return nil })
 	return mem, s, n
 }
+
+// putRecord writes, as a writer would publish it, the header of a record
+// of n bytes with flags at position pos of s's data area.
+func putRecord(s *shared, pos uint64, n, flags uint32) {
+	word64(s.data, pos&s.mask).Store(packRecord(n, flags|seal(pos, s.shift)))
+}

@@ -7,15 +7,15 @@ import (
 	"unsafe"
 )
 
-// publishIndex stores v into an index of the shared header (the tail, or
-// the head) and then fences, like word.Store: the store is ordered before
-// the loads that follow it (the peer's park word). It is a plain store
-// followed by a locked no-op rather than XCHG, which word.Store compiles
-// to: XCHG first waits for every earlier store (the record just written)
-// to reach the cache and only then asks for the index's line, one
-// cross-core transfer after the other on every message; a plain store
-// lets the processor fetch both lines at once, and the fence then waits
-// for the two together. Without the race detector only: its
+// publishIndex stores v into a word of the mapping that publishes (the
+// head, or a record's header) and then fences, like word.Store: the store
+// is ordered before the loads that follow it (the peer's park word). It is
+// a plain store followed by a locked no-op rather than XCHG, which
+// word.Store compiles to: XCHG first waits for every earlier store (the
+// record just written) to reach the cache and only then asks for the
+// word's line, one cross-core transfer after the other; a plain store lets
+// the processor fetch the lines at once, and the fence then waits for
+// them together. Without the race detector only: its
 // happens-before edges come from sync/atomic's calls.
 func publishIndex(word *atomic.Uint64, v uint64) {
 	// An atomic.Uint64 is its value, behind fields of size zero.

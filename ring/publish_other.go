@@ -4,6 +4,7 @@ package ring
 
 import "sync/atomic"
 
-// publishIndex stores v into an index of the shared header, ordered before
-// the loads that follow it (the peer's park word).
+// publishIndex stores v into a word of the mapping that publishes (the
+// head, or a record's header), ordered before the loads that follow it
+// (the peer's park word).
 func publishIndex(word *atomic.Uint64, v uint64) { word.Store(v) }

@@ -12,7 +12,6 @@ import (
 type Reader struct {
 	s    *shared
 	head uint64 // position of the next record; never read back from the mapping
-	tail uint64 // the writer's tail as last read and checked
 	// lease is the size of the record handed out by Next and not yet
 	// released, or zero.
 	lease uint64
@@ -32,7 +31,7 @@ type Reader struct {
 
 // Options tunes a side of a ring.
 type Options struct {
-	// Spin is the longest a side spins, re-reading the peer's index,
+	// Spin is the longest a side spins, looking again for the peer's work,
 	// before it parks: zero means DefaultSpin, negative never spins. The
 	// side adapts within it.
 	Spin time.Duration
@@ -53,7 +52,6 @@ func newReader(s *shared, opts *Options) (*Reader, error) {
 	}
 	r := &Reader{s: s, spin: newSpinner(o.Spin)}
 	r.head = s.head.Load()
-	r.tail = r.head
 	if r.head%recordHeader != 0 {
 		// Records start on eight-byte boundaries, and their headers are
 		// read as aligned words.
@@ -93,7 +91,7 @@ func (r *Reader) Next() (p []byte, more bool, err error) {
 			// A writer that publishes only padding could keep this loop
 			// going: it ends at Close and at the deadline like a wait.
 			// The end of the stream comes first, also past the deadline.
-			if r.s.closed.Load()&closedWriter != 0 && r.s.tail.Load() == r.head {
+			if r.s.closed.Load()&closedWriter != 0 && !r.published() {
 				err = io.EOF
 			} else if err = r.expired(); err == nil {
 				err = wait(r, r.s.rpark, &r.spin, &r.dl)
@@ -320,22 +318,22 @@ func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 		return nil, 0, 0, r.err
 	}
 	for {
-		avail := r.tail - r.head
-		if avail == 0 {
-			t := r.s.tail.Load()
-			if t-r.head > r.s.capacity {
-				return nil, 0, 0, r.fail("tail", t)
-			}
-			r.tail, avail = t, t-r.head
-			if avail == 0 {
-				return nil, 0, 0, nil
-			}
-		}
 		off := r.head & r.s.mask
 		toEnd := r.s.capacity - off
-		n, flags := unpackRecord(word64(r.s.data, off).Load())
+		h := word64(r.s.data, off).Load()
+		switch r.classify(h) {
+		case wordEmpty:
+			return nil, 0, 0, nil
+		case wordCorrupt:
+			return nil, 0, 0, r.fail("record header", h)
+		}
+		n, flags := unpackRecord(h)
+		flags &^= sealMask
 		if flags == flagPad {
-			if toEnd > avail {
+			if off == 0 {
+				// Padding fills the rest of the area after a record; one
+				// at the start would make a lap of nothing, and the next
+				// word, which a writer may keep sealing, another.
 				return nil, 0, 0, r.fail("padding", toEnd)
 			}
 			r.head += toEnd
@@ -347,7 +345,7 @@ func (r *Reader) peek() (p []byte, flags uint32, size uint64, err error) {
 			return nil, 0, 0, r.fail("record flags", uint64(flags))
 		}
 		size = recordSize(uint64(n))
-		if size > avail || size > toEnd {
+		if size > toEnd {
 			return nil, 0, 0, r.fail("record length", uint64(n))
 		}
 		start := off + recordHeader
@@ -380,15 +378,46 @@ func (r *Reader) ready() (bool, error) {
 	if r.s.life.isClosed() {
 		return false, ErrClosed
 	}
-	if r.s.tail.Load() != r.head {
+	if r.published() {
 		return true, nil
 	}
 	if r.s.closed.Load()&closedWriter != 0 {
-		// The writer publishes its last tail before its flag.
-		if r.s.tail.Load() != r.head {
+		// The writer publishes its last record before its flag.
+		if r.published() {
 			return true, nil
 		}
 		return false, io.EOF
 	}
 	return false, nil
+}
+
+// What the word at the head can be.
+const (
+	wordEmpty   = iota // nothing published there yet
+	wordRecord         // a header sealed for the head: a record, or padding
+	wordCorrupt        // a value no writer leaves there
+)
+
+// classify says what h, the word at the head, is. Until the writer
+// publishes a record at the head, the word there is zero (the writer
+// cleared it), or, when the ring was full, the header of the record one
+// lap before (see seal); any other value is the peer's scribbling.
+func (r *Reader) classify(h uint64) int {
+	_, flags := unpackRecord(h)
+	switch flags & sealMask {
+	case seal(r.head, r.s.shift):
+		return wordRecord
+	case seal(r.head-r.s.capacity, r.s.shift):
+		return wordEmpty
+	}
+	if h == 0 {
+		return wordEmpty
+	}
+	return wordCorrupt
+}
+
+// published reports whether the word at the head holds a record, or a
+// value that Next reports as corrupt.
+func (r *Reader) published() bool {
+	return r.classify(word64(r.s.data, r.head&r.s.mask).Load()) != wordEmpty
 }

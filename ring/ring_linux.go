@@ -50,8 +50,10 @@ func setUp(fd int, capacity uint64) error {
 	return nil
 }
 
-// NewWriter maps the ring in f and returns its writing side. f is not
-// kept: the caller may close it. opts may be nil.
+// NewWriter maps the ring in f and returns its writing side, which starts
+// at the reader's head: a ring is written by one Writer from its start (a
+// later one would write over records not yet read). f is not kept: the
+// caller may close it. opts may be nil.
 func NewWriter(f *os.File, opts *Options) (*Writer, error) {
 	s, err := attach(f, opts)
 	if err != nil {

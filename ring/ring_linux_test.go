@@ -325,8 +325,7 @@ func TestUnmapAfterLastUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	copy(s2.data[recordHeader:], "8 bytes!")
-	word64(s2.data, 0).Store(packRecord(8, 0))
-	s2.tail.Store(16)
+	putRecord(s2, 0, 8, 0)
 	p, _, err := r.Next()
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +339,7 @@ func TestUnmapAfterLastUse(t *testing.T) {
 	if err := w.Commit(8, false); err != ErrClosed {
 		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
 	}
-	if s.tail.Load() != 0 {
+	if word64(s.data, 0).Load() != 0 {
 		t.Fatal("a record reserved before Close was published after it")
 	}
 	r.Release()
@@ -375,8 +374,7 @@ func TestHold(t *testing.T) {
 	if r.Ready() {
 		t.Fatal("Ready on an empty ring")
 	}
-	word64(s.data, 0).Store(packRecord(8, 0))
-	s.tail.Store(16)
+	putRecord(s, 0, 8, 0)
 	if !r.Ready() {
 		t.Fatal("Ready missed a published record")
 	}
@@ -908,4 +906,89 @@ func TestPaddingWakesWriter(t *testing.T) {
 	if _, err := r.ReadMessage(nil, large); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSeals: a record is the reader's once its header carries the seal of
+// its position, and no other word passes for one: not a header sealed
+// for the same offset a lap before (what a full ring leaves after its
+// last record), nor one that was there before the writer got there (the
+// writer clears the word after its last record before it publishes).
+func TestSeals(t *testing.T) {
+	checkLeaks(t)
+	const c = MinCapacity
+	expired := time.Now().Add(-time.Second)
+
+	t.Run("last lap's header", func(t *testing.T) {
+		_, s, _ := heapRing(c)
+		s.head.Store(c)
+		r, err := newReader(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		r.SetDeadline(expired)
+		putRecord(s, 0, 3, 0)
+		if _, _, err := r.Next(); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("Next over the last lap's header: %v, want ErrTimeout", err)
+		}
+		putRecord(s, c, 3, 0)
+		if p, _, err := r.Next(); err != nil || len(p) != 3 {
+			t.Fatalf("Next over this lap's header: %d bytes, %v", len(p), err)
+		}
+	})
+
+	t.Run("word after the last record", func(t *testing.T) {
+		w, r := newPair(t, c, nil)
+		r.SetDeadline(expired)
+		planted := 0
+		for i := range 2 * c / 16 { // two laps of 16-byte records
+			pos := w.tail + 16
+			// What the reader would take next, where it is free space as
+			// the writer knows (else the word there is the header of the
+			// record one lap before: "full ring").
+			if pos-w.head < c {
+				putRecord(w.s, pos, 5, 0)
+				planted++
+			}
+			if err := w.Write([]byte("12345678")); err != nil {
+				t.Fatal(err)
+			}
+			if p, _, err := r.Next(); err != nil || string(p) != "12345678" {
+				t.Fatalf("record %d: %q, %v", i, p, err)
+			}
+			r.Release()
+			if _, _, err := r.Next(); !errors.Is(err, ErrTimeout) {
+				t.Fatalf("after record %d, a word planted at %d was taken: %v", i, pos, err)
+			}
+		}
+		if planted < c/16 {
+			t.Fatalf("planted only %d words", planted)
+		}
+	})
+
+	t.Run("full ring", func(t *testing.T) {
+		w, r := newPair(t, c, nil)
+		r.SetDeadline(expired)
+		w.SetDeadline(expired)
+		msg := make([]byte, c/8-recordHeader)
+		for lap := range 3 {
+			for i := range 8 {
+				if err := w.Write(msg); err != nil {
+					t.Fatalf("lap %d, record %d: %v", lap, i, err)
+				}
+			}
+			if err := w.Write(msg); !errors.Is(err, ErrTimeout) {
+				t.Fatalf("lap %d: a ninth record in a full ring: %v", lap, err)
+			}
+			for i := range 8 {
+				if _, _, err := r.Next(); err != nil {
+					t.Fatalf("lap %d, reading record %d: %v", lap, i, err)
+				}
+				r.Release()
+			}
+			if _, _, err := r.Next(); !errors.Is(err, ErrTimeout) {
+				t.Fatalf("lap %d: the reader took the first record's header again: %v", lap, err)
+			}
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"math/bits"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -22,8 +23,8 @@ type sides struct {
 	data     []byte // mem[headerSize:]
 	capacity uint64
 	mask     uint64
+	shift    uint8 // capacity is 1<<shift
 
-	tail   *atomic.Uint64
 	head   *atomic.Uint64
 	rpark  *atomic.Uint32
 	wpark  *atomic.Uint32
@@ -45,7 +46,7 @@ func newShared(mem []byte, unmap func([]byte) error) *shared {
 		data:     mem[headerSize:],
 		capacity: capacity,
 		mask:     capacity - 1,
-		tail:     word64(mem, offTail),
+		shift:    uint8(bits.TrailingZeros64(capacity)),
 		head:     word64(mem, offHead),
 		rpark:    word32(mem, offRPark),
 		wpark:    word32(mem, offWPark),

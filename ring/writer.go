@@ -12,9 +12,12 @@ import (
 type Writer struct {
 	s    *shared
 	tail uint64 // end of this side's records; never read back from the mapping
-	// published is the tail as last stored for the reader: records
-	// between it and tail are staged.
+	// published is the end of the records the reader may take: records
+	// between it and tail are staged. The header of the first staged
+	// record waits in hold, not in the mapping, so that the reader stops
+	// there until publish stores it.
 	published uint64
+	hold      uint64
 	head      uint64 // the reader's head as last read and checked
 	// held is the payload capacity of the reservation handed out by
 	// Reserve and not yet committed, or -1.
@@ -33,14 +36,12 @@ func newWriter(s *shared, opts *Options) (*Writer, error) {
 		o = *opts
 	}
 	w := &Writer{s: s, held: -1, spin: newSpinner(o.Spin)}
-	w.tail = s.tail.Load()
-	w.published = w.tail
+	// A writer starts where the reader is: at the start, in a new ring.
 	w.head = s.head.Load()
-	if w.tail%recordHeader != 0 {
-		return nil, &CorruptError{Field: "tail", Value: w.tail, At: w.tail}
-	}
-	if w.tail-w.head > s.capacity {
-		return nil, &CorruptError{Field: "head", Value: w.head, At: w.tail}
+	w.tail = w.head
+	w.published = w.tail
+	if w.head%recordHeader != 0 {
+		return nil, &CorruptError{Field: "head", Value: w.head, At: w.head}
 	}
 	return w, nil
 }
@@ -108,7 +109,7 @@ func (w *Writer) Commit(n int, more bool) error {
 
 // Stage ends the reservation as a record, like Commit, but leaves it
 // unpublished: records staged one after another reach the reader together
-// at the next Commit or Flush, for one store of the tail and at most one
+// at the next Commit or Flush, for one publishing store and at most one
 // wake-up instead of one each. Reserve flushes by itself before it waits
 // for room; Close does not, so staged records not flushed are lost. The
 // owner goroutine calls it.
@@ -152,18 +153,34 @@ func (w *Writer) finish(n int, more bool) error {
 		flags |= flagMark
 		w.mark = false
 	}
-	// A plain store: the tail's atomic store publishes it, and a locked
-	// store here would wait for the reader's cache line.
-	binary.LittleEndian.PutUint64(w.s.data[w.tail&w.s.mask:], packRecord(uint32(n), flags))
+	w.header(packRecord(uint32(n), flags|seal(w.tail, w.s.shift)))
 	w.tail += recordSize(uint64(n))
 	w.held = -1
 	return nil
 }
 
-// publish stores the tail for the reader and wakes it if it waits.
+// header writes the sealed header of the record at the tail: into the
+// mapping, or, for the first record not yet published, into hold, for
+// publish. A plain store: the reader takes no record past the first
+// unpublished one, whose header publish stores last.
+func (w *Writer) header(h uint64) {
+	if w.tail == w.published {
+		w.hold = h
+		return
+	}
+	binary.LittleEndian.PutUint64(w.s.data[w.tail&w.s.mask:], h)
+}
+
+// publish hands the staged records to the reader and wakes it if it
+// waits: it clears the word after the last of them, where the reader
+// looks next, unless the ring is full (see seal), and then stores the
+// header of the first.
 func (w *Writer) publish() {
+	if w.tail-w.head < w.s.capacity {
+		binary.LittleEndian.PutUint64(w.s.data[w.tail&w.s.mask:], 0)
+	}
+	publishIndex(word64(w.s.data, w.published&w.s.mask), w.hold)
 	w.published = w.tail
-	publishIndex(w.s.tail, w.tail)
 	w.s.wake(w.s.rpark)
 }
 
@@ -258,7 +275,7 @@ func (w *Writer) place(n uint64) (bool, error) {
 		}
 	}
 	if size > toEnd || w.rewind(size, off) {
-		word64(w.s.data, off).Store(packRecord(0, flagPad))
+		w.header(packRecord(0, flagPad|seal(w.tail, w.s.shift)))
 		w.tail += toEnd
 	}
 	return true, nil
