@@ -21,18 +21,23 @@
 // is an eight-byte header (payload length, flags) and its payload, padded
 // to eight bytes; a record never wraps around the end of the data area (a
 // padding record fills the rest), so every payload is one contiguous slice
-// of the mapping. Records publish themselves: the producer stores a
-// record's header last, sealed with the lap of the record's position, and
-// the consumer takes the record at its head once the header there carries
-// that seal. There is no shared tail: the consumer that waits for a record
-// looks at the cache line the record arrives in, and finds its header
-// there, rather than at an index the producer writes on every message and
-// then at the record. Staged records (below) stay hidden behind the first
-// one's header, which the producer keeps to itself until it publishes. A
-// record of a
-// mebibyte or more that begins a message and finds the ring empty goes back
-// to the start of the data area the same way, so that a ring carrying large
-// messages one at a time keeps using the same pages.
+// of the mapping. A record of a mebibyte or more that begins a message and
+// finds the ring empty goes back to the start of the data area the same
+// way, so that a ring carrying large messages one at a time keeps using the
+// same pages.
+//
+// Records publish themselves: the producer stores a record's header last,
+// sealed with the lap of the record's position, and the consumer takes the
+// record at its head once the header there carries that seal. There is no
+// shared tail: a consumer that waits for a record looks at the cache line
+// the record arrives in and finds its header there, rather than at an index
+// the producer writes on every message and then at the record. Staged
+// records (below) stay hidden behind the first one's header, which the
+// producer keeps to itself until it publishes. After committing a record of
+// a few cache lines or more, the producer asks for the lines its next record
+// of that size would take, for writing and without waiting, so that they
+// move to its cache while it does other things (waits for a reply) rather
+// than one after another while it copies.
 //
 // # Trust
 //

@@ -992,3 +992,49 @@ func TestSeals(t *testing.T) {
 		}
 	})
 }
+
+// TestPrefetchRange: the lines a writer asks for after a record lie in
+// the data area, in free space where its next record of the same size
+// would go, and leave out the line the record just published ends in.
+func TestPrefetchRange(t *testing.T) {
+	const c = 4 * MinCapacity
+	_, s, _ := heapRing(c)
+	w, err := newWriter(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	for _, size := range []uint64{8, prefetchMin, 1000, 4104, c / 2} {
+		for tail := uint64(2 * c); tail < 4*c; tail += 8 {
+			for _, used := range []uint64{0, 8, c / 2, c - size} {
+				w.tail, w.head = tail, tail-used
+				start, end, ok := w.prefetchRange(size)
+				if !ok {
+					continue
+				}
+				asked++
+				off := tail % c
+				next, pad := off, uint64(0) // where the next record goes, after padding
+				if size > c-off {
+					next, pad = 0, c-off
+				}
+				if start%64 != 0 || end > c || start >= end || start < next || end > next+size {
+					t.Fatalf("size %d at offset %d: lines [%d, %d)", size, off, start, end)
+				}
+				if next == off && start < off {
+					t.Fatalf("size %d at offset %d: asks for the line before the tail", size, off)
+				}
+				if free := c - used - pad; end-next > free {
+					t.Fatalf("size %d at offset %d, %d used: asks for %d bytes, %d free", size, off, used, end-next, free)
+				}
+				w.prefetch(size)
+			}
+		}
+	}
+	if asked == 0 {
+		t.Fatal("no range asked for")
+	}
+	if _, _, ok := w.prefetchRange(prefetchMin - 8); ok {
+		t.Fatal("a range asked for a small record")
+	}
+}
