@@ -1038,3 +1038,46 @@ func TestPrefetchRange(t *testing.T) {
 		t.Fatal("a range asked for a small record")
 	}
 }
+
+// TestStagedLostAtClose: records staged and never flushed stay hidden
+// behind the first one's header, which the writer never stored: after
+// the writer closes, the reader gets the records published before them
+// and then io.EOF, also when the staged records came as a batch
+// (StageRecords, whose later headers it did write, sealed).
+func TestStagedLostAtClose(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		w, r := newPair(t, MinCapacity, nil)
+		if err := w.Write([]byte("published")); err != nil {
+			t.Fatal(err)
+		}
+		if batched {
+			var batch []byte
+			for _, m := range []string{"one", "two", "three"} {
+				batch = AppendRecord(batch, []byte(m), false, false)
+			}
+			if n, err := w.StageRecords(batch); err != nil || n != len(batch) {
+				t.Fatalf("StageRecords: %d of %d, %v", n, len(batch), err)
+			}
+		} else {
+			for _, m := range []string{"one", "two", "three"} {
+				b, err := w.Reserve(len(m))
+				if err != nil {
+					t.Fatal(err)
+				}
+				copy(b, m)
+				if err := w.Stage(len(m), false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		w.Close()
+		r.SetDeadline(time.Now().Add(10 * time.Second))
+		if p, _, err := r.Next(); err != nil || string(p) != "published" {
+			t.Fatalf("batched %v: first record %q, %v", batched, p, err)
+		}
+		r.Release()
+		if p, _, err := r.Next(); err != io.EOF {
+			t.Fatalf("batched %v: after the writer closed with records staged: %q, %v; want io.EOF", batched, p, err)
+		}
+	}
+}
