@@ -84,18 +84,23 @@ func (w *Writer) StageRecords(batch []byte) (n int, err error) {
 		// word is not copied when nothing is staged before it: the reader
 		// may be looking at that word, which must hold no header until
 		// publish stores it (see seal).
-		sealed := uint64(seal(w.tail, w.s.shift)) << 32
 		src, dst := batch[n:uint64(n)+run], w.s.data[off:off+run]
-		at := uint64(0)
-		if w.tail == w.published {
-			w.hold = binary.LittleEndian.Uint64(src) | sealed
-			at = recordSize(w.hold & 0xffff_ffff)
+		first := w.tail == w.published
+		if first {
 			copy(dst[recordHeader:], src[recordHeader:])
 		} else {
 			copy(dst, src)
 		}
-		for ; at < run; at += recordSize(binary.LittleEndian.Uint64(src[at:]) & 0xffff_ffff) {
-			binary.LittleEndian.PutUint64(dst[at:], binary.LittleEndian.Uint64(src[at:])|sealed)
+		sealed := uint64(seal(w.tail, w.s.shift)) << 32
+		for at := uint64(0); at < run; {
+			h := binary.LittleEndian.Uint64(src[at:]) | sealed
+			if at == 0 && first {
+				w.hold = h
+			} else {
+				binary.LittleEndian.PutUint64(dst[at:], h)
+			}
+			size, _ := unpackRecord(h)
+			at += recordSize(uint64(size))
 		}
 		w.tail += run
 		n += int(run)
