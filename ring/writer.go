@@ -159,11 +159,15 @@ func (w *Writer) Stage(n int, more bool) error {
 	return nil
 }
 
-// Flush publishes the staged records, if any. The owner goroutine calls
-// it.
+// Flush publishes the staged records, if any, and asks for the lines a
+// next run of records of the same size would take (see prefetch): a
+// writer that batches (StageRecords) then finds them in its cache. The
+// owner goroutine calls it.
 func (w *Writer) Flush() {
 	if w.published != w.tail && w.s.life.acquire() {
+		span := w.tail - w.published
 		w.publish()
+		w.prefetch(span)
 		w.s.release()
 	}
 }
