@@ -15,6 +15,12 @@ import (
 // and a hop through the watch's goroutine would cost more than it saves.
 const ringCrowd = 2
 
+// ringWatchClock: a watch reads the clock once in this many rounds (and
+// when rings come), for the ends of stays, which need no precision: a
+// round is a look at each ring, and a clock read would cost as much as
+// a few of them.
+const ringWatchClock = 8
+
 // ringWatchMax bounds a ring's stay in a watch: a side whose peer sends
 // nothing for this long goes back to waiting on its socket, where the end
 // of the peer (a client that died, say) shows.
@@ -157,9 +163,12 @@ func (rw *ringWatch) run() {
 	rw.spare = nil
 	rw.mu.Unlock()
 	last := time.Now() // when a ring last had something, or came
-	for {
+	now := last
+	for round := 1; ; round++ {
 		rw.mu.Lock()
-		now := time.Now()
+		if len(rw.added) > 0 || round%ringWatchClock == 0 {
+			now = time.Now()
+		}
 		if len(rw.added) > 0 {
 			for _, w := range rw.added {
 				w.pinned = w.r.Hold()
