@@ -62,6 +62,10 @@ type Record struct {
 	XC    *float64   `json:"x_c,omitempty"`
 	CDF   []CDFPoint `json:"cdf,omitempty"`
 	Notes []string   `json:"notes,omitempty"`
+	// RoundHeadlines are the headlines of the case's rounds for this peer,
+	// in the order they ran, when it ran in several (Selection.Rounds);
+	// the record is the run of their median.
+	RoundHeadlines []float64 `json:"round_headlines,omitempty"`
 
 	hist *hdrhistogram.Histogram
 }

@@ -156,6 +156,9 @@ func WriteTables(w io.Writer, res *Results, heading string) error {
 		fmt.Fprintf(&b, "%s\n\n", title)
 		writeTable(&b, cols, recs)
 		fmt.Fprintf(&b, "\n%s\n\n", headlineNote(c.Scenario))
+		if note := roundsNote(recs); note != "" {
+			fmt.Fprintf(&b, "%s\n\n", note)
+		}
 		for _, r := range recs {
 			for _, n := range r.Notes {
 				fmt.Fprintf(&b, "- %s: %s\n", r.Peer, strings.ReplaceAll(n, "\n", " "))
@@ -180,6 +183,48 @@ func WriteTables(w io.Writer, res *Results, heading string) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// roundsNote lists the headline of every round of each peer in recs that
+// ran in several, or returns "".
+func roundsNote(recs []*Record) string {
+	var parts []string
+	for _, r := range recs {
+		if len(r.RoundHeadlines) == 0 {
+			continue
+		}
+		vals := make([]string, len(r.RoundHeadlines))
+		for i, v := range r.RoundHeadlines {
+			vals[i] = formatHeadline(r.Scenario, v)
+		}
+		parts = append(parts, fmt.Sprintf("%s %s%s", r.Peer, strings.Join(vals, ", "), headlineUnit(r.Scenario)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Rounds, in the order they ran (the row is the median one): " + strings.Join(parts, "; ") + "."
+}
+
+// formatHeadline writes a headline value of scenario k; headlineUnit
+// follows a list of them.
+func formatHeadline(k Kind, v float64) string {
+	switch {
+	case k == Stream:
+		return FormatBytesRate(v)
+	case k.ThroughputBound():
+		return FormatRate(v)
+	}
+	return FormatNS(v)
+}
+
+func headlineUnit(k Kind) string {
+	switch {
+	case k == Stream:
+		return ""
+	case k.ThroughputBound():
+		return " ops/s"
+	}
+	return " (p50)"
 }
 
 func (res *Results) caseFailed(c Case) bool {
@@ -243,9 +288,18 @@ func WriteReport(w io.Writer, res *Results, opt ReportOptions) error {
 	fmt.Fprintf(&b, "- Date: %s\n", res.Started.Format(time.DateOnly))
 	fmt.Fprintf(&b, "- Machine: %s, %d cores, kernel %s (%s/%s)\n", m.CPU, m.Cores, m.Kernel, m.OS, m.Arch)
 	fmt.Fprintf(&b, "- Go: %s\n", m.GoVersion)
-	fmt.Fprintf(&b, "- Suite: %s; each run measures %v after a %v warm-up; %d runs in %s\n\n",
-		res.Suite, time.Duration(res.DurationNS), time.Duration(res.WarmupNS), len(res.Records)+len(res.Failures),
+	runs := len(res.Records) + len(res.Failures)
+	for _, r := range res.Records {
+		runs += max(len(r.RoundHeadlines)-1, 0)
+	}
+	fmt.Fprintf(&b, "- Suite: %s; each run measures %v after a %v warm-up; %d runs in %s\n",
+		res.Suite, time.Duration(res.DurationNS), time.Duration(res.WarmupNS), runs,
 		formatDuration(time.Duration(res.WallNS)))
+	if res.Rounds > 1 {
+		fmt.Fprintf(&b, "- Rounds: each case ran %d times, its peers taking turns in each round; a row is the peer's run of the median headline (p50, or throughput where the ratios compare throughput), and the rounds' headlines follow each table\n",
+			res.Rounds)
+	}
+	b.WriteString("\n")
 
 	fmt.Fprintf(&b, "## Peers\n\n")
 	if err := WritePeers(&b, res); err != nil {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +119,7 @@ type Results struct {
 	WallNS     int64        `json:"wall_ns"`
 	DurationNS int64        `json:"duration_ns"`
 	WarmupNS   int64        `json:"warmup_ns"`
+	Rounds     int          `json:"rounds,omitempty"` // runs of each case and peer (Selection.Rounds); 0: one
 	Peers      []PeerStatus `json:"peers"`
 	Cases      []Case       `json:"cases"`
 	Records    []Record     `json:"records"`
@@ -143,7 +145,9 @@ const fileOverhead = 256
 // start-up and stop) for the progress ETA.
 const perRunOverhead = 60 * time.Millisecond
 
-// Run executes every run of plan in order and returns the results. A run
+// Run executes every run of plan in order and returns the results. With
+// several rounds, each peer of a case keeps one record: the run of the
+// median headline (keepMedians). A run
 // that fails is recorded in Results.Failures and the plan goes on; peers
 // that are unavailable are listed with the reason. When ctx is cancelled,
 // Run stops the current run's processes, removes its directory and returns
@@ -154,6 +158,9 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 	res := &Results{
 		Suite: plan.Suite, Machine: DescribeMachine(), Started: start.UTC(),
 		DurationNS: int64(plan.Duration), WarmupNS: int64(plan.Warmup), Cases: plan.Cases,
+	}
+	if plan.Rounds > 1 {
+		res.Rounds = plan.Rounds
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -188,6 +195,7 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 		rec, err := r.runOne(ctx, env, p, run)
 		if ctx.Err() != nil {
 			res.WallNS = int64(time.Since(start))
+			keepMedians(res)
 			computeRatios(res) // for the cases that finished
 			return res, ctx.Err()
 		}
@@ -200,9 +208,52 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (*Results, error) {
 		}
 		r.report(ev)
 	}
+	keepMedians(res)
 	computeRatios(res)
 	res.WallNS = int64(time.Since(start))
 	return res, nil
+}
+
+// keepMedians leaves one record for each case and peer that ran in
+// several rounds: the run whose headline (Record.Headline) is the median,
+// of an even number the lower of the two in the middle, with every
+// round's headline noted in it, in the order the rounds ran. Records keep
+// the order of their first rounds.
+func keepMedians(res *Results) {
+	type key struct {
+		c    Case
+		peer string
+	}
+	rounds := make(map[key][]int)
+	var order []key
+	for i := range res.Records {
+		k := key{res.Records[i].Case, res.Records[i].Peer}
+		if _, ok := rounds[k]; !ok {
+			order = append(order, k)
+		}
+		rounds[k] = append(rounds[k], i)
+	}
+	if len(order) == len(res.Records) {
+		return
+	}
+	kept := make([]Record, 0, len(order))
+	for _, k := range order {
+		runs := rounds[k]
+		heads := make([]float64, len(runs))
+		for j, i := range runs {
+			heads[j] = res.Records[i].Headline()
+		}
+		byHead := slices.Clone(runs)
+		slices.SortStableFunc(byHead, func(a, b int) int {
+			return cmp.Compare(res.Records[a].Headline(), res.Records[b].Headline())
+		})
+		rec := res.Records[byHead[(len(byHead)-1)/2]]
+		if len(runs) > 1 {
+			rec.RoundHeadlines = heads
+		}
+		kept = append(kept, rec)
+	}
+	res.Records = kept
 }
 
 // prepare readies the peers of plan and lists them in res.Peers: it

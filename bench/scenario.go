@@ -42,6 +42,8 @@ const (
 	MaxConns = 8192
 	// MaxDuration bounds one run's measured window and warm-up.
 	MaxDuration = 10 * time.Minute
+	// MaxRounds bounds Selection.Rounds.
+	MaxRounds = 9
 	// smallSize is the payload of the connect and concurrency scenarios:
 	// git's requests are short commands.
 	smallSize = 64
@@ -83,6 +85,7 @@ func (c Case) Title() string {
 type Run struct {
 	Case
 	Peer     string
+	Round    int           // which round of the case (Plan.Rounds), from 0
 	Duration time.Duration // measured window
 	Warmup   time.Duration // load before the window, not counted
 	Socket   string
@@ -154,6 +157,11 @@ type Selection struct {
 	Duration  time.Duration
 	Warmup    time.Duration
 	TestTool  string // path of git's test-tool; enables the peers that need it
+	// Rounds runs each case this many times (0: once), its peers taking
+	// turns in each round, so that a machine whose speed drifts over
+	// minutes shifts every peer of a round alike; the results keep each
+	// peer's median run (Runner.Run).
+	Rounds int
 }
 
 // Plan is an expanded Selection: the runs in order.
@@ -162,9 +170,10 @@ type Plan struct {
 	Duration time.Duration
 	Warmup   time.Duration
 	TestTool string
+	Rounds   int      // rounds of each case, at least 1
 	Peers    []string // peers taking part, in report order
 	Cases    []Case   // cases, in report order
-	Runs     []Run
+	Runs     []Run    // for each case, its rounds one after the other
 }
 
 // Plan expands the selection against the list of peers. Errors match
@@ -174,7 +183,10 @@ func (s Selection) Plan() (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Suite: suite.Name, Duration: suite.Duration, Warmup: suite.Warmup, TestTool: s.TestTool}
+	p := &Plan{Suite: suite.Name, Duration: suite.Duration, Warmup: suite.Warmup, TestTool: s.TestTool, Rounds: max(s.Rounds, 1)}
+	if s.Rounds < 0 || s.Rounds > MaxRounds {
+		return nil, usageErrorf("rounds %d out of range [1, %d]", s.Rounds, MaxRounds)
+	}
 	if s.Duration != 0 {
 		p.Duration = s.Duration
 	}
@@ -209,13 +221,15 @@ func (s Selection) Plan() (*Plan, error) {
 	}
 	p.Cases = s.cases(suite)
 	for _, c := range p.Cases {
-		for _, info := range peers {
-			if !info.supports(c) {
-				continue
-			}
-			p.Runs = append(p.Runs, Run{Case: c, Peer: info.Name, Duration: p.Duration, Warmup: p.Warmup})
-			if !slices.Contains(p.Peers, info.Name) {
-				p.Peers = append(p.Peers, info.Name)
+		for round := range p.Rounds {
+			for _, info := range peers {
+				if !info.supports(c) {
+					continue
+				}
+				p.Runs = append(p.Runs, Run{Case: c, Peer: info.Name, Round: round, Duration: p.Duration, Warmup: p.Warmup})
+				if !slices.Contains(p.Peers, info.Name) {
+					p.Peers = append(p.Peers, info.Name)
+				}
 			}
 		}
 	}

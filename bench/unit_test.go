@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -29,6 +30,8 @@ func TestSelectionErrors(t *testing.T) {
 		{"size too big", Selection{Sizes: []int{MaxSize + 1}}, "out of range"},
 		{"conns", Selection{Conns: []int{MaxConns + 1}}, "conns"},
 		{"duration", Selection{Duration: -time.Second}, "duration"},
+		{"rounds", Selection{Rounds: MaxRounds + 1}, "rounds"},
+		{"negative rounds", Selection{Rounds: -1}, "rounds"},
 		{"git without test-tool", Selection{Peers: []string{"git"}}, "needs --test-tool"},
 		{"nothing runs", Selection{Peers: []string{"git"}, TestTool: "/x", Scenarios: []Kind{PingPong}}, "no peer supports"},
 	} {
@@ -90,6 +93,84 @@ func TestSelectionPlan(t *testing.T) {
 		if r.Peer == "ttrpc" && r.Size > ttrpcMaxSize {
 			t.Errorf("ttrpc planned with %d bytes", r.Size)
 		}
+	}
+}
+
+// TestPlanRounds: with rounds, a case's peers take turns in each round,
+// and the rounds of one case come before the next case.
+func TestPlanRounds(t *testing.T) {
+	p, err := Selection{Peers: []string{"unix", "c"}, Scenarios: []Kind{PingPong}, Sizes: []int{100, 200},
+		Conns: []int{1}, Rounds: 2}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range p.Runs {
+		got = append(got, fmt.Sprintf("%s %d size=%d", r.Peer, r.Round, r.Size))
+	}
+	want := []string{"c 0 size=100", "unix 0 size=100", "c 1 size=100", "unix 1 size=100",
+		"c 0 size=200", "unix 0 size=200", "c 1 size=200", "unix 1 size=200"}
+	if !slices.Equal(got, want) || p.Rounds != 2 {
+		t.Errorf("runs (%d rounds):\n%s\nwant:\n%s", p.Rounds, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if one, err := (Selection{}).Plan(); err != nil || one.Rounds != 1 {
+		t.Errorf("default rounds %d, %v", one.Rounds, err)
+	}
+}
+
+// TestKeepMedians: a peer that ran a case in several rounds keeps the run
+// of its median headline (p50 for latency cases, throughput for the
+// others), with every round's headline noted; the ratios are the kept
+// runs'.
+func TestKeepMedians(t *testing.T) {
+	pp, cc := Case{PingPong, 64, 1}, Case{Concurrency, 64, 8}
+	rec := func(peer string, c Case, p50 int64, ops float64) Record {
+		return Record{Case: c, Peer: peer, Latency: Latency{P50: p50}, OpsPerSec: ops}
+	}
+	res := &Results{Rounds: 3, Cases: []Case{pp, cc}, Records: []Record{
+		rec("c", pp, 300, 1), rec("unix", pp, 900, 1), rec("c", cc, 0, 50), rec("unix", cc, 0, 10),
+		rec("c", pp, 100, 2), rec("unix", pp, 500, 2), rec("c", cc, 0, 70), rec("unix", cc, 0, 40),
+		rec("c", pp, 200, 3), rec("unix", pp, 700, 3), rec("c", cc, 0, 60), rec("unix", cc, 0, 20),
+	}}
+	keepMedians(res)
+	computeRatios(res)
+	var got []string
+	for _, r := range res.Records {
+		got = append(got, fmt.Sprintf("%s %s p50=%d ops=%g rounds=%v", r.Peer, r.Scenario, r.Latency.P50, r.OpsPerSec, r.RoundHeadlines))
+	}
+	want := []string{
+		"c pingpong p50=200 ops=3 rounds=[300 100 200]", "unix pingpong p50=700 ops=3 rounds=[900 500 700]",
+		"c concurrency p50=0 ops=60 rounds=[50 70 60]", "unix concurrency p50=0 ops=20 rounds=[10 40 20]",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("kept:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if x := res.Find(pp, "unix").XC; x == nil || *x != 3.5 {
+		t.Errorf("unix against c on p50 of the medians: %v", FormatRatio(x))
+	}
+	var tables bytes.Buffer
+	if err := WriteTables(&tables, res, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Rounds, in the order they ran (the row is the median one): c 300ns, 100ns, 200ns (p50); unix 900ns, 500ns, 700ns (p50).",
+		"c 50, 70, 60 ops/s; unix 10, 40, 20 ops/s.",
+	} {
+		if !strings.Contains(tables.String(), want) {
+			t.Errorf("tables lack %q:\n%s", want, tables.String())
+		}
+	}
+
+	// Two rounds: the lower of the middle two; one round: nothing noted.
+	two := &Results{Rounds: 2, Records: []Record{rec("c", cc, 0, 80), rec("c", cc, 0, 30)}}
+	keepMedians(two)
+	if len(two.Records) != 1 || two.Records[0].OpsPerSec != 30 {
+		t.Errorf("two rounds kept %+v", two.Records)
+	}
+	one := &Results{Records: []Record{rec("c", cc, 0, 80), rec("unix", cc, 0, 30)}}
+	keepMedians(one)
+	if len(one.Records) != 2 || one.Records[0].RoundHeadlines != nil {
+		t.Errorf("one round changed: %+v", one.Records)
 	}
 }
 

@@ -51,6 +51,9 @@ func newProgress(cio *cmdIO, total int, estimate time.Duration) *progress {
 }
 
 func describe(r bench.Run) string {
+	if r.Round > 0 {
+		return fmt.Sprintf("%s %s, round %d", r.Peer, r.Case.Title(), r.Round+1)
+	}
 	return fmt.Sprintf("%s %s", r.Peer, r.Case.Title())
 }
 

@@ -32,6 +32,7 @@ type selectionFlags struct {
 	duration, warmup                      time.Duration
 	testTool, tmpDir                      string
 	counters                              bool
+	rounds                                int
 }
 
 func (s *selectionFlags) add(fs *flag.FlagSet, suiteFlag bool) {
@@ -47,6 +48,7 @@ func (s *selectionFlags) add(fs *flag.FlagSet, suiteFlag bool) {
 	fs.StringVar(&s.testTool, "test-tool", "", "path of git's t/helper/test-tool, to run git's simple-ipc as a peer")
 	fs.StringVar(&s.tmpDir, "tmpdir", os.TempDir(), "where to create the private socket directory (keep it short)")
 	fs.BoolVar(&s.counters, "counters", true, "read perf counters (n/a where the kernel refuses)")
+	fs.IntVar(&s.rounds, "rounds", 1, fmt.Sprintf("runs of each case (1-%d), its peers taking turns in each round; a table keeps each peer's median run", bench.MaxRounds))
 }
 
 func kindList() string {
@@ -60,7 +62,7 @@ func kindList() string {
 // selection validates the flags into a bench.Selection. Its errors are
 // usage errors.
 func (s *selectionFlags) selection() (bench.Selection, error) {
-	sel := bench.Selection{Suite: s.suite, Duration: s.duration, Warmup: s.warmup, TestTool: s.testTool}
+	sel := bench.Selection{Suite: s.suite, Duration: s.duration, Warmup: s.warmup, TestTool: s.testTool, Rounds: s.rounds}
 	var err error
 	if sel.Duration == 0 {
 		if sel.Duration, err = envDuration(durationEnv); err != nil {
