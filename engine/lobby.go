@@ -35,22 +35,29 @@ const (
 	lobbyWait = time.Duration(pressureFirstByteTimeout)
 	// lobbyPeek is how much of a waiting connection's input is looked at:
 	// a request that fills it with well-formed packets is taken as a
-	// large request on its way, and admitted. Small, because every waiter
-	// holds one on its stack.
+	// large request on its way, and admitted. Small, because a waiter
+	// with a goroutine of its own holds one on its stack.
 	lobbyPeek = 512
 	// lobbyShare: the lobby holds twice as many connections as the caps
-	// allow on the loops. A waiter costs a descriptor and a parked
-	// goroutine (about 10 KiB); a crowd larger than the lobby churns,
-	// each newcomer closing the oldest waiter.
+	// allow on the loops. A waiter costs a descriptor and a place in the
+	// poller's set (a parked goroutine, about 10 KiB, where there is no
+	// poller); a crowd larger than the lobby churns, each newcomer closing
+	// the oldest waiter.
 	lobbyShare = 2
 )
 
 // lobby owns the connections that wait under pressure.
 //
 // Invariant (mu): every waiter is in the list (oldest first) and counted
-// in perUID and n until its goroutine takes it out with leave; evict closes
-// a waiter's socket, which ends its wait, and its goroutine then leaves.
-// closed is set once when the server stops; after it, enter refuses.
+// in perUID and n until the goroutine that waits for it takes it out
+// (settle), or a newcomer evicts it: it leaves the list, then its socket
+// is closed. closed is set once when the server stops; after it, enter
+// refuses.
+//
+// Where the platform allows (lobby_linux.go), one goroutine waits for
+// every waiter (poll); elsewhere, or when the poller cannot be made, each
+// waiter has a goroutine of its own parked in Go's netpoller (wait).
+// Either way the goroutine that saw a waiter's wait end settles it.
 type lobby struct {
 	maxTotal, maxPerUID int
 
@@ -59,12 +66,16 @@ type lobby struct {
 	n          int
 	perUID     map[uint32]int
 	closed     bool
-	wg         sync.WaitGroup // one per waiter goroutine
+	wg         sync.WaitGroup // the poller's goroutine, and one per waiter it does not hold
+	poll       *lobbyPoll     // made at the first waiter; nil: a goroutine per waiter
+	pollTried  bool
 }
 
 type waiter struct {
 	uc         *net.UnixConn
 	cred       uds.Cred
+	until      time.Time // when its wait ends without a request
+	fd         int32     // uc's descriptor, for the poller
 	prev, next *waiter
 	gone       bool // left the list
 }
@@ -105,7 +116,9 @@ func (s *Server) enterLobby(uc *net.UnixConn, cred uds.Cred) bool {
 	if out != nil {
 		l.unlinkLocked(out)
 	}
-	w := &waiter{uc: uc, cred: cred, prev: l.tail}
+	// Waits end at spread-out times, so that a crowd that reconnects when
+	// closed does not come back all at once and overflow the backlog.
+	w := &waiter{uc: uc, cred: cred, until: time.Now().Add(lobbyWait/2 + rand.N(lobbyWait)), fd: -1, prev: l.tail}
 	if l.tail != nil {
 		l.tail.next = w
 	} else {
@@ -114,35 +127,54 @@ func (s *Server) enterLobby(uc *net.UnixConn, cred uds.Cred) bool {
 	l.tail = w
 	l.n++
 	l.perUID[cred.UID]++
-	l.wg.Add(1)
+	if !l.pollTried {
+		l.pollTried = true
+		l.poll = newLobbyPoll() // nil where it cannot be made
+	}
+	polled, startPoll := l.poll != nil && l.poll.add(w), false
+	if polled && !l.poll.running {
+		l.poll.running, startPoll = true, true
+	}
+	if !polled || startPoll {
+		l.wg.Add(1)
+	}
 	l.mu.Unlock()
 	if out != nil {
 		s.stats.lobbyClosed.Add(1)
-		_ = out.uc.Close() // its goroutine sees the close and ends
+		_ = out.uc.Close() // its wait sees the close (or its poller drops it) and ends
 	}
 	s.stats.lobbied.Add(1)
-	go s.wait(w)
+	if startPoll {
+		go s.pollLobby()
+	}
+	if !polled {
+		go s.wait(w)
+	}
 	return true
 }
 
-// wait runs a waiter's goroutine: it waits for a whole request, then
-// admits the connection to a loop, or closes it.
+// wait runs a waiter's own goroutine: it waits for a whole request, then
+// settles w.
 func (s *Server) wait(w *waiter) {
+	defer s.lobby.wg.Done()
+	s.settle(w, waitForRequest(w.uc, w.until))
+}
+
+// settle ends w's wait: it admits w's connection to a loop when it showed
+// a request (ok) and is still in the lobby, else closes it, unless it was
+// evicted, whose evictor closed it. On the goroutine that saw the wait end.
+func (s *Server) settle(w *waiter, ok bool) {
 	l := s.lobby
-	defer l.wg.Done()
-	// Waits end at spread-out times, so that a crowd that reconnects when
-	// closed does not come back all at once and overflow the backlog.
-	wait := lobbyWait/2 + rand.N(lobbyWait)
-	ok := waitForRequest(w.uc, time.Now().Add(wait))
 	l.mu.Lock()
 	evicted := w.gone
 	l.unlinkLocked(w)
 	closed := l.closed
 	l.mu.Unlock()
-	if !ok || evicted || closed {
-		if !evicted {
-			s.stats.lobbyClosed.Add(1)
-		}
+	if evicted {
+		return
+	}
+	if !ok || closed {
+		s.stats.lobbyClosed.Add(1)
 		_ = w.uc.Close()
 		return
 	}
@@ -155,6 +187,9 @@ func (l *lobby) unlinkLocked(w *waiter) {
 		return
 	}
 	w.gone = true
+	if l.poll != nil {
+		l.poll.remove(w)
+	}
 	if w.prev != nil {
 		w.prev.next = w.next
 	} else {
@@ -181,11 +216,17 @@ func (l *lobby) close() {
 	for w := l.head; w != nil; w = w.next {
 		socks = append(socks, w.uc)
 	}
+	if l.poll != nil {
+		l.poll.interrupt()
+	}
 	l.mu.Unlock()
 	for _, uc := range socks {
 		_ = uc.Close()
 	}
 	l.wg.Wait()
+	if l.poll != nil {
+		l.poll.close()
+	}
 }
 
 // waitForRequest waits until uc's input holds a whole request, or
@@ -200,23 +241,29 @@ func waitForRequest(uc *net.UnixConn, deadline time.Time) bool {
 	var buf [lobbyPeek]byte
 	verdict := peekWait
 	err = rc.Read(func(fd uintptr) bool {
-		for {
-			n, err := recvPeek(int(fd), buf[:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return false // the netpoller waits for more
-			case err != nil || n == 0:
-				verdict = peekGone
-				return true
-			}
-			verdict = judgeRequest(buf[:n], n == len(buf))
-			return verdict != peekWait
-		}
+		verdict = peekRequest(int(fd), &buf)
+		return verdict != peekWait // peekWait: the netpoller waits for more
 	})
 	_ = uc.SetReadDeadline(time.Time{})
 	return err == nil && verdict == peekReady
+}
+
+// peekRequest looks at what the socket fd holds, without consuming it,
+// into buf, and judges it (judgeRequest); peekGone when the peer hung up
+// or the socket failed.
+func peekRequest(fd int, buf *[lobbyPeek]byte) peekVerdict {
+	for {
+		n, err := recvPeek(fd, buf[:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return peekWait
+		case err != nil || n == 0:
+			return peekGone
+		}
+		return judgeRequest(buf[:n], n == len(buf))
+	}
 }
 
 type peekVerdict int
