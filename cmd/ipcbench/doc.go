@@ -3,7 +3,9 @@
 //
 //	ipcbench                      the quick suite: a table in under a minute
 //	ipcbench run [flags]          choose suite, scenarios, peers, sizes, clients, durations;
-//	                              --json for records, --plot DIR for SVG charts
+//	                              --json for records, --plot DIR for SVG charts, --rounds N
+//	                              to run each case N times, its peers taking turns, and keep
+//	                              each peer's median run
 //	ipcbench report [flags]       run the full suite and regenerate BENCHMARKS.md and its charts
 //	ipcbench help [command]       usage
 //
