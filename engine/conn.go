@@ -108,11 +108,12 @@ type conn struct {
 	// its loop, does without it. Its fields are promoted.
 	*workerIO
 
-	phaseA  atomic.Int32 // copy of phase for the reaper
-	since   atomic.Int64 // monotonic ns when the current deadline started
-	why     atomic.Int32 // which deadline; the reaper compares since with its timeout
-	held    atomic.Int64 // bytes charged to the memory budget; -1 once evicted or closed (budget.go)
-	expired atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
+	phaseA   atomic.Int32 // copy of phase for the reaper
+	since    atomic.Int64 // monotonic ns when the current deadline started
+	why      atomic.Int32 // which deadline; the reaper compares since with its timeout
+	held     atomic.Int64 // bytes charged to the memory budget; -1 once evicted or closed (budget.go)
+	tailHeld atomic.Int64 // cap of the tail's buffer (tail.go), for the budget
+	expired  atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
 
 	// admission's, under its mu (admission.go).
 	counted, inList bool
@@ -174,6 +175,11 @@ type workerIO struct {
 	// writes through wf's RawConn.
 	wf  *os.File
 	wfd int
+
+	// tail holds what the socket did not take of inline replies, and
+	// tailAck answers its writer's hand-back (tail.go).
+	tail    *bytebufferpool.ByteBuffer
+	tailAck chan ackMsg
 
 	// A one-shot connection served on a worker (conn.shot) has its bare
 	// descriptor in shotFD; the worker's from the hand-off, as is

@@ -85,6 +85,9 @@ func (c *conn) onClose(err error) {
 		c.asm.Release()
 	}
 	c.dropPend()
+	if c.phase != phaseHandling {
+		c.dropTail() // an inline reply cut short: nobody to finish it
+	}
 	s := c.s
 	// gnet closes on EOF even when the peer only shut down its writing
 	// side; a pooled handler still working for such a peer gets a

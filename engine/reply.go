@@ -239,7 +239,7 @@ func (w *ReplyWriter) begin(inline bool) {
 	w.start = len(w.buf.B)
 	w.err, w.n, w.inline, w.base, w.oneShot = nil, 0, inline, 0, false
 	if inline {
-		w.base = w.c.gc.OutboundBuffered()
+		w.base = w.c.outbound()
 	} else {
 		w.sentAt = w.c.s.now() - streamFlushAfter // the first write goes out at once
 	}
@@ -283,18 +283,18 @@ func (w *ReplyWriter) flushInline() error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	_, err := c.gc.Write(w.buf.B)
+	err := c.sendInline(w.buf.B)
 	w.buf.B = w.buf.B[:0]
 	w.start = 0
 	if err != nil || c.closed.Load() {
-		return net.ErrClosed
+		return net.ErrClosed // the loop closes the connection on ours (gnet on its own)
 	}
 	// A reply may queue up to the mark beyond what was queued when it
 	// began; no request is served while more than the mark is queued
 	// (afterReply). So one connection never holds more than twice the mark,
 	// and the replies of one batch (replyBatchBytes) that the loop writes
 	// before it looks again.
-	if c.gc.OutboundBuffered()-w.base > c.s.opts.highWater {
+	if c.outbound()-w.base > c.s.opts.highWater {
 		return ErrBackpressure
 	}
 	return nil
@@ -314,13 +314,13 @@ func (w *ReplyWriter) writeGathered(p []byte) (int, error) {
 	g := &c.loop.gw
 	g.set(w.buf.B, p, false)
 	var err error
-	if c.gc.OutboundBuffered() == 0 {
+	if c.outbound() == 0 {
 		_, err = g.writeSome(uintptr(c.gc.Fd()), &c.loop.iov)
 	}
 	if err == nil {
 		g.rest(func(b []byte) {
 			if err == nil {
-				_, err = c.gc.Write(b)
+				err = c.sendInline(b)
 			}
 		})
 	}
@@ -332,7 +332,7 @@ func (w *ReplyWriter) writeGathered(p []byte) (int, error) {
 		return 0, w.err
 	}
 	w.n += int64(len(p))
-	if c.gc.OutboundBuffered()-w.base > c.s.opts.highWater {
+	if c.outbound()-w.base > c.s.opts.highWater {
 		w.err = ErrBackpressure
 		return 0, w.err
 	}

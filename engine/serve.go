@@ -50,6 +50,9 @@ func (c *conn) process(now int64) action {
 		if !c.flushBatch() && act == keepConn {
 			act = closeConn
 		}
+		if act == keepConn && c.hasTail() && !c.closed.Load() {
+			c.startTail(now)
+		}
 	}
 	return act
 }
@@ -271,7 +274,7 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool)
 	}
 	c.reply.buf.B = frame.AppendFlush(c.reply.buf.B)
 	if c.persistent && len(c.reply.buf.B) < replyBatchBytes && !s.stopping.Load() && c.buffered() > 0 &&
-		c.gc.OutboundBuffered() <= s.opts.highWater {
+		c.outbound() <= s.opts.highWater && !c.hasTail() {
 		// Another request waits: this reply leaves with its reply.
 		c.batched = true
 		s.stats.batched.Add(1)
@@ -287,6 +290,10 @@ func (c *conn) serveInline(now int64, msg []byte, n int) (act action, stop bool)
 	}
 	if err != nil && !errors.Is(err, ErrBackpressure) {
 		return closeConn, true
+	}
+	if c.hasTail() {
+		c.startTail(now) // the loop takes c back once the peer has read it
+		return keepConn, true
 	}
 	return c.afterReply(now)
 }

@@ -9,16 +9,17 @@ import (
 
 // peerHalfClosed reports whether the peer of a connection gnet is closing
 // only shut down its writing side (git clients may send a request and
-// shutdown(SHUT_WR)): the socket then still accepts our reply. A peer that
+// shutdown(SHUT_WR)): the socket then still takes our reply, once the
+// peer reads (it may be full now, with a reply under way). A peer that
 // closed completely raises POLLHUP.
 func peerHalfClosed(fd int) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT | unix.POLLRDHUP}}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
 	n, err := unix.Poll(fds, 0)
 	if err != nil || n == 0 {
 		return false
 	}
 	ev := fds[0].Revents
-	return ev&unix.POLLRDHUP != 0 && ev&unix.POLLOUT != 0 && ev&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0
+	return ev&unix.POLLRDHUP != 0 && ev&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0
 }
 
 // fdExhausted reports errors that mean "no descriptor or memory for a new

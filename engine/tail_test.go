@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pktipc/pktipc/frame"
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// tailReply is larger than a Unix socket's buffer, so that most of an
+// inline reply waits in the connection's tail.
+const tailReply = 3 << 20
+
+// bigInline answers each request with tailReply bytes, by Write or, for
+// a request of "uncopied", by WriteUncopied (the gathered path).
+func bigInline(big []byte) Handler {
+	return HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "uncopied" {
+			_, err := w.WriteUncopied(big)
+			return err
+		}
+		for p := big; len(p) > 0; p = p[min(len(p), 100<<10):] {
+			if _, err := w.Write(p[:min(len(p), 100<<10)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// TestInlineReplyAfterHalfClose: a persistent client that sends its
+// request and shuts down its writing side gets the whole of an inline
+// reply far larger than the socket holds (gnet closes the connection as
+// soon as it reads the end of the input, and would drop what its own
+// buffer still held); the server then closes the connection.
+func TestInlineReplyAfterHalfClose(t *testing.T) {
+	leakcheck.Check(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), tailReply/16)
+	ts := startServer(t, bigInline(big), WithInlineHandlers(true))
+	for _, req := range []string{"copied", "uncopied"} {
+		t.Run(req, func(t *testing.T) {
+			c := rawPersistent(t, ts.path).(*net.UnixConn)
+			defer c.Close()
+			if _, err := c.Write(frame.AppendMessage(nil, []byte(req))); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			// The server reads the end of the input while the reply
+			// waits for this reader.
+			time.Sleep(100 * time.Millisecond)
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, rest := decodeMessage(t, got)
+			if !bytes.Equal(msg, big) || len(rest) != 0 {
+				t.Fatalf("got a reply of %d bytes and %d bytes after it, want %d and none", len(msg), len(rest), len(big))
+			}
+		})
+	}
+	if st := ts.Stats(); st.Rescued == 0 {
+		t.Errorf("no reply finished after the half close: %+v", st)
+	}
+}
+
+// TestInlineTailThenPipelined: requests pipelined behind one whose inline
+// reply waits in the tail are served once the tail is written, in order.
+func TestInlineTailThenPipelined(t *testing.T) {
+	leakcheck.Check(t)
+	big := bytes.Repeat([]byte("fedcba9876543210"), tailReply/16)
+	ts := startServer(t, bigInline(big), WithInlineHandlers(true))
+	c := rawPersistent(t, ts.path)
+	var reqs []byte
+	for _, r := range []string{"copied", "uncopied", "copied"} {
+		reqs = frame.AppendMessage(reqs, []byte(r))
+	}
+	if _, err := c.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the first reply fills the socket
+	r := frame.NewReader(c, frame.Persistent, 2*tailReply)
+	for i := range 3 {
+		msg, err := r.ReadMessage()
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if !bytes.Equal(msg, big) {
+			t.Fatalf("reply %d: %d bytes, not the %d sent", i, len(msg), len(big))
+		}
+	}
+}
+
+// decodeMessage decodes the pkt-line message at the start of b: its
+// payload, and the bytes after its flush.
+func decodeMessage(t *testing.T, b []byte) (msg, rest []byte) {
+	t.Helper()
+	for {
+		kind, p, n, err := frame.Decode(b)
+		if err != nil || kind == frame.NeedMore {
+			t.Fatalf("reply cut after %d payload bytes: %v", len(msg), err)
+		}
+		b = b[n:]
+		if kind == frame.Flush {
+			return msg, b
+		}
+		msg = append(msg, p...)
+	}
+}
