@@ -228,6 +228,16 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 		}
 	}
 	w.release()
+	c.letGo() // no terminator: the client sees an incomplete reply, or the end
+	c.cancelHandler(net.ErrClosed)
+}
+
+// letGo ends the connection for the goroutine that owned its reply (a
+// pooled worker, or a tail's writer) and leaves it for good: the rescue
+// socket, if onClose left one, is closed, and so is wf if onClose left it
+// to this goroutine; the connection closes if it has not. On that
+// goroutine, which touches nothing of c afterwards.
+func (c *conn) letGo() {
 	c.mu.Lock()
 	rc := c.rescue
 	c.rescue = nil
@@ -240,9 +250,8 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 		_ = rc.Close()
 	}
 	if !c.closed.Load() {
-		_ = c.gc.Close() // no terminator: the client sees an incomplete reply
+		_ = c.gc.Close()
 	}
-	c.cancelHandler(net.ErrClosed)
 }
 
 // serveBatch runs, in order, the handlers of a pooled batch's requests

@@ -102,20 +102,7 @@ func (s *Server) writeTail(c *conn) {
 			return // the loop owns c again
 		}
 	}
-	c.mu.Lock()
-	rc := c.rescue
-	c.rescue = nil
-	c.workerGone = true
-	if c.closed.Load() {
-		c.closeWriteFD() // onClose left it to us
-	}
-	c.mu.Unlock()
-	if rc != nil {
-		_ = rc.Close()
-	}
-	if !c.closed.Load() {
-		_ = c.gc.Close() // the peer is gone, or would not read in time
-	}
+	c.letGo() // the peer is gone, would not read in time, or was rescued
 }
 
 // dropTail gives the tail's buffer back. Its owner (the loop, or the
