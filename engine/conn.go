@@ -176,10 +176,8 @@ type workerIO struct {
 	wf  *os.File
 	wfd int
 
-	// tail holds what the socket did not take of inline replies, and
-	// tailAck answers its writer's hand-back (tail.go).
-	tail    *bytebufferpool.ByteBuffer
-	tailAck chan ackMsg
+	// tail holds what the socket did not take of inline replies (tail.go).
+	tail *bytebufferpool.ByteBuffer
 
 	// A one-shot connection served on a worker (conn.shot) has its bare
 	// descriptor in shotFD; the worker's from the hand-off, as is

@@ -19,7 +19,8 @@ import "net"
 // batched replies are flushed); from startTail to the writer's end the
 // writer alone uses it, and the loop does not touch the connection's
 // output (phaseHandling). tailHeld mirrors cap(tail.B) for the memory
-// budget, which the loop reads at any time.
+// budget, which the loop reads at any time. Each writer gets its own ack
+// channel (startTail).
 
 // sendInline writes b, encoded reply bytes of an inline handler, on the
 // loop: at once what the socket takes, the rest into the tail. It falls
@@ -80,10 +81,11 @@ func (c *conn) startTail(now int64) {
 	c.setPhase(phaseHandling)
 	c.hstart = now
 	c.setDeadline(now, whyWrite)
-	if c.tailAck == nil {
-		c.tailAck = make(chan ackMsg, 1)
-	}
-	c.ack = c.tailAck
+	// A channel of its own, as each pooled worker has: the loop may start
+	// the next tail's writer (serving what came meanwhile) before it
+	// answers this one's hand-back, and an answer must not reach the
+	// wrong writer.
+	c.ack = make(chan ackMsg, 1)
 	c.s.workers.Add(1)
 	go c.s.writeTail(c)
 }

@@ -114,3 +114,34 @@ func decodeMessage(t *testing.T, b []byte) (msg, rest []byte) {
 		msg = append(msg, p...)
 	}
 }
+
+// TestInlineTailsBackToBack: many pipelined requests whose replies each
+// leave a short tail, read as fast as they come: each tail's writer hands
+// the connection back while the loop may already have started the next
+// one's, and every reply arrives, whole and in order.
+func TestInlineTailsBackToBack(t *testing.T) {
+	leakcheck.Check(t)
+	const n, size = 64, 400 << 10 // a little more than the socket holds
+	ts := startServer(t, HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		reply := bytes.Repeat(req[:1], size)
+		_, err := w.Write(reply)
+		return err
+	}), WithInlineHandlers(true))
+	c := rawPersistent(t, ts.path).(*net.UnixConn)
+	var reqs []byte
+	for i := range n {
+		reqs = frame.AppendMessage(reqs, []byte{byte('a' + i%26)})
+	}
+	go func() { _, _ = c.Write(reqs) }() // the reads below make room for it
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r := frame.NewReader(c, frame.Persistent, 2*size)
+	for i := range n {
+		msg, err := r.ReadMessage()
+		if err != nil {
+			t.Fatalf("reply %d of %d: %v", i+1, n, err)
+		}
+		if len(msg) != size || msg[0] != byte('a'+i%26) || msg[size-1] != msg[0] {
+			t.Fatalf("reply %d: %d bytes of %q, want %d of %q", i+1, len(msg), msg[:1], size, byte('a'+i%26))
+		}
+	}
+}
