@@ -125,8 +125,9 @@ func (w *ReplyWriter) WriteUncopied(p []byte) (int, error) {
 	return w.Write(p)
 }
 
-// Flush sends what the reply holds so far. On the event loop it only hands
-// the bytes to gnet, which sends what the socket takes at once.
+// Flush sends what the reply holds so far. On the event loop it writes
+// what the socket takes at once and keeps the rest for when the peer
+// reads (the connection's tail), never waiting.
 func (w *ReplyWriter) Flush() error {
 	if w.err != nil {
 		return w.err
@@ -276,8 +277,8 @@ func (w *ReplyWriter) flush() error {
 	return err
 }
 
-// flushInline runs on the event loop: gnet writes what the kernel takes and
-// copies the rest into its outbound buffer.
+// flushInline runs on the event loop: it writes what the socket takes and
+// copies the rest into the connection's tail (tail.go).
 func (w *ReplyWriter) flushInline() error {
 	c := w.c
 	if c.closed.Load() {
@@ -303,8 +304,8 @@ func (w *ReplyWriter) flushInline() error {
 // writeGathered sends a large part of an inline reply from where it lies:
 // what the reply holds so far (batched replies before it included), then
 // p's packets, in writev calls, with nothing copied that the socket takes at
-// once. gnet copies what it does not take into the outbound buffer, so p is
-// free when Write returns. It runs on the event loop.
+// once. What it does not take is copied into the connection's tail, so p
+// is free when Write returns. It runs on the event loop.
 func (w *ReplyWriter) writeGathered(p []byte) (int, error) {
 	c := w.c
 	if c.closed.Load() {
