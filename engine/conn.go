@@ -124,6 +124,7 @@ type conn struct {
 
 	mu         sync.Mutex
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
+	leftover   []byte        // set with rescue: the requests the peer sent after the one being answered
 	workerGone bool          // the worker gave up the reply; nothing to rescue for
 
 	// shot: a one-shot connection served on a worker (oneshotpool.go),

@@ -84,19 +84,27 @@ func (c *conn) onClose(err error) {
 	if c.asm != nil {
 		c.asm.Release()
 	}
+	s := c.s
+	// gnet closes on EOF even when the peer only shut down its writing
+	// side; a pooled handler (or a tail's writer) still working for such
+	// a peer gets a duplicate of the socket to finish its reply on, and
+	// the requests the peer pipelined behind it, unread by the loop
+	// meanwhile, to serve after it (serveLeftover).
+	halfClosed := errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc.Fd())
+	var rest []byte
+	if halfClosed && c.persistent && c.buffered() > 0 {
+		rest = append([]byte(nil), c.peek(c.buffered())...)
+	}
 	c.dropPend()
 	if c.phase != phaseHandling {
 		c.dropTail() // an inline reply cut short: nobody to finish it
 	}
-	s := c.s
-	// gnet closes on EOF even when the peer only shut down its writing
-	// side; a pooled handler still working for such a peer gets a
-	// duplicate of the socket to finish its reply on.
-	if errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc.Fd()) {
+	if halfClosed {
 		c.mu.Lock()
 		if !c.workerGone {
 			if rc, derr := dupConn(c.gc); derr == nil {
 				c.rescue = rc
+				c.leftover = rest
 				s.stats.rescued.Add(1)
 			}
 		}

@@ -36,7 +36,8 @@ import (
 // with another number. A worker waiting for an answer also watches done,
 // which onClose closes. When the peer only half-closed, onClose leaves a
 // duplicate of the socket in rescue, and the worker finishes the reply on
-// it.
+// it, then serves the whole requests the peer sent behind it (leftover,
+// serveLeftover).
 //
 // A batch (dispatchPooled) goes through the same states as one request:
 // its requests lie in req, bends marks where each but the last ends, and
@@ -226,10 +227,61 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 		if err == nil && !rescued {
 			return
 		}
+		if err == nil {
+			w.release()
+			c.s.serveLeftover(c)
+		}
 	}
 	w.release()
 	c.letGo() // no terminator: the client sees an incomplete reply, or the end
 	c.cancelHandler(net.ErrClosed)
+}
+
+// serveLeftover serves, one after the other, the whole requests a
+// half-closed peer sent behind the one whose reply was rescued (onClose
+// kept them in leftover), writing each reply on the rescue socket, as
+// git's daemon answers what its client sent before shutting down its
+// writing side. A partial request at the end is dropped: nothing more can
+// come. It stops at the first failure (the handler's, the write's, the
+// server stopping), and the caller lets the connection go. On the
+// goroutine that owned the rescued reply.
+func (s *Server) serveLeftover(c *conn) {
+	c.mu.Lock()
+	rest, rc := c.leftover, c.rescue
+	c.leftover = nil
+	c.mu.Unlock()
+	if len(rest) == 0 || rc == nil {
+		return
+	}
+	asm := frame.NewAssembler(frame.Persistent, s.opts.maxRequest)
+	defer asm.Release()
+	w := &c.reply
+	for len(rest) > 0 && !s.stopping.Load() && c.ctx.Err() == nil {
+		msg, n, done, err := asm.Next(rest)
+		if err != nil || (!done && n == 0) {
+			return
+		}
+		rest = rest[n:]
+		if !done {
+			continue // the assembler took these packets; the message goes on
+		}
+		s.stats.requests.Add(1)
+		w.begin(false)
+		herr, panicked := s.call(c, msg)
+		if panicked || w.err != nil || c.ctx.Err() != nil {
+			w.release()
+			return
+		}
+		w.buf.B = frame.AppendFlush(w.buf.B)
+		err = c.writeRescued(rc, w.buf.B)
+		w.release()
+		if err != nil || errors.Is(herr, ErrQuit) {
+			if err == nil {
+				s.requestQuit()
+			}
+			return
+		}
+	}
 }
 
 // letGo ends the connection for the goroutine that owned its reply (a
@@ -240,7 +292,7 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 func (c *conn) letGo() {
 	c.mu.Lock()
 	rc := c.rescue
-	c.rescue = nil
+	c.rescue, c.leftover = nil, nil
 	c.workerGone = true
 	if c.closed.Load() {
 		c.closeWriteFD() // onClose left it to us

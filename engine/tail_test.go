@@ -145,3 +145,70 @@ func TestInlineTailsBackToBack(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelinedAfterHalfClose: requests a client pipelined behind one
+// whose reply is still being written when it shuts down its writing side
+// are answered too, in order, before the server closes: inline (the first
+// reply in a tail) and pooled (a handler that takes a while).
+func TestPipelinedAfterHalfClose(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), tailReply/16)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		switch string(req) {
+		case "big":
+			_, err := w.Write(big)
+			return err
+		case "slow":
+			time.Sleep(50 * time.Millisecond)
+			_, err := w.Write(big)
+			return err
+		}
+		_, err := w.Write(append([]byte("re: "), req...))
+		return err
+	})
+	for _, mode := range []string{"inline", "pooled"} {
+		t.Run(mode, func(t *testing.T) {
+			leakcheck.Check(t)
+			ts := startServer(t, h, WithInlineHandlers(mode == "inline"), WithWorkers(2))
+			c := rawPersistent(t, ts.path).(*net.UnixConn)
+			defer c.Close()
+			first := "big"
+			if mode == "pooled" {
+				first = "slow"
+			}
+			if _, err := c.Write(frame.AppendMessage(nil, []byte(first))); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond) // the first is being answered
+			var rest []byte
+			for _, r := range []string{"one", "two", "three"} {
+				rest = frame.AppendMessage(rest, []byte(r))
+			}
+			rest = append(rest, "0008par"...) // a request cut short: dropped
+			if _, err := c.Write(rest); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // the server reads the end first
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, got := decodeMessage(t, got)
+			if !bytes.Equal(msg, big) {
+				t.Fatalf("first reply %d bytes, want %d", len(msg), len(big))
+			}
+			for _, want := range []string{"re: one", "re: two", "re: three"} {
+				msg, got = decodeMessage(t, got)
+				if string(msg) != want {
+					t.Fatalf("reply %q, want %q", msg, want)
+				}
+			}
+			if len(got) != 0 {
+				t.Fatalf("%d bytes after the last reply", len(got))
+			}
+		})
+	}
+}
