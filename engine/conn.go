@@ -73,10 +73,11 @@ type transport interface {
 
 // conn is the server's state for one connection. Fields without a comment
 // belong to the event loop. Invariant: the loop owns c except while a
-// worker handles a pooled request (phase == phaseHandling; handoff.go says
-// who holds what then); the reaper, admission and the budget read only the
-// atomics; c.mu orders onClose against the worker for rescue, workerGone
-// and closing wf. Once closed is set no new request is read, and every
+// worker handles a pooled request or a tail's writer writes an inline
+// reply's rest (phase == phaseHandling; handoff.go and tail.go say who
+// holds what then); the reaper, admission and the budget read only the
+// atomics; c.mu orders onClose against the worker for rescue, leftover,
+// workerGone and closing wf. Once closed is set no new request is read, and every
 // goroutine that waits on c (a worker, a write watch) is woken: done is
 // closed, wf gets a past deadline, the watch is stopped.
 type conn struct {

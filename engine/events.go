@@ -81,6 +81,9 @@ func (c *conn) onClose(err error) {
 	c.closed.Store(true)
 	c.unwatchWrite()
 	c.unaccount()
+	// Whether the loop stopped between messages: with part of one taken
+	// into the assembler, the bytes after it are no request of their own.
+	between := c.asm == nil || c.asm.Truncated(0) == io.EOF
 	if c.asm != nil {
 		c.asm.Release()
 	}
@@ -92,7 +95,7 @@ func (c *conn) onClose(err error) {
 	// meanwhile, to serve after it (serveLeftover).
 	halfClosed := errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc.Fd())
 	var rest []byte
-	if halfClosed && c.persistent && c.buffered() > 0 {
+	if halfClosed && c.persistent && between && c.buffered() > 0 {
 		rest = append([]byte(nil), c.peek(c.buffered())...)
 	}
 	c.dropPend()

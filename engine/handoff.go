@@ -215,6 +215,7 @@ func (c *conn) onFinalWritten(err error) error {
 // of it; on every other path the worker still owns the reply and cleans up.
 func (c *conn) finishPooled(herr error, panicked bool) {
 	w := &c.reply
+	whole := false // the reply went out whole, on the rescue socket
 	// A handler whose context ended (peer gone, handler timeout) gets no
 	// terminator: its reply may be cut short, and the client must not take
 	// it for a whole one.
@@ -227,12 +228,12 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 		if err == nil && !rescued {
 			return
 		}
-		if err == nil {
-			w.release()
-			c.s.serveLeftover(c)
-		}
+		whole = err == nil
 	}
 	w.release()
+	if whole {
+		c.s.serveLeftover(c)
+	}
 	c.letGo() // no terminator: the client sees an incomplete reply, or the end
 	c.cancelHandler(net.ErrClosed)
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -210,5 +211,53 @@ func TestPipelinedAfterHalfClose(t *testing.T) {
 				t.Fatalf("%d bytes after the last reply", len(got))
 			}
 		})
+	}
+}
+
+// TestHalfCloseNeverServesPartOfARequest: when the loop had already taken
+// in the first part of a request pipelined behind one being answered (the
+// assembler holds it), and the peer half-closes after the rest, the rest
+// alone is never served as a request: the client gets the first reply and
+// then the end, or the whole second request's reply, never one for a
+// request it did not send.
+func TestHalfCloseNeverServesPartOfARequest(t *testing.T) {
+	const second = 300 << 10 // more than the assembler takes in without copying
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "slow" {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_, err := fmt.Fprintf(w, "re: %d bytes", len(req))
+		return err
+	})
+	leakcheck.Check(t)
+	ts := startServer(t, h, WithWorkers(2))
+	c := rawPersistent(t, ts.path).(*net.UnixConn)
+	defer c.Close()
+	r2 := frame.AppendMessage(nil, bytes.Repeat([]byte("x"), second))
+	cut := 3 * frame.MaxPacketSize // whole packets: the rest starts at a header
+	first := append(frame.AppendMessage(nil, []byte("slow")), r2[:cut]...)
+	if _, err := c.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the loop took the first part in
+	if _, err := c.Write(r2[cut:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, got := decodeMessage(t, got)
+	if string(msg) != "re: 4 bytes" {
+		t.Fatalf("first reply %q", msg)
+	}
+	if len(got) > 0 {
+		if msg, _ = decodeMessage(t, got); string(msg) != fmt.Sprintf("re: %d bytes", second) {
+			t.Fatalf("a reply to a request never sent: %q", msg)
+		}
 	}
 }
