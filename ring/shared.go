@@ -179,8 +179,14 @@ func (l *lifecycle) isClosed() bool { return l.v.Load()&closedBit != 0 }
 var epoch = time.Now()
 
 // deadline holds a side's deadline, settable from any goroutine.
+//
+// A deadline found passed stays passed until the next set: remaining
+// latches it by negating ns (a compare-and-swap, so that a set in between
+// wins), and answers later looks without a clock read. An owner that
+// keeps its deadline in the past to poll (the engine's server does, for
+// each request it looks for) then reads no clock per look.
 type deadline struct {
-	ns atomic.Int64 // nanoseconds after epoch; 0 for none
+	ns atomic.Int64 // nanoseconds after epoch; 0 for none; negated once passed
 }
 
 func (d *deadline) set(t time.Time) {
@@ -199,10 +205,17 @@ func (d *deadline) set(t time.Time) {
 // it has passed) and false if there is none.
 func (d *deadline) remaining() (time.Duration, bool) {
 	ns := d.ns.Load()
-	if ns == 0 {
+	switch {
+	case ns == 0:
 		return 0, false
+	case ns < 0:
+		return 0, true
 	}
-	return time.Duration(ns) - time.Since(epoch), true
+	left := time.Duration(ns) - time.Since(epoch)
+	if left <= 0 {
+		d.ns.CompareAndSwap(ns, -ns)
+	}
+	return left, true
 }
 
 // rouse wakes this side's owner if it sleeps on the futex, so that it
