@@ -56,6 +56,11 @@ type ringWatch struct {
 	idle  time.Duration // set before the first wait
 	stay  time.Duration // the longest a ring stays (0: ringWatchMax); set before the first wait
 	procs bool          // the goroutine runs only within the process's budget (watching)
+	// prefetch: a ring handed back with a record has the record's lines
+	// asked for first (Reader.Prefetch), for an owner that reads every
+	// record it gets (a server's handler reads its request); set before
+	// the first wait.
+	prefetch bool
 
 	// handed counts the rings handed back with something to read, for
 	// the tests.
@@ -204,6 +209,9 @@ func (rw *ringWatch) run() {
 				last = now
 				rw.handed.Add(1)
 				w.ready = true
+				if rw.prefetch {
+					w.r.Prefetch()
+				}
 			}
 			n := len(held) - 1
 			held[i], held[n] = held[n], nil

@@ -175,6 +175,7 @@ func newServer(ln *uds.Listener, h Handler, o options) *Server {
 	s.rings.spinMax = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	s.rings.watch.idle = s.opts.ringSpin
 	s.rings.watch.procs = true
+	s.rings.watch.prefetch = true
 	// With one processor, a watch always ready to run would keep Go's
 	// scheduler from polling the sockets of every other wait (the
 	// netpoller runs when a processor has nothing else) for up to its

@@ -14,3 +14,17 @@ loop:
 	JMP loop
 done:
 	RET
+
+// func prefetchRead(p *byte, n uintptr)
+TEXT ·prefetchRead(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+	ADDQ AX, CX
+rloop:
+	CMPQ AX, CX
+	JAE rdone
+	PREFETCHT0 (AX)
+	ADDQ $64, AX
+	JMP rloop
+rdone:
+	RET

@@ -3,3 +3,5 @@
 package ring
 
 func prefetchWrite(p *byte, n uintptr) {}
+
+func prefetchRead(p *byte, n uintptr) {}

@@ -165,6 +165,52 @@ func (r *Reader) Ready() bool {
 	return ok || err != nil
 }
 
+// Prefetch asks for the cache lines of the record at the head, if one is
+// published there, without waiting for them: a watcher that found the
+// ring Ready and hands it to the goroutine that will read the record
+// calls it, so that the record's lines travel from the writer's processor
+// during the hand-off instead of during the reader's first pass. It reads
+// the header once and asks for lines of the data area only (at most
+// readPrefetchMax bytes), so a peer's scribbling can make it ask for the
+// wrong lines but not touch memory outside the mapping. The goroutine that
+// may call Ready calls it; it only reads.
+func (r *Reader) Prefetch() {
+	if !r.held {
+		if !r.s.life.acquire() {
+			return
+		}
+		defer r.s.release()
+	}
+	if start, end, ok := r.prefetchRange(); ok {
+		prefetchRead(&r.s.data[start], uintptr(end-start))
+	}
+}
+
+// prefetchRange is the part of the data area, from start to end, that
+// Prefetch asks for, if any: from the line after the header's (which is
+// in this cache already) to the end of the record the header announces,
+// cut at the end of the area and at readPrefetchMax. None while a lease
+// is held (the record is the owner's already) or once the ring is corrupt.
+func (r *Reader) prefetchRange() (start, end uint64, ok bool) {
+	if r.lease != 0 || r.err != nil {
+		return 0, 0, false
+	}
+	off := r.head & r.s.mask
+	h := word64(r.s.data, off).Load()
+	if r.classify(h) != wordRecord {
+		return 0, 0, false
+	}
+	n, _ := unpackRecord(h)
+	start = (off + 64) &^ 63
+	end = min(off+recordHeader+uint64(n), r.s.capacity, off+readPrefetchMax)
+	return start, end, start < end
+}
+
+// readPrefetchMax bounds what Prefetch asks for: beyond a few kilobytes
+// the processor's own prefetcher keeps ahead of a reader that copies the
+// record from its start.
+const readPrefetchMax = 16 << 10
+
 // Hold pins the mapping for a run of Ready calls, so that each of them is
 // only loads: a reference taken and dropped per look is an atomic write
 // to a cache line the owner's calls write too, and a watcher looking at
