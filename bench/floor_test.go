@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+
+	"github.com/pktipc/pktipc/perf"
 )
 
 // BenchmarkCopyFloor measures what bounds large messages over shared
@@ -61,5 +63,66 @@ func BenchmarkCopyFloor(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "copies/s")
 		})
+	}
+}
+
+// BenchmarkCrossCoreFloor measures what bounds a small round trip over
+// shared memory, and with it every row whose cost is cache lines moving
+// between the client's and the server's processors: a cache line's round
+// trip between two processors, two threads pinned to the first two CPUs
+// of the affinity set each waiting for the other's store before answering
+// with its own. On a virtual machine the answer moves as the host moves
+// the virtual processors (onto hyperthreads of one core, onto cores that
+// share a cache or not), and it can move several-fold within seconds;
+// running it before and after a benchmark tells which the benchmark saw.
+//
+//	go test ./bench -run X -bench CrossCoreFloor -count 5
+func BenchmarkCrossCoreFloor(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpus, err := perf.Affinity()
+	if err != nil || len(cpus) < 2 {
+		b.Skipf("needs two CPUs to pin to: %v, %v", cpus, err)
+	}
+	restore := cpus
+	if err := perf.SetAffinity(cpus[0]); err != nil {
+		b.Skip(err)
+	}
+	defer perf.SetAffinity(restore...)
+	var words struct {
+		ping atomic.Int64
+		_    [56]byte
+		pong atomic.Int64
+	}
+	n := int64(b.N)
+	done := make(chan error, 1)
+	go func() {
+		// Locked to its thread until it returns: the thread, pinned, ends
+		// with it.
+		runtime.LockOSThread()
+		if err := perf.SetAffinity(cpus[1]); err != nil {
+			words.pong.Store(-1)
+			done <- err
+			return
+		}
+		for i := int64(1); i <= n; i++ {
+			for words.ping.Load() != i {
+			}
+			words.pong.Store(i)
+		}
+		done <- nil
+	}()
+	b.ResetTimer()
+	for i := int64(1); i <= n; i++ {
+		words.ping.Store(i)
+		for v := words.pong.Load(); v != i; v = words.pong.Load() {
+			if v < 0 {
+				b.Fatal(<-done)
+			}
+		}
+	}
+	b.StopTimer()
+	if err := <-done; err != nil {
+		b.Fatal(err)
 	}
 }
