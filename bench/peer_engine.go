@@ -182,7 +182,7 @@ func (p enginePeer) Client(ctx context.Context, env *Env, run Run, m *Meter) (Lo
 type engineClient struct {
 	c          *engine.Client
 	deadlineAt int64 // perf.Now of the last deadline refresh
-	calls      int   // counts calls, to look at the clock for refresh once in a while
+	calls      int   // counts round trips, for tick
 }
 
 func newEngineClient(ctx context.Context, socket string, opts ...engine.ClientOption) (*engineClient, error) {
@@ -203,15 +203,19 @@ func newEngineClient(ctx context.Context, socket string, opts ...engine.ClientOp
 	return e, nil
 }
 
-// refresh moves the deadline forward when the last move is a while ago.
-// It looks at the clock once in engineRefreshCalls calls: a clock read
-// per round trip is a good part of a short one's client CPU. The deadline
-// then runs out only if that many calls in a row take most of
-// engineCallBound, which a live server never lets happen.
-func (e *engineClient) refresh() {
-	if e.calls++; e.calls%engineRefreshCalls != 0 {
-		return
+// tick counts a call and refreshes the deadline once in
+// engineRefreshCalls calls: a clock read per round trip is a good part of
+// a short one's client CPU. The deadline then runs out only if that many
+// calls in a row take most of engineCallBound, which a live server never
+// lets happen.
+func (e *engineClient) tick() {
+	if e.calls++; e.calls%engineRefreshCalls == 0 {
+		e.refresh()
 	}
+}
+
+// refresh moves the deadline forward when the last move is a while ago.
+func (e *engineClient) refresh() {
 	if now := perf.Now(); now-e.deadlineAt >= engineDeadlineRefresh {
 		e.deadlineAt = now
 		_ = e.c.SetDeadline(time.Now().Add(engineCallBound))
@@ -236,7 +240,7 @@ func dialEngine(ctx context.Context, socket string) (RoundTripper, error) {
 // RoundTrip sends req and reads its reply on the persistent connection.
 // Call it from the client's goroutine.
 func (e engineConn) RoundTrip(_ context.Context, req []byte) (int, error) {
-	e.refresh()
+	e.tick()
 	if err := e.c.SendUncopied(req); err != nil { // Send, below 32 KiB
 		return 0, err
 	}
@@ -270,8 +274,8 @@ func openEngineStream(ctx context.Context, socket string, _ int) (Streamer, erro
 // which gets no reply; on a socket as a request, first collecting half the
 // window's replies when it is full. Call it from the stream's goroutine.
 func (s *engineStream) Send(msg []byte) error {
-	if s.sends++; s.sends%(256/engineRefreshCalls) == 0 {
-		s.refresh() // once in 256 sends
+	if s.sends++; s.sends%256 == 0 {
+		s.refresh()
 	}
 	if s.c.Rings() {
 		if err := s.c.Post(msg); err != nil {
