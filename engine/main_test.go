@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -166,4 +167,15 @@ func waitWithin(t testing.TB, d time.Duration, cond func() bool) {
 func echoRaw(_ context.Context, req []byte, w *ReplyWriter) error {
 	_, err := w.Write(req)
 	return err
+}
+
+// needProcs skips a test whose premise needs n processors of the Go
+// scheduler (GOMAXPROCS), as a ring watch does (one to run and one left
+// over to poll the network) and a thread that sleeps in read(2) while the
+// server runs beside it, when run with fewer (go test -cpu=1).
+func needProcs(t testing.TB, n int) {
+	t.Helper()
+	if p := runtime.GOMAXPROCS(0); p < n {
+		t.Skipf("needs GOMAXPROCS >= %d, have %d", n, p)
+	}
 }

@@ -21,6 +21,7 @@ import (
 // one per request. (On a worker the reply is empty: a worker sends a
 // handler's first Write at once, and the end of the reply after it.)
 func TestOneShotWakesClientOnce(t *testing.T) {
+	needProcs(t, 2)
 	leakcheck.Check(t)
 	req := frame.AppendMessage(nil, bytes.Repeat([]byte("r"), 100))
 	for _, tc := range []struct {

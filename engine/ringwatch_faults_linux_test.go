@@ -296,6 +296,7 @@ func TestRingWatchServerEndsWhileWatched(t *testing.T) {
 // calls every 2 ms, so that the watch's goroutine ends between calls and
 // starts again, allocates nothing per call.
 func TestRingWatchAllocsPerSpacedCall(t *testing.T) {
+	needProcs(t, 2)
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), WithRingLimits(4, 1<<20))
 	for range ringCrowd {

@@ -197,6 +197,7 @@ func watchesUsed(ts *testServer) uint64 {
 // waits or the server's go through a watch and every reply is the right
 // one.
 func TestRingsCrowdWatched(t *testing.T) {
+	needProcs(t, 2)
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	before := watchesUsed(ts)
@@ -227,6 +228,7 @@ func TestRingsCrowdWatched(t *testing.T) {
 // (and the server's) go through the watches, allocate nothing per round
 // trip either, on either side.
 func TestZeroAllocsRingsCrowd(t *testing.T) {
+	needProcs(t, 2)
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	const clients, calls = 6, 20
