@@ -436,12 +436,19 @@ type ringConn struct {
 }
 
 func (rc *ringConn) setWhy(w why, since int64) {
-	if rc.why.Load() == int32(w) && rc.since.Load() == since {
-		return // a stream of requests within one tick of the clock
+	// Each store is a locked instruction on a request's path: only what
+	// changed is stored (since first, for the reaper's look). Within one
+	// tick of the clock since stays, and in a stream of requests both do.
+	changed := false
+	if rc.since.Load() != since {
+		rc.since.Store(since)
+		changed = true
 	}
-	rc.since.Store(since)
-	rc.why.Store(int32(w))
-	if w != whyIdle && w != whyHandler {
+	if rc.why.Load() != int32(w) {
+		rc.why.Store(int32(w))
+		changed = true
+	}
+	if changed && w != whyIdle && w != whyHandler {
 		rc.s.hurry() // see conn.setDeadline
 	}
 }
@@ -634,10 +641,18 @@ func (rc *ringConn) serveOne() bool {
 		rc.reply.dropRing()
 		return false
 	}
+	// The reply goes out before the request's record is given back: the
+	// give-back publishes the ring's head behind a fence, and the look at
+	// the next record reads a line the client is about to write, a
+	// transfer from its processor; neither should delay the reply.
+	var ferr error
+	if !oneWay {
+		ferr = rc.reply.finishRing()
+	}
 	if leased {
 		rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
 	}
-	if !oneWay && rc.reply.finishRing() != nil {
+	if ferr != nil {
 		return false
 	}
 	if errors.Is(herr, ErrQuit) {
