@@ -88,24 +88,37 @@ func spinOnly(c cond, sp *spinner) bool {
 
 // wait blocks until c is ready: it spins for up to the spinner's current
 // budget, then parks on word until woken, re-checking c after every
-// wake-up, up to the deadline.
+// wake-up, up to the deadline. As in spinOnly, the clock is first read
+// after 256 tries: a wait that a prompt peer ends sooner reads no clock,
+// and counts as short.
 func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
-	start := time.Now()
-	defer func() { sp.learn(time.Since(start)) }()
+	var start time.Time
 	if sp.cur > 0 {
 		for i := 1; ; i++ {
 			if ok, err := c.ready(); ok || err != nil {
+				if i < 256 {
+					sp.learn(0)
+				} else {
+					sp.learn(time.Since(start))
+				}
 				return err
 			}
 			// No yielding: the spin is short enough that a peer goroutine
 			// waiting for this processor loses little, and a yield would
 			// add its own cost to the latency the spin is there to save.
-			if i%256 == 0 && time.Since(start) >= sp.cur {
-				break
+			if i%256 == 0 {
+				if i == 256 {
+					start = time.Now()
+				} else if time.Since(start) >= sp.cur {
+					break
+				}
 			}
 			spinPause()
 		}
+	} else {
+		start = time.Now()
 	}
+	defer func() { sp.learn(time.Since(start)) }()
 	for {
 		// Raise the flag before the last look: the peer publishes and
 		// then reads the flag, so one of the two sees the other.
