@@ -340,7 +340,10 @@ func TestRingWatchAllocsPerSpacedCall(t *testing.T) {
 }
 
 // TestRingWatchDeadlineOnTime: a deadline set before the call fires on
-// time while the wait is in the watch.
+// time while the wait is in the watch. A machine loaded by other tests
+// can hold the Client up past the allowance once (165 ms was seen under
+// the whole suite with -race), so each deadline has three tries to be on
+// time; a Client that misses its deadline misses it every time.
 func TestRingWatchDeadlineOnTime(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startBlockingServer(t, true)
@@ -348,16 +351,23 @@ func TestRingWatchDeadlineOnTime(t *testing.T) {
 	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
 	defer waiting.Add(-ringCrowd)
 	for _, d := range []time.Duration{5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond} {
-		c := dialRings(t, ts.path)
-		c.SetDeadline(time.Now().Add(d))
-		start := time.Now()
-		_, err := c.Call([]byte("block"))
-		late := time.Since(start) - d
-		t.Logf("deadline %v: late by %v (%v)", d, late, err)
-		if err == nil || late > 50*time.Millisecond { // a loaded machine may not run the Client at once
-			t.Errorf("deadline %v: late by %v, %v", d, late, err)
+		var late time.Duration
+		var err error
+		for try := 0; try < 3; try++ {
+			c := dialRings(t, ts.path)
+			c.SetDeadline(time.Now().Add(d))
+			start := time.Now()
+			_, err = c.Call([]byte("block"))
+			late = time.Since(start) - d
+			c.Close()
+			t.Logf("deadline %v: late by %v (%v)", d, late, err)
+			if err != nil && late <= 50*time.Millisecond {
+				break
+			}
 		}
-		c.Close()
+		if err == nil || late > 50*time.Millisecond {
+			t.Errorf("deadline %v: late by %v in each of three tries, %v", d, late, err)
+		}
 	}
 }
 
