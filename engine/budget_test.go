@@ -11,6 +11,43 @@ import (
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
 
+// TestBudgetFullServesOneShot: a git-style request that arrives while the
+// budget is full is served, and the connection holding the most is closed
+// for it, as for a request on a loop; before, a request that a worker was
+// to serve was closed without a reply whenever the budget had no room at
+// that moment (seen once under TestMemoryBudget's attack).
+func TestBudgetFullServesOneShot(t *testing.T) {
+	leakcheck.Check(t)
+	const budget = 8 << 20
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20))
+	if ts.Server.opts.inline {
+		t.Fatal("the test needs requests served on the workers")
+	}
+	// An attacker holds 3 MiB of a request it never ends, and stops.
+	attacker := dialRaw(t, ts.path)
+	chunk := frame.AppendData(nil, make([]byte, 65516))
+	for range 3 << 20 / 65516 {
+		if _, err := attacker.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return ts.Stats().Buffered >= 3<<20 })
+	// The rest of the budget is taken, as by other connections.
+	b := &ts.Server.budget
+	b.makeRoom(b.evictAt()) // the arena's cache goes first
+	fill := b.evictAt() - b.used.Load()
+	b.used.Add(fill)
+	defer b.used.Add(-fill)
+	got, err := Send(context.Background(), ts.path, []byte("ping"))
+	if err != nil || string(got) != "pong" {
+		t.Fatalf("a ping while the budget is full: %q, %v", got, err)
+	}
+	readAll(t, attacker) // fails the test unless the server closes it
+	if n := ts.Stats().BudgetClosed; n != 1 {
+		t.Errorf("%d connections closed for the budget, want the attacker alone", n)
+	}
+}
+
 // TestMemoryBudget: connections that send large requests without ever
 // ending them are closed, largest first, once together they would pass the
 // budget; what the server buffers stays within it; a client with an

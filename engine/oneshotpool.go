@@ -105,10 +105,12 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	c.req.B = append(c.req.B[:0], msg...) // msg lies in the accept loop's buffers
 	c.reqMsg = c.req.B
 	// The copy waits for a worker: the memory budget covers the buffer
-	// holding it, and a request it has no room for is closed without a
-	// reply, as one over the queue would be.
-	if !s.budget.makeRoom(int64(cap(c.req.B))) {
-		s.stats.budgetClosed.Add(1)
+	// holding it. Without room, the connection that holds the most is
+	// closed for it, as for a connection on a loop (relieve): a small
+	// request is never dropped for a larger one's sake. Only when this
+	// request would be the largest is it closed without a reply, as one
+	// over the queue would be (relieve counts it).
+	if need := int64(cap(c.req.B)); !s.budget.makeRoom(need) && !s.relieve(c, need) {
 		s.dropShot(c, &s.oneshot.sink)
 		return
 	}
