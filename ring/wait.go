@@ -96,8 +96,8 @@ func wait(c cond, word *atomic.Uint32, sp *spinner, dl *deadline) error {
 	if sp.cur > 0 {
 		for i := 1; ; i++ {
 			if ok, err := c.ready(); ok || err != nil {
-				if i < 256 {
-					sp.learn(0)
+				if start.IsZero() {
+					sp.learn(0) // within the first 256 tries
 				} else {
 					sp.learn(time.Since(start))
 				}
