@@ -31,7 +31,10 @@ type pending struct {
 }
 
 // requestQueue is a FIFO of pending requests in a ring that grows to the
-// deepest pipeline seen and is then reused without allocating.
+// deepest pipeline seen and is then reused without allocating. The ring's
+// length is a power of two (or zero), so that an index wraps with a mask:
+// a division, on every push and pop, would cost a round trip more than
+// the rest of the queue's work.
 type requestQueue struct {
 	ring []pending
 	head int
@@ -42,11 +45,11 @@ func (q *requestQueue) push(p pending) {
 	if q.n == len(q.ring) {
 		ring := make([]pending, max(2*len(q.ring), 8))
 		for i := range q.n {
-			ring[i] = q.ring[(q.head+i)%len(q.ring)]
+			ring[i] = *q.at(i)
 		}
 		q.ring, q.head = ring, 0
 	}
-	q.ring[(q.head+q.n)%len(q.ring)] = p
+	*q.at(q.n) = p
 	q.n++
 }
 
@@ -61,24 +64,24 @@ func (q *requestQueue) front() *pending {
 
 // at returns the i-th oldest entry; the pointer is valid until the next
 // push or pop.
-func (q *requestQueue) at(i int) *pending { return &q.ring[(q.head+i)%len(q.ring)] }
+func (q *requestQueue) at(i int) *pending { return &q.ring[(q.head+i)&(len(q.ring)-1)] }
 
 // popBack removes the newest entry.
 func (q *requestQueue) popBack() {
 	q.n--
-	q.ring[(q.head+q.n)%len(q.ring)] = pending{}
+	*q.at(q.n) = pending{}
 }
 
 func (q *requestQueue) pop() {
 	q.ring[q.head] = pending{}
-	q.head = (q.head + 1) % len(q.ring)
+	q.head = (q.head + 1) & (len(q.ring) - 1)
 	q.n--
 }
 
 // fail gives err to every entry written on connection gen that has none.
 func (q *requestQueue) fail(gen uint64, err error) {
 	for i := range q.n {
-		p := &q.ring[(q.head+i)%len(q.ring)]
+		p := q.at(i)
 		if p.gen == gen && p.held == nil && p.err == nil {
 			p.err = err
 		}

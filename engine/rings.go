@@ -559,6 +559,10 @@ func (rc *ringConn) setup(size int) error {
 		return err
 	}
 	defer opts.Doorbell.Close()
+	// Every request is read, by its handler, after the serving
+	// bookkeeping: a wait that ends with one asks for its lines at once.
+	// (The Client reads a reply in place only if its caller looks.)
+	opts.Prefetch = true
 	if rc.in, err = ring.NewReader(reqF, opts); err != nil {
 		return err
 	}

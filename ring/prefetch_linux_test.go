@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 // TestReaderPrefetchRange: Reader.Prefetch asks only for lines of the data area that
@@ -68,4 +69,51 @@ func TestReaderPrefetchRange(t *testing.T) {
 		t.Fatal("a corrupt ring still reports a range")
 	}
 	r.Prefetch() // after the corruption: a no-op
+}
+
+// TestPrefetchOption: with Options.Prefetch, a Spin or Sleep that ends
+// with a record asks for it and returns as without; on a header that
+// announces more than the area holds it touches nothing outside the
+// mapping, and Next then reports the corruption.
+func TestPrefetchOption(t *testing.T) {
+	checkLeaks(t)
+	for _, how := range []string{"spin", "sleep"} {
+		t.Run(how, func(t *testing.T) {
+			const capacity = 64 << 10
+			w, r := newPair(t, capacity, &Options{Prefetch: true})
+			if !r.prefetch {
+				t.Fatal("Options.Prefetch not taken")
+			}
+			wait := func() bool {
+				if how == "spin" {
+					return r.Spin()
+				}
+				return r.Sleep(time.Second)
+			}
+			msg := make([]byte, 3000)
+			msg[2999] = 7
+			if err := w.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if !wait() {
+				t.Fatal("no record after a wait")
+			}
+			p, _, err := r.Next()
+			if err != nil || len(p) != len(msg) || p[2999] != 7 {
+				t.Fatalf("Next after the wait: %d bytes, %v", len(p), err)
+			}
+			r.Release()
+
+			at := r.head + capacity - 256 - r.head&r.s.mask
+			r.head = at // as if the records before had been read
+			putRecord(r.s, at, 1<<30, 0)
+			if !wait() {
+				t.Fatal("a wait on a published (oversized) header reports nothing")
+			}
+			var ce *CorruptError
+			if _, _, err := r.Next(); !errors.As(err, &ce) {
+				t.Fatalf("Next on the oversized header: %v, want a CorruptError", err)
+			}
+		})
+	}
 }

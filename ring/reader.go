@@ -24,9 +24,12 @@ type Reader struct {
 	// held says that the mapping is pinned by Hold: Ready takes no
 	// reference of its own.
 	held bool
-	err  error // sticky: the ring is corrupt
-	spin spinner
-	dl   deadline
+	// prefetch: a wait that ends with a record asks for its lines
+	// (Options.Prefetch).
+	prefetch bool
+	err      error // sticky: the ring is corrupt
+	spin     spinner
+	dl       deadline
 }
 
 // Options tunes a side of a ring.
@@ -43,6 +46,17 @@ type Options struct {
 	// the caller may close this one. Nil: a peer waiting on a doorbell is
 	// never woken, so both owners must agree on it.
 	Doorbell *os.File
+
+	// Prefetch makes a Reader's Spin and Sleep, when they end with a
+	// record at the head, ask for the record's further cache lines (as
+	// Prefetch does) before they return: for an owner that reads every
+	// record it waited for, after some bookkeeping of its own, the lines
+	// travel from the writer's processor during that bookkeeping rather
+	// than one after the other when it reads them. An owner that may leave
+	// a record unread (a reply it hands on without looking) should not set
+	// it: the lines would travel for nothing, and the writer would have to
+	// take them back. Writers ignore it.
+	Prefetch bool
 }
 
 func newReader(s *shared, opts *Options) (*Reader, error) {
@@ -50,7 +64,7 @@ func newReader(s *shared, opts *Options) (*Reader, error) {
 	if opts != nil {
 		o = *opts
 	}
-	r := &Reader{s: s, spin: newSpinner(o.Spin)}
+	r := &Reader{s: s, spin: newSpinner(o.Spin), prefetch: o.Prefetch}
 	r.head = s.head.Load()
 	if r.head%recordHeader != 0 {
 		// Records start on eight-byte boundaries, and their headers are
@@ -181,6 +195,12 @@ func (r *Reader) Prefetch() {
 		}
 		defer r.s.release()
 	}
+	r.prefetchHead()
+}
+
+// prefetchHead asks for the lines of the record at the head, on a
+// reference the caller holds.
+func (r *Reader) prefetchHead() {
 	if start, end, ok := r.prefetchRange(); ok {
 		prefetchRead(&r.s.data[start], uintptr(end-start))
 	}
@@ -246,7 +266,16 @@ func (r *Reader) Spin() bool {
 		return true
 	}
 	defer r.s.release()
-	return spinOnly(r, &r.spin)
+	return r.waited(spinOnly(r, &r.spin))
+}
+
+// waited is the end of a wait that reports ok, on the owner's reference:
+// with Options.Prefetch, a record found at the head is asked for.
+func (r *Reader) waited(ok bool) bool {
+	if ok && r.prefetch {
+		r.prefetchHead()
+	}
+	return ok
 }
 
 // Release gives the record returned by Next back to the writer. Without a

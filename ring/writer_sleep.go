@@ -22,7 +22,7 @@ func (r *Reader) Sleep(d time.Duration) bool {
 		return true
 	}
 	defer r.s.release()
-	return sleep(r, r.s.rpark, d)
+	return r.waited(sleep(r, r.s.rpark, d))
 }
 
 // Sleep waits for Reserve(n) to have room by sleeping on the ring's
