@@ -98,6 +98,7 @@ type Client struct {
 	rout          *ring.Writer
 	rin           *ring.Reader
 	rchunk        int
+	rcounted      bool   // the rings are counted in ringClients (copy.go); under mu
 	rstage        bool   // writeRing stages a request's last record (Queue)
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)

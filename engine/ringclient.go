@@ -117,6 +117,8 @@ func (c *Client) mapRings(fds []int) error {
 		return ErrClientClosed
 	}
 	c.rout, c.rin = out, in
+	c.rcounted = true
+	ringClients.Add(1)
 	if c.rwait.wake == nil {
 		c.rwait.wake = make(chan struct{}, 1)
 	}
@@ -147,6 +149,10 @@ func (c *Client) interruptRingsLocked() {
 	if c.rout != nil {
 		_ = c.rout.Close()
 		_ = c.rin.Close()
+	}
+	if c.rcounted {
+		c.rcounted = false
+		ringClients.Add(-1)
 	}
 }
 
@@ -180,7 +186,7 @@ func (c *Client) writeRing(req []byte) error {
 		if err != nil {
 			return err
 		}
-		copy(dst, req[off:off+n])
+		copyMessage(dst, req[off:off+n], int(ringClients.Load()))
 		if c.rmark {
 			c.rout.Mark()
 		}

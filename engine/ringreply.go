@@ -76,7 +76,7 @@ func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 			w.err = err
 			return done, err
 		}
-		copy(dst, p[done:done+n])
+		copyMessage(dst, p[done:done+n], int(w.ring.s.rings.live.Load()))
 		w.rlen = n
 		done += n
 	}

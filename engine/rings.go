@@ -209,7 +209,8 @@ func grantRing(n, most int) int {
 // ends; closed is set once, by the server's Close, after which nothing
 // enters or is added, and every connection in conns has been killed.
 // spinning and waiting (atomics) count the goroutines spinning now and
-// waiting for a request now.
+// waiting for a request now; live (atomic) is a copy of count, stored
+// under mu whenever count changes, for readers that do not take mu.
 type ringSet struct {
 	spinMax  int32 // the spin budget: half of GOMAXPROCS when the server was made, at least one
 	mu       sync.Mutex
@@ -219,6 +220,7 @@ type ringSet struct {
 	wg       sync.WaitGroup
 	spinning atomic.Int32
 	waiting  atomic.Int32 // goroutines waiting for a request now
+	live     atomic.Int32 // count, for readers without mu (copyMessage)
 	watch    ringWatch    // for the waits in a crowd (idle: the ring spin)
 	watchOK  bool         // waits may use watch: the ring spin is on, and GOMAXPROCS > 1
 }
@@ -230,6 +232,7 @@ func (rs *ringSet) enter(limit int) bool {
 		return false
 	}
 	rs.count++
+	rs.live.Store(int32(rs.count))
 	rs.wg.Add(1)
 	return true
 }
@@ -253,6 +256,7 @@ func (rs *ringSet) leave(rc *ringConn) {
 	rs.mu.Lock()
 	delete(rs.conns, rc)
 	rs.count--
+	rs.live.Store(int32(rs.count))
 	rs.mu.Unlock()
 	rs.wg.Done()
 }
