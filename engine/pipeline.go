@@ -99,6 +99,9 @@ type Client struct {
 	rin           *ring.Reader
 	rchunk        int
 	rcounted      bool   // the rings are counted in ringClients (copy.go); under mu
+	rtaken        []byte // the reply ring's record a spin took (waitRingReply), while rhasTaken, for nextReply
+	rtakenMore    bool
+	rhasTaken     bool
 	rstage        bool   // writeRing stages a request's last record (Queue)
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)

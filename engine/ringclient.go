@@ -280,8 +280,8 @@ func (c *Client) giveBackReply() bool {
 	return false
 }
 
-// nextReply waits for the next record of the reply ring and takes it.
-// The ring's deadline lies in the past, so Next never sleeps in the ring:
+// nextReply waits for the next record of the reply ring and takes it (or
+// the one the wait's spin took, rtaken). The ring's deadline lies in the past, so Next never sleeps in the ring:
 // when it finds nothing after all (a server that changed its mind between
 // Arm and Next), it reports ErrTimeout, and the wait goes back to the
 // socket.
@@ -289,6 +289,11 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 	for stale := 0; ; stale++ {
 		if err := c.waitRingReply(); err != nil {
 			return nil, false, err
+		}
+		if c.rhasTaken {
+			p, more := c.rtaken, c.rtakenMore
+			c.rtaken, c.rhasTaken = nil, false
+			return p, more, nil
 		}
 		p, more, err := c.rin.Next()
 		if err != ring.ErrTimeout {
@@ -302,7 +307,9 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 
 // waitRingReply waits until the reply ring has a record (or an error) to
 // give: a spin within the process's budget, a short sleep on the ring's
-// futex within the sleepers' budget (rings.go), then the socket.
+// futex within the sleepers' budget (rings.go), then the socket. A spin
+// that ends with a record takes it (rtaken, for nextReply): the spin's
+// hold on the mapping becomes the lease.
 func (c *Client) waitRingReply() error {
 	crowd := waiting.Add(1) > ringCrowd
 	defer waiting.Add(-1)
@@ -321,9 +328,10 @@ func (c *Client) waitRingReply() error {
 		}
 	}
 	if c.ringSpin() {
-		ok := c.rin.Spin()
+		p, more, ok := c.rin.SpinNext()
 		spinners.Add(-1)
 		if ok {
+			c.rtaken, c.rtakenMore, c.rhasTaken = p, more, true
 			return nil
 		}
 	}

@@ -425,8 +425,9 @@ type ringConn struct {
 	start   int64 // when the current handler started
 
 	// next is the request ring's next record, taken when the last request
-	// gave its record back (ReleaseNext) and not yet served: held, while
-	// hasNext, under the lease. served counts requests not yet added to
+	// gave its record back (ReleaseNext) or by the spin that waited for it
+	// (waitRequest), and not yet served: held, while hasNext, under the
+	// lease. served counts requests not yet added to
 	// the server's statistics.
 	next     []byte
 	nextMore bool
@@ -715,12 +716,17 @@ func (rc *ringConn) readRequest(p []byte, more bool, err error) (req []byte, lea
 }
 
 // nextRecord takes the next record of the request ring, which
-// waitRequest said is there. The ring's deadline lies in the past, so Next
-// never sleeps in the ring: when it finds nothing after all (a client that
-// changed the ring between Arm and Next), it reports ErrTimeout, and the
-// wait goes back to the socket.
+// waitRequest said is there, or took (next). The ring's deadline lies in
+// the past, so Next never sleeps in the ring: when it finds nothing after
+// all (a client that changed the ring between Arm and Next), it reports
+// ErrTimeout, and the wait goes back to the socket.
 func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 	for stale := 0; ; stale++ {
+		if rc.hasNext {
+			p, more := rc.next, rc.nextMore
+			rc.next, rc.hasNext = nil, false
+			return p, more, nil
+		}
 		p, more, err := rc.in.Next()
 		if err != ring.ErrTimeout {
 			return p, more, err
@@ -737,7 +743,8 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 // waitRequest waits until the request ring has a record (or an error) to
 // give: in a crowd of waits (more than ringCrowd), in the server's watch
 // (ringWatch); else a short spin and, alone, a short sleep on the ring's
-// futex; then the socket.
+// futex; then the socket. A spin that ends with a record takes it (next,
+// for nextRecord): the spin's hold on the mapping becomes the lease.
 func (rc *ringConn) waitRequest() error {
 	rs := &rc.s.rings
 	crowd := rs.waiting.Add(1) > ringCrowd
@@ -754,9 +761,10 @@ func (rc *ringConn) waitRequest() error {
 		}
 	}
 	if rs.spin() {
-		ok := rc.in.Spin()
+		p, more, ok := rc.in.SpinNext()
 		rs.unspin()
 		if ok {
+			rc.next, rc.nextMore, rc.hasNext = p, more, true
 			return nil
 		}
 	}

@@ -417,3 +417,69 @@ func TestReaderReady(t *testing.T) {
 		t.Fatal("not Ready after Close (Next returns ErrClosed at once)")
 	}
 }
+
+// TestSpinNext: SpinNext takes the record a spin finds, flags and mark
+// as Next gives them, and holds nothing when it takes none: on an empty
+// ring, with a lease held, on a corrupt header (Next then reports it) and
+// once the side is closed, when the mapping goes with the last Release.
+func TestSpinNext(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, &Options{Spin: 50 * time.Microsecond})
+	if _, _, ok := r.SpinNext(); ok || r.lease != 0 {
+		t.Fatalf("SpinNext on an empty ring: ok %v, lease %d", ok, r.lease)
+	}
+	b, _ := w.Reserve(2)
+	copy(b, "ab")
+	w.Mark()
+	w.Commit(2, true)
+	b, _ = w.Reserve(1)
+	b[0] = 'c'
+	w.Commit(1, false)
+	p, more, ok := r.SpinNext()
+	if !ok || string(p) != "ab" || !more || !r.Marked() {
+		t.Fatalf("SpinNext = %q, more %v, ok %v, marked %v; want \"ab\", more, marked", p, more, ok, r.Marked())
+	}
+	if _, _, ok := r.SpinNext(); ok {
+		t.Fatal("SpinNext with a lease held took a record")
+	}
+	r.Release()
+	p, more, ok = r.SpinNext()
+	if !ok || string(p) != "c" || more || r.Marked() {
+		t.Fatalf("SpinNext = %q, more %v, ok %v, marked %v; want \"c\"", p, more, ok, r.Marked())
+	}
+	r.Release()
+	if got := r.s.head.Load(); got != r.head {
+		t.Fatalf("shared head %d, reader's %d", got, r.head)
+	}
+
+	// A scribbled header: nothing taken, and Next says why.
+	putRecord(r.s, r.head, 1<<30, 0)
+	if _, _, ok := r.SpinNext(); ok || r.lease != 0 {
+		t.Fatal("SpinNext took an oversized record")
+	}
+	var ce *CorruptError
+	if _, _, err := r.Next(); !errors.As(err, &ce) {
+		t.Fatalf("Next after it: %v, want a CorruptError", err)
+	}
+
+	// Closed from another goroutine while a taken record is held: the
+	// mapping stays until Release, then goes (checkLeaks).
+	w2, r2 := newPair(t, MinCapacity, &Options{Spin: 50 * time.Microsecond})
+	if err := w2.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	p, _, ok = r2.SpinNext()
+	if !ok || string(p) != "x" {
+		t.Fatalf("SpinNext = %q, %v", p, ok)
+	}
+	done := make(chan struct{})
+	go func() { r2.Close(); close(done) }()
+	<-done
+	if p[0] != 'x' {
+		t.Fatal("the record changed under its lease")
+	}
+	r2.Release()
+	if _, _, ok := r2.SpinNext(); ok {
+		t.Fatal("SpinNext after Close took a record")
+	}
+}
