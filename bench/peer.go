@@ -72,6 +72,23 @@ func Lookup(name string) (PeerInfo, bool) {
 	return PeerInfo{}, false
 }
 
+// sharedMemoryRuns are the peers that run last in each round of a case,
+// one right after the other: the shared-memory peers, whose rows are
+// compared with each other and whose times follow how the machine
+// places its processors, which can change within seconds. Run next to
+// each other, the compared runs more often meet the machine alike.
+var sharedMemoryRuns = []string{"c-shm", "pktipc-shm", "shmipc", "pktipc-shm-park"}
+
+// runOrder is name's turn within a round of a case: its table order
+// (peerOrder), but the peers of sharedMemoryRuns after every other, in
+// that list's order.
+func runOrder(name string) int {
+	if i := slices.Index(sharedMemoryRuns, name); i >= 0 {
+		return len(peers) + 1 + i
+	}
+	return peerOrder(name)
+}
+
 // peerOrder is name's position in tables: its index in peers, or past the
 // end for a name that is not there.
 func peerOrder(name string) int {

@@ -220,6 +220,8 @@ func (s Selection) Plan() (*Plan, error) {
 		return nil, err
 	}
 	p.Cases = s.cases(suite)
+	peers = slices.Clone(peers)
+	slices.SortStableFunc(peers, func(a, b PeerInfo) int { return runOrder(a.Name) - runOrder(b.Name) })
 	for _, c := range p.Cases {
 		for round := range p.Rounds {
 			for _, info := range peers {

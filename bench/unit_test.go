@@ -118,6 +118,32 @@ func TestPlanRounds(t *testing.T) {
 	}
 }
 
+// TestPlanRunOrder: in each round the shared-memory peers run last, one
+// after the other, while the plan's peer list keeps table order.
+func TestPlanRunOrder(t *testing.T) {
+	p, err := Selection{Peers: []string{"shmipc", "pktipc-shm", "unix", "c-shm", "pktipc", "c"},
+		Scenarios: []Kind{PingPong}, Sizes: []int{64}, Conns: []int{1}, Rounds: 2}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range p.Runs {
+		got = append(got, fmt.Sprintf("%s %d", r.Peer, r.Round))
+	}
+	var want []string
+	for round := range 2 {
+		for _, name := range []string{"c", "unix", "pktipc", "c-shm", "pktipc-shm", "shmipc"} {
+			want = append(want, fmt.Sprintf("%s %d", name, round))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("runs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if table := []string{"c", "unix", "c-shm", "pktipc", "pktipc-shm", "shmipc"}; !slices.Equal(p.Peers, table) {
+		t.Errorf("peers %v, want table order %v", p.Peers, table)
+	}
+}
+
 // TestKeepMedians: a peer that ran a case in several rounds keeps the run
 // of its median headline (p50 for latency cases, throughput for the
 // others), with every round's headline noted; the ratios are the kept

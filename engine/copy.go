@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -24,14 +25,21 @@ const copyPiece = 512 << 10
 
 // cacheBudget is how many bytes of large messages the process's rings may
 // hold in the cache: half the last-level cache, or zero where its size is
-// unknown (every copy then is Go's own). An atomic only so that tests may
-// change it.
-var cacheBudget atomic.Int64
+// unknown (every copy then is Go's own). It is learnt at the first large
+// copy (budget), not when the package loads; an atomic only so that tests
+// may change it.
+var (
+	cacheBudget atomic.Int64
+	cacheOnce   sync.Once
+)
 
-func init() {
-	if n, err := lastLevelCache(); err == nil {
-		cacheBudget.Store(n / 2)
-	}
+func budget() int64 {
+	cacheOnce.Do(func() {
+		if n, err := lastLevelCache(); err == nil {
+			cacheBudget.Store(n / 2)
+		}
+	})
+	return cacheBudget.Load()
 }
 
 // copyMessage copies src into dst, a record of a ring, and returns the
@@ -40,7 +48,7 @@ func init() {
 // on its rings: while that many fit in cacheBudget, a large message is
 // copied in pieces that stay in the cache.
 func copyMessage(dst, src []byte, conns int) int {
-	if len(src) <= copyPiece || len(dst) <= copyPiece || int64(conns)*int64(len(src)) > cacheBudget.Load() {
+	if len(src) <= copyPiece || len(dst) <= copyPiece || int64(conns)*int64(len(src)) > budget() {
 		return copy(dst, src)
 	}
 	n := 0
@@ -53,13 +61,13 @@ func copyMessage(dst, src []byte, conns int) int {
 // ringClients counts the process's Clients with rings mapped: the
 // connections whose requests copyMessage weighs. Each Client adds itself
 // once when its rings are mapped and takes itself out when they are
-// closed (countedRings).
+// closed (Client.rcounted).
 var ringClients atomic.Int32
 
 // parseCacheSize parses a sysfs cache size: a number of bytes with an
 // optional K, M or G suffix ("32768K").
-func parseCacheSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
+func parseCacheSize(size string) (int64, error) {
+	s := strings.TrimSpace(size)
 	mult := int64(1)
 	switch {
 	case strings.HasSuffix(s, "K"):
@@ -71,7 +79,7 @@ func parseCacheSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 || n > 1<<40/mult {
-		return 0, fmt.Errorf("engine: cache size %q", s)
+		return 0, fmt.Errorf("engine: cache size %q", size)
 	}
 	return n * mult, nil
 }

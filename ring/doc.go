@@ -71,16 +71,17 @@
 // woken by Close: its own loop closes the side, or sees it closed.
 //
 // An owner with a poller of its own (Go's netpoller, an event loop) does
-// not sleep in the futex for long: Spin spins without parking, Sleep
-// sleeps on the futex for a bounded while (a peer that answers within it
-// wakes the owner with one futex call, cheaper on both sides than a
-// byte), and Arm asks the peer to ring a doorbell instead: a socket that
-// the peer writes a byte to when it finds the side armed
-// (Options.Doorbell), such as the connection the ring came on. An owner
-// that serves many rings from one goroutine calls Arm on each side it
-// serves, and when none is ready it waits on one Doorbell (NewDoorbell).
-// Any number of rings can share a doorbell, and the doorbell reads end of
-// file when the peer holding its other end has gone.
+// not sleep in the futex for long: Spin spins without parking (SpinNext
+// also takes the record it finds), Sleep sleeps on the futex for a
+// bounded while (a peer that answers within it wakes the owner with one
+// futex call, cheaper on both sides than a byte), and Arm asks the peer
+// to ring a doorbell instead: a socket that the peer writes a byte to
+// when it finds the side armed (Options.Doorbell), such as the connection
+// the ring came on. An owner that serves many rings from one goroutine
+// calls Arm on each side it serves, and when none is ready it waits on
+// one Doorbell (NewDoorbell). Any number of rings can share a doorbell,
+// and the doorbell reads end of file when the peer holding its other end
+// has gone.
 //
 // # Messages
 //
