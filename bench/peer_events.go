@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pktipc/pktipc/events"
+	"github.com/pktipc/pktipc/uds"
 )
 
 // The pktipc-events peer: LibIPC's programming model (package events) on
@@ -114,8 +115,12 @@ type eventsConn struct {
 
 func newEventsConn(ctx context.Context, socket string) (*eventsConn, error) {
 	dir, name := eventsService(socket)
-	// The client spins as the engine's does by default.
-	loop, err := events.New(events.WithRunDir(dir), events.WithSpin(50*time.Microsecond))
+	// The client spins as the engine's does by default. A client of a
+	// thousand that finds the server's backlog full (they all dial at
+	// once, and one loop accepts them) waits, as git's clients may, rather
+	// than failing the run.
+	loop, err := events.New(events.WithRunDir(dir), events.WithSpin(50*time.Microsecond),
+		events.WithDialOptions(uds.WaitIfBusy()))
 	if err != nil {
 		return nil, err
 	}
