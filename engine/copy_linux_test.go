@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -43,16 +42,7 @@ func TestRingsCachedCopies(t *testing.T) {
 	if got := ringClients.Load(); got != before+1 {
 		t.Fatalf("ringClients %d with rings mapped, want %d", got, before+1)
 	}
-	for i, n := range []int{copyPiece + 1, 3*copyPiece + 7, 2 << 20} {
-		req := pattern(n, i)
-		got, err := c.Call(req)
-		if err != nil {
-			t.Fatalf("Call(%d bytes): %v", n, err)
-		}
-		if !bytes.Equal(got, req) {
-			t.Fatalf("Call(%d bytes): reply of %d bytes differs", n, len(got))
-		}
-	}
+	callEcho(t, c, copyPiece+1, 3*copyPiece+7, 2<<20)
 	done := make(chan struct{})
 	go func() { // Close from another goroutine, the owner idle
 		defer close(done)

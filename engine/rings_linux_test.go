@@ -38,16 +38,11 @@ func dialRings(t testing.TB, path string, opts ...ClientOption) *Client {
 	return c
 }
 
-func TestRingsRoundTrip(t *testing.T) {
-	leakcheck.Check(t)
-	ts := startServer(t, HandlerFunc(echoRaw), withRings)
-	c := dialRings(t, ts.path)
-	if !c.Rings() || !c.Persistent() {
-		t.Fatalf("Rings() = %v, Persistent() = %v; want both true", c.Rings(), c.Persistent())
-	}
-	// Sizes around a record (32 KiB less a header in a 64 KiB ring) and
-	// far beyond the ring, which stream through it in pieces.
-	for i, n := range []int{0, 1, 64, 4096, 32<<10 - 8, 32<<10 - 7, 1 << 16, 1<<20 + 3} {
+// callEcho calls c with a request of each size, against an echo
+// handler, and checks each reply.
+func callEcho(t *testing.T, c *Client, sizes ...int) {
+	t.Helper()
+	for i, n := range sizes {
 		req := pattern(n, i)
 		got, err := c.Call(req)
 		if err != nil {
@@ -57,6 +52,18 @@ func TestRingsRoundTrip(t *testing.T) {
 			t.Fatalf("Call(%d bytes): reply of %d bytes differs", n, len(got))
 		}
 	}
+}
+
+func TestRingsRoundTrip(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	c := dialRings(t, ts.path)
+	if !c.Rings() || !c.Persistent() {
+		t.Fatalf("Rings() = %v, Persistent() = %v; want both true", c.Rings(), c.Persistent())
+	}
+	// Sizes around a record (32 KiB less a header in a 64 KiB ring) and
+	// far beyond the ring, which stream through it in pieces.
+	callEcho(t, c, 0, 1, 64, 4096, 32<<10-8, 32<<10-7, 1<<16, 1<<20+3)
 	c.Close()
 	waitFor(t, func() bool { return ts.Stats().Open == 0 })
 }

@@ -47,15 +47,15 @@ type Options struct {
 	// never woken, so both owners must agree on it.
 	Doorbell *os.File
 
-	// Prefetch makes a Reader's Spin and Sleep, when they end with a
-	// record at the head, ask for the record's further cache lines (as
-	// Prefetch does) before they return: for an owner that reads every
-	// record it waited for, after some bookkeeping of its own, the lines
-	// travel from the writer's processor during that bookkeeping rather
-	// than one after the other when it reads them. An owner that may leave
-	// a record unread (a reply it hands on without looking) should not set
-	// it: the lines would travel for nothing, and the writer would have to
-	// take them back. Writers ignore it.
+	// Prefetch makes a Reader's Spin, SpinNext and Sleep, when they end
+	// with a record at the head, ask for the record's next cache lines
+	// (up to 512 bytes of them) before they return: for an owner that
+	// reads every record it waited for, after some bookkeeping of its own,
+	// the lines travel from the writer's processor during that bookkeeping
+	// rather than one after the other when it reads them. An owner that
+	// may leave a record unread (a reply it hands on without looking)
+	// should not set it: the lines would travel for nothing, and the
+	// writer would have to take them back. Writers ignore it.
 	Prefetch bool
 }
 
@@ -195,14 +195,14 @@ func (r *Reader) Prefetch() {
 		}
 		defer r.s.release()
 	}
-	r.prefetchHead()
+	r.prefetchHead(readPrefetchMax)
 }
 
-// prefetchHead asks for the lines of the record at the head, on a
-// reference the caller holds.
-func (r *Reader) prefetchHead() {
+// prefetchHead asks for the lines of the record at the head, at most
+// limit bytes of them, on a reference the caller holds.
+func (r *Reader) prefetchHead(limit uint64) {
 	if start, end, ok := r.prefetchRange(); ok {
-		prefetchRead(&r.s.data[start], uintptr(end-start))
+		prefetchRead(&r.s.data[start], uintptr(min(end, start+limit)-start))
 	}
 }
 
@@ -230,6 +230,13 @@ func (r *Reader) prefetchRange() (start, end uint64, ok bool) {
 // the processor's own prefetcher keeps ahead of a reader that copies the
 // record from its start.
 const readPrefetchMax = 16 << 10
+
+// waitPrefetchMax bounds what a wait asks for (Options.Prefetch): the
+// lines of a small record, which its reader would otherwise take one at a
+// time. More would hold the owner in the prefetch instructions once the
+// processor's outstanding misses are at their limit, where the owner
+// should be doing its bookkeeping, and its copy finds the rest anyway.
+const waitPrefetchMax = 512
 
 // Hold pins the mapping for a run of Ready calls, so that each of them is
 // only loads: a reference taken and dropped per look is an atomic write
@@ -307,7 +314,7 @@ func (r *Reader) take() (p []byte, more, ok bool) {
 // with Options.Prefetch, a record found at the head is asked for.
 func (r *Reader) waited(ok bool) bool {
 	if ok && r.prefetch {
-		r.prefetchHead()
+		r.prefetchHead(waitPrefetchMax)
 	}
 	return ok
 }
