@@ -281,10 +281,10 @@ func (c *Client) giveBackReply() bool {
 }
 
 // nextReply waits for the next record of the reply ring and takes it (or
-// the one the wait's spin took, rtaken). The ring's deadline lies in the past, so Next never sleeps in the ring:
-// when it finds nothing after all (a server that changed its mind between
-// Arm and Next), it reports ErrTimeout, and the wait goes back to the
-// socket.
+// the one the wait's spin took, rtaken). The ring's deadline lies in the
+// past, so Next never sleeps in the ring: when it finds nothing after all
+// (a server that changed its mind between Arm and Next), it reports
+// ErrTimeout, and the wait goes back to the socket.
 func (c *Client) nextReply() ([]byte, bool, error) {
 	for stale := 0; ; stale++ {
 		if err := c.waitRingReply(); err != nil {

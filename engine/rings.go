@@ -427,8 +427,8 @@ type ringConn struct {
 	// next is the request ring's next record, taken when the last request
 	// gave its record back (ReleaseNext) or by the spin that waited for it
 	// (waitRequest), and not yet served: held, while hasNext, under the
-	// lease. served counts requests not yet added to
-	// the server's statistics.
+	// lease. served counts requests not yet added to the server's
+	// statistics.
 	next     []byte
 	nextMore bool
 	hasNext  bool
