@@ -43,12 +43,14 @@ func budget() int64 {
 }
 
 // copyMessage copies src into dst, a record of a ring, and returns the
-// number of bytes copied, as copy does. conns is how many ring
-// connections the process has, each of which may hold a message as large
-// on its rings: while that many fit in cacheBudget, a large message is
-// copied in pieces that stay in the cache.
-func copyMessage(dst, src []byte, conns int) int {
-	if len(src) <= copyPiece || len(dst) <= copyPiece || int64(conns)*int64(len(src)) > budget() {
+// number of bytes copied, as copy does. conns counts the process's ring
+// connections, each of which may hold a message as large on its rings:
+// while that many fit in cacheBudget, a large message is copied in pieces
+// that stay in the cache. conns is read for large messages only: the
+// counter's line is written by other goroutines, and a small message
+// should not pay for a look at it.
+func copyMessage(dst, src []byte, conns *atomic.Int32) int {
+	if len(src) <= copyPiece || len(dst) <= copyPiece || int64(conns.Load())*int64(len(src)) > budget() {
 		return copy(dst, src)
 	}
 	n := 0

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"sync/atomic"
 	"testing"
 )
 
@@ -21,13 +22,15 @@ func TestCopyMessage(t *testing.T) {
 			if d < 0 {
 				continue
 			}
-			for _, conns := range []int{1, 1 << 30} {
+			for _, c := range []int32{1, 1 << 30} {
+				var conns atomic.Int32
+				conns.Store(c)
 				src := pattern(n, n+d)
 				want := make([]byte, d)
 				wn := copy(want, src)
 				got := make([]byte, d)
-				if gn := copyMessage(got, src, conns); gn != wn || !bytes.Equal(got, want) {
-					t.Fatalf("%d bytes into %d, %d conns: copied %d (want %d), equal %v", n, d, conns, gn, wn, bytes.Equal(got, want))
+				if gn := copyMessage(got, src, &conns); gn != wn || !bytes.Equal(got, want) {
+					t.Fatalf("%d bytes into %d, %d conns: copied %d (want %d), equal %v", n, d, c, gn, wn, bytes.Equal(got, want))
 				}
 			}
 		}

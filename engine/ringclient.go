@@ -186,7 +186,7 @@ func (c *Client) writeRing(req []byte) error {
 		if err != nil {
 			return err
 		}
-		copyMessage(dst, req[off:off+n], int(ringClients.Load()))
+		copyMessage(dst, req[off:off+n], &ringClients)
 		if c.rmark {
 			c.rout.Mark()
 		}

@@ -76,7 +76,7 @@ func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 			w.err = err
 			return done, err
 		}
-		copyMessage(dst, p[done:done+n], int(w.ring.s.rings.live.Load()))
+		copyMessage(dst, p[done:done+n], &w.ring.s.rings.live)
 		w.rlen = n
 		done += n
 	}
