@@ -18,7 +18,12 @@ import (
 // seven eighths of the limit, the connection holding the most is closed (or
 // refused a larger buffer, if it is the one asking); a smaller one is never
 // closed for a larger one's sake. The last eighth holds the buffers of
-// connections already closed, until their loops release them.
+// connections already closed, until their loops release them: a loop may
+// read for many other connections before it gets to the close, and under a
+// crowd of large requests several closes can be on their way at once. So
+// what they hold is counted until it is released, and where one more would
+// pass the last eighth, the connection asking is refused instead: the
+// limit bounds what the server holds, not only what it counts.
 //
 // Large gathering buffers come from the budget's arena, by powers of two,
 // mapped outside the Go heap where the platform allows (arenaAlloc): a
@@ -60,15 +65,23 @@ const (
 //
 // Invariant: used is the sum of every open connection's conn.held, each
 // added and removed by atomic deltas by the connection's loop (account,
-// onClose) or by the evictor, which swaps a victim's held to -1 and
-// subtracts what it held; a connection whose held is -1 never adds again.
-// Under mu: cached is the bytes in free, and used + cached stays within
-// limit except for the transient overshoot of one buffer while an evicted
-// connection closes. Every buffer in free came from arenaAlloc and is
+// onClose) or by the evictor, which swaps a victim's held from h to
+// evictedHeld(h) and moves h from used to releasing; a connection whose
+// held is negative never adds again. Its loop's onClose swaps held to -1
+// and, once it has released its buffers, subtracts what was evicted from
+// releasing. The evictor adds to releasing only while the sum stays within
+// limit/closingShare, or to nothing. Under mu: cached is the bytes in
+// free, and used + cached stays within evictAt when new memory is taken
+// (makeRoomLocked), so used + cached + releasing stays within limit but
+// for the transient overshoot of one loop's read and a lone victim larger
+// than the share. Every buffer in free came from arenaAlloc and is
 // released with arenaFree when dropped.
 type memBudget struct {
 	limit int64
 	used  atomic.Int64
+	// releasing: bytes of connections closed for the budget whose loops
+	// have not yet released them.
+	releasing atomic.Int64
 
 	mu     sync.Mutex
 	free   [arenaClasses][][]byte
@@ -274,16 +287,38 @@ func gnetHeld(n int) int {
 	return 1 << bits.Len(uint(n-1))
 }
 
-// unaccount takes c out of the budget; it runs in OnClose.
-func (c *conn) unaccount() {
-	if old := c.held.Swap(-1); old > 0 {
+// evictedHeld is the held of a connection closed for the budget while it
+// held h bytes: negative, as for any connection that must not add again,
+// and telling its loop how much it is to release.
+func evictedHeld(h int64) int64 { return -1 - h }
+
+// unaccount takes c out of the budget and returns the bytes of it that an
+// evictor counted as releasing (0 if none), for onClose to subtract once it
+// released its buffers (released). It runs in OnClose.
+func (c *conn) unaccount() int64 {
+	old := c.held.Swap(-1)
+	if old > 0 {
 		c.s.budget.used.Add(-old)
+		return 0
+	}
+	return -1 - old
+}
+
+// released ends the count of n bytes from unaccount, once they are back
+// in the arena or unmapped. Any goroutine.
+func (b *memBudget) released(n int64) {
+	if n > 0 {
+		b.releasing.Add(-n)
 	}
 }
 
 // relieve makes room in the budget by closing the connection that holds
 // the most, unless that is c, which then gets false (it must close, or do
-// without the need more bytes it asked for). Any goroutine.
+// without the need more bytes it asked for). c gets false as well while
+// connections already closed for the budget have yet to release so much
+// that the victim's bytes would not fit beside them in the share kept for
+// them (a victim alone may pass it): until its loop gets to the close, a
+// victim's buffers stay in memory. Any goroutine.
 func (s *Server) relieve(c *conn, need int64) bool {
 	var victim *conn
 	var most int64
@@ -299,10 +334,16 @@ func (s *Server) relieve(c *conn, need int64) bool {
 		s.stats.budgetClosed.Add(1)
 		return false
 	}
-	if !victim.held.CompareAndSwap(most, -1) {
+	b := &s.budget
+	if r := b.releasing.Load(); r > 0 && r+most > b.limit/closingShare {
+		s.stats.budgetClosed.Add(1)
+		return false
+	}
+	if !victim.held.CompareAndSwap(most, evictedHeld(most)) {
 		return true // it changed: its loop will look again
 	}
-	s.budget.used.Add(-most)
+	b.releasing.Add(most)
+	b.used.Add(-most)
 	s.stats.budgetClosed.Add(1)
 	_ = victim.gc.Close()
 	return true

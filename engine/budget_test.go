@@ -65,8 +65,8 @@ func TestMemoryBudget(t *testing.T) {
 	sample := func() {
 		peakMu.Lock()
 		defer peakMu.Unlock()
-		if st := ts.Stats(); st.Buffered+st.BufferCache > peak {
-			peak = st.Buffered + st.BufferCache
+		if st := ts.Stats(); st.Buffered+st.BufferCache+st.BufferReleasing > peak {
+			peak = st.Buffered + st.BufferCache + st.BufferReleasing
 		}
 	}
 	for range attackers {
@@ -111,8 +111,52 @@ func TestMemoryBudget(t *testing.T) {
 	if slack := int64(2 * readBufferCap); peak > budget+slack {
 		t.Fatalf("buffered %d bytes at peak, budget %d", peak, budget)
 	}
-	waitFor(t, func() bool { st := ts.Stats(); return st.Open == 0 && st.Buffered == 0 })
+	waitFor(t, func() bool { st := ts.Stats(); return st.Open == 0 && st.Buffered == 0 && st.BufferReleasing == 0 })
 	waitFor(t, func() bool { return ts.Stats().BufferCache <= arenaKeep })
+}
+
+// TestBudgetCountsReleasing: the bytes of a connection closed for the
+// budget count until its loop has released them, and while those of
+// earlier closes fill the share kept for them, a request that needs room
+// is refused rather than another connection closed: its buffers would
+// join the ones not yet released.
+func TestBudgetCountsReleasing(t *testing.T) {
+	leakcheck.Check(t)
+	const budget = 8 << 20
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20))
+	attacker := dialRaw(t, ts.path)
+	chunk := frame.AppendData(nil, make([]byte, 65516))
+	for range 3 << 20 / 65516 {
+		if _, err := attacker.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return ts.Stats().Buffered >= 3<<20 })
+	b := &ts.Server.budget
+	b.makeRoom(b.evictAt())
+	fill := b.evictAt() - b.used.Load()
+	b.used.Add(fill)
+	defer b.used.Add(-fill)
+	// Closes on their way hold the whole share: the attacker's 3 MiB
+	// would not fit beside them.
+	pending := int64(budget / closingShare)
+	b.releasing.Add(pending)
+	if got, err := Send(context.Background(), ts.path, []byte("ping")); err == nil {
+		t.Fatalf("a ping with no room and the closes' share full was served: %q", got)
+	}
+	if st := ts.Stats(); st.BufferReleasing != pending || st.BudgetClosed != 1 {
+		t.Fatalf("releasing %d bytes (want %d), %d closed for the budget (want the ping's refusal)", st.BufferReleasing, pending, st.BudgetClosed)
+	}
+	b.released(pending)
+	got, err := Send(context.Background(), ts.path, []byte("ping"))
+	if err != nil || string(got) != "pong" {
+		t.Fatalf("a ping once the closes were released: %q, %v", got, err)
+	}
+	readAll(t, attacker) // fails the test unless the server closes it
+	if st := ts.Stats(); st.BudgetClosed != 2 {
+		t.Errorf("%d connections closed for the budget, want the ping's refusal and the attacker", st.BudgetClosed)
+	}
+	waitFor(t, func() bool { return ts.Stats().BufferReleasing == 0 })
 }
 
 // TestBudgetSparesSmaller: a connection is never closed for a larger one's

@@ -112,7 +112,7 @@ type conn struct {
 	phaseA   atomic.Int32 // copy of phase for the reaper
 	since    atomic.Int64 // monotonic ns when the current deadline started
 	why      atomic.Int32 // which deadline; the reaper compares since with its timeout
-	held     atomic.Int64 // bytes charged to the memory budget; -1 once evicted or closed (budget.go)
+	held     atomic.Int64 // bytes charged to the memory budget; negative once evicted or closed (budget.go)
 	tailHeld atomic.Int64 // cap of the tail's buffer (tail.go), for the budget
 	expired  atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
 

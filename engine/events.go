@@ -80,7 +80,7 @@ func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
 func (c *conn) onClose(err error) {
 	c.closed.Store(true)
 	c.unwatchWrite()
-	c.unaccount()
+	evicted := c.unaccount()
 	// Whether the loop stopped between messages: with part of one taken
 	// into the assembler, the bytes after it are no request of their own.
 	between := c.asm == nil || c.asm.Truncated(0) == io.EOF
@@ -88,6 +88,7 @@ func (c *conn) onClose(err error) {
 		c.asm.Release()
 	}
 	s := c.s
+	s.budget.released(evicted)
 	// gnet closes on EOF even when the peer only shut down its writing
 	// side; a pooled handler (or a tail's writer) still working for such
 	// a peer gets a duplicate of the socket to finish its reply on, and

@@ -303,7 +303,9 @@ func WithMaxConns(total, perUID int) Option {
 // connections together: requests being read, requests waiting for a
 // worker, replies waiting for their peers, and large buffers kept for
 // reuse (default DefaultMemoryBudget). Past it, the connection holding the
-// most is closed, or refused the larger buffer it asks for (a connection
+// most is closed, or refused the larger buffer it asks for; while the
+// buffers of connections so closed are still being released, the
+// connection asking is refused instead (a connection
 // on rings that gathers a request spanning records is closed when its
 // buffer does not fit). The rings themselves are bounded apart
 // (WithRingLimits). A request whose gathering buffer (a power of two at

@@ -63,6 +63,7 @@ type Stats struct {
 	LobbyClosed      uint64 // ... and were closed: no request in time, or their place taken
 	Buffered         int64  // bytes buffered for connections now (the memory budget's use)
 	BufferCache      int64  // large buffers kept for reuse now
+	BufferReleasing  int64  // bytes of connections closed for the budget that their loops have yet to release
 }
 
 // Stats returns the server's counters. Safe for concurrent use.
@@ -101,5 +102,6 @@ func (s *Server) Stats() Stats {
 		LobbyClosed:      c.lobbyClosed.Load(),
 		Buffered:         s.budget.used.Load(),
 		BufferCache:      s.budget.cachedBytes(),
+		BufferReleasing:  s.budget.releasing.Load(),
 	}
 }
