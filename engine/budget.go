@@ -253,7 +253,10 @@ func (b *memBudget) cachedBytes() int64 {
 // now, and reports false when c must close: it passed the limit and holds
 // more than any other connection. It runs on c's loop.
 func (c *conn) account() bool {
-	h := int64(c.reqHeld+gnetHeld(c.gc.InboundBuffered())+gnetHeld(c.gc.OutboundBuffered())) + c.tailHeld.Load()
+	h := int64(c.reqHeld + gnetHeld(c.gc.InboundBuffered()) + gnetHeld(c.gc.OutboundBuffered()))
+	if c.workerIO != nil {
+		h += c.tailHeld.Load()
+	}
 	if c.asm != nil {
 		h += int64(c.asm.Held())
 	}

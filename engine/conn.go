@@ -92,7 +92,6 @@ type conn struct {
 	cancel context.CancelCauseFunc
 
 	asm        *frame.Assembler
-	persistent bool
 	served     uint64
 	lastWire   int // the wire size of the last whole message read (peekStart)
 	phase      phase
@@ -109,19 +108,19 @@ type conn struct {
 	// its loop, does without it. Its fields are promoted.
 	*workerIO
 
-	phaseA   atomic.Int32 // copy of phase for the reaper
-	since    atomic.Int64 // monotonic ns when the current deadline started
-	why      atomic.Int32 // which deadline; the reaper compares since with its timeout
-	held     atomic.Int64 // bytes charged to the memory budget; negative once evicted or closed (budget.go)
-	tailHeld atomic.Int64 // cap of the tail's buffer (tail.go), for the budget
-	expired  atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
+	phaseA  atomic.Int32 // copy of phase for the reaper
+	why     atomic.Int32 // which deadline; the reaper compares since with its timeout
+	since   atomic.Int64 // monotonic ns when the current deadline started
+	held    atomic.Int64 // bytes charged to the memory budget; negative once evicted or closed (budget.go)
+	expired atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
+	closed  atomic.Bool  // set by OnClose
 
 	// admission's, under its mu (admission.go).
 	counted, inList bool
+	provenLoop      bool // the loop's: admission.prove ran
 	prev, next      *conn
-	provenLoop      bool          // the loop's: admission.prove ran
-	closed          atomic.Bool   // set by OnClose
-	done            chan struct{} // closed by OnClose: wakes a worker waiting for an ack
+
+	done chan struct{} // closed by OnClose: wakes a worker waiting for an ack
 
 	mu         sync.Mutex
 	rescue     *net.UnixConn // set by OnClose when a half-closed peer still awaits a pooled reply
@@ -131,6 +130,10 @@ type conn struct {
 	// shot: a one-shot connection served on a worker (oneshotpool.go),
 	// its state in workerIO.
 	shot bool
+	// persistent: the connection took the persistent handshake. Beside
+	// the other flags, as is pollDrain, which keeps conn small.
+	persistent bool
+	pollDrain  bool // see watch
 
 	// pend holds request bytes the loop read itself (soloWait) and has not
 	// consumed; they come before anything in gnet's inbound buffer. It
@@ -144,8 +147,7 @@ type conn struct {
 
 	// The loop's: the watch for the peer's reads while replies wait for
 	// it (drain.go); pollDrain when there is none and the reaper looks.
-	watch     *writeWatch
-	pollDrain bool
+	watch *writeWatch
 }
 
 // workerIO is the part of a connection's state that only requests served
@@ -178,8 +180,10 @@ type workerIO struct {
 	wf  *os.File
 	wfd int
 
-	// tail holds what the socket did not take of inline replies (tail.go).
-	tail *bytebufferpool.ByteBuffer
+	// tail holds what the socket did not take of inline replies (tail.go);
+	// tailHeld mirrors its capacity for the memory budget.
+	tail     *bytebufferpool.ByteBuffer
+	tailHeld atomic.Int64
 
 	// A one-shot connection served on a worker (conn.shot) has its bare
 	// descriptor in shotFD; the worker's from the hand-off, as is
