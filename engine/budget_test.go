@@ -23,21 +23,7 @@ func TestBudgetFullServesOneShot(t *testing.T) {
 	if ts.Server.opts.inline {
 		t.Fatal("the test needs requests served on the workers")
 	}
-	// An attacker holds 3 MiB of a request it never ends, and stops.
-	attacker := dialRaw(t, ts.path)
-	chunk := frame.AppendData(nil, make([]byte, 65516))
-	for range 3 << 20 / 65516 {
-		if _, err := attacker.Write(chunk); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, func() bool { return ts.Stats().Buffered >= 3<<20 })
-	// The rest of the budget is taken, as by other connections.
-	b := &ts.Server.budget
-	b.makeRoom(b.evictAt()) // the arena's cache goes first
-	fill := b.evictAt() - b.used.Load()
-	b.used.Add(fill)
-	defer b.used.Add(-fill)
+	attacker := fillBudget(t, ts)
 	got, err := Send(context.Background(), ts.path, []byte("ping"))
 	if err != nil || string(got) != "pong" {
 		t.Fatalf("a ping while the budget is full: %q, %v", got, err)
@@ -46,6 +32,27 @@ func TestBudgetFullServesOneShot(t *testing.T) {
 	if n := ts.Stats().BudgetClosed; n != 1 {
 		t.Errorf("%d connections closed for the budget, want the attacker alone", n)
 	}
+}
+
+// fillBudget has an attacker hold 3 MiB of a request it never ends, and
+// takes the rest of ts's budget as other connections would, until the
+// test ends. It returns the attacker's connection.
+func fillBudget(t *testing.T, ts *testServer) *net.UnixConn {
+	t.Helper()
+	attacker := dialRaw(t, ts.path)
+	chunk := frame.AppendData(nil, make([]byte, 65516))
+	for range 3 << 20 / 65516 {
+		if _, err := attacker.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return ts.Stats().Buffered >= 3<<20 })
+	b := &ts.Server.budget
+	b.makeRoom(b.evictAt()) // the arena's cache goes first
+	fill := b.evictAt() - b.used.Load()
+	b.used.Add(fill)
+	t.Cleanup(func() { b.used.Add(-fill) })
+	return attacker
 }
 
 // TestMemoryBudget: connections that send large requests without ever
@@ -124,19 +131,8 @@ func TestBudgetCountsReleasing(t *testing.T) {
 	leakcheck.Check(t)
 	const budget = 8 << 20
 	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20))
-	attacker := dialRaw(t, ts.path)
-	chunk := frame.AppendData(nil, make([]byte, 65516))
-	for range 3 << 20 / 65516 {
-		if _, err := attacker.Write(chunk); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, func() bool { return ts.Stats().Buffered >= 3<<20 })
+	attacker := fillBudget(t, ts)
 	b := &ts.Server.budget
-	b.makeRoom(b.evictAt())
-	fill := b.evictAt() - b.used.Load()
-	b.used.Add(fill)
-	defer b.used.Add(-fill)
 	// Closes on their way hold the whole share: the attacker's 3 MiB
 	// would not fit beside them.
 	pending := int64(budget / closingShare)
