@@ -299,12 +299,13 @@ func evictedHeld(h int64) int64 { return -1 - h }
 // evictor counted as releasing (0 if none), for onClose to subtract once it
 // released its buffers (released). It runs in OnClose.
 func (c *conn) unaccount() int64 {
-	old := c.held.Swap(-1)
-	if old > 0 {
+	switch old := c.held.Swap(-1); {
+	case old > 0:
 		c.s.budget.used.Add(-old)
-		return 0
+	case old < -1:
+		return -1 - old // evictedHeld
 	}
-	return -1 - old
+	return 0
 }
 
 // released ends the count of n bytes from unaccount, once they are back
