@@ -181,7 +181,8 @@ type workerIO struct {
 	wfd int
 
 	// tail holds what the socket did not take of inline replies (tail.go);
-	// tailHeld mirrors its capacity for the memory budget.
+	// tailHeld mirrors its capacity for the memory budget: stored by the
+	// tail's owner of the moment, read by the loop (account).
 	tail     *bytebufferpool.ByteBuffer
 	tailHeld atomic.Int64
 

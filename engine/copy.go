@@ -26,14 +26,14 @@ const copyPiece = 512 << 10
 // cacheBudget is how many bytes of large messages the process's rings may
 // hold in the cache: half the last-level cache, or zero where its size is
 // unknown (every copy then is Go's own). It is learnt at the first large
-// copy (budget), not when the package loads; an atomic only so that tests
+// copy (cacheBytes), not when the package loads; an atomic only so that tests
 // may change it.
 var (
 	cacheBudget atomic.Int64
 	cacheOnce   sync.Once
 )
 
-func budget() int64 {
+func cacheBytes() int64 {
 	cacheOnce.Do(func() {
 		if n, err := lastLevelCache(); err == nil {
 			cacheBudget.Store(n / 2)
@@ -50,7 +50,7 @@ func budget() int64 {
 // counter's line is written by other goroutines, and a small message
 // should not pay for a look at it.
 func copyMessage(dst, src []byte, conns *atomic.Int32) int {
-	if len(src) <= copyPiece || len(dst) <= copyPiece || int64(conns.Load())*int64(len(src)) > budget() {
+	if len(src) <= copyPiece || len(dst) <= copyPiece || int64(conns.Load())*int64(len(src)) > cacheBytes() {
 		return copy(dst, src)
 	}
 	n := 0

@@ -8,7 +8,7 @@ import (
 
 // forceCacheBudget sets cacheBudget for the test and restores it after.
 func forceCacheBudget(t *testing.T, n int64) {
-	budget() // learnt now, so that it does not overwrite n later
+	cacheBytes() // learnt now, so that it does not overwrite n later
 	old := cacheBudget.Swap(n)
 	t.Cleanup(func() { cacheBudget.Store(old) })
 }

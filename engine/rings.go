@@ -606,8 +606,7 @@ func (rc *ringConn) serveOne() bool {
 	var more bool
 	var err error
 	if rc.hasNext {
-		p, more, rc.hasNext = rc.next, rc.nextMore, false
-		rc.next = nil
+		p, more = rc.takeNext()
 	} else if p, more, err = rc.in.Next(); err == ring.ErrTimeout {
 		rc.countServed()
 		rc.setWhy(whyIdle, s.clock.Load())
@@ -723,8 +722,7 @@ func (rc *ringConn) readRequest(p []byte, more bool, err error) (req []byte, lea
 func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 	for stale := 0; ; stale++ {
 		if rc.hasNext {
-			p, more := rc.next, rc.nextMore
-			rc.next, rc.hasNext = nil, false
+			p, more := rc.takeNext()
 			return p, more, nil
 		}
 		p, more, err := rc.in.Next()
@@ -738,6 +736,13 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 			return nil, false, err
 		}
 	}
+}
+
+// takeNext takes the record held in next; hasNext must be set.
+func (rc *ringConn) takeNext() ([]byte, bool) {
+	p, more := rc.next, rc.nextMore
+	rc.next, rc.hasNext = nil, false
+	return p, more
 }
 
 // waitRequest waits until the request ring has a record (or an error) to
