@@ -119,13 +119,13 @@ func TestLateLoopKeepsPromptClient(t *testing.T) {
 	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
 		if string(req) == "block" {
 			started <- struct{}{}
-			time.Sleep(time.Second) // holds the only loop
+			time.Sleep(2 * time.Second) // holds the only loop, past the first-byte deadline
 		}
 		_, err := w.Write(req)
 		return err
 	})
 	ts := startServer(t, h, WithEventLoops(1), WithInlineHandlers(true),
-		WithFirstByteTimeout(200*time.Millisecond))
+		WithFirstByteTimeout(600*time.Millisecond)) // room for the block to start first on a loaded machine
 	blocker, err := Dial(context.Background(), ts.path)
 	if err != nil {
 		t.Fatal(err)
