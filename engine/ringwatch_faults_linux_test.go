@@ -436,7 +436,13 @@ func TestRingWatchClientDeathNoticed(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); <-busyDone }()
-	for round := range 3 {
+	// Five deaths must each be noticed within the bound. A stall of the
+	// whole machine (a loaded CI host) can delay one notice past it, so
+	// one miss is forgiven; a side that notices only at a later timeout
+	// misses most rounds, and two misses fail.
+	const want, forgiven = 5, 1
+	passed, missed := 0, 0
+	for round := 0; passed < want; round++ {
 		uc, w, r := rawRingPeer(t, ts.path)
 		b, _ := w.Reserve(1)
 		b[0] = 'x'
@@ -452,11 +458,15 @@ func TestRingWatchClientDeathNoticed(t *testing.T) {
 		waitWithin(t, time.Second, func() bool { return ts.Stats().Open == 2 })
 		d := time.Since(start)
 		t.Logf("round %d: noticed after %v", round, d)
-		if d > 100*time.Millisecond {
-			t.Errorf("round %d: the client's death noticed after %v", round, d)
-		}
 		w.Close()
 		r.Close()
+		if d <= 100*time.Millisecond {
+			passed++
+			continue
+		}
+		if missed++; missed > forgiven {
+			t.Fatalf("round %d: the client's death noticed after %v (%d of %d rounds missed 100ms)", round, d, missed, round+1)
+		}
 	}
 }
 
