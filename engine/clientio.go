@@ -31,11 +31,11 @@ func (c *Client) readReply() ([]byte, error) {
 	if c.rin != nil {
 		return c.readRingReply()
 	}
-	waiting.Add(1)
+	clientWaits.add(1)
 	c.spin.plan(c.now(), c.inflight)
 	msg, err := c.readReplySpinning()
 	c.spin.end()
-	waiting.Add(-1)
+	clientWaits.add(-1)
 	return msg, err
 }
 

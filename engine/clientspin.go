@@ -24,10 +24,13 @@ const (
 	spinProbeEvery = 16
 )
 
-// spinners counts the clients of the process that are spinning now,
-// waiting those that wait for a reply; spinLimit is the budget for both
-// (0: half of GOMAXPROCS, at least one).
-var spinners, waiting, spinLimit atomic.Int32
+// clientWaits counts the Clients of the process that wait for a reply
+// (or, on rings, for room) and those that spin now; spinLimit is the
+// budget for both (0: half of GOMAXPROCS, at least one).
+var (
+	clientWaits waitGauge
+	spinLimit   atomic.Int32
+)
 
 // SetSpinningClients sets the process-wide budget of Clients that may spin
 // while they wait for a reply: no Client spins while more Clients of the
@@ -87,11 +90,7 @@ func (p *spinPlan) plan(now int64, inflight int) {
 		}
 	}
 	limit := spinBudget()
-	if waiting.Load() > limit {
-		return
-	}
-	if spinners.Add(1) > limit {
-		spinners.Add(-1)
+	if !clientWaits.trySpin(limit, limit) {
 		return
 	}
 	p.slot = true
@@ -107,7 +106,7 @@ func (p *spinPlan) end() {
 	p.until = 0
 	if p.slot {
 		p.slot = false
-		spinners.Add(-1)
+		clientWaits.unspin()
 	}
 }
 

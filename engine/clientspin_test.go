@@ -49,7 +49,7 @@ func TestClientSpinPlan(t *testing.T) {
 		others[i].end()
 	}
 	c.end()
-	if n := spinners.Load(); n != 0 {
+	if n := clientWaits.spins(); n != 0 {
 		t.Fatalf("%d spin slots still taken", n)
 	}
 	// Slow replies only: spinning stops, but one wait in 16 still tries.

@@ -311,9 +311,10 @@ func (c *Client) nextReply() ([]byte, bool, error) {
 // that ends with a record takes it (rtaken, for nextReply): the spin's
 // hold on the mapping becomes the lease.
 func (c *Client) waitRingReply() error {
-	crowd := waiting.Add(1) > ringCrowd
-	defer waiting.Add(-1)
-	if crowd && c.watchOK {
+	spinMax := c.ringSpinMax()
+	w := clientWaits.enter(c.watchOK, spinMax) // a spin's place, where it may spin
+	defer w.leave()
+	if w.crowd && c.watchOK {
 		// Other Clients of the process wait too: one watch for all.
 		// (The count is of every Client's waits, on rings or not.)
 		if c.rin.Ready() { // a record there already (the next of a reply, say)
@@ -326,16 +327,17 @@ func (c *Client) waitRingReply() error {
 			}
 			return c.waitReplyArmed()
 		}
+		w.takeSpin(spinMax) // the watch refused: as any wait
 	}
-	if c.ringSpin() {
+	if w.spin {
 		p, more, ok := c.rin.SpinNext()
-		spinners.Add(-1)
 		if ok {
 			c.rtaken, c.rtakenMore, c.rhasTaken = p, more, true
 			return nil
 		}
+		w.unspin()
 	}
-	if d := c.ringSleepFor(waiting.Load()); d > 0 {
+	if d := c.ringSleepFor(clientWaits.waits()); d > 0 {
 		ok := c.rin.Sleep(d)
 		ringSleepers.Add(-1)
 		if ok {
@@ -388,14 +390,14 @@ func (c *Client) waitRingRoom(n int) error {
 	if c.rout.Ready(n) { // not Arm: a spin that finds room would leave the doorbell armed
 		return nil
 	}
-	if c.ringSpin() {
+	if clientWaits.trySpin(c.ringSpinMax(), ringSpinCrowd*c.ringSpinMax()) {
 		ok := c.rout.Spin(n)
-		spinners.Add(-1)
+		clientWaits.unspin()
 		if ok {
 			return nil
 		}
 	}
-	if d := c.ringSleepFor(waiting.Load() + 1); d > 0 {
+	if d := c.ringSleepFor(clientWaits.waits() + 1); d > 0 {
 		ok := c.rout.Sleep(n, d)
 		ringSleepers.Add(-1)
 		if ok {
@@ -410,24 +412,16 @@ func (c *Client) waitRingRoom(n int) error {
 	return nil
 }
 
-// ringSpin takes a place in the process's spinning budget (clientspin.go);
-// the caller gives it back with spinners.Add(-1).
-func (c *Client) ringSpin() bool {
+// ringSpinMax is how many of the process's Clients may spin at once
+// (clientspin.go): 0 when this one does not spin.
+func (c *Client) ringSpinMax() int32 {
 	if c.opts.ringSpin <= 0 {
-		return false
+		return 0
 	}
-	budget := spinLimit.Load()
-	if budget <= 0 {
-		budget = c.halfProcs
+	if budget := spinLimit.Load(); budget > 0 {
+		return budget
 	}
-	if waiting.Load() > ringSpinCrowd*budget {
-		return false // see ringSpinCrowd
-	}
-	if spinners.Add(1) <= budget {
-		return true
-	}
-	spinners.Add(-1)
-	return false
+	return c.halfProcs
 }
 
 // ringSleepFor takes a place among the process's ring sleepers, for a

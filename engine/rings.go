@@ -208,21 +208,20 @@ func grantRing(n, most int) int {
 // connections whose rings are set up, from then until their goroutine
 // ends; closed is set once, by the server's Close, after which nothing
 // enters or is added, and every connection in conns has been killed.
-// spinning and waiting (atomics) count the goroutines spinning now and
-// waiting for a request now; live (atomic) is a copy of count, stored
+// gauge counts the goroutines waiting for a request now and those
+// spinning now; live (atomic) is a copy of count, stored
 // under mu whenever count changes, for readers that do not take mu.
 type ringSet struct {
-	spinMax  int32 // the spin budget: half of GOMAXPROCS when the server was made, at least one
-	mu       sync.Mutex
-	conns    map[*ringConn]struct{}
-	count    int
-	closed   bool
-	wg       sync.WaitGroup
-	spinning atomic.Int32
-	waiting  atomic.Int32 // goroutines waiting for a request now
-	live     atomic.Int32 // count, for readers without mu (copyMessage)
-	watch    ringWatch    // for the waits in a crowd (idle: the ring spin)
-	watchOK  bool         // waits may use watch: the ring spin is on, and GOMAXPROCS > 1
+	spinMax int32 // the spin budget: half of GOMAXPROCS when the server was made, at least one
+	mu      sync.Mutex
+	conns   map[*ringConn]struct{}
+	count   int
+	closed  bool
+	wg      sync.WaitGroup
+	gauge   waitGauge    // waits for a request under way, and spins
+	live    atomic.Int32 // count, for readers without mu (copyMessage)
+	watch   ringWatch    // for the waits in a crowd (idle: the ring spin)
+	watchOK bool         // waits may use watch: the ring spin is on, and GOMAXPROCS > 1
 }
 
 func (rs *ringSet) enter(limit int) bool {
@@ -287,18 +286,9 @@ func (rs *ringSet) close() {
 // budget (half of GOMAXPROCS, at least one) is spent, or that so many
 // connections wait for requests (ringSpinCrowd per place) that a spin
 // would mostly keep the processor from the clients. unspin gives it back.
-func (rs *ringSet) spin() bool {
-	if rs.waiting.Load() > ringSpinCrowd*rs.spinMax {
-		return false
-	}
-	if rs.spinning.Add(1) <= rs.spinMax {
-		return true
-	}
-	rs.spinning.Add(-1)
-	return false
-}
+func (rs *ringSet) spin() bool { return rs.gauge.trySpin(rs.spinMax, ringSpinCrowd*rs.spinMax) }
 
-func (rs *ringSet) unspin() { rs.spinning.Add(-1) }
+func (rs *ringSet) unspin() { rs.gauge.unspin() }
 
 // ringExpiry is a ring connection the reaper found past its deadline
 // (expired), or idle while the server stops: which deadline ran, and since
@@ -752,9 +742,9 @@ func (rc *ringConn) takeNext() ([]byte, bool) {
 // for nextRecord): the spin's hold on the mapping becomes the lease.
 func (rc *ringConn) waitRequest() error {
 	rs := &rc.s.rings
-	crowd := rs.waiting.Add(1) > ringCrowd
-	defer rs.waiting.Add(-1)
-	if crowd && rs.watchOK {
+	w := rs.gauge.enter(rs.watchOK, rs.spinMax) // a spin's place, where it may spin
+	defer w.leave()
+	if w.crowd && rs.watchOK {
 		if rc.in.Ready() { // a record there already (the next of a request, say)
 			return nil
 		}
@@ -764,16 +754,17 @@ func (rc *ringConn) waitRequest() error {
 			}
 			return rc.waitArmed()
 		}
+		w.takeSpin(rs.spinMax) // the watch refused: as any wait
 	}
-	if rs.spin() {
+	if w.spin {
 		p, more, ok := rc.in.SpinNext()
-		rs.unspin()
 		if ok {
 			rc.next, rc.nextMore, rc.hasNext = p, more, true
 			return nil
 		}
+		w.unspin()
 	}
-	if ringSleepSlot(rs.spinMax, rs.waiting.Load()) {
+	if ringSleepSlot(rs.spinMax, rs.gauge.waits()) {
 		ok := rc.in.Sleep(ringSleep)
 		ringSleepers.Add(-1)
 		if ok {
@@ -807,7 +798,7 @@ func (rc *ringConn) waitRoom(n int) error {
 			return nil
 		}
 	}
-	if ringSleepSlot(rc.s.rings.spinMax, rc.s.rings.waiting.Load()+1) {
+	if ringSleepSlot(rc.s.rings.spinMax, rc.s.rings.gauge.waits()+1) {
 		ok := rc.out.Sleep(n, ringSleep)
 		ringSleepers.Add(-1)
 		if ok {

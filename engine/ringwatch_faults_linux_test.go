@@ -109,9 +109,9 @@ func TestRingWatchSetDeadlineCuts(t *testing.T) {
 	// out: modelled deterministically by a long idle, set and restored
 	// while no watch goroutine runs.
 	setWatchIdle(t, &clientRings, 100*time.Millisecond)
-	waitWithin(t, 5*time.Second, func() bool { return waiting.Load() >= 1 })
-	waiting.Add(ringCrowd - 1) // with the other Client, ringCrowd wait
-	defer waiting.Add(1 - ringCrowd)
+	waitWithin(t, 5*time.Second, func() bool { return clientWaits.waits() >= 1 })
+	clientWaits.add(ringCrowd - 1) // with the other Client, ringCrowd wait
+	defer clientWaits.add(1 - ringCrowd)
 
 	best := time.Hour
 	for round := range 5 {
@@ -152,8 +152,8 @@ func TestRingWatchSetDeadlineCuts(t *testing.T) {
 func TestRingWatchClientCloseWhileWatched(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startBlockingServer(t, true)
-	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
-	defer waiting.Add(-ringCrowd)
+	clientWaits.add(ringCrowd) // other Clients wait: this one's waits are in a crowd
+	defer clientWaits.add(-ringCrowd)
 	for round := range 10 {
 		c := dialRings(t, ts.path)
 		if err := c.Send([]byte("block")); err != nil {
@@ -348,8 +348,8 @@ func TestRingWatchDeadlineOnTime(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startBlockingServer(t, true)
 	setWatchIdle(t, &clientRings, 100*time.Millisecond)
-	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
-	defer waiting.Add(-ringCrowd)
+	clientWaits.add(ringCrowd) // other Clients wait: this one's waits are in a crowd
+	defer clientWaits.add(-ringCrowd)
 	for _, d := range []time.Duration{5 * time.Millisecond, 15 * time.Millisecond, 30 * time.Millisecond} {
 		var late time.Duration
 		var err error
@@ -495,8 +495,8 @@ func TestRingWatchPresentReplySkipsWatch(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // every reply is in the ring
 	waitWithin(t, 5*time.Second, func() bool { return !clientRings.runningNow() })
-	waiting.Add(ringCrowd) // other Clients wait: this one's waits are in a crowd
-	defer waiting.Add(-ringCrowd)
+	clientWaits.add(ringCrowd) // other Clients wait: this one's waits are in a crowd
+	defer clientWaits.add(-ringCrowd)
 	clientRings.mu.Lock()
 	done := make(chan error, 1)
 	go func() { _, err := c.Recv(); done <- err }()
@@ -529,8 +529,8 @@ func TestRingWatchPresentRecordSkipsWatch(t *testing.T) {
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
 	uc, w, r := rawRingPeer(t, ts.path)
 	rs := &ts.rings
-	rs.waiting.Add(ringCrowd) // other connections wait: this one's waits are in a crowd
-	defer rs.waiting.Add(-ringCrowd)
+	rs.gauge.add(ringCrowd) // other connections wait: this one's waits are in a crowd
+	defer rs.gauge.add(-ringCrowd)
 	time.Sleep(50 * time.Millisecond) // the connection waits on its socket
 	// One request of three records, all committed before the doorbell.
 	for i, part := range []string{"a", "b", "c"} {
