@@ -122,7 +122,7 @@ func (s *Server) onlyLongDeadlines() bool {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for rc := range rs.conns {
-		if !long(why(rc.why.Load())) {
+		if !long(rc.look().why) {
 			return false
 		}
 	}
@@ -148,9 +148,11 @@ type reapScratch struct {
 	peek         [1]byte
 }
 
-// seen is a deadline as the reaper saw it: which one, and since when. The
-// deadline's owner stores since, then why; a later look that finds both
-// unchanged knows the deadline was not started again in between.
+// seen is a deadline as the reaper saw it: which one, and since when. A
+// socket connection's owner stores since, then why, and its since only
+// moves forward (a ring connection's pair is one word); a later look that
+// finds both unchanged knows the deadline was not started again in
+// between.
 type seen struct {
 	why   why
 	since int64

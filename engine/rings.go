@@ -190,11 +190,13 @@ func ringOptions(uc *net.UnixConn, spin time.Duration) (*ring.Options, error) {
 }
 
 // grantRing is the data area given for a request of n bytes: n rounded
-// down to a power of two, within the server's bounds.
+// down to a power of two, within the server's bounds. (The doubling is
+// bounded by n/2, not g*2 <= n: with a 32-bit int, twice the largest ring
+// overflows, and the loop would never end.)
 func grantRing(n, most int) int {
 	n = min(n, most)
 	g := ring.MinCapacity
-	for g*2 <= n {
+	for g <= n/2 {
 		g *= 2
 	}
 	return g
@@ -309,7 +311,7 @@ func (s *Server) reapRings(r *reapScratch) {
 	r.rings = r.rings[:0]
 	rs.mu.Lock()
 	for rc := range rs.conns {
-		d := look(&rc.why, &rc.since)
+		d := rc.look()
 		if t := s.timeout(d.why, false); t > 0 && now-d.since >= t {
 			r.rings = append(r.rings, ringExpiry{rc, d, true})
 		} else if stopping && d.why == whyIdle {
@@ -318,7 +320,7 @@ func (s *Server) reapRings(r *reapScratch) {
 	}
 	rs.mu.Unlock()
 	for _, e := range r.rings {
-		if look(&e.rc.why, &e.rc.since) != e.seen {
+		if e.rc.look() != e.seen {
 			continue // it moved on meanwhile: a request came, say
 		}
 		if e.expired {
@@ -389,7 +391,7 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, ask ringAsk) {
 // ringConn is a connection served through rings, by one goroutine (run).
 //
 // Invariant: the goroutine owns in, out, reply, gather, bell and next; other
-// goroutines (the reaper, Close) only read why and since and call kill,
+// goroutines (the reaper, Close) only read deadline and call kill,
 // which closes the socket and both rings at most once: every wait of the
 // goroutine then ends, and its next ring or socket call fails. The rings'
 // mappings stay until the goroutine has released its lease and
@@ -424,26 +426,41 @@ type ringConn struct {
 	hasNext  bool
 	served   uint64
 
-	why   atomic.Int32 // which deadline runs: whyIdle, whyRequest, whyHandler, whyWrite
-	since atomic.Int64 // when it started, by the reaper's clock (Server.clock)
+	// deadline says which deadline runs (whyIdle, whyRequest, whyHandler,
+	// whyWrite) and since when, by the reaper's clock (Server.clock), in
+	// one word: since<<deadlineWhyBits | why. The reaper reads the pair
+	// whole; read from two words, one deadline could be paired with
+	// another's start, and the end of a wait for room moves since back to
+	// the handler's start.
+	deadline atomic.Int64
 
 	killOnce sync.Once
 }
 
+// deadlineWhyBits is the width of the why in ringConn.deadline.
+const deadlineWhyBits = 3
+
+// Every why fits in deadlineWhyBits (the constant below is negative,
+// and does not compile, once one does not).
+const _ = uint(1<<deadlineWhyBits - 1 - whyWrite)
+
+// look reads the connection's deadline, for the reaper.
+func (rc *ringConn) look() seen {
+	v := rc.deadline.Load()
+	return seen{why(v & (1<<deadlineWhyBits - 1)), v >> deadlineWhyBits}
+}
+
+// setWhy starts deadline w at since. On the connection's goroutine.
 func (rc *ringConn) setWhy(w why, since int64) {
-	// Each store is a locked instruction on a request's path: only what
-	// changed is stored (since first, for the reaper's look). Within one
-	// tick of the clock since stays, and in a stream of requests both do.
-	changed := false
-	if rc.since.Load() != since {
-		rc.since.Store(since)
-		changed = true
+	// A store is a locked instruction on a request's path: only a change
+	// is stored. Within one tick of the clock since stays, and in a
+	// stream of requests both do.
+	v := since<<deadlineWhyBits | int64(w)
+	if rc.deadline.Load() == v {
+		return
 	}
-	if rc.why.Load() != int32(w) {
-		rc.why.Store(int32(w))
-		changed = true
-	}
-	if changed && w != whyIdle && w != whyHandler {
+	rc.deadline.Store(v)
+	if w != whyIdle && w != whyHandler {
 		rc.s.hurry() // see conn.setDeadline
 	}
 }
