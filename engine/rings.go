@@ -501,9 +501,9 @@ func (rc *ringConn) run(size int) {
 	}
 	for rc.serveOne() {
 	}
-	if rc.hasNext {
-		rc.in.Release()
-	}
+	// A record taken and not served is dropped, not given back: a client
+	// that posted it must not count it as handled (Writer.Taken).
+	rc.in.Drop()
 	rc.dropGather()
 	rc.countServed()
 }
@@ -623,7 +623,7 @@ func (rc *ringConn) serveOne() bool {
 		p, more, err = rc.nextRecord()
 	}
 	oneWay := err == nil && rc.in.Marked() // the first record says
-	req, leased, err := rc.readRequest(p, more, err)
+	req, err := rc.readRequest(p, more, err)
 	if err != nil {
 		if err == errRingBudget {
 			s.stats.budgetClosed.Add(1)
@@ -648,10 +648,9 @@ func (rc *ringConn) serveOne() bool {
 	if panicked {
 		// The reply stops where it was: the rings close first, so that
 		// the record the handler held is dropped, not published, and the
-		// client sees the reply cut.
-		if leased {
-			rc.in.Release()
-		}
+		// client sees the reply cut. The request's record is dropped too:
+		// its handler did not finish.
+		rc.in.Drop()
 		rc.kill(errHandlerPanic)
 		rc.reply.dropRing()
 		return false
@@ -664,9 +663,7 @@ func (rc *ringConn) serveOne() bool {
 	if !oneWay {
 		ferr = rc.reply.finishRing()
 	}
-	if leased {
-		rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
-	}
+	rc.next, rc.nextMore, rc.hasNext = rc.in.ReleaseNext()
 	if ferr != nil {
 		return false
 	}
@@ -678,47 +675,51 @@ func (rc *ringConn) serveOne() bool {
 
 // readRequest takes the request whose first record Next returned (p,
 // more, err): a lease on the record itself when the request is one record
-// (valid until Release), or the records gathered into rc.gather.
-func (rc *ringConn) readRequest(p []byte, more bool, err error) (req []byte, leased bool, _ error) {
+// (valid until Release), or the records gathered into rc.gather, whose
+// last record stays leased. Either way the request's last record is given
+// back only once its handler has returned: a client counts a one-way
+// message whose records were all given back as handled (Writer.Taken).
+// A request refused is dropped (ring.Reader.Drop), not given back.
+func (rc *ringConn) readRequest(p []byte, more bool, err error) ([]byte, error) {
 	limit := rc.s.opts.maxRequest
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if !more {
 		if len(p) > limit {
-			rc.in.Release()
-			return nil, false, ring.ErrTooLarge
+			rc.in.Drop()
+			return nil, ring.ErrTooLarge
 		}
-		return p, true, nil
+		return p, nil
 	}
 	buf := rc.gather[:0]
 	rc.setWhy(whyRequest, rc.s.now()) // short: the reaper's clock may be a nap old
 	for {
 		if len(buf)+len(p) > limit {
-			rc.in.Release()
-			return nil, false, ring.ErrTooLarge
+			rc.in.Drop()
+			return nil, ring.ErrTooLarge
 		}
 		if len(buf)+len(p) > cap(buf) {
 			var ok bool
 			if buf, ok = rc.growGather(buf, len(buf)+len(p)); !ok {
-				rc.in.Release()
-				return nil, false, errRingBudget
+				rc.in.Drop()
+				return nil, errRingBudget
 			}
 		}
 		buf = append(buf, p...)
-		rc.in.Release()
 		if !more {
 			break
 		}
+		rc.in.Release()
 		if err := rc.waitRequest(); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		if p, more, err = rc.nextRecord(); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	rc.gather = buf
-	return buf, false, nil
+	return buf, nil
 }
 
 // nextRecord takes the next record of the request ring, which

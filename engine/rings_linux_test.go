@@ -1529,6 +1529,94 @@ func TestRingsPostsBeforeCall(t *testing.T) {
 	}
 }
 
+// TestRingsPostTakenNotServedAtStop: a posted message that the server took
+// from the ring (the record after a handler's, taken as the lease passes
+// on) but never served, because a graceful stop came between the two, is
+// not given back: the Client counts it as at risk, and the next request
+// fails with ErrNotProcessed rather than vouch for it on a new connection.
+func TestRingsPostTakenNotServedAtStop(t *testing.T) {
+	leakcheck.Check(t)
+	inA, releaseA := make(chan struct{}), make(chan struct{})
+	l := &postLog{}
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "A" {
+			close(inA)
+			<-releaseA
+		}
+		return l.ServeIPC(ctx, req, w)
+	})
+	path := socketPath(t)
+	a := startServerAt(t, path, h, withRings)
+	c := dialRings(t, path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, msg := range []string{"A", "B"} { // one batch: B is in the ring while A runs
+		if err := c.Post([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	<-inA
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Shutdown(context.Background()) }()
+	waitFor(t, func() bool { return a.stopping.Load() })
+	close(releaseA) // A returns; B is taken with A's give-back, and the stop ends the connection
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	l.mu.Lock()
+	if len(l.reqs) != 1 || string(l.reqs[0]) != "A" {
+		t.Fatalf("the stopped server served %q, want only A", l.reqs)
+	}
+	l.mu.Unlock()
+	startServerAt(t, path, &postLog{}, withRings)
+	if _, err := c.Call([]byte("C")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after a message the stopped server took and never served: %v, want ErrNotProcessed", err)
+	}
+	if got, err := c.Call([]byte("D")); err != nil || string(got) != "re:D" {
+		t.Fatalf("the next Call: %q, %v", got, err)
+	}
+}
+
+// TestRingsLargePostHeldUntilServed: a posted message of several records
+// is gathered before its handler runs, and its last record is given back
+// only once the handler returns: while it runs, the Client does not count
+// the message as taken (a server that died then would not have handled
+// it).
+func TestRingsLargePostHeldUntilServed(t *testing.T) {
+	leakcheck.Check(t)
+	in, release := make(chan struct{}), make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if len(req) > 1000 {
+			close(in)
+			<-release
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings)
+	c := dialRings(t, ts.path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	big := pattern(3*c.rout.MaxRecord()+100, 1)
+	if err := c.Post(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	<-in
+	if c.rout.Taken() {
+		t.Error("a large message counted as taken while its handler runs")
+	}
+	close(release)
+	if got, err := c.Call([]byte("after")); err != nil || string(got) != "after" {
+		t.Fatalf("Call after the large message: %q, %v", got, err)
+	}
+	if !c.rout.Taken() {
+		t.Error("every record given back after the call's reply, yet Taken is false")
+	}
+}
+
 // TestRingsPostBatchOnNewConnection: a batch of posts that the server
 // closed its connection under goes again on the new connection, however
 // it is reached: by a Post that overflows the batch onto a server without

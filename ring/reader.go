@@ -329,6 +329,20 @@ func (r *Reader) Release() {
 	r.s.release()
 }
 
+// Drop ends the lease on the record Next returned without giving it back:
+// the head stays before it, so the writer does not count it as taken
+// (Writer.Taken), and the next Next returns it again. It is for a reader
+// that will not act on the record (its connection ends first), where a
+// give-back would tell the writer that it did. Without a lease held it
+// does nothing. The owner goroutine calls it.
+func (r *Reader) Drop() {
+	if r.lease == 0 {
+		return
+	}
+	r.lease = 0
+	r.s.release()
+}
+
 // ReleaseNext is Release followed by a Next that does not wait: it gives
 // the record back and, when the next record is there already, takes it
 // and returns it as Next would, with ok true; the lease passes from one

@@ -636,6 +636,35 @@ func TestWriterTaken(t *testing.T) {
 	}
 }
 
+// TestReaderDrop: a record dropped is not given back: the writer does not
+// count it as taken, and the next Next returns it again; Release then
+// gives it back. Dropping holds nothing (checkLeaks: no reference left).
+func TestReaderDrop(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	if err := w.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		p, _, err := r.Next()
+		if err != nil || string(p) != "one" {
+			t.Fatalf("Next: %q, %v", p, err)
+		}
+		r.Drop()
+		if w.Taken() {
+			t.Fatal("Taken true for a dropped record")
+		}
+	}
+	r.Drop() // no lease: nothing
+	if p, _, err := r.Next(); err != nil || string(p) != "one" {
+		t.Fatalf("Next after Drop: %q, %v", p, err)
+	}
+	r.Release()
+	if !w.Taken() {
+		t.Fatal("Taken false once the record was given back")
+	}
+}
+
 // TestWriteCloseRace: Close from another goroutine while Write copies its
 // messages in: a Write that returns nil delivered its message, and one
 // that fails delivered none, whichever step Close interrupted.
