@@ -115,7 +115,12 @@ func (c *Client) boundBy(ctx context.Context) func() {
 }
 
 // dropConn closes the open connection; nothing may be in flight on it.
+// Messages posted on it that the server may not have taken (postsAtRisk)
+// are remembered in rlost, for the next request.
 func (c *Client) dropConn() {
+	if c.postsAtRisk() {
+		c.rlost = true
+	}
 	c.mu.Lock()
 	if c.uc != nil {
 		_ = c.uc.Close()

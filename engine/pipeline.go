@@ -106,6 +106,7 @@ type Client struct {
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
 	rposted       bool   // posted messages went into the open connection's request ring after its last request: none is confirmed handled
+	rlost         bool   // a connection ended with posted messages at risk (postsAtRisk), found by a call that was not a request: the next request fails (lostPosts)
 	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published
 	halfProcs     int32  // the default spinning budget, read at the ring handshake
@@ -235,6 +236,15 @@ func (c *Client) Send(req []byte) error {
 	if c.closed.Load() {
 		return ErrClientClosed
 	}
+	if err := c.lostPosts(); err != nil {
+		return err
+	}
+	return c.send(req)
+}
+
+// send is Send, for a request (or a posted message sent as one) that may
+// go out now.
+func (c *Client) send(req []byte) error {
 	if c.unsent > 0 {
 		c.stage(req)
 		if err := c.flush(); err != nil {
@@ -272,7 +282,7 @@ func (c *Client) Send(req []byte) error {
 // The owner goroutine calls it.
 func (c *Client) SendUncopied(req []byte) error {
 	if !writevSupported || len(req) < gatherMin || c.closed.Load() || c.unsent > 0 || c.held > 0 ||
-		c.uc == nil || !c.persistent || c.rout != nil {
+		c.uc == nil || !c.persistent || c.rout != nil || c.rlost {
 		return c.Send(req)
 	}
 	c.gw.set(nil, req, true)
@@ -316,6 +326,15 @@ func (c *Client) Queue(req []byte) error {
 	if c.closed.Load() {
 		return ErrClientClosed
 	}
+	if err := c.lostPosts(); err != nil {
+		return err
+	}
+	return c.enqueue(req)
+}
+
+// enqueue is Queue, for a request (or a posted message sent as one,
+// postRequest) that may go out now.
+func (c *Client) enqueue(req []byte) error {
 	if c.uc == nil && c.held == 0 {
 		if err := c.reconnect(); err != nil {
 			return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
@@ -323,12 +342,12 @@ func (c *Client) Queue(req []byte) error {
 	}
 	if c.rout != nil && c.held == 0 && c.unsent == 0 && len(req) <= c.rout.MaxRecord() {
 		c.rstage = true
-		err := c.Send(req)
+		err := c.send(req)
 		c.rstage = false
 		return err
 	}
 	if c.held > 0 || !c.persistent || c.rout != nil {
-		return c.Send(req)
+		return c.send(req)
 	}
 	c.stage(req)
 	if len(c.wbuf) >= clientBatchBytes {
@@ -471,6 +490,7 @@ func (c *Client) transmit(req []byte) error {
 			// messages posted on it: sent on a new one, req's reply would
 			// say they were handled, and they may be lost.
 			c.endConn(err)
+			c.rlost = false // reported here
 			return c.fail("send", fmt.Errorf("%w: the connection ended after messages posted on it, which may be lost: %w", ErrNotProcessed, peerCause(err)))
 		}
 		// The server acts only on whole requests: nothing of req was

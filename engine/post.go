@@ -44,7 +44,8 @@ const (
 // Post, Flush or request sends it again on a new connection. A request
 // that finds the connection gone before the server took every message
 // posted on it is not sent again on a new one, where its reply would
-// vouch for them: it fails with ErrNotProcessed. An error means msg
+// vouch for them: it fails with ErrNotProcessed, as does the first request
+// after a Post, Flush or Recv that found it so. An error means msg
 // was not sent (it wraps ErrNotProcessed, or is ErrClientClosed), and
 // with it the messages of its batch.
 //
@@ -187,6 +188,20 @@ func (c *Client) postsAtRisk() bool {
 	return c.rposted && (c.rout == nil || !c.rout.Taken())
 }
 
+// lostPosts reports, once, that a connection ended with posted messages
+// the server may not have taken, when the call that found its end was not
+// a request (Post, Flush, Recv): the next request fails with
+// ErrNotProcessed, as it does when it finds the end itself (transmit),
+// instead of going on a new connection where its reply would vouch for
+// them. The request after it goes out.
+func (c *Client) lostPosts() error {
+	if !c.rlost {
+		return nil
+	}
+	c.rlost = false
+	return c.fail("send", fmt.Errorf("%w: a connection ended before the server took messages posted on it, which may be lost", ErrNotProcessed))
+}
+
 // postAgain posts msg on the connection flushPosts opened, without another
 // retry: into its batch when it takes one-way messages, else as a request
 // whose reply is dropped.
@@ -213,7 +228,7 @@ func (c *Client) postAgain(msg []byte) error {
 // reads it before the reply of any later request (dropReplies), and Post
 // reads them once postWindow are unread, or at once from a git server.
 func (c *Client) postRequest(msg []byte) error {
-	if err := c.Queue(msg); err != nil {
+	if err := c.enqueue(msg); err != nil {
 		return err
 	}
 	c.queue.at(c.queue.n - 1).drop = true

@@ -1529,6 +1529,50 @@ func TestRingsPostsBeforeCall(t *testing.T) {
 	}
 }
 
+// TestRingsPostsLostFoundByFlush: when a Flush (not a request) finds that
+// the connection ended with posted messages the server never took, the
+// next request still fails with ErrNotProcessed instead of vouching for
+// them on a new connection; the request after it goes out.
+func TestRingsPostsLostFoundByFlush(t *testing.T) {
+	leakcheck.Check(t)
+	blocked := make(chan struct{}, 1)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "block" {
+			blocked <- struct{}{}
+			<-ctx.Done() // until the server closes
+			return ctx.Err()
+		}
+		return echoRaw(ctx, req, w)
+	})
+	path := socketPath(t)
+	a := startServerAt(t, path, h, withRings)
+	c := dialRings(t, path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, msg := range []string{"block", "untaken"} {
+		if err := c.Post([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	a.Close()
+	if err := c.Post([]byte("later")); err != nil { // into the Client's batch
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err == nil { // finds the connection gone
+		t.Fatal("Flush on a closed server's rings succeeded")
+	}
+	startServerAt(t, path, h, withRings)
+	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after a Flush found posted messages lost: %v, want ErrNotProcessed", err)
+	}
+	if got, err := c.Call([]byte("y")); err != nil || string(got) != "y" {
+		t.Fatalf("the next Call: %q, %v", got, err)
+	}
+}
+
 // TestRingsPostTakenNotServedAtStop: a posted message that the server took
 // from the ring (the record after a handler's, taken as the lease passes
 // on) but never served, because a graceful stop came between the two, is
