@@ -367,14 +367,22 @@ func (c *Client) waitReplyArmed() error {
 // clears the parking word without ringing, costs a slice, not the
 // deadline. The Client's deadline still ends the wait.
 func (c *Client) waitBell() error {
-	own := c.currentDeadline()
+	// The socket's deadline is set under mu, as SetDeadline sets it: a
+	// SetDeadline from another goroutine comes before (and is read here)
+	// or after (and moves the wait's end itself), never in between, where
+	// this wait would overwrite it with a slice computed from the old one.
+	c.mu.Lock()
 	limit := time.Now().Add(c.slices.next())
-	if !own.IsZero() && own.Before(limit) {
+	if own := c.deadline; !own.IsZero() && own.Before(limit) {
 		limit = own
 	}
 	_ = c.uc.SetReadDeadline(limit)
+	c.mu.Unlock()
 	_, err := c.uc.Read(c.rbell[:])
+	c.mu.Lock()
+	own := c.deadline
 	_ = c.uc.SetReadDeadline(own)
+	c.mu.Unlock()
 	if err == nil {
 		c.slices.reset()
 		return nil
