@@ -1496,24 +1496,12 @@ func TestRingsPostsBeforeCall(t *testing.T) {
 	l.mu.Unlock()
 
 	// In the ring, not taken: the server is stuck in the message before.
-	for _, msg := range []string{"block", "untaken"} {
-		if err := c.Post([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	postAll(t, c, "block", "untaken")
 	<-blocked
 	b.Close()
 	l = &postLog{}
 	d := startServerAt(t, path, h(l), withRings, WithIdleTimeout(50*time.Millisecond))
-	if err := call("after untaken"); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after messages the server never took: %v, want ErrNotProcessed", err)
-	}
-	if err := call("again"); err != nil {
-		t.Fatalf("the next Call: %v", err)
-	}
+	lostThenServed(t, c, "re:")
 
 	// In the ring and taken, then the connection closed for idleness.
 	if err := c.Post([]byte("taken")); err != nil {
@@ -1522,7 +1510,7 @@ func TestRingsPostsBeforeCall(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return l.len() == 2 })        // "again", "taken"
+	waitFor(t, func() bool { return l.len() == 2 })        // "next", "taken"
 	waitFor(t, func() bool { return d.Stats().Open == 0 }) // closed for idleness
 	if err := call("after taken"); err != nil {
 		t.Fatalf("Call after messages the server took, its connection closed for idleness: %v", err)
@@ -1548,14 +1536,7 @@ func TestRingsPostsLostFoundByFlush(t *testing.T) {
 	a := startServerAt(t, path, h, withRings)
 	c := dialRings(t, path)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	for _, msg := range []string{"block", "untaken"} {
-		if err := c.Post([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	postAll(t, c, "block", "untaken")
 	<-blocked
 	a.Close()
 	if err := c.Post([]byte("later")); err != nil { // into the Client's batch
@@ -1565,10 +1546,31 @@ func TestRingsPostsLostFoundByFlush(t *testing.T) {
 		t.Fatal("Flush on a closed server's rings succeeded")
 	}
 	startServerAt(t, path, h, withRings)
-	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after a Flush found posted messages lost: %v, want ErrNotProcessed", err)
+	lostThenServed(t, c, "")
+}
+
+// postAll posts msgs on c and flushes them: one batch.
+func postAll(t *testing.T, c *Client, msgs ...string) {
+	t.Helper()
+	for _, msg := range msgs {
+		if err := c.Post([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got, err := c.Call([]byte("y")); err != nil || string(got) != "y" {
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lostThenServed: c's next Call fails with ErrNotProcessed, for messages
+// posted on its last connection that may be lost, and the Call after it
+// is served; its reply is the request ("next") after prefix.
+func lostThenServed(t *testing.T, c *Client, prefix string) {
+	t.Helper()
+	if _, err := c.Call([]byte("after lost")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after posted messages were lost: %v, want ErrNotProcessed", err)
+	}
+	if got, err := c.Call([]byte("next")); err != nil || string(got) != prefix+"next" {
 		t.Fatalf("the next Call: %q, %v", got, err)
 	}
 }
@@ -1593,14 +1595,7 @@ func TestRingsPostTakenNotServedAtStop(t *testing.T) {
 	a := startServerAt(t, path, h, withRings)
 	c := dialRings(t, path)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	for _, msg := range []string{"A", "B"} { // one batch: B is in the ring while A runs
-		if err := c.Post([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	postAll(t, c, "A", "B") // one batch: B is in the ring while A runs
 	<-inA
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Shutdown(context.Background()) }()
@@ -1615,12 +1610,7 @@ func TestRingsPostTakenNotServedAtStop(t *testing.T) {
 	}
 	l.mu.Unlock()
 	startServerAt(t, path, &postLog{}, withRings)
-	if _, err := c.Call([]byte("C")); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after a message the stopped server took and never served: %v, want ErrNotProcessed", err)
-	}
-	if got, err := c.Call([]byte("D")); err != nil || string(got) != "re:D" {
-		t.Fatalf("the next Call: %q, %v", got, err)
-	}
+	lostThenServed(t, c, "re:")
 }
 
 // TestRingsLargePostHeldUntilServed: a posted message of several records
