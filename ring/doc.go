@@ -96,6 +96,11 @@
 // atomic update of the mapping's reference count, which each call of
 // Reserve, Stage, Next and Release makes.
 //
+// A record given back tells the writer that the reader is done with it
+// (Writer.Taken reports whether every published record was); a reader
+// that stops before acting on a record ends its lease with Drop, which
+// gives nothing back.
+//
 // A writer may mark a record (Writer.Mark) and the reader sees the mark
 // (Reader.Marked): one bit that the ring carries and its users give a
 // meaning, such as a message that wants no answer.
