@@ -74,6 +74,9 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 	c.mu.Lock()
 	rc := c.rescue
 	c.mu.Unlock()
+	if err := c.writeTailFirst(rc); err != nil {
+		return rc != nil, err
+	}
 	if rc != nil {
 		return true, c.writeRescued(rc, b)
 	}
@@ -230,6 +233,12 @@ func (c *conn) finishPooled(herr error, panicked bool) {
 		}
 		whole = err == nil
 	}
+	if !whole && !c.closed.Load() {
+		// The replies before this one (a tail its dispatch left) still go
+		// out; this one is cut.
+		_ = c.writeTailFirst(nil)
+	}
+	c.dropTail()
 	w.release()
 	if whole {
 		c.s.serveLeftover(c)

@@ -346,6 +346,10 @@ func (w *ReplyWriter) writeGathered(p []byte) (int, error) {
 // timeout. It runs on the worker.
 func (w *ReplyWriter) writeDirectGathered(p []byte) (int, error) {
 	c := w.c
+	if err := c.writeTailFirst(nil); err != nil {
+		w.err = err
+		return 0, err
+	}
 	c.wgw.set(w.buf.B, p, false)
 	err := c.writeDirectGathered()
 	c.wgw.release()

@@ -18,7 +18,10 @@ import "net"
 // Ownership: the loop appends to tail while an inline handler runs (or
 // batched replies are flushed); from startTail to the writer's end the
 // writer alone uses it, and the loop does not touch the connection's
-// output (phaseHandling). tailHeld mirrors cap(tail.B) for the memory
+// output (phaseHandling). A pooled request dispatched with a tail left (the
+// batch before it, flushed first) takes the tail to its worker, which
+// writes it before any byte of its own reply (writeTailFirst): the tail's
+// replies came first. tailHeld mirrors cap(tail.B) for the memory
 // budget, which the loop reads at any time. Each writer gets its own ack
 // channel (startTail).
 
@@ -106,6 +109,26 @@ func (s *Server) writeTail(c *conn) {
 		s.serveLeftover(c) // if the loop closed c for a half-closed peer
 	}
 	c.letGo() // the peer is gone, would not read in time, or was rescued
+}
+
+// writeTailFirst writes what a pooled request's dispatch left in the tail
+// (inline replies to the requests before it) ahead of the worker's first
+// bytes: on rc, the rescue socket, when the loop closed the connection
+// for a half-closed peer, else on wf. A tail is only ever kept while
+// gnet's buffer is empty and wf is open, so the pooled reply goes direct
+// (sendPooled). On the worker.
+func (c *conn) writeTailFirst(rc *net.UnixConn) error {
+	if !c.hasTail() {
+		return nil
+	}
+	var err error
+	if rc != nil {
+		err = c.writeRescued(rc, c.tail.B)
+	} else {
+		err = c.writeDirect(c.tail.B)
+	}
+	c.dropTail()
+	return err
 }
 
 // dropTail gives the tail's buffer back. Its owner (the loop, or the

@@ -261,3 +261,49 @@ func TestHalfCloseNeverServesPartOfARequest(t *testing.T) {
 		}
 	}
 }
+
+// TestPooledReplyAfterInlineTail: inline replies batched behind a request
+// that goes to the pool are written before it is dispatched, and what the
+// socket does not take of them (a small send buffer here) waits in the
+// tail; the pooled reply must follow the whole of them, not cut into the
+// middle of one, whether the socket is read at once or late.
+func TestPooledReplyAfterInlineTail(t *testing.T) {
+	leakcheck.Check(t)
+	small := bytes.Repeat([]byte("0123456789abcdef"), 30000/16)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "pooled" {
+			_, err := w.WriteString("from the pool")
+			return err
+		}
+		_, err := w.Write(small)
+		return err
+	})
+	ts := startServer(t, h, WithEventLoops(1), WithSendBuffer(4096),
+		WithInlineFilter(func(req []byte) bool { return string(req) != "pooled" }))
+	for round := range 20 {
+		c := rawPersistent(t, ts.path).(*net.UnixConn)
+		var reqs []byte
+		for _, r := range []string{"inline", "pooled", "inline", "pooled"} {
+			reqs = frame.AppendMessage(reqs, []byte(r))
+		}
+		if _, err := c.Write(reqs); err != nil {
+			t.Fatal(err)
+		}
+		if round%2 == 1 {
+			time.Sleep(20 * time.Millisecond) // the socket fills before it is read
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		r := frame.NewReader(c, frame.Persistent, 1<<20)
+		for i, want := range [][]byte{small, []byte("from the pool"), small, []byte("from the pool")} {
+			msg, err := r.ReadMessage()
+			if err != nil {
+				t.Fatalf("round %d, reply %d: %v", round, i, err)
+			}
+			if !bytes.Equal(msg, want) {
+				t.Fatalf("round %d, reply %d: %d bytes (%.20q...), want %d", round, i, len(msg), msg, len(want))
+			}
+		}
+		c.Close()
+		waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	}
+}
