@@ -50,7 +50,15 @@ func (c *conn) process(now int64) action {
 		if !c.flushBatch() && act == keepConn {
 			act = closeConn
 		}
-		if act == keepConn && c.hasTail() && !c.closed.Load() {
+		if c.hasTail() && !c.closed.Load() {
+			if act == closeConn {
+				// The connection ends (a handler panicked, a protocol
+				// error, the server stops), but the replies made before
+				// that go out whole first: afterReply closes it once the
+				// tail's writer is done.
+				c.closeAfter = true
+				act = keepConn
+			}
 			c.startTail(now)
 		}
 	}
@@ -320,7 +328,7 @@ func (c *conn) dropRequest() {
 // style), wait for the peer to read, or serve the next request.
 func (c *conn) afterReply(now int64) (action, bool) {
 	out := c.gc.OutboundBuffered()
-	if !c.persistent || c.s.stopping.Load() {
+	if !c.persistent || c.s.stopping.Load() || c.closeAfter {
 		if out == 0 {
 			return closeConn, true
 		}

@@ -106,7 +106,9 @@ func (s *Server) writeTail(c *conn) {
 		if err = c.finishDirect(); err == nil {
 			return // the loop owns c again
 		}
-		s.serveLeftover(c) // if the loop closed c for a half-closed peer
+		if !c.closeAfter { // set by the loop before startTail: the connection was ending anyway
+			s.serveLeftover(c) // if the loop closed c for a half-closed peer
+		}
 	}
 	c.letGo() // the peer is gone, would not read in time, or was rescued
 }

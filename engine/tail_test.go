@@ -307,3 +307,52 @@ func TestPooledReplyAfterInlineTail(t *testing.T) {
 		waitFor(t, func() bool { return ts.Stats().Open == 0 })
 	}
 }
+
+// TestBatchedRepliesOutliveClose: inline replies batched behind a request
+// that then ends the connection (its handler panics, or it is no pkt-line
+// at all) still go out whole, however little of them the socket takes at
+// once (a small send buffer here), before the connection closes.
+func TestBatchedRepliesOutliveClose(t *testing.T) {
+	leakcheck.Check(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 30000/16)
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "panic" {
+			panic("handler")
+		}
+		_, err := w.Write(big)
+		return err
+	})
+	ts := startServer(t, h, WithEventLoops(1), WithSendBuffer(4096), WithInlineHandlers(true))
+	for _, tc := range []struct {
+		name string
+		last []byte
+	}{
+		{"panic", frame.AppendMessage(nil, []byte("panic"))},
+		{"protocol error", []byte("zzzz not pkt-line")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rawPersistent(t, ts.path).(*net.UnixConn)
+			defer c.Close()
+			reqs := frame.AppendMessage(frame.AppendMessage(nil, []byte("a")), []byte("b"))
+			if _, err := c.Write(append(reqs, tc.last...)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond) // the socket fills before it is read
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 {
+				var msg []byte
+				msg, got = decodeMessage(t, got)
+				if !bytes.Equal(msg, big) {
+					t.Fatalf("reply %d: %d bytes, want %d", i, len(msg), len(big))
+				}
+			}
+			if len(got) != 0 {
+				t.Fatalf("%d bytes after the two replies", len(got))
+			}
+		})
+	}
+}
