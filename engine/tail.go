@@ -89,6 +89,11 @@ func (c *conn) startTail(now int64) {
 	// answers this one's hand-back, and an answer must not reach the
 	// wrong writer.
 	c.ack = make(chan ackMsg, 1)
+	if c.done == nil {
+		// An inline connection's first tail: waitAck must see the close,
+		// after which the loop may never answer (Close stops it).
+		c.done = make(chan struct{})
+	}
 	c.s.workers.Add(1)
 	go c.s.writeTail(c)
 }
@@ -111,6 +116,9 @@ func (s *Server) writeTail(c *conn) {
 		}
 	}
 	c.letGo() // the peer is gone, would not read in time, or was rescued
+	// onClose left the context to a rescued connection's writer (its
+	// handlers run in serveLeftover): cancelled, it leaves the server's.
+	c.cancelHandler(net.ErrClosed)
 }
 
 // writeTailFirst writes what a pooled request's dispatch left in the tail

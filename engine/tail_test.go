@@ -38,11 +38,18 @@ func bigInline(big []byte) Handler {
 // request and shuts down its writing side gets the whole of an inline
 // reply far larger than the socket holds (gnet closes the connection as
 // soon as it reads the end of the input, and would drop what its own
-// buffer still held); the server then closes the connection.
+// buffer still held); the server then closes the connection, and the
+// handler's context ends with it (it would stay among the server's).
 func TestInlineReplyAfterHalfClose(t *testing.T) {
 	leakcheck.Check(t)
 	big := bytes.Repeat([]byte("0123456789abcdef"), tailReply/16)
-	ts := startServer(t, bigInline(big), WithInlineHandlers(true))
+	ctxs := make(chan context.Context, 2)
+	inner := bigInline(big)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		ctxs <- ctx
+		return inner.ServeIPC(ctx, req, w)
+	})
+	ts := startServer(t, h, WithInlineHandlers(true))
 	for _, req := range []string{"copied", "uncopied"} {
 		t.Run(req, func(t *testing.T) {
 			c := rawPersistent(t, ts.path).(*net.UnixConn)
@@ -65,6 +72,8 @@ func TestInlineReplyAfterHalfClose(t *testing.T) {
 			if !bytes.Equal(msg, big) || len(rest) != 0 {
 				t.Fatalf("got a reply of %d bytes and %d bytes after it, want %d and none", len(msg), len(rest), len(big))
 			}
+			ctx := <-ctxs
+			waitFor(t, func() bool { return ctx.Err() != nil })
 		})
 	}
 	if st := ts.Stats(); st.Rescued == 0 {
