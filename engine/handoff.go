@@ -87,7 +87,20 @@ func (c *conn) handOff(b []byte, final bool) (rescued bool, err error) {
 		if !final {
 			return false, nil
 		}
-		return false, c.finishDirect()
+		if err := c.finishDirect(); err != nil {
+			// The reply went out whole, and the loop closed c before it
+			// took it back. A half-closed peer's requests behind it wait
+			// with the rescue socket (onClose): reported as rescued, they
+			// are served (finishPooled), as writeTail serves them.
+			c.mu.Lock()
+			rc = c.rescue
+			c.mu.Unlock()
+			if rc != nil {
+				return true, nil
+			}
+			return false, err
+		}
+		return false, nil
 	}
 	// Read the channel before the hand-off: once the final bytes are
 	// written, the loop may give the connection to another worker, which
