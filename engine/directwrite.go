@@ -20,9 +20,7 @@ func (c *conn) writeDirect(b []byte) error {
 			continue
 		case err == syscall.EAGAIN:
 			c.wb, c.wn, c.werr = b, 0, nil
-			if d := c.s.opts.writeTimeout; d > 0 {
-				_ = c.wf.SetWriteDeadline(time.Now().Add(d))
-			}
+			c.armWriteDeadline()
 			if err := c.wrc.Write(c.writeCB); err != nil || c.werr != nil {
 				c.wb = nil
 				return net.ErrClosed
@@ -48,13 +46,28 @@ func (c *conn) writeDirectGathered() error {
 		return nil
 	}
 	c.werr = nil
-	if d := c.s.opts.writeTimeout; d > 0 {
-		_ = c.wf.SetWriteDeadline(time.Now().Add(d))
-	}
+	c.armWriteDeadline()
 	if err := c.wrc.Write(c.gatherCB); err != nil || c.werr != nil {
 		return net.ErrClosed
 	}
 	return nil
+}
+
+// armWriteDeadline gives the worker's wait for room on wf the write
+// timeout. Under mu, as onClose's past deadline (which makes a waiting
+// worker give up) is set: a close that came first keeps its deadline, and
+// one that comes later sets it after this one. A rescued connection's
+// worker finishes its reply, so its wait gets the timeout.
+func (c *conn) armWriteDeadline() {
+	d := c.s.opts.writeTimeout
+	if d <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if !c.closed.Load() || c.rescue != nil {
+		_ = c.wf.SetWriteDeadline(time.Now().Add(d))
+	}
+	c.mu.Unlock()
 }
 
 // writeGathered is the RawConn.Write callback of writeDirectGathered.
