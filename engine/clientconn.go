@@ -135,7 +135,13 @@ func (c *Client) dropConn() {
 
 // endConn closes the open connection after cause ended it. Requests still
 // in flight on it get their errors now: each may have been processed.
+// Messages posted as requests (postRequest) whose replies were not read
+// may be lost with it: the next request says so (rlost, lostPosts), as
+// for messages posted on rings (dropConn).
 func (c *Client) endConn(cause error) {
+	if c.dropping > 0 {
+		c.rlost = true
+	}
 	if c.inflight > 0 {
 		lost := c.fail("read", fmt.Errorf("%w: the connection ended before this reply: %w", ErrIncompleteReply, peerCause(cause)))
 		c.queue.fail(c.gen, lost)

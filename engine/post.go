@@ -43,9 +43,10 @@ const (
 // connection saw (a server that closed the idle connection): the next
 // Post, Flush or request sends it again on a new connection. A request
 // that finds the connection gone before the server took every message
-// posted on it is not sent again on a new one, where its reply would
-// vouch for them: it fails with ErrNotProcessed, as does the first request
-// after a Post, Flush or Recv that found it so. An error means msg
+// posted on it (on a socket: before their replies were read) is not sent
+// again on a new one, where its reply would vouch for them: it fails with
+// ErrNotProcessed, as does the first request after a Post, Flush or Recv
+// that found it so. An error means msg
 // was not sent (it wraps ErrNotProcessed, or is ErrClientClosed), and
 // with it the messages of its batch.
 //

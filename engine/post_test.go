@@ -189,3 +189,55 @@ func TestPostClosed(t *testing.T) {
 		t.Fatalf("Post after Close: %v, want ErrClientClosed", err)
 	}
 }
+
+// TestPostsLostOnSocket: on a socket, messages posted as requests whose
+// replies were never read when the connection ended may be lost: the
+// next request fails with ErrNotProcessed instead of going out on a new
+// connection, where its reply would vouch for them, whichever call found
+// the end; the request after it goes out.
+func TestPostsLostOnSocket(t *testing.T) {
+	leakcheck.Check(t)
+	blocked := make(chan struct{}, 1)
+	l := &postLog{}
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "block" {
+			blocked <- struct{}{}
+			<-ctx.Done() // until the server closes
+			return ctx.Err()
+		}
+		return l.ServeIPC(ctx, req, w)
+	})
+	path := socketPath(t)
+	a := startServerAt(t, path, h)
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, msg := range []string{"block", "lost"} {
+		if err := c.Post([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	a.Close()
+	for range 3 * postWindow { // Post's reads of the replies find the end
+		if c.Post([]byte("later")) != nil {
+			break
+		}
+	}
+	startServerAt(t, path, &postLog{})
+	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after posted messages were lost: %v, want ErrNotProcessed", err)
+	}
+	if got, err := c.Call([]byte("y")); err != nil || string(got) != "re:y" {
+		t.Fatalf("the next Call: %q, %v", got, err)
+	}
+	if n := l.len(); n != 0 {
+		t.Errorf("the closed server served %d posted messages after block", n)
+	}
+}
