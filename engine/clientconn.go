@@ -95,9 +95,14 @@ func (c *Client) handshake(ctx context.Context) (bool, error) {
 func (c *Client) boundBy(ctx context.Context) func() {
 	uc := c.uc
 	if d, ok := ctx.Deadline(); ok {
-		if own := c.currentDeadline(); own.IsZero() || d.Before(own) {
+		// Under mu, as SetDeadline sets the socket's: one from another
+		// goroutine comes before (and is compared here) or after (and
+		// sets its own), never between the look and the set.
+		c.mu.Lock()
+		if own := c.deadline; own.IsZero() || d.Before(own) {
 			_ = uc.SetDeadline(d)
 		}
+		c.mu.Unlock()
 	}
 	cut := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
