@@ -494,3 +494,37 @@ func TestPooledPipelineHandOver(t *testing.T) {
 		}
 	}
 }
+
+// TestClientLetsGoOfLargeWriteBuffer: a request larger than clientKeep
+// grows the Client's write buffer, which it lets go of once the request
+// is written, queued or not, instead of holding that size for its life.
+func TestClientLetsGoOfLargeWriteBuffer(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), WithMaxRequestSize(2*clientKeep))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	big := pattern(clientKeep+1, 3)
+	for _, queued := range []bool{false, true} {
+		if queued {
+			if err := c.Queue(big); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := c.Send(big); err != nil {
+			t.Fatal(err)
+		}
+		if got := cap(c.wbuf); got > clientKeep {
+			t.Errorf("queued %v: the write buffer keeps %d bytes after the request went out", queued, got)
+		}
+		got, err := c.Recv()
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("queued %v: reply of %d bytes, %v", queued, len(got), err)
+		}
+	}
+}

@@ -23,7 +23,17 @@ func (c *Client) write(req []byte) error {
 	if err := c.rc.Write(c.writeFn); err != nil && c.werr == nil {
 		c.werr = err
 	}
+	c.trimWriteBuffer()
 	return c.werr
+}
+
+// trimWriteBuffer lets go of a write buffer grown past clientKeep by a
+// large request, once nothing staged lies in it: kept, one large request
+// would hold its size for the Client's life.
+func (c *Client) trimWriteBuffer() {
+	if c.unsent == 0 && cap(c.wbuf) > clientKeep {
+		c.wbuf = nil
+	}
 }
 
 // readReply reads the reply at the head of the open connection.

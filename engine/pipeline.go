@@ -418,6 +418,7 @@ func (c *Client) flush() error {
 			c.inflight += c.unsent
 			c.spin.sent(c.now(), c.inflight)
 			c.unsent = 0
+			c.trimWriteBuffer()
 			return nil
 		}
 		err := c.werr
