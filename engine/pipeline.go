@@ -528,7 +528,21 @@ func (c *Client) Recv() ([]byte, error) {
 	if err := c.dropReplies(); err != nil {
 		return nil, err
 	}
-	return c.recvFront()
+	msg, err := c.recvFront()
+	if err != nil || c.persistent {
+		return msg, err
+	}
+	if p := c.queue.front(); p != nil && p.drop && p.held != nil {
+		// Messages posted behind this request to a git server, held for
+		// their turn, which has come: they go now (Flush could not send
+		// them before this reply), and no later call need come for them.
+		// This reply is kept aside while their replies are read.
+		msg = bytes.Clone(msg)
+		if err := c.dropReplies(); err != nil {
+			return nil, err
+		}
+	}
+	return msg, nil
 }
 
 // sendQueued sends the requests queued and not yet sent, before a wait

@@ -31,7 +31,8 @@ const (
 // batch at most. On a socket connection it travels as a request whose
 // reply the Client reads and drops (a handler's OneWay is false there);
 // to a git server, which answers one request per connection, Post and
-// Flush wait for those replies.
+// Flush wait for those replies, and a message posted behind a request
+// that waits for its reply goes when Recv returns that reply.
 //
 // Messages and requests of one Client reach the server in the order sent
 // and their handlers finish in that order, so the reply to a request sent

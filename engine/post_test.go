@@ -241,3 +241,38 @@ func TestPostsLostOnSocket(t *testing.T) {
 		t.Errorf("the closed server served %d posted messages after block", n)
 	}
 }
+
+// TestPostBehindRequestToGitServer: to a git server (one request per
+// connection), a message posted while a request waits for its reply is
+// held for its turn, which comes with that reply: Recv sends it, so that
+// a caller that then closes has lost nothing, and the reply Recv returned
+// stays whole.
+func TestPostBehindRequestToGitServer(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	ts := startServer(t, l)
+	c, err := Dial(context.Background(), ts.path, WithGitStyle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Send([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Post([]byte("P")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Recv()
+	if err != nil || string(got) != "re:A" {
+		t.Fatalf("Recv: %q, %v", got, err)
+	}
+	c.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.reqs) != 2 || string(l.reqs[1]) != "P" {
+		t.Fatalf("the server got %q, want A then P", l.reqs)
+	}
+}
