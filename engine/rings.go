@@ -211,8 +211,8 @@ func grantRing(n, most int) int {
 // ends; closed is set once, by the server's Close, after which nothing
 // enters or is added, and every connection in conns has been killed.
 // gauge counts the goroutines waiting for a request now and those
-// spinning now; live (atomic) is a copy of count, stored
-// under mu whenever count changes, for readers that do not take mu.
+// spinning now; live (atomic) is a copy of count, stored under mu
+// whenever count changes, for readers that do not take mu.
 type ringSet struct {
 	spinMax int32 // the spin budget: half of GOMAXPROCS when the server was made, at least one
 	mu      sync.Mutex

@@ -6,8 +6,8 @@ import "sync/atomic"
 // ring connections) that are under way, and how many of them spin now,
 // in one word: the waits in its low half, the spins in its high half. A
 // wait that spins enters and leaves with one atomic add each, where two
-// counters would take two each; on a round trip of a few hundred
-// nanoseconds, each locked add on the path counts. Any goroutine; each
+// counters would take two each: on a short round trip, each locked add on
+// the path counts. Any goroutine; each
 // add is undone by the goroutine that made it, so neither half goes
 // below zero and no borrow crosses between them.
 type waitGauge struct{ v atomic.Int64 }
