@@ -35,7 +35,7 @@ const (
 // Invariant: id, slot, kind, fd, format, ln, lock and lnID are set before
 // the conn is published in the slot table and never change. queued
 // changes under the loop's mu, closed under both waitMu and mu. The read
-// side (readable, hup, rbuf, rs, re, need, asm, xform, failing, retry,
+// side (readable, rbuf, rs, re, need, asm, xform, failing, retry,
 // stop) belongs to the loop's waitMu holder; peer is set by AddSwitch
 // under waitMu and read by writers through the atomic. The write side
 // (outq and the fields after wmu) changes only under wmu; pending, paused,
@@ -56,7 +56,6 @@ type conn struct {
 	closed bool
 
 	readable bool
-	hup      bool // epoll reported the peer's end or an error
 	rbuf     []byte
 	rs, re   int
 	need     int
@@ -152,7 +151,6 @@ func (c *conn) produce() (Event, bool) {
 			return Event{}, false
 		}
 		c.makeRoom()
-		space := len(c.rbuf) - c.re
 		n, err := rawIO(unix.SYS_READ, c.fd, c.rbuf[c.re:])
 		switch {
 		case err == unix.EAGAIN:
@@ -172,12 +170,10 @@ func (c *conn) produce() (Event, bool) {
 			return Event{}, false
 		}
 		c.re += n
-		if n < space && !c.hup {
-			// A short read emptied the socket; anything that arrives
-			// later (bytes or the end) raises a new edge. This saves the
-			// read that would only say EAGAIN.
-			c.readable = false
-		}
+		// A short read does not say the socket is empty: a Unix socket's
+		// read stops where bytes that carried descriptors (or an
+		// out-of-band mark) end, with more behind them and no new edge to
+		// come. Only EAGAIN clears readable.
 	}
 }
 

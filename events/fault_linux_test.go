@@ -3,6 +3,7 @@
 package events
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/internal/leakcheck"
 	"github.com/pktipc/pktipc/uds"
 )
@@ -285,5 +287,41 @@ func TestTornWriteReported(t *testing.T) {
 	ev := expect(t, ctx, l, Disconnection, id)
 	if !errors.Is(ev.Err, ErrWriteTimeout) {
 		t.Fatalf("Disconnection: %v, want the write timeout", ev.Err)
+	}
+}
+
+// TestFramesBehindDescriptors: a peer that attaches descriptors to a
+// frame (which a connection of the Loop discards) and sends another frame
+// right behind it gets both delivered. A read stops where the bytes that
+// carried descriptors end, short of the buffer with more in the socket;
+// taken for an empty socket, the second frame would wait for an edge that
+// never comes.
+func TestFramesBehindDescriptors(t *testing.T) {
+	ctx := checked(t)
+	l := newTestLoop(t)
+	id, peer := pair(t, l, PktLine)
+	var pipe [2]int
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	first := frame.AppendMessage(nil, []byte("with descriptors"))
+	if err := unix.Sendmsg(peer, first, unix.UnixRights(pipe[0]), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(peer, frame.AppendMessage(nil, []byte("behind them"))); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for _, want := range []string{"with descriptors", "behind them"} {
+		ev, err := l.WaitEvent(wctx)
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", want, err)
+		}
+		if ev.Kind != MessageRx || ev.Conn != id || string(ev.Data) != want {
+			t.Fatalf("got %v on %d (%q), want MessageRx %q", ev.Kind, ev.Conn, ev.Data, want)
+		}
 	}
 }

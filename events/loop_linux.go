@@ -635,9 +635,6 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 		case kindExternal:
 			l.post(c, Event{Kind: External, Conn: c.id, FD: c.fd})
 		case kindConn:
-			if e.Events&(unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
-				c.hup = true
-			}
 			if e.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
 				c.readable = true
 				l.pushToken(c)
