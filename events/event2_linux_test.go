@@ -434,3 +434,21 @@ func TestCloseWakesWait(t *testing.T) {
 		t.Fatal("AddConn after Close")
 	}
 }
+
+// TestNoEventAfterClose: once the Loop is closed, WaitEvent says so, even
+// with a periodic timer due.
+func TestNoEventAfterClose(t *testing.T) {
+	checked(t)
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetTimer(Periodic, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	time.Sleep(5 * time.Millisecond) // the timer is due
+	if ev, err := l.WaitEvent(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitEvent after Close: %v (%v), want ErrClosed", ev.Kind, err)
+	}
+}

@@ -490,6 +490,14 @@ func (l *loop) polled(n int, err error) error {
 // first (so it fires on time under load), then the ready queue in order,
 // then a due idle timer. The caller holds waitMu.
 func (l *loop) next() (Event, bool, error) {
+	// After Close no timer fires, and epoll's descriptor, closed and
+	// perhaps someone else's by now, is not polled.
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return Event{FD: -1}, false, ErrClosed
+	}
 	now := time.Now()
 	if ev, ok := l.timerDue(now); ok {
 		l.last = now
