@@ -232,12 +232,17 @@ func (l *loop) add(c *conn, events uint32) error {
 	if c.kind == kindConn {
 		l.nconns++
 	}
-	l.mu.Unlock()
+	// Registered before mu is let go: Close and CloseConn, which find
+	// connections under mu, see c only once it is registered, and never
+	// close its descriptor while a failed registration's caller still
+	// owns it.
 	ev := c.epollEvent(events)
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
-		l.release(c)
+		l.releaseLocked(c)
+		l.mu.Unlock()
 		return &ConnError{Conn: c.id, Op: "epoll_ctl", Err: err}
 	}
+	l.mu.Unlock()
 	return nil
 }
 
@@ -246,6 +251,11 @@ func (l *loop) add(c *conn, events uint32) error {
 func (l *loop) release(c *conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.releaseLocked(c)
+}
+
+// releaseLocked is release, under mu.
+func (l *loop) releaseLocked(c *conn) bool {
 	if c.closed {
 		return false
 	}
