@@ -120,6 +120,30 @@ func TestLibIPCLock(t *testing.T) {
 	}
 }
 
+// TestLibIPCLockNoFollow: Listen does not follow a symlink planted where
+// its lock file goes: no file appears at the link's target, and Listen
+// fails.
+func TestLibIPCLockNoFollow(t *testing.T) {
+	checked(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "run")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(base, "victim")
+	if err := os.Symlink(target, filepath.Join(dir, "pong.lock")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RUNDIR", dir)
+	l := newTestLoop(t, WithLayout(LibIPCLayout))
+	if _, err := l.Listen("pong", LibIPC); err == nil {
+		t.Fatal("Listen with its lock file a symlink succeeded")
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the link's target: %v, want it never made", err)
+	}
+}
+
 // Frames coalesced in one write and split over many come out whole, in
 // order, for every format; an empty message is a message.
 func TestReassembly(t *testing.T) {

@@ -897,7 +897,10 @@ func (l *loop) stopWatchers() { l.watchers.Wait() }
 
 // flockPath takes LibIPC's single-instance lock.
 func flockPath(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Never through a symlink: the lock is made before uds.Listen checks
+	// the directory, which someone else may own and have planted a link
+	// in, to make us create or open a file of their choosing.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
