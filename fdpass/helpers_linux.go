@@ -168,18 +168,24 @@ func (l *Listener) Accept(ctx context.Context) (*Passer, error) {
 	}
 }
 
-// Close stops listening and removes the socket path if it still names the
-// socket this Listener bound. Safe for concurrent use.
+// Close removes the socket path if it still names the socket this
+// Listener bound, and stops listening. Safe for concurrent use.
 func (l *Listener) Close() error {
-	err := l.ul.Close()
+	// The path is looked at while the socket is still bound, so its inode
+	// cannot be freed and given to a successor's socket between the look
+	// and the unlink.
+	var uerr error
 	var st unix.Stat_t
 	if unix.Lstat(l.path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK &&
 		uint64(st.Dev) == l.dev && st.Ino == l.ino {
-		if uerr := unix.Unlink(l.path); uerr != nil && err == nil {
-			err = fmt.Errorf("fdpass: unlink %s: %w", l.path, uerr)
+		if err := unix.Unlink(l.path); err != nil {
+			uerr = fmt.Errorf("fdpass: unlink %s: %w", l.path, err)
 		}
 	}
-	return err
+	if err := l.ul.Close(); err != nil {
+		return err
+	}
+	return uerr
 }
 
 // Dial connects to the socket at path and returns a Passer for it.
