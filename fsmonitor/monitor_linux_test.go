@@ -544,3 +544,30 @@ func TestMonitorClose(t *testing.T) {
 	<-done
 	closeEmpties(t, m) // a second Close, once the query put its file back
 }
+
+// TestMonitorDirectorySwap: two directories swapped at once (rename with
+// RENAME_EXCHANGE, as `mv --exchange` does) are both reported, and both
+// stay watched under their new names: a change in either is reported
+// after the swap, not only at it.
+func TestMonitorDirectorySwap(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	write(t, root, "A/x/f", "a")
+	write(t, root, "B/y/g", "b")
+	m := start(t, root, 5*time.Second)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "A"), unix.AT_FDCWD, filepath.Join(root, "B"), unix.RENAME_EXCHANGE); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			t.Skipf("RENAME_EXCHANGE: %v", err)
+		}
+		t.Fatal(err)
+	}
+	a.expect("the swap", "A/", "B/", "A/y/g", "B/x/f")
+	write(t, root, "B/x/f", "changed")
+	a.expect("a change in what is now B", "B/x/f")
+	write(t, root, "A/y/g", "changed")
+	a.expect("a change in what is now A", "A/y/g")
+	write(t, root, "B/x/new", "new")
+	a.expect("a file made in what is now B", "B/x/new")
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,8 +78,13 @@ type watcher struct {
 	overflows  int64
 	refused    int64
 	changed    []string // scratch for one batch
-	buf        []byte   // one read's events
-	readErr    error    // the read that failed; no more reads after it
+	// moved: directories moved from or to a name in this batch, settled
+	// at its end (settle); resyncDue: a mounted filesystem went away
+	// under a watch in this batch.
+	moved     []string
+	resyncDue bool
+	buf       []byte // one read's events
+	readErr   error  // the read that failed; no more reads after it
 }
 
 type watchStats struct {
@@ -155,8 +161,14 @@ func (w *watcher) watchTree(ctx context.Context, dir string, report bool) error 
 			continue
 		}
 		entries, err := os.ReadDir(filepath.Join(w.root, d))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue // gone already: its removal is reported by its parent
+		}
 		if err != nil {
-			// Gone already: its removal is reported by its parent.
+			// Watched, but what it holds is unknown (out of descriptors,
+			// no permission any more): as a directory that cannot be
+			// watched, replies are trivial until it can be read.
+			w.unreadable(d, err)
 			continue
 		}
 		for _, e := range entries {
@@ -221,6 +233,18 @@ func (w *watcher) watchDir(rel string) bool {
 	w.wds[rel] = int32(wd)
 	delete(w.sweep, rel)
 	return true
+}
+
+// unreadable leaves rel in the directories not watched whole, and the
+// journal incomplete. Under mu.
+func (w *watcher) unreadable(rel string, err error) {
+	w.refused++
+	if _, ok := w.unwatched[rel]; !ok {
+		w.m.log.Error("fsmonitor: a directory cannot be read; replies are trivial until it can", "dir", rel, "err", err)
+	}
+	err = fmt.Errorf("fsmonitor: reading %s: %w", filepath.Join(w.root, rel), err)
+	w.unwatched[rel] = err
+	w.m.j.spoil(err)
 }
 
 // forget drops the watches of dir and everything under it: it moved away,
@@ -375,6 +399,7 @@ func (w *watcher) handle(b []byte) {
 		b = rest
 		w.event(ev.wd, ev.mask, string(ev.name))
 	}
+	w.settle()
 	w.flushChanged()
 }
 
@@ -392,6 +417,7 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 	}
 	if wd == w.cookieWd {
 		if mask&(unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE) != 0 && name != "" {
+			w.settle() // what came before the cookie is journaled before its query is answered
 			w.flushChanged()
 			w.m.cookies.seen(name)
 		}
@@ -405,6 +431,11 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 	dir, ok := w.dirs[wd]
 	if !ok {
 		return // a watch already forgotten (moved or deleted)
+	}
+	if mask&unix.IN_UNMOUNT != 0 {
+		// A filesystem mounted in the worktree went away: what is there
+		// now was never watched, and its contents changed at once.
+		w.resyncDue = true
 	}
 	if mask&unix.IN_IGNORED != 0 {
 		delete(w.dirs, wd)
@@ -432,10 +463,10 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 	}
 	w.changed = append(w.changed, rel+"/")
 	switch {
-	case mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
+	case mask&unix.IN_CREATE != 0:
 		w.watchTree(context.Background(), rel, true)
-	case mask&unix.IN_MOVED_FROM != 0:
-		w.forget(rel)
+	case mask&(unix.IN_MOVED_FROM|unix.IN_MOVED_TO) != 0:
+		w.moved = append(w.moved, rel) // settled at the batch's end
 	case mask&unix.IN_DELETE != 0:
 		w.forgetUnwatched(rel) // its watch ends with IN_IGNORED
 	case mask&unix.IN_ATTRIB != 0:
@@ -454,9 +485,46 @@ func (w *watcher) event(wd int32, mask uint32, name string) {
 func (w *watcher) overflow() {
 	w.overflows++
 	w.m.log.Warn("fsmonitor: inotify queue overflowed; new token")
+	w.startOver()
+}
+
+// startOver drops the batch's changes, walks the tree again under a new
+// token and wakes every query waiting for a cookie. Under mu.
+func (w *watcher) startOver() {
 	w.changed = w.changed[:0]
+	w.moved = w.moved[:0]
+	w.resyncDue = false
 	w.resync()
 	w.m.cookies.wakeAll()
+}
+
+// settle brings the watches of the directories moved in this batch in
+// line with what the names hold now: each one's watches go, and what
+// is a directory under the name now is watched afresh, its entries
+// journaled. The events name the directories as they were, and the
+// filesystem is read as it is by the end of the batch: handled one by
+// one, a swap of two directories (rename with RENAME_EXCHANGE: moved
+// from A, to B, from B, to A) took the watch of the directory now named
+// B away for good. A filesystem unmounted under a watch makes the whole
+// tree walked again. Under mu.
+func (w *watcher) settle() {
+	if w.resyncDue {
+		w.m.log.Warn("fsmonitor: a filesystem in the worktree was unmounted; new token")
+		w.startOver()
+		return
+	}
+	if len(w.moved) == 0 {
+		return
+	}
+	slices.Sort(w.moved)
+	w.moved = slices.Compact(w.moved)
+	for _, rel := range w.moved {
+		w.forget(rel)
+	}
+	for _, rel := range w.moved {
+		w.watchTree(context.Background(), rel, true)
+	}
+	w.moved = w.moved[:0]
 }
 
 // resync walks the whole tree again and starts a new token, incomplete
