@@ -168,7 +168,7 @@ func (w *watcher) watchTree(ctx context.Context, dir string, report bool) error 
 			// Watched, but what it holds is unknown (out of descriptors,
 			// no permission any more): as a directory that cannot be
 			// watched, replies are trivial until it can be read.
-			w.unreadable(d, err)
+			w.unwatchable(d, "read", err)
 			continue
 		}
 		for _, e := range entries {
@@ -208,13 +208,7 @@ func (w *watcher) watchDir(rel string) bool {
 		default:
 			// No read permission, say: git may still stat tracked files
 			// in it. Watched again when its attributes change.
-			w.refused++
-			if _, ok := w.unwatched[rel]; !ok {
-				w.m.log.Error("fsmonitor: a directory cannot be watched; replies are trivial until it can", "dir", rel, "err", err)
-			}
-			err = fmt.Errorf("fsmonitor: watching %s: %w", filepath.Join(w.root, rel), err)
-			w.unwatched[rel] = err
-			w.m.j.spoil(err)
+			w.unwatchable(rel, "watched", err)
 		}
 		return false
 	}
@@ -235,14 +229,15 @@ func (w *watcher) watchDir(rel string) bool {
 	return true
 }
 
-// unreadable leaves rel in the directories not watched whole, and the
-// journal incomplete. Under mu.
-func (w *watcher) unreadable(rel string, err error) {
+// unwatchable leaves rel among the directories not watched whole (it
+// could not be watched, or read: how), and the journal incomplete. Under
+// mu.
+func (w *watcher) unwatchable(rel, how string, err error) {
 	w.refused++
 	if _, ok := w.unwatched[rel]; !ok {
-		w.m.log.Error("fsmonitor: a directory cannot be read; replies are trivial until it can", "dir", rel, "err", err)
+		w.m.log.Error("fsmonitor: a directory cannot be "+how+"; replies are trivial until it can", "dir", rel, "err", err)
 	}
-	err = fmt.Errorf("fsmonitor: reading %s: %w", filepath.Join(w.root, rel), err)
+	err = fmt.Errorf("fsmonitor: %s cannot be %s: %w", filepath.Join(w.root, rel), how, err)
 	w.unwatched[rel] = err
 	w.m.j.spoil(err)
 }
