@@ -468,6 +468,10 @@ func (c *Client) transmit(req []byte) error {
 		// Posted messages go first, with flushPosts' care for a batch
 		// that a server gone idle never saw.
 		if err := c.flushPosts(); err != nil {
+			if c.rlost { // this request says it
+				c.rlost = false
+				return c.fail("send", fmt.Errorf("%w: messages posted before it may be lost: %w", ErrNotProcessed, err))
+			}
 			return err
 		}
 	}
@@ -486,23 +490,22 @@ func (c *Client) transmit(req []byte) error {
 			}
 			return nil
 		}
-		if peerGone(err) && c.postsAtRisk() {
-			// The connection ended before the server took the one-way
-			// messages posted on it: sent on a new one, req's reply would
-			// say they were handled, and they may be lost.
-			c.endConn(err)
-			c.rlost = false // reported here
-			return c.fail("send", fmt.Errorf("%w: the connection ended after messages posted on it, which may be lost: %w", ErrNotProcessed, peerCause(err)))
-		}
 		// The server acts only on whole requests: nothing of req was
 		// processed, whatever part of it was written.
-		if !retried && c.inflight == 0 && peerGone(err) {
+		if !retried && c.inflight == 0 && peerGone(err) && !c.postsAtRisk() {
 			// The server closed the idle connection (idle timeout,
 			// restart): once more, on a new one.
 			c.endConn(err)
 			continue
 		}
+		// Not on a new connection where the server may not have taken
+		// the messages posted on this one (rlost): req's reply there
+		// would say they were handled, and they may be lost.
 		c.endConn(err)
+		if c.rlost { // this request says it
+			c.rlost = false
+			return c.fail("send", fmt.Errorf("%w: the connection ended after messages posted on it, which may be lost: %w", ErrNotProcessed, peerCause(err)))
+		}
 		return c.fail("send", sendFailure(err))
 	}
 }
@@ -586,11 +589,15 @@ func (c *Client) recvFront() ([]byte, error) {
 		return nil, c.fail("read", fmt.Errorf("%w: its connection is gone", ErrIncompleteReply))
 	}
 	msg, err := c.readReply()
+	drop := p.drop
 	c.pop()
 	if err != nil {
 		c.inflight--
 		e := c.fail("read", readFailure(err))
 		c.endConn(err)
+		if drop {
+			c.rlost = true // a posted message whose reply never came
+		}
 		return nil, e
 	}
 	c.inflight--

@@ -276,3 +276,69 @@ func TestPostBehindRequestToGitServer(t *testing.T) {
 		t.Fatalf("the server got %q, want A then P", l.reqs)
 	}
 }
+
+// TestLargePostLostOnSocket: a message posted alone whose reply Post reads
+// at once (it fills the window of posted bytes) and never gets, the server
+// gone, makes the next request fail with ErrNotProcessed.
+func TestLargePostLostOnSocket(t *testing.T) {
+	leakcheck.Check(t)
+	started := make(chan struct{}, 1)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		started <- struct{}{}
+		<-ctx.Done() // until the server closes
+		return ctx.Err()
+	})
+	path := socketPath(t)
+	a := startServerAt(t, path, h)
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		<-started
+		a.Close()
+	}()
+	_ = c.Post(make([]byte, postWindowBytes)) // its reply never comes
+	startServerAt(t, path, &postLog{})
+	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after a posted message was lost: %v, want ErrNotProcessed", err)
+	}
+	if got, err := c.Call([]byte("y")); err != nil || string(got) != "re:y" {
+		t.Fatalf("the next Call: %q, %v", got, err)
+	}
+}
+
+// TestPostAfterIdleCloseOnSocket: a message posted (staged, not yet
+// written) on a connection the server closed for idleness goes out on a
+// new one with the request behind it, and nothing counts as lost: the
+// requests after it are served.
+func TestPostAfterIdleCloseOnSocket(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	ts := startServer(t, l, WithIdleTimeout(50*time.Millisecond))
+	c, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Call([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 }) // closed for idleness
+	if err := c.Post([]byte("posted")); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []string{"after", "again"} {
+		if got, err := c.Call([]byte(req)); err != nil || string(got) != "re:"+req {
+			t.Fatalf("Call(%s) after a post on an idle-closed connection: %q, %v", req, got, err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.reqs) != 4 || string(l.reqs[1]) != "posted" {
+		t.Fatalf("the server got %q", l.reqs)
+	}
+}
