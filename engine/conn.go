@@ -270,9 +270,11 @@ func (c *conn) prepareHandler(pooled bool) {
 		c.ctx = &c.pctx
 		c.cancel = cancel
 	}
-	if pooled && c.done == nil {
+	if pooled && !c.writeCallbacksBound() {
 		c.ensureWorkerIO()
-		c.done = make(chan struct{})
+		if c.done == nil { // an inline connection's first tail may have made it
+			c.done = make(chan struct{})
+		}
 		c.bindWriteCallbacks()
 	}
 }

@@ -248,6 +248,9 @@ func (c *conn) writeOnLoop(b []byte, final bool) error {
 
 // bindWriteCallbacks makes writeOnLoop's callbacks. On the loop, before
 // the first pooled request of c.
+// writeCallbacksBound reports whether bindWriteCallbacks ran. On the loop.
+func (c *conn) writeCallbacksBound() bool { return c.link.chunkCB != nil }
+
 func (c *conn) bindWriteCallbacks() {
 	c.link.chunkCB = func(_ gnet.Conn, err error) error { return c.onChunkWritten(err) }
 	c.link.finalCB = func(_ gnet.Conn, err error) error { return c.onFinalWritten(err) }
