@@ -501,15 +501,13 @@ func (l *loop) polled(n int, err error) error {
 // then a due idle timer. The caller holds waitMu.
 func (l *loop) next() (Event, bool, error) {
 	// After Close no timer fires, and epoll's descriptor, closed and
-	// perhaps someone else's by now, is not polled.
-	l.mu.Lock()
-	closed := l.closed
-	l.mu.Unlock()
+	// perhaps someone else's by now, is not polled (timerDue looks).
+	now := time.Now()
+	ev, ok, closed := l.timerDue(now)
 	if closed {
 		return Event{FD: -1}, false, ErrClosed
 	}
-	now := time.Now()
-	if ev, ok := l.timerDue(now); ok {
+	if ok {
 		l.last = now
 		return ev, true, nil
 	}
@@ -586,17 +584,20 @@ func (l *loop) timeoutLocked(now time.Time, ctx context.Context) int {
 	return int((until + time.Millisecond - 1) / time.Millisecond)
 }
 
-// timerDue returns a Periodic event when its time has come, or an Idle one
-// when nothing happened for the idle duration.
-func (l *loop) timerDue(now time.Time) (Event, bool) {
+// timerDue returns a Periodic event when its time has come, or closed
+// once the Loop is closed.
+func (l *loop) timerDue(now time.Time) (ev Event, ok, closed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return Event{}, false, true
+	}
 	if l.period > 0 && !now.Before(l.nextTick) {
 		missed := int(now.Sub(l.nextTick) / l.period)
 		l.nextTick = l.nextTick.Add(time.Duration(missed+1) * l.period)
-		return Event{Kind: Timer, Timer: Periodic, Missed: missed, FD: -1}, true
+		return Event{Kind: Timer, Timer: Periodic, Missed: missed, FD: -1}, true, false
 	}
-	return Event{}, false
+	return Event{}, false, false
 }
 
 func (l *loop) idleDue(now time.Time) (Event, bool) {
