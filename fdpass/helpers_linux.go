@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -94,6 +95,9 @@ type Listener struct {
 	path     string
 	dev, ino uint64
 	opts     []Option
+
+	closeMu sync.Mutex
+	closed  bool // under closeMu: Close ran
 }
 
 // Listen binds and listens on path; every accepted Passer gets opts.
@@ -173,7 +177,14 @@ func (l *Listener) Accept(ctx context.Context) (*Passer, error) {
 func (l *Listener) Close() error {
 	// The path is looked at while the socket is still bound, so its inode
 	// cannot be freed and given to a successor's socket between the look
-	// and the unlink.
+	// and the unlink; closeMu keeps a second Close from looking after the
+	// first closed the socket.
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
+	if l.closed {
+		return l.ul.Close() // net's error for a listener closed already
+	}
+	l.closed = true
 	var uerr error
 	var st unix.Stat_t
 	if unix.Lstat(l.path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK &&
