@@ -140,34 +140,18 @@ func (c *Client) dropConn() {
 
 // endConn closes the open connection after cause ended it. Requests still
 // in flight on it get their errors now: each may have been processed.
-// Messages posted as requests (postRequest) that went out on it and whose
-// replies were not read may be lost with it: the next request says so
-// (rlost, lostPosts), as for messages posted on rings (dropConn).
+// Messages posted as requests (postRequest) whose entries fail here may
+// be lost with it: the next request says so (rlost, lostPosts), as for
+// messages posted on rings (dropConn).
 func (c *Client) endConn(cause error) {
-	if c.postsInFlight() {
-		c.rlost = true
-	}
 	if c.inflight > 0 {
 		lost := c.fail("read", fmt.Errorf("%w: the connection ended before this reply: %w", ErrIncompleteReply, peerCause(cause)))
-		c.queue.fail(c.gen, lost)
+		if c.queue.fail(c.gen, lost) {
+			c.rlost = true
+		}
 	}
 	c.dropConn()
 	c.declined, c.ringsDeclined = false, false // the server may come back as another kind: offer again
-}
-
-// postsInFlight reports whether a message posted as a request went out
-// on the open connection and its reply was not read: not one staged or
-// held (they never reached the server), nor one whose entry has its error.
-func (c *Client) postsInFlight() bool {
-	if c.dropping == 0 {
-		return false
-	}
-	for i := range c.queue.n - c.unsent {
-		if p := c.queue.at(i); p.drop && p.held == nil && p.err == nil && p.gen == c.gen {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *Client) reconnect() error {

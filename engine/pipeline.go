@@ -239,7 +239,7 @@ func (c *Client) Send(req []byte) error {
 	if err := c.lostPosts(); err != nil {
 		return err
 	}
-	return c.send(req)
+	return c.withLostPosts(c.send(req))
 }
 
 // send is Send, for a request (or a posted message sent as one) that may
@@ -299,7 +299,7 @@ func (c *Client) SendUncopied(req []byte) error {
 		if retry {
 			return c.Send(req) // the server closed the idle connection: a new one
 		}
-		return c.fail("send", sendFailure(err))
+		return c.withLostPosts(c.fail("send", sendFailure(err)))
 	}
 	c.inflight++
 	c.spin.sent(c.now(), c.inflight)
@@ -329,7 +329,7 @@ func (c *Client) Queue(req []byte) error {
 	if err := c.lostPosts(); err != nil {
 		return err
 	}
-	return c.enqueue(req)
+	return c.withLostPosts(c.enqueue(req))
 }
 
 // enqueue is Queue, for a request (or a posted message sent as one,
@@ -455,7 +455,11 @@ func (c *Client) flush() error {
 // and ends staging.
 func (c *Client) failStaged(from int, err error) error {
 	for i := from; i < c.queue.n; i++ {
-		c.queue.at(i).err = err
+		p := c.queue.at(i)
+		p.err = err
+		if p.drop {
+			c.rlost = true // a posted message that never went out whole
+		}
 	}
 	c.unsent = 0
 	return err
@@ -468,10 +472,6 @@ func (c *Client) transmit(req []byte) error {
 		// Posted messages go first, with flushPosts' care for a batch
 		// that a server gone idle never saw.
 		if err := c.flushPosts(); err != nil {
-			if c.rlost { // this request says it
-				c.rlost = false
-				return c.fail("send", fmt.Errorf("%w: messages posted before it may be lost: %w", ErrNotProcessed, err))
-			}
 			return err
 		}
 	}
@@ -499,13 +499,9 @@ func (c *Client) transmit(req []byte) error {
 			continue
 		}
 		// Not on a new connection where the server may not have taken
-		// the messages posted on this one (rlost): req's reply there
-		// would say they were handled, and they may be lost.
+		// the messages posted on this one: req's reply there would say
+		// they were handled (the request's caller reports them: rlost).
 		c.endConn(err)
-		if c.rlost { // this request says it
-			c.rlost = false
-			return c.fail("send", fmt.Errorf("%w: the connection ended after messages posted on it, which may be lost: %w", ErrNotProcessed, peerCause(err)))
-		}
 		return c.fail("send", sendFailure(err))
 	}
 }
@@ -572,11 +568,19 @@ func (c *Client) recvFront() ([]byte, error) {
 	if p.held != nil {
 		// Its turn on a git server. Nothing is in flight (no request is
 		// written while one is held), so the request goes out on a fresh
-		// connection of its own.
+		// connection of its own, unless messages posted before it may be
+		// lost: its reply would vouch for them.
 		req := p.held
 		p.held = nil
 		c.held--
+		if !p.drop && c.rlost {
+			c.pop()
+			return nil, c.lostPosts()
+		}
 		if err := c.transmit(req); err != nil {
+			if p.drop {
+				c.rlost = true // never sent
+			}
 			c.pop()
 			return nil, err
 		}

@@ -204,6 +204,18 @@ func (c *Client) lostPosts() error {
 	return c.fail("send", fmt.Errorf("%w: a connection ended before the server took messages posted on it, which may be lost", ErrNotProcessed))
 }
 
+// withLostPosts is err, a request's failure (nil: none), saying that
+// messages posted before it may be lost when its failure found that out
+// (rlost), which the request's error then reports in place of the next
+// request's. The owner goroutine calls it.
+func (c *Client) withLostPosts(err error) error {
+	if err == nil || !c.rlost {
+		return err
+	}
+	c.rlost = false
+	return fmt.Errorf("%w (and messages posted before it may be lost)", err)
+}
+
 // postAgain posts msg on the connection flushPosts opened, without another
 // retry: into its batch when it takes one-way messages, else as a request
 // whose reply is dropped.
@@ -233,7 +245,11 @@ func (c *Client) postRequest(msg []byte) error {
 	if err := c.enqueue(msg); err != nil {
 		return err
 	}
-	c.queue.at(c.queue.n - 1).drop = true
+	p := c.queue.at(c.queue.n - 1)
+	p.drop = true
+	if p.err != nil {
+		c.rlost = true // its write already failed (a full batch is written at once)
+	}
 	c.dropping++
 	c.dropBytes += len(msg)
 	limit := postWindowBytes

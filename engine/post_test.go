@@ -342,3 +342,33 @@ func TestPostAfterIdleCloseOnSocket(t *testing.T) {
 		t.Fatalf("the server got %q", l.reqs)
 	}
 }
+
+// TestStagedPostLostOnSocket: a message posted (staged) on a connection
+// the server closed for idleness, whose write then finds no server to
+// reconnect to, never went out: the request after it, once a server is
+// back, fails with ErrNotProcessed rather than vouch for it.
+func TestStagedPostLostOnSocket(t *testing.T) {
+	leakcheck.Check(t)
+	path := socketPath(t)
+	a := startServerAt(t, path, &postLog{}, WithIdleTimeout(50*time.Millisecond))
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Call([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return a.Stats().Open == 0 }) // closed for idleness
+	a.Close()
+	_ = c.Post(make([]byte, clientBatchBytes)) // a full batch: written at once, and no server
+	l := &postLog{}
+	startServerAt(t, path, l)
+	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Call after a posted message that never went out: %v, want ErrNotProcessed", err)
+	}
+	if got, err := c.Call([]byte("y")); err != nil || string(got) != "re:y" {
+		t.Fatalf("the next Call: %q, %v", got, err)
+	}
+}

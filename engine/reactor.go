@@ -246,11 +246,11 @@ func (c *conn) writeOnLoop(b []byte, final bool) error {
 	return c.link.g.AsyncWrite(b, cb)
 }
 
-// bindWriteCallbacks makes writeOnLoop's callbacks. On the loop, before
-// the first pooled request of c.
 // writeCallbacksBound reports whether bindWriteCallbacks ran. On the loop.
 func (c *conn) writeCallbacksBound() bool { return c.link.chunkCB != nil }
 
+// bindWriteCallbacks makes writeOnLoop's callbacks. On the loop, before
+// the first pooled request of c.
 func (c *conn) bindWriteCallbacks() {
 	c.link.chunkCB = func(_ gnet.Conn, err error) error { return c.onChunkWritten(err) }
 	c.link.finalCB = func(_ gnet.Conn, err error) error { return c.onFinalWritten(err) }

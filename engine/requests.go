@@ -78,12 +78,15 @@ func (q *requestQueue) pop() {
 	q.n--
 }
 
-// fail gives err to every entry written on connection gen that has none.
-func (q *requestQueue) fail(gen uint64, err error) {
+// fail gives err to every entry written on connection gen that has none,
+// and reports whether one of them is a posted message's.
+func (q *requestQueue) fail(gen uint64, err error) (posted bool) {
 	for i := range q.n {
 		p := q.at(i)
 		if p.gen == gen && p.held == nil && p.err == nil {
 			p.err = err
+			posted = posted || p.drop
 		}
 	}
+	return posted
 }
