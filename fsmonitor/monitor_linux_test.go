@@ -571,3 +571,30 @@ func TestMonitorDirectorySwap(t *testing.T) {
 	write(t, root, "B/x/new", "new")
 	a.expect("a file made in what is now B", "B/x/new")
 }
+
+// TestMonitorUnwatchableDirRemoved: once the only directory that could not
+// be watched is removed, a new token ends the trivial replies (a flush
+// was the only way out before), and changes are reported again.
+func TestMonitorUnwatchableDirRemoved(t *testing.T) {
+	leakcheck.Check(t)
+	root := worktree(t)
+	write(t, root, "locked/file", "x")
+	locked := func(path string) bool { return strings.HasSuffix(path, "/locked") }
+	m, _ := startRefusing(t, root, locked, unix.EACCES)
+	a := &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	if _, trivial := a.ask(); !trivial {
+		t.Fatal("a complete reply while a directory is not watched")
+	}
+	before, _ := m.Token()
+	if err := os.RemoveAll(filepath.Join(root, "locked")); err != nil {
+		t.Fatal(err)
+	}
+	a.ask() // its cookie comes after the removal
+	if after, why := m.Token(); after == before || why != nil {
+		t.Fatalf("token %q -> %q (%v) once the unwatched directory went: want a new, complete one", before, after, why)
+	}
+	a.ask() // the new token
+	write(t, root, "other", "x")
+	a.expect("a change after the unwatched directory went", "other")
+}

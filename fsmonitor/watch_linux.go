@@ -79,8 +79,9 @@ type watcher struct {
 	refused    int64
 	changed    []string // scratch for one batch
 	// moved: directories moved from or to a name in this batch, settled
-	// at its end (settle); resyncDue: a mounted filesystem went away
-	// under a watch in this batch.
+	// at its end (settle); resyncDue: the tree is walked again then, under
+	// a new token (a mounted filesystem went away under a watch, or the
+	// last directory that could not be watched went).
 	moved     []string
 	resyncDue bool
 	buf       []byte // one read's events
@@ -270,6 +271,12 @@ func (w *watcher) forgetUnwatched(dir string) {
 		if rel == dir || strings.HasPrefix(rel, prefix) {
 			delete(w.unwatched, rel)
 		}
+	}
+	if len(w.unwatched) == 0 && !w.refusedNow {
+		// The last directory that could not be watched is gone: every
+		// directory is watched, and a new token (a walk) ends the trivial
+		// replies, which nothing else would before a flush.
+		w.resyncDue = true
 	}
 }
 
@@ -500,26 +507,24 @@ func (w *watcher) startOver() {
 // filesystem is read as it is by the end of the batch: handled one by
 // one, a swap of two directories (rename with RENAME_EXCHANGE: moved
 // from A, to B, from B, to A) took the watch of the directory now named
-// B away for good. A filesystem unmounted under a watch makes the whole
-// tree walked again. Under mu.
+// B away for good. Then a walk under a new token, when one is due
+// (resyncDue). Under mu.
 func (w *watcher) settle() {
+	if len(w.moved) > 0 {
+		slices.Sort(w.moved)
+		w.moved = slices.Compact(w.moved)
+		for _, rel := range w.moved {
+			w.forget(rel)
+		}
+		for _, rel := range w.moved {
+			w.watchTree(context.Background(), rel, true)
+		}
+		w.moved = w.moved[:0]
+	}
 	if w.resyncDue {
-		w.m.log.Warn("fsmonitor: a filesystem in the worktree was unmounted; new token")
+		w.m.log.Warn("fsmonitor: the watches changed under the journal (an unmount, the last unwatchable directory gone); new token")
 		w.startOver()
-		return
 	}
-	if len(w.moved) == 0 {
-		return
-	}
-	slices.Sort(w.moved)
-	w.moved = slices.Compact(w.moved)
-	for _, rel := range w.moved {
-		w.forget(rel)
-	}
-	for _, rel := range w.moved {
-		w.watchTree(context.Background(), rel, true)
-	}
-	w.moved = w.moved[:0]
 }
 
 // resync walks the whole tree again and starts a new token, incomplete
