@@ -185,7 +185,7 @@ func (c *conn) setWaitDeadline(now int64) {
 // is told only once the outbound buffer is below the high-water mark.
 func (c *conn) onChunkWritten(err error) error {
 	if err != nil {
-		c.ack <- ackMsg{c.ackSeq, err}
+		c.answer(c.ack, ackMsg{c.ackSeq, err})
 		return nil
 	}
 	if c.gc.OutboundBuffered() > c.s.opts.highWater {
@@ -221,8 +221,26 @@ func (c *conn) onFinalWritten(err error) error {
 			_ = c.gc.Close()
 		}
 	}
-	ack <- ackMsg{seq, err}
+	c.answer(ack, ackMsg{seq, err})
 	return nil
+}
+
+// answer sends m, the answer to a hand-off, on ack, the channel of the
+// worker that made it. A failure's answer for a closed connection never
+// blocks the loop: its worker stopped waiting once done closed (it gets
+// the same error then) and may be serving another connection while late
+// answers of earlier hand-offs fill its channel; such an answer that
+// finds the channel full goes. Any other answer is awaited, and its
+// worker drains the channel. On the loop.
+func (c *conn) answer(ack chan ackMsg, m ackMsg) {
+	if m.err != nil && c.closed.Load() {
+		select {
+		case ack <- m:
+		default:
+		}
+		return
+	}
+	ack <- m
 }
 
 // finishPooled ends a pooled request on the worker goroutine. After a
