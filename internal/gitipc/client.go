@@ -94,7 +94,7 @@ func (g *Tool) sendbytes(ctx context.Context, count int, c byte) bool {
 	line := append([]byte("sent:"), c)
 	line = appendZeroPadded(line, count, 8)
 	line = append(line, ' ')
-	line = append(line, cString(bytes.TrimRight(reply, " \t\n\v\f\r"))...)
+	line = append(line, cString(rtrim(reply))...)
 	g.write(g.Stdout, append(line, '\n'))
 	return true
 }
@@ -138,3 +138,8 @@ func (g *Tool) Multiple(ctx context.Context) int {
 	g.printf(g.Stdout, "client (good %d) (join %d), (errors %d)\n", good, 0, failed)
 	return exitStatus(failed == 0)
 }
+
+// rtrim is git's strbuf_rtrim: it drops trailing bytes that git's isspace
+// counts, which are space, tab, newline and carriage return (not C's
+// vertical tab and form feed).
+func rtrim(b []byte) []byte { return bytes.TrimRight(b, " \t\n\r") }

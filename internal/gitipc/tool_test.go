@@ -246,6 +246,22 @@ func TestSendbytesReply(t *testing.T) {
 	}
 }
 
+// TestRtrim: the reply's trailing white space is git's (isspace in git's
+// own ctype table), not C's: a vertical tab or form feed stays.
+func TestRtrim(t *testing.T) {
+	for in, want := range map[string]string{
+		"rcvd:A00000004\n":      "rcvd:A00000004",
+		"rcvd:A00000004 \t\r\n": "rcvd:A00000004",
+		"rcvd:A00000004\v":      "rcvd:A00000004\v",
+		"rcvd:A00000004\f\n":    "rcvd:A00000004\f",
+		"":                      "",
+	} {
+		if got := string(rtrim([]byte(in))); got != want {
+			t.Errorf("rtrim(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestAppendZeroPadded(t *testing.T) {
 	for _, tc := range []struct {
 		n    int
