@@ -109,8 +109,7 @@ type conn struct {
 	*workerIO
 
 	phaseA  atomic.Int32 // copy of phase for the reaper
-	why     atomic.Int32 // which deadline; the reaper compares since with its timeout
-	since   atomic.Int64 // monotonic ns when the current deadline started
+	dl      deadlineWord // which deadline, since when; the reaper compares since with its timeout
 	held    atomic.Int64 // bytes charged to the memory budget; negative once evicted or closed (budget.go)
 	expired atomic.Int32 // set by the reaper before it closes c: the deadline (why) + 1
 	closed  atomic.Bool  // set by OnClose
@@ -293,8 +292,7 @@ func (c *conn) setPhase(p phase) {
 
 // setDeadline puts c under deadline w from now; the reaper enforces it.
 func (c *conn) setDeadline(now int64, w why) {
-	c.since.Store(now)
-	c.why.Store(int32(w))
+	c.dl.store(w, now)
 	if w != whyIdle && w != whyHandler {
 		c.s.hurry() // a short deadline: the reaper must not nap through it
 	}

@@ -272,7 +272,7 @@ func (s *Server) reapShots(now int64) {
 		if c.expired.Load() != 0 {
 			continue // ended already
 		}
-		if d > 0 && now-c.since.Load() >= d && c.expired.CompareAndSwap(0, int32(whyHandler)+1) {
+		if d > 0 && now-c.dl.load().since >= d && c.expired.CompareAndSwap(0, int32(whyHandler)+1) {
 			s.stats.timeouts[whyHandler].Add(1)
 			c.endShot(whyHandler.exceeded())
 			continue

@@ -112,7 +112,7 @@ func (s *Server) onlyLongDeadlines() bool {
 		if !ok {
 			break
 		}
-		ok = long(why(c.why.Load()))
+		ok = long(c.dl.load().why)
 	}
 	a.mu.Unlock()
 	if !ok {
@@ -122,7 +122,7 @@ func (s *Server) onlyLongDeadlines() bool {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for rc := range rs.conns {
-		if !long(rc.look().why) {
+		if !long(rc.dl.load().why) {
 			return false
 		}
 	}
@@ -149,18 +149,51 @@ type reapScratch struct {
 }
 
 // seen is a deadline as the reaper saw it: which one, and since when. A
-// socket connection's owner stores since, then why, and its since only
-// moves forward (a ring connection's pair is one word); a later look that
-// finds both unchanged knows the deadline was not started again in
-// between.
+// later look that finds it unchanged knows the deadline was not started
+// again in between.
 type seen struct {
 	why   why
 	since int64
 }
 
-// look reads the deadline held in w and since.
-func look(w *atomic.Int32, since *atomic.Int64) seen {
-	return seen{why(w.Load()), since.Load()}
+// deadlineWord holds a connection's deadline, which one and since when
+// (by the server's clock), in one word: since<<deadlineWhyBits | why. Its
+// owner (the connection's loop, worker or ring goroutine) stores it; the
+// reaper reads the pair whole. Read from two words, one deadline could be
+// paired with another's start, and a start can move back (a handler's
+// deadline comes back, from its start, after a wait for the reader): the
+// write deadline read with the handler's earlier start would kill a
+// healthy connection.
+type deadlineWord struct{ v atomic.Int64 }
+
+// deadlineWhyBits is the width of the why in a deadlineWord.
+const deadlineWhyBits = 3
+
+// Every why fits in deadlineWhyBits (the constant below is negative,
+// and does not compile, once one does not).
+const _ = uint(1<<deadlineWhyBits - 1 - whyWrite)
+
+// store starts deadline w at since. The owner calls it.
+func (d *deadlineWord) store(w why, since int64) {
+	d.v.Store(since<<deadlineWhyBits | int64(w))
+}
+
+// storeChanged is store when the deadline differs from the one held, and
+// reports whether it did: a store is a locked instruction, worth saving
+// on a request's path. The owner calls it.
+func (d *deadlineWord) storeChanged(w why, since int64) bool {
+	v := since<<deadlineWhyBits | int64(w)
+	if d.v.Load() == v {
+		return false
+	}
+	d.v.Store(v)
+	return true
+}
+
+// load reads the deadline. Any goroutine.
+func (d *deadlineWord) load() seen {
+	v := d.v.Load()
+	return seen{why(v & (1<<deadlineWhyBits - 1)), v >> deadlineWhyBits}
 }
 
 // expiry is a connection whose deadline had passed when the reaper
@@ -237,7 +270,7 @@ func (s *Server) findExpired(r *reapScratch, now int64) (pressured bool) {
 	for c := range a.open {
 		p := a.pressuredLocked(c.peer.Cred.UID)
 		pressured = pressured || p
-		d := look(&c.why, &c.since)
+		d := c.dl.load()
 		if t := s.timeout(d.why, p); t > 0 && now-d.since >= t {
 			r.expired = append(r.expired, expiry{c, d})
 		} else if stopping && phase(c.phaseA.Load()) == phaseIdle {
@@ -253,7 +286,7 @@ func (s *Server) findExpired(r *reapScratch, now int64) (pressured bool) {
 func (s *Server) closeExpired(r *reapScratch) {
 	for _, e := range r.expired {
 		c, w := e.c, e.why
-		if look(&c.why, &c.since) != e.seen {
+		if c.dl.load() != e.seen {
 			// Its loop moved on meanwhile (a request came to an idle
 			// connection, say): its new deadline has not passed.
 			continue
@@ -327,11 +360,12 @@ func (t idleTask) Run(context.Context) error { t.c.idleExpired(); return nil }
 // has read the rest, within the write deadline; one with nothing queued
 // closes now. A request that came meanwhile ended the idle time.
 func (c *conn) idleExpired() {
-	if c.closed.Load() || why(c.why.Load()) != whyIdle {
+	dl := c.dl.load()
+	if c.closed.Load() || dl.why != whyIdle {
 		return
 	}
 	now := c.s.now()
-	if d := c.s.timeout(whyIdle, false); d <= 0 || now-c.since.Load() < d {
+	if d := c.s.timeout(whyIdle, false); d <= 0 || now-dl.since < d {
 		return // idle again, from later
 	}
 	if c.gc.OutboundBuffered() > 0 {

@@ -24,7 +24,7 @@ func TestReaperActsOnWhatItSaw(t *testing.T) {
 		s.adm.mu.Lock()
 		defer s.adm.mu.Unlock()
 		for cn := range s.adm.open {
-			if why(cn.why.Load()) == whyIdle {
+			if cn.dl.load().why == whyIdle {
 				conn = cn
 			}
 		}
@@ -36,10 +36,9 @@ func TestReaperActsOnWhatItSaw(t *testing.T) {
 		t.Fatalf("found %d expired connections, want 1", len(r.expired))
 	}
 	// A request comes meanwhile, as its loop would record it.
-	conn.since.Store(s.now())
-	conn.why.Store(int32(whyRequest))
+	conn.dl.store(whyRequest, s.now())
 	s.closeExpired(&r)
-	conn.why.Store(int32(whyIdle))
+	conn.dl.store(whyIdle, s.now())
 	if got, err := c.Call([]byte("b")); err != nil || string(got) != "re:b" {
 		t.Fatalf("Call after the reaper's pass: %q, %v", got, err)
 	}

@@ -311,7 +311,7 @@ func (s *Server) reapRings(r *reapScratch) {
 	r.rings = r.rings[:0]
 	rs.mu.Lock()
 	for rc := range rs.conns {
-		d := rc.look()
+		d := rc.dl.load()
 		if t := s.timeout(d.why, false); t > 0 && now-d.since >= t {
 			r.rings = append(r.rings, ringExpiry{rc, d, true})
 		} else if stopping && d.why == whyIdle {
@@ -320,7 +320,7 @@ func (s *Server) reapRings(r *reapScratch) {
 	}
 	rs.mu.Unlock()
 	for _, e := range r.rings {
-		if e.rc.look() != e.seen {
+		if e.rc.dl.load() != e.seen {
 			continue // it moved on meanwhile: a request came, say
 		}
 		if e.expired {
@@ -391,7 +391,7 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, ask ringAsk) {
 // ringConn is a connection served through rings, by one goroutine (run).
 //
 // Invariant: the goroutine owns in, out, reply, gather, bell and next; other
-// goroutines (the reaper, Close) only read deadline and call kill,
+// goroutines (the reaper, Close) only read dl and call kill,
 // which closes the socket and both rings at most once: every wait of the
 // goroutine then ends, and its next ring or socket call fails. The rings'
 // mappings stay until the goroutine has released its lease and
@@ -426,40 +426,18 @@ type ringConn struct {
 	hasNext  bool
 	served   uint64
 
-	// deadline says which deadline runs (whyIdle, whyRequest, whyHandler,
-	// whyWrite) and since when, by the reaper's clock (Server.clock), in
-	// one word: since<<deadlineWhyBits | why. The reaper reads the pair
-	// whole; read from two words, one deadline could be paired with
-	// another's start, and the end of a wait for room moves since back to
-	// the handler's start.
-	deadline atomic.Int64
+	dl deadlineWord // which deadline runs (whyIdle, whyRequest, whyHandler, whyWrite), since when
 
 	killOnce sync.Once
 }
 
-// deadlineWhyBits is the width of the why in ringConn.deadline.
-const deadlineWhyBits = 3
-
-// Every why fits in deadlineWhyBits (the constant below is negative,
-// and does not compile, once one does not).
-const _ = uint(1<<deadlineWhyBits - 1 - whyWrite)
-
-// look reads the connection's deadline, for the reaper.
-func (rc *ringConn) look() seen {
-	v := rc.deadline.Load()
-	return seen{why(v & (1<<deadlineWhyBits - 1)), v >> deadlineWhyBits}
-}
-
 // setWhy starts deadline w at since. On the connection's goroutine.
 func (rc *ringConn) setWhy(w why, since int64) {
-	// A store is a locked instruction on a request's path: only a change
-	// is stored. Within one tick of the clock since stays, and in a
-	// stream of requests both do.
-	v := since<<deadlineWhyBits | int64(w)
-	if rc.deadline.Load() == v {
+	// Within one tick of the clock since stays, and in a stream of
+	// requests both do: only a change is stored.
+	if !rc.dl.storeChanged(w, since) {
 		return
 	}
-	rc.deadline.Store(v)
 	if w != whyIdle && w != whyHandler {
 		rc.s.hurry() // see conn.setDeadline
 	}

@@ -34,7 +34,7 @@ func TestGrantRing(t *testing.T) {
 // room, back to the handler's start) is read with its own deadline.
 func TestRingDeadlineWord(t *testing.T) {
 	rc := &ringConn{s: &Server{}}
-	if got := rc.look(); got != (seen{whyFirstByte, 0}) {
+	if got := rc.dl.load(); got != (seen{whyFirstByte, 0}) {
 		t.Fatalf("a new connection's deadline: %+v", got)
 	}
 	for _, want := range []seen{
@@ -46,7 +46,7 @@ func TestRingDeadlineWord(t *testing.T) {
 		{whyIdle, 1 << 59}, // 18 years after the server started
 	} {
 		rc.setWhy(want.why, want.since)
-		if got := rc.look(); got != want {
+		if got := rc.dl.load(); got != want {
 			t.Errorf("setWhy(%v, %d): look %+v", want.why, want.since, got)
 		}
 	}
