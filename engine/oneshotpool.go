@@ -92,6 +92,10 @@ func (ss *shotSet) close() {
 	}
 }
 
+// relieveTries bounds the reliefs a pooled one-shot request asks for
+// before it does without.
+const relieveTries = 4
+
 // poolOneShot hands the whole request msg, the first end bytes of fd's
 // input, to a worker with fd, which it owns from the call on. On the
 // accept loop.
@@ -109,10 +113,15 @@ func (s *Server) poolOneShot(fd int, cred uds.Cred, msg []byte, end int) {
 	// closed for it, as for a connection on a loop (relieve): a small
 	// request is never dropped for a larger one's sake. Only when this
 	// request would be the largest is it closed without a reply, as one
-	// over the queue would be (relieve counts it).
-	if need := int64(cap(c.req.B)); !s.budget.makeRoom(need) && !s.relieve(c, need) {
-		s.dropShot(c, &s.oneshot.sink)
-		return
+	// over the queue would be (relieve counts it). Room is looked for
+	// again after each relief: one that lost a race with the victim's own
+	// loop freed nothing.
+	need := int64(cap(c.req.B))
+	for tries := 0; !s.budget.makeRoom(need); tries++ {
+		if tries == relieveTries || !s.relieve(c, need) {
+			s.dropShot(c, &s.oneshot.sink)
+			return
+		}
 	}
 	c.reqHeld = cap(c.req.B)
 	s.budget.used.Add(int64(c.reqHeld))
