@@ -231,12 +231,7 @@ func TestPostsLostOnSocket(t *testing.T) {
 		}
 	}
 	startServerAt(t, path, &postLog{})
-	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after posted messages were lost: %v, want ErrNotProcessed", err)
-	}
-	if got, err := c.Call([]byte("y")); err != nil || string(got) != "re:y" {
-		t.Fatalf("the next Call: %q, %v", got, err)
-	}
+	lostThenServed(t, c, "re:")
 	if n := l.len(); n != 0 {
 		t.Errorf("the closed server served %d posted messages after block", n)
 	}
@@ -302,12 +297,7 @@ func TestLargePostLostOnSocket(t *testing.T) {
 	}()
 	_ = c.Post(make([]byte, postWindowBytes)) // its reply never comes
 	startServerAt(t, path, &postLog{})
-	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after a posted message was lost: %v, want ErrNotProcessed", err)
-	}
-	if got, err := c.Call([]byte("y")); err != nil || string(got) != "re:y" {
-		t.Fatalf("the next Call: %q, %v", got, err)
-	}
+	lostThenServed(t, c, "re:")
 }
 
 // TestPostAfterIdleCloseOnSocket: a message posted (staged, not yet
@@ -365,10 +355,5 @@ func TestStagedPostLostOnSocket(t *testing.T) {
 	_ = c.Post(make([]byte, clientBatchBytes)) // a full batch: written at once, and no server
 	l := &postLog{}
 	startServerAt(t, path, l)
-	if _, err := c.Call([]byte("x")); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after a posted message that never went out: %v, want ErrNotProcessed", err)
-	}
-	if got, err := c.Call([]byte("y")); err != nil || string(got) != "re:y" {
-		t.Fatalf("the next Call: %q, %v", got, err)
-	}
+	lostThenServed(t, c, "re:")
 }

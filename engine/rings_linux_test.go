@@ -1562,19 +1562,6 @@ func postAll(t *testing.T, c *Client, msgs ...string) {
 	}
 }
 
-// lostThenServed: c's next Call fails with ErrNotProcessed, for messages
-// posted on its last connection that may be lost, and the Call after it
-// is served; its reply is the request ("next") after prefix.
-func lostThenServed(t *testing.T, c *Client, prefix string) {
-	t.Helper()
-	if _, err := c.Call([]byte("after lost")); !errors.Is(err, ErrNotProcessed) {
-		t.Fatalf("Call after posted messages were lost: %v, want ErrNotProcessed", err)
-	}
-	if got, err := c.Call([]byte("next")); err != nil || string(got) != prefix+"next" {
-		t.Fatalf("the next Call: %q, %v", got, err)
-	}
-}
-
 // TestRingsPostTakenNotServedAtStop: a posted message that the server took
 // from the ring (the record after a handler's, taken as the lease passes
 // on) but never served, because a graceful stop came between the two, is
