@@ -40,6 +40,30 @@ func (l *postLog) reset() {
 	l.mu.Unlock()
 }
 
+// requests returns the requests logged so far, in order.
+func (l *postLog) requests() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, len(l.reqs))
+	for i, r := range l.reqs {
+		out[i] = string(r)
+	}
+	return out
+}
+
+// blockOn is next, except that a request of word signals blocked and
+// waits for its context to end (the server closing, say).
+func blockOn(word string, blocked chan<- struct{}, next Handler) Handler {
+	return HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == word {
+			blocked <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return next.ServeIPC(ctx, req, w)
+	})
+}
+
 func (l *postLog) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -199,14 +223,7 @@ func TestPostsLostOnSocket(t *testing.T) {
 	leakcheck.Check(t)
 	blocked := make(chan struct{}, 1)
 	l := &postLog{}
-	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if string(req) == "block" {
-			blocked <- struct{}{}
-			<-ctx.Done() // until the server closes
-			return ctx.Err()
-		}
-		return l.ServeIPC(ctx, req, w)
-	})
+	h := blockOn("block", blocked, l)
 	path := socketPath(t)
 	a := startServerAt(t, path, h)
 	c, err := Dial(context.Background(), path)
@@ -265,10 +282,8 @@ func TestPostBehindRequestToGitServer(t *testing.T) {
 		t.Fatalf("Recv: %q, %v", got, err)
 	}
 	c.Close()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.reqs) != 2 || string(l.reqs[1]) != "P" {
-		t.Fatalf("the server got %q, want A then P", l.reqs)
+	if got := l.requests(); len(got) != 2 || got[1] != "P" {
+		t.Fatalf("the server got %q, want A then P", got)
 	}
 }
 
@@ -307,17 +322,7 @@ func TestLargePostLostOnSocket(t *testing.T) {
 func TestPostAfterIdleCloseOnSocket(t *testing.T) {
 	leakcheck.Check(t)
 	l := &postLog{}
-	ts := startServer(t, l, WithIdleTimeout(50*time.Millisecond))
-	c, err := Dial(context.Background(), ts.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Call([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return ts.Stats().Open == 0 }) // closed for idleness
+	c, _ := idleClosedClient(t, socketPath(t), l)
 	if err := c.Post([]byte("posted")); err != nil {
 		t.Fatal(err)
 	}
@@ -326,11 +331,28 @@ func TestPostAfterIdleCloseOnSocket(t *testing.T) {
 			t.Fatalf("Call(%s) after a post on an idle-closed connection: %q, %v", req, got, err)
 		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.reqs) != 4 || string(l.reqs[1]) != "posted" {
-		t.Fatalf("the server got %q", l.reqs)
+	if got := l.requests(); len(got) != 4 || got[1] != "posted" {
+		t.Fatalf("the server got %q", got)
 	}
+}
+
+// idleClosedClient starts a server at path with a short idle timeout and
+// returns a Client whose one connection to it made a call and was then
+// closed for idleness (the Client does not know yet), and the server.
+func idleClosedClient(t *testing.T, path string, h Handler) (*Client, *testServer) {
+	t.Helper()
+	ts := startServerAt(t, path, h, WithIdleTimeout(50*time.Millisecond))
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Call([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ts.Stats().Open == 0 })
+	return c, ts
 }
 
 // TestStagedPostLostOnSocket: a message posted (staged) on a connection
@@ -340,17 +362,7 @@ func TestPostAfterIdleCloseOnSocket(t *testing.T) {
 func TestStagedPostLostOnSocket(t *testing.T) {
 	leakcheck.Check(t)
 	path := socketPath(t)
-	a := startServerAt(t, path, &postLog{}, WithIdleTimeout(50*time.Millisecond))
-	c, err := Dial(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Call([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return a.Stats().Open == 0 }) // closed for idleness
+	c, a := idleClosedClient(t, path, &postLog{})
 	a.Close()
 	_ = c.Post(make([]byte, clientBatchBytes)) // a full batch: written at once, and no server
 	l := &postLog{}

@@ -1454,16 +1454,7 @@ func TestRingsRepliesFillBothRings(t *testing.T) {
 func TestRingsPostsBeforeCall(t *testing.T) {
 	leakcheck.Check(t)
 	blocked := make(chan struct{}, 1)
-	h := func(l *postLog) Handler {
-		return HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-			if string(req) == "block" {
-				blocked <- struct{}{}
-				<-ctx.Done() // until the server closes
-				return ctx.Err()
-			}
-			return l.ServeIPC(ctx, req, w)
-		})
-	}
+	h := func(l *postLog) Handler { return blockOn("block", blocked, l) }
 	path := socketPath(t)
 	a := startServerAt(t, path, h(&postLog{}), withRings)
 	c := dialRings(t, path)
@@ -1524,14 +1515,7 @@ func TestRingsPostsBeforeCall(t *testing.T) {
 func TestRingsPostsLostFoundByFlush(t *testing.T) {
 	leakcheck.Check(t)
 	blocked := make(chan struct{}, 1)
-	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if string(req) == "block" {
-			blocked <- struct{}{}
-			<-ctx.Done() // until the server closes
-			return ctx.Err()
-		}
-		return echoRaw(ctx, req, w)
-	})
+	h := blockOn("block", blocked, HandlerFunc(echoRaw))
 	path := socketPath(t)
 	a := startServerAt(t, path, h, withRings)
 	c := dialRings(t, path)
