@@ -192,3 +192,16 @@ func lostThenServed(t *testing.T, c *Client, prefix string) {
 		t.Fatalf("the next Call: %q, %v", got, err)
 	}
 }
+
+// postAll posts msgs on c and flushes them: one batch.
+func postAll(t *testing.T, c *Client, msgs ...string) {
+	t.Helper()
+	for _, msg := range msgs {
+		if err := c.Post([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}

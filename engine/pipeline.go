@@ -106,7 +106,7 @@ type Client struct {
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
 	rposted       bool   // posted messages went into the open connection's request ring after its last request: none is confirmed handled
-	rlost         bool   // a connection ended with posted messages at risk (postsAtRisk, or posted as requests with replies unread), found by a call that was not a request: the next request fails (lostPosts)
+	rlost         bool   // posted messages may be lost (a ring's posts at risk when its connection ended, or a posted request's entry failed): the request whose call found it says so (withLostPosts), else the next one fails (lostPosts)
 	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published
 	halfProcs     int32  // the default spinning budget, read at the ring handshake

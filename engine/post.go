@@ -190,12 +190,10 @@ func (c *Client) postsAtRisk() bool {
 	return c.rposted && (c.rout == nil || !c.rout.Taken())
 }
 
-// lostPosts reports, once, that a connection ended with posted messages
-// the server may not have taken, when the call that found its end was not
-// a request (Post, Flush, Recv): the next request fails with
-// ErrNotProcessed, as it does when it finds the end itself (transmit),
-// instead of going on a new connection where its reply would vouch for
-// them. The request after it goes out.
+// lostPosts reports, once, that posted messages may be lost (rlost) when
+// the call that found it was not a request (Post, Flush, Recv): the next
+// request fails with ErrNotProcessed instead of going on a new connection
+// where its reply would vouch for them. The request after it goes out.
 func (c *Client) lostPosts() error {
 	if !c.rlost {
 		return nil

@@ -226,20 +226,9 @@ func TestPostsLostOnSocket(t *testing.T) {
 	h := blockOn("block", blocked, l)
 	path := socketPath(t)
 	a := startServerAt(t, path, h)
-	c, err := Dial(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, path)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	for _, msg := range []string{"block", "lost"} {
-		if err := c.Post([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	postAll(t, c, "block", "lost")
 	<-blocked
 	a.Close()
 	for range 3 * postWindow { // Post's reads of the replies find the end
@@ -300,11 +289,7 @@ func TestLargePostLostOnSocket(t *testing.T) {
 	})
 	path := socketPath(t)
 	a := startServerAt(t, path, h)
-	c, err := Dial(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialClient(t, path)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	go func() {
 		<-started
@@ -342,11 +327,7 @@ func TestPostAfterIdleCloseOnSocket(t *testing.T) {
 func idleClosedClient(t *testing.T, path string, h Handler) (*Client, *testServer) {
 	t.Helper()
 	ts := startServerAt(t, path, h, WithIdleTimeout(50*time.Millisecond))
-	c, err := Dial(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := dialClient(t, path)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Call([]byte("first")); err != nil {
 		t.Fatal(err)

@@ -293,6 +293,20 @@ func TestMonitorWatchLimitRetry(t *testing.T) {
 	a.expect("watched after the retry", "nowatch/file")
 }
 
+// startLocked starts a monitor of a new worktree holding locked/file,
+// whose directory locked the kernel refuses to watch (EACCES) while
+// refuse holds, and an asker that has asked once.
+func startLocked(t *testing.T) (root string, m *Monitor, refuse *atomic.Bool, a *asker) {
+	t.Helper()
+	root = worktree(t)
+	write(t, root, "locked/file", "x")
+	locked := func(path string) bool { return strings.HasSuffix(path, "/locked") }
+	m, refuse = startRefusing(t, root, locked, unix.EACCES)
+	a = &asker{t: t, m: m, token: "builtin:fake"}
+	a.ask()
+	return root, m, refuse, a
+}
+
 // TestMonitorUnwatchableDir: a directory the kernel will not watch for a
 // reason other than the watch limit (no read permission: git may still
 // stat the tracked files in it) leaves every reply trivial; once its
@@ -300,12 +314,7 @@ func TestMonitorWatchLimitRetry(t *testing.T) {
 // new token, complete, and reports changes in it.
 func TestMonitorUnwatchableDir(t *testing.T) {
 	leakcheck.Check(t)
-	root := worktree(t)
-	write(t, root, "locked/file", "x")
-	locked := func(path string) bool { return strings.HasSuffix(path, "/locked") }
-	m, refuse := startRefusing(t, root, locked, unix.EACCES)
-	a := &asker{t: t, m: m, token: "builtin:fake"}
-	a.ask()
+	root, m, refuse, a := startLocked(t)
 	write(t, root, "locked/file", "y")
 	if _, trivial := a.ask(); !trivial {
 		t.Fatal("a complete reply while a directory is not watched")
@@ -577,12 +586,7 @@ func TestMonitorDirectorySwap(t *testing.T) {
 // was the only way out before), and changes are reported again.
 func TestMonitorUnwatchableDirRemoved(t *testing.T) {
 	leakcheck.Check(t)
-	root := worktree(t)
-	write(t, root, "locked/file", "x")
-	locked := func(path string) bool { return strings.HasSuffix(path, "/locked") }
-	m, _ := startRefusing(t, root, locked, unix.EACCES)
-	a := &asker{t: t, m: m, token: "builtin:fake"}
-	a.ask()
+	root, m, _, a := startLocked(t)
 	if _, trivial := a.ask(); !trivial {
 		t.Fatal("a complete reply while a directory is not watched")
 	}
