@@ -19,7 +19,9 @@ import (
 func TestBudgetFullServesOneShot(t *testing.T) {
 	leakcheck.Check(t)
 	const budget = 8 << 20
-	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20))
+	// No request timeout: on a loaded machine the attacker's could end it
+	// before the ping, freeing the budget.
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20), WithRequestTimeout(0))
 	if ts.Server.opts.inline {
 		t.Fatal("the test needs requests served on the workers")
 	}
@@ -36,17 +38,30 @@ func TestBudgetFullServesOneShot(t *testing.T) {
 
 // fillBudget has an attacker hold 3 MiB of a request it never ends, and
 // takes the rest of ts's budget as other connections would, until the
-// test ends. It returns the attacker's connection.
+// test ends. It returns the attacker's connection. ts must not time the
+// request out.
 func fillBudget(t *testing.T, ts *testServer) *net.UnixConn {
 	t.Helper()
 	attacker := dialRaw(t, ts.path)
 	chunk := frame.AppendData(nil, make([]byte, 65516))
-	for range 3 << 20 / 65516 {
+	const chunks = 3 << 20 / 65516
+	for range chunks {
 		if _, err := attacker.Write(chunk); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return ts.Stats().Buffered >= 3<<20 })
+	// The server has read every byte, and its loop has accounted for
+	// them: the attacker holds its assembler's buffer alone. Filling the
+	// budget before that would leave room (or too little) once the rest
+	// was read.
+	gathering := int64(1) << (arenaClass(chunks*65516) + arenaMinClass)
+	waitFor(t, func() bool {
+		n, err := unreadOf(attacker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 0 && ts.Stats().Buffered == gathering
+	})
 	b := &ts.Server.budget
 	b.makeRoom(b.evictAt()) // the arena's cache goes first
 	fill := b.evictAt() - b.used.Load()
@@ -130,7 +145,7 @@ func TestMemoryBudget(t *testing.T) {
 func TestBudgetCountsReleasing(t *testing.T) {
 	leakcheck.Check(t)
 	const budget = 8 << 20
-	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20))
+	ts := startServer(t, HandlerFunc(gitDaemon), WithMemoryBudget(budget), WithMaxRequestSize(16<<20), WithRequestTimeout(0))
 	attacker := fillBudget(t, ts)
 	b := &ts.Server.budget
 	// Closes on their way hold the whole share: the attacker's 3 MiB

@@ -40,6 +40,21 @@ func sendBufferOf(uc *net.UnixConn) (int, error) {
 	return n, serr
 }
 
+// unreadOf returns the bytes written on uc that its peer has not read
+// yet (SIOCOUTQ counts them on a Unix stream socket).
+func unreadOf(uc *net.UnixConn) (int, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { n, serr = unix.IoctlGetInt(int(fd), unix.TIOCOUTQ) }); err != nil {
+		return 0, err
+	}
+	return n, serr
+}
+
 // wmemMax reads the kernel's cap on SO_SNDBUF.
 func wmemMax() (int, bool) {
 	b, err := os.ReadFile("/proc/sys/net/core/wmem_max")
