@@ -168,8 +168,9 @@ func (a *Assembler) Detach() []byte {
 
 // Reset forgets any partial message and any error, and restarts stream
 // offsets at 0 (for a new connection). The buffer is kept for reuse unless it
-// grew past a few MiB. A message returned earlier may alias the buffer and
-// stops being valid.
+// grew past a few MiB, or past 64 KiB when it came from a BufferSource, which
+// gets it back. A message returned earlier may alias the buffer and stops
+// being valid.
 func (a *Assembler) Reset() {
 	a.startMessage()
 	a.off = 0
@@ -487,8 +488,13 @@ func (a *Assembler) needMore(b []byte, pos, v int) ([]byte, int, bool, error) {
 func (a *Assembler) gather(p []byte) bool {
 	if cap(a.buf) < a.total {
 		// Powers of two: a run of equal messages settles on one size, the
-		// one a BufferSource's classes hand out anyway.
-		c := min(1<<bits.Len(uint(max(2*cap(a.buf), a.total, minGrow)-1)), a.max)
+		// one a BufferSource's classes hand out anyway. In 64 bits: past
+		// 1 GiB, a 32-bit int would overflow.
+		want := max(2*uint64(cap(a.buf)), uint64(a.total), minGrow)
+		c := a.max
+		if p := uint64(1) << bits.Len64(want-1); p < uint64(a.max) {
+			c = int(p)
+		}
 		var nb []byte
 		if a.src == nil {
 			nb = make([]byte, 0, c)

@@ -515,6 +515,31 @@ func TestAssemblerBufferSource(t *testing.T) {
 	}
 }
 
+// askSource records the sizes asked of it and refuses them all.
+type askSource struct{ asked []int }
+
+func (s *askSource) Get(n int) []byte { s.asked = append(s.asked, n); return nil }
+func (s *askSource) Put([]byte)       {}
+
+// TestAssemblerGrowthPastGiB: a message past 1 GiB asks for a buffer at
+// the cap, not at a power of two that a 32-bit int cannot hold (it asked
+// for a negative size there).
+func TestAssemblerGrowthPastGiB(t *testing.T) {
+	const limit = 1<<31 - 1
+	for _, total := range []int{1<<30 + 1, limit} {
+		src := &askSource{}
+		a := NewAssembler(Persistent, limit)
+		a.SetBufferSource(src)
+		a.total = total // what gathering that many bytes would have counted
+		if a.gather(nil) {
+			t.Fatalf("total %d: a refused buffer was taken", total)
+		}
+		if len(src.asked) != 1 || src.asked[0] != limit {
+			t.Fatalf("total %d: asked for %v, want [%d]", total, src.asked, limit)
+		}
+	}
+}
+
 // TestAssemblerDetach: a gathered message can be kept past the next one by
 // detaching its buffer; a message that aliases the input has nothing to
 // detach.
