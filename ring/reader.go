@@ -525,16 +525,19 @@ const (
 	wordCorrupt        // a value no writer leaves there
 )
 
-// classify says what h, the word at the head, is. Until the writer
-// publishes a record at the head, the word there is zero (the writer
-// cleared it), or, when the ring was full, the header of the record one
-// lap before (see seal); any other value is the peer's scribbling.
-func (r *Reader) classify(h uint64) int {
+// classify says what h, the word at the head, is (classifyAt).
+func (r *Reader) classify(h uint64) int { return r.classifyAt(r.head, h) }
+
+// classifyAt says what h, the word at position pos, is. Until the writer
+// publishes a record at pos, the word there is zero (the writer cleared
+// it), or, when the ring was full, the header of the record one lap
+// before (see seal); any other value is the peer's scribbling.
+func (r *Reader) classifyAt(pos, h uint64) int {
 	_, flags := unpackRecord(h)
 	switch flags & sealMask {
-	case seal(r.head, r.s.shift):
+	case seal(pos, r.s.shift):
 		return wordRecord
-	case seal(r.head-r.s.capacity, r.s.shift):
+	case seal(pos-r.s.capacity, r.s.shift):
 		return wordEmpty
 	}
 	if h == 0 {
@@ -543,8 +546,22 @@ func (r *Reader) classify(h uint64) int {
 	return wordCorrupt
 }
 
-// published reports whether the word at the head holds a record, or a
-// value that Next reports as corrupt.
+// published reports whether Next would find a record at the head, or a
+// value that it reports as corrupt. Padding at the head counts for what
+// follows it: a writer that holds a reservation may publish the padding
+// before the record that it makes room for (Flush), and a Next that steps
+// over it then waits.
 func (r *Reader) published() bool {
-	return r.classify(word64(r.s.data, r.head&r.s.mask).Load()) != wordEmpty
+	off := r.head & r.s.mask
+	h := word64(r.s.data, off).Load()
+	switch r.classify(h) {
+	case wordEmpty:
+		return false
+	case wordCorrupt:
+		return true
+	}
+	if _, flags := unpackRecord(h); flags&^sealMask != flagPad || off == 0 {
+		return true // a record, or padding where Next finds it corrupt
+	}
+	return r.classifyAt(r.head+r.s.capacity-off, word64(r.s.data, 0).Load()) != wordEmpty
 }

@@ -1,3 +1,5 @@
+//go:build 386 || amd64 || arm64 || loong64 || ppc64le || riscv64
+
 package ring
 
 import (
@@ -1109,4 +1111,97 @@ func TestStagedLostAtClose(t *testing.T) {
 			t.Fatalf("batched %v: after the writer closed with records staged: %q, %v; want io.EOF", batched, p, err)
 		}
 	}
+}
+
+// TestCommitCloseRace: a Close from another goroutine while the owner
+// commits records one after another never ends the reader's stream before
+// a record whose Commit returned nil: the side is marked closed only once
+// the Commit in progress has published (or refused) its record.
+func TestCommitCloseRace(t *testing.T) {
+	checkLeaks(t)
+	for round := range 200 {
+		w, r := newPair(t, MinCapacity, nil)
+		committed := make(chan int, 1)
+		go func() {
+			n := 0
+			for {
+				b, err := w.Reserve(8)
+				if err != nil {
+					break
+				}
+				binary.LittleEndian.PutUint64(b, uint64(n))
+				if w.Commit(8, false) != nil {
+					break
+				}
+				n++
+			}
+			committed <- n
+		}()
+		read := make(chan int, 1)
+		go func() {
+			n := 0
+			for {
+				p, _, err := r.Next()
+				if err != nil {
+					if err != io.EOF {
+						t.Errorf("round %d: Next: %v", round, err)
+					}
+					break
+				}
+				if got := binary.LittleEndian.Uint64(p); got != uint64(n) {
+					t.Errorf("round %d: record %d holds %d", round, n, got)
+				}
+				r.Release()
+				n++
+			}
+			read <- n
+		}()
+		time.Sleep(time.Duration(round%40) * 5 * time.Microsecond)
+		w.Close()
+		// A Commit that returned ErrClosed published nothing: the reader
+		// reads exactly the records whose Commit returned nil.
+		if n, got := <-committed, <-read; got != n {
+			t.Fatalf("round %d: %d Commits returned nil, the reader read %d records before io.EOF", round, n, got)
+		}
+		r.Close()
+	}
+}
+
+// TestReadyPastPadding: padding published ahead of the record it makes
+// room for (a Flush while that record is reserved) is no record to Ready:
+// Next would step over it and wait. Once the record comes, Ready says so
+// and Next returns it.
+func TestReadyPastPadding(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, &Options{Spin: -1})
+	const small = MinCapacity / 4
+	for range 3 { // the tail ends past three quarters of the area
+		if err := w.Write(make([]byte, small)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadMessage(nil, small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := w.Reserve(small + 100) // does not fit before the end: padding first
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Flush() // publishes the padding alone
+	if r.Ready() {
+		t.Fatal("Ready with only padding published")
+	}
+	copy(b, "after the padding")
+	if err := w.Commit(small+100, false); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Ready() {
+		t.Fatal("not Ready with a record after the padding")
+	}
+	r.SetDeadline(time.Now().Add(-time.Second)) // Next must not wait
+	p, _, err := r.Next()
+	if err != nil || !bytes.HasPrefix(p, []byte("after the padding")) {
+		t.Fatalf("Next: %q, %v", p[:min(len(p), 17)], err)
+	}
+	r.Release()
 }

@@ -267,9 +267,10 @@ func (w *Writer) Write(p []byte) error {
 	return nil
 }
 
-// Close ends the writer's side: the reader reads what was committed and
-// then io.EOF, a waiting call returns ErrClosed, and the mapping is
-// released once no call is in progress and no reservation is held. Any
+// Close ends the writer's side: the reader reads every record whose Commit
+// returned nil and then io.EOF, a waiting call returns ErrClosed, and once
+// no call is in progress and no reservation is held the reader is told
+// and the mapping released (a Commit still to come publishes nothing). Any
 // goroutine may call it; a second call returns ErrClosed.
 func (w *Writer) Close() error {
 	if !w.s.close(closedWriter) {
