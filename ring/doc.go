@@ -108,6 +108,8 @@
 // Each side is used by one goroutine at a time (its owner); Close and
 // SetDeadline may be called from any goroutine.
 //
-// The package works on Linux; elsewhere Create, NewWriter and NewReader
-// return an error matching errors.ErrUnsupported.
+// The package works on Linux, on 386, amd64, arm64, loong64, ppc64le and
+// riscv64, where 64-bit atomics are lock-free and memory little-endian;
+// elsewhere Create, NewWriter and NewReader return an error matching
+// errors.ErrUnsupported.
 package ring

@@ -1,8 +1,11 @@
+//go:build 386 || amd64 || arm64 || loong64 || ppc64le || riscv64
+
 package ring
 
 import (
 	"errors"
 	"io"
+	"math"
 	"strconv"
 	"sync"
 	"testing"
@@ -282,6 +285,28 @@ func fillRing(t *testing.T, w *Writer, n int) {
 	for w.Spin(n) {
 		if err := w.Write(make([]byte, n)); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestPollMillis: a wait's milliseconds for poll round up and stay within
+// poll's 32-bit range, also where int has 32 bits (a wait of 25 days
+// wrapped to a negative value there: forever).
+func TestPollMillis(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want int
+	}{
+		{-time.Second, 0},
+		{0, 0},
+		{1, 1},
+		{time.Millisecond, 1},
+		{time.Millisecond + 1, 2},
+		{25 * 24 * time.Hour, math.MaxInt32},
+		{time.Duration(math.MaxInt64), math.MaxInt32},
+	} {
+		if got := pollMillis(c.d); got != c.want {
+			t.Errorf("pollMillis(%v) = %d, want %d", c.d, got, c.want)
 		}
 	}
 }

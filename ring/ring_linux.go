@@ -1,3 +1,10 @@
+// The ring's words are shared with another process: its 64-bit atomics
+// must be lock-free there (not so on 32-bit arm and mips, where Go takes
+// a lock within the process), and its headers little-endian, as the
+// layout encodes them.
+
+//go:build linux && (386 || amd64 || arm64 || loong64 || ppc64le || riscv64)
+
 package ring
 
 import (
@@ -148,12 +155,17 @@ func (d *Doorbell) Drain() error {
 // (forever if negative), and reports whether it is. It is for owners
 // without a poller of their own.
 func (d *Doorbell) Wait(timeout time.Duration) (bool, error) {
-	ms := -1
+	var end time.Time
 	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+		end = time.Now().Add(timeout)
 	}
 	pfd := [1]unix.PollFd{{Fd: int32(d.fd), Events: unix.POLLIN}}
 	for {
+		ms := -1
+		if timeout >= 0 {
+			// What is left: a signal must not restart the whole wait.
+			ms = pollMillis(time.Until(end))
+		}
 		n, err := unix.Poll(pfd[:], ms)
 		if err == unix.EINTR {
 			continue
@@ -161,8 +173,24 @@ func (d *Doorbell) Wait(timeout time.Duration) (bool, error) {
 		if err != nil {
 			return false, os.NewSyscallError("poll", err)
 		}
+		if n == 0 && timeout >= 0 && time.Until(end) > 0 {
+			continue // a wait longer than poll's range goes on
+		}
 		return n > 0, nil
 	}
+}
+
+// pollMillis is d in poll's milliseconds, rounded up so that a wait ends
+// at d or after, and held within poll's 32-bit range.
+func pollMillis(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	ms := d / time.Millisecond
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return int(min(ms, math.MaxInt32))
 }
 
 // Close closes the waiting end.

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || !(386 || amd64 || arm64 || loong64 || ppc64le || riscv64)
 
 package ring
 
@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Create needs memfd_create and file seals, which only Linux has.
+// Create needs memfd_create and file seals, which only Linux has, and
+// atomics that the peer process honours (see ring_linux.go).
 func Create(capacity int) (*os.File, error) { return nil, errors.ErrUnsupported }
 
 // NewWriter is not supported on this platform.
