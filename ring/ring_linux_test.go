@@ -700,7 +700,9 @@ func TestWriteCloseRace(t *testing.T) {
 			}
 			got++
 		}
-		if n := <-wrote; got != n {
+		// The Write that Close cut may have published its record anyway
+		// (Commit then returns ErrClosed): one message more at most.
+		if n := <-wrote; got != n && got != n+1 {
 			t.Fatalf("round %d: %d Writes returned nil, the reader got %d messages", round, n, got)
 		}
 		r.Close()
@@ -1115,8 +1117,8 @@ func TestStagedLostAtClose(t *testing.T) {
 
 // TestCommitCloseRace: a Close from another goroutine while the owner
 // commits records one after another never ends the reader's stream before
-// a record whose Commit returned nil: the side is marked closed only once
-// the Commit in progress has published (or refused) its record.
+// a record whose Commit returned nil: a Commit that Close overtook while it
+// published returns ErrClosed.
 func TestCommitCloseRace(t *testing.T) {
 	checkLeaks(t)
 	for round := range 200 {
@@ -1158,9 +1160,9 @@ func TestCommitCloseRace(t *testing.T) {
 		}()
 		time.Sleep(time.Duration(round%40) * 5 * time.Microsecond)
 		w.Close()
-		// A Commit that returned ErrClosed published nothing: the reader
-		// reads exactly the records whose Commit returned nil.
-		if n, got := <-committed, <-read; got != n {
+		// The reader reads every record whose Commit returned nil, and
+		// perhaps the one whose Commit Close overtook.
+		if n, got := <-committed, <-read; got != n && got != n+1 {
 			t.Fatalf("round %d: %d Commits returned nil, the reader read %d records before io.EOF", round, n, got)
 		}
 		r.Close()

@@ -35,9 +35,6 @@ type sides struct {
 	// (Options.Doorbell), or -1. It is closed with the mapping.
 	bell int
 	life lifecycle
-	// atEnd is the flag that the last reference's release marks in the
-	// shared header (closedWriter), set by close; 0 for none.
-	atEnd atomic.Uint32
 }
 
 // newShared views mem, whose size has been checked: a header page and a
@@ -91,15 +88,10 @@ func (s *shared) wake(word *atomic.Uint32) {
 	}
 }
 
-// release drops one reference to the mapping and unmaps it after the last,
-// having marked the side closed if close left that to it (atEnd).
+// release drops one reference to the mapping and unmaps it after the last.
 func (s *shared) release() {
 	if !s.life.release() {
 		return
-	}
-	if flag := s.atEnd.Load(); flag != 0 {
-		s.markClosed(flag)
-		s.wake(s.rpark)
 	}
 	if s.unmap != nil {
 		s.unmap(s.mem)
@@ -120,25 +112,16 @@ func (s *shared) discard() {
 // on a doorbell is the one closing, or will see the side closed when it
 // next arms it), and drops the base reference. It reports false if the
 // side was closed already.
-//
-// A writer's side is marked closed, and its reader woken, only when the
-// last reference goes (release): a Commit or Flush in progress on the
-// owner's goroutine, which found the side open, publishes its records
-// first, so that the reader reads every record whose Commit returned nil
-// before it finds the side closed (io.EOF). A call waiting for room ends
-// at once (wakeOwner), and with it its reference.
 func (s *shared) close(flag uint32) bool {
-	if flag == closedWriter {
-		s.atEnd.Store(flag) // before life closes: whoever releases last sees it
-	}
 	if !s.life.close() {
 		return false
 	}
+	s.markClosed(flag)
 	if flag == closedReader {
-		s.markClosed(flag)
 		s.wake(s.wpark)
 		wakeOwner(s.rpark)
 	} else {
+		s.wake(s.rpark)
 		wakeOwner(s.wpark)
 	}
 	s.release()

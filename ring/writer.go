@@ -97,12 +97,23 @@ func (w *Writer) Mark() {
 // Commit publishes the first n bytes of the reservation as a record,
 // with any records staged before it; more says that the message continues
 // in the next record. The reader is woken if it waits. After Close it
-// publishes nothing, ends the reservation and returns ErrClosed.
+// publishes nothing, ends the reservation and returns ErrClosed. A Close
+// from another goroutine while it publishes makes it return ErrClosed
+// too, the record published: the reader may read it, or find the end
+// first. A Commit that returned nil is read before io.EOF.
 func (w *Writer) Commit(n int, more bool) error {
 	if err := w.finish(n, more); err != nil {
 		return err
 	}
 	w.publish()
+	// Close closes life before it marks the side closed in the shared
+	// header: life still open after the record's fenced publishing store
+	// means that the mark comes after the record, which the reader then
+	// reads before io.EOF.
+	if w.s.life.isClosed() {
+		w.s.release()
+		return ErrClosed
+	}
 	w.prefetch(recordSize(uint64(n)))
 	w.s.release()
 	return nil
@@ -268,10 +279,9 @@ func (w *Writer) Write(p []byte) error {
 }
 
 // Close ends the writer's side: the reader reads every record whose Commit
-// returned nil and then io.EOF, a waiting call returns ErrClosed, and once
-// no call is in progress and no reservation is held the reader is told
-// and the mapping released (a Commit still to come publishes nothing). Any
-// goroutine may call it; a second call returns ErrClosed.
+// returned nil and then io.EOF, a waiting call returns ErrClosed, and the
+// mapping is released once no call is in progress and no reservation is
+// held. Any goroutine may call it; a second call returns ErrClosed.
 func (w *Writer) Close() error {
 	if !w.s.close(closedWriter) {
 		return ErrClosed
