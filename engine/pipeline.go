@@ -105,7 +105,8 @@ type Client struct {
 	rstage        bool   // writeRing stages a request's last record (Queue)
 	rmark         bool   // writeRing marks the records: a one-way message (Post)
 	rbatch        []byte // posted messages laid out as ring records, not yet in the ring (post.go)
-	rposted       bool   // posted messages went into the open connection's request ring after its last request: none is confirmed handled
+	rposted       bool   // posted messages went into the open connection's request ring and no reply since confirms them (posted)
+	rpostSeq      uint64 // counts posted calls: a reply confirms the posts before its request only if none came after
 	rlost         bool   // posted messages may be lost (a ring's posts at risk when its connection ended, or a posted request's entry failed): the request whose call found it says so (withLostPosts), else the next one fails (lostPosts)
 	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published
@@ -266,7 +267,7 @@ func (c *Client) send(req []byte) error {
 	if err := c.transmit(req); err != nil {
 		return err
 	}
-	c.queue.push(pending{gen: c.gen})
+	c.queue.push(pending{gen: c.gen, posts: c.rpostSeq})
 	return nil
 }
 
@@ -484,7 +485,6 @@ func (c *Client) transmit(req []byte) error {
 		err := c.write(req)
 		if err == nil {
 			c.inflight++
-			c.rposted = false  // req's reply will confirm them
 			if c.rout == nil { // the socket's spin plan; rings spin their own way
 				c.spin.sent(c.now(), c.inflight)
 			}
@@ -593,7 +593,7 @@ func (c *Client) recvFront() ([]byte, error) {
 		return nil, c.fail("read", fmt.Errorf("%w: its connection is gone", ErrIncompleteReply))
 	}
 	msg, err := c.readReply()
-	drop := p.drop
+	drop, posts := p.drop, p.posts
 	c.pop()
 	if err != nil {
 		c.inflight--
@@ -605,6 +605,11 @@ func (c *Client) recvFront() ([]byte, error) {
 		return nil, e
 	}
 	c.inflight--
+	if !drop && posts == c.rpostSeq {
+		// The server serves a connection's ring in order: this reply
+		// says that every message posted before its request was handled.
+		c.rposted = false
+	}
 	if !c.persistent {
 		c.dropConn() // git closes after every reply
 	}

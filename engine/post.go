@@ -115,7 +115,7 @@ func (c *Client) postLarge(msg []byte) error {
 		err := c.writeRing(msg)
 		c.rmark = false
 		if err == nil {
-			c.rposted = true
+			c.posted()
 			return nil
 		}
 		// With nothing staged, writeRing sent no batch: rposted is as it was.
@@ -148,6 +148,7 @@ func (c *Client) flushPosts() error {
 		return nil
 	}
 	staged := c.rstaged
+	posts := len(c.rbatch) > 0
 	err := c.publishRing()
 	if err == nil {
 		return nil
@@ -160,6 +161,11 @@ func (c *Client) flushPosts() error {
 	retry := staged == 0 && !risk && len(batch) > 0 && c.inflight == 0 && peerGone(err)
 	c.endConn(err)
 	if !retry {
+		if posts {
+			// Messages posted into the batch never reached the server
+			// whole: the next request must not vouch for them.
+			c.rlost = true
+		}
 		return c.fail("send", sendFailure(err))
 	}
 	if err := c.reconnect(); err != nil {
@@ -168,12 +174,14 @@ func (c *Client) flushPosts() error {
 	for len(batch) > 0 {
 		n := int(binary.LittleEndian.Uint32(batch))
 		if err := c.postAgain(batch[ring.RecordHeader : ring.RecordHeader+n]); err != nil {
+			c.rlost = true // this one and the rest never went out
 			return err
 		}
 		batch = batch[ring.RecordSize(n):]
 	}
 	if err := c.publishRing(); err != nil {
-		c.endConn(err)
+		c.endConn(err) // the posts staged are at risk (postsAtRisk)
+		c.rlost = true
 		return c.fail("send", sendFailure(err))
 	}
 	if c.unsent > 0 {
@@ -182,12 +190,21 @@ func (c *Client) flushPosts() error {
 	return nil
 }
 
-// postsAtRisk reports whether messages posted on the open connection
-// since its last request (rposted) may not have been handled: the server
-// has not given back every record of the request ring, which it does as
-// each handler returns. Before the connection is dropped.
+// posted records that posted messages went into the open connection's
+// request ring: none is confirmed handled until the reply to a request
+// sent after them is read (recvFront).
+func (c *Client) posted() {
+	c.rposted = true
+	c.rpostSeq++
+}
+
+// postsAtRisk reports whether messages posted on the open connection and
+// not confirmed by a reply (rposted) may not have been handled: records
+// are staged and not yet published (perhaps the posts), or the server has
+// not given back every record published, which it does as each handler
+// returns. Before the connection is dropped.
 func (c *Client) postsAtRisk() bool {
-	return c.rposted && (c.rout == nil || !c.rout.Taken())
+	return c.rposted && (c.rout == nil || c.rstaged > 0 || !c.rout.Taken())
 }
 
 // lostPosts reports, once, that posted messages may be lost (rlost) when
@@ -230,6 +247,7 @@ func (c *Client) postAgain(msg []byte) error {
 			c.endConn(err)
 			return c.fail("send", sendFailure(err))
 		}
+		c.posted()
 		return nil
 	}
 	c.rbatch = ring.AppendRecord(c.rbatch, msg, false, true)

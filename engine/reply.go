@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -56,6 +57,7 @@ type ReplyWriter struct {
 
 	scratch    []byte // Reserve's buffer where it cannot lend the transport's
 	scratchOut bool   // the last Reserve gave out scratch, not a ring record
+	reserved   bool   // a Reserve that no Commit has ended: Commit has a buffer to send
 
 	// oneWay: the request is a one-way message (Client.Post), whose reply
 	// nobody reads; every write is dropped.
@@ -182,13 +184,13 @@ func (w *ReplyWriter) Reserve(n int) ([]byte, error) {
 		if err != nil {
 			w.err = err
 		}
-		w.scratchOut = false
+		w.scratchOut, w.reserved = false, err == nil
 		return p, err
 	}
 	if w.ring != nil && w.rres != nil && w.rlen < 0 {
 		w.rlen = 0 // a ring record reserved and not committed: it stays empty
 	}
-	w.scratchOut = true
+	w.scratchOut, w.reserved = true, true
 	if cap(w.scratch) < n {
 		w.scratch = make([]byte, n)
 	}
@@ -197,12 +199,22 @@ func (w *ReplyWriter) Reserve(n int) ([]byte, error) {
 }
 
 // Commit sends the first n bytes of the buffer the last Reserve returned
-// as the next part of the reply, as Write would send them.
+// as the next part of the reply, as Write would send them. Without a
+// Reserve since the last Commit it sends nothing and returns an error, as
+// it does when the buffer was a ring record that a Write since gave up:
+// the bytes it would send are not the handler's.
 func (w *ReplyWriter) Commit(n int) error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.ring != nil && !w.scratchOut && w.rres != nil && w.rlen < 0 {
+	if !w.reserved {
+		return errors.New("engine: Commit without a Reserve")
+	}
+	w.reserved = false
+	if w.ring != nil && !w.scratchOut {
+		if w.rres == nil || w.rlen >= 0 {
+			return errors.New("engine: Commit after a Write gave up the reserved buffer")
+		}
 		if n < 0 || n > len(w.rres) {
 			return fmt.Errorf("engine: Commit(%d) beyond the %d bytes reserved", n, len(w.rres))
 		}
@@ -238,7 +250,7 @@ func (w *ReplyWriter) begin(inline bool) {
 		w.buf.B = w.buf.B[:0]
 	}
 	w.start = len(w.buf.B)
-	w.err, w.n, w.inline, w.base, w.oneShot = nil, 0, inline, 0, false
+	w.err, w.n, w.inline, w.base, w.oneShot, w.reserved = nil, 0, inline, 0, false, false
 	if inline {
 		w.base = w.c.outbound()
 	} else {

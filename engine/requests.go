@@ -28,6 +28,9 @@ type pending struct {
 	err  error  // set when its connection ended before its reply
 	end  int    // a queued request's end in the Client's write buffer, until flushed
 	drop bool   // a posted message (Client.Post): its reply and its error are dropped
+	// posts: the Client's rpostSeq when the request went out; its reply
+	// confirms the messages posted into the ring before it.
+	posts uint64
 }
 
 // requestQueue is a FIFO of pending requests in a ring that grows to the

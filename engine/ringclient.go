@@ -483,7 +483,9 @@ func (c *Client) sendBatch() error {
 		n, err := c.rout.StageRecords(b)
 		b = b[n:]
 		c.rstaged += n
-		c.rposted = c.rposted || n > 0
+		if n > 0 {
+			c.posted()
+		}
 		if err == nil && len(b) > 0 {
 			err = c.waitRingRoom(int(binary.LittleEndian.Uint32(b))) // the next record's payload
 		}

@@ -12,7 +12,7 @@ import "github.com/pktipc/pktipc/ring"
 // beginRing readies w for a reply on its ring connection; a one-way
 // message's reply is dropped.
 func (w *ReplyWriter) beginRing(oneWay bool) {
-	w.err, w.n, w.rres, w.rlen, w.scratchOut = nil, 0, nil, 0, false
+	w.err, w.n, w.rres, w.rlen, w.scratchOut, w.reserved = nil, 0, nil, 0, false, false
 	w.oneWay = oneWay
 }
 
@@ -84,9 +84,11 @@ func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 	return done, nil
 }
 
-// flushRing publishes what the reply holds so far.
+// flushRing publishes what the reply holds so far. A record that Reserve
+// gave out and Commit has not filled stays reserved: the handler's buffer
+// is valid until its Commit.
 func (w *ReplyWriter) flushRing() error {
-	if w.rres == nil {
+	if w.rres == nil || w.rlen < 0 {
 		return nil
 	}
 	err := w.ring.out.Commit(max(w.rlen, 0), true)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -1948,5 +1949,174 @@ func TestRingsServerKilled(t *testing.T) {
 			<-done
 			t.Fatalf("%s: Recv still waits 10s after the server died", when)
 		}
+	}
+}
+
+// panicOn is next, except that a request of word makes the handler panic:
+// the server kills the connection.
+func panicOn(word string, next Handler) Handler {
+	return HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == word {
+			panic("engine test: " + word)
+		}
+		return next.ServeIPC(ctx, req, w)
+	})
+}
+
+// TestRingsBatchedPostLost: a message posted into the Client's batch
+// behind a request whose connection then dies never reaches a server;
+// whether a Recv or a Flush finds that out, the next request fails with
+// ErrNotProcessed rather than vouch for it on a new connection. Before,
+// the batch was dropped with the connection and the next request
+// succeeded.
+func TestRingsBatchedPostLost(t *testing.T) {
+	for _, finder := range []string{"Recv", "Flush"} {
+		t.Run(finder, func(t *testing.T) {
+			leakcheck.Check(t)
+			l := &postLog{}
+			ts := startServer(t, panicOn("die", l), withRings)
+			c := dialRings(t, ts.path)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := c.Send([]byte("die")); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Post([]byte("lost")); err != nil { // into the batch only
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool { return ts.Stats().Open == 0 })
+			if finder == "Flush" {
+				if err := c.Flush(); err == nil {
+					t.Fatal("Flush on a killed connection succeeded")
+				}
+			}
+			if _, err := c.Recv(); !errors.Is(err, ErrIncompleteReply) {
+				t.Fatalf("Recv for the request whose handler panicked: %v", err)
+			}
+			lostThenServed(t, c, "re:")
+			if got := l.requests(); !slices.Equal(got, []string{"next"}) {
+				t.Fatalf("the server saw %q", got)
+			}
+		})
+	}
+}
+
+// TestRingsPostsBeforeFailedRequest: messages posted into the ring and not
+// taken (a handler before them blocks), then a request whose connection
+// ends before its reply: the posts stay at risk, and the next request on a
+// new server fails with ErrNotProcessed. Before, sending the request
+// counted as confirming them, on rings only.
+func TestRingsPostsBeforeFailedRequest(t *testing.T) {
+	for _, rings := range []bool{true, false} {
+		t.Run(fmt.Sprint("rings=", rings), func(t *testing.T) {
+			leakcheck.Check(t)
+			blocked := make(chan struct{}, 1)
+			h := blockOn("block", blocked, HandlerFunc(echoRaw))
+			path := socketPath(t)
+			var opts []Option
+			if rings {
+				opts = append(opts, withRings)
+			}
+			a := startServerAt(t, path, h, opts...)
+			c := dialClient(t, path)
+			if rings {
+				c = dialRings(t, path)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			postAll(t, c, "block", "untaken")
+			<-blocked
+			if err := c.Send([]byte("req")); err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			if _, err := c.Recv(); err == nil {
+				t.Fatal("Recv from a closed server succeeded")
+			}
+			startServerAt(t, path, HandlerFunc(echoRaw), opts...)
+			lostThenServed(t, c, "")
+		})
+	}
+}
+
+// TestRingsKillSeenBesideStuckHandler: a connection killed at its
+// handler's deadline, while the handler (which ignores its context) holds
+// the reply ring's last record, is seen by the client at once, not when
+// the handler returns.
+func TestRingsKillSeenBesideStuckHandler(t *testing.T) {
+	leakcheck.Check(t)
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if _, err := w.Write([]byte("part")); err != nil {
+			return err
+		}
+		<-release
+		return nil
+	})
+	ts := startServer(t, h, withRings, WithHandlerTimeout(50*time.Millisecond))
+	defer close(release) // before the server's stop, which waits for the handler
+	c := dialRings(t, ts.path)
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	if got, err := c.Call([]byte("x")); err == nil {
+		t.Fatalf("Call to a killed connection: %q", got)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the client saw the kill after %v", d)
+	}
+}
+
+// TestReserveFlushCommit: a Flush between Reserve and Commit keeps the
+// reserved buffer, on rings as on a socket: Commit sends what the handler
+// wrote there, not what an earlier reply left in a scratch buffer. A
+// Commit without a Reserve fails.
+func TestReserveFlushCommit(t *testing.T) {
+	for _, rings := range []bool{false, true} {
+		t.Run(fmt.Sprint("rings=", rings), func(t *testing.T) {
+			leakcheck.Check(t)
+			again := make(chan error, 1)
+			h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+				if string(req) == "big" { // more than a ring record: scratch
+					p, err := w.Reserve(2 << 20)
+					if err != nil {
+						return err
+					}
+					for i := range p {
+						p[i] = 'B'
+					}
+					return w.Commit(len(p))
+				}
+				p, err := w.Reserve(5)
+				if err != nil {
+					return err
+				}
+				copy(p, "hello")
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				if err := w.Commit(5); err != nil {
+					return err
+				}
+				again <- w.Commit(5)
+				return nil
+			})
+			var opts []Option
+			if rings {
+				opts = append(opts, withRings)
+			}
+			ts := startServer(t, h, opts...)
+			c := dialClient(t, ts.path)
+			if rings {
+				c = dialRings(t, ts.path)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if got, err := c.Call([]byte("big")); err != nil || len(got) != 2<<20 {
+				t.Fatalf("big: %d bytes, %v", len(got), err)
+			}
+			if got, err := c.Call([]byte("small")); err != nil || string(got) != "hello" {
+				t.Fatalf("reply %.20q, %v; want hello", got, err)
+			}
+			if err := <-again; err == nil {
+				t.Fatal("a second Commit without a Reserve succeeded")
+			}
+		})
 	}
 }
