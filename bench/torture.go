@@ -171,6 +171,26 @@ func (t *torture) progress(format string, args ...any) {
 	fmt.Fprintf(t.o.Progress, "torture:   "+format+"\n", args...)
 }
 
+// stopServer stops srv at the end of a scenario, with a failed row if it
+// had exited before (a crash, or the kernel's OOM killer): a scenario
+// whose server died must not pass on what it measured before.
+func (t *torture) stopServer(r *TortureReport, srv *serverProc) {
+	err := srv.stop()
+	value := "yes"
+	if err != nil {
+		value = err.Error()
+	}
+	r.check("server ran to the end", err == nil, "yes", "%s", value)
+}
+
+// answers adds a row that fails unless a ping on socket gets its pong.
+func (t *torture) answers(ctx context.Context, r *TortureReport, name, socket string) {
+	pctx, cancel := context.WithTimeout(ctx, legitCallBound)
+	defer cancel()
+	got, err := engine.Send(pctx, socket, []byte("ping"))
+	r.check(name, err == nil && string(got) == "pong", "pong", "%.20q, %v", got, err)
+}
+
 // serverCPU returns the CPU time of process pid so far.
 func serverCPU(pid int) time.Duration {
 	d, err := perf.PidCPUClock(pid)

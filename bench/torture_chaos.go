@@ -53,10 +53,21 @@ func (t *torture) chaos(ctx context.Context, r *TortureReport) error {
 	if rs.err != nil {
 		return rs.err
 	}
-	r.check("wrong replies returned as successes", tally.wrong.Load() == 0, "0", "%d of %d verified", tally.wrong.Load(), tally.verified.Load())
-	r.check("failures without a typed error", tally.untyped.Load() == 0, "0", "%d of %d failures", tally.untyped.Load(), tally.failed.Load())
+	rs.mu.Lock()
+	if !rs.srv.alive() {
+		rs.crashes++
+	}
+	rs.mu.Unlock()
+	verified, failed := tally.verified.Load(), tally.failed.Load()
+	r.check("wrong replies returned as successes", tally.wrong.Load() == 0, "0", "%d of %d verified", tally.wrong.Load(), verified)
+	r.check("failures without a typed error", tally.untyped.Load() == 0, "0", "%d of %d failures", tally.untyped.Load(), failed)
+	// A server that failed every request, typed, or that no client could
+	// reach, would pass the two rows above with nothing verified.
+	r.check("requests served", verified > 0 && verified >= failed, "verified >= failed, > 0",
+		"%d verified, %d failed with ErrNotProcessed or ErrIncompleteReply", verified, failed)
+	r.check("servers that exited on their own", rs.crashes == 0, "0", "%d of %d", rs.crashes, rs.kills+rs.terms+1)
 	r.info("restarts", "%d SIGKILL, %d SIGTERM in %v", rs.kills, rs.terms, run)
-	r.info("requests", "%d verified, %d failed with ErrNotProcessed or ErrIncompleteReply", tally.verified.Load(), tally.failed.Load())
+	r.info("failed dials", "%d (the server restarting)", tally.dialFailed.Load())
 	if t.o.Soak > 0 {
 		samples.report(r)
 	}
@@ -74,6 +85,7 @@ type restarter struct {
 
 	// Written by loop, read after it returned.
 	kills, terms int64
+	crashes      int64 // servers found exited before their kill or stop
 	err          error // why a restart failed
 }
 
@@ -83,6 +95,9 @@ func (rs *restarter) loop(ctx, cctx context.Context, cancel context.CancelFunc) 
 	rng := rand.New(rand.NewPCG(7, 11))
 	for sleepCtx(cctx, time.Duration(50+rng.IntN(250))*time.Millisecond) {
 		rs.mu.Lock()
+		if !rs.srv.alive() {
+			rs.crashes++
+		}
 		if rng.IntN(2) == 0 {
 			rs.srv.kill()
 			rs.kills++
@@ -110,7 +125,7 @@ func (rs *restarter) kill() {
 
 // chaosTally counts the chaos clients' requests; any goroutine.
 type chaosTally struct {
-	verified, failed, wrong, untyped atomic.Int64
+	verified, failed, wrong, untyped, dialFailed atomic.Int64
 }
 
 // chaosSent is a request in flight: what its reply must match.
@@ -136,6 +151,9 @@ func chaosClient(ctx context.Context, socket string, id uint64, tally *chaosTall
 			var err error
 			if c, err = dialWait(ctx, socket); err != nil {
 				c = nil
+				if ctx.Err() == nil {
+					tally.dialFailed.Add(1)
+				}
 				sleepCtx(ctx, 10*time.Millisecond)
 				continue
 			}

@@ -22,34 +22,43 @@ type legit struct {
 	mu      sync.Mutex
 }
 
-func (l *legit) run(ctx context.Context, socket string) {
+// legitCallBound bounds one legitimate call: past it, the call fails, and
+// counts as an error. A call runs to its end even if the phase ends
+// first, so that a server that stalls its clients shows.
+const legitCallBound = 10 * time.Second
+
+// run calls until phase ends; ctx bounds the calls themselves, and the
+// last one may outlive phase by up to legitCallBound.
+func (l *legit) run(ctx, phase context.Context, socket string) {
 	var c *engine.Client
 	defer func() {
 		if c != nil {
 			c.Close()
 		}
 	}()
-	for ctx.Err() == nil {
+	for phase.Err() == nil {
 		start := time.Now()
 		var err error
 		var reply []byte
 		if l.oneShot {
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			rctx, cancel := context.WithTimeout(ctx, legitCallBound)
 			reply, err = engine.Send(rctx, socket, []byte("ping"))
 			cancel()
 		} else {
 			if c == nil {
-				if c, err = dialWait(ctx, socket); err != nil {
+				dctx, cancel := context.WithTimeout(ctx, legitCallBound)
+				if c, err = dialWait(dctx, socket); err != nil {
 					c = nil
 				}
+				cancel()
 			}
 			if c != nil {
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = c.SetDeadline(start.Add(legitCallBound))
 				reply, err = c.Call([]byte("ping"))
 			}
 		}
-		if d, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(d) {
-			return // the phase ended during the call
+		if ctx.Err() != nil {
+			return // the whole run was cancelled: no fault of the server's
 		}
 		if err == nil && string(reply) != "pong" {
 			err = fmt.Errorf("reply %q", reply)
@@ -64,20 +73,24 @@ func (l *legit) run(ctx context.Context, socket string) {
 			_ = l.hist.RecordValue(clampNS(time.Since(start).Nanoseconds()))
 		}
 		l.mu.Unlock()
+		if err != nil && c != nil {
+			c.Close() // a failed call may leave the connection mid-reply
+			c = nil
+		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// measureLegit runs a one-shot and a persistent client for d and returns
-// them.
+// measureLegit runs a one-shot and a persistent client for d (each one's
+// last call may take longer: legit.run) and returns them.
 func measureLegit(ctx context.Context, socket string, d time.Duration) (oneShot, persistent *legit) {
 	oneShot = &legit{oneShot: true, hist: NewHistogram()}
 	persistent = &legit{hist: NewHistogram()}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	phase, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, l := range []*legit{oneShot, persistent} {
-		wg.Go(func() { l.run(ctx, socket) })
+		wg.Go(func() { l.run(ctx, phase, socket) })
 	}
 	wg.Wait()
 	return oneShot, persistent
@@ -173,7 +186,7 @@ func (t *torture) storm(ctx context.Context, r *TortureReport) error {
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer t.stopServer(r, srv)
 	t.progress("quiet phase (%v, after a second of warm-up)", t.o.Phase)
 	measureLegit(ctx, socket, time.Second)
 	q1, qp := measureLegit(ctx, socket, t.o.Phase)
@@ -201,7 +214,7 @@ func (t *torture) storm(ctx context.Context, r *TortureReport) error {
 	reportLegit(r, "persistent (engine.Client)", qp, sp)
 	r.info("server CPU during the storm", "%.1f%% of a core", 100*cpu.Seconds()/wall.Seconds())
 	r.info("attacking process's CPU", "%.1f%% of a core", 100*acpu.Seconds()/wall.Seconds())
-	r.info("server resident memory after the storm", "%s", mib(peak))
+	r.info("server resident memory at the storm's end, attackers connected", "%s", mib(peak))
 	return nil
 }
 

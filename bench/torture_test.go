@@ -2,9 +2,15 @@ package bench
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pktipc/pktipc/engine"
+	"github.com/pktipc/pktipc/internal/leakcheck"
 )
 
 // TestTortureRuns runs the short torture scenarios end to end: server and
@@ -68,5 +74,46 @@ func TestVerifiedReplies(t *testing.T) {
 	req := appendVerified(nil, 7, 100)
 	if len(req) != len(chkPrefix)+12 {
 		t.Fatalf("request of %d bytes", len(req))
+	}
+}
+
+// TestLegitStallShows: a legitimate client's call that the server stalls
+// past the end of the phase is measured to its end, not dropped: a server
+// that starves its clients must show in the storm's rows.
+func TestLegitStallShows(t *testing.T) {
+	leakcheck.Check(t)
+	const stall = 500 * time.Millisecond
+	var calls atomic.Int64
+	handler := engine.HandlerFunc(func(ctx context.Context, req []byte, w *engine.ReplyWriter) error {
+		if calls.Add(1) > 4 {
+			time.Sleep(stall) // every ping after the first few
+		}
+		_, err := w.Write([]byte("pong"))
+		return err
+	})
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "s")
+	s, err := engine.NewServer(socket, handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	oneShot, persistent := measureLegit(context.Background(), socket, 100*time.Millisecond)
+	for _, l := range []*legit{oneShot, persistent} {
+		if l.errs.Load() != 0 {
+			t.Fatalf("oneShot %v: %d errors, first %v", l.oneShot, l.errs.Load(), l.first)
+		}
+		if got := time.Duration(l.hist.Max()); got < stall {
+			t.Errorf("oneShot %v: the longest call took %v of a %v stall (%d calls measured)", l.oneShot, got, stall, l.hist.TotalCount())
+		}
 	}
 }
