@@ -120,10 +120,12 @@ func (c *Client) boundBy(ctx context.Context) func() {
 }
 
 // dropConn closes the open connection; nothing may be in flight on it.
-// Messages posted on it that the server may not have taken (postsAtRisk)
-// are remembered in rlost, for the next request.
+// Messages posted on it that the server may not have taken (postsAtRisk),
+// and those still in the Client's batch, which go with it, are remembered
+// in rlost, for the next request (flushPosts takes a batch it sends again
+// out first).
 func (c *Client) dropConn() {
-	if c.postsAtRisk() {
+	if c.postsAtRisk() || len(c.rbatch) > 0 {
 		c.rlost = true
 	}
 	c.mu.Lock()
@@ -135,7 +137,7 @@ func (c *Client) dropConn() {
 	c.mu.Unlock()
 	c.inflight, c.persistent = 0, false
 	c.rbatch = c.rbatch[:0] // posts not yet in a ring go with the connection (see flushPosts)
-	c.rposted = false
+	c.rposted, c.rpostStaged = false, false
 }
 
 // endConn closes the open connection after cause ended it. Requests still

@@ -199,12 +199,12 @@ func (c *Client) posted() {
 }
 
 // postsAtRisk reports whether messages posted on the open connection and
-// not confirmed by a reply (rposted) may not have been handled: records
-// are staged and not yet published (perhaps the posts), or the server has
-// not given back every record published, which it does as each handler
-// returns. Before the connection is dropped.
+// not confirmed by a reply (rposted) may not have been handled: some are
+// staged and not yet published (rpostStaged), or the server has not given
+// back every record published, which it does as each handler returns.
+// Before the connection is dropped.
 func (c *Client) postsAtRisk() bool {
-	return c.rposted && (c.rout == nil || c.rstaged > 0 || !c.rout.Taken())
+	return c.rposted && (c.rout == nil || c.rpostStaged || !c.rout.Taken())
 }
 
 // lostPosts reports, once, that posted messages may be lost (rlost) when

@@ -125,7 +125,7 @@ func (c *Client) mapRings(fds []int) error {
 	c.rwait.r = in
 	c.mu.Unlock()
 	c.rchunk = max(out.MaxRecord()/2, 1)
-	c.rstaged = 0
+	c.rstaged, c.rpostStaged = 0, false
 	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	c.watchOK = c.opts.ringSpin > 0 && runtime.GOMAXPROCS(0) > 1 // see Server's watchOK
 	return nil
@@ -203,6 +203,7 @@ func (c *Client) writeRing(req []byte) error {
 		if err := c.rout.Commit(n, off < len(req)); err != nil {
 			return err
 		}
+		c.rpostStaged = false
 		if off == len(req) {
 			return nil
 		}
@@ -466,7 +467,7 @@ func (c *Client) publishRing() error {
 	}
 	if c.rstaged > 0 {
 		c.rout.Flush()
-		c.rstaged = 0
+		c.rstaged, c.rpostStaged = 0, false
 	}
 	return nil
 }
@@ -485,6 +486,7 @@ func (c *Client) sendBatch() error {
 		c.rstaged += n
 		if n > 0 {
 			c.posted()
+			c.rpostStaged = true
 		}
 		if err == nil && len(b) > 0 {
 			err = c.waitRingRoom(int(binary.LittleEndian.Uint32(b))) // the next record's payload

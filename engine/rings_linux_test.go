@@ -2120,3 +2120,27 @@ func TestReserveFlushCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestRingsBatchedPostLostBehindLargePost: a message waiting in the
+// Client's batch when a large Post finds the server gone goes with the
+// connection; the next request on a new server fails with ErrNotProcessed
+// rather than vouch for it.
+func TestRingsBatchedPostLostBehindLargePost(t *testing.T) {
+	leakcheck.Check(t)
+	path := socketPath(t)
+	a := startServerAt(t, path, HandlerFunc(echoRaw), withRings)
+	c := dialRings(t, path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Call([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Post([]byte("small")); err != nil { // into the batch only
+		t.Fatal(err)
+	}
+	a.Close()
+	if err := c.Post(make([]byte, 2*clientBatchBytes)); err == nil {
+		t.Fatal("a large Post to a closed server succeeded")
+	}
+	startServerAt(t, path, HandlerFunc(echoRaw), withRings)
+	lostThenServed(t, c, "")
+}

@@ -156,6 +156,19 @@ func TestRingWatchHandsBackWithoutRecords(t *testing.T) {
 	}
 }
 
+// leastAllocs is the least of tries measures of testing.AllocsPerRun(runs,
+// f). Where many goroutines block and wake across processors, the runtime
+// allocates now and then for itself (a waiter's record when its
+// processor's cache ran dry, a goroutine's descriptor), more on a loaded
+// machine; a path of f that allocates does so in every measure.
+func leastAllocs(tries, runs int, f func()) float64 {
+	least := testing.AllocsPerRun(runs, f)
+	for range tries - 1 {
+		least = min(least, testing.AllocsPerRun(runs, f))
+	}
+	return least
+}
+
 // TestRingWatchAllocs: a wait in the watch allocates nothing once the
 // watch runs.
 func TestRingWatchAllocs(t *testing.T) {
@@ -278,7 +291,7 @@ func TestZeroAllocsRingsCrowd(t *testing.T) {
 	for range 20 {
 		round()
 	}
-	if allocs := testing.AllocsPerRun(50, round); allocs != 0 {
+	if allocs := leastAllocs(3, 50, round); allocs != 0 {
 		t.Errorf("%v allocations per round of %d calls by %d Clients at once, want 0", allocs, calls, clients)
 	}
 	if watchesUsed(ts) == before {
