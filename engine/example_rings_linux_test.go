@@ -1,3 +1,5 @@
+//go:build 386 || amd64 || arm64 || loong64 || ppc64le || riscv64
+
 package engine_test
 
 import (

@@ -108,6 +108,7 @@ type Client struct {
 	rposted       bool   // posted messages went into the open connection's request ring and no reply since confirms them (posted)
 	rpostSeq      uint64 // counts posted calls: a reply confirms the posts before its request only if none came after
 	rpostStaged   bool   // posted messages are staged in the request ring, not yet published
+	rpostEnd      uint64 // the request ring's position past the last posted message published
 	rlost         bool   // posted messages may be lost (a ring's posts at risk when its connection ended, or a posted request's entry failed): the request whose call found it says so (withLostPosts), else the next one fails (lostPosts)
 	roneway       bool   // the server takes one-way messages on the open connection's rings
 	rstaged       int    // bytes of requests staged and not yet published

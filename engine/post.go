@@ -85,6 +85,16 @@ func (c *Client) postRing(msg []byte) error {
 	limit := c.ringBatch()
 	size := ring.RecordSize(len(msg))
 	if size > limit {
+		if len(c.rbatch) > 0 {
+			// The batch first, with flushPosts' care for a server gone
+			// idle: postLarge sends nothing again that went before it.
+			if err := c.flushPosts(); err != nil {
+				return err
+			}
+			if c.rout == nil || !c.roneway {
+				return c.Post(msg)
+			}
+		}
 		return c.postLarge(msg)
 	}
 	if len(c.rbatch)+size > limit {
@@ -105,17 +115,17 @@ func (c *Client) postRing(msg []byte) error {
 }
 
 // postLarge writes msg into the request ring as a marked message of one or
-// more records, after the batch, and publishes it. As transmit does, it
-// tries once more on a new connection when the server had closed the idle
-// one and nothing of the Client's was lost with it.
+// more records and publishes it; the batch is empty (postRing). As
+// transmit does, it tries once more on a new connection when the server
+// had closed the idle one and nothing of the Client's was lost with it.
 func (c *Client) postLarge(msg []byte) error {
 	for retried := false; ; retried = true {
-		staged := c.rstaged + len(c.rbatch) // writeRing stages the batch first
+		staged := c.rstaged + len(c.rbatch) // writeRing would stage a batch first
 		c.rmark = true
 		err := c.writeRing(msg)
 		c.rmark = false
 		if err == nil {
-			c.posted()
+			c.posted(false)
 			return nil
 		}
 		// With nothing staged, writeRing sent no batch: rposted is as it was.
@@ -169,6 +179,7 @@ func (c *Client) flushPosts() error {
 		return c.fail("send", sendFailure(err))
 	}
 	if err := c.reconnect(); err != nil {
+		c.rlost = true // the batch goes with the error
 		return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
 	}
 	for len(batch) > 0 {
@@ -191,20 +202,37 @@ func (c *Client) flushPosts() error {
 }
 
 // posted records that posted messages went into the open connection's
-// request ring: none is confirmed handled until the reply to a request
-// sent after them is read (recvFront).
-func (c *Client) posted() {
+// request ring, staged (published later: postsPublished) or published:
+// none is confirmed handled until the reply to a request sent after them
+// is read (recvFront), or the server gives back the records up to the
+// last of them (rpostEnd).
+func (c *Client) posted(staged bool) {
 	c.rposted = true
 	c.rpostSeq++
+	if staged {
+		c.rpostStaged = true
+	} else {
+		c.rpostEnd = c.rout.Published()
+	}
+}
+
+// postsPublished notes, where the request ring has just published what
+// was staged, where the staged posts end.
+func (c *Client) postsPublished() {
+	if c.rpostStaged {
+		c.rpostEnd = c.rout.Published()
+		c.rpostStaged = false
+	}
 }
 
 // postsAtRisk reports whether messages posted on the open connection and
 // not confirmed by a reply (rposted) may not have been handled: some are
 // staged and not yet published (rpostStaged), or the server has not given
-// back every record published, which it does as each handler returns.
+// back every record up to the last of them (rpostEnd), which it does as
+// each handler returns; a request behind them may still be running.
 // Before the connection is dropped.
 func (c *Client) postsAtRisk() bool {
-	return c.rposted && (c.rout == nil || c.rpostStaged || !c.rout.Taken())
+	return c.rposted && (c.rout == nil || c.rpostStaged || !c.rout.TakenTo(c.rpostEnd))
 }
 
 // lostPosts reports, once, that posted messages may be lost (rlost) when
@@ -247,7 +275,7 @@ func (c *Client) postAgain(msg []byte) error {
 			c.endConn(err)
 			return c.fail("send", sendFailure(err))
 		}
-		c.posted()
+		c.posted(false)
 		return nil
 	}
 	c.rbatch = ring.AppendRecord(c.rbatch, msg, false, true)

@@ -125,7 +125,7 @@ func (c *Client) mapRings(fds []int) error {
 	c.rwait.r = in
 	c.mu.Unlock()
 	c.rchunk = max(out.MaxRecord()/2, 1)
-	c.rstaged, c.rpostStaged = 0, false
+	c.rstaged, c.rpostStaged, c.rpostEnd = 0, false, 0
 	c.halfProcs = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	c.watchOK = c.opts.ringSpin > 0 && runtime.GOMAXPROCS(0) > 1 // see Server's watchOK
 	return nil
@@ -203,7 +203,7 @@ func (c *Client) writeRing(req []byte) error {
 		if err := c.rout.Commit(n, off < len(req)); err != nil {
 			return err
 		}
-		c.rpostStaged = false
+		c.postsPublished()
 		if off == len(req) {
 			return nil
 		}
@@ -467,7 +467,8 @@ func (c *Client) publishRing() error {
 	}
 	if c.rstaged > 0 {
 		c.rout.Flush()
-		c.rstaged, c.rpostStaged = 0, false
+		c.rstaged = 0
+		c.postsPublished()
 	}
 	return nil
 }
@@ -485,8 +486,7 @@ func (c *Client) sendBatch() error {
 		b = b[n:]
 		c.rstaged += n
 		if n > 0 {
-			c.posted()
-			c.rpostStaged = true
+			c.posted(true)
 		}
 		if err == nil && len(b) > 0 {
 			err = c.waitRingRoom(int(binary.LittleEndian.Uint32(b))) // the next record's payload

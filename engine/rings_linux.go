@@ -6,10 +6,14 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pktipc/pktipc/ring"
 )
 
-// ringsSupported: rings need memfd seals and SCM_RIGHTS (package ring).
-const ringsSupported = true
+// ringsSupported: rings need memfd seals and SCM_RIGHTS, and package ring
+// needs atomics that the peer process honours, which not every Linux
+// architecture has: a client there does not ask for rings.
+const ringsSupported = ring.Supported
 
 // writeWithFiles writes b on uc with the descriptors of files attached to
 // its first byte.

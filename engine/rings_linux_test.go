@@ -1,3 +1,5 @@
+//go:build 386 || amd64 || arm64 || loong64 || ppc64le || riscv64
+
 package engine
 
 import (
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -2143,4 +2146,112 @@ func TestRingsBatchedPostLostBehindLargePost(t *testing.T) {
 	}
 	startServerAt(t, path, HandlerFunc(echoRaw), withRings)
 	lostThenServed(t, c, "")
+}
+
+// TestRingsPostsAfterIdleClose: posts made while the server is away or
+// was restarted: a batch that a Flush, a Recv or a Send could not take to
+// any server fails the next request on the new one (ErrNotProcessed);
+// small posts then a large one after a restart all reach the new server,
+// the large one going after the batch, which goes again on a new
+// connection. Before, a failed reconnect dropped the batch silently, and a
+// large Post dropped the batch before it.
+func TestRingsPostsAfterIdleClose(t *testing.T) {
+	for _, finder := range []string{"Flush", "Recv", "Send"} {
+		t.Run("unreachable/"+finder, func(t *testing.T) {
+			leakcheck.Check(t)
+			path := socketPath(t)
+			a := startServerAt(t, path, HandlerFunc(echoRaw), withRings)
+			c := dialRings(t, path)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Call([]byte("first")); err != nil {
+				t.Fatal(err)
+			}
+			a.Close() // no server for now
+			if err := c.Post([]byte("small")); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			switch finder {
+			case "Flush":
+				err = c.Flush()
+			case "Recv":
+				if _, err = c.Recv(); errors.Is(err, ErrNoRequest) {
+					err = nil // Recv sends the batch on its way and has nothing to read
+				}
+			case "Send":
+				err = c.Send([]byte("req"))
+			}
+			if finder != "Recv" && err == nil {
+				t.Fatalf("%s with no server succeeded", finder)
+			}
+			startServerAt(t, path, HandlerFunc(echoRaw), withRings)
+			if finder == "Send" {
+				// A request's own failure reports the posts lost before
+				// it (withLostPosts); the next request goes out.
+				if !strings.Contains(err.Error(), "posted before it may be lost") {
+					t.Fatalf("Send's error does not report the lost post: %v", err)
+				}
+				if got, err := c.Call([]byte("next")); err != nil || string(got) != "next" {
+					t.Fatalf("the next Call: %q, %v", got, err)
+				}
+				return
+			}
+			lostThenServed(t, c, "")
+		})
+	}
+	t.Run("restarted", func(t *testing.T) {
+		leakcheck.Check(t)
+		l := &postLog{}
+		path := socketPath(t)
+		a := startServerAt(t, path, l, withRings)
+		c := dialRings(t, path)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Call([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		startServerAt(t, path, l, withRings)
+		if err := c.Post([]byte("small")); err != nil {
+			t.Fatal(err)
+		}
+		large := bytes.Repeat([]byte("L"), 2*clientBatchBytes)
+		if err := c.Post(large); err != nil {
+			t.Fatalf("a large Post after a restart: %v", err)
+		}
+		if got, err := c.Call([]byte("after")); err != nil || string(got) != "re:after" {
+			t.Fatalf("Call after: %q, %v", got, err)
+		}
+		if got := l.requests(); len(got) != 4 || got[1] != "small" || got[2] != string(large) || got[3] != "after" {
+			t.Fatalf("the servers saw %d requests: %.20q", len(got), got)
+		}
+	})
+}
+
+// TestRingsHandledPostThenTimeout: a post the server handled (its record
+// given back) is not at risk when a later Call on the connection times
+// out: the next Call goes out on a new connection. The request that timed
+// out is still running there, which made every post before it count as at
+// risk.
+func TestRingsHandledPostThenTimeout(t *testing.T) {
+	leakcheck.Check(t)
+	l := &postLog{}
+	blocked := make(chan struct{}, 1)
+	ts := startServer(t, blockOn("slow", blocked, l), withRings)
+	c := dialRings(t, ts.path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	postAll(t, c, "m")
+	waitFor(t, func() bool { return l.len() == 1 })
+	if err := c.Send([]byte("slow")); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	waitFor(t, func() bool { return c.rout.TakenTo(c.rpostEnd) }) // the post's record is back; the request's is not
+	_ = c.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Recv(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Recv for the blocked request: %v", err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := c.Call([]byte("next")); err != nil || string(got) != "re:next" {
+		t.Fatalf("Call after a timeout, the post long handled: %q, %v", got, err)
+	}
 }

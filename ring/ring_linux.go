@@ -18,6 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Supported reports whether this build can make and map rings.
+const Supported = true
+
 // requiredSeals keep the file's size fixed for good.
 const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 

@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// Supported reports whether this build can make and map rings.
+const Supported = false
+
 // Create needs memfd_create and file seals, which only Linux has, and
 // atomics that the peer process honours (see ring_linux.go).
 func Create(capacity int) (*os.File, error) { return nil, errors.ErrUnsupported }

@@ -250,6 +250,22 @@ func (w *Writer) Taken() bool {
 	return w.s.head.Load() == w.published
 }
 
+// Published returns the ring position just past the last record published:
+// the position to give TakenTo later. The owner goroutine calls it.
+func (w *Writer) Published() uint64 { return w.published }
+
+// TakenTo reports whether the reader has given back every record before
+// pos, a position from Published, as far as the shared header says; like
+// Taken, it reports false once the side is closed or the ring is corrupt.
+// The owner goroutine calls it.
+func (w *Writer) TakenTo(pos uint64) bool {
+	if w.err != nil || !w.s.life.acquire() {
+		return false
+	}
+	defer w.s.release()
+	return int64(w.s.head.Load()-pos) >= 0
+}
+
 // Write sends p as one message, copying it into the ring in records of at
 // most a quarter of the data area, so that the reader can drain one while
 // the next is written. A deadline that passes after the first record
