@@ -638,6 +638,44 @@ func TestWriterTaken(t *testing.T) {
 	}
 }
 
+// TestWriterTakenTo: TakenTo(pos) says whether the records before pos are
+// all given back, whatever follows them.
+func TestWriterTakenTo(t *testing.T) {
+	checkLeaks(t)
+	w, r := newPair(t, MinCapacity, nil)
+	if err := w.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	one := w.Published()
+	if err := w.Write([]byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if w.TakenTo(one) {
+		t.Fatal("TakenTo true with the record before it unread")
+	}
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if w.TakenTo(one) {
+		t.Fatal("TakenTo true with the record before it leased")
+	}
+	r.Release()
+	if !w.TakenTo(one) || w.TakenTo(w.Published()) || w.Taken() {
+		t.Fatal("the first record given back: TakenTo it should be true, to the second false")
+	}
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Release()
+	if !w.TakenTo(w.Published()) {
+		t.Fatal("TakenTo false with every record given back")
+	}
+	w.Close()
+	if w.TakenTo(one) {
+		t.Fatal("TakenTo true after Close")
+	}
+}
+
 // TestReaderDrop: a record dropped is not given back: the writer does not
 // count it as taken, and the next Next returns it again; Release then
 // gives it back. Dropping holds nothing (checkLeaks: no reference left).
