@@ -97,7 +97,8 @@
 // Reserve, Stage, Next and Release makes.
 //
 // A record given back tells the writer that the reader is done with it
-// (Writer.Taken reports whether every published record was); a reader
+// (Writer.Taken reports whether every published record was, TakenTo
+// whether every one before a position from Writer.Published); a reader
 // that stops before acting on a record ends its lease with Drop, which
 // gives nothing back.
 //
