@@ -633,6 +633,15 @@ func (rc *ringConn) serveOne() bool {
 		rc.reply.dropRing()
 		return false
 	}
+	if rc.ctx.Err() != nil {
+		// Cancelled while it ran (the connection killed at a deadline,
+		// the server stopping): the handler may have stopped half-way.
+		// Its record is dropped, not given back, so that a client does
+		// not count a one-way message as handled; a reply cannot go out.
+		rc.in.Drop()
+		rc.reply.dropRing()
+		return false
+	}
 	// The reply goes out before the request's record is given back: the
 	// give-back publishes the ring's head behind a fence, and the look at
 	// the next record reads a line the client is about to write, a

@@ -2255,3 +2255,35 @@ func TestRingsHandledPostThenTimeout(t *testing.T) {
 		t.Fatalf("Call after a timeout, the post long handled: %q, %v", got, err)
 	}
 }
+
+// TestPostHandlerCancelled: a posted message whose handler the server's
+// stop cancelled (it returned its context's error) may not have been
+// handled: on rings as on a socket the next request fails with
+// ErrNotProcessed rather than vouch for it on a new server. Before, the
+// ring record was given back once the handler returned, which the client
+// took for handled.
+func TestPostHandlerCancelled(t *testing.T) {
+	for _, rings := range []bool{true, false} {
+		t.Run(fmt.Sprint("rings=", rings), func(t *testing.T) {
+			leakcheck.Check(t)
+			blocked := make(chan struct{}, 1)
+			h := blockOn("block", blocked, HandlerFunc(echoRaw))
+			path := socketPath(t)
+			var opts []Option
+			if rings {
+				opts = append(opts, withRings)
+			}
+			a := startServerAt(t, path, h, opts...)
+			c := dialClient(t, path)
+			if rings {
+				c = dialRings(t, path)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			postAll(t, c, "block")
+			<-blocked
+			a.Close()
+			startServerAt(t, path, HandlerFunc(echoRaw), opts...)
+			lostThenServed(t, c, "")
+		})
+	}
+}
