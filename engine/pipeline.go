@@ -429,7 +429,8 @@ func (c *Client) flush() error {
 		for whole < c.unsent && c.queue.at(first+whole).end <= c.woff {
 			whole++
 		}
-		if !retried && c.inflight == 0 && whole == 0 && peerGone(err) {
+		if !retried && whole == 0 && peerGone(err) && c.settlePosted() {
+			first = c.queue.n - c.unsent // settlePosted took the posts' entries
 			c.endConn(err)
 			staged := c.wbuf
 			c.wbuf = nil // the handshake writes from wbuf
@@ -494,9 +495,10 @@ func (c *Client) transmit(req []byte) error {
 		}
 		// The server acts only on whole requests: nothing of req was
 		// processed, whatever part of it was written.
-		if !retried && c.inflight == 0 && peerGone(err) && !c.postsAtRisk() {
+		if !retried && peerGone(err) && c.settlePosted() && !c.postsAtRisk() {
 			// The server closed the idle connection (idle timeout,
-			// restart): once more, on a new one.
+			// restart), having answered everything posted on it: once
+			// more, on a new one.
 			c.endConn(err)
 			continue
 		}

@@ -330,6 +330,40 @@ func (c *Client) dropReplies() error {
 	return nil
 }
 
+// settlePosted reads, from a connection whose peer is gone, the replies
+// of the posted messages in flight on it, which the server may have
+// written before it closed the connection (for idleness, say): once every
+// one is read, nothing was lost with the connection and a request may go
+// again on a new one. It reports whether nothing is in flight any more;
+// false as well when something other than a posted message is (its reply
+// would be another caller's) or a reply cannot be read (recvFront ends the
+// connection and notes the loss: rlost).
+func (c *Client) settlePosted() bool {
+	if c.inflight == 0 {
+		return true // and a reply held in place stays valid (Recv)
+	}
+	for i := range c.inflight {
+		if p := c.queue.at(i); !p.drop || p.held != nil {
+			return false
+		}
+	}
+	for c.inflight > 0 {
+		if !c.giveBackReply() {
+			return false
+		}
+		if _, err := c.recvFront(); err != nil {
+			return false
+		}
+	}
+	if !c.giveBackReply() {
+		return false
+	}
+	if c.dropping == 0 {
+		c.dropBytes = 0
+	}
+	return c.uc != nil
+}
+
 // pop removes the entry at the head of the queue.
 func (c *Client) pop() {
 	if c.queue.front().drop {

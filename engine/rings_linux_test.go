@@ -2287,3 +2287,54 @@ func TestPostHandlerCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestPostHandledThenIdleClose: a message posted as a request (on a
+// socket, or on rings without one-way messages) and handled, its reply
+// unread, then the server closes the idle connection: nothing was lost,
+// and the next Call goes out on a new connection, reading the reply off
+// the old one first. Before, the posted message counted as in flight and
+// the Call failed with ErrNotProcessed.
+func TestPostHandledThenIdleClose(t *testing.T) {
+	for _, mode := range []struct{ rings, queue bool }{{false, false}, {false, true}, {true, false}} {
+		rings := mode.rings
+		t.Run(fmt.Sprintf("rings=%v,queue=%v", rings, mode.queue), func(t *testing.T) {
+			leakcheck.Check(t)
+			l := &postLog{}
+			opts := []Option{WithIdleTimeout(50 * time.Millisecond)}
+			if rings {
+				opts = append(opts, withRings)
+			}
+			ts := startServer(t, l, opts...)
+			c := dialClient(t, ts.path)
+			if rings {
+				c = dialRings(t, ts.path)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Call([]byte("first")); err != nil {
+				t.Fatal(err)
+			}
+			if rings {
+				c.roneway = false // as from a server that grants rings without one-way messages
+			}
+			postAll(t, c, "m")
+			waitFor(t, func() bool { return l.len() == 2 })
+			waitFor(t, func() bool { return ts.Stats().Open == 0 }) // closed for idleness
+			if mode.queue {                                         // staged, then written by Flush (flush)
+				if err := c.Queue([]byte("after")); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Flush(); err != nil {
+					t.Fatalf("Flush after a handled post and an idle close: %v", err)
+				}
+			} else if err := c.Send([]byte("after")); err != nil {
+				t.Fatalf("Send after a handled post and an idle close: %v", err)
+			}
+			if got, err := c.Recv(); err != nil || string(got) != "re:after" {
+				t.Fatalf("the reply: %q, %v", got, err)
+			}
+			if got := l.requests(); !slices.Equal(got, []string{"first", "m", "after"}) {
+				t.Fatalf("the server saw %q", got)
+			}
+		})
+	}
+}
