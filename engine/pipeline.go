@@ -429,8 +429,9 @@ func (c *Client) flush() error {
 		for whole < c.unsent && c.queue.at(first+whole).end <= c.woff {
 			whole++
 		}
-		if !retried && whole == 0 && peerGone(err) && c.settlePosted() {
-			first = c.queue.n - c.unsent // settlePosted took the posts' entries
+		settled := !retried && whole == 0 && peerGone(err) && c.settlePosted()
+		first = c.queue.n - c.unsent // settlePosted may have taken posts' entries, whatever it reported
+		if settled {
 			c.endConn(err)
 			staged := c.wbuf
 			c.wbuf = nil // the handshake writes from wbuf

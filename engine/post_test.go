@@ -350,3 +350,34 @@ func TestStagedPostLostOnSocket(t *testing.T) {
 	startServerAt(t, path, l)
 	lostThenServed(t, c, "re:")
 }
+
+// TestStagedBehindUnansweredPost: posts in flight, one answered and one
+// whose handler the server's stop cancelled, then a queued request and a
+// Send that find the server gone: neither was written, and each says so
+// (ErrNotProcessed), the Send in its own error. Reading the answered
+// post's reply off the dead connection (settlePosted) took entries from
+// the queue, and the staged requests after them went without their
+// errors: the Send returned nil.
+func TestStagedBehindUnansweredPost(t *testing.T) {
+	leakcheck.Check(t)
+	blocked := make(chan struct{}, 1)
+	path := socketPath(t)
+	a := startServerAt(t, path, blockOn("block", blocked, HandlerFunc(echoRaw)))
+	c := dialClient(t, path)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	postAll(t, c, "m1", "block")
+	<-blocked
+	a.Close()
+	if err := c.Queue([]byte("r1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send([]byte("r2")); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Send to a closed server: %v, want ErrNotProcessed", err)
+	}
+	if _, err := c.Recv(); !errors.Is(err, ErrNotProcessed) {
+		t.Fatalf("Recv for the queued request never written: %v, want ErrNotProcessed", err)
+	}
+	if _, err := c.Recv(); !errors.Is(err, ErrNoRequest) {
+		t.Fatalf("a Send that failed left a reply to read: %v", err)
+	}
+}
