@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pktipc/pktipc/uds"
 )
 
 var formats = []Format{PktLine, LibIPC, LibIPCC}
@@ -332,3 +334,49 @@ func TestFairness(t *testing.T) {
 // maxUnfair bounds how many events another connection may get before a
 // newly readable one is served: a few of the Loop's looks at epoll.
 const maxUnfair = 4 * pollEvery
+
+// TestLibIPCLockNotThroughRunDirLink: a run directory that is a symlink
+// (another user planted /tmp/.libipc-run pointing where they like) is
+// refused before the lock file is made: nothing is created in the link's
+// target. Before, the lock was made first, through the link.
+func TestLibIPCLockNotThroughRunDirLink(t *testing.T) {
+	checked(t)
+	base := t.TempDir()
+	target := filepath.Join(base, "chosen")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "run")
+	if err := os.Symlink(target, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RUNDIR", dir)
+	l := newTestLoop(t, WithLayout(LibIPCLayout))
+	if _, err := l.Listen("pong", LibIPC); err == nil {
+		t.Fatal("Listen in a symlinked run directory succeeded")
+	}
+	if entries, err := os.ReadDir(target); err != nil || len(entries) != 0 {
+		t.Fatalf("the link's target holds %v (%v), want nothing", entries, err)
+	}
+}
+
+// TestLibIPCLockNotInOthersRunDir: a run directory that belongs to another
+// user (and not root) is refused before the lock file is made in it.
+func TestLibIPCLockNotInOthersRunDir(t *testing.T) {
+	checked(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 54321, 54321); err != nil {
+		t.Skipf("cannot give the directory to another user: %v", err)
+	}
+	t.Setenv("RUNDIR", dir)
+	l := newTestLoop(t, WithLayout(LibIPCLayout))
+	if _, err := l.Listen("pong", LibIPC); !errors.Is(err, uds.ErrInsecureDir) {
+		t.Fatalf("Listen in another user's run directory: %v, want uds.ErrInsecureDir", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "pong.lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the lock file: %v, want it never made", err)
+	}
+}

@@ -897,14 +897,32 @@ func (l *loop) watchStolen(c *conn) {
 func (l *loop) stopWatchers() { l.watchers.Wait() }
 
 // flockPath takes LibIPC's single-instance lock.
+//
+// The lock is made before uds.Listen checks the directory (a second
+// instance must find it taken, not the first one's socket), so it checks
+// the directory itself, no further than it must not write where another
+// user chose: the directory is no symlink, and it belongs to this user or
+// to root; the lock is made in it by name (openat), never through a
+// symlink planted there.
 func flockPath(path string) (*os.File, error) {
-	// Never through a symlink: the lock is made before uds.Listen checks
-	// the directory, which someone else may own and have planted a link
-	// in, to make us create or open a file of their choosing.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	dir := filepath.Dir(path)
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(dfd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: dir, Err: err}
+	}
+	if euid := uint32(os.Geteuid()); st.Uid != euid && st.Uid != 0 {
+		return nil, fmt.Errorf("%w: run directory %s belongs to uid %d, not to this user (%d) or root", uds.ErrInsecureDir, dir, st.Uid, euid)
+	}
+	fd, err := unix.Openat(dfd, filepath.Base(path), unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if err == unix.EWOULDBLOCK {
