@@ -103,7 +103,7 @@ func (c *conn) onClose(err error) {
 	if c.phase != phaseHandling {
 		c.dropTail() // an inline reply cut short: nobody to finish it
 	}
-	if halfClosed {
+	if halfClosed && s.rescues.add(c) { // before the rescue is published: letGo takes c out
 		c.mu.Lock()
 		if !c.workerGone {
 			if rc, derr := dupConn(c.gc); derr == nil {
@@ -112,7 +112,11 @@ func (c *conn) onClose(err error) {
 				s.stats.rescued.Add(1)
 			}
 		}
+		rescued := c.rescue != nil
 		c.mu.Unlock()
+		if !rescued {
+			s.rescues.remove(c)
+		}
 	}
 	if s.closing.Load() && c.phase == phaseHandling {
 		// Close: the worker's duplicate of the socket must not keep the

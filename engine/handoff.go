@@ -209,19 +209,24 @@ func (c *conn) onFinalWritten(err error) error {
 		// loop owns the connection again, and may dispatch the next request.
 		c.reply.release()
 	}
-	if err == nil && !c.closed.Load() {
-		now := c.s.now()
-		c.reqHeld = 0
-		c.setPhase(phaseIdle) // the handler is done; nothing to rescue any more
-		act, stop := c.afterReply(now)
-		if !stop {
-			act = c.process(now)
-		}
-		if act == closeConn || !c.account() {
-			_ = c.gc.Close()
-		}
+	if err != nil || c.closed.Load() {
+		c.answer(ack, ackMsg{seq, err})
+		return nil
 	}
-	c.answer(ack, ackMsg{seq, err})
+	// The ack goes before the loop serves anything: serving may close c
+	// (a write that fails), and a worker that found c closed with no ack
+	// would take for its own a connection the loop has taken back.
+	c.answer(ack, ackMsg{seq, nil})
+	now := c.s.now()
+	c.reqHeld = 0
+	c.setPhase(phaseIdle) // the handler is done; nothing to rescue any more
+	act, stop := c.afterReply(now)
+	if !stop {
+		act = c.process(now)
+	}
+	if act == closeConn || !c.account() {
+		_ = c.gc.Close()
+	}
 	return nil
 }
 
@@ -331,6 +336,7 @@ func (s *Server) serveLeftover(c *conn) {
 // to this goroutine; the connection closes if it has not. On that
 // goroutine, which touches nothing of c afterwards.
 func (c *conn) letGo() {
+	c.s.rescues.remove(c) // first: the set's mu comes before c.mu
 	c.mu.Lock()
 	rc := c.rescue
 	c.rescue, c.leftover = nil, nil
@@ -398,6 +404,14 @@ func (s *Server) worker() {
 		}
 		c.ack = ack
 		c.reply.begin(false)
+		if c.ctx.Err() != nil {
+			// Its connection ended while it waited in the queue (not a
+			// half close: a rescued one's context lives on): nobody is
+			// left to answer, and a stopping server would wait for it.
+			c.dropRequest()
+			c.finishPooled(nil, false)
+			continue
+		}
 		if len(c.bends) > 0 && !s.serveBatch(c) {
 			continue
 		}

@@ -49,6 +49,7 @@ func (s *Server) reaper() {
 		pressured := s.reapConns(&r)
 		s.reapRings(&r)
 		s.reapShots(s.now())
+		s.reapRescues(s.now())
 		drains := s.pollDrains(&r)
 		s.budget.tidy(s.stats.budgetClosed.Load())
 		if !s.reaperQuiet {

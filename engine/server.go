@@ -64,8 +64,9 @@ type Server struct {
 	budget    memBudget
 	oneshot   oneShot // the accept loop's
 	lingering lingerers
-	shots     shotSet // one-shot connections on the workers (oneshotpool.go)
-	rings     ringSet // connections served through shared-memory rings (rings.go)
+	shots     shotSet   // one-shot connections on the workers (oneshotpool.go)
+	rescues   rescueSet // connections closed at a half close whose replies are being finished (rescue.go)
+	rings     ringSet   // connections served through shared-memory rings (rings.go)
 
 	serving    atomic.Bool
 	stopping   atomic.Bool // no new connections or requests
@@ -322,6 +323,7 @@ func (s *Server) Close() error {
 			<-s.acceptExit
 			s.lingering.close()
 			s.shots.close()
+			s.rescues.close()
 			s.rings.close() // nothing adopts any more
 			if err := s.stopLoops(); err != nil {
 				s.closeErr = fmt.Errorf("engine: stop event loops: %w", err)
@@ -351,7 +353,9 @@ func (s *Server) requestQuit() {
 	s.quitOnce.Do(func() { close(s.quitCh) })
 }
 
-func (s *Server) openConns() int { return s.adm.openCount() + s.rings.open() + s.shots.count() }
+func (s *Server) openConns() int {
+	return s.adm.openCount() + s.rings.open() + s.shots.count() + s.rescues.count()
+}
 
 func (s *Server) watchDrain(c *conn)   { s.adm.watchDrain(c) }
 func (s *Server) unwatchDrain(c *conn) { s.adm.unwatchDrain(c) }
