@@ -94,7 +94,10 @@ func (c *conn) onClose(err error) {
 	// a peer gets a duplicate of the socket to finish its reply on, and
 	// the requests the peer pipelined behind it, unread by the loop
 	// meanwhile, to serve after it (serveLeftover).
-	halfClosed := errors.Is(err, io.EOF) && c.phase == phaseHandling && !s.closing.Load() && peerHalfClosed(c.gc.Fd())
+	// Not one past a deadline whose close the reaper queued: the peer's
+	// half close came first, but the handler's time is up all the same.
+	halfClosed := errors.Is(err, io.EOF) && c.phase == phaseHandling && c.expired.Load() == 0 &&
+		!s.closing.Load() && peerHalfClosed(c.gc.Fd())
 	var rest []byte
 	if halfClosed && c.persistent && between && c.buffered() > 0 {
 		rest = append([]byte(nil), c.peek(c.buffered())...)

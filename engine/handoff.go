@@ -313,6 +313,8 @@ func (s *Server) serveLeftover(c *conn) {
 		}
 		s.stats.requests.Add(1)
 		w.begin(false)
+		c.hstart = s.now()
+		c.setDeadline(c.hstart, whyHandler) // its own time, not the rescued request's
 		herr, panicked := s.call(c, msg)
 		if panicked || w.err != nil || c.ctx.Err() != nil {
 			w.release()
@@ -336,7 +338,6 @@ func (s *Server) serveLeftover(c *conn) {
 // to this goroutine; the connection closes if it has not. On that
 // goroutine, which touches nothing of c afterwards.
 func (c *conn) letGo() {
-	c.s.rescues.remove(c) // first: the set's mu comes before c.mu
 	c.mu.Lock()
 	rc := c.rescue
 	c.rescue, c.leftover = nil, nil
@@ -345,6 +346,9 @@ func (c *conn) letGo() {
 		c.closeWriteFD() // onClose left it to us
 	}
 	c.mu.Unlock()
+	// After workerGone: an onClose that adds c to the set from here on
+	// finds nothing to rescue and takes it out again itself.
+	c.s.rescues.remove(c)
 	if rc != nil {
 		_ = rc.Close()
 	}

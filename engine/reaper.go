@@ -99,10 +99,11 @@ func (s *Server) napFor(pressured bool) time.Duration {
 }
 
 // onlyLongDeadlines reports whether every connection's deadline is a long
-// one (idle or handler), none waits for a drain or to be enrolled, and no
-// one-shot reply lingers.
+// one (idle or handler), none waits for a drain or to be enrolled, no
+// one-shot reply lingers, and no rescued reply is being finished (its
+// deadline may be a write's).
 func (s *Server) onlyLongDeadlines() bool {
-	if s.lingering.count() > 0 {
+	if s.lingering.count() > 0 || s.rescues.count() > 0 {
 		return false
 	}
 	long := func(w why) bool { return w == whyIdle || w == whyHandler }

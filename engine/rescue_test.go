@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -167,5 +168,57 @@ func TestQueuedRequestOfClosedConnection(t *testing.T) {
 		if got := <-ran; got == "queued" {
 			t.Fatal("the handler ran for a request whose connection had closed while it waited")
 		}
+	}
+}
+
+// TestLeftoverOwnDeadline: the requests a half-closed peer pipelined
+// behind a rescued one are served each within its own handler deadline,
+// not the rescued request's: together they take longer than one deadline,
+// and every reply comes whole.
+func TestLeftoverOwnDeadline(t *testing.T) {
+	leakcheck.Check(t)
+	const each, limit = 600 * time.Millisecond, time.Second
+	started := make(chan struct{}, 3)
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		started <- struct{}{}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(each):
+		}
+		_, err := w.WriteString("re: " + string(req))
+		return err
+	})
+	ts := startServer(t, h, WithWorkers(2), WithHandlerTimeout(limit))
+	c := rawPersistent(t, ts.path).(*net.UnixConn)
+	defer c.Close()
+	if _, err := c.Write(frame.AppendMessage(nil, []byte("slow"))); err != nil {
+		t.Fatal(err)
+	}
+	<-started // dispatched: what follows waits in the loop's buffer
+	var rest []byte
+	for _, r := range []string{"one", "two"} {
+		rest = frame.AppendMessage(rest, []byte(r))
+	}
+	if _, err := c.Write(rest); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"re: slow", "re: one", "re: two"} {
+		var msg []byte
+		msg, got = decodeMessage(t, got)
+		if string(msg) != want {
+			t.Fatalf("reply %q, want %q (handler timeouts: %d)", msg, want, ts.Stats().HandlerTimeout)
+		}
+	}
+	if n := ts.Stats().HandlerTimeout; n != 0 {
+		t.Fatalf("%d handler timeouts, none of the handlers ran past its own", n)
 	}
 }
