@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -200,17 +199,7 @@ func TestLeftoverOwnDeadline(t *testing.T) {
 	for _, r := range []string{"one", "two"} {
 		rest = frame.AppendMessage(rest, []byte(r))
 	}
-	if _, err := c.Write(rest); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := writeHalfClose(t, c, rest)
 	for _, want := range []string{"re: slow", "re: one", "re: two"} {
 		var msg []byte
 		msg, got = decodeMessage(t, got)

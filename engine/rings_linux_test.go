@@ -2003,6 +2003,30 @@ func TestRingsBatchedPostLost(t *testing.T) {
 	}
 }
 
+// blockedPosts starts an echo server (on rings if rings) whose handler
+// blocks on "block" until the server stops, dials it, posts msgs, the
+// first of which is "block", and returns once its handler runs: the server,
+// the Client, the socket path and the server's options.
+func blockedPosts(t *testing.T, rings bool, msgs ...string) (*testServer, *Client, string, []Option) {
+	t.Helper()
+	blocked := make(chan struct{}, 1)
+	h := blockOn("block", blocked, HandlerFunc(echoRaw))
+	path := socketPath(t)
+	var opts []Option
+	if rings {
+		opts = append(opts, withRings)
+	}
+	a := startServerAt(t, path, h, opts...)
+	c := dialClient(t, path)
+	if rings {
+		c = dialRings(t, path)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	postAll(t, c, msgs...)
+	<-blocked
+	return a, c, path, opts
+}
+
 // TestRingsPostsBeforeFailedRequest: messages posted into the ring and not
 // taken (a handler before them blocks), then a request whose connection
 // ends before its reply: the posts stay at risk, and the next request on a
@@ -2012,21 +2036,7 @@ func TestRingsPostsBeforeFailedRequest(t *testing.T) {
 	for _, rings := range []bool{true, false} {
 		t.Run(fmt.Sprint("rings=", rings), func(t *testing.T) {
 			leakcheck.Check(t)
-			blocked := make(chan struct{}, 1)
-			h := blockOn("block", blocked, HandlerFunc(echoRaw))
-			path := socketPath(t)
-			var opts []Option
-			if rings {
-				opts = append(opts, withRings)
-			}
-			a := startServerAt(t, path, h, opts...)
-			c := dialClient(t, path)
-			if rings {
-				c = dialRings(t, path)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			postAll(t, c, "block", "untaken")
-			<-blocked
+			a, c, path, opts := blockedPosts(t, rings, "block", "untaken")
 			if err := c.Send([]byte("req")); err != nil {
 				t.Fatal(err)
 			}
@@ -2266,21 +2276,7 @@ func TestPostHandlerCancelled(t *testing.T) {
 	for _, rings := range []bool{true, false} {
 		t.Run(fmt.Sprint("rings=", rings), func(t *testing.T) {
 			leakcheck.Check(t)
-			blocked := make(chan struct{}, 1)
-			h := blockOn("block", blocked, HandlerFunc(echoRaw))
-			path := socketPath(t)
-			var opts []Option
-			if rings {
-				opts = append(opts, withRings)
-			}
-			a := startServerAt(t, path, h, opts...)
-			c := dialClient(t, path)
-			if rings {
-				c = dialRings(t, path)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			postAll(t, c, "block")
-			<-blocked
+			a, c, path, opts := blockedPosts(t, rings, "block")
 			a.Close()
 			startServerAt(t, path, HandlerFunc(echoRaw), opts...)
 			lostThenServed(t, c, "")

@@ -110,6 +110,24 @@ func TestInlineTailThenPipelined(t *testing.T) {
 
 // decodeMessage decodes the pkt-line message at the start of b: its
 // payload, and the bytes after its flush.
+// writeHalfClose writes b on c, shuts c's writing side down and returns
+// all the server sends until it closes the connection.
+func writeHalfClose(t *testing.T, c *net.UnixConn, b []byte) []byte {
+	t.Helper()
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func decodeMessage(t *testing.T, b []byte) (msg, rest []byte) {
 	t.Helper()
 	for {
@@ -249,17 +267,7 @@ func TestHalfCloseNeverServesPartOfARequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // the loop took the first part in
-	if _, err := c.Write(r2[cut:]); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := writeHalfClose(t, c, r2[cut:])
 	msg, got := decodeMessage(t, got)
 	if string(msg) != "re: 4 bytes" {
 		t.Fatalf("first reply %q", msg)
