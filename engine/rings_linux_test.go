@@ -2003,6 +2003,23 @@ func TestRingsBatchedPostLost(t *testing.T) {
 	}
 }
 
+// dialAt starts a server of h at path, on rings if rings, with opts, and
+// dials it as a Client (with rings if rings) with a 10 s deadline. It
+// returns the server, the Client and the options with the rings' added.
+func dialAt(t *testing.T, path string, h Handler, rings bool, opts ...Option) (*testServer, *Client, []Option) {
+	t.Helper()
+	if rings {
+		opts = append(opts, withRings)
+	}
+	ts := startServerAt(t, path, h, opts...)
+	c := dialClient(t, path)
+	if rings {
+		c = dialRings(t, path)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return ts, c, opts
+}
+
 // blockedPosts starts an echo server (on rings if rings) whose handler
 // blocks on "block" until the server stops, dials it, posts msgs, the
 // first of which is "block", and returns once its handler runs: the server,
@@ -2010,18 +2027,8 @@ func TestRingsBatchedPostLost(t *testing.T) {
 func blockedPosts(t *testing.T, rings bool, msgs ...string) (*testServer, *Client, string, []Option) {
 	t.Helper()
 	blocked := make(chan struct{}, 1)
-	h := blockOn("block", blocked, HandlerFunc(echoRaw))
 	path := socketPath(t)
-	var opts []Option
-	if rings {
-		opts = append(opts, withRings)
-	}
-	a := startServerAt(t, path, h, opts...)
-	c := dialClient(t, path)
-	if rings {
-		c = dialRings(t, path)
-	}
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	a, c, opts := dialAt(t, path, blockOn("block", blocked, HandlerFunc(echoRaw)), rings)
 	postAll(t, c, msgs...)
 	<-blocked
 	return a, c, path, opts
@@ -2111,16 +2118,7 @@ func TestReserveFlushCommit(t *testing.T) {
 				again <- w.Commit(5)
 				return nil
 			})
-			var opts []Option
-			if rings {
-				opts = append(opts, withRings)
-			}
-			ts := startServer(t, h, opts...)
-			c := dialClient(t, ts.path)
-			if rings {
-				c = dialRings(t, ts.path)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, c, _ := dialAt(t, socketPath(t), h, rings)
 			if got, err := c.Call([]byte("big")); err != nil || len(got) != 2<<20 {
 				t.Fatalf("big: %d bytes, %v", len(got), err)
 			}
@@ -2296,16 +2294,7 @@ func TestPostHandledThenIdleClose(t *testing.T) {
 		t.Run(fmt.Sprintf("rings=%v,queue=%v", rings, mode.queue), func(t *testing.T) {
 			leakcheck.Check(t)
 			l := &postLog{}
-			opts := []Option{WithIdleTimeout(50 * time.Millisecond)}
-			if rings {
-				opts = append(opts, withRings)
-			}
-			ts := startServer(t, l, opts...)
-			c := dialClient(t, ts.path)
-			if rings {
-				c = dialRings(t, ts.path)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			ts, c, _ := dialAt(t, socketPath(t), l, rings, WithIdleTimeout(50*time.Millisecond))
 			if _, err := c.Call([]byte("first")); err != nil {
 				t.Fatal(err)
 			}
