@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/valyala/bytebufferpool"
@@ -32,46 +31,15 @@ import (
 // shotSet owns the descriptors of pooled one-shot connections while
 // workers serve them.
 //
-// Invariant (mu): a connection is in conns from its hand-off until its
-// worker is done with the descriptor, which is closed only after the
-// worker took it out; so the reaper and close, which shut a descriptor
-// down only under mu and only while it is in conns, never reach a closed
-// (or reused) number. closed is set once, by Close; nothing is added
-// after it.
+// Invariant (connSet's mu): a connection is in conns from its hand-off
+// until its worker is done with the descriptor, which is closed only after
+// the worker took it out (remove); so the reaper and close, which shut a
+// descriptor down only under mu and only while it is in conns, never
+// reach a closed (or reused) number.
 type shotSet struct {
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
+	connSet
 	polled []*conn // the reaper's scratch: conns in the order of poll
 	poll   hangupPoll
-}
-
-// add records c, whose descriptor is c.shotFD, or reports false once the
-// server closes.
-func (ss *shotSet) add(c *conn) bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.closed {
-		return false
-	}
-	if ss.conns == nil {
-		ss.conns = make(map[*conn]struct{})
-	}
-	ss.conns[c] = struct{}{}
-	return true
-}
-
-// remove takes c out; its worker may close its descriptor afterwards.
-func (ss *shotSet) remove(c *conn) {
-	ss.mu.Lock()
-	delete(ss.conns, c)
-	ss.mu.Unlock()
-}
-
-func (ss *shotSet) count() int {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return len(ss.conns)
 }
 
 // endShot cancels c's handler with cause and shuts its socket down, so that a
@@ -84,12 +52,7 @@ func (c *conn) endShot(cause error) {
 
 // close ends every connection still served: no new one is added.
 func (ss *shotSet) close() {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.closed = true
-	for c := range ss.conns {
-		c.endShot(ErrServerClosed)
-	}
+	ss.closeAll(func(c *conn) { c.endShot(ErrServerClosed) })
 }
 
 // relieveTries bounds the reliefs a pooled one-shot request asks for

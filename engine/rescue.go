@@ -1,9 +1,5 @@
 package engine
 
-import (
-	"sync"
-)
-
 // rescueSet owns the rescued connections: gnet closed them at their
 // peer's half close, and the goroutine that owned their reply (a pooled
 // worker, a tail's writer) finishes it on a duplicate of the socket
@@ -12,52 +8,17 @@ import (
 // ends every one, and openConns counts them, so that Shutdown waits for
 // them.
 //
-// Invariant (mu): a connection is in conns from just before onClose may
-// rescue it until letGo, on the goroutine that owned the reply, takes it
-// out; end runs only under mu with the connection in conns, and c.mu then
-// orders it against letGo closing the rescue socket. closed is set once,
-// by Close; nothing is added after it. Lock order: mu, then c.mu.
-type rescueSet struct {
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-}
-
-// add records c, or reports false once the server closes.
-func (rs *rescueSet) add(c *conn) bool {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.closed {
-		return false
-	}
-	if rs.conns == nil {
-		rs.conns = make(map[*conn]struct{})
-	}
-	rs.conns[c] = struct{}{}
-	return true
-}
-
-// remove takes c out, if it is in.
-func (rs *rescueSet) remove(c *conn) {
-	rs.mu.Lock()
-	delete(rs.conns, c)
-	rs.mu.Unlock()
-}
-
-func (rs *rescueSet) count() int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return len(rs.conns)
-}
+// Invariant (connSet's mu): a connection is in conns from just before
+// onClose may rescue it until letGo, on the goroutine that owned the
+// reply, takes it out, after it marked the worker gone (an onClose in
+// between then finds nothing to rescue and takes it out itself); end runs
+// only under mu with the connection in conns, and c.mu then orders it
+// against letGo closing the rescue socket. Lock order: mu, then c.mu.
+type rescueSet struct{ connSet }
 
 // close ends every rescued connection: nothing is added afterwards.
 func (rs *rescueSet) close() {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	rs.closed = true
-	for c := range rs.conns {
-		c.endRescue(ErrServerClosed)
-	}
+	rs.closeAll(func(c *conn) { c.endRescue(ErrServerClosed) })
 }
 
 // reapRescues ends the rescued connections whose deadline (the handler's, or the

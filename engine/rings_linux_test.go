@@ -2139,9 +2139,7 @@ func TestReserveFlushCommit(t *testing.T) {
 func TestRingsBatchedPostLostBehindLargePost(t *testing.T) {
 	leakcheck.Check(t)
 	path := socketPath(t)
-	a := startServerAt(t, path, HandlerFunc(echoRaw), withRings)
-	c := dialRings(t, path)
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	a, c, _ := dialAt(t, path, HandlerFunc(echoRaw), true)
 	if _, err := c.Call([]byte("first")); err != nil {
 		t.Fatal(err)
 	}
@@ -2168,9 +2166,7 @@ func TestRingsPostsAfterIdleClose(t *testing.T) {
 		t.Run("unreachable/"+finder, func(t *testing.T) {
 			leakcheck.Check(t)
 			path := socketPath(t)
-			a := startServerAt(t, path, HandlerFunc(echoRaw), withRings)
-			c := dialRings(t, path)
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			a, c, _ := dialAt(t, path, HandlerFunc(echoRaw), true)
 			if _, err := c.Call([]byte("first")); err != nil {
 				t.Fatal(err)
 			}
@@ -2211,9 +2207,7 @@ func TestRingsPostsAfterIdleClose(t *testing.T) {
 		leakcheck.Check(t)
 		l := &postLog{}
 		path := socketPath(t)
-		a := startServerAt(t, path, l, withRings)
-		c := dialRings(t, path)
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		a, c, _ := dialAt(t, path, l, true)
 		if _, err := c.Call([]byte("first")); err != nil {
 			t.Fatal(err)
 		}
