@@ -66,7 +66,9 @@ func (l *Loop) AddConn(fd int, f Format) (ConnID, error) { return l.l.adopt(fd, 
 // reported; the next is reported only after the application called
 // WaitEvent again (having had its chance to read), so readiness that the
 // application handles is never reported twice and nothing spins while an
-// event waits. CloseConn stops watching without closing fd.
+// event waits. CloseConn stops watching without closing fd; call it
+// before closing fd, whose number could otherwise be reused by a
+// connection of the Loop that CloseConn would then stop watching.
 func (l *Loop) AddExternal(fd int) (ConnID, error) { return l.l.addExternal(fd) }
 
 // AddSwitch joins two message connections: from then on each message that
