@@ -158,26 +158,20 @@ func (c *Client) flushPosts() error {
 		return nil
 	}
 	staged := c.rstaged
-	posts := len(c.rbatch) > 0
 	err := c.publishRing()
 	if err == nil {
 		return nil
 	}
 	// Before endConn forgets the rings. A batch that sendBatch staged in
-	// part set rposted, but it is gone from rbatch then: no retry anyway.
-	risk := c.postsAtRisk()
-	batch := c.rbatch
-	c.rbatch = nil // dropConn empties the Client's batch; this one may go again
-	retry := staged == 0 && !risk && len(batch) > 0 && c.inflight == 0 && peerGone(err)
-	c.endConn(err)
+	// part is gone from rbatch and at risk (rpostStaged): no retry.
+	retry := staged == 0 && !c.postsAtRisk() && len(c.rbatch) > 0 && c.inflight == 0 && peerGone(err)
 	if !retry {
-		if posts {
-			// Messages posted into the batch never reached the server
-			// whole: the next request must not vouch for them.
-			c.rlost = true
-		}
+		c.endConn(err) // dropConn notes the batch, or its staged part, as lost
 		return c.fail("send", sendFailure(err))
 	}
+	batch := c.rbatch
+	c.rbatch = nil // out of dropConn's reach: it goes again
+	c.endConn(err)
 	if err := c.reconnect(); err != nil {
 		c.rlost = true // the batch goes with the error
 		return c.fail("dial", fmt.Errorf("%w: %w", ErrNotProcessed, err))
@@ -191,8 +185,7 @@ func (c *Client) flushPosts() error {
 		batch = batch[ring.RecordSize(n):]
 	}
 	if err := c.publishRing(); err != nil {
-		c.endConn(err) // the posts staged are at risk (postsAtRisk)
-		c.rlost = true
+		c.endConn(err) // dropConn notes the posts not taken as lost
 		return c.fail("send", sendFailure(err))
 	}
 	if c.unsent > 0 {

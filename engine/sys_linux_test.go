@@ -28,31 +28,27 @@ func unixRights(fd int) []byte { return syscall.UnixRights(fd) }
 
 // sendBufferOf reads a socket's SO_SNDBUF.
 func sendBufferOf(uc *net.UnixConn) (int, error) {
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	var serr error
-	if err := rc.Control(func(fd uintptr) { n, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }); err != nil {
-		return 0, err
-	}
-	return n, serr
+	return fdInt(uc, func(fd int) (int, error) { return unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF) })
 }
 
 // unreadOf returns the bytes written on uc that its peer has not read
 // yet (SIOCOUTQ counts them on a Unix stream socket).
 func unreadOf(uc *net.UnixConn) (int, error) {
+	return fdInt(uc, func(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.TIOCOUTQ) })
+}
+
+// fdInt is get's answer for uc's descriptor.
+func fdInt(uc *net.UnixConn, get func(fd int) (int, error)) (int, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	var n int
-	var serr error
-	if err := rc.Control(func(fd uintptr) { n, serr = unix.IoctlGetInt(int(fd), unix.TIOCOUTQ) }); err != nil {
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { n, gerr = get(int(fd)) }); err != nil {
 		return 0, err
 	}
-	return n, serr
+	return n, gerr
 }
 
 // wmemMax reads the kernel's cap on SO_SNDBUF.
