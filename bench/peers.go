@@ -48,7 +48,7 @@ var peers = []PeerInfo{
 	},
 	{
 		Name:      "pktipc-shm",
-		Doc:       "pktipc engine over shared-memory rings: engine.WithRings (request and reply rings of four times the message, 64 KiB to 4 MiB, sealed memfds passed at the handshake), echo handler on the connection's goroutine; a lone wait spins and then sleeps on the ring's futex (up to 2 ms), waits in a crowd (more than two at once) are watched by one goroutine per process, and a wait that finds nothing parks on the connection's socket; persistent engine.Client that takes a reply of one record where it lies in the ring (engine.WithRingRepliesInPlace); stream: one-way messages (engine.Client.Post, no reply), laid out in the client's batch and flushed into the ring 32 at a time",
+		Doc:       "pktipc engine over shared-memory rings: engine.WithRings (request and reply rings of four times the message, 64 KiB to 4 MiB, sealed memfds passed at the handshake), inline echo handler (engine.WithInlineHandlers), which the server's ring watch runs itself for a request it finds, and the connection's goroutine otherwise; a lone wait spins and then sleeps on the ring's futex (up to 2 ms), waits in a crowd (more than two at once) are watched by one goroutine per process, and a wait that finds nothing parks on the connection's socket; persistent engine.Client that takes a reply of one record where it lies in the ring (engine.WithRingRepliesInPlace); stream: one-way messages (engine.Client.Post, no reply), laid out in the client's batch and flushed into the ring 32 at a time",
 		Scenarios: []Kind{PingPong, Concurrency, Stream},
 		Quick:     true,
 		New:       func() Peer { return enginePeer{server: engineSettings{Rings: true}} },

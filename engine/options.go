@@ -200,7 +200,13 @@ func WithWorkers(n int) Option {
 // WithInlineHandlers runs handlers on the event loop instead of the worker
 // pool. Inline handlers must not block: while one runs, no other connection
 // on its loop is served. In exchange a request costs no goroutine hand-off,
-// no allocation and no futex, and its bytes are not copied.
+// no allocation and no futex, and its bytes are not copied. On
+// shared-memory rings (WithRingLimits), where a connection's goroutine
+// serves it, a request that the server's ring watch finds runs on the
+// watch's goroutine: no hand-off there either, and a blocked handler holds
+// every ring the watch looks at. Its reply never waits for the client
+// there: what the reply ring has no room for is kept, within the memory
+// budget, and sent by the connection's goroutine.
 func WithInlineHandlers(inline bool) Option {
 	return func(o *options) error { o.inline, o.inlineFilter = inline, nil; return nil }
 }

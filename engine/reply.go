@@ -54,6 +54,11 @@ type ReplyWriter struct {
 	ring *ringConn
 	rres []byte
 	rlen int
+	// spill holds what a handler the watch runs wrote once the reply ring
+	// had no room, and spilling says that the reply goes there
+	// (ringreply.go).
+	spill    []byte
+	spilling bool
 
 	scratch    []byte // Reserve's buffer where it cannot lend the transport's
 	scratchOut bool   // the last Reserve gave out scratch, not a ring record

@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/pktipc/pktipc/ring"
+import (
+	"errors"
+
+	"github.com/pktipc/pktipc/ring"
+)
 
 // A handler's reply on a ring connection (rings.go). Each Write fills
 // records of the reply ring in place; the last record is held open
@@ -8,6 +12,16 @@ import "github.com/pktipc/pktipc/ring"
 // reply, so that it can be committed with "more" clear and a reply costs
 // no record beyond its data. Commit publishes, so the client can read the
 // first records of a large reply while the handler writes the rest.
+//
+// A handler that the server's watch runs (ringConn.serveWatched) must not
+// wait for room, which would hold every ring of the watch: once the reply
+// ring lacks room, the rest of its reply is spilled, kept in a buffer of
+// the memory budget's, and the connection's goroutine puts it in the ring
+// afterwards (sendSpill), before anything else of the connection.
+
+// errSpillBudget: the memory budget has no room for the part of a reply
+// that the watch could not put in the ring.
+var errSpillBudget = errors.New("engine: ring reply held for a slow client beyond the memory budget")
 
 // beginRing readies w for a reply on its ring connection; a one-way
 // message's reply is dropped.
@@ -17,17 +31,17 @@ func (w *ReplyWriter) beginRing(oneWay bool) {
 }
 
 // reserveRing commits the open record, if any, as a part of the reply
-// with more to come, and reserves the next one, of n bytes.
+// with more to come, and reserves the next one, of n bytes: in the ring,
+// or in the spill once the reply spills.
 func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 	rc := w.ring
-	if w.rres != nil {
-		err := rc.out.Commit(max(w.rlen, 0), true)
-		w.rres = nil
-		if err != nil {
-			return nil, err
-		}
+	if err := w.commitOpen(true); err != nil {
+		return nil, err
 	}
 	for stale := 0; ; stale++ {
+		if w.spilling || (rc.onWatch && !rc.out.Ready(n)) {
+			return w.reserveSpill(n) // on the watch, nothing waits
+		}
 		if err := rc.waitRoom(n); err != nil {
 			return nil, err
 		}
@@ -46,10 +60,77 @@ func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 	}
 }
 
+// commitOpen ends the open record, if any: the ring's is published, with
+// more as given; the spill's joins what the spill holds.
+func (w *ReplyWriter) commitOpen(more bool) error {
+	if w.rres == nil {
+		return nil
+	}
+	n := max(w.rlen, 0)
+	w.rres = nil
+	if w.spilling {
+		w.spill = w.spill[:len(w.spill)+n]
+		return nil
+	}
+	return w.ring.out.Commit(n, more)
+}
+
+// reserveSpill reserves n bytes at the end of the spill, which grows in
+// buffers of the memory budget's (as a gathered request does).
+func (w *ReplyWriter) reserveSpill(n int) ([]byte, error) {
+	need := len(w.spill) + n
+	if need > cap(w.spill) {
+		b := &w.ring.s.budget
+		nb := b.take(max(need, 2*cap(w.spill)))
+		if nb == nil {
+			return nil, errSpillBudget
+		}
+		nb = append(nb, w.spill...)
+		if w.spill != nil {
+			b.give(w.spill)
+		}
+		w.spill = nb
+	}
+	w.spilling = true
+	w.rres, w.rlen = w.spill[len(w.spill):need], -1
+	return w.rres, nil
+}
+
+// sendSpill puts a spilled reply into the ring and ends it, waiting for
+// room as any reply does (under the write deadline); the spill's buffer
+// goes back to the budget. On the connection's goroutine, after the
+// watch handed the ring back.
+func (w *ReplyWriter) sendSpill() error {
+	p := w.spill
+	w.spill, w.spilling = nil, false
+	if p != nil {
+		defer w.ring.s.budget.give(p)
+	}
+	n := w.n // counted when the handler wrote it
+	_, err := w.writeRing(p)
+	w.n = n
+	if err != nil {
+		return err
+	}
+	return w.finishRing()
+}
+
+// dropSpill gives a spill that will not be sent back to the budget.
+func (w *ReplyWriter) dropSpill() {
+	if w.spill != nil {
+		w.ring.s.budget.give(w.spill)
+	}
+	w.spill, w.spilling, w.rres = nil, false, nil
+}
+
 // dropRing ends a record left reserved by a handler that panicked, after
 // the connection was killed: the ring refuses to publish it, and the
-// reservation's hold on the mapping ends.
+// reservation's hold on the mapping ends. A spill is dropped.
 func (w *ReplyWriter) dropRing() {
+	if w.spilling {
+		w.dropSpill()
+		return
+	}
 	if w.rres != nil {
 		_ = w.ring.out.Commit(0, true)
 		w.rres = nil
@@ -86,28 +167,25 @@ func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 
 // flushRing publishes what the reply holds so far. A record that Reserve
 // gave out and Commit has not filled stays reserved: the handler's buffer
-// is valid until its Commit.
+// is valid until its Commit. A spilled reply waits for sendSpill.
 func (w *ReplyWriter) flushRing() error {
-	if w.rres == nil || w.rlen < 0 {
+	if w.rlen < 0 {
 		return nil
 	}
-	err := w.ring.out.Commit(max(w.rlen, 0), true)
-	w.rres = nil
-	return err
+	return w.commitOpen(true)
 }
 
 // finishRing ends the reply: the open record, or an empty one, is
-// committed as the message's last.
+// committed as the message's last. A spilled reply ends in the spill and
+// stays there for sendSpill.
 func (w *ReplyWriter) finishRing() error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.rres == nil {
+	if w.rres == nil && !w.spilling {
 		if _, err := w.reserveRing(0); err != nil {
 			return err
 		}
 	}
-	err := w.ring.out.Commit(max(w.rlen, 0), false)
-	w.rres = nil
-	return err
+	return w.commitOpen(false)
 }

@@ -428,6 +428,19 @@ type ringConn struct {
 
 	dl deadlineWord // which deadline runs (whyIdle, whyRequest, whyHandler, whyWrite), since when
 
+	// For a server whose handlers run inline, the watch serves the
+	// connection while its goroutine waits in it (serveWatched):
+	// serveFn is rc.serveWatched, made once (a method value allocates);
+	// onWatch says that a handler runs on the watch (its reply must not
+	// wait: ringreply.go); watched, that the watch served requests during
+	// the wait, and ended, that one of them ended the connection. Set by
+	// whichever goroutine holds the connection (the hand-over orders
+	// them).
+	serveFn func() bool
+	onWatch bool
+	watched bool
+	ended   bool
+
 	killOnce sync.Once
 }
 
@@ -483,6 +496,7 @@ func (rc *ringConn) run(size int) {
 	// that posted it must not count it as handled (Writer.Taken).
 	rc.in.Drop()
 	rc.dropGather()
+	rc.reply.dropSpill()
 	rc.countServed()
 }
 
@@ -557,6 +571,9 @@ func (rc *ringConn) setup(size int) error {
 		return err
 	}
 	rc.watch = newRingWait(rc.in)
+	if s.opts.inline || s.opts.inlineFilter != nil {
+		rc.serveFn = rc.serveWatched
+	}
 	if rc.out, err = ring.NewWriter(repF, opts); err != nil {
 		return err
 	}
@@ -595,8 +612,11 @@ func (rc *ringConn) serveOne() bool {
 	} else if p, more, err = rc.in.Next(); err == ring.ErrTimeout {
 		rc.countServed()
 		rc.setWhy(whyIdle, s.clock.Load())
-		if rc.waitRequest() != nil {
+		if rc.waitRequest(true) != nil {
 			return false
+		}
+		if rc.watched {
+			return rc.afterWatch() // then from the top, as after a request
 		}
 		p, more, err = rc.nextRecord()
 	}
@@ -615,6 +635,15 @@ func (rc *ringConn) serveOne() bool {
 		}
 		return false
 	}
+	return rc.handle(req, oneWay)
+}
+
+// handle runs the handler for req and ends its reply; false ends the
+// connection. The request's last record is given back afterwards, and the
+// next record, if there, taken (next). On the connection's goroutine, or
+// on the watch's for it (serveWatched).
+func (rc *ringConn) handle(req []byte, oneWay bool) bool {
+	s := rc.s
 	if rc.served++; !oneWay {
 		rc.countServed() // counted before the client can see a reply
 	}
@@ -660,6 +689,67 @@ func (rc *ringConn) serveOne() bool {
 	return true
 }
 
+// serveWatched serves the connection on the watch's goroutine while the
+// connection's goroutine waits for a request in the watch (ringWait.serve),
+// for a server whose handlers run inline: the watch saw the request ring
+// Ready. A request of one record within the size cap whose handler runs
+// inline is served there, and the ring stays in the watch (true); anything
+// else goes back to the connection's goroutine (false) as a wait that
+// ended: a record it must serve itself (next: a request of several
+// records, or for the pool, or too large), an error for its Next, a reply
+// that spilled (sendSpill), a request that ended the connection (ended),
+// or a server that stops.
+func (rc *ringConn) serveWatched() bool {
+	s := rc.s
+	if s.stopping.Load() {
+		return false
+	}
+	var p []byte
+	var more bool
+	if rc.hasNext {
+		p, more = rc.takeNext()
+	} else {
+		var err error
+		if p, more, err = rc.in.Next(); err != nil {
+			return false // the connection's goroutine meets it again
+		}
+	}
+	if more || len(p) > s.opts.maxRequest || !(s.opts.inline || s.filterInline(p)) {
+		rc.next, rc.nextMore, rc.hasNext = p, more, true
+		return false
+	}
+	rc.watched = true
+	rc.onWatch = true
+	ok := rc.handle(p, rc.in.Marked())
+	rc.onWatch = false
+	if !ok {
+		rc.ended = true
+		return false
+	}
+	if rc.reply.spilling || s.stopping.Load() {
+		return false
+	}
+	if !rc.hasNext {
+		rc.countServed() // the ring ran dry, as on the connection's goroutine
+	}
+	rc.setWhy(whyIdle, s.clock.Load())
+	return true
+}
+
+// afterWatch is the connection's goroutine's part after a wait in which
+// the watch served requests (serveWatched): a reply it spilled goes out
+// before anything else. False ends the connection.
+func (rc *ringConn) afterWatch() bool {
+	rc.watched = false
+	if rc.ended {
+		return false
+	}
+	if rc.reply.spilling {
+		return rc.reply.sendSpill() == nil
+	}
+	return true
+}
+
 // readRequest takes the request whose first record Next returned (p,
 // more, err): a lease on the record itself when the request is one record
 // (valid until Release), or the records gathered into rc.gather, whose
@@ -698,7 +788,7 @@ func (rc *ringConn) readRequest(p []byte, more bool, err error) ([]byte, error) 
 			break
 		}
 		rc.in.Release()
-		if err := rc.waitRequest(); err != nil {
+		if err := rc.waitRequest(false); err != nil {
 			return nil, err
 		}
 		if p, more, err = rc.nextRecord(); err != nil {
@@ -727,7 +817,7 @@ func (rc *ringConn) nextRecord() ([]byte, bool, error) {
 		if stale == ringStaleLimit {
 			return nil, false, errRingStale
 		}
-		if err := rc.waitRequest(); err != nil {
+		if err := rc.waitRequest(false); err != nil {
 			return nil, false, err
 		}
 	}
@@ -744,8 +834,10 @@ func (rc *ringConn) takeNext() ([]byte, bool) {
 // give: in a crowd of waits (more than ringCrowd), in the server's watch
 // (ringWatch); else a short spin and, alone, a short sleep on the ring's
 // futex; then the socket. A spin that ends with a record takes it (next,
-// for nextRecord): the spin's hold on the mapping becomes the lease.
-func (rc *ringConn) waitRequest() error {
+// for nextRecord): the spin's hold on the mapping becomes the lease. A
+// wait between requests (idle) lets the watch serve them (serveWatched);
+// one that ends with watched set may have nothing to take.
+func (rc *ringConn) waitRequest(idle bool) error {
 	rs := &rc.s.rings
 	w := rs.gauge.enter(rs.watchOK, rs.spinMax) // a spin's place, where it may spin
 	defer w.leave()
@@ -753,8 +845,12 @@ func (rc *ringConn) waitRequest() error {
 		if rc.in.Ready() { // a record there already (the next of a request, say)
 			return nil
 		}
+		rc.watch.serve = nil
+		if idle {
+			rc.watch.serve = rc.serveFn
+		}
 		if rs.watch.wait(&rc.watch, time.Time{}) {
-			if rc.watch.ready || rc.in.Ready() {
+			if rc.watched || rc.watch.ready || rc.in.Ready() {
 				return nil
 			}
 			return rc.waitArmed()

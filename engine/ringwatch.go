@@ -43,14 +43,17 @@ const ringWatchMax = 20 * time.Millisecond
 // a processor from the peers it waits for, and a side parked on its socket
 // costs its peer a doorbell write and itself an epoll wake-up and a read.
 // A watch costs a look per ring per round and two goroutine switches per
-// hand-back.
+// hand-back. A side may instead give the watch a serve function, which
+// takes the record on the watch's goroutine (a server's request whose
+// handler runs inline) and keeps the ring there: no switch at all.
 //
 // Invariant (mu): added holds the sides handed over and not yet taken by
 // the goroutine; running says that a goroutine runs (wg counts it);
 // stopped is set once, by stop, after which wait refuses. From the
 // hand-over to the send on its wake channel a side's Reader is used by the
 // watch's goroutine alone, which pins its mapping for the stay
-// (Reader.Hold: then a look is only loads) and only looks (Reader.Ready);
+// (Reader.Hold: then a look is only loads) and only looks (Reader.Ready),
+// or, for a side with a serve, calls serve, which acts for the owner;
 // before and after, by its owner alone.
 type ringWatch struct {
 	idle  time.Duration // set before the first wait
@@ -62,9 +65,10 @@ type ringWatch struct {
 	// the first wait.
 	prefetch bool
 
-	// handed counts the rings handed back with something to read, for
-	// the tests.
+	// handed counts the rings handed back with something to read, and
+	// served the rings it gave to their side's serve, for the tests.
 	handed atomic.Uint64
+	served atomic.Uint64
 
 	mu      sync.Mutex
 	added   []*ringWait
@@ -96,6 +100,11 @@ type ringWait struct {
 	wake chan struct{} // capacity 1: the watch never blocks on it
 	own  time.Time     // the owner's deadline for this wait, or zero
 	cut  atomic.Bool   // hand the ring back now: the owner's deadline moved
+	// serve, when the owner sets it, takes what the ring has for it on
+	// the watch's goroutine instead of handing the ring back, and says
+	// whether the ring stays (ringConn.serveWatched): for a server whose
+	// handlers never block, a request then costs no goroutine switch.
+	serve func() bool
 	// Set by the watch's goroutine while it has w: until, when it hands
 	// the ring back anyway (ringWatchMax after it took it, or own);
 	// pinned, whether it holds r's mapping (Reader.Hold); ready, whether
@@ -201,7 +210,17 @@ func (rw *ringWatch) run() {
 		for i := 0; i < len(held); {
 			w := held[i]
 			ready := w.r.Ready()
-			if !ready && now.Before(w.until) && !w.cut.Load() {
+			if ready && w.serve != nil {
+				last = now
+				rw.served.Add(1)
+				if w.serveHere() {
+					if w.own.IsZero() {
+						w.until = now.Add(rw.maxStay()) // busy: its peer lives
+					}
+					i++
+					continue
+				}
+			} else if !ready && now.Before(w.until) && !w.cut.Load() {
 				i++
 				continue
 			}
@@ -209,7 +228,7 @@ func (rw *ringWatch) run() {
 				last = now
 				rw.handed.Add(1)
 				w.ready = true
-				if rw.prefetch {
+				if rw.prefetch && w.serve == nil {
 					w.r.Prefetch()
 				}
 			}
@@ -234,6 +253,21 @@ func handBack(held []*ringWait) {
 		w.handBack()
 		held[i] = nil
 	}
+}
+
+// serveHere lets w's owner's serve take what the ring has, on the watch's
+// goroutine, and reports whether the ring stays. The Hold ends for it
+// (serve uses the Reader as its owner does) and starts again after.
+func (w *ringWait) serveHere() bool {
+	if w.pinned {
+		w.pinned = false
+		w.r.Unhold()
+	}
+	if !w.serve() {
+		return false
+	}
+	w.pinned = w.r.Hold()
+	return true
 }
 
 // handBack ends the watch's Hold of w's ring, if it took one, and wakes

@@ -246,6 +246,25 @@ func TestZeroAllocsRingsCrowd(t *testing.T) {
 	needProcs(t, 2)
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	zeroAllocsCrowd(t, ts)
+}
+
+// TestZeroAllocsRingsServedOnWatch: TestZeroAllocsRingsCrowd with inline
+// handlers, which the server's watch runs itself.
+func TestZeroAllocsRingsServedOnWatch(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings, WithInlineHandlers(true))
+	before := ts.Server.rings.watch.served.Load()
+	zeroAllocsCrowd(t, ts)
+	if ts.Server.rings.watch.served.Load() == before {
+		t.Error("the server's watch served nothing")
+	}
+}
+
+// zeroAllocsCrowd has Clients call ts at once and measures the
+// allocations of a round of their calls.
+func zeroAllocsCrowd(t *testing.T, ts *testServer) {
 	const clients, calls = 6, 20
 	start := make([]chan struct{}, clients)
 	done := make(chan error, clients)

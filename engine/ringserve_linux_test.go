@@ -1,0 +1,276 @@
+//go:build 386 || amd64 || arm64 || loong64 || ppc64le || riscv64
+
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pktipc/pktipc/internal/leakcheck"
+)
+
+// Tests of the server's watch serving ring requests itself
+// (ringConn.serveWatched) for inline handlers.
+
+// watchProcs gives the test's process room for the server's watch and the
+// Clients' one at once (watching allows GOMAXPROCS-1), so that the
+// server's waits in a crowd go through its watch.
+func watchProcs(t *testing.T) {
+	t.Helper()
+	needProcs(t, 2)
+	prev := runtime.GOMAXPROCS(4)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+}
+
+// onWatch reports whether w's handler runs on the server's watch.
+func onWatch(w *ReplyWriter) bool { return w.ring != nil && w.ring.onWatch }
+
+// crowdCalls has clients Clients call at once, calls each, with the
+// requests req makes, and checks every reply against want.
+func crowdCalls(t *testing.T, path string, clients, calls int, req func(client, call int) []byte, want func(req []byte) []byte, opts ...ClientOption) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := dialRings(t, path, opts...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range calls {
+				q := req(i, k)
+				got, err := c.Call(q)
+				if err != nil || !bytes.Equal(got, want(q)) {
+					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func same(req []byte) []byte { return req }
+
+// TestRingsWatchServesInline: with inline handlers, requests that reach
+// the server's watch are served there, and every reply is its request's,
+// requests of several records (the connection's goroutine gathers them)
+// among them.
+func TestRingsWatchServesInline(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	var watched, other atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if onWatch(w) {
+			watched.Add(1)
+		} else {
+			other.Add(1)
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	crowdCalls(t, ts.path, 12, 300, func(i, k int) []byte {
+		n := 1 + (i*300+k)%700
+		if k%50 == 7 {
+			n = 100 << 10 // more than a record of the 64 KiB ring
+		}
+		return pattern(n, i*300+k)
+	}, same)
+	if watched.Load() == 0 {
+		t.Errorf("no request was served on the watch (%d elsewhere)", other.Load())
+	}
+	t.Logf("%d requests served on the watch, %d on connections' goroutines", watched.Load(), other.Load())
+}
+
+// TestRingsWatchNotForPooled: without inline handlers, and for requests
+// that WithInlineFilter sends to the pool, the watch hands the ring back
+// and the handler runs on the connection's goroutine.
+func TestRingsWatchNotForPooled(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	for _, tc := range []struct {
+		name string
+		opt  Option
+	}{
+		{"pooled", WithInlineHandlers(false)},
+		{"filtered", WithInlineFilter(func(req []byte) bool { return len(req) > 0 && req[0] == 'i' })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var wrong, inline atomic.Int64
+			h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+				switch {
+				case onWatch(w) && (len(req) == 0 || req[0] != 'i'):
+					wrong.Add(1)
+				case onWatch(w):
+					inline.Add(1)
+				}
+				return echoRaw(ctx, req, w)
+			})
+			ts := startServer(t, h, withRings, tc.opt)
+			crowdCalls(t, ts.path, 8, 300, func(i, k int) []byte {
+				q := pattern(1+k%300, i+k)
+				q[0] = "ip"[k%2]
+				return q
+			}, same)
+			if wrong.Load() > 0 {
+				t.Errorf("%d requests not for inline ran on the watch", wrong.Load())
+			}
+			if tc.name == "filtered" && inline.Load() == 0 {
+				t.Error("no request the filter let run inline ran on the watch")
+			}
+		})
+	}
+}
+
+// TestRingsWatchSpills: a reply larger than the room its ring has, from a
+// handler on the watch, which must not wait for the client, is spilled
+// and put in the ring by the connection's goroutine: whole and in order,
+// whether written with Write or built with Reserve and Commit.
+func TestRingsWatchSpills(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	var spilled atomic.Int64
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		// The reply: req three times, the middle one built in place.
+		if _, err := w.Write(req); err != nil {
+			return err
+		}
+		p, err := w.Reserve(len(req))
+		if err != nil {
+			return err
+		}
+		copy(p, req)
+		if err := w.Commit(len(req)); err != nil {
+			return err
+		}
+		if _, err := w.Write(req); err != nil {
+			return err
+		}
+		if w.spilling {
+			spilled.Add(1)
+		}
+		return nil
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	crowdCalls(t, ts.path, 10, 200, func(i, k int) []byte {
+		n := 1 + (i*200+k)%300
+		if k%10 == 3 {
+			n = 30 << 10 // three of them fill the 64 KiB ring and more
+		}
+		return pattern(n, i*200+k)
+	}, func(req []byte) []byte {
+		return bytes.Repeat(req, 3)
+	})
+	if spilled.Load() == 0 {
+		t.Error("no reply spilled: the test did not reach the spill")
+	}
+	if n := ts.Server.budget.used.Load(); n != 0 {
+		t.Errorf("the memory budget counts %d bytes after the spills", n)
+	}
+}
+
+// TestRingsWatchSpillBeyondBudget: a spill the memory budget has no room
+// for ends its connection, whose Client gets an error rather than a reply
+// cut short; other connections go on.
+func TestRingsWatchSpillBeyondBudget(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	big := pattern(4<<20, 1)
+	var refused atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if len(req) > 0 && req[0] == 'B' {
+			_, err := w.Write(big)
+			if errors.Is(err, errSpillBudget) {
+				refused.Add(1)
+			}
+			return err
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true), WithMemoryBudget(1<<20))
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 8 {
+		c := dialRings(t, ts.path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 400 {
+				q := pattern(1+k%200, i+k)
+				q[0] = 'e'
+				if i == 0 && k%20 == 19 {
+					q[0] = 'B'
+				}
+				got, err := c.Call(q)
+				switch {
+				case q[0] == 'B' && err == nil && !bytes.Equal(got, big):
+					t.Errorf("client %d: a cut reply of %d bytes for a whole one", i, len(got))
+					return
+				case q[0] == 'B' && err != nil:
+					failed.Add(1)
+					c = dialRings(t, ts.path)
+				case q[0] == 'B': // whole
+				case err != nil || !bytes.Equal(got, q):
+					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if refused.Load() == 0 {
+		t.Skip("no large reply ran on the watch with its ring full")
+	}
+	if failed.Load() < refused.Load() {
+		t.Errorf("%d spills refused, %d calls failed", refused.Load(), failed.Load())
+	}
+}
+
+// TestRingsWatchHandlerPanic: a handler that panics on the watch ends its
+// connection alone; the watch goes on serving the others.
+func TestRingsWatchHandlerPanic(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	var panics atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if len(req) > 0 && req[0] == 'X' && onWatch(w) {
+			panics.Add(1)
+			panic("on the watch")
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	var wg sync.WaitGroup
+	for i := range 8 {
+		c := dialRings(t, ts.path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 300 {
+				q := pattern(1+k%100, i+k)
+				q[0] = 'e'
+				if i == 0 && k%15 == 14 {
+					q[0] = 'X'
+				}
+				got, err := c.Call(q)
+				switch {
+				case q[0] == 'X' && err == nil && !bytes.Equal(got, q):
+					t.Errorf("a reply of %d bytes to a request whose handler panicked", len(got))
+					return
+				case q[0] == 'X' && err != nil:
+					c = dialRings(t, ts.path)
+				case err != nil || !bytes.Equal(got, q):
+					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if panics.Load() == 0 {
+		t.Skip("no panicking request ran on the watch")
+	}
+}
