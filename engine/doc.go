@@ -140,8 +140,9 @@
 // to one watching goroutine instead (the server's, or the process's for
 // Clients), which looks at each ring in turn and wakes its owner when a
 // record comes: a crowd of connections costs one spinning goroutine and
-// no system call per message. With inline handlers the server's watch
-// serves the request itself, without waking the connection's goroutine. A wait that found nothing (for the spin, or
+// no system call per message (with WithInlineHandlers, the server's watch
+// runs the handler of a one-record request itself, instead of waking the
+// connection's goroutine). A wait that found nothing (for the spin, or
 // for 20ms in the watch) arms the ring and waits on the socket in Go's
 // netpoller, and the peer writes a byte when it publishes. One goroutine
 // per ring connection serves it, parked in the netpoller while idle, so

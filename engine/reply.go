@@ -54,11 +54,6 @@ type ReplyWriter struct {
 	ring *ringConn
 	rres []byte
 	rlen int
-	// spill holds what a handler the watch runs wrote once the reply ring
-	// had no room, and spilling says that the reply goes there
-	// (ringreply.go).
-	spill    []byte
-	spilling bool
 
 	scratch    []byte // Reserve's buffer where it cannot lend the transport's
 	scratchOut bool   // the last Reserve gave out scratch, not a ring record
@@ -81,8 +76,11 @@ func (w *ReplyWriter) OneWay() bool { return w.oneWay }
 // high-water mark, until the write timeout. On a worker, writes that follow
 // the previous send within a millisecond are held and sent together (call
 // Flush to send at once); on the loop everything goes out when the handler
-// returns or 256 KiB have collected. After an error the reply is abandoned:
-// the client gets no terminator and sees an incomplete reply.
+// returns or 256 KiB have collected. On a shared-memory ring it blocks
+// while the reply ring is full, until the write timeout, except on the
+// server's ring watch, where it never blocks (WithInlineHandlers). After
+// an error the reply is abandoned: the client gets no terminator and sees
+// an incomplete reply.
 func (w *ReplyWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
@@ -173,7 +171,9 @@ func (w *ReplyWriter) WriteString(s string) (int, error) {
 // part of its reply; Commit sends the first bytes of it. On a ring
 // connection, when n fits one record of the reply ring, the buffer is the
 // ring's shared memory itself: the reply is written where the client
-// reads it, with no copy at all. Elsewhere it is a scratch buffer that
+// reads it, with no copy at all (unless the handler runs on the ring
+// watch and the ring is full: then it is the reply's spill, sent later;
+// WithInlineHandlers). Elsewhere it is a scratch buffer that
 // Commit copies as Write does. The buffer is valid until Commit, the next
 // Reserve or Write, or the handler's return; a Reserve without Commit
 // sends nothing.

@@ -1,10 +1,6 @@
 package engine
 
-import (
-	"errors"
-
-	"github.com/pktipc/pktipc/ring"
-)
+import "github.com/pktipc/pktipc/ring"
 
 // A handler's reply on a ring connection (rings.go). Each Write fills
 // records of the reply ring in place; the last record is held open
@@ -17,11 +13,10 @@ import (
 // wait for room, which would hold every ring of the watch: once the reply
 // ring lacks room, the rest of its reply is spilled, kept in a buffer of
 // the memory budget's, and the connection's goroutine puts it in the ring
-// afterwards (sendSpill), before anything else of the connection.
-
-// errSpillBudget: the memory budget has no room for the part of a reply
-// that the watch could not put in the ring.
-var errSpillBudget = errors.New("engine: ring reply held for a slow client beyond the memory budget")
+// afterwards (sendSpill), before anything else of the connection. As an
+// inline reply on a socket may queue up to the outbound high-water mark
+// and no more (ErrBackpressure), so may a spill; a reply cut there ends
+// the connection, so that the client sees an error, not part of a reply.
 
 // beginRing readies w for a reply on its ring connection; a one-way
 // message's reply is dropped.
@@ -39,7 +34,7 @@ func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 		return nil, err
 	}
 	for stale := 0; ; stale++ {
-		if w.spilling || (rc.onWatch && !rc.out.Ready(n)) {
+		if rc.spilling || (rc.onWatch && !rc.out.Ready(n)) {
 			return w.reserveSpill(n) // on the watch, nothing waits
 		}
 		if err := rc.waitRoom(n); err != nil {
@@ -68,44 +63,54 @@ func (w *ReplyWriter) commitOpen(more bool) error {
 	}
 	n := max(w.rlen, 0)
 	w.rres = nil
-	if w.spilling {
-		w.spill = w.spill[:len(w.spill)+n]
+	if rc := w.ring; rc.spilling {
+		rc.spill = rc.spill[:len(rc.spill)+n]
 		return nil
 	}
 	return w.ring.out.Commit(n, more)
 }
 
 // reserveSpill reserves n bytes at the end of the spill, which grows in
-// buffers of the memory budget's (as a gathered request does).
+// buffers of the memory budget's (as a gathered request does), up to the
+// outbound high-water mark.
 func (w *ReplyWriter) reserveSpill(n int) ([]byte, error) {
-	need := len(w.spill) + n
-	if need > cap(w.spill) {
-		b := &w.ring.s.budget
-		nb := b.take(max(need, 2*cap(w.spill)))
-		if nb == nil {
-			return nil, errSpillBudget
-		}
-		nb = append(nb, w.spill...)
-		if w.spill != nil {
-			b.give(w.spill)
-		}
-		w.spill = nb
+	rc := w.ring
+	need := len(rc.spill) + n
+	if need > rc.s.opts.highWater {
+		return nil, ErrBackpressure
 	}
-	w.spilling = true
-	w.rres, w.rlen = w.spill[len(w.spill):need], -1
+	if rc.spill == nil || need > cap(rc.spill) {
+		b := &rc.s.budget
+		nb := b.take(max(need, 2*cap(rc.spill), spillMin))
+		if nb == nil {
+			rc.s.stats.budgetClosed.Add(1)
+			rc.s.log.Debug("engine: ring reply spilled beyond the memory budget; closing connection", "conn", rc.peer.ID)
+			return nil, ErrBackpressure
+		}
+		nb = append(nb, rc.spill...)
+		if rc.spill != nil {
+			b.give(rc.spill)
+		}
+		rc.spill = nb
+	}
+	rc.spilling = true
+	w.rres, w.rlen = rc.spill[len(rc.spill):need:need], -1
 	return w.rres, nil
 }
+
+// spillMin is the smallest buffer a spill takes, so that a reservation
+// of no bytes is not nil.
+const spillMin = 4 << 10
 
 // sendSpill puts a spilled reply into the ring and ends it, waiting for
 // room as any reply does (under the write deadline); the spill's buffer
 // goes back to the budget. On the connection's goroutine, after the
 // watch handed the ring back.
 func (w *ReplyWriter) sendSpill() error {
-	p := w.spill
-	w.spill, w.spilling = nil, false
-	if p != nil {
-		defer w.ring.s.budget.give(p)
-	}
+	rc := w.ring
+	p := rc.spill
+	rc.spill, rc.spilling = nil, false
+	defer rc.s.budget.give(p)
 	n := w.n // counted when the handler wrote it
 	_, err := w.writeRing(p)
 	w.n = n
@@ -115,19 +120,24 @@ func (w *ReplyWriter) sendSpill() error {
 	return w.finishRing()
 }
 
-// dropSpill gives a spill that will not be sent back to the budget.
+// dropSpill gives a spill that will not be sent back to the budget; a
+// reservation in it ends.
 func (w *ReplyWriter) dropSpill() {
-	if w.spill != nil {
-		w.ring.s.budget.give(w.spill)
+	rc := w.ring
+	if rc.spilling {
+		w.rres = nil
 	}
-	w.spill, w.spilling, w.rres = nil, false, nil
+	if rc.spill != nil {
+		rc.s.budget.give(rc.spill)
+	}
+	rc.spill, rc.spilling = nil, false
 }
 
 // dropRing ends a record left reserved by a handler that panicked, after
 // the connection was killed: the ring refuses to publish it, and the
 // reservation's hold on the mapping ends. A spill is dropped.
 func (w *ReplyWriter) dropRing() {
-	if w.spilling {
+	if w.ring.spilling {
 		w.dropSpill()
 		return
 	}
@@ -182,7 +192,7 @@ func (w *ReplyWriter) finishRing() error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.rres == nil && !w.spilling {
+	if w.rres == nil && !w.ring.spilling {
 		if _, err := w.reserveRing(0); err != nil {
 			return err
 		}

@@ -390,7 +390,10 @@ func (s *Server) adoptRingConn(uc *net.UnixConn, peer Peer, ask ringAsk) {
 
 // ringConn is a connection served through rings, by one goroutine (run).
 //
-// Invariant: the goroutine owns in, out, reply, gather, bell and next; other
+// Invariant: the goroutine owns in, out, reply, gather, spill, bell and
+// next, and lends them to the server's watch while it waits there with a
+// serve (serveWatched: from the hand-over to the hand-back the watch's
+// goroutine acts for it, and the goroutine touches nothing); other
 // goroutines (the reaper, Close) only read dl and call kill,
 // which closes the socket and both rings at most once: every wait of the
 // goroutine then ends, and its next ring or socket call fails. The rings'
@@ -440,11 +443,17 @@ type ringConn struct {
 	onWatch bool
 	watched bool
 	ended   bool
+	// spill holds what a handler on the watch wrote once the reply ring
+	// had no room, and spilling says that the reply goes there
+	// (ringreply.go); the connection's goroutine sends it (sendSpill).
+	spill    []byte
+	spilling bool
 
 	killOnce sync.Once
 }
 
-// setWhy starts deadline w at since. On the connection's goroutine.
+// setWhy starts deadline w at since. On the connection's goroutine, or on
+// the watch's for it.
 func (rc *ringConn) setWhy(w why, since int64) {
 	// Within one tick of the clock since stays, and in a stream of
 	// requests both do: only a change is stored.
@@ -571,7 +580,9 @@ func (rc *ringConn) setup(size int) error {
 		return err
 	}
 	rc.watch = newRingWait(rc.in)
-	if s.opts.inline || s.opts.inlineFilter != nil {
+	if s.opts.inline {
+		// Not for WithInlineFilter: the filter would read the request
+		// where the client can still change it before its handler runs.
 		rc.serveFn = rc.serveWatched
 	}
 	if rc.out, err = ring.NewWriter(repF, opts); err != nil {
@@ -691,14 +702,14 @@ func (rc *ringConn) handle(req []byte, oneWay bool) bool {
 
 // serveWatched serves the connection on the watch's goroutine while the
 // connection's goroutine waits for a request in the watch (ringWait.serve),
-// for a server whose handlers run inline: the watch saw the request ring
-// Ready. A request of one record within the size cap whose handler runs
-// inline is served there, and the ring stays in the watch (true); anything
-// else goes back to the connection's goroutine (false) as a wait that
-// ended: a record it must serve itself (next: a request of several
-// records, or for the pool, or too large), an error for its Next, a reply
-// that spilled (sendSpill), a request that ended the connection (ended),
-// or a server that stops.
+// for a server whose handlers all run inline (WithInlineHandlers): the
+// watch saw the request ring Ready. A request of one record within the
+// size cap is served there, and the ring stays in the watch (true);
+// anything else goes back to the connection's goroutine (false) as a wait
+// that ended: a record it must serve itself (next: a request of several
+// records, or one too large), an error for its Next, a reply that spilled
+// (sendSpill), a request that ended the connection (ended), or a server
+// that stops.
 func (rc *ringConn) serveWatched() bool {
 	s := rc.s
 	if s.stopping.Load() {
@@ -714,7 +725,7 @@ func (rc *ringConn) serveWatched() bool {
 			return false // the connection's goroutine meets it again
 		}
 	}
-	if more || len(p) > s.opts.maxRequest || !(s.opts.inline || s.filterInline(p)) {
+	if more || len(p) > s.opts.maxRequest {
 		rc.next, rc.nextMore, rc.hasNext = p, more, true
 		return false
 	}
@@ -726,7 +737,7 @@ func (rc *ringConn) serveWatched() bool {
 		rc.ended = true
 		return false
 	}
-	if rc.reply.spilling || s.stopping.Load() {
+	if rc.spilling || s.stopping.Load() {
 		return false
 	}
 	if !rc.hasNext {
@@ -738,16 +749,24 @@ func (rc *ringConn) serveWatched() bool {
 
 // afterWatch is the connection's goroutine's part after a wait in which
 // the watch served requests (serveWatched): a reply it spilled goes out
-// before anything else. False ends the connection.
+// before anything else. A ring handed back with nothing to serve (the
+// watch found its rings idle) then waits on the socket, as any wait the
+// watch ended with nothing does, not in the watch again. False ends the
+// connection.
 func (rc *ringConn) afterWatch() bool {
 	rc.watched = false
 	if rc.ended {
 		return false
 	}
-	if rc.reply.spilling {
-		return rc.reply.sendSpill() == nil
+	if rc.spilling && rc.reply.sendSpill() != nil {
+		return false
 	}
-	return true
+	if rc.hasNext || rc.s.stopping.Load() || rc.in.Ready() {
+		return true
+	}
+	rc.countServed()
+	rc.setWhy(whyIdle, rc.s.clock.Load())
+	return rc.waitArmed() == nil
 }
 
 // readRequest takes the request whose first record Next returned (p,

@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pktipc/pktipc/internal/leakcheck"
 )
@@ -55,6 +57,20 @@ func crowdCalls(t *testing.T, path string, clients, calls int, req func(client, 
 
 func same(req []byte) []byte { return req }
 
+// redial is dialRings for a goroutine other than the test's: a failure is
+// reported and gives nil.
+func redial(t *testing.T, path string) *Client {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, path, WithRings(1<<16))
+	if err != nil {
+		t.Errorf("dial: %v", err)
+		return nil
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestRingsWatchServesInline: with inline handlers, requests that reach
 // the server's watch are served there, and every reply is its request's,
 // requests of several records (the connection's goroutine gathers them)
@@ -85,9 +101,10 @@ func TestRingsWatchServesInline(t *testing.T) {
 	t.Logf("%d requests served on the watch, %d on connections' goroutines", watched.Load(), other.Load())
 }
 
-// TestRingsWatchNotForPooled: without inline handlers, and for requests
-// that WithInlineFilter sends to the pool, the watch hands the ring back
-// and the handler runs on the connection's goroutine.
+// TestRingsWatchNotForPooled: without inline handlers, or with
+// WithInlineFilter (which would read the request where the client can
+// change it before its handler runs), the watch hands the ring back and
+// the handler runs on the connection's goroutine.
 func TestRingsWatchNotForPooled(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
@@ -99,13 +116,10 @@ func TestRingsWatchNotForPooled(t *testing.T) {
 		{"filtered", WithInlineFilter(func(req []byte) bool { return len(req) > 0 && req[0] == 'i' })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var wrong, inline atomic.Int64
+			var wrong atomic.Int64
 			h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-				switch {
-				case onWatch(w) && (len(req) == 0 || req[0] != 'i'):
+				if onWatch(w) {
 					wrong.Add(1)
-				case onWatch(w):
-					inline.Add(1)
 				}
 				return echoRaw(ctx, req, w)
 			})
@@ -116,10 +130,7 @@ func TestRingsWatchNotForPooled(t *testing.T) {
 				return q
 			}, same)
 			if wrong.Load() > 0 {
-				t.Errorf("%d requests not for inline ran on the watch", wrong.Load())
-			}
-			if tc.name == "filtered" && inline.Load() == 0 {
-				t.Error("no request the filter let run inline ran on the watch")
+				t.Errorf("%d requests ran on the watch", wrong.Load())
 			}
 		})
 	}
@@ -149,7 +160,7 @@ func TestRingsWatchSpills(t *testing.T) {
 		if _, err := w.Write(req); err != nil {
 			return err
 		}
-		if w.spilling {
+		if w.ring.spilling {
 			spilled.Add(1)
 		}
 		return nil
@@ -172,9 +183,11 @@ func TestRingsWatchSpills(t *testing.T) {
 	}
 }
 
-// TestRingsWatchSpillBeyondBudget: a spill the memory budget has no room
-// for ends its connection, whose Client gets an error rather than a reply
-// cut short; other connections go on.
+// TestRingsWatchSpillBeyondBudget: a spill beyond the memory budget (or
+// the outbound high-water mark) fails the handler's Write with
+// ErrBackpressure and ends its connection, whose Client gets an error
+// rather than a reply cut short; other connections go on, and the budget
+// gets every spill back.
 func TestRingsWatchSpillBeyondBudget(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
@@ -183,7 +196,7 @@ func TestRingsWatchSpillBeyondBudget(t *testing.T) {
 	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
 		if len(req) > 0 && req[0] == 'B' {
 			_, err := w.Write(big)
-			if errors.Is(err, errSpillBudget) {
+			if errors.Is(err, ErrBackpressure) {
 				refused.Add(1)
 			}
 			return err
@@ -211,7 +224,9 @@ func TestRingsWatchSpillBeyondBudget(t *testing.T) {
 					return
 				case q[0] == 'B' && err != nil:
 					failed.Add(1)
-					c = dialRings(t, ts.path)
+					if c = redial(t, ts.path); c == nil {
+						return
+					}
 				case q[0] == 'B': // whole
 				case err != nil || !bytes.Equal(got, q):
 					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
@@ -226,6 +241,9 @@ func TestRingsWatchSpillBeyondBudget(t *testing.T) {
 	}
 	if failed.Load() < refused.Load() {
 		t.Errorf("%d spills refused, %d calls failed", refused.Load(), failed.Load())
+	}
+	if n := ts.Server.budget.used.Load(); n != 0 {
+		t.Errorf("the memory budget counts %d bytes after the spills", n)
 	}
 }
 
@@ -252,7 +270,7 @@ func TestRingsWatchHandlerPanic(t *testing.T) {
 			for k := range 300 {
 				q := pattern(1+k%100, i+k)
 				q[0] = 'e'
-				if i == 0 && k%15 == 14 {
+				if i < 4 && k%15 == 14 {
 					q[0] = 'X'
 				}
 				got, err := c.Call(q)
@@ -261,7 +279,9 @@ func TestRingsWatchHandlerPanic(t *testing.T) {
 					t.Errorf("a reply of %d bytes to a request whose handler panicked", len(got))
 					return
 				case q[0] == 'X' && err != nil:
-					c = dialRings(t, ts.path)
+					if c = redial(t, ts.path); c == nil {
+						return
+					}
 				case err != nil || !bytes.Equal(got, q):
 					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
 					return
@@ -273,4 +293,107 @@ func TestRingsWatchHandlerPanic(t *testing.T) {
 	if panics.Load() == 0 {
 		t.Skip("no panicking request ran on the watch")
 	}
+}
+
+// TestRingsWatchServesPosts: one-way messages served on the watch are
+// handled in order with the calls between them, and the server counts
+// every request once they are answered.
+func TestRingsWatchServesPosts(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	const clients, rounds, posts = 8, 100, 5
+	var handled [clients]atomic.Int64 // posts handled, per client
+	var watched atomic.Int64
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		if onWatch(w) {
+			watched.Add(1)
+		}
+		i := int(req[0])
+		if w.OneWay() {
+			handled[i].Add(1)
+			return nil
+		}
+		_, err := w.Write([]byte(strconv.FormatInt(handled[i].Load(), 10)))
+		return err
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	before := ts.Stats().Requests
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := dialRings(t, ts.path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := []byte{byte(i), 'p'}
+			for r := range rounds {
+				for range posts {
+					if err := c.Post(msg); err != nil {
+						t.Errorf("client %d: Post: %v", i, err)
+						return
+					}
+				}
+				got, err := c.Call(msg)
+				if want := strconv.Itoa((r + 1) * posts); err != nil || string(got) != want {
+					t.Errorf("client %d round %d: %q, %v; want %s posts handled", i, r, got, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got, want := ts.Stats().Requests-before, uint64(clients*rounds*(posts+1)); got != want {
+		t.Errorf("Stats().Requests grew by %d, want %d", got, want)
+	}
+	if watched.Load() == 0 {
+		t.Error("no request was served on the watch")
+	}
+}
+
+// TestRingsWatchQuit: a handler on the watch that returns ErrQuit stops
+// the server, which ends every ring connection, the busy ones included.
+func TestRingsWatchQuit(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	var quitOnWatch atomic.Bool
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if string(req) == "quit" {
+			quitOnWatch.Store(onWatch(w))
+			return ErrQuit
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	var cs []*Client
+	for range 8 {
+		cs = append(cs, dialRings(t, ts.path))
+	}
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				q := pattern(1+k%100, i+k)
+				if i == 0 && k == 200 {
+					q = []byte("quit")
+				}
+				got, err := c.Call(q)
+				if err != nil {
+					return // the server stopped
+				}
+				if !bytes.Equal(got, q) && string(q) != "quit" {
+					t.Errorf("client %d call %d: %d bytes", i, k, len(got))
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case err := <-ts.errc:
+		ts.errc <- err // for the cleanup's check
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after quit")
+	}
+	wg.Wait()
+	t.Logf("quit served on the watch: %v", quitOnWatch.Load())
 }

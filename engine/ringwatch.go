@@ -65,10 +65,9 @@ type ringWatch struct {
 	// the first wait.
 	prefetch bool
 
-	// handed counts the rings handed back with something to read, and
-	// served the rings it gave to their side's serve, for the tests.
+	// handed counts the rings handed back with something to read, for
+	// the tests.
 	handed atomic.Uint64
-	served atomic.Uint64
 
 	mu      sync.Mutex
 	added   []*ringWait
@@ -212,7 +211,6 @@ func (rw *ringWatch) run() {
 			ready := w.r.Ready()
 			if ready && w.serve != nil {
 				last = now
-				rw.served.Add(1)
 				if w.serveHere() {
 					if w.own.IsZero() {
 						w.until = now.Add(rw.maxStay()) // busy: its peer lives
