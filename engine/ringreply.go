@@ -13,10 +13,14 @@ import "github.com/pktipc/pktipc/ring"
 // wait for room, which would hold every ring of the watch: once the reply
 // ring lacks room, the rest of its reply is spilled, kept in a buffer of
 // the memory budget's, and the connection's goroutine puts it in the ring
-// afterwards (sendSpill), before anything else of the connection. As an
-// inline reply on a socket may queue up to the outbound high-water mark
-// and no more (ErrBackpressure), so may a spill; a reply cut there ends
-// the connection, so that the client sees an error, not part of a reply.
+// afterwards (sendSpill), before anything else of the connection. While
+// the handler goes on, each reservation first moves what the ring has
+// room for out of the spill (unspill), in order, and a reply that the
+// client keeps up with goes back to the ring. As an inline reply on a
+// socket queues at most about the outbound high-water mark beyond what
+// the socket takes (ErrBackpressure), so does a spill; a reply cut there
+// ends the connection, so that the client sees an error, not part of a
+// reply.
 
 // beginRing readies w for a reply on its ring connection; a one-way
 // message's reply is dropped.
@@ -32,6 +36,11 @@ func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 	rc := w.ring
 	if err := w.commitOpen(true); err != nil {
 		return nil, err
+	}
+	if rc.spilling && rc.onWatch {
+		if err := w.unspill(); err != nil {
+			return nil, err
+		}
 	}
 	for stale := 0; ; stale++ {
 		if rc.spilling || (rc.onWatch && !rc.out.Ready(n)) {
@@ -71,17 +80,26 @@ func (w *ReplyWriter) commitOpen(more bool) error {
 }
 
 // reserveSpill reserves n bytes at the end of the spill, which grows in
-// buffers of the memory budget's (as a gathered request does), up to the
-// outbound high-water mark.
+// buffers of the memory budget's (as a gathered request does), while what
+// it holds for the ring stays within the outbound high-water mark.
 func (w *ReplyWriter) reserveSpill(n int) ([]byte, error) {
 	rc := w.ring
-	need := len(rc.spill) + n
-	if need > rc.s.opts.highWater {
+	if n == 0 {
+		rc.spilling = true
+		w.rres, w.rlen = noBytes, -1 // not nil: Commit looks for a reservation
+		return w.rres, nil
+	}
+	mark := rc.s.opts.highWater
+	if len(rc.spill)-rc.spillAt+n > mark {
 		return nil, ErrBackpressure
 	}
-	if rc.spill == nil || need > cap(rc.spill) {
+	if len(rc.spill)+n > cap(rc.spill) && rc.spillAt > 0 {
+		rc.spill = rc.spill[:copy(rc.spill, rc.spill[rc.spillAt:])]
+		rc.spillAt = 0
+	}
+	if need := len(rc.spill) + n; need > cap(rc.spill) {
 		b := &rc.s.budget
-		nb := b.take(max(need, 2*cap(rc.spill), spillMin))
+		nb := b.take(min(max(need, 2*cap(rc.spill), spillMin), mark))
 		if nb == nil {
 			rc.s.stats.budgetClosed.Add(1)
 			rc.s.log.Debug("engine: ring reply spilled beyond the memory budget; closing connection", "conn", rc.peer.ID)
@@ -94,13 +112,45 @@ func (w *ReplyWriter) reserveSpill(n int) ([]byte, error) {
 		rc.spill = nb
 	}
 	rc.spilling = true
-	w.rres, w.rlen = rc.spill[len(rc.spill):need:need], -1
+	end := len(rc.spill) + n
+	w.rres, w.rlen = rc.spill[len(rc.spill):end:end], -1
 	return w.rres, nil
 }
 
-// spillMin is the smallest buffer a spill takes, so that a reservation
-// of no bytes is not nil.
-const spillMin = 4 << 10
+// noBytes is an empty reservation.
+var noBytes = []byte{}
+
+// spillMin is the smallest buffer a spill takes.
+const spillMin = 16 << 10
+
+// unspill moves the spill's bytes into the reply ring while it has room
+// for them, in records as writeRing makes them, each published (more set);
+// once all are in, the spill's buffer goes back to the budget and the
+// reply goes on in the ring. It never waits. On the watch's goroutine,
+// with no record open.
+func (w *ReplyWriter) unspill() error {
+	rc := w.ring
+	for rc.spillAt < len(rc.spill) {
+		k := min(len(rc.spill)-rc.spillAt, rc.chunk, ringPiece)
+		if !rc.out.Ready(k) {
+			return nil
+		}
+		p, err := rc.out.Reserve(k)
+		if err == ring.ErrTimeout {
+			return nil // the room Ready saw is gone (see ringConn.next): later
+		}
+		if err != nil {
+			return err
+		}
+		copyMessage(p, rc.spill[rc.spillAt:rc.spillAt+k], &rc.s.rings.live)
+		if err := rc.out.Commit(k, true); err != nil {
+			return err
+		}
+		rc.spillAt += k
+	}
+	w.dropSpill()
+	return nil
+}
 
 // sendSpill puts a spilled reply into the ring and ends it, waiting for
 // room as any reply does (under the write deadline); the spill's buffer
@@ -108,20 +158,22 @@ const spillMin = 4 << 10
 // watch handed the ring back.
 func (w *ReplyWriter) sendSpill() error {
 	rc := w.ring
-	p := rc.spill
-	rc.spill, rc.spilling = nil, false
-	defer rc.s.budget.give(p)
+	buf, p := rc.spill, rc.spill[rc.spillAt:]
+	rc.spill, rc.spillAt, rc.spilling = nil, 0, false
 	n := w.n // counted when the handler wrote it
 	_, err := w.writeRing(p)
 	w.n = n
+	if buf != nil {
+		rc.s.budget.give(buf) // p is in the ring (the last record still open)
+	}
 	if err != nil {
 		return err
 	}
 	return w.finishRing()
 }
 
-// dropSpill gives a spill that will not be sent back to the budget; a
-// reservation in it ends.
+// dropSpill gives the spill's buffer back to the budget and ends the
+// spill; a reservation in it ends.
 func (w *ReplyWriter) dropSpill() {
 	rc := w.ring
 	if rc.spilling {
@@ -130,7 +182,7 @@ func (w *ReplyWriter) dropSpill() {
 	if rc.spill != nil {
 		rc.s.budget.give(rc.spill)
 	}
-	rc.spill, rc.spilling = nil, false
+	rc.spill, rc.spillAt, rc.spilling = nil, 0, false
 }
 
 // dropRing ends a record left reserved by a handler that panicked, after
@@ -177,22 +229,40 @@ func (w *ReplyWriter) writeRing(p []byte) (int, error) {
 
 // flushRing publishes what the reply holds so far. A record that Reserve
 // gave out and Commit has not filled stays reserved: the handler's buffer
-// is valid until its Commit. A spilled reply waits for sendSpill.
+// is valid until its Commit. Of a spilled reply, what the ring has room
+// for goes (unspill).
 func (w *ReplyWriter) flushRing() error {
 	if w.rlen < 0 {
 		return nil
 	}
-	return w.commitOpen(true)
+	if err := w.commitOpen(true); err != nil {
+		return err
+	}
+	if rc := w.ring; rc.spilling && rc.onWatch {
+		return w.unspill()
+	}
+	return nil
 }
 
 // finishRing ends the reply: the open record, or an empty one, is
-// committed as the message's last. A spilled reply ends in the spill and
-// stays there for sendSpill.
+// committed as the message's last. A spilled reply whose spill the ring
+// cannot take yet ends in the spill, for sendSpill.
 func (w *ReplyWriter) finishRing() error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.rres == nil && !w.ring.spilling {
+	if rc := w.ring; rc.spilling {
+		_ = w.commitOpen(true) // into the spill
+		if rc.onWatch {
+			if err := w.unspill(); err != nil {
+				return err
+			}
+		}
+		if rc.spilling {
+			return nil
+		}
+	}
+	if w.rres == nil {
 		if _, err := w.reserveRing(0); err != nil {
 			return err
 		}

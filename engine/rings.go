@@ -447,6 +447,7 @@ type ringConn struct {
 	// had no room, and spilling says that the reply goes there
 	// (ringreply.go); the connection's goroutine sends it (sendSpill).
 	spill    []byte
+	spillAt  int // spill[spillAt:] is still to go into the ring
 	spilling bool
 
 	killOnce sync.Once
@@ -749,10 +750,10 @@ func (rc *ringConn) serveWatched() bool {
 
 // afterWatch is the connection's goroutine's part after a wait in which
 // the watch served requests (serveWatched): a reply it spilled goes out
-// before anything else. A ring handed back with nothing to serve (the
-// watch found its rings idle) then waits on the socket, as any wait the
-// watch ended with nothing does, not in the watch again. False ends the
-// connection.
+// before anything else. A ring handed back with nothing for it (the
+// watch found its rings idle, or the ring's stay ended) then waits on the
+// socket, as any wait the watch ended with nothing does, not in the watch
+// again. False ends the connection.
 func (rc *ringConn) afterWatch() bool {
 	rc.watched = false
 	if rc.ended {
@@ -761,12 +762,15 @@ func (rc *ringConn) afterWatch() bool {
 	if rc.spilling && rc.reply.sendSpill() != nil {
 		return false
 	}
-	if rc.hasNext || rc.s.stopping.Load() || rc.in.Ready() {
+	if rc.hasNext || rc.s.stopping.Load() || rc.watch.ready || rc.in.Ready() {
 		return true
 	}
 	rc.countServed()
 	rc.setWhy(whyIdle, rc.s.clock.Load())
-	return rc.waitArmed() == nil
+	g := rc.s.rings.gauge.enter(false, 0) // counted as any wait for a request
+	err := rc.waitArmed()
+	g.leave()
+	return err == nil
 }
 
 // readRequest takes the request whose first record Next returned (p,

@@ -132,23 +132,30 @@ func TestRingsWatchNotForPooled(t *testing.T) {
 			if wrong.Load() > 0 {
 				t.Errorf("%d requests ran on the watch", wrong.Load())
 			}
+			if ts.Server.rings.watch.handed.Load() == 0 {
+				t.Error("no request came through the server's watch: the test measured nothing")
+			}
 		})
 	}
 }
 
 // TestRingsWatchSpills: a reply larger than the room its ring has, from a
 // handler on the watch, which must not wait for the client, is spilled
-// and put in the ring by the connection's goroutine: whole and in order,
-// whether written with Write or built with Reserve and Commit.
+// and put in the ring as room comes, or by the connection's goroutine:
+// whole and in order, whether written with Write or built with Reserve
+// and Commit, with requests queued behind it, and the budget gets every
+// spill back.
 func TestRingsWatchSpills(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
 	var spilled atomic.Int64
 	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
 		// The reply: req three times, the middle one built in place.
+		spills := false
 		if _, err := w.Write(req); err != nil {
 			return err
 		}
+		spills = spills || w.ring.spilling
 		p, err := w.Reserve(len(req))
 		if err != nil {
 			return err
@@ -157,93 +164,138 @@ func TestRingsWatchSpills(t *testing.T) {
 		if err := w.Commit(len(req)); err != nil {
 			return err
 		}
+		spills = spills || w.ring.spilling
 		if _, err := w.Write(req); err != nil {
 			return err
 		}
-		if w.ring.spilling {
+		if spills || w.ring.spilling {
 			spilled.Add(1)
 		}
 		return nil
 	})
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
-	crowdCalls(t, ts.path, 10, 200, func(i, k int) []byte {
-		n := 1 + (i*200+k)%300
-		if k%10 == 3 {
-			n = 30 << 10 // three of them fill the 64 KiB ring and more
-		}
-		return pattern(n, i*200+k)
-	}, func(req []byte) []byte {
-		return bytes.Repeat(req, 3)
-	})
-	if spilled.Load() == 0 {
-		t.Error("no reply spilled: the test did not reach the spill")
-	}
-	if n := ts.Server.budget.used.Load(); n != 0 {
-		t.Errorf("the memory budget counts %d bytes after the spills", n)
-	}
-}
-
-// TestRingsWatchSpillBeyondBudget: a spill beyond the memory budget (or
-// the outbound high-water mark) fails the handler's Write with
-// ErrBackpressure and ends its connection, whose Client gets an error
-// rather than a reply cut short; other connections go on, and the budget
-// gets every spill back.
-func TestRingsWatchSpillBeyondBudget(t *testing.T) {
-	watchProcs(t)
-	leakcheck.Check(t)
-	big := pattern(4<<20, 1)
-	var refused atomic.Int64
-	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if len(req) > 0 && req[0] == 'B' {
-			_, err := w.Write(big)
-			if errors.Is(err, ErrBackpressure) {
-				refused.Add(1)
-			}
-			return err
-		}
-		return echoRaw(ctx, req, w)
-	})
-	ts := startServer(t, h, withRings, WithInlineHandlers(true), WithMemoryBudget(1<<20))
-	var failed atomic.Int64
+	const clients, rounds, depth = 10, 60, 3
 	var wg sync.WaitGroup
-	for i := range 8 {
+	for i := range clients {
 		c := dialRings(t, ts.path)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := range 400 {
-				q := pattern(1+k%200, i+k)
-				q[0] = 'e'
-				if i == 0 && k%20 == 19 {
-					q[0] = 'B'
-				}
-				got, err := c.Call(q)
-				switch {
-				case q[0] == 'B' && err == nil && !bytes.Equal(got, big):
-					t.Errorf("client %d: a cut reply of %d bytes for a whole one", i, len(got))
-					return
-				case q[0] == 'B' && err != nil:
-					failed.Add(1)
-					if c = redial(t, ts.path); c == nil {
+			reqs := make([][]byte, depth)
+			for r := range rounds {
+				// Sent together, read afterwards: replies wait in the
+				// ring (and spill) while the next requests queue.
+				for d := range reqs {
+					n := 1 + (i*rounds+r+d)%300
+					if (r+d)%4 == 1 {
+						n = 30 << 10 // three of them fill the 64 KiB ring and more
+					}
+					reqs[d] = pattern(n, i*rounds+r+d)
+					if err := c.Send(reqs[d]); err != nil {
+						t.Errorf("client %d: Send: %v", i, err)
 						return
 					}
-				case q[0] == 'B': // whole
-				case err != nil || !bytes.Equal(got, q):
-					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
-					return
+				}
+				for _, q := range reqs {
+					got, err := c.Recv()
+					if err != nil || !bytes.Equal(got, bytes.Repeat(q, 3)) {
+						t.Errorf("client %d round %d: %d bytes for %d, %v", i, r, len(got), 3*len(q), err)
+						return
+					}
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if refused.Load() == 0 {
-		t.Skip("no large reply ran on the watch with its ring full")
+	if spilled.Load() == 0 {
+		t.Error("no reply spilled: the test did not reach the spill")
 	}
-	if failed.Load() < refused.Load() {
-		t.Errorf("%d spills refused, %d calls failed", refused.Load(), failed.Load())
-	}
-	if n := ts.Server.budget.used.Load(); n != 0 {
-		t.Errorf("the memory budget counts %d bytes after the spills", n)
+	waitWithin(t, 5*time.Second, func() bool { return ts.Server.budget.used.Load() == 0 })
+}
+
+// TestRingsWatchSpillRefused: a spill beyond the memory budget, or beyond
+// the outbound high-water mark, fails the handler's Write with
+// ErrBackpressure and ends its connection, whose Client gets an error
+// rather than a reply cut short; other connections go on, and the budget
+// gets every spill back.
+func TestRingsWatchSpillRefused(t *testing.T) {
+	watchProcs(t)
+	for _, tc := range []struct {
+		name string
+		opt  Option
+		big  int
+	}{
+		{"budget", WithMemoryBudget(1 << 20), 4 << 20},
+		{"high-water", WithOutboundHighWater(256 << 10), 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			bigReply := pattern(tc.big, 1)
+			var onWatchBig, refused atomic.Int64
+			h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+				if len(req) == 0 || req[0] != 'B' {
+					return echoRaw(ctx, req, w)
+				}
+				if onWatch(w) {
+					onWatchBig.Add(1)
+				}
+				_, err := w.Write(bigReply)
+				if errors.Is(err, ErrBackpressure) {
+					refused.Add(1)
+				}
+				return err
+			})
+			ts := startServer(t, h, withRings, WithInlineHandlers(true), tc.opt)
+			var failed atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 8 {
+				c := dialRings(t, ts.path)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := range 300 {
+						q := pattern(1+k%200, i+k)
+						q[0] = 'e'
+						big := i < 2 && k%30 == 29
+						if big {
+							q[0] = 'B'
+						}
+						if err := c.Send(q); err != nil {
+							t.Errorf("client %d: Send: %v", i, err)
+							return
+						}
+						if big {
+							// Not reading for a while: the reply fills the
+							// ring, and on the watch, the spill.
+							time.Sleep(20 * time.Millisecond)
+						}
+						got, err := c.Recv()
+						switch {
+						case big && err == nil && !bytes.Equal(got, bigReply):
+							t.Errorf("client %d: a cut reply of %d bytes for a whole one", i, len(got))
+							return
+						case big && err != nil:
+							failed.Add(1)
+							if c = redial(t, ts.path); c == nil {
+								return
+							}
+						case big: // whole
+						case err != nil || !bytes.Equal(got, q):
+							t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if failed.Load() != refused.Load() || refused.Load() < onWatchBig.Load() {
+				t.Errorf("%d large replies on the watch, %d refused, %d calls failed", onWatchBig.Load(), refused.Load(), failed.Load())
+			}
+			if onWatchBig.Load() == 0 {
+				t.Skip("no large reply ran on the watch")
+			}
+			waitWithin(t, 5*time.Second, func() bool { return ts.Server.budget.used.Load() == 0 })
+		})
 	}
 }
 
@@ -388,12 +440,64 @@ func TestRingsWatchQuit(t *testing.T) {
 			}
 		}()
 	}
+	// Within the graceful stop's limit (DefaultShutdownTimeout), after
+	// which Close would end a stop that hangs.
 	select {
 	case err := <-ts.errc:
 		ts.errc <- err // for the cleanup's check
-	case <-time.After(10 * time.Second):
+	case <-time.After(DefaultShutdownTimeout - time.Second):
 		t.Fatal("Serve did not return after quit")
 	}
 	wg.Wait()
 	t.Logf("quit served on the watch: %v", quitOnWatch.Load())
+}
+
+// TestRingsWatchIdleToSocket: connections the watch served and then
+// handed back idle wait on their sockets, counted as waits for a request
+// (the crowd and spin decisions read the count), and serve again when
+// their clients call.
+func TestRingsWatchIdleToSocket(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	var watched atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if onWatch(w) {
+			watched.Add(1)
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	const clients = 8
+	var cs []*Client
+	for range clients {
+		cs = append(cs, dialRings(t, ts.path))
+	}
+	calls := func() {
+		var wg sync.WaitGroup
+		for i, c := range cs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range 200 {
+					q := pattern(1+k%100, i+k)
+					if got, err := c.Call(q); err != nil || !bytes.Equal(got, q) {
+						t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	calls()
+	if watched.Load() == 0 {
+		t.Fatal("no request was served on the watch")
+	}
+	g := &ts.Server.rings.gauge
+	waitWithin(t, 5*time.Second, func() bool { return g.waits() == clients && g.spins() == 0 })
+	time.Sleep(50 * time.Millisecond) // past the watch's stay
+	if n := g.waits(); n != clients {
+		t.Errorf("%d waits for a request counted, with %d connections idle", n, clients)
+	}
+	calls()
 }
