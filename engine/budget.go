@@ -13,7 +13,8 @@ import (
 // far more than the machine has. The budget bounds the sum: request bytes
 // (gnet's inbound buffer, the assembler's gathering buffer, a pooled
 // handler's request, a ring connection's gathering buffer) and reply bytes
-// queued for peers (gnet's outbound buffer), plus the large buffers kept
+// queued for peers (gnet's outbound buffer, a ring reply the watch spilled),
+// plus the large buffers kept
 // for reuse. When the sum would pass
 // seven eighths of the limit, the connection holding the most is closed (or
 // refused a larger buffer, if it is the one asking); a smaller one is never
@@ -139,7 +140,7 @@ func (b *memBudget) lend(n int) (buf []byte, size int64, fits bool) {
 }
 
 // take lends a buffer of at least n bytes that no connection's account
-// covers (a ring connection's gathering buffer), charged to the budget
+// covers (a ring connection's gathering buffer or spill), charged to the budget
 // until give takes it back; nil when the budget has no room for it. Any
 // goroutine.
 func (b *memBudget) take(n int) []byte {

@@ -21,7 +21,10 @@ var (
 
 	// ErrBackpressure is returned by ReplyWriter.Write on the event loop when
 	// the connection's outbound buffer is above its high-water mark: the peer
-	// is not reading. The reply is abandoned and the connection closed.
+	// is not reading. The reply is abandoned and the connection closed. On
+	// a shared-memory ring's watch (WithInlineHandlers) Write and Reserve
+	// return it when the reply the ring has no room for would pass the mark
+	// or the memory budget.
 	ErrBackpressure = errors.New("engine: peer not reading (outbound above high-water mark)")
 
 	// ErrIncompleteReply is returned by clients for a request that was sent

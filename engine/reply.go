@@ -172,7 +172,8 @@ func (w *ReplyWriter) WriteString(s string) (int, error) {
 // connection, when n fits one record of the reply ring, the buffer is the
 // ring's shared memory itself: the reply is written where the client
 // reads it, with no copy at all (unless the handler runs on the ring
-// watch and the ring is full: then it is the reply's spill, sent later;
+// watch once this reply's ring lacked room: then it is the reply's spill,
+// sent later, and Reserve can fail with ErrBackpressure;
 // WithInlineHandlers). Elsewhere it is a scratch buffer that
 // Commit copies as Write does. The buffer is valid until Commit, the next
 // Reserve or Write, or the handler's return; a Reserve without Commit
