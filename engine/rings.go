@@ -701,16 +701,23 @@ func (rc *ringConn) handle(req []byte, oneWay bool) bool {
 	return true
 }
 
+// ringWatchServeMax is the largest request the watch serves itself: the
+// handler of a larger one (a copy of it at least) would hold every ring of
+// the watch for its whole length, where on their connections' goroutines
+// the handlers of several large requests run on several processors, and
+// the hand-off costs little beside them.
+const ringWatchServeMax = 64 << 10
+
 // serveWatched serves the connection on the watch's goroutine while the
 // connection's goroutine waits for a request in the watch (ringWait.serve),
 // for a server whose handlers all run inline (WithInlineHandlers): the
-// watch saw the request ring Ready. A request of one record within the
-// size cap is served there, and the ring stays in the watch (true);
-// anything else goes back to the connection's goroutine (false) as a wait
-// that ended: a record it must serve itself (next: a request of several
-// records, or one too large), an error for its Next, a reply that spilled
-// (sendSpill), a request that ended the connection (ended), or a server
-// that stops.
+// watch saw the request ring Ready. A request of one record of at most
+// ringWatchServeMax bytes (and within the size cap) is served there, and
+// the ring stays in the watch (true); anything else goes back to the
+// connection's goroutine (false) as a wait that ended: a record it must
+// serve itself (next: a request of several records, or a larger one), an
+// error for its Next, a reply that spilled (sendSpill), a request that
+// ended the connection (ended), or a server that stops.
 func (rc *ringConn) serveWatched() bool {
 	s := rc.s
 	if s.stopping.Load() {
@@ -726,7 +733,7 @@ func (rc *ringConn) serveWatched() bool {
 			return false // the connection's goroutine meets it again
 		}
 	}
-	if more || len(p) > s.opts.maxRequest {
+	if more || len(p) > min(s.opts.maxRequest, ringWatchServeMax) {
 		rc.next, rc.nextMore, rc.hasNext = p, more, true
 		return false
 	}

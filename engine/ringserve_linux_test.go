@@ -78,11 +78,14 @@ func redial(t *testing.T, path string) *Client {
 func TestRingsWatchServesInline(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
-	var watched, other atomic.Int64
+	var watched, other, largeOnWatch atomic.Int64
 	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if onWatch(w) {
+		switch {
+		case onWatch(w) && len(req) > ringWatchServeMax:
+			largeOnWatch.Add(1)
+		case onWatch(w):
 			watched.Add(1)
-		} else {
+		default:
 			other.Add(1)
 		}
 		return echoRaw(ctx, req, w)
@@ -90,13 +93,19 @@ func TestRingsWatchServesInline(t *testing.T) {
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
 	crowdCalls(t, ts.path, 12, 300, func(i, k int) []byte {
 		n := 1 + (i*300+k)%700
-		if k%50 == 7 {
-			n = 100 << 10 // more than a record of the 64 KiB ring
+		switch {
+		case i < 6 && k%50 == 7:
+			n = 100 << 10 // one record of the 1 MiB ring, too large for the watch
+		case k%50 == 7:
+			n = 600 << 10 // more than a record of the 1 MiB ring
 		}
 		return pattern(n, i*300+k)
-	}, same)
+	}, same, WithRings(1<<20))
 	if watched.Load() == 0 {
 		t.Errorf("no request was served on the watch (%d elsewhere)", other.Load())
+	}
+	if largeOnWatch.Load() > 0 {
+		t.Errorf("%d requests larger than ringWatchServeMax were served on the watch", largeOnWatch.Load())
 	}
 	t.Logf("%d requests served on the watch, %d on connections' goroutines", watched.Load(), other.Load())
 }
@@ -500,4 +509,39 @@ func TestRingsWatchIdleToSocket(t *testing.T) {
 		t.Errorf("%d waits for a request counted, with %d connections idle", n, clients)
 	}
 	calls()
+}
+
+// BenchmarkRingsCrowd: 16 Clients calling at once with 4 KiB requests,
+// against a server whose handlers run on the connections' goroutines
+// (pooled) or inline, where the server's watch runs them itself.
+func BenchmarkRingsCrowd(b *testing.B) {
+	for _, inline := range []bool{false, true} {
+		name := "pooled"
+		if inline {
+			name = "inline"
+		}
+		b.Run(name, func(b *testing.B) {
+			prev := runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 4))
+			defer runtime.GOMAXPROCS(prev)
+			ts := startServer(b, HandlerFunc(echoRaw), withRings, WithInlineHandlers(inline))
+			req := pattern(4<<10, 1)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(req)))
+			b.SetParallelism(16 / runtime.GOMAXPROCS(0))
+			b.RunParallel(func(pb *testing.PB) {
+				c, err := Dial(context.Background(), ts.path, WithRings(1<<16))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer c.Close()
+				for pb.Next() {
+					if _, err := c.Call(req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
