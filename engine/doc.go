@@ -141,7 +141,7 @@
 // Clients), which looks at each ring in turn and wakes its owner when a
 // record comes: a crowd of connections costs one spinning goroutine and
 // no system call per message (with WithInlineHandlers, the server's watch
-// runs the handler of a one-record request itself, instead of waking the
+// runs the handler of a small request itself, instead of waking the
 // connection's goroutine). A wait that found nothing (for the spin, or
 // for 20ms in the watch) arms the ring and waits on the socket in Go's
 // netpoller, and the peer writes a byte when it publishes. One goroutine

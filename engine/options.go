@@ -202,13 +202,13 @@ func WithWorkers(n int) Option {
 // on its loop is served. In exchange a request costs no goroutine hand-off,
 // no allocation and no futex, and its bytes are not copied. On
 // shared-memory rings (WithRingLimits), where a connection's goroutine
-// serves it, a request of one record that the server's ring watch finds
-// runs on the watch's goroutine: no hand-off there either, and a blocked
-// handler holds every ring the watch looks at. Its reply never waits for
-// the client there: what the reply ring has no room for is kept (within
-// the memory budget) and sent by the connection's goroutine; as on the
-// loop, Write returns ErrBackpressure past the outbound high-water mark,
-// and the connection then ends.
+// serves it, a small request (one record, at most 64 KiB) that the
+// server's ring watch finds runs on the watch's goroutine: no hand-off
+// there either, and a blocked handler holds every ring the watch looks
+// at. Its reply never waits for the client there: what the reply ring has
+// no room for is kept (within the memory budget) and sent by the
+// connection's goroutine; as on the loop, Write returns ErrBackpressure
+// past the outbound high-water mark, and the connection then ends.
 func WithInlineHandlers(inline bool) Option {
 	return func(o *options) error { o.inline, o.inlineFilter = inline, nil; return nil }
 }
