@@ -32,30 +32,53 @@ func watchProcs(t *testing.T) {
 // onWatch reports whether w's handler runs on the server's watch.
 func onWatch(w *ReplyWriter) bool { return w.ring != nil && w.ring.onWatch }
 
-// crowdCalls has clients Clients call at once, calls each, with the
-// requests req makes, and checks every reply against want.
-func crowdCalls(t *testing.T, path string, clients, calls int, req func(client, call int) []byte, want func(req []byte) []byte, opts ...ClientOption) {
+// withClients dials n Clients of path on rings, runs f for each on a
+// goroutine of its own, and waits for them all.
+func withClients(t *testing.T, path string, n int, f func(i int, c *Client), opts ...ClientOption) {
 	t.Helper()
+	cs := make([]*Client, n)
+	for i := range cs {
+		cs[i] = dialRings(t, path, opts...)
+	}
 	var wg sync.WaitGroup
-	for i := range clients {
-		c := dialRings(t, path, opts...)
+	for i, c := range cs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := range calls {
-				q := req(i, k)
-				got, err := c.Call(q)
-				if err != nil || !bytes.Equal(got, want(q)) {
-					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
-					return
-				}
-			}
+			f(i, c)
 		}()
 	}
 	wg.Wait()
 }
 
+// crowdCalls has clients Clients call at once, calls each, with the
+// requests req makes, and checks every reply against want.
+func crowdCalls(t *testing.T, path string, clients, calls int, req func(client, call int) []byte, want func(req []byte) []byte, opts ...ClientOption) {
+	t.Helper()
+	withClients(t, path, clients, func(i int, c *Client) {
+		for k := range calls {
+			q := req(i, k)
+			got, err := c.Call(q)
+			if err != nil || !bytes.Equal(got, want(q)) {
+				t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+				return
+			}
+		}
+	}, opts...)
+}
+
 func same(req []byte) []byte { return req }
+
+// countingEcho is echoRaw, counting in watched the requests it served on
+// the watch.
+func countingEcho(watched *atomic.Int64) Handler {
+	return HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if onWatch(w) {
+			watched.Add(1)
+		}
+		return echoRaw(ctx, req, w)
+	})
+}
 
 // redial is dialRings for a goroutine other than the test's: a failure is
 // reported and gives nil.
@@ -184,38 +207,31 @@ func TestRingsWatchSpills(t *testing.T) {
 	})
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
 	const clients, rounds, depth = 10, 60, 3
-	var wg sync.WaitGroup
-	for i := range clients {
-		c := dialRings(t, ts.path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reqs := make([][]byte, depth)
-			for r := range rounds {
-				// Sent together, read afterwards: replies wait in the
-				// ring (and spill) while the next requests queue.
-				for d := range reqs {
-					n := 1 + (i*rounds+r+d)%300
-					if (r+d)%4 == 1 {
-						n = 30 << 10 // three of them fill the 64 KiB ring and more
-					}
-					reqs[d] = pattern(n, i*rounds+r+d)
-					if err := c.Send(reqs[d]); err != nil {
-						t.Errorf("client %d: Send: %v", i, err)
-						return
-					}
+	withClients(t, ts.path, clients, func(i int, c *Client) {
+		reqs := make([][]byte, depth)
+		for r := range rounds {
+			// Sent together, read afterwards: replies wait in the
+			// ring (and spill) while the next requests queue.
+			for d := range reqs {
+				n := 1 + (i*rounds+r+d)%300
+				if (r+d)%4 == 1 {
+					n = 30 << 10 // three of them fill the 64 KiB ring and more
 				}
-				for _, q := range reqs {
-					got, err := c.Recv()
-					if err != nil || !bytes.Equal(got, bytes.Repeat(q, 3)) {
-						t.Errorf("client %d round %d: %d bytes for %d, %v", i, r, len(got), 3*len(q), err)
-						return
-					}
+				reqs[d] = pattern(n, i*rounds+r+d)
+				if err := c.Send(reqs[d]); err != nil {
+					t.Errorf("client %d: Send: %v", i, err)
+					return
 				}
 			}
-		}()
-	}
-	wg.Wait()
+			for _, q := range reqs {
+				got, err := c.Recv()
+				if err != nil || !bytes.Equal(got, bytes.Repeat(q, 3)) {
+					t.Errorf("client %d round %d: %d bytes for %d, %v", i, r, len(got), 3*len(q), err)
+					return
+				}
+			}
+		}
+	})
 	if spilled.Load() == 0 {
 		t.Error("no reply spilled: the test did not reach the spill")
 	}
@@ -256,47 +272,40 @@ func TestRingsWatchSpillRefused(t *testing.T) {
 			})
 			ts := startServer(t, h, withRings, WithInlineHandlers(true), tc.opt)
 			var failed atomic.Int64
-			var wg sync.WaitGroup
-			for i := range 8 {
-				c := dialRings(t, ts.path)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for k := range 300 {
-						q := pattern(1+k%200, i+k)
-						q[0] = 'e'
-						big := i < 2 && k%30 == 29
-						if big {
-							q[0] = 'B'
-						}
-						if err := c.Send(q); err != nil {
-							t.Errorf("client %d: Send: %v", i, err)
-							return
-						}
-						if big {
-							// Not reading for a while: the reply fills the
-							// ring, and on the watch, the spill.
-							time.Sleep(20 * time.Millisecond)
-						}
-						got, err := c.Recv()
-						switch {
-						case big && err == nil && !bytes.Equal(got, bigReply):
-							t.Errorf("client %d: a cut reply of %d bytes for a whole one", i, len(got))
-							return
-						case big && err != nil:
-							failed.Add(1)
-							if c = redial(t, ts.path); c == nil {
-								return
-							}
-						case big: // whole
-						case err != nil || !bytes.Equal(got, q):
-							t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
-							return
-						}
+			withClients(t, ts.path, 8, func(i int, c *Client) {
+				for k := range 300 {
+					q := pattern(1+k%200, i+k)
+					q[0] = 'e'
+					big := i < 2 && k%30 == 29
+					if big {
+						q[0] = 'B'
 					}
-				}()
-			}
-			wg.Wait()
+					if err := c.Send(q); err != nil {
+						t.Errorf("client %d: Send: %v", i, err)
+						return
+					}
+					if big {
+						// Not reading for a while: the reply fills the
+						// ring, and on the watch, the spill.
+						time.Sleep(20 * time.Millisecond)
+					}
+					got, err := c.Recv()
+					switch {
+					case big && err == nil && !bytes.Equal(got, bigReply):
+						t.Errorf("client %d: a cut reply of %d bytes for a whole one", i, len(got))
+						return
+					case big && err != nil:
+						failed.Add(1)
+						if c = redial(t, ts.path); c == nil {
+							return
+						}
+					case big: // whole
+					case err != nil || !bytes.Equal(got, q):
+						t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+						return
+					}
+				}
+			})
 			if failed.Load() != refused.Load() || refused.Load() < onWatchBig.Load() {
 				t.Errorf("%d large replies on the watch, %d refused, %d calls failed", onWatchBig.Load(), refused.Load(), failed.Load())
 			}
@@ -322,35 +331,28 @@ func TestRingsWatchHandlerPanic(t *testing.T) {
 		return echoRaw(ctx, req, w)
 	})
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
-	var wg sync.WaitGroup
-	for i := range 8 {
-		c := dialRings(t, ts.path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range 300 {
-				q := pattern(1+k%100, i+k)
-				q[0] = 'e'
-				if i < 4 && k%15 == 14 {
-					q[0] = 'X'
-				}
-				got, err := c.Call(q)
-				switch {
-				case q[0] == 'X' && err == nil && !bytes.Equal(got, q):
-					t.Errorf("a reply of %d bytes to a request whose handler panicked", len(got))
-					return
-				case q[0] == 'X' && err != nil:
-					if c = redial(t, ts.path); c == nil {
-						return
-					}
-				case err != nil || !bytes.Equal(got, q):
-					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
-					return
-				}
+	withClients(t, ts.path, 8, func(i int, c *Client) {
+		for k := range 300 {
+			q := pattern(1+k%100, i+k)
+			q[0] = 'e'
+			if i < 4 && k%15 == 14 {
+				q[0] = 'X'
 			}
-		}()
-	}
-	wg.Wait()
+			got, err := c.Call(q)
+			switch {
+			case q[0] == 'X' && err == nil && !bytes.Equal(got, q):
+				t.Errorf("a reply of %d bytes to a request whose handler panicked", len(got))
+				return
+			case q[0] == 'X' && err != nil:
+				if c = redial(t, ts.path); c == nil {
+					return
+				}
+			case err != nil || !bytes.Equal(got, q):
+				t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+				return
+			}
+		}
+	})
 	if panics.Load() == 0 {
 		t.Skip("no panicking request ran on the watch")
 	}
@@ -379,29 +381,22 @@ func TestRingsWatchServesPosts(t *testing.T) {
 	})
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
 	before := ts.Stats().Requests
-	var wg sync.WaitGroup
-	for i := range clients {
-		c := dialRings(t, ts.path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := []byte{byte(i), 'p'}
-			for r := range rounds {
-				for range posts {
-					if err := c.Post(msg); err != nil {
-						t.Errorf("client %d: Post: %v", i, err)
-						return
-					}
-				}
-				got, err := c.Call(msg)
-				if want := strconv.Itoa((r + 1) * posts); err != nil || string(got) != want {
-					t.Errorf("client %d round %d: %q, %v; want %s posts handled", i, r, got, err, want)
+	withClients(t, ts.path, clients, func(i int, c *Client) {
+		msg := []byte{byte(i), 'p'}
+		for r := range rounds {
+			for range posts {
+				if err := c.Post(msg); err != nil {
+					t.Errorf("client %d: Post: %v", i, err)
 					return
 				}
 			}
-		}()
-	}
-	wg.Wait()
+			got, err := c.Call(msg)
+			if want := strconv.Itoa((r + 1) * posts); err != nil || string(got) != want {
+				t.Errorf("client %d round %d: %q, %v; want %s posts handled", i, r, got, err, want)
+				return
+			}
+		}
+	})
 	if got, want := ts.Stats().Requests-before, uint64(clients*rounds*(posts+1)); got != want {
 		t.Errorf("Stats().Requests grew by %d, want %d", got, want)
 	}
@@ -469,13 +464,7 @@ func TestRingsWatchIdleToSocket(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
 	var watched atomic.Int64
-	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if onWatch(w) {
-			watched.Add(1)
-		}
-		return echoRaw(ctx, req, w)
-	})
-	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	ts := startServer(t, countingEcho(&watched), withRings, WithInlineHandlers(true))
 	const clients = 8
 	var cs []*Client
 	for range clients {

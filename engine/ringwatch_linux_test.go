@@ -4,7 +4,6 @@ package engine
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -257,13 +256,7 @@ func TestZeroAllocsRingsServedOnWatch(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
 	var watched atomic.Int64
-	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if onWatch(w) {
-			watched.Add(1)
-		}
-		return echoRaw(ctx, req, w)
-	})
-	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	ts := startServer(t, countingEcho(&watched), withRings, WithInlineHandlers(true))
 	zeroAllocsCrowd(t, ts)
 	if watched.Load() == 0 {
 		t.Error("the server's watch served nothing")
