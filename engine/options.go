@@ -273,7 +273,8 @@ func WithWriteTimeout(d time.Duration) Option {
 // (inline, ErrBackpressure). An inline reply may queue up to the mark on top
 // of what earlier replies left queued, and no new request is served while
 // more than the mark is queued, so a connection holds at most twice the
-// mark.
+// mark. On shared-memory rings it bounds the reply an inline handler on
+// the server's ring watch holds back for a full ring (WithInlineHandlers).
 func WithOutboundHighWater(n int) Option {
 	return func(o *options) error { o.highWater = n; return positive("OutboundHighWater", n) }
 }
@@ -317,8 +318,9 @@ func WithMaxConns(total, perUID int) Option {
 // most is closed, or refused the larger buffer it asks for; while the
 // buffers of connections so closed are still being released, the
 // connection asking is refused instead (a connection
-// on rings that gathers a request spanning records is closed when its
-// buffer does not fit). The rings themselves are bounded apart
+// on rings that gathers a request spanning records, or whose inline
+// handler's reply spills on the ring watch, is closed when its buffer
+// does not fit). The rings themselves are bounded apart
 // (WithRingLimits). A request whose gathering buffer (a power of two at
 // least its size) does not fit within seven eighths of the budget is
 // refused, its connection closed: keep the budget well above the request

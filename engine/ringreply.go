@@ -38,7 +38,7 @@ func (w *ReplyWriter) reserveRing(n int) ([]byte, error) {
 		return nil, err
 	}
 	if rc.spilling && rc.onWatch {
-		if err := w.unspill(); err != nil {
+		if _, err := w.unspill(false); err != nil {
 			return nil, err
 		}
 	}
@@ -99,7 +99,7 @@ func (w *ReplyWriter) reserveSpill(n int) ([]byte, error) {
 	}
 	if need := len(rc.spill) + n; need > cap(rc.spill) {
 		b := &rc.s.budget
-		nb := b.take(min(max(need, 2*cap(rc.spill), spillMin), mark))
+		nb := b.take(min(max(need, 2*cap(rc.spill)), mark)) // the arena rounds up
 		if nb == nil {
 			rc.s.stats.budgetClosed.Add(1)
 			rc.s.log.Debug("engine: ring reply spilled beyond the memory budget; closing connection", "conn", rc.peer.ID)
@@ -120,36 +120,35 @@ func (w *ReplyWriter) reserveSpill(n int) ([]byte, error) {
 // noBytes is an empty reservation.
 var noBytes = []byte{}
 
-// spillMin is the smallest buffer a spill takes.
-const spillMin = 16 << 10
-
 // unspill moves the spill's bytes into the reply ring while it has room
-// for them, in records as writeRing makes them, each published (more set);
-// once all are in, the spill's buffer goes back to the budget and the
-// reply goes on in the ring. It never waits. On the watch's goroutine,
-// with no record open.
-func (w *ReplyWriter) unspill() error {
+// for them, in records as writeRing makes them, each published with more
+// set, or for the reply's end (last) the final one with more clear; once
+// all are in, the spill's buffer goes back to the budget and the reply
+// goes on in the ring. ended says that the final record went. It never
+// waits. On the watch's goroutine, with no record open.
+func (w *ReplyWriter) unspill(last bool) (ended bool, err error) {
 	rc := w.ring
 	for rc.spillAt < len(rc.spill) {
 		k := min(len(rc.spill)-rc.spillAt, rc.chunk, ringPiece)
 		if !rc.out.Ready(k) {
-			return nil
+			return false, nil
 		}
 		p, err := rc.out.Reserve(k)
 		if err == ring.ErrTimeout {
-			return nil // the room Ready saw is gone (see ringConn.next): later
+			return false, nil // the room Ready saw is gone (see ringConn.next): later
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		copyMessage(p, rc.spill[rc.spillAt:rc.spillAt+k], &rc.s.rings.live)
-		if err := rc.out.Commit(k, true); err != nil {
-			return err
-		}
 		rc.spillAt += k
+		ended = last && rc.spillAt == len(rc.spill)
+		if err := rc.out.Commit(k, !ended); err != nil {
+			return false, err
+		}
 	}
 	w.dropSpill()
-	return nil
+	return ended, nil
 }
 
 // sendSpill puts a spilled reply into the ring and ends it, waiting for
@@ -239,7 +238,8 @@ func (w *ReplyWriter) flushRing() error {
 		return err
 	}
 	if rc := w.ring; rc.spilling && rc.onWatch {
-		return w.unspill()
+		_, err := w.unspill(false)
+		return err
 	}
 	return nil
 }
@@ -254,7 +254,7 @@ func (w *ReplyWriter) finishRing() error {
 	if rc := w.ring; rc.spilling {
 		_ = w.commitOpen(true) // into the spill
 		if rc.onWatch {
-			if err := w.unspill(); err != nil {
+			if ended, err := w.unspill(true); err != nil || ended {
 				return err
 			}
 		}

@@ -107,7 +107,8 @@ type ringWait struct {
 	// Set by the watch's goroutine while it has w: until, when it hands
 	// the ring back anyway (ringWatchMax after it took it, or own);
 	// pinned, whether it holds r's mapping (Reader.Hold); ready, whether
-	// it handed the ring back because Next would return at once.
+	// it handed the ring back because Next would return at once, or
+	// because serve gave it back (with something left for the owner).
 	until  time.Time
 	pinned bool
 	ready  bool
