@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -547,31 +548,8 @@ func BenchmarkRingsCrowd(b *testing.B) {
 func TestSpillCompacts(t *testing.T) {
 	leakcheck.Check(t)
 	ts := startServer(t, HandlerFunc(echoRaw))
-	f, err := ring.Create(64 << 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out, err := ring.NewWriter(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	in, err := ring.NewReader(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	fds := socketPairT(t)
-	sock, err := net.FileConn(os.NewFile(uintptr(fds[0]), "bell"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	rc := &ringConn{s: ts.Server, uc: sock.(*net.UnixConn), out: out, chunk: out.MaxRecord() / 2}
+	rc, in := handRing(t, ts)
 	w := &rc.reply
-	w.ring = rc
-	w.beginRing(false)
 	var want []byte
 	write := func(i int) {
 		t.Helper()
@@ -620,4 +598,42 @@ func TestSpillCompacts(t *testing.T) {
 	if n := ts.Server.budget.used.Load(); n != 0 {
 		t.Errorf("the memory budget counts %d bytes after the reply", n)
 	}
+}
+
+// handRing makes a connection of ts's with a reply ring of 64 KiB, for a
+// test that drives its ReplyWriter by hand (begun for a reply), and the
+// ring's reader, the client's side. Its socket's peer reads nothing.
+func handRing(t *testing.T, ts *testServer) (*ringConn, *ring.Reader) {
+	t.Helper()
+	f, err := ring.Create(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out, err := ring.NewWriter(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	in, err := ring.NewReader(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, peer := os.NewFile(uintptr(fds[0]), "bell"), os.NewFile(uintptr(fds[1]), "peer")
+	defer ours.Close()
+	t.Cleanup(func() { peer.Close() })
+	sock, err := net.FileConn(ours) // a duplicate
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	rc := &ringConn{s: ts.Server, uc: sock.(*net.UnixConn), out: out, chunk: out.MaxRecord() / 2}
+	rc.reply.ring = rc
+	rc.reply.beginRing(false)
+	return rc, in
 }
