@@ -253,24 +253,43 @@ func StartChild(cmd *exec.Cmd, opts ...Option) (*Passer, error) {
 // FromEnv makes a Passer of the socket that StartChild handed to this
 // process, and removes EnvFD from the environment so grandchildren do not
 // inherit a stale number. The inherited descriptor is replaced by a
-// close-on-exec copy.
+// close-on-exec copy. A number that names no descriptor this process
+// inherited open across exec (one it opened itself is close-on-exec, as
+// Go opens them all), or no Unix stream socket, is refused with ErrNoEnv
+// and left alone: a variable passed down by a process in between that
+// did not take it can name a descriptor that has since become another.
 func FromEnv(opts ...Option) (*Passer, error) {
 	s, ok := os.LookupEnv(EnvFD)
 	if !ok {
 		return nil, ErrNoEnv
 	}
+	os.Unsetenv(EnvFD) // taken or refused, it is stale for a grandchild
 	fd, err := strconv.Atoi(s)
 	if err != nil || fd < 0 {
 		return nil, fmt.Errorf("%w: %s=%q", ErrNoEnv, EnvFD, s)
 	}
-	if _, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	if err != nil {
 		return nil, fmt.Errorf("%w: descriptor %d: %w", ErrNoEnv, fd, err)
+	}
+	if flags&unix.FD_CLOEXEC != 0 {
+		return nil, fmt.Errorf("%w: descriptor %d is close-on-exec: not inherited", ErrNoEnv, fd)
+	}
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return nil, fmt.Errorf("%w: descriptor %d: %w", ErrNoEnv, fd, err)
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("%w: descriptor %d: %w", ErrNoEnv, fd, err)
+	}
+	if domain != unix.AF_UNIX || typ != unix.SOCK_STREAM {
+		return nil, fmt.Errorf("%w: descriptor %d is not a Unix stream socket", ErrNoEnv, fd)
 	}
 	conn, err := fdConn(fd, "fdpass-env")
 	if err != nil {
 		return nil, err
 	}
-	os.Unsetenv(EnvFD)
 	p, err := New(conn, opts...)
 	if err != nil {
 		conn.Close()

@@ -805,3 +805,82 @@ func TestSendToClosedPeer(t *testing.T) {
 		t.Fatalf("a send after the failure: %v, want ErrPeerClosed", err)
 	}
 }
+
+// TestFromEnvRefusesWhatItDidNotInherit: FromEnv takes only a Unix stream
+// socket inherited open across exec; a stale variable that names a
+// descriptor this process opened itself (close-on-exec), another kind of
+// socket, a file or nothing is refused with ErrNoEnv, and the descriptor
+// is left open. The variable is gone afterwards either way.
+func TestFromEnvRefusesWhatItDidNotInherit(t *testing.T) {
+	leakcheck.Check(t)
+	inherited := func(fd int) int { // as exec leaves an inherited descriptor
+		t.Helper()
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	socketPair := func() [2]int {
+		t.Helper()
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+		return fds
+	}
+	own := socketPair()
+	tcp, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(tcp)
+	file, err := os.Open(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for _, tc := range []struct {
+		name  string
+		value string
+		fd    int // the descriptor named, which must stay open; -1: none
+	}{
+		{"not a number", "three", -1},
+		{"closed", "999999", -1},
+		{"opened here", strconv.Itoa(own[0]), own[0]},
+		{"a TCP socket", strconv.Itoa(inherited(tcp)), tcp},
+		{"a file", strconv.Itoa(inherited(int(file.Fd()))), int(file.Fd())},
+	} {
+		t.Setenv(EnvFD, tc.value)
+		p, err := FromEnv()
+		if p != nil {
+			p.Close()
+		}
+		if !errors.Is(err, ErrNoEnv) {
+			t.Errorf("%s: FromEnv gave %v, want ErrNoEnv", tc.name, err)
+		}
+		if _, ok := os.LookupEnv(EnvFD); ok {
+			t.Errorf("%s: FromEnv left %s set", tc.name, EnvFD)
+		}
+		if _, err := unix.FcntlInt(uintptr(tc.fd), unix.F_GETFD, 0); tc.fd >= 0 && err != nil {
+			t.Errorf("%s: descriptor %d closed: %v", tc.name, tc.fd, err)
+		}
+	}
+	os.Unsetenv(EnvFD)
+	if _, err := FromEnv(); !errors.Is(err, ErrNoEnv) {
+		t.Errorf("no variable: %v, want ErrNoEnv", err)
+	}
+	// What StartChild hands over is taken.
+	ok := socketPair()
+	fd, err := unix.Dup(ok[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvFD, strconv.Itoa(inherited(fd)))
+	p, err := FromEnv()
+	if err != nil {
+		unix.Close(fd)
+		t.Fatalf("an inherited Unix stream socket: %v", err)
+	}
+	p.Close()
+}
