@@ -159,9 +159,7 @@ func (w *ReplyWriter) sendSpill() error {
 	rc := w.ring
 	buf, p := rc.spill, rc.spill[rc.spillAt:]
 	rc.spill, rc.spillAt, rc.spilling = nil, 0, false
-	n := w.n // counted when the handler wrote it
-	_, err := w.writeRing(p)
-	w.n = n
+	_, err := w.writeRing(p) // counts p in Len again: nobody reads it now
 	if buf != nil {
 		rc.s.budget.give(buf) // p is in the ring (the last record still open)
 	}

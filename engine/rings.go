@@ -757,27 +757,13 @@ func (rc *ringConn) serveWatched() bool {
 
 // afterWatch is the connection's goroutine's part after a wait in which
 // the watch served requests (serveWatched): a reply it spilled goes out
-// before anything else. A ring handed back with nothing for it (the
-// watch found its rings idle, or the ring's stay ended) then waits on the
-// socket, as any wait the watch ended with nothing does, not in the watch
-// again. False ends the connection.
+// before anything else. False ends the connection.
 func (rc *ringConn) afterWatch() bool {
 	rc.watched = false
 	if rc.ended {
 		return false
 	}
-	if rc.spilling && rc.reply.sendSpill() != nil {
-		return false
-	}
-	if rc.hasNext || rc.s.stopping.Load() || rc.watch.ready || rc.in.Ready() {
-		return true
-	}
-	rc.countServed()
-	rc.setWhy(whyIdle, rc.s.clock.Load())
-	g := rc.s.rings.gauge.enter(false, 0) // counted as any wait for a request
-	err := rc.waitArmed()
-	g.leave()
-	return err == nil
+	return !rc.spilling || rc.reply.sendSpill() == nil
 }
 
 // readRequest takes the request whose first record Next returned (p,
@@ -865,8 +851,10 @@ func (rc *ringConn) takeNext() ([]byte, bool) {
 // (ringWatch); else a short spin and, alone, a short sleep on the ring's
 // futex; then the socket. A spin that ends with a record takes it (next,
 // for nextRecord): the spin's hold on the mapping becomes the lease. A
-// wait between requests (idle) lets the watch serve them (serveWatched);
-// one that ends with watched set may have nothing to take.
+// wait between requests (idle) lets the watch serve them (serveWatched),
+// which leaves the counts and the idle deadline as a wait's start does:
+// a ring it hands back with nothing for it waits on the socket as any
+// other, and one that ends with watched set may have nothing to take.
 func (rc *ringConn) waitRequest(idle bool) error {
 	rs := &rc.s.rings
 	w := rs.gauge.enter(rs.watchOK, rs.spinMax) // a spin's place, where it may spin
@@ -880,7 +868,7 @@ func (rc *ringConn) waitRequest(idle bool) error {
 			rc.watch.serve = rc.serveFn
 		}
 		if rs.watch.wait(&rc.watch, time.Time{}) {
-			if rc.watched || rc.watch.ready || rc.in.Ready() {
+			if rc.watch.ready || rc.in.Ready() {
 				return nil
 			}
 			return rc.waitArmed()
