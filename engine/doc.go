@@ -142,7 +142,9 @@
 // record comes: a crowd of connections costs one spinning goroutine and
 // no system call per message (with WithInlineHandlers, the server's watch
 // runs the handler of a small request itself, instead of waking the
-// connection's goroutine). A wait that found nothing (for the spin, or
+// connection's goroutine; with more than two processors, a round of the
+// watch that finds more requests serves one and wakes the goroutines of
+// the others, which run beside it). A wait that found nothing (for the spin, or
 // for 20ms in the watch) arms the ring and waits on the socket in Go's
 // netpoller, and the peer writes a byte when it publishes. One goroutine
 // per ring connection serves it, parked in the netpoller while idle, so

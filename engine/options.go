@@ -205,7 +205,9 @@ func WithWorkers(n int) Option {
 // serves it, a small request (one record, at most 64 KiB) that the
 // server's ring watch finds runs on the watch's goroutine: no hand-off
 // there either, and a blocked handler holds every ring the watch looks
-// at. Its reply never waits for the client there: what the reply ring has
+// at. With more than two processors, other requests the watch finds
+// ready at once go to their connections' goroutines, which serve them
+// beside the watch. Its reply never waits for the client there: what the reply ring has
 // no room for is kept (within the memory budget) and sent by the
 // connection's goroutine; as on the loop, Write returns ErrBackpressure
 // past the outbound high-water mark, and the connection then ends.

@@ -137,6 +137,59 @@ func TestRingsWatchServesInline(t *testing.T) {
 	t.Logf("%d requests served on the watch, %d on connections' goroutines", watched.Load(), other.Load())
 }
 
+// TestRingsWatchSpreads: with more than two processors, requests that
+// come faster than the watch serves them are served on their connections'
+// goroutines too, where they run beside the watch's, rather than all on
+// the watch one after the other. The watch's handler takes a while, so
+// that the other clients' requests are all ready by its next round.
+func TestRingsWatchSpreads(t *testing.T) {
+	watchProcs(t)
+	leakcheck.Check(t)
+	const clients, warm, calls = 8, 10, 40
+	var measuring atomic.Bool
+	var watched, other atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		if onWatch(w) {
+			for end := time.Now().Add(200 * time.Microsecond); time.Now().Before(end); {
+			}
+			if measuring.Load() {
+				watched.Add(1)
+			}
+		} else if measuring.Load() {
+			other.Add(1)
+		}
+		return echoRaw(ctx, req, w)
+	})
+	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	var started sync.WaitGroup
+	started.Add(clients)
+	withClients(t, ts.path, clients, func(i int, c *Client) {
+		for k := range warm + calls {
+			if k == warm {
+				started.Done()
+				started.Wait() // every client past its first calls: the crowd formed
+				measuring.Store(true)
+			}
+			q := pattern(1+(i*37+k)%500, i+k)
+			got, err := c.Call(q)
+			if err != nil || !bytes.Equal(got, q) {
+				t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+				if k < warm {
+					started.Done()
+				}
+				return
+			}
+		}
+	})
+	t.Logf("%d requests served on the watch, %d on connections' goroutines", watched.Load(), other.Load())
+	if watched.Load() == 0 {
+		t.Error("no request was served on the watch")
+	}
+	if other.Load() < clients*calls/2 {
+		t.Errorf("%d of %d requests served on connections' goroutines: the watch kept them", other.Load(), clients*calls)
+	}
+}
+
 // TestRingsWatchNotForPooled: without inline handlers, or with
 // WithInlineFilter (which would read the request where the client can
 // change it before its handler runs), the watch hands the ring back and

@@ -176,6 +176,15 @@ func (rw *ringWatch) run() {
 	held := rw.spare
 	rw.spare = nil
 	rw.mu.Unlock()
+	// spread: with more processors than this goroutine and one other, a
+	// round serves one request here and hands any other that it finds
+	// ready back to its owner, whose goroutine serves it on a processor of
+	// its own. One goroutine serving every ring would hold a server with
+	// many processors to the speed of one once its clients outrun it, and
+	// two rings ready in one round say that they do; with two processors
+	// the other one is the clients' or the event loops', and the switches a
+	// hand-back costs would be all that changed.
+	spread := runtime.GOMAXPROCS(0) > 2
 	last := time.Now() // when a ring last had something, or came
 	now := last
 	for round := 1; ; round++ {
@@ -207,18 +216,22 @@ func (rw *ringWatch) run() {
 			return
 		}
 		rw.mu.Unlock()
+		served := false // a request served on this goroutine in this round
 		for i := 0; i < len(held); {
 			w := held[i]
 			ready := w.r.Ready()
-			if ready && w.serve != nil {
+			asked := false // serve was asked and gave the ring back
+			if ready && w.serve != nil && (!served || !spread) {
 				last = now
 				if w.serveHere() {
+					served = true
 					if w.own.IsZero() {
 						w.until = now.Add(rw.maxStay()) // busy: its peer lives
 					}
 					i++
 					continue
 				}
+				asked = true
 			} else if !ready && now.Before(w.until) && !w.cut.Load() {
 				i++
 				continue
@@ -227,7 +240,7 @@ func (rw *ringWatch) run() {
 				last = now
 				rw.handed.Add(1)
 				w.ready = true
-				if rw.prefetch && w.serve == nil {
+				if rw.prefetch && !asked {
 					w.r.Prefetch()
 				}
 			}
