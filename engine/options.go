@@ -258,14 +258,18 @@ func WithIdleTimeout(d time.Duration) Option {
 }
 
 // WithHandlerTimeout bounds a pooled handler: its context is cancelled and
-// its connection closed when the time is up. Zero disables the limit.
-// Inline handlers cannot be interrupted and are not bounded.
+// its connection closed when the time is up, whether it computes or waits
+// for its peer to read its reply. Zero disables the limit. Inline handlers
+// cannot be interrupted and are not bounded.
 func WithHandlerTimeout(d time.Duration) Option {
 	return func(o *options) error { o.handlerTimeout = d; return nonNegative("HandlerTimeout", d) }
 }
 
 // WithWriteTimeout bounds how long a reply may wait for the peer to read it.
-// Zero disables the limit.
+// A pooled handler's reply waits under this bound from the start of each
+// wait and under the handler's own (WithHandlerTimeout), whichever ends
+// first; what an inline reply left queued (on the socket, or spilled on
+// rings) must all be read within one such bound. Zero disables the limit.
 func WithWriteTimeout(d time.Duration) Option {
 	return func(o *options) error { o.writeTimeout = d; return nonNegative("WriteTimeout", d) }
 }

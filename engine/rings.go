@@ -449,6 +449,9 @@ type ringConn struct {
 	spill    []byte
 	spillAt  int // spill[spillAt:] is still to go into the ring
 	spilling bool
+	// spillSent is when sendSpill began, while it runs (else 0): every
+	// wait for room in it runs under the one write deadline from then.
+	spillSent int64
 
 	killOnce sync.Once
 }
@@ -927,14 +930,36 @@ func (rc *ringConn) waitRoom(n int) error {
 	if rc.out.Arm(n) {
 		return nil
 	}
-	rc.setWhy(whyWrite, rc.s.now())
-	defer rc.setWhy(whyHandler, rc.start)
+	prev := rc.dl.load()
+	rc.setWhy(rc.roomDeadline(rc.s.now()))
+	defer rc.setWhy(prev.why, prev.since)
 	for !rc.out.Arm(n) {
 		if err := rc.waitBell(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// roomDeadline is the deadline a wait for room in the reply ring runs
+// under, from now. For a handler's reply, the write deadline from now or
+// the handler's own from its start, whichever ends first, as for a pooled
+// reply on the socket: a client that takes a record now and then must not
+// keep a handler past its deadline (its deadline would otherwise run only
+// between the waits). For a spilled reply that the connection's goroutine
+// sends after the handler (sendSpill), one write deadline for all of it,
+// as an inline reply's tail on the socket has: a client that takes a
+// record every few seconds would otherwise keep the spill's memory as
+// long as it likes.
+func (rc *ringConn) roomDeadline(now int64) (why, int64) {
+	if rc.spillSent != 0 {
+		return whyWrite, rc.spillSent
+	}
+	h, wr := int64(rc.s.opts.handlerTimeout), int64(rc.s.opts.writeTimeout)
+	if h > 0 && (wr == 0 || rc.start+h <= now+wr) {
+		return whyHandler, rc.start
+	}
+	return whyWrite, now
 }
 
 // waitBell waits for a doorbell byte: the client committed or released a

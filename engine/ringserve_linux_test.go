@@ -690,3 +690,103 @@ func handRing(t *testing.T, ts *testServer) (*ringConn, *ring.Reader) {
 	rc.reply.beginRing(false)
 	return rc, in
 }
+
+// TestRingsHandlerDeadlineWhileWaitingForRoom: a client that takes a
+// record of a long reply now and then, each within the write deadline,
+// keeps the handler no longer than the handler deadline: a wait for room
+// runs under whichever of the two ends first.
+func TestRingsHandlerDeadlineWhileWaitingForRoom(t *testing.T) {
+	leakcheck.Check(t)
+	const piece, pieces = 16 << 10, 256 // 4 MiB through a 64 KiB ring
+	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
+		p := make([]byte, piece)
+		for range pieces {
+			if _, err := w.Write(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// No spin and no sleep in the ring: every wait for room is on the
+	// socket, under the deadline it sets.
+	ts := startServer(t, h, withRings, WithRingSpin(0), WithHandlerTimeout(300*time.Millisecond), WithWriteTimeout(5*time.Second))
+	c := dialRings(t, ts.path)
+	if err := c.Send([]byte("long")); err != nil {
+		t.Fatal(err)
+	}
+	// Take a record every 40 ms, from the reply ring itself: Recv would
+	// take them as fast as they come.
+	start, records := time.Now(), 0
+	var err error
+	for time.Since(start) < 10*time.Second {
+		if !c.rin.Ready() {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if _, _, err = c.rin.Next(); err != nil {
+			break
+		}
+		c.rin.Release()
+		records++
+		time.Sleep(40 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("%d records in %v, then %v", records, took, err)
+	if err == nil {
+		t.Fatalf("the reply ring still gave records after %v", took)
+	}
+	if got := ts.Stats().HandlerTimeout; got != 1 {
+		t.Errorf("HandlerTimeout = %d, want 1 (WriteTimeout %d)", got, ts.Stats().WriteTimeout)
+	}
+	// 300 ms at a record per 40 ms is 8 records; 25 leaves a loaded
+	// machine's reaper most of a second to be late.
+	if records >= 25 {
+		t.Errorf("the client took %d records, %v of the reply, past the handler's deadline", records, took)
+	}
+}
+
+// TestSpillSendOneDeadline: a spilled reply that the connection's
+// goroutine sends waits for room, record after record, under one write
+// deadline from when it began, not one per record: a client that takes a
+// record now and then keeps the spill no longer than the write deadline.
+func TestSpillSendOneDeadline(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw))
+	rc, in := handRing(t, ts)
+	w := &rc.reply
+	rc.onWatch = true
+	for i := range 9 { // three records fill the ring: six spill
+		if _, err := w.Write(pattern(rc.chunk, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.finishRing(); err != nil || !rc.spilling {
+		t.Fatalf("finish on the watch: spilling %v, %v", rc.spilling, err)
+	}
+	rc.onWatch = false
+	rc.setWhy(whyIdle, ts.Server.now())
+	done := make(chan error, 1)
+	go func() { done <- w.sendSpill() }()
+	starts := map[int64]bool{}
+	for sent := false; !sent; {
+		time.Sleep(30 * time.Millisecond) // the goroutine waits for room meanwhile
+		if d := rc.dl.load(); d.why == whyWrite {
+			starts[d.since] = true
+		}
+		if _, more, err := in.Next(); err != nil {
+			t.Fatal(err)
+		} else {
+			sent = !more
+		}
+		in.Release()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(starts) != 1 {
+		t.Errorf("the waits for room ran under %d write deadlines, want one", len(starts))
+	}
+	if d := rc.dl.load(); d.why != whyIdle {
+		t.Errorf("after the spill the connection's deadline is %v, want the idle one back", d.why)
+	}
+}
