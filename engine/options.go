@@ -266,10 +266,11 @@ func WithHandlerTimeout(d time.Duration) Option {
 }
 
 // WithWriteTimeout bounds how long a reply may wait for the peer to read it.
-// A pooled handler's reply waits under this bound from the start of each
-// wait and under the handler's own (WithHandlerTimeout), whichever ends
-// first; what an inline reply left queued (on the socket, or spilled on
-// rings) must all be read within one such bound. Zero disables the limit.
+// A reply its handler is still writing waits under this bound from the
+// start of each wait and under the handler's own (WithHandlerTimeout),
+// whichever ends first; what an inline handler left queued when it
+// returned (on the socket, or spilled on rings) must all be read within
+// one such bound. Zero disables the limit.
 func WithWriteTimeout(d time.Duration) Option {
 	return func(o *options) error { o.writeTimeout = d; return nonNegative("WriteTimeout", d) }
 }

@@ -153,14 +153,20 @@ func (w *ReplyWriter) unspill(last bool) (ended bool, err error) {
 
 // sendSpill puts a spilled reply into the ring and ends it, waiting for
 // room as any reply does, all of it under one write deadline from its
-// start (roomDeadline); the spill's buffer goes back to the budget. On
-// the connection's goroutine, after the watch handed the ring back.
+// start (roomDeadline), after which the idle one runs: the handler that
+// spilled has returned, and its deadline, which the watch left in force,
+// no longer applies. The spill's buffer goes back to the budget. On the
+// connection's goroutine, after the watch handed the ring back.
 func (w *ReplyWriter) sendSpill() error {
 	rc := w.ring
 	buf, p := rc.spill, rc.spill[rc.spillAt:]
 	rc.spill, rc.spillAt, rc.spilling = nil, 0, false
 	rc.spillSent = max(rc.s.now(), 1)
-	defer func() { rc.spillSent = 0 }()
+	rc.setWhy(whyWrite, rc.spillSent)
+	defer func() {
+		rc.spillSent = 0
+		rc.setWhy(whyIdle, rc.s.clock.Load())
+	}()
 	_, err := w.writeRing(p) // counts p in Len again: nobody reads it now
 	if buf != nil {
 		rc.s.budget.give(buf) // p is in the ring (the last record still open)

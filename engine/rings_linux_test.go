@@ -480,7 +480,9 @@ func TestRingsBounds(t *testing.T) {
 		return err
 	})
 	ts := startServer(t, h, withRings, WithMaxRequestSize(40_000), WithIdleTimeout(200*time.Millisecond),
-		WithHandlerTimeout(200*time.Millisecond), WithWriteTimeout(200*time.Millisecond))
+		// The write deadline shorter than the handler's: a wait for room
+		// runs under whichever ends first.
+		WithHandlerTimeout(200*time.Millisecond), WithWriteTimeout(100*time.Millisecond))
 	c := dialRings(t, ts.path)
 	for _, n := range []int{40_001, 100_000} { // one record; several
 		// The server closes when it sees the request is too large: while

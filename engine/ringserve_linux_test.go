@@ -105,6 +105,10 @@ func redial(t *testing.T, path string) *Client {
 func TestRingsWatchServesInline(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
+	bothServeModes(t, testRingsWatchServesInline)
+}
+
+func testRingsWatchServesInline(t *testing.T, serveAll bool) {
 	var watched, other, largeOnWatch atomic.Int64
 	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
 		switch {
@@ -118,6 +122,7 @@ func TestRingsWatchServesInline(t *testing.T) {
 		return echoRaw(ctx, req, w)
 	})
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	ts.Server.rings.watch.serveAll.Store(serveAll)
 	crowdCalls(t, ts.path, 12, 300, func(i, k int) []byte {
 		n := 1 + (i*300+k)%700
 		switch {
@@ -140,53 +145,57 @@ func TestRingsWatchServesInline(t *testing.T) {
 // TestRingsWatchSpreads: with more than two processors, requests that
 // come faster than the watch serves them are served on their connections'
 // goroutines too, where they run beside the watch's, rather than all on
-// the watch one after the other. The watch's handler takes a while, so
-// that the other clients' requests are all ready by its next round.
+// the watch one after the other; with two (serveAll), the watch serves
+// them all. The watch's handler takes a while, so that the other
+// clients' requests are ready by its next round.
 func TestRingsWatchSpreads(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
-	const clients, warm, calls = 8, 10, 40
-	var measuring atomic.Bool
-	var watched, other atomic.Int64
-	h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
-		if onWatch(w) {
-			for end := time.Now().Add(200 * time.Microsecond); time.Now().Before(end); {
-			}
-			if measuring.Load() {
-				watched.Add(1)
-			}
-		} else if measuring.Load() {
-			other.Add(1)
-		}
-		return echoRaw(ctx, req, w)
-	})
-	ts := startServer(t, h, withRings, WithInlineHandlers(true))
-	var started sync.WaitGroup
-	started.Add(clients)
-	withClients(t, ts.path, clients, func(i int, c *Client) {
-		for k := range warm + calls {
-			if k == warm {
-				started.Done()
-				started.Wait() // every client past its first calls: the crowd formed
-				measuring.Store(true)
-			}
-			q := pattern(1+(i*37+k)%500, i+k)
-			got, err := c.Call(q)
-			if err != nil || !bytes.Equal(got, q) {
-				t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
-				if k < warm {
-					started.Done()
+	bothServeModes(t, func(t *testing.T, serveAll bool) {
+		const clients, calls = 8, 40
+		var watched, other atomic.Int64
+		h := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+			if onWatch(w) {
+				for end := time.Now().Add(200 * time.Microsecond); time.Now().Before(end); {
 				}
-				return
+				watched.Add(1)
+			} else {
+				other.Add(1)
 			}
+			return echoRaw(ctx, req, w)
+		})
+		ts := startServer(t, h, withRings, WithInlineHandlers(true))
+		ts.Server.rings.watch.serveAll.Store(serveAll)
+		crowdCalls(t, ts.path, clients, calls, func(i, k int) []byte {
+			return pattern(1+(i*37+k)%500, i+k)
+		}, same)
+		spread := ts.Server.rings.watch.spread.Load()
+		t.Logf("%d requests served on the watch, %d on connections' goroutines, %d rings handed back to spread",
+			watched.Load(), other.Load(), spread)
+		if watched.Load() == 0 {
+			t.Error("no request was served on the watch")
+		}
+		switch {
+		case serveAll && spread != 0:
+			t.Errorf("%d rings handed back to spread with every serve asked", spread)
+		case !serveAll && (spread == 0 || other.Load() == 0):
+			t.Errorf("%d rings handed back to spread, %d requests served beside the watch: the watch kept them all", spread, other.Load())
 		}
 	})
-	t.Logf("%d requests served on the watch, %d on connections' goroutines", watched.Load(), other.Load())
-	if watched.Load() == 0 {
-		t.Error("no request was served on the watch")
-	}
-	if other.Load() < clients*calls/2 {
-		t.Errorf("%d of %d requests served on connections' goroutines: the watch kept them", other.Load(), clients*calls)
+}
+
+// bothServeModes runs f as two subtests: the server's watch asking one
+// serve per round and handing the other rings it finds ready back (as
+// with more than two processors), and asking every serve (serveAll, as
+// with two). The test sets the watch's serveAll as f says, before any
+// client dials.
+func bothServeModes(t *testing.T, f func(t *testing.T, serveAll bool)) {
+	for _, all := range []bool{false, true} {
+		name := "spread"
+		if all {
+			name = "serveAll"
+		}
+		t.Run(name, func(t *testing.T) { f(t, all) })
 	}
 }
 
@@ -237,6 +246,10 @@ func TestRingsWatchNotForPooled(t *testing.T) {
 func TestRingsWatchSpills(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
+	bothServeModes(t, testRingsWatchSpills)
+}
+
+func testRingsWatchSpills(t *testing.T, serveAll bool) {
 	var spilled atomic.Int64
 	h := HandlerFunc(func(_ context.Context, req []byte, w *ReplyWriter) error {
 		// The reply: req three times, the middle one built in place.
@@ -263,6 +276,7 @@ func TestRingsWatchSpills(t *testing.T) {
 		return nil
 	})
 	ts := startServer(t, h, withRings, WithInlineHandlers(true))
+	ts.Server.rings.watch.serveAll.Store(serveAll)
 	const clients, rounds, depth = 10, 60, 3
 	withClients(t, ts.path, clients, func(i int, c *Client) {
 		reqs := make([][]byte, depth)
@@ -764,15 +778,31 @@ func TestSpillSendOneDeadline(t *testing.T) {
 		t.Fatalf("finish on the watch: spilling %v, %v", rc.spilling, err)
 	}
 	rc.onWatch = false
-	rc.setWhy(whyIdle, ts.Server.now())
+	// As the watch leaves a connection whose handler spilled: under the
+	// handler's deadline, from a start long past.
+	rc.start = ts.Server.now() - int64(time.Hour)
+	rc.setWhy(whyHandler, rc.start)
+	// Every deadline the reaper could see during the send: from its
+	// first change of the handler's until the send ends (idle: the last
+	// records are in).
+	initial := rc.dl.load()
+	starts := map[seen]bool{}
+	var stop atomic.Bool
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for moved := false; !stop.Load(); {
+			d := rc.dl.load()
+			moved = moved || d != initial
+			if moved && d.why != whyIdle {
+				starts[d] = true
+			}
+		}
+	}()
 	done := make(chan error, 1)
 	go func() { done <- w.sendSpill() }()
-	starts := map[int64]bool{}
 	for sent := false; !sent; {
 		time.Sleep(30 * time.Millisecond) // the goroutine waits for room meanwhile
-		if d := rc.dl.load(); d.why == whyWrite {
-			starts[d.since] = true
-		}
 		if _, more, err := in.Next(); err != nil {
 			t.Fatal(err)
 		} else {
@@ -780,11 +810,19 @@ func TestSpillSendOneDeadline(t *testing.T) {
 		}
 		in.Release()
 	}
-	if err := <-done; err != nil {
+	err := <-done
+	stop.Store(true)
+	<-sampled
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(starts) != 1 {
-		t.Errorf("the waits for room ran under %d write deadlines, want one", len(starts))
+		t.Errorf("the spill went out under %d deadlines (%v), want one write deadline", len(starts), starts)
+	}
+	for d := range starts {
+		if d.why != whyWrite {
+			t.Errorf("the spill went out under the %v deadline, want the write deadline", d.why)
+		}
 	}
 	if d := rc.dl.load(); d.why != whyIdle {
 		t.Errorf("after the spill the connection's deadline is %v, want the idle one back", d.why)

@@ -65,9 +65,13 @@ type ringWatch struct {
 	// the first wait.
 	prefetch bool
 
-	// handed counts the rings handed back with something to read, for
-	// the tests.
-	handed atomic.Uint64
+	// handed counts the rings handed back with something to read, and
+	// spread those of them whose serve the round did not ask (spread),
+	// for the tests.
+	handed, spread atomic.Uint64
+	// serveAll, for the tests, has the goroutine ask every serve, as with
+	// two processors, whatever GOMAXPROCS is; read when it starts.
+	serveAll atomic.Bool
 
 	mu      sync.Mutex
 	added   []*ringWait
@@ -177,14 +181,14 @@ func (rw *ringWatch) run() {
 	rw.spare = nil
 	rw.mu.Unlock()
 	// spread: with more processors than this goroutine and one other, a
-	// round serves one request here and hands any other that it finds
-	// ready back to its owner, whose goroutine serves it on a processor of
+	// round asks one serve and hands any other ring that it finds ready
+	// back to its owner, whose goroutine serves it on a processor of
 	// its own. One goroutine serving every ring would hold a server with
 	// many processors to the speed of one once its clients outrun it, and
 	// two rings ready in one round say that they do; with two processors
 	// the other one is the clients' or the event loops', and the switches a
 	// hand-back costs would be all that changed.
-	spread := runtime.GOMAXPROCS(0) > 2
+	spread := runtime.GOMAXPROCS(0) > 2 && !rw.serveAll.Load()
 	last := time.Now() // when a ring last had something, or came
 	now := last
 	for round := 1; ; round++ {
@@ -216,22 +220,22 @@ func (rw *ringWatch) run() {
 			return
 		}
 		rw.mu.Unlock()
-		served := false // a request served on this goroutine in this round
+		asked := false // a serve asked in this round
 		for i := 0; i < len(held); {
 			w := held[i]
 			ready := w.r.Ready()
-			asked := false // serve was asked and gave the ring back
-			if ready && w.serve != nil && (!served || !spread) {
+			declined := false // w's serve was asked and gave the ring back
+			if ready && w.serve != nil && (!asked || !spread) {
 				last = now
+				asked = true
 				if w.serveHere() {
-					served = true
 					if w.own.IsZero() {
 						w.until = now.Add(rw.maxStay()) // busy: its peer lives
 					}
 					i++
 					continue
 				}
-				asked = true
+				declined = true
 			} else if !ready && now.Before(w.until) && !w.cut.Load() {
 				i++
 				continue
@@ -240,7 +244,10 @@ func (rw *ringWatch) run() {
 				last = now
 				rw.handed.Add(1)
 				w.ready = true
-				if rw.prefetch && !asked {
+				if w.serve != nil && !declined {
+					rw.spread.Add(1)
+				}
+				if rw.prefetch && !declined {
 					w.r.Prefetch()
 				}
 			}

@@ -255,12 +255,15 @@ func TestZeroAllocsRingsCrowd(t *testing.T) {
 func TestZeroAllocsRingsServedOnWatch(t *testing.T) {
 	watchProcs(t)
 	leakcheck.Check(t)
-	var watched atomic.Int64
-	ts := startServer(t, countingEcho(&watched), withRings, WithInlineHandlers(true))
-	zeroAllocsCrowd(t, ts)
-	if watched.Load() == 0 {
-		t.Error("the server's watch served nothing")
-	}
+	bothServeModes(t, func(t *testing.T, serveAll bool) {
+		var watched atomic.Int64
+		ts := startServer(t, countingEcho(&watched), withRings, WithInlineHandlers(true))
+		ts.Server.rings.watch.serveAll.Store(serveAll)
+		zeroAllocsCrowd(t, ts)
+		if watched.Load() == 0 {
+			t.Error("the server's watch served nothing")
+		}
+	})
 }
 
 // zeroAllocsCrowd has Clients call ts at once and measures the
