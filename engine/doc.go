@@ -152,7 +152,8 @@
 // peer's death ends the socket, and with it any wait, at once (within the
 // 2ms of a sleep, or the 20ms of a watch).
 // Ring connections obey the same handlers, request size cap, deadlines
-// (idle, a request cut between records, handler, write), connection caps,
+// (idle, a request cut between records, handler, write; the handler
+// deadline there bounds inline handlers too), connection caps,
 // ring caps (WithRingLimits) and Shutdown as any other; a server that
 // declines (no rings left, or git's) leaves the Client on the socket. A
 // ring's memory is shared with the peer: a hostile client can change a

@@ -205,12 +205,13 @@ func WithWorkers(n int) Option {
 // serves it, a small request (one record, at most 64 KiB) that the
 // server's ring watch finds runs on the watch's goroutine: no hand-off
 // there either, and a blocked handler holds every ring the watch looks
-// at. With more than two processors, other requests the watch finds
-// ready at once go to their connections' goroutines, which serve them
-// beside the watch. Its reply never waits for the client there: what the reply ring has
+// at. Its reply never waits for the client there: what the reply ring has
 // no room for is kept (within the memory budget) and sent by the
 // connection's goroutine; as on the loop, Write returns ErrBackpressure
-// past the outbound high-water mark, and the connection then ends.
+// past the outbound high-water mark, and the connection then ends. With
+// more than two processors, the other requests the watch finds ready at
+// once go to their connections' goroutines, which serve them beside the
+// watch.
 func WithInlineHandlers(inline bool) Option {
 	return func(o *options) error { o.inline, o.inlineFilter = inline, nil; return nil }
 }
@@ -260,7 +261,11 @@ func WithIdleTimeout(d time.Duration) Option {
 // WithHandlerTimeout bounds a pooled handler: its context is cancelled and
 // its connection closed when the time is up, whether it computes or waits
 // for its peer to read its reply. Zero disables the limit. Inline handlers
-// cannot be interrupted and are not bounded.
+// on the event loops cannot be interrupted and are not bounded. On
+// shared-memory rings every handler is bounded, inline ones included:
+// when the time is up its connection closes and its context is
+// cancelled, and the handler, which cannot be interrupted, finds its
+// writes failing.
 func WithHandlerTimeout(d time.Duration) Option {
 	return func(o *options) error { o.handlerTimeout = d; return nonNegative("HandlerTimeout", d) }
 }

@@ -908,7 +908,8 @@ func (rc *ringConn) waitArmed() error {
 }
 
 // waitRoom waits until the reply ring has room for a record of n bytes
-// (or an error to give), under the write deadline.
+// (or an error to give), under the deadline roomDeadline gives; the one
+// it found runs again after.
 func (rc *ringConn) waitRoom(n int) error {
 	if rc.out.Ready(n) { // room known, or the ring says why not: no spin, no clock
 		return nil

@@ -263,6 +263,11 @@ func TestZeroAllocsRingsServedOnWatch(t *testing.T) {
 		if watched.Load() == 0 {
 			t.Error("the server's watch served nothing")
 		}
+		spread := ts.Server.rings.watch.spread.Load()
+		t.Logf("%d requests served on the watch, %d rings handed back to spread", watched.Load(), spread)
+		if !serveAll && spread <= 6 { // a client's close can count too
+			t.Error("no request was handed back to spread: the measure missed that path")
+		}
 	})
 }
 
