@@ -671,21 +671,7 @@ func TestSpillCompacts(t *testing.T) {
 // ring's reader, the client's side. Its socket's peer reads nothing.
 func handRing(t *testing.T, ts *testServer) (*ringConn, *ring.Reader) {
 	t.Helper()
-	f, err := ring.Create(64 << 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out, err := ring.NewWriter(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { out.Close() })
-	in, err := ring.NewReader(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close() })
+	out, in := newRingPair(t, 64<<10)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

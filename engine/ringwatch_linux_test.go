@@ -25,7 +25,16 @@ type watchedRing struct {
 
 func newWatchedRing(t *testing.T) *watchedRing {
 	t.Helper()
-	f, err := ring.Create(ring.MinCapacity)
+	w, r := newRingPair(t, ring.MinCapacity)
+	r.SetDeadline(time.Unix(1, 0)) // Next never waits: the watch does
+	return &watchedRing{w: w, wait: newRingWait(r)}
+}
+
+// newRingPair makes a ring of size bytes and both its sides, closed when
+// the test ends.
+func newRingPair(t *testing.T, size int) (*ring.Writer, *ring.Reader) {
+	t.Helper()
+	f, err := ring.Create(size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,16 +43,13 @@ func newWatchedRing(t *testing.T) *watchedRing {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { w.Close() })
 	r, err := ring.NewReader(f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.SetDeadline(time.Unix(1, 0)) // Next never waits: the watch does
-	t.Cleanup(func() {
-		w.Close()
-		r.Close()
-	})
-	return &watchedRing{w: w, wait: newRingWait(r)}
+	t.Cleanup(func() { r.Close() })
+	return w, r
 }
 
 func (wr *watchedRing) send(t *testing.T, msg string) {
