@@ -88,7 +88,7 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 		s.stats.accepted.Add(1)
 		_ = sysClose(fd)
 		return false
-	case verdict == peekReady && end > 0:
+	case verdict == peekReady:
 		if ask, ok := s.peekedRingHello(end); ok && s.opts.persistent {
 			return s.adoptRing(fd, cred, end, ask)
 		}
@@ -109,7 +109,9 @@ func (s *Server) route(fd int, cred uds.Cred) (fdErr bool) {
 	if err != nil {
 		return s.connFailed(err)
 	}
-	return s.admitAndEnroll(uc, cred)
+	// A whole request that was not served here (a handshake, say) is
+	// vouched for: it is the loop's to read, not a silent client's.
+	return s.admitAndEnroll(uc, cred, verdict == peekReady)
 }
 
 // fdConn makes a net.UnixConn of an accepted descriptor, which it closes
@@ -143,14 +145,17 @@ func (s *Server) connFailed(err error) (fdErr bool) {
 }
 
 // admitAndEnroll counts uc against the caps (evicting a connection without
-// a whole request at a cap) and hands it to an event loop, or closes it.
-// It reports whether enrolling failed for lack of descriptors. It runs on
-// the accept loop and on lobby goroutines.
-func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred) (fdErr bool) {
+// a whole request at a cap) and hands it to an event loop, or closes it;
+// vouched says that uc's whole first request was seen in its input, so
+// that it is never evicted (conn.vouched). It reports whether enrolling
+// failed for lack of descriptors. It runs on the accept loop and on lobby
+// goroutines.
+func (s *Server) admitAndEnroll(uc *net.UnixConn, cred uds.Cred, vouched bool) (fdErr bool) {
 	if !s.admitNew(uc, cred) {
 		return false
 	}
 	c := s.newConn(Peer{ID: s.stats.accepted.Add(1), Cred: cred})
+	c.vouched = vouched
 	// gnet picks the loop; any of them may be in a solo wait.
 	if err := s.enroll(uc, c); err != nil {
 		// EnrollContext closed uc.

@@ -109,13 +109,19 @@ func (a *admission) forget(cred uds.Cred) {
 	a.dec(cred.UID)
 }
 
-// register records c as open, unproven; it runs in OnOpen.
+// register records c as open, and unproven unless it was vouched for (its
+// whole first request came with it: it is proven already); it runs in
+// OnOpen, on c's loop.
 func (a *admission) register(c *conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.pending--
 	a.open[c] = struct{}{}
 	c.counted = true
+	if c.vouched {
+		c.provenLoop = true // prove has nothing to do
+		return
+	}
 	c.prev, c.next = a.tail, nil
 	if a.tail != nil {
 		a.tail.next = c

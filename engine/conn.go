@@ -117,7 +117,13 @@ type conn struct {
 	// admission's, under its mu (admission.go).
 	counted, inList bool
 	provenLoop      bool // the loop's: admission.prove ran
-	prev, next      *conn
+	// vouched is set before the connection goes to its loop, and only
+	// read after: its whole first request was in its input when it was
+	// admitted, so it joins as proven. Its loop has yet to read the
+	// request, which it will in its next turn: a connection evicted then
+	// would be a prompt client refused for a newcomer, not a silent one.
+	vouched    bool
+	prev, next *conn
 
 	done chan struct{} // closed by OnClose: wakes a worker waiting for an ack
 

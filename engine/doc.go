@@ -34,7 +34,9 @@
 // Connections are capped in total and per peer uid (WithMaxConns). At a
 // cap, a new connection that brings a whole request evicts the oldest
 // connection that has not completed one, so silent, partial and trickling
-// clients never keep a real client out. From three quarters of a cap on,
+// clients never keep a real client out. A connection admitted with its
+// whole request already in its input counts as one that completed it,
+// though its event loop has yet to read it. From three quarters of a cap on,
 // first-byte and request deadlines tighten, and a new connection waits for
 // its request in a lobby, parked in Go's netpoller, before it may join an
 // event loop. A memory budget (WithMemoryBudget) bounds the bytes buffered

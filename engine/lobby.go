@@ -160,10 +160,12 @@ func (s *Server) wait(w *waiter) {
 	s.settle(w, waitForRequest(w.uc, w.until))
 }
 
-// settle ends w's wait: it admits w's connection to a loop when it showed
-// a request (ok) and is still in the lobby, else closes it, unless it was
-// evicted, whose evictor closed it. On the goroutine that saw the wait end.
-func (s *Server) settle(w *waiter, ok bool) {
+// settle ends w's wait with what its input showed (v): it admits w's
+// connection to a loop when that is a whole request (vouched for, see
+// conn.vouched) or a large one on its way, and w is still in the lobby,
+// else closes it, unless it was evicted, whose evictor closed it. On the
+// goroutine that saw the wait end.
+func (s *Server) settle(w *waiter, v peekVerdict) {
 	l := s.lobby
 	l.mu.Lock()
 	evicted := w.gone
@@ -173,13 +175,13 @@ func (s *Server) settle(w *waiter, ok bool) {
 	if evicted {
 		return
 	}
-	if !ok || closed {
+	if (v != peekReady && v != peekLarge) || closed {
 		s.stats.lobbyClosed.Add(1)
 		_ = w.uc.Close()
 		return
 	}
 	s.stats.lobbyAdmitted.Add(1)
-	s.admitAndEnroll(w.uc, w.cred)
+	s.admitAndEnroll(w.uc, w.cred, v == peekReady)
 }
 
 func (l *lobby) unlinkLocked(w *waiter) {
@@ -229,14 +231,14 @@ func (l *lobby) close() {
 	}
 }
 
-// waitForRequest waits until uc's input holds a whole request, or
-// lobbyPeek bytes of well-formed packets (a large request on its way); it
-// reports false at the deadline, at a malformed packet, and when the peer
-// hangs up or the socket is closed. Nothing is consumed.
-func waitForRequest(uc *net.UnixConn, deadline time.Time) bool {
+// waitForRequest waits until uc's input holds a whole request (peekReady),
+// or lobbyPeek bytes of well-formed packets (peekLarge); it reports
+// peekBad at a malformed packet, and peekGone at the deadline, when the
+// peer hangs up and when the socket is closed. Nothing is consumed.
+func waitForRequest(uc *net.UnixConn, deadline time.Time) peekVerdict {
 	rc, err := uc.SyscallConn()
 	if err != nil || uc.SetReadDeadline(deadline) != nil {
-		return false
+		return peekGone
 	}
 	var buf [lobbyPeek]byte
 	verdict := peekWait
@@ -245,7 +247,10 @@ func waitForRequest(uc *net.UnixConn, deadline time.Time) bool {
 		return verdict != peekWait // peekWait: the netpoller waits for more
 	})
 	_ = uc.SetReadDeadline(time.Time{})
-	return err == nil && verdict == peekReady
+	if err != nil {
+		return peekGone
+	}
+	return verdict
 }
 
 // peekRequest looks at what the socket fd holds, without consuming it,
@@ -270,7 +275,8 @@ type peekVerdict int
 
 const (
 	peekWait  peekVerdict = iota // well-formed so far; more is needed
-	peekReady                    // a whole request, or a large one on its way
+	peekReady                    // a whole request
+	peekLarge                    // well-formed packets fill the look: a large request on its way
 	peekBad                      // malformed
 	peekGone                     // the peer hung up (git's probe), or the socket failed
 )
@@ -284,7 +290,7 @@ func judgeRequest(b []byte, full bool) peekVerdict {
 		case err != nil:
 			return peekBad
 		case kind == frame.NeedMore && full:
-			return peekReady
+			return peekLarge
 		case kind == frame.NeedMore:
 			return peekWait
 		case kind != frame.Data || n == frame.HeaderSize:

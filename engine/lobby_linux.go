@@ -114,7 +114,7 @@ func (s *Server) pollLobby() {
 			p.running = false
 			l.mu.Unlock()
 			for _, w := range left { // the lobby closed their sockets
-				s.settle(w, false)
+				s.settle(w, peekGone)
 			}
 			return
 		}
@@ -137,7 +137,7 @@ func (s *Server) pollLobby() {
 			// finds w gone and drops the look, which at worst was at a
 			// socket that took the number since.
 			if v := peekRequest(int(fd), &p.buf); v != peekWait {
-				s.settle(w, v == peekReady)
+				s.settle(w, v)
 			}
 		}
 		s.settleExpired(p)
@@ -158,6 +158,6 @@ func (s *Server) settleExpired(p *lobbyPoll) {
 	}
 	l.mu.Unlock()
 	for _, w := range due {
-		s.settle(w, false)
+		s.settle(w, peekGone)
 	}
 }

@@ -165,7 +165,7 @@ func judgeWhole(b []byte, full bool) (peekVerdict, int) {
 		case err != nil:
 			return peekBad, 0
 		case kind == frame.NeedMore && full:
-			return peekReady, 0
+			return peekLarge, 0
 		case kind == frame.NeedMore:
 			return peekWait, 0
 		case kind != frame.Data || n == frame.HeaderSize:

@@ -27,11 +27,12 @@ func FuzzJudgeRequest(f *testing.F) {
 				t.Fatalf("malformed by the peek, a message of %d bytes for the assembler", n)
 			}
 		case peekReady:
-			if end > 0 && (!done || n != end) {
+			if end == 0 || !done || n != end {
 				t.Fatalf("whole at %d by the peek; assembler: done %v at %d, %v", end, done, n, err)
 			}
-			if end == 0 && !full {
-				t.Fatal("ready without an end and without a full buffer")
+		case peekLarge:
+			if !full || end != 0 || done || err != nil {
+				t.Fatalf("large by the peek (full %v, end %d); assembler: done %v, %v", full, end, done, err)
 			}
 		case peekWait:
 			if done || err != nil {
