@@ -146,9 +146,13 @@
 // runs the handler of a small request itself, instead of waking the
 // connection's goroutine; with more than two processors, a round of the
 // watch that finds more requests serves one and wakes the goroutines of
-// the others, which run beside it). A wait that found nothing (for the spin, or
-// for 20ms in the watch) arms the ring and waits on the socket in Go's
-// netpoller, and the peer writes a byte when it publishes. One goroutine
+// the others, which run beside it). A watch whose rings brought nothing
+// for 50µs sleeps on all of them at once (on Linux 5.16 and later), and
+// the first record, on any, wakes it with one futex call: a peer that
+// waits, or that the machine does not run (more threads than
+// processors), costs no spinning. A wait that found nothing (for the
+// spin, or for 10ms in the watch) arms the ring and waits on the socket
+// in Go's netpoller, and the peer writes a byte when it publishes. One goroutine
 // per ring connection serves it, parked in the netpoller while idle, so
 // one epoll watches every idle ring and an idle ring costs nothing. The
 // peer's death ends the socket, and with it any wait, at once (within the

@@ -189,6 +189,7 @@ func (c *Client) SetDeadline(t time.Time) error {
 	c.deadline = t
 	c.applyDeadlineLocked()
 	c.rwait.cut.Store(true) // a wait in clientRings looks at the deadline again
+	clientRings.poke()
 	return nil
 }
 

@@ -26,6 +26,21 @@ const ringWatchClock = 8
 // of the peer (a client that died, say) shows.
 const ringWatchMax = 20 * time.Millisecond
 
+// A watch whose rings brought nothing for ringNapAfter sleeps on all of
+// them at once (ring.Napper), until one has something, a ring comes, the
+// watch stops, a stay ends, or ringNapMax after the last thing came; then
+// it hands every ring back, as it does after its idle time where it cannot
+// nap. A spin is worth it while the peers run: a short gap between
+// records is a peer at work. A longer one is a peer that waits, or one
+// that the machine does not run (more threads than processors, a host
+// that takes the virtual processors away): there a spin keeps the
+// processor from whoever would run, and the rings' own sleeps and
+// doorbells would cost a wake-up for each ring, where a nap costs one for
+// all of them. ringNapMax is a variable for the tests.
+const ringNapAfter = 50 * time.Microsecond
+
+var ringNapMax = 10 * time.Millisecond
+
 // ringWatch lets many ring sides that wait for their peers cost one
 // spinning goroutine rather than one each. A side with nothing to read, in
 // a crowd of waits, hands its ring's Reader to the watch and blocks on a
@@ -43,13 +58,18 @@ const ringWatchMax = 20 * time.Millisecond
 // a processor from the peers it waits for, and a side parked on its socket
 // costs its peer a doorbell write and itself an epoll wake-up and a read.
 // A watch costs a look per ring per round and two goroutine switches per
-// hand-back. A side may instead give the watch a serve function, which
+// hand-back; when its rings are quiet, it naps on all of them at once
+// (ringNapAfter). A side may instead give the watch a serve function, which
 // takes the record on the watch's goroutine (a server's request whose
 // handler runs inline) and keeps the ring there: no switch at all.
 //
 // Invariant (mu): added holds the sides handed over and not yet taken by
 // the goroutine; running says that a goroutine runs (wg counts it);
-// stopped is set once, by stop, after which wait refuses. From the
+// stopped is set once, by stop, after which wait refuses. napping, an
+// atomic, is set by the goroutine under mu when it is about to nap and
+// has seen no side added and no stop; whoever adds a side, stops the watch
+// or cuts a side's wait after that swaps it back and wakes the napper, and
+// the goroutine clears it after its nap. From the
 // hand-over to the send on its wake channel a side's Reader is used by the
 // watch's goroutine alone, which pins its mapping for the stay
 // (Reader.Hold: then a look is only loads) and only looks (Reader.Ready),
@@ -73,11 +93,19 @@ type ringWatch struct {
 	// two processors, whatever GOMAXPROCS is; read when it starts.
 	serveAll atomic.Bool
 
+	// naps counts the naps, for the tests; napper and napRs are the
+	// goroutine's.
+	naps    atomic.Uint64
+	napper  ring.Napper
+	napRs   []*ring.Reader
+	napping atomic.Bool
+
 	mu      sync.Mutex
 	added   []*ringWait
 	running bool
 	starts  uint64 // goroutines started, for the tests
 	stopped bool
+	noNap   bool // this kernel cannot nap (ring.Napper.Nap)
 	wg      sync.WaitGroup
 	spare   []*ringWait // the last goroutine's array of held rings, for the next
 	runFn   func()      // rw.run, made once: a go statement with a method value allocates
@@ -152,8 +180,18 @@ func (rw *ringWatch) wait(w *ringWait, deadline time.Time) bool {
 	}
 	rw.added = append(rw.added, w)
 	rw.mu.Unlock()
+	rw.poke()
 	<-w.wake
 	return true
+}
+
+// poke ends the goroutine's nap, if it naps: a side was added, a side's
+// cut set, the watch stopped. Any goroutine; without a nap, one atomic
+// load.
+func (rw *ringWatch) poke() {
+	if rw.napping.Load() && rw.napping.CompareAndSwap(true, false) {
+		rw.napper.Wake()
+	}
 }
 
 // maxStay is the longest a ring stays in the watch.
@@ -170,6 +208,7 @@ func (rw *ringWatch) stop() {
 	rw.mu.Lock()
 	rw.stopped = true
 	rw.mu.Unlock()
+	rw.poke()
 	rw.wg.Wait()
 }
 
@@ -208,6 +247,10 @@ func (rw *ringWatch) run() {
 			clear(rw.added)
 			rw.added = rw.added[:0]
 			last = now
+		}
+		idle := rw.idle // how long a quiet watch keeps its rings
+		if !rw.noNap && len(held) <= ring.MaxNap {
+			idle = max(idle, ringNapMax)
 		}
 		if rw.stopped || (len(held) == 0 && now.Sub(last) > rw.idle) {
 			handBack(held)
@@ -256,13 +299,61 @@ func (rw *ringWatch) run() {
 			held = held[:n]
 			w.handBack()
 		}
-		if len(held) > 0 && now.Sub(last) > rw.idle {
+		if len(held) > 0 && now.Sub(last) > idle {
 			// Nothing came for a while: each side waits on its socket,
 			// where a request costs a doorbell but waiting costs nothing.
 			handBack(held)
 			held = held[:0]
 		}
+		if len(held) > 0 && last != now && now.Sub(last) >= ringNapAfter && idle > rw.idle {
+			rw.nap(held, now, last.Add(idle))
+			now = time.Now()
+			continue // a look at every ring before the idle time counts again
+		}
 		runtime.Gosched()
+	}
+}
+
+// nap sleeps on the rings of held (all of them pinned, at most
+// ring.MaxNap) until one has something, a side comes, the watch stops or
+// a side's wait is cut, or until end or the first stay's end. On the
+// watch's goroutine.
+func (rw *ringWatch) nap(held []*ringWait, now, end time.Time) {
+	rs := rw.napRs[:0]
+	for _, w := range held {
+		if !w.pinned {
+			return // its Hold failed: the next round hands it back
+		}
+		if w.until.Before(end) {
+			end = w.until
+		}
+		rs = append(rs, w.r)
+	}
+	rw.napRs = rs
+	defer clear(rs)
+	rw.mu.Lock()
+	if len(rw.added) > 0 || rw.stopped {
+		rw.mu.Unlock()
+		return
+	}
+	rw.napping.Store(true)
+	rw.mu.Unlock()
+	// A cut set before napping was, whose poke found nothing to wake, is
+	// seen here; one set after, by its poke's Wake.
+	cut := false
+	for _, w := range held {
+		cut = cut || w.cut.Load()
+	}
+	var err error
+	if !cut && end.After(now) {
+		rw.naps.Add(1)
+		err = rw.napper.Nap(rs, end.Sub(now))
+	}
+	rw.napping.Store(false)
+	if err != nil {
+		rw.mu.Lock()
+		rw.noNap = true // unsupported here: the watch spins to its idle time, as before
+		rw.mu.Unlock()
 	}
 }
 

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -364,5 +365,120 @@ func TestRingWatchBudget(t *testing.T) {
 	second.stop()
 	if n := watching.Load(); n != 0 {
 		t.Errorf("%d watches run after both stopped", n)
+	}
+}
+
+// TestRingWatchNaps: a watch whose rings are quiet naps on them, and what
+// it must not sleep through ends the nap: a record on a ring it holds, a
+// ring handed to it (whose record it could not see while it slept), a cut
+// wait, its stop. Naps here last up to a minute: a lost wake-up shows as
+// a wait of 5 s, where each comes at once.
+func TestRingWatchNaps(t *testing.T) {
+	leakcheck.Check(t)
+	defer func(d time.Duration) { ringNapMax = d }(ringNapMax)
+	ringNapMax = time.Minute
+	rw := &ringWatch{idle: 100 * time.Microsecond, stay: time.Minute}
+	stopped := false
+	defer func() {
+		if !stopped {
+			rw.stop()
+		}
+	}()
+	a, b, c := newWatchedRing(t), newWatchedRing(t), newWatchedRing(t)
+	waiting := func(wr *watchedRing) chan bool {
+		done := make(chan bool, 1)
+		go func() { done <- rw.wait(&wr.wait, time.Now().Add(time.Minute)) && wr.wait.ready }()
+		return done
+	}
+	napped := func(after uint64) uint64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for rw.naps.Load() <= after {
+			if time.Now().After(deadline) {
+				t.Fatal("the watch did not nap on quiet rings")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(5 * time.Millisecond) // into the nap
+		return rw.naps.Load()
+	}
+	within := func(what string, done chan bool, ready bool) {
+		t.Helper()
+		select {
+		case got := <-done:
+			if got != ready {
+				t.Fatalf("%s: handed back with a record %v, want %v", what, got, ready)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the nap went on", what)
+		}
+	}
+
+	doneA, doneB := waiting(a), waiting(b)
+	n := napped(0)
+	a.send(t, "a")
+	within("a record on a ring slept on", doneA, true)
+
+	n = napped(n)
+	doneC := waiting(c) // added while the watch naps on b alone
+	n = napped(n)
+	c.send(t, "c")
+	within("a record on a ring handed over during a nap", doneC, true)
+
+	napped(n)
+	b.wait.cut.Store(true) // as Client.SetDeadline does
+	rw.poke()
+	within("a cut wait", doneB, false)
+
+	b.wait.cut.Store(false) // as the Client does before a wait
+	n = rw.naps.Load()
+	doneB = waiting(b)
+	napped(n)
+	start := time.Now()
+	rw.stop()
+	stopped = true
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stop waited %v for a napping watch", d)
+	}
+	within("the watch stopped", doneB, false)
+}
+
+// TestRingsQuietCrowdNaps: Clients on rings whose replies each take a
+// millisecond: the watch that has their waits (or the server's) naps
+// between replies, and every reply still comes, the right one, deadlines
+// moved meanwhile included.
+func TestRingsQuietCrowdNaps(t *testing.T) {
+	needProcs(t, 2)
+	leakcheck.Check(t)
+	slow := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
+		time.Sleep(time.Millisecond)
+		_, err := w.Write(req)
+		return err
+	})
+	ts := startServer(t, slow, withRings)
+	naps := func() uint64 { return ts.Server.rings.watch.naps.Load() + clientRings.naps.Load() }
+	before := naps()
+	const clients, calls = 6, 40
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := dialRings(t, ts.path)
+		wg.Go(func() {
+			for k := range calls {
+				if err := c.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+					t.Error(err)
+					return
+				}
+				req := pattern(1+(i*calls+k)%300, i*calls+k)
+				got, err := c.Call(req)
+				if err != nil || !bytes.Equal(got, req) {
+					t.Errorf("client %d call %d: %d bytes, %v", i, k, len(got), err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if naps() == before {
+		t.Error("no watch napped between the replies")
 	}
 }

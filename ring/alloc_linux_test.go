@@ -5,6 +5,7 @@ package ring
 import (
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestNoAllocations: writing and reading records, copied or in place,
@@ -66,5 +67,23 @@ func TestArmNoAllocations(t *testing.T) {
 		wait.Drain()
 	}); n != 0 {
 		t.Errorf("%v allocations per armed round, want 0", n)
+	}
+}
+
+// TestNapNoAllocations: a nap on held rings, to its end or ended by a
+// record, allocates nothing.
+func TestNapNoAllocations(t *testing.T) {
+	checkLeaks(t)
+	ws, rs := napRings(t, 2)
+	var n Napper
+	msg := []byte("x")
+	if a := testing.AllocsPerRun(200, func() {
+		n.Nap(rs, 20*time.Microsecond)
+		ws[1].Write(msg)
+		n.Nap(rs, time.Second)
+		rs[1].Next()
+		rs[1].Release()
+	}); a != 0 {
+		t.Errorf("Nap: %v allocations, want 0", a)
 	}
 }

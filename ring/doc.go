@@ -81,7 +81,10 @@
 // calls Arm on each side it serves, and when none is ready it waits on
 // one Doorbell (NewDoorbell). Any number of rings can share a doorbell,
 // and the doorbell reads end of file when the peer holding its other end
-// has gone.
+// has gone. A goroutine that watches many readers it holds (Reader.Hold)
+// can instead sleep on all their futexes at once (Napper, where Linux
+// has futex_waitv): the first record on any wakes it with the futex call
+// that ring's own sleeper would have cost its peer.
 //
 // # Messages
 //
