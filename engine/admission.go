@@ -35,9 +35,10 @@ const (
 // exactly once: by release when it closes, or earlier by admit when it is
 // evicted to make room (counted turns false; its close follows). unproven
 // links, oldest first, the open connections that are counted and have not
-// completed a request; a connection leaves it when it proves itself, is
-// evicted, or closes. The conn fields counted, proven, inList, prev and
-// next belong to admission and change only under mu.
+// completed a request, nor came with one whole (vouched, which never join
+// it); a connection leaves it when it proves itself, is evicted, or
+// closes. The conn fields counted, inList, prev and next belong to
+// admission and change only under mu; provenLoop is its loop's.
 type admission struct {
 	maxTotal, maxPerUID int
 

@@ -116,7 +116,7 @@ type conn struct {
 
 	// admission's, under its mu (admission.go).
 	counted, inList bool
-	provenLoop      bool // the loop's: admission.prove ran
+	provenLoop      bool // the loop's: it is proven (admission.prove ran, or register found it vouched)
 	// vouched is set before the connection goes to its loop, and only
 	// read after: its whole first request was in its input when it was
 	// admitted, so it joins as proven. Its loop has yet to read the

@@ -150,9 +150,11 @@
 // for 50µs sleeps on all of them at once (on Linux 5.16 and later), and
 // the first record, on any, wakes it with one futex call: a peer that
 // waits, or that the machine does not run (more threads than
-// processors), costs no spinning. A wait that found nothing (for the
-// spin, or for 10ms in the watch) arms the ring and waits on the socket
-// in Go's netpoller, and the peer writes a byte when it publishes. One goroutine
+// processors), costs no spinning beyond those 50µs. A wait that found
+// nothing (for the spin, or in a watch whose rings were all quiet for
+// 10ms, or for the spin where it cannot sleep) arms the ring and waits
+// on the socket in Go's netpoller, and the peer writes a byte when it
+// publishes. One goroutine
 // per ring connection serves it, parked in the netpoller while idle, so
 // one epoll watches every idle ring and an idle ring costs nothing. The
 // peer's death ends the socket, and with it any wait, at once (within the

@@ -189,7 +189,9 @@ func (c *Client) SetDeadline(t time.Time) error {
 	c.deadline = t
 	c.applyDeadlineLocked()
 	c.rwait.cut.Store(true) // a wait in clientRings looks at the deadline again
-	clientRings.poke()
+	if c.rin != nil {
+		clientRings.poke() // which may be napping on it
+	}
 	return nil
 }
 

@@ -36,10 +36,11 @@ const ringWatchMax = 20 * time.Millisecond
 // that takes the virtual processors away): there a spin keeps the
 // processor from whoever would run, and the rings' own sleeps and
 // doorbells would cost a wake-up for each ring, where a nap costs one for
-// all of them. ringNapMax is a variable for the tests.
-const ringNapAfter = 50 * time.Microsecond
-
-var ringNapMax = 10 * time.Millisecond
+// all of them.
+const (
+	ringNapAfter = 50 * time.Microsecond
+	ringNapMax   = 10 * time.Millisecond
+)
 
 // ringWatch lets many ring sides that wait for their peers cost one
 // spinning goroutine rather than one each. A side with nothing to read, in
@@ -51,8 +52,9 @@ var ringNapMax = 10 * time.Millisecond
 // the end, an error such as Close), once its stay ends (ringWatchMax, or
 // the owner's deadline) or its owner's deadline moves, or when the watch
 // stops; the side then takes its record, or arms the ring and waits on its
-// socket as before. A watch in which nothing came for idle hands every
-// ring back and its goroutine ends; the next hand-over starts another.
+// socket as before. A watch in which nothing came for a while (its idle
+// time, or ringNapMax where it naps) hands every ring back, and once it
+// holds none its goroutine ends; the next hand-over starts another.
 //
 // The gain is on a crowded machine: a side spinning for its own ring keeps
 // a processor from the peers it waits for, and a side parked on its socket
@@ -76,9 +78,12 @@ var ringNapMax = 10 * time.Millisecond
 // or, for a side with a serve, calls serve, which acts for the owner;
 // before and after, by its owner alone.
 type ringWatch struct {
-	idle  time.Duration // set before the first wait
-	stay  time.Duration // the longest a ring stays (0: ringWatchMax); set before the first wait
-	procs bool          // the goroutine runs only within the process's budget (watching)
+	idle time.Duration // set before the first wait
+	stay time.Duration // the longest a ring stays (0: ringWatchMax); set before the first wait
+	// napMax is how long after the last thing came a quiet watch naps
+	// (0: ringNapMax), for the tests; set before the first wait.
+	napMax time.Duration
+	procs  bool // the goroutine runs only within the process's budget (watching)
 	// prefetch: a ring handed back with a record has the record's lines
 	// asked for first (Reader.Prefetch), for an owner that reads every
 	// record it gets (a server's handler reads its request); set before
@@ -105,7 +110,7 @@ type ringWatch struct {
 	running bool
 	starts  uint64 // goroutines started, for the tests
 	stopped bool
-	noNap   bool // this kernel cannot nap (ring.Napper.Nap)
+	noNap   bool // ring.Napper.Nap failed: the watch spins to its idle time
 	wg      sync.WaitGroup
 	spare   []*ringWait // the last goroutine's array of held rings, for the next
 	runFn   func()      // rw.run, made once: a go statement with a method value allocates
@@ -250,7 +255,7 @@ func (rw *ringWatch) run() {
 		}
 		idle := rw.idle // how long a quiet watch keeps its rings
 		if !rw.noNap && len(held) <= ring.MaxNap {
-			idle = max(idle, ringNapMax)
+			idle = max(idle, rw.napFor())
 		}
 		if rw.stopped || (len(held) == 0 && now.Sub(last) > rw.idle) {
 			handBack(held)
@@ -346,15 +351,26 @@ func (rw *ringWatch) nap(held []*ringWait, now, end time.Time) {
 	}
 	var err error
 	if !cut && end.After(now) {
-		rw.naps.Add(1)
-		err = rw.napper.Nap(rs, end.Sub(now))
+		if err = rw.napper.Nap(rs, end.Sub(now)); err == nil {
+			rw.naps.Add(1)
+		}
 	}
 	rw.napping.Store(false)
 	if err != nil {
+		// The kernel cannot (errors.ErrUnsupported), or refused: from now
+		// on this watch spins to its idle time, as it did before naps.
 		rw.mu.Lock()
-		rw.noNap = true // unsupported here: the watch spins to its idle time, as before
+		rw.noNap = true
 		rw.mu.Unlock()
 	}
+}
+
+// napFor is how long after the last thing came a quiet watch naps.
+func (rw *ringWatch) napFor() time.Duration {
+	if rw.napMax > 0 {
+		return rw.napMax
+	}
+	return ringNapMax
 }
 
 // handBack hands every ring of held back to its owner.

@@ -374,10 +374,9 @@ func TestRingWatchBudget(t *testing.T) {
 // wait, its stop. Naps here last up to a minute: a lost wake-up shows as
 // a wait of 5 s, where each comes at once.
 func TestRingWatchNaps(t *testing.T) {
+	needNaps(t)
 	leakcheck.Check(t)
-	defer func(d time.Duration) { ringNapMax = d }(ringNapMax)
-	ringNapMax = time.Minute
-	rw := &ringWatch{idle: 100 * time.Microsecond, stay: time.Minute}
+	rw := &ringWatch{idle: 100 * time.Microsecond, stay: time.Minute, napMax: time.Minute}
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -390,17 +389,19 @@ func TestRingWatchNaps(t *testing.T) {
 		go func() { done <- rw.wait(&wr.wait, time.Now().Add(time.Minute)) && wr.wait.ready }()
 		return done
 	}
+	// napped waits for the watch to nap, after the naps counted before it
+	// (the count grows when a nap ends).
 	napped := func(after uint64) uint64 {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
-		for rw.naps.Load() <= after {
+		for rw.naps.Load() < after || !rw.napping.Load() {
 			if time.Now().After(deadline) {
 				t.Fatal("the watch did not nap on quiet rings")
 			}
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(5 * time.Millisecond) // into the nap
-		return rw.naps.Load()
+		return rw.naps.Load() + 1        // once this one ends
 	}
 	within := func(what string, done chan bool, ready bool) {
 		t.Helper()
@@ -449,6 +450,7 @@ func TestRingWatchNaps(t *testing.T) {
 // moved meanwhile included.
 func TestRingsQuietCrowdNaps(t *testing.T) {
 	needProcs(t, 2)
+	needNaps(t)
 	leakcheck.Check(t)
 	slow := HandlerFunc(func(ctx context.Context, req []byte, w *ReplyWriter) error {
 		time.Sleep(time.Millisecond)
@@ -480,5 +482,86 @@ func TestRingsQuietCrowdNaps(t *testing.T) {
 	wg.Wait()
 	if naps() == before {
 		t.Error("no watch napped between the replies")
+	}
+}
+
+// needNaps skips a test where this kernel cannot nap (ring.Napper).
+func needNaps(t *testing.T) {
+	t.Helper()
+	_, r := newRingPair(t, ring.MinCapacity)
+	if !r.Hold() {
+		t.Fatal("Hold failed on a new ring")
+	}
+	defer r.Unhold()
+	var n ring.Napper
+	if err := n.Nap([]*ring.Reader{r}, time.Microsecond); err != nil {
+		t.Skipf("no naps here: %v", err)
+	}
+}
+
+// TestRingWatchNapSeesCut: a cut set before the watch started to nap, whose
+// poke found nothing to wake, keeps the nap from starting; without one
+// the nap runs to its end.
+func TestRingWatchNapSeesCut(t *testing.T) {
+	needNaps(t)
+	leakcheck.Check(t)
+	rw := &ringWatch{napMax: time.Minute}
+	wr := newWatchedRing(t)
+	w := &wr.wait
+	if w.pinned = w.r.Hold(); !w.pinned {
+		t.Fatal("Hold failed on a new ring")
+	}
+	defer w.r.Unhold()
+	now := time.Now()
+	w.until = now.Add(time.Minute)
+	w.cut.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rw.nap([]*ringWait{w}, now, now.Add(time.Minute))
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		rw.poke()
+		<-done
+		t.Fatal("the watch napped on a cut wait")
+	}
+	if n := rw.naps.Load(); n != 0 {
+		t.Fatalf("%d naps with a cut wait", n)
+	}
+	w.cut.Store(false)
+	start := time.Now()
+	rw.nap([]*ringWait{w}, start, start.Add(20*time.Millisecond))
+	if d := time.Since(start); d < 20*time.Millisecond || rw.naps.Load() != 1 {
+		t.Fatalf("a nap to its end: %v, %d naps; want 20ms and 1", d, rw.naps.Load())
+	}
+}
+
+// TestSetDeadlinePokesWatch: SetDeadline on a Client on rings ends the nap
+// of the process's watch, which may hold its wait; a Client on the socket
+// leaves it.
+func TestSetDeadlinePokesWatch(t *testing.T) {
+	leakcheck.Check(t)
+	ts := startServer(t, HandlerFunc(echoRaw), withRings)
+	plain, err := Dial(context.Background(), ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	onRings := dialRings(t, ts.path)
+	defer clientRings.napping.Store(false)
+	clientRings.napping.Store(true) // as if its goroutine napped
+	if err := plain.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if !clientRings.napping.Load() {
+		t.Fatal("SetDeadline on a Client without rings woke the watch")
+	}
+	if err := onRings.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if clientRings.napping.Load() {
+		t.Fatal("SetDeadline on a Client on rings left the watch napping")
 	}
 }

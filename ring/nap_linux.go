@@ -5,6 +5,7 @@ package ring
 import (
 	"errors"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -18,8 +19,9 @@ const (
 	futex2Private = 128
 )
 
-// napUnsupported is set once a kernel without futex_waitv (before 5.16)
-// refused one: every later Nap reports errors.ErrUnsupported at once.
+// napUnsupported is set once the kernel refused futex_waitv as unknown
+// (before Linux 5.16) or not allowed (a seccomp filter): every later Nap
+// reports errors.ErrUnsupported at once.
 var napUnsupported atomic.Bool
 
 // kernelTimespec is the kernel's 64-bit timespec, which futex_waitv takes
@@ -29,17 +31,17 @@ type kernelTimespec struct {
 }
 
 // Nap sleeps until one of rs has something for Next (as Ready reports), a
-// Wake, or d has passed, whichever comes first; on return every ring is
-// as it was, unarmed. It reports errors.ErrUnsupported, at once, where
+// Wake, or d has passed, whichever comes first; on return no ring is left
+// parked on its futex. It reports errors.ErrUnsupported, at once, where
 // the kernel cannot wait on many futexes; a nil error says nothing of
 // which of these ended the nap: the caller looks at its rings again.
 //
 // Every Reader of rs must be held (Reader.Hold) by the calling goroutine,
-// which may call their Ready; a Reader not held, or more than MaxNap of
-// them, ends the nap at once. The words slept on lie in memory the peers
-// can write: a peer that scribbles on its word, or absorbs the wake-up
-// meant for this side, can end the nap early or late, never later than d.
-// One goroutine naps on a Napper at a time.
+// which may call their Ready; a Reader not held or Ready already, or more
+// than MaxNap of them, ends the nap at once. The words slept on lie in
+// memory the peers can write: a peer that scribbles on its word, or
+// absorbs the wake-up meant for this side, can end the nap early or late,
+// never later than d. One goroutine naps on a Napper at a time.
 func (n *Napper) Nap(rs []*Reader, d time.Duration) error {
 	if napUnsupported.Load() {
 		return errors.ErrUnsupported
@@ -48,13 +50,18 @@ func (n *Napper) Nap(rs []*Reader, d time.Duration) error {
 		return nil
 	}
 	for _, r := range rs {
-		if !r.held {
+		if !r.held || r.lease != 0 || r.err != nil {
 			return nil
 		}
 	}
-	end := monotonicNow() + int64(d)
-	ws := n.waiters[:len(rs)+1]
-	ws[0] = futexWaitv{uaddr: uint64(uintptr(unsafe.Pointer(&n.bell))), flags: futex2SizeU32 | futex2Private}
+	st := n.state()
+	now := monotonicNow()
+	end := now + int64(d)
+	if end < now {
+		end = math.MaxInt64
+	}
+	ws := st.waiters[:len(rs)+1]
+	ws[0] = futexWaitv{uaddr: uint64(uintptr(unsafe.Pointer(&st.bell))), flags: futex2SizeU32 | futex2Private}
 	for i, r := range rs {
 		ws[i+1] = futexWaitv{val: parkedFutex, uaddr: uint64(uintptr(unsafe.Pointer(r.s.rpark))), flags: futex2SizeU32}
 	}
@@ -64,7 +71,7 @@ func (n *Napper) Nap(rs []*Reader, d time.Duration) error {
 		}
 	}()
 	for {
-		if n.bell.Swap(0) != 0 {
+		if st.bell.Swap(0) != 0 {
 			return nil
 		}
 		// Raise every word before the last look, as a futex wait does:
@@ -89,8 +96,7 @@ func (n *Napper) Nap(rs []*Reader, d time.Duration) error {
 			uintptr(unsafe.Pointer(&ts)), unix.CLOCK_MONOTONIC, 0)
 		switch errno {
 		case 0, unix.EAGAIN, unix.EINTR, unix.ETIMEDOUT:
-		case unix.ENOSYS, unix.EINVAL:
-			// No futex_waitv, or one that does not take these flags.
+		case unix.ENOSYS, unix.EPERM:
 			napUnsupported.Store(true)
 			return errors.ErrUnsupported
 		default:
@@ -99,12 +105,24 @@ func (n *Napper) Nap(rs []*Reader, d time.Duration) error {
 	}
 }
 
-// monotonicNow reads CLOCK_MONOTONIC, the clock of futex_waitv's timeout,
-// in nanoseconds.
+// monoBase pairs a reading of CLOCK_MONOTONIC, the clock of futex_waitv's
+// timeout, with one of Go's clock, whose monotonic part is the same
+// clock read without a system call.
+var monoBase struct {
+	once sync.Once
+	mono int64
+	at   time.Time
+}
+
+// monotonicNow is CLOCK_MONOTONIC in nanoseconds.
 func monotonicNow() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
+	monoBase.once.Do(func() {
+		var ts unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+		monoBase.at = time.Now()
+		monoBase.mono = ts.Nano()
+	})
+	return monoBase.mono + int64(time.Since(monoBase.at))
 }
 
 // futexWakePrivate wakes the waiters on word, a word of this process.

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // napRings makes n rings whose readers are held, as a watcher holds them.
@@ -118,6 +121,11 @@ func TestNapScribbledWord(t *testing.T) {
 	var n Napper
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	halt := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	defer halt()
 	wg.Go(func() {
 		for {
 			select {
@@ -131,15 +139,16 @@ func TestNapScribbledWord(t *testing.T) {
 	})
 	for range 20 {
 		start := time.Now()
-		if err := n.Nap(rs, 5*time.Millisecond); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		if err := n.Nap(rs, 5*time.Millisecond); errors.Is(err, errors.ErrUnsupported) {
+			t.Skip("this kernel has no futex_waitv")
+		} else if err != nil {
 			t.Fatalf("Nap: %v", err)
 		}
 		if d := time.Since(start); d > time.Second {
 			t.Fatalf("a 5ms nap beside a scribbling peer took %v", d)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 	rs[0].s.rpark.Store(0)
 	if err := ws[0].Write([]byte("after")); err != nil {
 		t.Fatal(err)
@@ -148,6 +157,32 @@ func TestNapScribbledWord(t *testing.T) {
 		t.Fatalf("Next after the scribbling: %q, %v", p, err)
 	}
 	rs[0].Release()
+}
+
+// TestNapSleeps: a nap to its end sleeps in the kernel: its thread uses
+// far less processor time than the nap lasts, where a nap that spun (on a
+// futex word it failed to raise, say) would use all of it.
+func TestNapSleeps(t *testing.T) {
+	checkLeaks(t)
+	_, rs := napRings(t, 4)
+	var n Napper
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	const d = 100 * time.Millisecond
+	before := cpu()
+	if took := nap(t, &n, rs, d); took < d {
+		t.Fatalf("a nap on empty rings ended after %v, before its %v", took, d)
+	}
+	if used := cpu() - before; used > d/4 {
+		t.Fatalf("a nap of %v used %v of processor time", d, used)
+	}
 }
 
 // TestNapLimit: more readers than MaxNap end a nap at once.
