@@ -7,7 +7,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pktipc/pktipc/frame"
 	"github.com/pktipc/pktipc/uds"
 )
 
@@ -254,7 +253,7 @@ func waitForRequest(uc *net.UnixConn, deadline time.Time) peekVerdict {
 }
 
 // peekRequest looks at what the socket fd holds, without consuming it,
-// into buf, and judges it (judgeRequest); peekGone when the peer hung up
+// into buf, and judges it (judgeWhole); peekGone when the peer hung up
 // or the socket failed.
 func peekRequest(fd int, buf *[lobbyPeek]byte) peekVerdict {
 	for {
@@ -267,7 +266,8 @@ func peekRequest(fd int, buf *[lobbyPeek]byte) peekVerdict {
 		case err != nil || n == 0:
 			return peekGone
 		}
-		return judgeRequest(buf[:n], n == len(buf))
+		v, _ := judgeWhole(buf[:n], n == len(buf))
+		return v
 	}
 }
 
@@ -280,22 +280,3 @@ const (
 	peekBad                      // malformed
 	peekGone                     // the peer hung up (git's probe), or the socket failed
 )
-
-// judgeRequest looks at the start of a connection's input, b; full says
-// that b filled the peek buffer.
-func judgeRequest(b []byte, full bool) peekVerdict {
-	for {
-		kind, _, n, err := frame.Decode(b)
-		switch {
-		case err != nil:
-			return peekBad
-		case kind == frame.NeedMore && full:
-			return peekLarge
-		case kind == frame.NeedMore:
-			return peekWait
-		case kind != frame.Data || n == frame.HeaderSize:
-			return peekReady // a flush, or another end of a message for git
-		}
-		b = b[n:]
-	}
-}

@@ -156,7 +156,9 @@ func (s *Server) awaitRequest(fd int) (peekVerdict, int) {
 	}
 }
 
-// judgeWhole is judgeRequest that also gives the end of a whole request.
+// judgeWhole looks at the start of a connection's input, b (full says
+// that b filled the peek buffer), and gives its verdict and, for a whole
+// request, the wire length of it.
 func judgeWhole(b []byte, full bool) (peekVerdict, int) {
 	off := 0
 	for {
@@ -169,7 +171,7 @@ func judgeWhole(b []byte, full bool) (peekVerdict, int) {
 		case kind == frame.NeedMore:
 			return peekWait, 0
 		case kind != frame.Data || n == frame.HeaderSize:
-			return peekReady, off + n
+			return peekReady, off + n // a flush, or another end of a message for git
 		}
 		off += n
 	}
